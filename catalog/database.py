@@ -1,0 +1,139 @@
+"""Opening the catalog database, binding the models to it, migrating it.
+
+SQLite is the embedded default; PostgreSQL is chosen by a ``postgresql://`` URL.
+The database is bound at start-up by the caller, never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import peewee as pw
+from peewee_migrate import Router
+
+from catalog.errors import DatabaseURLError
+from catalog.models import ALL_MODELS, database_proxy
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+#: How long an SQLite writer waits for a lock held by another process.
+DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: SQLite page cache per connection (negative: KiB), enough for the policy indexes.
+DEFAULT_SQLITE_CACHE_KIB = 200_000
+#: Arbitrary constant naming our PostgreSQL advisory lock for migrations.
+MIGRATION_LOCK_ID = 0x5E50_1E57
+
+logger = logging.getLogger(__name__)
+
+
+def open_database(url: str) -> pw.Database:
+    """Open (lazily; nothing connects yet) the database named by ``url``.
+
+    ``sqlite:///relative.sqlite3``, ``sqlite:////absolute/path.sqlite3``,
+    ``sqlite:///:memory:``, ``postgresql://user:password@host:port/dbname``.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        if parts.netloc:
+            raise DatabaseURLError(
+                f"database URL {redact_url(url)!r}: a sqlite URL has no host; "
+                "use sqlite:///relative/path or sqlite:////absolute/path"
+            )
+        path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
+        if not path:
+            raise DatabaseURLError(f"database URL {url!r}: no file path given")
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return pw.SqliteDatabase(
+            path,
+            pragmas={
+                "journal_mode": "wal",
+                "busy_timeout": DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
+                "foreign_keys": 1,
+                "synchronous": "normal",
+                "cache_size": -DEFAULT_SQLITE_CACHE_KIB,
+            },
+            # Our writers take the write lock up front, so two writers never
+            # deadlock upgrading a read lock.
+            timeout=DEFAULT_SQLITE_BUSY_TIMEOUT_MS / 1000,
+        )
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg2"):
+        dbname = unquote(parts.path.lstrip("/"))
+        if not dbname:
+            raise DatabaseURLError(f"database URL {redact_url(url)!r}: no database name given")
+        options = dict(parse_qsl(parts.query))
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise DatabaseURLError(f"database URL {redact_url(url)!r}: bad port") from exc
+        return pw.PostgresqlDatabase(
+            dbname,
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            host=parts.hostname or None,
+            port=port,
+            autorollback=True,
+            **options,
+        )
+    raise DatabaseURLError(
+        f"database URL {redact_url(url)!r}: unsupported scheme {parts.scheme!r}; "
+        "expected sqlite:/// or postgresql://"
+    )
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced, fit for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def bind(database: pw.Database) -> pw.Database:
+    """Bind the catalog models to ``database`` and return it."""
+    database_proxy.initialize(database)
+    return database
+
+
+def is_postgres(database: pw.Database) -> bool:
+    """Tell whether ``database`` is PostgreSQL (else it is SQLite)."""
+    return isinstance(database, pw.PostgresqlDatabase)
+
+
+def pending_migrations(database: pw.Database) -> list[str]:
+    """Names of the migrations not yet applied to ``database``."""
+    return list(_router(database).diff)
+
+
+def migrate(database: pw.Database) -> list[str]:
+    """Apply every pending migration, each in its own transaction.
+
+    Safe to call from many processes at once: on PostgreSQL they queue on an
+    advisory lock; on SQLite the migration transactions serialise on the
+    database's write lock. Returns the names of the migrations applied here.
+    """
+    router = _router(database)
+    if is_postgres(database):
+        database.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        try:
+            return router.run()
+        finally:
+            database.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+    return router.run()
+
+
+def _router(database: pw.Database) -> Router:
+    quiet = logging.getLogger("peewee_migrate.quiet")
+    quiet.setLevel(logging.WARNING)
+    return Router(database, migrate_dir=MIGRATIONS_DIR, logger=quiet)
+
+
+def drop_all(database: pw.Database) -> None:
+    """Drop every catalog table and the migration history (tests only)."""
+    with database.atomic():
+        database.drop_tables(list(ALL_MODELS), safe=True, cascade=is_postgres(database))
+        database.execute_sql("DROP TABLE IF EXISTS migratehistory")

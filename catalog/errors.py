@@ -1,0 +1,30 @@
+"""Errors raised by the catalog.
+
+::
+
+    CatalogError                 anything the catalog refuses or cannot do
+    ├── DatabaseURLError         a database URL we cannot use
+    ├── InvalidPathError         a path or url that is absolute, has '..', ...
+    ├── ImportDocumentError      an import document that does not validate
+    └── ItemNotFoundError        no item with the given key
+"""
+
+
+class CatalogError(Exception):
+    """Base of every error the catalog raises; its message is one line for a user."""
+
+
+class DatabaseURLError(CatalogError):
+    """The database URL names an unsupported scheme or is malformed."""
+
+
+class InvalidPathError(CatalogError, ValueError):
+    """A path or url is not a safe relative, '/'-separated path."""
+
+
+class ImportDocumentError(CatalogError):
+    """An import document is malformed or contradicts the catalog."""
+
+
+class ItemNotFoundError(CatalogError):
+    """No item carries the given key."""

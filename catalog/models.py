@@ -1,0 +1,147 @@
+"""The catalog's tables.
+
+Names follow the original Resolwe storage app (``FileStorage``,
+``StorageLocation``, ``ReferencedPath``, ``AccessLog``) so that its users find
+their vocabulary here; ``Action`` is new: the history of what was done.
+
+All timestamps are naive UTC. The models are bound to a database at start-up
+(:func:`catalog.database.bind`), never at import.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import peewee as pw
+
+#: Bound at start-up to the real database by ``catalog.database.bind``.
+database_proxy = pw.DatabaseProxy()
+
+#: Location status codes, as in the original.
+STATUS_PREPARING = "PR"
+STATUS_UPLOADING = "UP"
+STATUS_DONE = "OK"
+STATUS_DELETING = "DE"
+LOCATION_STATUSES = (STATUS_PREPARING, STATUS_UPLOADING, STATUS_DONE, STATUS_DELETING)
+
+#: The one producer status that makes an item finished and eligible for policies.
+ITEM_STATUS_DONE = "OK"
+
+#: Part size the S3 etag is computed with when the producer says nothing.
+DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
+
+
+def utcnow() -> datetime:
+    """Return the current time as naive UTC, the catalog's time format."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class FileStorage(BaseModel):
+    """One data item: a set of files produced together."""
+
+    id = pw.BigAutoField()
+    key = pw.TextField(null=True, unique=True)
+    data_slug = pw.TextField(default="")
+    process_type = pw.TextField(default="")
+    status = pw.TextField(default=ITEM_STATUS_DONE)
+    created = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "file_storage"
+
+
+class StorageLocation(BaseModel):
+    """One copy of an item on one connector, under ``url`` in its root."""
+
+    id = pw.BigAutoField()
+    file_storage = pw.ForeignKeyField(FileStorage, backref="storage_locations", on_delete="CASCADE")
+    connector_name = pw.TextField()
+    url = pw.TextField()
+    status = pw.CharField(max_length=2, default=STATUS_PREPARING)
+    last_update = pw.DateTimeField(default=utcnow)
+    #: When every file of this copy was last re-hashed and found intact.
+    last_verified = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "storage_location"
+        indexes = (
+            (("connector_name", "url"), True),
+            (("file_storage", "connector_name", "status"), False),
+            (("connector_name", "status", "last_update"), False),
+        )
+
+
+class ReferencedPath(BaseModel):
+    """One file (or directory, ``path`` ending in ``/``) of an item."""
+
+    id = pw.BigAutoField()
+    file_storage = pw.ForeignKeyField(FileStorage, backref="files", on_delete="CASCADE")
+    path = pw.TextField()
+    size = pw.BigIntegerField(null=True)
+    md5 = pw.TextField(null=True)
+    crc32c = pw.TextField(null=True)
+    awss3etag = pw.TextField(null=True)
+    chunk_size = pw.BigIntegerField(default=DEFAULT_CHUNK_SIZE)
+
+    class Meta:
+        table_name = "referenced_path"
+        indexes = ((("file_storage", "path"), True),)
+
+
+class AccessLog(BaseModel):
+    """A read of a location; while ``finished`` is null it is a lock."""
+
+    id = pw.BigAutoField()
+    storage_location = pw.ForeignKeyField(
+        StorageLocation, backref="access_logs", on_delete="CASCADE"
+    )
+    started = pw.DateTimeField(default=utcnow)
+    finished = pw.DateTimeField(null=True)
+    reason = pw.TextField(default="")
+
+    class Meta:
+        table_name = "access_log"
+
+
+class Action(BaseModel):
+    """The history: who did what to which item, when, and how it ended.
+
+    Rows keep the item's ``key`` and the connector names as text so that the
+    history outlives the items and locations it speaks of.
+    """
+
+    id = pw.BigAutoField()
+    started = pw.DateTimeField(default=utcnow)
+    finished = pw.DateTimeField(null=True)
+    actor = pw.TextField()
+    action = pw.TextField()
+    item_key = pw.TextField(null=True)
+    file_storage = pw.ForeignKeyField(
+        FileStorage, null=True, backref="actions", on_delete="SET NULL"
+    )
+    source = pw.TextField(null=True)
+    target = pw.TextField(null=True)
+    path = pw.TextField(null=True)
+    result = pw.TextField(default="ok")
+    bytes = pw.BigIntegerField(null=True)
+    duration_ms = pw.IntegerField(null=True)
+    error = pw.TextField(null=True)
+
+    class Meta:
+        table_name = "action"
+        indexes = ((("item_key", "started"), False),)
+
+
+ALL_MODELS: tuple[type[BaseModel], ...] = (
+    FileStorage,
+    StorageLocation,
+    ReferencedPath,
+    AccessLog,
+    Action,
+)

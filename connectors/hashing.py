@@ -1,0 +1,99 @@
+"""Computing every hash the catalog keeps, in one pass over the bytes.
+
+md5, crc32c and the S3 etag (md5 of the part md5s, ``-N`` for N parts, or the
+plain md5 for a single part, as S3 reports it) come out of one read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import crc32c
+
+#: Bytes read per call; large enough that hashing, not the calls, dominates.
+DEFAULT_READ_SIZE = 4 * 1024 * 1024
+#: Part size of the S3 etag when nothing else is known (S3's and boto3's default).
+DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    """Size and hashes of one file; hex digests, lowercase."""
+
+    size: int
+    md5: str
+    crc32c: str
+    awss3etag: str
+    chunk_size: int
+
+
+class MultiHasher:
+    """Feed bytes once, get md5, crc32c and the S3 etag.
+
+    The etag needs the md5 of each ``chunk_size`` part besides the md5 of the
+    whole; a file of one part reuses the whole-file md5.
+    """
+
+    def __init__(self, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        self.chunk_size = chunk_size
+        self.size = 0
+        self._md5 = hashlib.md5()
+        self._crc = 0
+        self._part = hashlib.md5()
+        self._part_filled = 0
+        self._part_digests: list[bytes] = []
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Add the next bytes of the stream."""
+        view = memoryview(data)
+        self.size += len(view)
+        self._md5.update(view)
+        self._crc = crc32c.crc32c(view, self._crc)
+        while len(view):
+            room = self.chunk_size - self._part_filled
+            piece, view = view[:room], view[room:]
+            self._part.update(piece)
+            self._part_filled += len(piece)
+            if self._part_filled == self.chunk_size:
+                self._part_digests.append(self._part.digest())
+                self._part = hashlib.md5()
+                self._part_filled = 0
+
+    def result(self) -> FileHashes:
+        """The hashes of everything fed so far."""
+        digests = list(self._part_digests)
+        if self._part_filled or not digests:
+            digests.append(self._part.digest())
+        md5 = self._md5.hexdigest()
+        if len(digests) == 1:
+            etag = md5
+        else:
+            etag = f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+        return FileHashes(
+            size=self.size,
+            md5=md5,
+            crc32c=f"{self._crc:08x}",
+            awss3etag=etag,
+            chunk_size=self.chunk_size,
+        )
+
+
+def hash_stream(
+    stream: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: object = None
+) -> FileHashes:
+    """Hash ``stream`` to its end in one read; ``progress(n)`` is told of each block."""
+    hasher = MultiHasher(chunk_size=chunk_size)
+    buffer = bytearray(DEFAULT_READ_SIZE)
+    view = memoryview(buffer)
+    while True:
+        count = stream.readinto(buffer)  # type: ignore[attr-defined]
+        if not count:
+            break
+        hasher.update(view[:count])
+        if progress is not None:
+            progress(count)  # type: ignore[operator]
+    return hasher.result()

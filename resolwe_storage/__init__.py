@@ -1,0 +1,1 @@
+"""Wiring: configuration loading, the command line, the database and broker set-up."""

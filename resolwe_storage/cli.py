@@ -1,0 +1,330 @@
+"""The ``resolwe-storage`` command line (SPEC §6).
+
+Every command exits non-zero with a one-line ``error: ...`` on bad input, and
+its ``--json`` output is machine-readable and stable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+import peewee as pw
+
+from catalog.errors import CatalogError
+from catalog.importing import import_document, parse_time
+from catalog.models import utcnow
+from catalog.queries import item_by_key, status_summary
+from resolwe_storage.config import Config, load_config
+from resolwe_storage.errors import InputError, UserError
+from resolwe_storage.runtime import open_catalog
+from scheduler.planning import Planner, item_facts
+from scheduler.policy import PlannedAction, explain, fmt_time
+
+
+class Context:
+    """What every command shares: the configuration, and the catalog once opened."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+        self._database: pw.Database | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def database(self) -> pw.Database:
+        if self._database is None:
+            self._database = open_catalog(self.config.database)
+        return self._database
+
+    def open_unmigrated(self) -> pw.Database:
+        """The catalog, opened and bound but not migrated (for ``migrate`` itself)."""
+        if self._database is None:
+            self._database = open_catalog(self.config.database, auto_migrate=False)
+        return self._database
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def _now_option(func: Any) -> Any:
+    return click.option(
+        "--now",
+        "now",
+        metavar="ISO-8601",
+        help="Evaluate the policies at this time instead of the current one (UTC if no zone).",
+    )(func)
+
+
+def _parse_now(value: str | None) -> datetime:
+    if value is None:
+        return utcnow()
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise InputError(f"--now: {exc}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    envvar="RESOLWE_STORAGE_CONFIG",
+    help="Configuration file (YAML, TOML or JSON); also $RESOLWE_STORAGE_CONFIG.",
+)
+@click.version_option(package_name="resolwe-storage")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Resolwe storage: a catalog of data copies and the policies that move them."""
+    ctx.obj = Context(config_path)
+
+
+@cli.command()
+@pass_context
+def migrate(context: Context) -> None:
+    """Create or upgrade the catalog schema (also done on first use)."""
+    from catalog.database import migrate as run_migrations
+
+    applied = run_migrations(context.open_unmigrated())
+    if applied:
+        click.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        click.echo("the catalog schema is up to date")
+
+
+@cli.command("import")
+@click.argument("source", metavar="FILE|-")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_context
+def import_command(context: Context, source: str, as_json: bool) -> None:
+    """Register items from a JSON import document; idempotent by key."""
+    document = _read_json(source)
+    config = context.config
+    result = import_document(document, connectors=set(config.connectors), database=context.database)
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    else:
+        click.echo(
+            f"imported: {result.created} created, {result.updated} updated, "
+            f"{result.unchanged} unchanged"
+        )
+
+
+def _read_json(source: str) -> Any:
+    name = "standard input" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a directory") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"{name}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{name}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+
+
+@cli.command()
+@_now_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (SPEC §6 shapes).")
+@click.option(
+    "--explain", "explain_key", metavar="KEY", help="Explain every decision for one item."
+)
+@pass_context
+def plan(context: Context, now: str | None, as_json: bool, explain_key: str | None) -> None:
+    """List the due copies, deletes and verifications without doing anything."""
+    moment = _parse_now(now)
+    policies = context.config.policies
+    if explain_key is not None:
+        _explain(context, explain_key, moment, as_json)
+        return
+    actions = Planner(policies, context.database).plan(now=moment)
+    out = click.get_text_stream("stdout")
+    if as_json:
+        _write_json_list(out, actions)
+    else:
+        _write_table(out, actions, width=max((len(n) for n in policies), default=6))
+
+
+def _write_json_list(out: TextIO, actions: Iterator[PlannedAction]) -> None:
+    out.write("[")
+    first = True
+    for action in actions:
+        out.write("\n  " if first else ",\n  ")
+        out.write(json.dumps(action.as_json()))
+        first = False
+    out.write("\n]\n" if not first else "]\n")
+
+
+def _write_table(out: TextIO, actions: Iterator[PlannedAction], *, width: int) -> None:
+    counts: Counter[str] = Counter()
+    width = max(width, 6)
+    out.write(f"{'ACTION':<7} {'TARGET':<{width}} {'SOURCE':<{width}} KEY\n")
+    for action in actions:
+        counts[action.action] += 1
+        out.write(
+            f"{action.action:<7} {action.connector:<{width}} {action.source or '-':<{width}} "
+            f"{action.key if action.key is not None else '-'}\n"
+        )
+    out.flush()
+    total = sum(counts.values())
+    detail = ", ".join(f"{counts[name]} {name}" for name in sorted(counts))
+    click.echo(f"{total} due action(s){': ' + detail if detail else ''}", err=True)
+
+
+def _explain(context: Context, key: str, now: datetime, as_json: bool) -> None:
+    with context.database.atomic():
+        facts = item_facts(item_by_key(key))
+    decisions = explain(facts, context.config.policies, now=now)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "key": key,
+                    "now": fmt_time(now),
+                    "decisions": [
+                        {
+                            "action": d.action,
+                            "connector": d.connector,
+                            "due": d.due,
+                            "rule": d.rule or None,
+                            "source": d.source,
+                            "conditions": [
+                                {"name": c.name, "holds": c.holds, "detail": c.detail}
+                                for c in d.conditions
+                            ],
+                        }
+                        for d in decisions
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(
+        f"item {key!r}: status {facts.status}, data_slug {facts.data_slug!r}, "
+        f"process_type {facts.process_type!r}, created {fmt_time(facts.created)}"
+    )
+    for loc in facts.locations:
+        click.echo(
+            f"  location on {loc.connector}: {loc.status}, last_update "
+            f"{fmt_time(loc.last_update)}, {loc.open_access_logs} open access log(s)"
+        )
+    if not decisions:
+        click.echo("no connectors are configured")
+    for decision in decisions:
+        verdict = "DUE" if decision.due else "not due"
+        rule = f" ({decision.rule})" if decision.rule else ""
+        click.echo(f"{decision.action} {decision.connector}: {verdict}{rule}")
+        for condition in decision.conditions:
+            mark = "yes" if condition.holds else "NO "
+            click.echo(f"  [{mark}] {condition.name}: {condition.detail}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_context
+def status(context: Context, as_json: bool) -> None:
+    """Items by status, and locations per connector and status."""
+    with context.database.atomic():
+        summary = status_summary()
+    unknown = sorted(set(summary["locations"]) - set(context.config.connectors))
+    summary["unconfigured_connectors"] = unknown
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    items = summary["items"]
+    by_status = ", ".join(f"{s} {n}" for s, n in items["by_status"].items()) or "none"
+    click.echo(f"items: {items['total']} ({by_status})")
+    names = sorted(set(context.config.connectors) | set(summary["locations"]))
+    for name in names:
+        counts = summary["locations"].get(name, {})
+        detail = ", ".join(f"{s} {n}" for s, n in counts.items()) or "no locations"
+        flag = "  (not in the configuration)" if name in unknown else ""
+        click.echo(f"  {name}: {detail}{flag}")
+    click.echo(f"open access logs: {summary['open_access_logs']}")
+
+
+@cli.command()
+@click.argument("connector")
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--key", required=True, help="The item's unique key.")
+@click.option("--slug", "data_slug", default="", help="The item's data slug.")
+@click.option("--process-type", default="", help="The item's process type, e.g. data:reads:")
+@click.option("--json", "as_json", is_flag=True, help="Print the registered item as JSON.")
+@pass_context
+def ingest(
+    context: Context,
+    connector: str,
+    directory: Path,
+    key: str,
+    data_slug: str,
+    process_type: str,
+    as_json: bool,
+) -> None:
+    """Hash the files of DIR under a local connector and register them as one item."""
+    from resolwe_storage.ingest import ingest_directory
+
+    summary = ingest_directory(
+        context.config,
+        context.database,
+        connector=connector,
+        directory=directory,
+        key=key,
+        data_slug=data_slug,
+        process_type=process_type,
+        progress=sys.stderr.isatty(),
+    )
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"ingested {summary['files']} file(s), {summary['bytes']} bytes, as item "
+            f"{key!r} on {connector}:{summary['url']} ({summary['result']})"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the command line, turning every known error into one line."""
+    try:
+        cli.main(args=argv, prog_name="resolwe-storage", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        return 1
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return 2
+    except (UserError, CatalogError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except pw.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"error: database: {first}", err=True)
+        return 1
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

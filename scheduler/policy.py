@@ -1,0 +1,325 @@
+"""The policy rules of SPEC §5, evaluated for one item, with reasons.
+
+This is the readable statement of the rules: ``plan --explain`` prints what it
+finds, and the tests hold the set-based planner (``scheduler.planning``) to
+the same answers. Pure: ``now`` is passed in; nothing here reads the clock,
+the database or the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from scheduler.rules import (
+    ConnectorPolicy,
+    Resolved,
+    preference_order,
+    resolve_delay,
+    resolve_min_other_copies,
+)
+
+COPY = "copy"
+DELETE = "delete"
+VERIFY = "verify"
+ACTIONS = (COPY, DELETE, VERIFY)
+
+ITEM_STATUS_DONE = "OK"
+LOCATION_DONE = "OK"
+
+
+@dataclass(frozen=True)
+class LocationFacts:
+    """What the rules need to know of one location."""
+
+    connector: str
+    status: str
+    last_update: datetime
+    last_verified: datetime | None = None
+    open_access_logs: int = 0
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    """What the rules need to know of one item (times naive UTC)."""
+
+    key: str | None
+    data_slug: str
+    process_type: str
+    status: str
+    created: datetime
+    locations: Sequence[LocationFacts] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, order=True)
+class PlannedAction:
+    """One due action; ``connector`` is the target of a copy, else the location's."""
+
+    key: str | None
+    action: str
+    connector: str
+    source: str | None = None
+
+    def as_json(self) -> dict[str, str | None]:
+        """The shape of SPEC §6: copy has source and target, others connector."""
+        if self.action == COPY:
+            return {
+                "action": COPY,
+                "key": self.key,
+                "source": self.source,
+                "target": self.connector,
+            }
+        return {"action": self.action, "key": self.key, "connector": self.connector}
+
+    def sort_key(self) -> tuple[bool, str, str, str]:
+        """Order of ``plan`` output: key (no key first), action, target."""
+        return (self.key is not None, self.key or "", self.action, self.connector)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition of a rule for one item: does it hold, and why."""
+
+    name: str
+    holds: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether one action on one connector is due for an item, and why."""
+
+    action: str
+    connector: str
+    due: bool
+    conditions: tuple[Condition, ...]
+    rule: str = ""
+    source: str | None = None
+
+    def planned(self, key: str | None) -> PlannedAction | None:
+        """The planned action if due, else None."""
+        if not self.due:
+            return None
+        return PlannedAction(key, self.action, self.connector, self.source)
+
+
+def fmt_time(moment: datetime) -> str:
+    """ISO-8601 in UTC with a 'Z', as every output of ours prints times."""
+    return moment.isoformat() + "Z"
+
+
+def cutoff(now: datetime, days: int) -> datetime | None:
+    """The moment before which something must lie to be ``days`` old; None: never."""
+    if days < 0:
+        return None
+    return now - timedelta(days=days)
+
+
+def preferred_location(
+    item: ItemFacts, policies: Mapping[str, ConnectorPolicy]
+) -> LocationFacts | None:
+    """The item's ``OK`` location on the most preferred configured connector."""
+    done = {loc.connector: loc for loc in item.locations if loc.status == LOCATION_DONE}
+    for name in preference_order(policies):
+        if name in done:
+            return done[name]
+    return None
+
+
+def _delay_condition(what: str, moment: datetime, resolved: Resolved, now: datetime) -> Condition:
+    limit = cutoff(now, resolved.value)
+    if limit is None:
+        return Condition(f"{what} delay", False, f"{resolved.describe('delay')} is negative: never")
+    holds = moment < limit
+    relation = "before" if holds else "not before"
+    return Condition(
+        f"{what} delay",
+        holds,
+        f"{what} {fmt_time(moment)} is {relation} {fmt_time(limit)} "
+        f"(now − {resolved.describe('delay')})",
+    )
+
+
+def _no_rule(action: str, connector: str) -> Decision:
+    return Decision(
+        action,
+        connector,
+        False,
+        (Condition("rule", False, f"{connector} has no {action} rule"),),
+    )
+
+
+def explain_copy(
+    item: ItemFacts, policy: ConnectorPolicy, policies: Mapping[str, ConnectorPolicy], now: datetime
+) -> Decision:
+    """SPEC §5 "Copy to C is due for F", condition by condition."""
+    if policy.copy is None:
+        return _no_rule(COPY, policy.name)
+    resolved = resolve_delay(policy.copy, data_slug=item.data_slug, process_type=item.process_type)
+    conditions = [Condition("rule", True, f"{policy.name} has a copy rule")]
+    conditions.append(_status_condition(item))
+    on_target = [loc for loc in item.locations if loc.connector == policy.name]
+    if not item.locations:
+        conditions.append(Condition("locations", False, "the item has no location"))
+    elif on_target:
+        statuses = ", ".join(sorted(loc.status for loc in on_target))
+        conditions.append(
+            Condition("locations", False, f"already has a location on {policy.name} ({statuses})")
+        )
+    else:
+        conditions.append(
+            Condition(
+                "locations",
+                True,
+                f"{len(item.locations)} location(s), none on {policy.name}",
+            )
+        )
+    source = preferred_location(item, policies)
+    if source is None:
+        conditions.append(
+            Condition("source", False, "no OK location on a configured connector to copy from")
+        )
+    else:
+        conditions.append(
+            Condition("source", True, f"copy from the preferred location on {source.connector}")
+        )
+    conditions.append(_delay_condition("created", item.created, resolved, now))
+    due = all(condition.holds for condition in conditions)
+    return Decision(
+        COPY,
+        policy.name,
+        due,
+        tuple(conditions),
+        rule=resolved.describe("delay"),
+        source=source.connector if source is not None else None,
+    )
+
+
+def _status_condition(item: ItemFacts) -> Condition:
+    if item.status == ITEM_STATUS_DONE:
+        return Condition("status", True, "item status is OK")
+    return Condition("status", False, f"item status is {item.status!r}, not OK")
+
+
+def explain_delete(
+    item: ItemFacts, policy: ConnectorPolicy, policies: Mapping[str, ConnectorPolicy], now: datetime
+) -> Decision:
+    """SPEC §5 "Delete from C is due for F", condition by condition."""
+    if policy.delete is None:
+        return _no_rule(DELETE, policy.name)
+    resolved = resolve_delay(
+        policy.delete, data_slug=item.data_slug, process_type=item.process_type
+    )
+    min_other = resolve_min_other_copies(
+        policy.delete, data_slug=item.data_slug, process_type=item.process_type
+    )
+    conditions = [Condition("rule", True, f"{policy.name} has a delete rule")]
+    conditions.append(_status_condition(item))
+    conditions.append(_delay_condition("created", item.created, resolved, now))
+    here = next(
+        (
+            loc
+            for loc in item.locations
+            if loc.connector == policy.name and loc.status == LOCATION_DONE
+        ),
+        None,
+    )
+    if here is None:
+        others = [loc.status for loc in item.locations if loc.connector == policy.name]
+        detail = (
+            f"the location on {policy.name} is {others[0]}, not OK"
+            if others
+            else f"no location on {policy.name}"
+        )
+        conditions.append(Condition("location", False, detail))
+    else:
+        conditions.append(Condition("location", True, f"OK location on {policy.name}"))
+        conditions.append(_delay_condition("last_update", here.last_update, resolved, now))
+        if here.open_access_logs:
+            conditions.append(
+                Condition("unlocked", False, f"{here.open_access_logs} open access log(s) lock it")
+            )
+        else:
+            conditions.append(Condition("unlocked", True, "no open access log"))
+    copies = sum(1 for loc in item.locations if loc.status == LOCATION_DONE)
+    enough = copies > min_other.value
+    conditions.append(
+        Condition(
+            "copies",
+            enough,
+            f"{copies} OK location(s) counting this one, "
+            f"{'more than' if enough else 'not more than'} "
+            f"{min_other.describe('min_other_copies')}",
+        )
+    )
+    preferred = preferred_location(item, policies)
+    if here is not None and preferred is here:
+        conditions.append(Condition("not preferred", False, "it is the preferred location"))
+    elif here is not None:
+        where = preferred.connector if preferred is not None else "no configured connector"
+        conditions.append(
+            Condition(
+                "not preferred", preferred is not None, f"the preferred location is on {where}"
+            )
+        )
+    due = all(condition.holds for condition in conditions)
+    rule = f"{resolved.describe('delay')}; {min_other.describe('min_other_copies')}"
+    return Decision(DELETE, policy.name, due, tuple(conditions), rule=rule)
+
+
+def explain_verify(item: ItemFacts, policy: ConnectorPolicy, now: datetime) -> Decision:
+    """SPEC §5 "Verify": an OK location last verified over N days ago, or never."""
+    if policy.verify is None:
+        return _no_rule(VERIFY, policy.name)
+    interval = policy.verify.interval
+    conditions = [Condition("rule", True, f"{policy.name} has a verify rule")]
+    here = next(
+        (
+            loc
+            for loc in item.locations
+            if loc.connector == policy.name and loc.status == LOCATION_DONE
+        ),
+        None,
+    )
+    if here is None:
+        conditions.append(Condition("location", False, f"no OK location on {policy.name}"))
+    else:
+        conditions.append(Condition("location", True, f"OK location on {policy.name}"))
+        limit = now - timedelta(days=interval)
+        if here.last_verified is None:
+            conditions.append(Condition("interval", True, "never verified"))
+        else:
+            holds = here.last_verified < limit
+            conditions.append(
+                Condition(
+                    "interval",
+                    holds,
+                    f"last verified {fmt_time(here.last_verified)}, "
+                    f"{'before' if holds else 'not before'} {fmt_time(limit)} "
+                    f"(now − interval {interval})",
+                )
+            )
+    due = all(condition.holds for condition in conditions)
+    return Decision(VERIFY, policy.name, due, tuple(conditions), rule=f"interval {interval}")
+
+
+def explain(
+    item: ItemFacts, policies: Mapping[str, ConnectorPolicy], *, now: datetime
+) -> list[Decision]:
+    """Every decision for ``item``: for each connector (by name), copy, delete, verify."""
+    decisions: list[Decision] = []
+    for name in sorted(policies):
+        policy = policies[name]
+        decisions.append(explain_copy(item, policy, policies, now))
+        decisions.append(explain_delete(item, policy, policies, now))
+        decisions.append(explain_verify(item, policy, now))
+    return decisions
+
+
+def due_actions(
+    item: ItemFacts, policies: Mapping[str, ConnectorPolicy], *, now: datetime
+) -> list[PlannedAction]:
+    """The due actions for ``item``, in ``plan`` order."""
+    planned = [d.planned(item.key) for d in explain(item, policies, now=now)]
+    return sorted((p for p in planned if p is not None), key=PlannedAction.sort_key)

@@ -1,0 +1,136 @@
+"""Policy rules of the storage connectors, as plain values.
+
+The configuration (``resolwe_storage.config``) validates the user's settings
+and builds these; the planner and the explainer read them. They never touch
+the clock, the database or the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+#: Priority of a connector whose configuration gives none (lower is preferred).
+DEFAULT_PRIORITY = 100
+#: Copies that must remain elsewhere when a delete rule gives no number.
+DEFAULT_MIN_OTHER_COPIES = 1
+
+
+@dataclass(frozen=True)
+class Override:
+    """Values a ``data_slug`` or ``process_type`` override sets (None: not set)."""
+
+    delay: int | None = None
+    min_other_copies: int | None = None
+
+
+def _frozen(mapping: Mapping[str, Override] | None) -> Mapping[str, Override]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A copy or delete rule: a delay in days with per-item overrides.
+
+    A missing delay is 0 (due at once); a negative delay means never.
+    ``min_other_copies`` only matters for delete rules.
+    """
+
+    delay: int | None = None
+    min_other_copies: int | None = None
+    data_slug: Mapping[str, Override] = field(default_factory=dict)
+    process_type: Mapping[str, Override] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_slug", _frozen(self.data_slug))
+        object.__setattr__(self, "process_type", _frozen(self.process_type))
+
+
+@dataclass(frozen=True)
+class VerifyRule:
+    """Re-hash the copies on a connector every ``interval`` days."""
+
+    interval: int
+
+
+@dataclass(frozen=True)
+class ConnectorPolicy:
+    """One configured connector as the policies see it."""
+
+    name: str
+    priority: int = DEFAULT_PRIORITY
+    copy: Rule | None = None
+    delete: Rule | None = None
+    verify: VerifyRule | None = None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A setting as it applies to one item, and where it came from.
+
+    ``source`` is ``"data_slug"``, ``"process_type"``, ``"rule"`` or
+    ``"default"``; ``override_key`` names the override that chose it.
+    """
+
+    value: int
+    source: str
+    override_key: str | None = None
+
+    def describe(self, name: str) -> str:
+        """A phrase for an operator, e.g. "delay 3 from process_type override 'data:'"."""
+        if self.source in ("data_slug", "process_type"):
+            return f"{name} {self.value} from {self.source} override {self.override_key!r}"
+        if self.source == "rule":
+            return f"{name} {self.value} from the rule"
+        return f"{name} {self.value} (default)"
+
+
+def matching_process_type_keys(rule: Rule, process_type: str) -> list[str]:
+    """Override keys of ``rule`` that are prefixes of ``process_type``, longest first."""
+    keys = [key for key in rule.process_type if process_type.startswith(key)]
+    return sorted(keys, key=len, reverse=True)
+
+
+def resolve(
+    rule: Rule, attribute: str, *, data_slug: str, process_type: str, default: int
+) -> Resolved:
+    """Resolve ``attribute`` of ``rule`` for an item (SPEC §5, "delay").
+
+    The ``data_slug`` override whose key equals the item's slug wins, then the
+    ``process_type`` override with the longest key that is a prefix of the
+    item's type, then the rule's own value, then ``default``. An override that
+    does not set the attribute does not choose it.
+    """
+    override = rule.data_slug.get(data_slug)
+    if override is not None and getattr(override, attribute) is not None:
+        return Resolved(getattr(override, attribute), "data_slug", data_slug)
+    for key in matching_process_type_keys(rule, process_type):
+        value = getattr(rule.process_type[key], attribute)
+        if value is not None:
+            return Resolved(value, "process_type", key)
+    own = getattr(rule, attribute)
+    if own is not None:
+        return Resolved(own, "rule")
+    return Resolved(default, "default")
+
+
+def resolve_delay(rule: Rule, *, data_slug: str, process_type: str) -> Resolved:
+    """The delay in days of ``rule`` for an item; negative means never."""
+    return resolve(rule, "delay", data_slug=data_slug, process_type=process_type, default=0)
+
+
+def resolve_min_other_copies(rule: Rule, *, data_slug: str, process_type: str) -> Resolved:
+    """How many other copies a delete under ``rule`` must leave for an item."""
+    return resolve(
+        rule,
+        "min_other_copies",
+        data_slug=data_slug,
+        process_type=process_type,
+        default=DEFAULT_MIN_OTHER_COPIES,
+    )
+
+
+def preference_order(policies: Mapping[str, ConnectorPolicy]) -> list[str]:
+    """Connector names from most to least preferred: by priority, then by name."""
+    return sorted(policies, key=lambda name: (policies[name].priority, name))

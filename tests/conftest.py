@@ -1,0 +1,96 @@
+"""Shared fixtures: a fresh catalog on SQLite and, where the server runs, on PostgreSQL.
+
+PostgreSQL tests use ``$RESOLWE_STORAGE_TEST_POSTGRES`` (default: the local
+server's ``postgres`` database as user ``postgres``) to create a private
+database for the session. Without a server they are skipped, except under
+``CI=true``, where a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import peewee as pw
+import pytest
+
+from catalog.database import bind, migrate, open_database
+from catalog.models import ALL_MODELS
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "RESOLWE_STORAGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def server_missing(what: str, reason: str) -> None:
+    """Skip a test for want of a server; under CI=true, fail it instead."""
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true: {reason}")
+    pytest.skip(f"{what} not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a private PostgreSQL database, created for this test session."""
+    admin = open_database(POSTGRES_ADMIN_URL)
+    try:
+        admin.connect()
+    except pw.OperationalError as exc:
+        server_missing("PostgreSQL", str(exc).strip().splitlines()[0])
+    name = f"resolwe_storage_test_{uuid.uuid4().hex[:12]}"
+    admin.execute_sql(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        admin.execute_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def _postgres_catalog(postgres_url: str) -> Iterator[pw.Database]:
+    database = open_database(postgres_url)
+    database.connect()
+    migrate(database)
+    yield database
+    database.close()
+
+
+def _truncate(database: pw.Database) -> None:
+    tables = ", ".join(model._meta.table_name for model in ALL_MODELS)
+    database.execute_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def catalog_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pw.Database]:
+    """A migrated, empty, bound catalog: once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        database = open_database(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+        database.connect()
+        migrate(database)
+        bind(database)
+        yield database
+        database.close()
+    else:
+        database = request.getfixturevalue("_postgres_catalog")
+        _truncate(database)
+        bind(database)
+        yield database
+        database.rollback() if database.in_transaction() else None
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[pw.Database]:
+    """A migrated, empty, bound SQLite catalog."""
+    database = open_database(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    database.connect()
+    migrate(database)
+    bind(database)
+    yield database
+    database.close()
