@@ -75,7 +75,6 @@ def open_database(url: str) -> pw.Database:
             password=unquote(parts.password) if parts.password else None,
             host=parts.hostname or None,
             port=port,
-            autorollback=True,
             **options,
         )
     raise DatabaseURLError(

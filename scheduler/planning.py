@@ -246,21 +246,32 @@ class Planner:
             return
         arms = {position: arm for arm, position in self.arms.items()}
         with self.database.atomic():
-            cursor = self._cursor()
+            for key, arm, src in self._rows(sql):
+                action, connector = arms[arm]
+                source = self.order[src] if src is not None else None
+                yield PlannedAction(key, action, connector, source)
+
+    def _rows(self, sql: _Sql) -> Iterator[tuple[Any, ...]]:
+        """Run ``sql`` inside the caller's transaction, fetching rows in batches."""
+        cursor = self.database.cursor()
+        if not self.postgres:
             cursor.execute(sql.text, sql.params)
             while rows := cursor.fetchmany(DEFAULT_FETCH_ROWS):
-                for key, arm, src in rows:
-                    action, connector = arms[arm]
-                    source = self.order[src] if src is not None else None
-                    yield PlannedAction(key, action, connector, source)
-
-    def _cursor(self) -> Any:
-        connection = self.database.connection()
-        if self.postgres:
-            cursor = connection.cursor(name="resolwe_storage_plan")
-            cursor.itersize = DEFAULT_FETCH_ROWS
-            return cursor
-        return connection.cursor()
+                yield from rows
+            return
+        # A server-side cursor keeps PostgreSQL from sending the whole result
+        # at once; peewee runs psycopg2 in autocommit mode with explicit
+        # transactions, so the cursor is declared in SQL rather than by name.
+        cursor.execute(f"DECLARE resolwe_storage_plan NO SCROLL CURSOR FOR {sql.text}", sql.params)
+        try:
+            while True:
+                cursor.execute(f"FETCH FORWARD {DEFAULT_FETCH_ROWS} FROM resolwe_storage_plan")
+                rows = cursor.fetchall()
+                if not rows:
+                    break
+                yield from rows
+        finally:
+            cursor.execute("CLOSE resolwe_storage_plan")
 
 
 def plan(

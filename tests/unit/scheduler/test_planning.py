@@ -1,0 +1,382 @@
+"""SPEC §5, condition by condition: the set-based planner and the per-item explainer.
+
+Every case runs on SQLite and on PostgreSQL, and every case is checked twice:
+against the SQL planner (``scheduler.planning``) and against the readable
+statement of the rules (``scheduler.policy``). The two must agree with the
+expected answer, and so with each other.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+import peewee as pw
+import pytest
+
+from scheduler.planning import Planner, item_facts, plan
+from scheduler.policy import ItemFacts, LocationFacts, PlannedAction, due_actions, explain
+from scheduler.rules import ConnectorPolicy, Override, Rule, VerifyRule
+from tests.unit.scheduler.conftest import store
+
+NOW = datetime(2026, 6, 1, 12, 0, 0)
+
+
+def ago(days: float) -> datetime:
+    return NOW - timedelta(days=days)
+
+
+def loc(
+    connector: str,
+    status: str = "OK",
+    *,
+    updated: float = 100,
+    locks: int = 0,
+    verified: float | None = 1,
+) -> LocationFacts:
+    return LocationFacts(
+        connector=connector,
+        status=status,
+        last_update=ago(updated),
+        last_verified=ago(verified) if verified is not None else None,
+        open_access_logs=locks,
+    )
+
+
+def item(
+    *locations: LocationFacts,
+    created: float = 100,
+    status: str = "OK",
+    slug: str = "slug",
+    ptype: str = "data:test:",
+    key: str = "item",
+) -> ItemFacts:
+    return ItemFacts(
+        key=key,
+        data_slug=slug,
+        process_type=ptype,
+        status=status,
+        created=ago(created),
+        locations=locations,
+    )
+
+
+POLICIES = {
+    "local": ConnectorPolicy(
+        "local", priority=0, delete=Rule(delay=2, data_slug={"keep": Override(delay=-1)})
+    ),
+    "S3": ConnectorPolicy(
+        "S3",
+        priority=10,
+        copy=Rule(delay=5),
+        delete=Rule(
+            delay=30,
+            data_slug={"precious": Override(min_other_copies=2), "soon": Override(delay=1)},
+            process_type={"data:big:": Override(delay=0)},
+        ),
+        verify=VerifyRule(interval=30),
+    ),
+    "GCS": ConnectorPolicy(
+        "GCS",
+        priority=20,
+        copy=Rule(
+            delay=2,
+            data_slug={"fast": Override(delay=0), "never": Override(delay=-5)},
+            process_type={
+                "data:": Override(delay=1),
+                "data:alignment:": Override(delay=-1),
+                "data:alignment:bam:": Override(delay=3),
+            },
+        ),
+        delete=Rule(delay=10, min_other_copies=1),
+    ),
+    # No rules at all: only a place that holds copies.
+    "archive": ConnectorPolicy("archive", priority=5),
+    # A copy rule without a delay: due at once.
+    "tape": ConnectorPolicy("tape", priority=50, copy=Rule()),
+}
+
+
+def copy(target: str, source: str = "local") -> PlannedAction:
+    return PlannedAction("item", "copy", target, source)
+
+
+def delete(connector: str) -> PlannedAction:
+    return PlannedAction("item", "delete", connector)
+
+
+def verify(connector: str) -> PlannedAction:
+    return PlannedAction("item", "verify", connector)
+
+
+class Case(NamedTuple):
+    facts: ItemFacts
+    expected: set[PlannedAction]
+
+
+ALL_COPIES = {copy("S3"), copy("GCS"), copy("tape")}
+
+CASES: dict[str, Case] = {
+    # -- copy -------------------------------------------------------------
+    "copy: due to every connector with a copy rule": Case(item(loc("local")), ALL_COPIES),
+    "copy 2: item status not OK copies nothing": Case(item(loc("local"), status="PR"), set()),
+    "copy 2: status ER copies nothing": Case(item(loc("local"), status="ER"), set()),
+    "copy 3: item without locations copies nothing": Case(item(), set()),
+    "copy 3: a PR location on the target blocks the copy": Case(
+        item(loc("local"), loc("S3", "PR")), {copy("GCS"), copy("tape")}
+    ),
+    "copy 3: an UP location on the target blocks the copy": Case(
+        item(loc("local"), loc("GCS", "UP")), {copy("S3"), copy("tape")}
+    ),
+    "copy 3: a DE location on the target blocks the copy": Case(
+        item(loc("local"), loc("tape", "DE")), {copy("S3"), copy("GCS")}
+    ),
+    "copy 4: created exactly at now - delay is not due (strict)": Case(
+        item(loc("local"), created=5), {copy("GCS"), copy("tape")}
+    ),
+    "copy 4: one second older than now - delay is due": Case(
+        item(loc("local"), created=5 + 1 / 86400), ALL_COPIES
+    ),
+    "copy 4: a missing delay is 0, due at once": Case(
+        item(loc("local"), created=1 / 86400), {copy("tape")}
+    ),
+    "copy 4: created in the future is never due": Case(item(loc("local"), created=-1), set()),
+    "copy: process_type override 'data:' (delay 1) applies by prefix": Case(
+        item(loc("local"), created=1.5, ptype="data:reads:"), {copy("GCS"), copy("tape")}
+    ),
+    "copy: the longest prefix wins, negative means never": Case(
+        item(loc("local"), created=500, ptype="data:alignment:sam:"),
+        {copy("S3"), copy("tape")},
+    ),
+    "copy: the longest prefix wins over shorter negative one": Case(
+        item(loc("local"), created=4, ptype="data:alignment:bam:"),
+        {copy("GCS"), copy("tape")},
+    ),
+    "copy: a prefix is not a match the other way round": Case(
+        item(loc("local"), created=1.5, ptype="dat"), {copy("tape")}
+    ),
+    "copy: data_slug override beats process_type override": Case(
+        item(loc("local"), created=500, slug="fast", ptype="data:alignment:"),
+        ALL_COPIES,
+    ),
+    "copy: negative data_slug override means never": Case(
+        item(loc("local"), created=500, slug="never"), {copy("S3"), copy("tape")}
+    ),
+    "copy: the source is the preferred OK location": Case(
+        item(loc("local", "UP"), loc("archive"), loc("S3", locks=1, verified=1)),
+        {copy("GCS", "archive"), copy("tape", "archive")},
+    ),
+    "copy: no OK location, no source, no copy": Case(
+        item(loc("local", "PR"), loc("archive", "UP")), set()
+    ),
+    "copy: a copy rule is needed (archive has none)": Case(
+        item(loc("S3"), loc("GCS"), loc("tape")), set()
+    ),
+    # -- delete -----------------------------------------------------------
+    "delete: due from S3 when all conditions hold": Case(
+        item(loc("local"), loc("S3", updated=31), loc("GCS", updated=5), loc("tape")),
+        {delete("S3")},
+    ),
+    "delete 1: no delete rule on tape or archive": Case(
+        item(loc("local"), loc("archive"), loc("tape"), loc("S3", updated=1), loc("GCS", "PR")),
+        set(),
+    ),
+    "delete 2: item status not OK": Case(
+        item(loc("local"), loc("S3", updated=31), loc("GCS"), loc("tape"), status="ER"), set()
+    ),
+    "delete 2: item created too recently": Case(
+        item(loc("local"), loc("S3", updated=40), loc("GCS", updated=40), loc("tape"), created=20),
+        {delete("GCS")},
+    ),
+    "delete 3: last_update exactly at now - delay is not due": Case(
+        item(loc("local"), loc("S3", updated=30), loc("GCS", updated=10), loc("tape")), set()
+    ),
+    "delete 3: the location on C must be OK": Case(
+        item(loc("local"), loc("S3", "UP"), loc("GCS", "DE"), loc("tape")), set()
+    ),
+    "delete 4: an open access log locks the location": Case(
+        item(loc("local"), loc("S3", locks=1), loc("GCS", locks=2), loc("tape")), set()
+    ),
+    "delete 5: min_other_copies 1 needs two OK copies counting this one": Case(
+        item(loc("local"), loc("S3")), {delete("S3")}
+    ),
+    "delete 5: PR/UP/DE locations are not copies": Case(
+        item(loc("local", "UP"), loc("archive", "PR"), loc("S3"), loc("GCS")), {delete("GCS")}
+    ),
+    "delete 5: only one OK copy is never deleted": Case(item(loc("GCS"), loc("S3", "PR")), set()),
+    "delete 5: min_other_copies override needs three copies": Case(
+        item(loc("local"), loc("S3"), slug="precious"), set()
+    ),
+    "delete 5: min_other_copies override met with three copies": Case(
+        item(loc("local"), loc("S3"), loc("tape"), slug="precious"), {delete("S3")}
+    ),
+    "delete 6: the preferred location is never deleted": Case(
+        item(loc("local", "PR"), loc("S3"), loc("GCS")), {delete("GCS")}
+    ),
+    "delete 6: the most preferred connector never loses its copy": Case(
+        item(loc("local"), loc("archive"), loc("tape"), loc("S3", "PR")),
+        set(),
+    ),
+    "delete 6: local is deleted when a better copy exists? never, it is best": Case(
+        item(loc("local", updated=50), loc("archive"), loc("tape"), created=50), set()
+    ),
+    "delete: data_slug delay override (soon: 1 day)": Case(
+        item(loc("local"), loc("S3", updated=2), loc("tape"), created=2, slug="soon"),
+        {delete("S3")},
+    ),
+    "delete: process_type delay override (data:big: 0 days)": Case(
+        item(loc("local"), loc("S3", updated=0.01), created=0.01, ptype="data:big:x:"),
+        {delete("S3")},
+    ),
+    "delete: negative delay on local means never": Case(
+        item(loc("local"), loc("archive"), slug="keep"), set()
+    ),
+    # -- verify -----------------------------------------------------------
+    "verify: never verified is due": Case(
+        item(loc("local"), loc("S3", updated=1, verified=None), created=1), {verify("S3")}
+    ),
+    "verify: verified more than interval ago is due": Case(
+        item(loc("local"), loc("S3", updated=1, verified=31), created=1), {verify("S3")}
+    ),
+    "verify: verified recently is not due": Case(
+        item(loc("local"), loc("S3", updated=1, verified=29), created=1), set()
+    ),
+    "verify: only OK locations are verified": Case(
+        item(loc("local"), loc("S3", "UP", verified=None), created=1), set()
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_policy_case(name: str, catalog_db: pw.Database) -> None:
+    case = CASES[name]
+    # Each case speaks of one action (its name says which); the others are
+    # held to the rules by the random cross-check below.
+    action = name.split(":")[0].split()[0]
+    store([case.facts])
+    from_sql = [a for a in plan(POLICIES, catalog_db, now=NOW) if a.action == action]
+    from_rules = [a for a in due_actions(case.facts, POLICIES, now=NOW) if a.action == action]
+    assert set(from_sql) == case.expected, "set-based planner"
+    assert set(from_rules) == case.expected, "per-item rules"
+    assert from_sql == from_rules == sorted(case.expected, key=PlannedAction.sort_key)
+
+
+def test_every_condition_of_spec_section_5_has_a_case() -> None:
+    names = " ".join(CASES)
+    for label in ("copy 2", "copy 3", "copy 4", *(f"delete {n}" for n in range(1, 7))):
+        assert label in names, f"no case for {label}"
+
+
+# -- ordering and shapes -----------------------------------------------------
+
+
+def test_plan_is_sorted_by_key_action_target(catalog_db: pw.Database) -> None:
+    keys = ["b", "a", "Z", "ä", "a-1", "a/1", "10", "9"]
+    store(
+        item(loc("local"), loc("S3", updated=40), loc("tape"), created=40, key=key) for key in keys
+    )
+    actions = list(plan(POLICIES, catalog_db, now=NOW))
+    # Byte (code point) order of keys, then action, then target, on both databases.
+    assert [a.key for a in actions] == sorted(a.key for a in actions)
+    assert actions == sorted(actions, key=PlannedAction.sort_key)
+    assert actions[:3] == [
+        PlannedAction("10", "copy", "GCS", "local"),
+        PlannedAction("10", "delete", "S3"),
+        PlannedAction("9", "copy", "GCS", "local"),
+    ]
+    assert actions[-1] == PlannedAction("ä", "delete", "S3")
+
+
+def test_json_shapes_follow_spec() -> None:
+    assert copy("S3").as_json() == {
+        "action": "copy",
+        "key": "item",
+        "source": "local",
+        "target": "S3",
+    }
+    assert delete("S3").as_json() == {"action": "delete", "key": "item", "connector": "S3"}
+    assert verify("S3").as_json() == {"action": "verify", "key": "item", "connector": "S3"}
+
+
+def test_no_rules_plan_nothing(catalog_db: pw.Database) -> None:
+    store([item(loc("local"))])
+    assert Planner({"local": ConnectorPolicy("local")}, catalog_db).compile(NOW) is None
+    assert list(plan({"local": ConnectorPolicy("local")}, catalog_db, now=NOW)) == []
+
+
+def test_locations_on_unconfigured_connectors_are_never_a_source(
+    catalog_db: pw.Database,
+) -> None:
+    store([item(loc("retired"))])
+    assert list(plan(POLICIES, catalog_db, now=NOW)) == []
+
+
+def test_item_facts_reads_locks_and_locations(catalog_db: pw.Database) -> None:
+    from catalog.queries import item_by_key
+
+    # Locations come back by connector name, in byte order ("S3" < "local").
+    facts = item(loc("S3", "UP", verified=3), loc("local", locks=2))
+    store([facts])
+    assert item_facts(item_by_key("item")) == facts
+
+
+def test_explain_names_the_override_and_the_failing_condition() -> None:
+    facts = item(loc("local"), created=500, ptype="data:alignment:sam:")
+    decisions = {(d.action, d.connector): d for d in explain(facts, POLICIES, now=NOW)}
+    gcs = decisions[("copy", "GCS")]
+    assert not gcs.due
+    assert "process_type override 'data:alignment:'" in gcs.rule
+    failing = [c for c in gcs.conditions if not c.holds]
+    assert [c.name for c in failing] == ["created delay"]
+    assert "negative" in failing[0].detail
+    assert decisions[("copy", "S3")].due
+    assert decisions[("copy", "S3")].source == "local"
+    locked = item(loc("local"), loc("S3", locks=1))
+    s3 = {(d.action, d.connector): d for d in explain(locked, POLICIES, now=NOW)}
+    unlocked = next(c for c in s3[("delete", "S3")].conditions if c.name == "unlocked")
+    assert not unlocked.holds and "1 open access log" in unlocked.detail
+
+
+# -- the two statements of the rules agree on random catalogs ----------------
+
+CONNECTORS = ["local", "S3", "GCS", "archive", "tape", "retired"]
+SLUGS = ["slug", "fast", "never", "precious", "soon", "keep", "other"]
+TYPES = ["data:test:", "data:alignment:bam:", "data:alignment:sam:", "data:big:x:", "dat", ""]
+
+
+def random_item(rng: random.Random, key: str) -> ItemFacts:
+    def when() -> float:
+        # Whole days hit the boundaries; fractions fall either side of them.
+        return rng.choice([rng.randint(-1, 60), rng.uniform(0, 60)])
+
+    chosen = rng.sample(CONNECTORS, rng.randint(0, 4))
+    return item(
+        *(
+            loc(
+                name,
+                rng.choice(["OK", "OK", "OK", "PR", "UP", "DE"]),
+                updated=when(),
+                locks=rng.choice([0, 0, 0, 1, 2]),
+                verified=rng.choice([None, rng.uniform(0, 60)]),
+            )
+            for name in chosen
+        ),
+        created=when(),
+        status=rng.choice(["OK", "OK", "OK", "PR", "ER"]),
+        slug=rng.choice(SLUGS),
+        ptype=rng.choice(TYPES),
+        key=key,
+    )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_planner_agrees_with_rules_on_random_catalogs(seed: int, catalog_db: pw.Database) -> None:
+    rng = random.Random(seed)
+    items = [random_item(rng, f"item-{number:04d}") for number in range(400)]
+    with catalog_db.atomic():
+        store(items)
+    expected = [action for facts in items for action in due_actions(facts, POLICIES, now=NOW)]
+    actual = list(plan(POLICIES, catalog_db, now=NOW))
+    assert len(expected) > 100, "the random catalog should exercise many rules"
+    assert actual == sorted(expected, key=PlannedAction.sort_key)
