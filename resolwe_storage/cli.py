@@ -157,7 +157,7 @@ def plan(context: Context, now: str | None, as_json: bool, explain_key: str | No
         _explain(context, explain_key, moment, as_json)
         return
     actions = Planner(policies, context.database).plan(now=moment)
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     if as_json:
         _write_json_list(out, actions)
     else:

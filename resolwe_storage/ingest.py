@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def ingest_directory(
     with click.progressbar(
         length=total,
         label=f"hashing {len(files)} file(s)",
-        file=click.get_text_stream("stderr"),
+        file=sys.stderr,
         show_pos=False,
         hidden=not progress,
     ) as bar:
