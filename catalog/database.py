@@ -6,7 +6,10 @@ The database is bound at start-up by the caller, never at import.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -105,24 +108,47 @@ def is_postgres(database: pw.Database) -> bool:
 
 def pending_migrations(database: pw.Database) -> list[str]:
     """Names of the migrations not yet applied to ``database``."""
+    if not database.table_exists("migratehistory"):
+        return list(_router(database).todo)
     return list(_router(database).diff)
 
 
 def migrate(database: pw.Database) -> list[str]:
     """Apply every pending migration, each in its own transaction.
 
-    Safe to call from many processes at once: on PostgreSQL they queue on an
-    advisory lock; on SQLite the migration transactions serialise on the
-    database's write lock. Returns the names of the migrations applied here.
+    Safe to call from many processes at once: they queue on a lock (an
+    advisory lock on PostgreSQL, a lock file beside the SQLite file) and the
+    later ones find nothing left to do. Returns the migrations applied here.
     """
-    router = _router(database)
+    # Look before locking, without writing: the router would create its
+    # history table, and concurrent CREATE TABLEs collide on PostgreSQL.
+    if database.table_exists("migratehistory") and not _router(database).diff:
+        return []
+    with _migration_lock(database):
+        return _router(database).run()
+
+
+@contextmanager
+def _migration_lock(database: pw.Database) -> Iterator[None]:
     if is_postgres(database):
         database.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
         try:
-            return router.run()
+            yield
         finally:
             database.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
-    return router.run()
+        return
+    path = database.database
+    if path == ":memory:" or not path:
+        yield
+        return
+    # Not a transaction: SQLite migrations that rebuild a table must run with
+    # foreign keys off, which SQLite only allows outside a transaction.
+    with open(f"{path}.migrate-lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _router(database: pw.Database) -> Router:
