@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 import peewee as pw
@@ -23,9 +21,10 @@ from catalog.models import utcnow
 from catalog.queries import item_by_key, status_summary
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError, UserError
+from resolwe_storage.planout import write_plan_json, write_plan_table
 from resolwe_storage.runtime import open_catalog
 from scheduler.planning import Planner, item_facts
-from scheduler.policy import PlannedAction, explain, fmt_time
+from scheduler.policy import explain, fmt_time
 
 
 class Context:
@@ -156,34 +155,12 @@ def plan(context: Context, now: str | None, as_json: bool, explain_key: str | No
     if explain_key is not None:
         _explain(context, explain_key, moment, as_json)
         return
-    actions = Planner(policies, context.database).plan(now=moment)
+    items = Planner(policies, context.database).due(now=moment)
     out = sys.stdout
     if as_json:
-        _write_json_list(out, actions)
-    else:
-        _write_table(out, actions, width=max((len(n) for n in policies), default=6))
-
-
-def _write_json_list(out: TextIO, actions: Iterator[PlannedAction]) -> None:
-    out.write("[")
-    first = True
-    for action in actions:
-        out.write("\n  " if first else ",\n  ")
-        out.write(json.dumps(action.as_json()))
-        first = False
-    out.write("\n]\n" if not first else "]\n")
-
-
-def _write_table(out: TextIO, actions: Iterator[PlannedAction], *, width: int) -> None:
-    counts: Counter[str] = Counter()
-    width = max(width, 6)
-    out.write(f"{'ACTION':<7} {'TARGET':<{width}} {'SOURCE':<{width}} KEY\n")
-    for action in actions:
-        counts[action.action] += 1
-        out.write(
-            f"{action.action:<7} {action.connector:<{width}} {action.source or '-':<{width}} "
-            f"{action.key if action.key is not None else '-'}\n"
-        )
+        write_plan_json(out, items)
+        return
+    counts = write_plan_table(out, items, width=max((len(n) for n in policies), default=6))
     out.flush()
     total = sum(counts.values())
     detail = ", ".join(f"{counts[name]} {name}" for name in sorted(counts))

@@ -1,12 +1,15 @@
 """Set-based planning: which copies, deletes and verifications are due.
 
 The rules of SPEC §5 (stated one item at a time in ``scheduler.policy``) are
-compiled into one SQL statement: a ``UNION ALL`` with one arm per connector
-and action, each a filter over the catalog's indexes. Per-item delays become
+compiled into one SQL statement that reads the catalog once: items joined to
+their locations, grouped per item, in key order. Per-item delays become
 ``CASE`` expressions over precomputed cutoff times, the preferred location a
-``MIN`` over a rank derived from the connectors' priorities. The database
-sorts; rows stream out through a server-side cursor (PostgreSQL) or SQLite's
-lazy cursor, so memory stays flat however large the catalog.
+``MIN`` over a rank derived from the connectors' priorities, and each
+(action, connector) one bit of a per-item mask; only items with a bit set
+leave the database. On SQLite the items come in key order straight off the
+key index, so the first rows stream out at once; PostgreSQL aggregates and
+sorts, and its rows come through a server-side cursor. Memory stays flat
+however large the catalog.
 
 Nothing here reads the clock, a broker or a storage backend.
 """
@@ -14,9 +17,9 @@ Nothing here reads the clock, a broker or a storage backend.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import peewee as pw
 
@@ -37,29 +40,67 @@ from scheduler.rules import DEFAULT_MIN_OTHER_COPIES, ConnectorPolicy, Rule, pre
 DEFAULT_FETCH_ROWS = 20_000
 
 
+class DueItem(NamedTuple):
+    """One item with actions due: its key, its copy source, the due arms."""
+
+    key: str | None
+    #: The connector of the preferred location, where copies come from.
+    source: str | None
+    #: ``(action, connector)`` pairs in output order.
+    arms: tuple[tuple[str, str], ...]
+
+
 @dataclass
 class _Sql:
-    """SQL text with its parameters, built up piece by piece."""
+    """SQL text with its parameters, built up piece by piece.
+
+    With ``inline``, values are written into the text as literals instead:
+    SQLite shares the work of identical aggregate calls only when their
+    arguments are identical expressions, and two ``?`` never are.
+    """
 
     param: str
+    inline: bool = False
     text: str = ""
-    params: list[Any] | None = None
-
-    def __post_init__(self) -> None:
-        self.params = []
+    params: list[Any] = field(default_factory=list)
 
     def add(self, text: str, *params: Any) -> _Sql:
         self.text += text
-        assert self.params is not None
         self.params.extend(params)
         return self
 
     def value(self, value: Any) -> _Sql:
+        if self.inline:
+            literal = _literal(value)
+            if literal is not None:
+                return self.add(literal)
         return self.add(self.param, value)
 
 
+def _literal(value: Any) -> str | None:
+    """``value`` as an SQL literal, or None when it had better stay a parameter."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and "\x00" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    return None
+
+
 class Planner:
-    """Compiles the policies into SQL and runs it against a bound catalog."""
+    """Compiles the policies into one grouped SQL statement and runs it.
+
+    One pass over the catalog: every item joined to its locations, grouped per
+    item, in key order. Per connector, aggregates over the item's locations
+    (has one here? an eligible ``OK`` one? how many ``OK`` in all? the rank of
+    the preferred one) feed one ``CASE`` per arm, (action, connector), whose
+    sum is a bit mask of the arms due for that item. Only items with some
+    action due leave the database; Python merely expands the bits, in arm
+    order, which is the ``(action, target)`` order of SPEC §6.
+    """
 
     def __init__(self, policies: Mapping[str, ConnectorPolicy], database: pw.Database) -> None:
         self.policies = dict(policies)
@@ -67,17 +108,21 @@ class Planner:
         self.postgres = isinstance(database, pw.PostgresqlDatabase)
         self.order = preference_order(self.policies)
         self.rank = {name: position for position, name in enumerate(self.order)}
-        arms = sorted(
-            (action, name)
-            for name, policy in self.policies.items()
-            for action, rule in (
-                (COPY, policy.copy),
-                (DELETE, policy.delete),
-                (VERIFY, policy.verify),
+        #: Every (action, connector) with a rule, in output order; bit i of an
+        #: item's mask stands for ``arms[i]``.
+        self.arms: tuple[tuple[str, str], ...] = tuple(
+            sorted(
+                (action, name)
+                for name, policy in self.policies.items()
+                for action, rule in (
+                    (COPY, policy.copy),
+                    (DELETE, policy.delete),
+                    (VERIFY, policy.verify),
+                )
+                if rule is not None
             )
-            if rule is not None
         )
-        self.arms = {arm: position for position, arm in enumerate(arms)}
+        self._expanded: dict[int, tuple[tuple[str, str], ...]] = {}
 
     # -- value conversion -------------------------------------------------
 
@@ -125,12 +170,14 @@ class Planner:
             sql.add(f" WHEN {test}").value(operand).add(" THEN ").value(convert(value))
         sql.add(" ELSE ").value(fallback).add(" END")
 
-    def _cutoff_case(self, sql: _Sql, rule: Rule, now: datetime) -> None:
+    def _older(self, sql: _Sql, column: str, rule: Rule, now: datetime) -> None:
+        """``column`` lies before the item's cutoff under ``rule`` (never when negative)."""
+
         def convert(days: int) -> Any:
             moment = cutoff(now, days)
             return None if moment is None else self._time(moment)
 
-        sql.add("(")
+        sql.add(f"{column} < (")
         self._override_case(sql, rule, "delay", 0, convert)
         sql.add(")")
         if self.postgres:
@@ -144,112 +191,131 @@ class Planner:
         delays += [o.delay for o in rule.process_type.values() if o.delay is not None]
         return all(delay < 0 for delay in delays)
 
-    # -- arms -------------------------------------------------------------
+    def _source(self, sql: _Sql) -> None:
+        """Rank of the item's preferred location: the best configured ``OK`` one."""
+        sql.add("MIN(CASE WHEN l.status = 'OK' THEN ")
+        self._rank_case(sql, "l.connector_name")
+        sql.add(" END)")
 
-    def _copy_arm(self, sql: _Sql, policy: ConnectorPolicy, now: datetime) -> bool:
-        assert policy.copy is not None
-        if self._never(policy.copy):
+    # -- arms: each a condition on one item group -------------------------
+
+    def _copy_due(self, sql: _Sql, policy: ConnectorPolicy, now: datetime) -> bool:
+        rule = policy.copy
+        assert rule is not None
+        if self._never(rule):
             return False
-        sql.add(f"SELECT item_key, id, {self.arms[(COPY, policy.name)]} AS arm, src FROM (")
-        sql.add("SELECT f.key AS item_key, f.id AS id, (SELECT MIN(")
-        self._rank_case(sql, "s.connector_name")
-        sql.add(
-            ") FROM storage_location s WHERE s.file_storage_id = f.id AND s.status = 'OK') AS src"
-            " FROM file_storage f WHERE f.status = 'OK' AND f.created < "
-        )
-        self._cutoff_case(sql, policy.copy, now)
-        sql.add(
-            " AND NOT EXISTS (SELECT 1 FROM storage_location t"
-            " WHERE t.file_storage_id = f.id AND t.connector_name = "
-        ).value(policy.name)
-        sql.add(")) c WHERE src IS NOT NULL")
+        sql.add("f.status = 'OK' AND ")
+        self._older(sql, "f.created", rule, now)
+        sql.add(" AND MAX(CASE WHEN l.connector_name = ").value(policy.name)
+        sql.add(" THEN 1 ELSE 0 END) = 0 AND ")
+        self._source(sql)
+        sql.add(" IS NOT NULL")
         return True
 
-    def _delete_arm(self, sql: _Sql, policy: ConnectorPolicy, now: datetime) -> bool:
+    def _delete_due(self, sql: _Sql, policy: ConnectorPolicy, now: datetime) -> bool:
         rule = policy.delete
         assert rule is not None
-        better = self.order[: self.rank[policy.name]]
-        if self._never(rule) or not better:
+        if self._never(rule) or self.rank[policy.name] == 0:
             # The most preferred connector always holds the preferred copy.
             return False
+        sql.add("f.status = 'OK' AND ")
+        self._older(sql, "f.created", rule, now)
+        # The location here is OK, idle long enough and unlocked; the lock
+        # probe runs only for locations that pass the cheaper tests.
+        sql.add(" AND MAX(CASE WHEN l.connector_name = ").value(policy.name)
+        sql.add(" AND l.status = 'OK' AND ")
+        self._older(sql, "l.last_update", rule, now)
         sql.add(
-            f"SELECT f.key AS item_key, f.id AS id, {self.arms[(DELETE, policy.name)]} AS arm,"
-            " NULL AS src FROM storage_location l"
-            " JOIN file_storage f ON f.id = l.file_storage_id"
-            " WHERE l.connector_name = "
-        ).value(policy.name)
-        sql.add(" AND l.status = 'OK' AND f.status = 'OK' AND f.created < ")
-        self._cutoff_case(sql, rule, now)
-        sql.add(" AND l.last_update < ")
-        self._cutoff_case(sql, rule, now)
-        sql.add(
-            " AND NOT EXISTS (SELECT 1 FROM access_log a"
+            " THEN CASE WHEN EXISTS (SELECT 1 FROM access_log a"
             " WHERE a.storage_location_id = l.id AND a.finished IS NULL)"
-            " AND (SELECT COUNT(*) FROM storage_location o"
-            " WHERE o.file_storage_id = f.id AND o.status = 'OK') > "
+            " THEN 0 ELSE 1 END ELSE 0 END) = 1"
+            " AND SUM(CASE WHEN l.status = 'OK' THEN 1 ELSE 0 END) > "
         )
         self._override_case(
             sql, rule, "min_other_copies", DEFAULT_MIN_OTHER_COPIES, lambda value: value
         )
         # Not the preferred location: an OK copy exists on a better connector.
-        sql.add(
-            " AND EXISTS (SELECT 1 FROM storage_location p"
-            " WHERE p.file_storage_id = f.id AND p.status = 'OK' AND p.connector_name IN ("
-        )
-        for position, name in enumerate(better):
-            if position:
-                sql.add(", ")
-            sql.value(name)
-        sql.add("))")
+        sql.add(" AND ")
+        self._source(sql)
+        sql.add(f" < {self.rank[policy.name]}")
         return True
 
-    def _verify_arm(self, sql: _Sql, policy: ConnectorPolicy, now: datetime) -> bool:
+    def _verify_due(self, sql: _Sql, policy: ConnectorPolicy, now: datetime) -> bool:
         assert policy.verify is not None
         limit = cutoff(now, policy.verify.interval)
         assert limit is not None
-        sql.add(
-            f"SELECT f.key AS item_key, f.id AS id, {self.arms[(VERIFY, policy.name)]} AS arm,"
-            " NULL AS src FROM storage_location l"
-            " JOIN file_storage f ON f.id = l.file_storage_id"
-            " WHERE l.connector_name = "
-        ).value(policy.name)
+        sql.add("MAX(CASE WHEN l.connector_name = ").value(policy.name)
         sql.add(" AND l.status = 'OK' AND (l.last_verified IS NULL OR l.last_verified < ")
-        sql.value(self._time(limit)).add(")")
+        sql.value(self._time(limit)).add(") THEN 1 ELSE 0 END) = 1")
         return True
 
-    def compile(self, now: datetime) -> _Sql | None:
-        """The whole plan as one statement, or None when no rule can ever fire."""
-        sql = _Sql(param=self.database.param)
-        builders = {COPY: self._copy_arm, DELETE: self._delete_arm, VERIFY: self._verify_arm}
-        first = True
-        for action, name in self.arms:
-            mark = (len(sql.text), len(sql.params or []))
-            if not first:
-                sql.add(" UNION ALL ")
+    def _mask(self, sql: _Sql, now: datetime) -> bool:
+        """The sum of ``CASE WHEN <arm due> THEN 2**i``; False if no arm can fire."""
+        builders = {COPY: self._copy_due, DELETE: self._delete_due, VERIFY: self._verify_due}
+        terms = 0
+        for bit, (action, name) in enumerate(self.arms):
+            mark = (len(sql.text), len(sql.params))
+            sql.add(" + " if terms else "").add("CASE WHEN ")
             if builders[action](sql, self.policies[name], now):
-                first = False
+                sql.add(f" THEN {1 << bit} ELSE 0 END")
+                terms += 1
             else:
                 sql.text = sql.text[: mark[0]]
-                del sql.params[mark[1] :]  # type: ignore[index]
-        if first:
+                del sql.params[mark[1] :]
+        return terms > 0
+
+    def compile(self, now: datetime) -> _Sql | None:
+        """The whole plan as one statement, or None when no rule can ever fire.
+
+        Its rows are ``(key, source rank, mask)`` for the items with something
+        due, ordered by key (no key first), then id.
+        """
+        inline = not self.postgres
+        mask = _Sql(param=self.database.param, inline=inline)
+        if not self._mask(mask, now):
             return None
-        sql.text = (
-            f"SELECT item_key, arm, src FROM ({sql.text}) due"
-            " ORDER BY item_key NULLS FIRST, arm, id"
+        sql = _Sql(param=self.database.param, inline=inline)
+        sql.add("SELECT f.key, ")
+        self._source(sql)
+        sql.add(", ").add(mask.text, *mask.params).add(" AS mask")
+        sql.add(
+            " FROM file_storage f JOIN storage_location l ON l.file_storage_id = f.id"
+            " GROUP BY f.key, f.id HAVING "
         )
+        if self.postgres:
+            sql.add(mask.text, *mask.params).add(" <> 0")
+        else:
+            # SQLite names the result column here and computes it once.
+            sql.add("mask <> 0")
+        sql.add(" ORDER BY f.key NULLS FIRST, f.id" if self.postgres else " ORDER BY f.key, f.id")
         return sql
 
-    def plan(self, *, now: datetime) -> Iterator[PlannedAction]:
-        """Stream the due actions in ``plan`` order (key, action, target)."""
+    def expand(self, mask: int) -> tuple[tuple[str, str], ...]:
+        """The arms ``(action, connector)`` set in ``mask``, in output order."""
+        arms = self._expanded.get(mask)
+        if arms is None:
+            arms = tuple(arm for bit, arm in enumerate(self.arms) if mask >> bit & 1)
+            self._expanded[mask] = arms
+        return arms
+
+    def due(self, *, now: datetime) -> Iterator[DueItem]:
+        """Stream, per item with something due, its key, copy source and arms."""
         sql = self.compile(now)
         if sql is None:
             return
-        arms = {position: arm for arm, position in self.arms.items()}
+        order = self.order
         with self.database.atomic():
-            for key, arm, src in self._rows(sql):
-                action, connector = arms[arm]
-                source = self.order[src] if src is not None else None
-                yield PlannedAction(key, action, connector, source)
+            for key, src, mask in self._rows(sql):
+                source = order[src] if src is not None else None
+                yield DueItem(key, source, self.expand(mask))
+
+    def plan(self, *, now: datetime) -> Iterator[PlannedAction]:
+        """Stream the due actions in ``plan`` order (key, action, target)."""
+        for item in self.due(now=now):
+            for action, connector in item.arms:
+                yield PlannedAction(
+                    item.key, action, connector, item.source if action == COPY else None
+                )
 
     def _rows(self, sql: _Sql) -> Iterator[tuple[Any, ...]]:
         """Run ``sql`` inside the caller's transaction, fetching rows in batches."""
