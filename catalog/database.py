@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import peewee as pw
 from peewee_migrate import Router
@@ -67,32 +67,63 @@ def open_database(url: str) -> pw.Database:
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname:
             raise DatabaseURLError(f"database URL {redact_url(url)!r}: no database name given")
-        options = dict(parse_qsl(parts.query))
         try:
             port = parts.port
         except ValueError as exc:
             raise DatabaseURLError(f"database URL {redact_url(url)!r}: bad port") from exc
-        return pw.PostgresqlDatabase(
-            dbname,
-            user=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            host=parts.hostname or None,
-            port=port,
-            **options,
-        )
+        params: dict[str, object] = {
+            "user": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None,
+            "host": parts.hostname or None,
+            "port": port,
+        }
+        options = _postgres_options(url, parts.query)
+        for name in options:
+            if name in ("dbname", "database") or params.get(name) is not None:
+                raise DatabaseURLError(
+                    f"database URL {redact_url(url)!r}: {name!r} is given twice, "
+                    f"in the URL and as ?{name}="
+                )
+        return pw.PostgresqlDatabase(dbname, **{**params, **options})
     raise DatabaseURLError(
         f"database URL {redact_url(url)!r}: unsupported scheme {parts.scheme!r}; "
         "expected sqlite:/// or postgresql://"
     )
 
 
+def _postgres_options(url: str, query: str) -> dict[str, str]:
+    """The libpq options of a URL's query, refused here if libpq does not know them.
+
+    Refused now rather than on connect, where psycopg2 raises a programming
+    error instead of a connection error.
+    """
+    options = dict(parse_qsl(query))
+    if options:
+        import psycopg2
+        from psycopg2.extensions import make_dsn
+
+        try:
+            make_dsn(**options)
+        except psycopg2.ProgrammingError as exc:
+            detail = str(exc).strip().splitlines()[0]
+            raise DatabaseURLError(f"database URL {redact_url(url)!r}: {detail}") from None
+    return options
+
+
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced, fit for logs and errors."""
+    """Return ``url`` with any password (``user:password@`` or ``?password=``) replaced."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    in_query = any(name.lower() == "password" for name, _ in query)
+    if parts.password is None and not in_query:
+        return url  # untouched: geturl() would drop the empty host of sqlite:///
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        parts = parts._replace(netloc=netloc)
+    if in_query:
+        hidden = [(name, "***" if name.lower() == "password" else v) for name, v in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return parts.geturl()
 
 
 def bind(database: pw.Database) -> pw.Database:

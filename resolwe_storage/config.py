@@ -232,7 +232,8 @@ def _check_url(where: str, key: str, url: str, schemes: tuple[str, ...]) -> None
     scheme = urlsplit(url).scheme.lower()
     if scheme not in schemes:
         expected = " or ".join(f"{s}://" for s in schemes)
-        _raise(where, f"{key}: expected a {expected} URL, got scheme {scheme or 'none'!r}")
+        got = f"scheme {scheme!r}" if scheme else "no scheme"
+        _raise(where, f"{key}: expected a {expected} URL, got {got}")
 
 
 def build_config(
