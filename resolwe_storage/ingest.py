@@ -22,7 +22,9 @@ from resolwe_storage.errors import InputError
 def _walk(root: Path, top: Path) -> Iterator[tuple[str, Path]]:
     """Yield (relative '/'-path, real path) of every file below ``top``, sorted.
 
-    Symbolic links are followed only while they stay under ``root``.
+    A symbolic link to a file is followed only while it stays inside ``top``:
+    a copy of the item must hold its own bytes, and a link into another
+    item's folder would break when that item's copy here is deleted.
     """
     for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
         dirnames.sort()
@@ -36,6 +38,8 @@ def _walk(root: Path, top: Path) -> Iterator[tuple[str, Path]]:
             real = path.resolve()
             if not real.is_relative_to(root):
                 raise InputError(f"{path}: links outside the connector root {root}")
+            if not real.is_relative_to(top):
+                raise InputError(f"{path}: links outside the item's folder {top}")
             if not real.is_file():
                 raise InputError(f"{path}: not a regular file")
             yield path.relative_to(top).as_posix(), real
@@ -114,10 +118,13 @@ def ingest_directory(
             }
         ]
     }
-    existing = _existing_created(key)
-    if existing is not None:
-        # Re-ingesting refreshes the hashes; the item keeps its creation time.
-        document["items"][0]["created"] = existing
+    created, last_update = _existing_times(key, connector, url)
+    # Re-ingesting refreshes the hashes; the item keeps its creation time and
+    # the location its last access, so re-ingesting unchanged files changes nothing.
+    if created is not None:
+        document["items"][0]["created"] = created
+    if last_update is not None:
+        document["items"][0]["locations"][0]["last_update"] = last_update
     result = import_document(
         document, connectors=set(config.connectors), database=database, actor="ingest"
     )
@@ -125,8 +132,17 @@ def ingest_directory(
     return {"key": key, "url": url, "files": len(entries), "bytes": total, "result": outcome}
 
 
-def _existing_created(key: str) -> str | None:
-    from catalog.models import FileStorage
+def _existing_times(key: str, connector: str, url: str) -> tuple[str | None, str | None]:
+    """The item's creation time and its location's last access, if already registered."""
+    from catalog.models import FileStorage, StorageLocation
 
     item = FileStorage.get_or_none(FileStorage.key == key)
-    return item.created.isoformat() if item is not None else None
+    if item is None:
+        return None, None
+    location = StorageLocation.get_or_none(
+        (StorageLocation.file_storage == item)
+        & (StorageLocation.connector_name == connector)
+        & (StorageLocation.url == url)
+    )
+    last_update = location.last_update.isoformat() if location is not None else None
+    return item.created.isoformat(), last_update

@@ -12,7 +12,7 @@ def open_catalog(url: str, *, auto_migrate: bool = True) -> pw.Database:
     database = open_database(url)
     try:
         database.connect(reuse_if_open=True)
-    except pw.OperationalError as exc:
+    except (pw.OperationalError, pw.InterfaceError, pw.ProgrammingError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise pw.OperationalError(f"cannot open {redact_url(url)}: {detail}") from None
     bind(database)
