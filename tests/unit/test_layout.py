@@ -47,6 +47,4 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     (tmp_path / "catalog" / "bad.py").write_text(
         "import os\nfrom scheduler.policy import explain\nimport connectors.registry as r\n"
     )
-    assert imported_packages("catalog", tmp_path) == {
-        "catalog/bad.py": {"scheduler", "connectors"}
-    }
+    assert imported_packages("catalog", tmp_path) == {"catalog/bad.py": {"scheduler", "connectors"}}

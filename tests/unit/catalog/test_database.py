@@ -1,0 +1,179 @@
+"""Opening the catalog from a URL, hiding passwords, and migrating it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import peewee as pw
+import pytest
+
+from catalog.database import (
+    DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
+    migrate,
+    open_database,
+    pending_migrations,
+    redact_url,
+)
+from catalog.errors import CatalogError, DatabaseURLError
+
+
+def pragma(database: pw.Database, name: str) -> object:
+    return database.execute_sql(f"PRAGMA {name}").fetchone()[0]
+
+
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    assert isinstance(database, pw.SqliteDatabase)
+    database.connect()
+    try:
+        assert pragma(database, "journal_mode") == "wal"
+        assert pragma(database, "busy_timeout") == DEFAULT_SQLITE_BUSY_TIMEOUT_MS
+        assert pragma(database, "foreign_keys") == 1
+    finally:
+        database.close()
+
+
+def test_sqlite_relative_and_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three slashes: relative to the working directory; four: absolute. Parents are made."""
+    monkeypatch.chdir(tmp_path)
+    relative = open_database("sqlite:///sub/relative.sqlite3")
+    assert relative.database == "sub/relative.sqlite3"
+    assert (tmp_path / "sub").is_dir()
+    absolute = open_database(f"sqlite:///{tmp_path}/abs/c.sqlite3")
+    assert absolute.database == f"{tmp_path}/abs/c.sqlite3"
+    assert (tmp_path / "abs").is_dir()
+
+
+def test_sqlite_in_memory() -> None:
+    database = open_database("sqlite:///:memory:")
+    database.connect()
+    try:
+        assert migrate(database) == ["001_initial"]
+        assert pending_migrations(database) == []
+    finally:
+        database.close()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "POSTGRESQL"])
+def test_postgresql_url(scheme: str) -> None:
+    """Nothing connects yet: the URL's parts become the connection parameters."""
+    database = open_database(f"{scheme}://alice:p%40ss@db.example:6543/catalog?sslmode=require")
+    assert isinstance(database, pw.PostgresqlDatabase)
+    assert database.database == "catalog"
+    assert database.connect_params == {
+        "user": "alice",
+        "password": "p@ss",
+        "host": "db.example",
+        "port": 6543,
+        "sslmode": "require",
+    }
+
+
+def test_postgresql_socket_url() -> None:
+    """libpq's own idiom: no host in the URL, the socket folder as ?host=."""
+    database = open_database("postgresql:///catalog?host=/var/run/postgresql")
+    assert database.connect_params["host"] == "/var/run/postgresql"
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("mysql://u@h/db", "unsupported scheme 'mysql'"),
+        ("catalog.sqlite3", "unsupported scheme ''"),
+        ("sqlite://host/x.sqlite3", "a sqlite URL has no host"),
+        ("sqlite://", "no file path given"),
+        ("postgresql://u@h:5432/", "no database name given"),
+        ("postgresql://u@h:notaport/db", "bad port"),
+        ("postgresql://u@h:5432/db?port=5433", "'port' is given twice"),
+        ("postgresql://u:pw@h/db?password=other", "'password' is given twice"),
+        ("postgresql://u@h/db?dbname=other", "'dbname' is given twice"),
+        ("postgresql://u@h/db?no_such_option=1", 'invalid connection option "no_such_option"'),
+    ],
+)
+def test_unusable_urls(url: str, complaint: str) -> None:
+    with pytest.raises(DatabaseURLError, match=complaint) as caught:
+        open_database(url)
+    assert isinstance(caught.value, CatalogError)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:s3cr3t@h:1/db?port=2",
+        "postgresql://u:s3cr3t@h:bad/db",
+        "postgresql://u:s3cr3t@h/",
+        "sqlite://u:s3cr3t@h/x",
+        "postgresql://u@h/db?password=s3cr3t&bogus=1",
+        "mysql://u:s3cr3t@h/db",
+    ],
+)
+def test_errors_never_show_the_password(url: str) -> None:
+    with pytest.raises(DatabaseURLError) as caught:
+        open_database(url)
+    assert "s3cr3t" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://alice:s3cr3t@host:5432/db", "postgresql://alice:***@host:5432/db"),
+        ("postgresql://:s3cr3t@host/db", "postgresql://:***@host/db"),
+        ("postgresql://bob:bob@host/db", "postgresql://bob:***@host/db"),
+        ("postgresql://alice:p%40s3cr3t@host/db", "postgresql://alice:***@host/db"),
+        (
+            "postgresql://alice@host/db?sslmode=require&password=s3cr3t",
+            "postgresql://alice@host/db?sslmode=require&password=***",
+        ),
+        ("postgresql://alice@host/db", "postgresql://alice@host/db"),
+        (
+            "postgresql://alice@host/db?sslmode=require",
+            "postgresql://alice@host/db?sslmode=require",
+        ),
+        ("sqlite:///catalog.sqlite3", "sqlite:///catalog.sqlite3"),
+        ("sqlite:////abs/catalog.sqlite3", "sqlite:////abs/catalog.sqlite3"),
+        ("sqlite://u:s3cr3t@/catalog.sqlite3", "sqlite://u:***@/catalog.sqlite3"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_migrate_a_new_sqlite_catalog(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'new.sqlite3'}")
+    database.connect()
+    try:
+        assert pending_migrations(database) == ["001_initial"]
+        assert migrate(database) == ["001_initial"]
+        assert pending_migrations(database) == []
+        assert migrate(database) == []
+        assert set(database.get_tables()) >= {
+            "file_storage",
+            "storage_location",
+            "referenced_path",
+            "access_log",
+            "action",
+            "migratehistory",
+        }
+    finally:
+        database.close()
+
+
+def test_migrate_is_idempotent(catalog_db: pw.Database) -> None:
+    """On an up-to-date catalog (both engines) migrating again does nothing."""
+    assert pending_migrations(catalog_db) == []
+    assert migrate(catalog_db) == []
+    assert migrate(catalog_db) == []
+    assert pending_migrations(catalog_db) == []
+    history = catalog_db.execute_sql("SELECT name FROM migratehistory").fetchall()
+    assert [name for (name,) in history] == ["001_initial"]
+
+
+def test_foreign_keys_are_enforced(catalog_db: pw.Database) -> None:
+    """A location cannot point at an item that does not exist (SQLite needs the pragma)."""
+    from catalog.models import StorageLocation
+
+    with pytest.raises(pw.IntegrityError), catalog_db.atomic():
+        StorageLocation.create(file_storage=12345, connector_name="local", url="x")
