@@ -60,7 +60,9 @@ class StorageLocation(BaseModel):
     """One copy of an item on one connector, under ``url`` in its root."""
 
     id = pw.BigAutoField()
-    file_storage = pw.ForeignKeyField(FileStorage, backref="storage_locations", on_delete="CASCADE")
+    file_storage = pw.ForeignKeyField(
+        FileStorage, backref="storage_locations", on_delete="CASCADE", index=False
+    )
     connector_name = pw.TextField()
     url = pw.TextField()
     status = pw.CharField(max_length=2, default=STATUS_PREPARING)
@@ -72,7 +74,9 @@ class StorageLocation(BaseModel):
         table_name = "storage_location"
         indexes = (
             (("connector_name", "url"), True),
-            (("file_storage", "connector_name", "status"), False),
+            # One location per item and connector (migration 002); the
+            # planner's per-item sums rely on it.
+            (("file_storage", "connector_name"), True),
             (("connector_name", "status", "last_update"), False),
         )
 

@@ -16,7 +16,7 @@ Nothing here reads the clock, a broker or a storage backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -38,6 +38,11 @@ from scheduler.rules import DEFAULT_MIN_OTHER_COPIES, ConnectorPolicy, Rule, pre
 
 #: Rows fetched per round trip from PostgreSQL's server-side cursor.
 DEFAULT_FETCH_ROWS = 20_000
+#: Bits of a connector's field in the per-item sums: a location there (any
+#: status), an OK one, one whose verification is due.
+HERE_BIT, OK_BIT, VERIFY_BIT = 1, 2, 4
+#: Connectors per SUM column: three bits each, within a signed 64-bit integer.
+FIELDS_PER_SUM = 20
 
 
 class DueItem(NamedTuple):
@@ -123,6 +128,11 @@ class Planner:
             )
         )
         self._expanded: dict[int, tuple[tuple[str, str], ...]] = {}
+        #: Where each connector's bit field lies: (which SUM, bit offset).
+        self._slot = {
+            name: (position // FIELDS_PER_SUM, 3 * (position % FIELDS_PER_SUM))
+            for position, name in enumerate(self.order)
+        }
 
     # -- value conversion -------------------------------------------------
 
@@ -191,31 +201,83 @@ class Planner:
         delays += [o.delay for o in rule.process_type.values() if o.delay is not None]
         return all(delay < 0 for delay in delays)
 
-    def _source(self, sql: _Sql) -> None:
-        """Rank of the item's preferred location: the best configured ``OK`` one."""
-        sql.add("MIN(CASE WHEN l.status = 'OK' THEN ")
-        self._rank_case(sql, "l.connector_name")
-        sql.add(" END)")
+    # -- per-item facts, folded into as few aggregates as possible --------
+    #
+    # An item has at most one location per connector (a unique index says
+    # so), so a SUM over its locations of per-connector bit fields is their OR:
+    # each configured connector gets three bits (here, OK here, verification
+    # due here) in one of a few integer columns. SQLite computes an aggregate
+    # once however often the statement names it, so long as the repetitions
+    # are the very same expression; every test below reads these few sums.
+
+    def _facts(self, chunk: int, now: datetime) -> _Sql:
+        """The SUM of chunk ``chunk``'s bit fields over the item's locations."""
+        sql = _Sql(param=self.database.param, inline=not self.postgres)
+        sql.add("CAST(SUM(CASE l.connector_name")
+        for name in self.order[chunk * FIELDS_PER_SUM : (chunk + 1) * FIELDS_PER_SUM]:
+            shift = self._slot[name][1]
+            sql.add(" WHEN ").value(name).add(" THEN (1 + CASE WHEN l.status = 'OK' THEN 2")
+            verify = self.policies[name].verify
+            if verify is not None:
+                limit = cutoff(now, verify.interval)
+                assert limit is not None
+                sql.add(" + CASE WHEN l.last_verified IS NULL OR l.last_verified < ")
+                sql.value(self._time(limit)).add(" THEN 4 ELSE 0 END")
+            sql.add(f" ELSE 0 END) * {1 << shift}")
+        sql.add(" ELSE 0 END) AS BIGINT)")
+        return sql
+
+    def _any(self, sql: _Sql, facts: list[_Sql], names: Sequence[str], bit: int) -> None:
+        """True when ``bit`` is set for any of ``names`` (false for none)."""
+        masks: dict[int, int] = {}
+        for name in names:
+            chunk, shift = self._slot[name]
+            masks[chunk] = masks.get(chunk, 0) | bit << shift
+        if not masks:
+            sql.add("1 = 0")
+            return
+        sql.add("(")
+        for position, (chunk, mask) in enumerate(sorted(masks.items())):
+            sql.add(" OR " if position else "").add("(").add(
+                facts[chunk].text, *facts[chunk].params
+            )
+            sql.add(f" & {mask}) <> 0")
+        sql.add(")")
+
+    def _source(self, sql: _Sql, facts: list[_Sql]) -> None:
+        """Rank of the item's preferred location: its best configured ``OK`` one."""
+        sql.add("CASE")
+        for name in self.order:
+            sql.add(" WHEN ")
+            self._any(sql, facts, [name], OK_BIT)
+            sql.add(f" THEN {self.rank[name]}")
+        sql.add(" END")
 
     # -- arms: each a condition on one item group -------------------------
 
-    def _copy_due(self, sql: _Sql, policy: ConnectorPolicy, now: datetime) -> bool:
+    def _copy_due(
+        self, sql: _Sql, facts: list[_Sql], policy: ConnectorPolicy, now: datetime
+    ) -> bool:
         rule = policy.copy
         assert rule is not None
         if self._never(rule):
             return False
         sql.add("f.status = 'OK' AND ")
         self._older(sql, "f.created", rule, now)
-        sql.add(" AND MAX(CASE WHEN l.connector_name = ").value(policy.name)
-        sql.add(" THEN 1 ELSE 0 END) = 0 AND ")
-        self._source(sql)
-        sql.add(" IS NOT NULL")
+        sql.add(" AND NOT ")
+        self._any(sql, facts, [policy.name], HERE_BIT)
+        # A source: an OK copy on a configured connector.
+        sql.add(" AND ")
+        self._any(sql, facts, self.order, OK_BIT)
         return True
 
-    def _delete_due(self, sql: _Sql, policy: ConnectorPolicy, now: datetime) -> bool:
+    def _delete_due(
+        self, sql: _Sql, facts: list[_Sql], policy: ConnectorPolicy, now: datetime
+    ) -> bool:
         rule = policy.delete
         assert rule is not None
-        if self._never(rule) or self.rank[policy.name] == 0:
+        better = self.order[: self.rank[policy.name]]
+        if self._never(rule) or not better:
             # The most preferred connector always holds the preferred copy.
             return False
         sql.add("f.status = 'OK' AND ")
@@ -236,27 +298,24 @@ class Planner:
         )
         # Not the preferred location: an OK copy exists on a better connector.
         sql.add(" AND ")
-        self._source(sql)
-        sql.add(f" < {self.rank[policy.name]}")
+        self._any(sql, facts, better, OK_BIT)
         return True
 
-    def _verify_due(self, sql: _Sql, policy: ConnectorPolicy, now: datetime) -> bool:
+    def _verify_due(
+        self, sql: _Sql, facts: list[_Sql], policy: ConnectorPolicy, now: datetime
+    ) -> bool:
         assert policy.verify is not None
-        limit = cutoff(now, policy.verify.interval)
-        assert limit is not None
-        sql.add("MAX(CASE WHEN l.connector_name = ").value(policy.name)
-        sql.add(" AND l.status = 'OK' AND (l.last_verified IS NULL OR l.last_verified < ")
-        sql.value(self._time(limit)).add(") THEN 1 ELSE 0 END) = 1")
+        self._any(sql, facts, [policy.name], VERIFY_BIT)
         return True
 
-    def _mask(self, sql: _Sql, now: datetime) -> bool:
+    def _mask(self, sql: _Sql, facts: list[_Sql], now: datetime) -> bool:
         """The sum of ``CASE WHEN <arm due> THEN 2**i``; False if no arm can fire."""
         builders = {COPY: self._copy_due, DELETE: self._delete_due, VERIFY: self._verify_due}
         terms = 0
         for bit, (action, name) in enumerate(self.arms):
             mark = (len(sql.text), len(sql.params))
             sql.add(" + " if terms else "").add("CASE WHEN ")
-            if builders[action](sql, self.policies[name], now):
+            if builders[action](sql, facts, self.policies[name], now):
                 sql.add(f" THEN {1 << bit} ELSE 0 END")
                 terms += 1
             else:
@@ -271,12 +330,14 @@ class Planner:
         due, ordered by key (no key first), then id.
         """
         inline = not self.postgres
+        chunks = (len(self.order) + FIELDS_PER_SUM - 1) // FIELDS_PER_SUM
+        facts = [self._facts(chunk, now) for chunk in range(chunks)]
         mask = _Sql(param=self.database.param, inline=inline)
-        if not self._mask(mask, now):
+        if not self._mask(mask, facts, now):
             return None
         sql = _Sql(param=self.database.param, inline=inline)
         sql.add("SELECT f.key, ")
-        self._source(sql)
+        self._source(sql, facts)
         sql.add(", ").add(mask.text, *mask.params).add(" AS mask")
         sql.add(
             " FROM file_storage f JOIN storage_location l ON l.file_storage_id = f.id"

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import peewee as pw
 import pytest
 
+from scheduler import planning
 from scheduler.planning import Planner, item_facts, plan
 from scheduler.policy import ItemFacts, LocationFacts, PlannedAction, due_actions, explain
 from scheduler.rules import ConnectorPolicy, Override, Rule, VerifyRule
@@ -370,8 +371,13 @@ def random_item(rng: random.Random, key: str) -> ItemFacts:
     )
 
 
+@pytest.mark.parametrize("fields_per_sum", [planning.FIELDS_PER_SUM, 2, 1])
 @pytest.mark.parametrize("seed", range(3))
-def test_planner_agrees_with_rules_on_random_catalogs(seed: int, catalog_db: pw.Database) -> None:
+def test_planner_agrees_with_rules_on_random_catalogs(
+    seed: int, fields_per_sum: int, catalog_db: pw.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also with connectors' bit fields spread over several sums, as with many connectors."""
+    monkeypatch.setattr(planning, "FIELDS_PER_SUM", fields_per_sum)
     rng = random.Random(seed)
     items = [random_item(rng, f"item-{number:04d}") for number in range(400)]
     with catalog_db.atomic():
