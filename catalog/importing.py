@@ -223,15 +223,23 @@ def import_document(
     """
     parsed = validate_document(document, connectors=connectors)
     created = updated = unchanged = 0
-    with database.atomic():
-        for index, item in enumerate(parsed.items):
-            outcome = _import_item(item, where=f"items.{index}", actor=actor)
-            if outcome == "created":
-                created += 1
-            elif outcome == "updated":
-                updated += 1
-            else:
-                unchanged += 1
+    try:
+        with database.atomic():
+            for index, item in enumerate(parsed.items):
+                outcome = _import_item(item, where=f"items.{index}", actor=actor)
+                if outcome == "created":
+                    created += 1
+                elif outcome == "updated":
+                    updated += 1
+                else:
+                    unchanged += 1
+    except pw.IntegrityError:
+        # The checks above read the catalog first; a concurrent writer can
+        # still register the same key or location between read and write.
+        raise ImportDocumentError(
+            "another writer registered one of these items or locations at the same time; "
+            "nothing was stored, import again"
+        ) from None
     return ImportResult(created, updated, unchanged)
 
 

@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, CatalogError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
-    except pw.OperationalError as exc:
+    except pw.DatabaseError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         click.echo(f"error: database: {first}", err=True)
         return 1

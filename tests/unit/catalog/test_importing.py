@@ -464,3 +464,56 @@ def test_unsafe_urls_and_paths_are_refused(
     with pytest.raises(ImportDocumentError, match=rf"^{spot}: .*{complaint}"):
         run(catalog_db, {"items": [doc]})
     assert set(counts().values()) == {0}
+
+
+@pytest.mark.postgres
+def test_a_concurrent_writer_of_the_same_key_gives_a_clear_error(
+    postgres_url: str, _postgres_catalog: pw.Database
+) -> None:
+    """Between the import's read and its write, another session registers the key."""
+    import threading
+
+    import psycopg2
+
+    from catalog.database import bind
+    from tests.conftest import _truncate
+
+    _truncate(_postgres_catalog)
+    bind(_postgres_catalog)
+    other = psycopg2.connect(postgres_url)
+    try:
+        with other.cursor() as cursor:
+            # Uncommitted: invisible to the import's read, but its insert
+            # waits on the unique index until this session commits.
+            cursor.execute(
+                "INSERT INTO file_storage (key, data_slug, process_type, status, created)"
+                " VALUES ('raced', '', '', 'OK', now())"
+            )
+        outcome: list[BaseException | ImportResult] = []
+
+        def run() -> None:
+            try:
+                outcome.append(
+                    import_document(
+                        {"items": [item("raced")]},
+                        connectors=CONNECTORS,
+                        database=_postgres_catalog,
+                    )
+                )
+            except BaseException as exc:  # handed to the test thread
+                outcome.append(exc)
+            finally:
+                _postgres_catalog.close()
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive(), "the import should be waiting on the other session's row"
+        other.commit()
+        worker.join(timeout=30)
+    finally:
+        other.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], ImportDocumentError)
+    assert "at the same time" in str(outcome[0])
+    assert StorageLocation.select().count() == 0
+    assert [row.key for row in FileStorage.select()] == ["raced"]
