@@ -1,0 +1,131 @@
+"""The connector interface: a small required core, optional capabilities apart.
+
+A connector reaches one storage root: a folder, an S3 bucket, a GCS bucket.
+Paths are relative to it, '/'-separated, checked by ``check_path`` before any
+I/O. The core is five operations; streaming, hashing, "already there → skip"
+and "validate before done" live once, in ``connectors.transfer``, not here.
+
+Optional capabilities are separate small interfaces (``PresignedUrls``,
+``PublicUrls``, ``ServerSideCopy``, ``ResumableUploads``); ``capabilities()``
+discovers them once per connector.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from connectors.errors import InvalidPath
+
+#: Hash kinds, as rclone names them: a set per backend, so two sides can agree.
+MD5 = "md5"
+CRC32C = "crc32c"
+ETAG = "etag"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a backend says of one stored object: frozen, hashes lowercase hex.
+
+    ``hashes`` holds only what the backend itself keeps (no second read):
+    S3 gives its ``etag`` (and ``crc32c`` where it stored one), GCS ``md5``
+    (single uploads) and ``crc32c``, a local folder nothing.
+    """
+
+    path: str
+    size: int
+    hashes: dict[str, str]
+
+
+def check_path(path: str) -> str:
+    """Return ``path`` if it is a safe relative '/'-path; raise InvalidPath otherwise.
+
+    Refused: empty, absolute (``/x``, ``C:\\x``), backslashes, NUL, and any
+    ``.`` or ``..`` segment or empty segment (``a//b``).
+    """
+    if not isinstance(path, str) or not path:
+        raise InvalidPath("empty path")
+    if "\x00" in path or "\\" in path:
+        raise InvalidPath(f"{path!r}: NUL or backslash in path")
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        raise InvalidPath(f"{path!r}: absolute path")
+    for segment in path.rstrip("/").split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidPath(f"{path!r}: empty, '.' or '..' segment")
+    return path
+
+
+class Connector(abc.ABC):
+    """One storage root. Every method is safe to call again (idempotent)."""
+
+    #: The configuration name (``local``, ``S3``, ...), used in messages.
+    name: str
+    #: Hash kinds ``stat`` reports without reading the object.
+    native_hashes: frozenset[str] = frozenset()
+
+    @abc.abstractmethod
+    def stat(self, path: str) -> ObjectInfo | None:
+        """Size and native hashes of the object at ``path``; None when it is missing."""
+
+    @abc.abstractmethod
+    def open_read(self, path: str) -> BinaryIO:
+        """A binary stream of the object, to be closed by the caller.
+
+        Raises ObjectNotFound when it is missing.
+        """
+
+    @abc.abstractmethod
+    def write(self, path: str, stream: BinaryIO, *, size: int | None = None) -> ObjectInfo:
+        """Store everything ``stream`` yields at ``path``, atomically, replacing any object.
+
+        Readers never see a partial object: either the old one (or none) or
+        the whole new one. Returns what the backend says it stored.
+        """
+
+    @abc.abstractmethod
+    def delete(self, path: str) -> None:
+        """Remove the object at ``path``; a missing object is not an error."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix`` (a folder: ``x/`` lists x's tree), by path."""
+
+    def capabilities(self) -> frozenset[str]:
+        """Names of the optional interfaces this connector implements."""
+        found = set()
+        for name, interface in CAPABILITIES.items():
+            if isinstance(self, interface):
+                found.add(name)
+        return frozenset(found)
+
+
+@runtime_checkable
+class PublicUrls(Protocol):
+    """Objects reachable at a URL without credentials (local ``public_url``)."""
+
+    def public_url(self, path: str) -> str: ...
+
+
+@runtime_checkable
+class PresignedUrls(Protocol):
+    """Time-limited URLs signed with the connector's credentials."""
+
+    def presigned_url(self, path: str, *, expires: int) -> str: ...
+
+
+@runtime_checkable
+class ServerSideCopy(Protocol):
+    """Copy within the backend without moving bytes through us."""
+
+    def can_copy_from(self, source: Connector) -> bool: ...
+
+    def copy_from(self, source: Connector, source_path: str, path: str) -> ObjectInfo: ...
+
+
+CAPABILITIES: dict[str, type] = {
+    "public_url": PublicUrls,
+    "presigned_url": PresignedUrls,
+    "server_side_copy": ServerSideCopy,
+}
