@@ -1,0 +1,213 @@
+"""A folder on a local (or mounted) filesystem as a connector.
+
+Every path is resolved, symlinks included, and must stay under the root;
+writes land atomically (temporary file in the same folder, fsync, rename,
+fsync of the folder), so a reader or a crash never leaves half a file under
+the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote
+
+from connectors.base import Connector, ObjectInfo, check_path
+from connectors.errors import (
+    AccessDenied,
+    BackendUnavailable,
+    ConnectorError,
+    InvalidPath,
+    ObjectNotFound,
+    Unsupported,
+)
+
+#: Bytes copied per call when writing from a stream.
+DEFAULT_WRITE_BUFFER = 8 * 1024 * 1024
+#: Temporary files of unfinished writes end so; ``list`` never shows them.
+PARTIAL_SUFFIX = ".rs-partial"
+
+
+class LocalConnector(Connector):
+    """Objects are files under ``path``; ``public_url`` (if set) serves them."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        path: str | os.PathLike[str],
+        public_url: str | None = None,
+        selinux_label: str | None = None,
+    ) -> None:
+        self.name = name
+        self.root = Path(path)
+        self.base_url = public_url
+        #: Accepted for compatibility with the original configuration; labels
+        #: are the mount's business here.
+        self.selinux_label = selinux_label
+
+    # -- paths ------------------------------------------------------------
+
+    def _real_root(self) -> str:
+        return os.path.realpath(self.root)
+
+    def _resolve(self, path: str) -> str:
+        """The filesystem path of ``path``, refused if it escapes the root (symlinks too)."""
+        check_path(path)
+        root = self._real_root()
+        full = os.path.realpath(os.path.join(root, path.rstrip("/")))
+        if full != root and not full.startswith(root + os.sep):
+            raise InvalidPath(f"{self.name}: {path!r} leads outside the root {self.root}")
+        if full == root:
+            raise InvalidPath(f"{self.name}: {path!r} is the root itself")
+        return full
+
+    def _error(self, exc: OSError, path: str) -> ConnectorError:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return ObjectNotFound(f"{self.name}: {path!r} does not exist")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return AccessDenied(f"{self.name}: {path!r}: {exc.strerror}")
+        # Full disks, I/O errors, stale mounts: may pass.
+        return BackendUnavailable(f"{self.name}: {path!r}: {exc.strerror or exc}")
+
+    # -- the core ---------------------------------------------------------
+
+    def stat(self, path: str) -> ObjectInfo | None:
+        full = self._resolve(path)
+        try:
+            result = os.stat(full)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                return None
+            raise self._error(exc, path) from exc
+        if not os.path.isfile(full):
+            return None
+        return ObjectInfo(path, result.st_size, {})
+
+    def open_read(self, path: str) -> BinaryIO:
+        full = self._resolve(path)
+        try:
+            return open(full, "rb", buffering=0)
+        except IsADirectoryError:
+            raise ObjectNotFound(f"{self.name}: {path!r} is a folder, not an object") from None
+        except OSError as exc:
+            raise self._error(exc, path) from exc
+
+    def write(self, path: str, stream: BinaryIO, *, size: int | None = None) -> ObjectInfo:
+        full = self._resolve(path)
+        folder = os.path.dirname(full)
+        temporary = os.path.join(
+            folder, f".{os.path.basename(full)}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}"
+        )
+        written = 0
+        try:
+            os.makedirs(folder, exist_ok=True)
+            # The folders just made may not be symlinks someone slipped in.
+            self._resolve(path)
+            with open(temporary, "xb", buffering=0) as out:
+                buffer = bytearray(DEFAULT_WRITE_BUFFER)
+                view = memoryview(buffer)
+                while count := _read_source(stream, buffer):
+                    out.write(view[:count])
+                    written += count
+                os.fsync(out.fileno())
+            os.replace(temporary, full)
+            _fsync_folder(folder)
+        except _SourceFailed as failed:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise failed.error from None
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise self._error(exc, path) from exc
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        return ObjectInfo(path, written, {})
+
+    def delete(self, path: str) -> None:
+        full = self._resolve(path)
+        try:
+            os.unlink(full)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            with contextlib.suppress(OSError):
+                os.rmdir(full)
+            return
+        except OSError as exc:
+            raise self._error(exc, path) from exc
+        # Leave no empty folders behind, up to (not including) the root.
+        root = self._real_root()
+        folder = os.path.dirname(full)
+        while folder != root and folder.startswith(root + os.sep):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+            folder = os.path.dirname(folder)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        root = self._real_root()
+        if prefix:
+            check_path(prefix)
+        top = root
+        if "/" in prefix:
+            top = self._resolve(prefix[: prefix.rindex("/") + 1])
+        if not os.path.isdir(top):
+            return
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(PARTIAL_SUFFIX):
+                    continue
+                full = os.path.join(dirpath, name)
+                relative = os.path.relpath(full, root).replace(os.sep, "/")
+                if not relative.startswith(prefix):
+                    continue
+                try:
+                    size = os.stat(full).st_size
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(relative, size, {})
+
+    # -- capabilities -----------------------------------------------------
+
+    def public_url(self, path: str) -> str:
+        """``public_url`` joined with ``path``; Unsupported when none is configured."""
+        check_path(path)
+        if self.base_url is None:
+            raise Unsupported(f"{self.name}: no public_url is configured")
+        return f"{self.base_url.rstrip('/')}/{quote(path)}"
+
+
+class _SourceFailed(Exception):
+    """Carries an error of the stream being written, which is not ours to translate."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _read_source(stream: BinaryIO, buffer: bytearray) -> int:
+    try:
+        return stream.readinto(buffer) or 0  # type: ignore[attr-defined]
+    except Exception as exc:
+        raise _SourceFailed(exc) from exc
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make a rename in ``folder`` durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
