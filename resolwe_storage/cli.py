@@ -19,6 +19,7 @@ from catalog.errors import CatalogError
 from catalog.importing import import_document, parse_time
 from catalog.models import utcnow
 from catalog.queries import item_by_key, status_summary
+from connectors.errors import ConnectorError
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError, UserError
 from resolwe_storage.planout import write_plan_json, write_plan_table
@@ -279,10 +280,121 @@ def ingest(
         )
 
 
+def _ok_locations(context: Context, key: str) -> tuple[Any, list[Any]]:
+    """The item ``key`` and its OK locations on configured connectors, preferred first."""
+    from catalog.models import StorageLocation
+    from scheduler.rules import preference_order
+
+    item = item_by_key(key)
+    rank = {name: n for n, name in enumerate(preference_order(context.config.policies))}
+    locations = [
+        location
+        for location in StorageLocation.select().where(
+            (StorageLocation.file_storage == item) & (StorageLocation.status == "OK")
+        )
+        if location.connector_name in rank
+    ]
+    locations.sort(key=lambda location: rank[location.connector_name])
+    return item, locations
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("path")
+@click.option(
+    "--expires",
+    type=click.IntRange(min=1, max=7 * 24 * 3600),
+    default=3600,
+    show_default=True,
+    help="Lifetime of a presigned URL, in seconds.",
+)
+@click.option("--connector", "connector_name", help="Use this connector's copy, not the preferred.")
+@pass_context
+def url(context: Context, key: str, path: str, expires: int, connector_name: str | None) -> None:
+    """Print a URL of one file of an item: public, or presigned, from its preferred copy."""
+    from catalog.models import ReferencedPath
+    from catalog.paths import check_relative_path
+    from connectors.base import PresignedUrls, PublicUrls
+    from resolwe_storage.storage import connector_named
+    from workers.verify import object_path
+
+    check_relative_path(path, what="PATH")
+    with context.database.atomic():
+        item, locations = _ok_locations(context, key)
+        known = ReferencedPath.get_or_none(
+            (ReferencedPath.file_storage == item) & (ReferencedPath.path == path)
+        )
+    if known is None:
+        raise InputError(f"item {key!r} has no file {path!r}")
+    if connector_name is not None:
+        locations = [loc for loc in locations if loc.connector_name == connector_name]
+    if not locations:
+        where = f" on {connector_name!r}" if connector_name else ""
+        raise InputError(f"item {key!r} has no OK copy{where} to give a URL of")
+    location = locations[0]
+    connector = connector_named(context.config, location.connector_name)
+    target = object_path(location, path)
+    if isinstance(connector, PublicUrls) and getattr(connector, "base_url", None):
+        click.echo(connector.public_url(target))
+    elif isinstance(connector, PresignedUrls):
+        click.echo(connector.presigned_url(target, expires=expires))
+    else:
+        raise InputError(
+            f"connector {location.connector_name!r} gives no URLs "
+            "(a local connector needs public_url)"
+        )
+
+
+@cli.command()
+@click.argument("key")
+@click.option("--connector", "connector_name", help="Verify only the copy on this connector.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+@_now_option
+@pass_context
+def verify(
+    context: Context, key: str, connector_name: str | None, as_json: bool, now: str | None
+) -> None:
+    """Re-hash an item's copies against the catalog; report every mismatch."""
+    from resolwe_storage.storage import connector_named
+    from workers.verify import verify_location
+
+    moment = _parse_now(now)
+    if connector_name is not None and connector_name not in context.config.connectors:
+        connector_named(context.config, connector_name)  # raises, naming the choices
+    with context.database.atomic():
+        _, locations = _ok_locations(context, key)
+    if connector_name is not None:
+        locations = [loc for loc in locations if loc.connector_name == connector_name]
+    if not locations:
+        where = f" on {connector_name!r}" if connector_name else ""
+        raise InputError(f"item {key!r} has no OK copy{where} to verify")
+    reports = [
+        verify_location(loc, connector_named(context.config, loc.connector_name), now=moment)
+        for loc in locations
+    ]
+    if as_json:
+        click.echo(json.dumps([report.as_json() for report in reports], indent=2))
+    else:
+        for report in reports:
+            verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+            click.echo(
+                f"{report.connector}:{report.url}: {report.files} file(s), "
+                f"{report.bytes} bytes: {verdict}"
+            )
+            for problem in report.problems:
+                click.echo(f"  {problem.path}: {problem.problem}")
+    bad = [report for report in reports if not report.ok]
+    if bad:
+        problems = sum(len(report.problems) for report in bad)
+        raise UserError(f"{problems} problem(s) in {len(bad)} copy(ies)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command line, turning every known error into one line."""
     try:
-        cli.main(args=argv, prog_name="resolwe-storage", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="resolwe-storage", standalone_mode=False)
+        if isinstance(code, int):  # click hands back an Exit's code here
+            return code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
@@ -291,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.UsageError as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         return 2
-    except (UserError, CatalogError) as exc:
+    except (UserError, CatalogError, ConnectorError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
     except pw.DatabaseError as exc:
