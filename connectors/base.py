@@ -64,6 +64,9 @@ class Connector(abc.ABC):
     name: str
     #: Hash kinds ``stat`` reports without reading the object.
     native_hashes: frozenset[str] = frozenset()
+    #: Hash kinds ``write`` reports of what it stored: computed by the backend
+    #: from the bytes it received (the server, or the local connector itself).
+    write_hashes: frozenset[str] = frozenset()
 
     @abc.abstractmethod
     def stat(self, path: str) -> ObjectInfo | None:

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
-from connectors.base import Connector, ObjectInfo, check_path
+import crc32c as crc32c_module
+
+from connectors.base import CRC32C, Connector, ObjectInfo, check_path
 from connectors.errors import (
     AccessDenied,
     BackendUnavailable,
@@ -34,7 +36,14 @@ PARTIAL_SUFFIX = ".rs-partial"
 
 
 class LocalConnector(Connector):
-    """Objects are files under ``path``; ``public_url`` (if set) serves them."""
+    """Objects are files under ``path``; ``public_url`` (if set) serves them.
+
+    ``write`` reports the crc32c of the very bytes it wrote, as a server
+    would of what it received. With ``fsync`` (the default) a write is on
+    disk before it returns, so a copy recorded as done survives a crash.
+    """
+
+    write_hashes = frozenset({CRC32C})
 
     def __init__(
         self,
@@ -43,8 +52,10 @@ class LocalConnector(Connector):
         path: str | os.PathLike[str],
         public_url: str | None = None,
         selinux_label: str | None = None,
+        fsync: bool = True,
     ) -> None:
         self.name = name
+        self.fsync = fsync
         self.root = Path(path)
         self.base_url = public_url
         #: Accepted for compatibility with the original configuration; labels
@@ -107,6 +118,7 @@ class LocalConnector(Connector):
             folder, f".{os.path.basename(full)}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}"
         )
         written = 0
+        crc = 0
         try:
             os.makedirs(folder, exist_ok=True)
             # The folders just made may not be symlinks someone slipped in.
@@ -115,11 +127,16 @@ class LocalConnector(Connector):
                 buffer = bytearray(DEFAULT_WRITE_BUFFER)
                 view = memoryview(buffer)
                 while count := _read_source(stream, buffer):
-                    out.write(view[:count])
+                    piece = view[:count]
+                    crc = crc32c_module.crc32c(piece, crc)
+                    while piece:  # a raw file may take fewer bytes than offered
+                        piece = piece[out.write(piece) :]
                     written += count
-                os.fsync(out.fileno())
+                if self.fsync:
+                    os.fsync(out.fileno())
             os.replace(temporary, full)
-            _fsync_folder(folder)
+            if self.fsync:
+                _fsync_folder(folder)
         except _SourceFailed as failed:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
@@ -132,7 +149,7 @@ class LocalConnector(Connector):
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
-        return ObjectInfo(path, written, {})
+        return ObjectInfo(path, written, {CRC32C: f"{crc:08x}"})
 
     def delete(self, path: str) -> None:
         full = self._resolve(path)

@@ -162,35 +162,34 @@ def copy_file(
             destination_path, info.size, "server-side", proof, None, time.monotonic() - began
         )
 
-    wants_md5 = bool(
-        {ETAG, MD5} & destination.native_hashes and CRC32C not in destination.native_hashes
-    ) or (expected.crc32c is None and expected.md5 is not None)
+    # Hash in passing only what the proof needs: a destination that reports
+    # the crc32c of what it stored, checked against the catalog's, needs
+    # nothing from us; otherwise crc32c, and md5 only for an etag or md5.
+    proof_by_destination = bool(expected.crc32c) and CRC32C in destination.write_hashes
+    wants_md5 = (
+        bool({ETAG, MD5} & destination.write_hashes) and CRC32C not in destination.write_hashes
+    ) or (not expected.crc32c and bool(expected.md5))
     chunk_size = getattr(destination, "part_size", None) or expected.chunk_size
-    reader = HashingReader(
-        _open(source, source_path), md5=wants_md5, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE
-    )
+    stream = _open(source, source_path)
+    reader: BinaryIO | HashingReader = stream
+    if not proof_by_destination:
+        reader = HashingReader(stream, md5=wants_md5, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
     try:
         info = destination.write(destination_path, reader, size=expected.size)  # type: ignore[arg-type]
     finally:
-        reader.close()
-    computed = reader.result()
+        stream.close()
+    computed = reader.result() if isinstance(reader, HashingReader) else None
 
-    problem = _differs(computed, expected)
+    problem = _check_written(destination, destination_path, info, computed, expected)
     if problem is not None:
         destination.delete(destination_path)
         raise ChecksumMismatch(
-            f"{source.name}: {source_path!r} read {problem} than the catalog records; "
-            f"removed the copy on {destination.name}"
+            f"{destination.name}: {destination_path!r} copied from {source.name} {problem}; "
+            "removed it"
         )
-    proof = _written_right(destination, destination_path, info, computed)
-    if proof is None:
-        destination.delete(destination_path)
-        raise ChecksumMismatch(
-            f"{destination.name}: {destination_path!r} does not hold the bytes that were "
-            f"sent (corrupted in transit?); removed it"
-        )
+    proof = CRC32C if computed is None else _proof(info, computed) or "crc32c, read back"
     return TransferResult(
-        destination_path, computed.size, "streamed", proof, computed, time.monotonic() - began
+        destination_path, info.size, "streamed", proof, computed, time.monotonic() - began
     )
 
 
@@ -203,33 +202,51 @@ def _open(source: Connector, path: str) -> BinaryIO:
         raise ObjectNotFound(f"{source.name}: {path!r} does not exist") from exc
 
 
-def _differs(computed: FileHashes, expected: Expected) -> str | None:
-    """How the bytes read differ from the catalog's record, or None."""
-    if expected.size is not None and computed.size != expected.size:
-        return f"{computed.size} bytes, not {expected.size},"
-    if expected.crc32c and computed.crc32c and computed.crc32c != expected.crc32c.lower():
-        return "other bytes (crc32c)"
+def _check_written(
+    destination: Connector,
+    path: str,
+    info: ObjectInfo,
+    computed: FileHashes | None,
+    expected: Expected,
+) -> str | None:
+    """What is wrong with the object just written, or None when it is proven right."""
+    if expected.size is not None and info.size != expected.size:
+        return f"has {info.size} bytes, the catalog {expected.size}"
+    stored = info.hashes
+    if computed is None:
+        # The destination hashed what it received; the catalog says what it must be.
+        if stored.get(CRC32C) != expected.crc32c.lower():  # type: ignore[union-attr]
+            return (
+                f"has crc32c {stored.get(CRC32C)}, the catalog {expected.crc32c} "
+                "(the source differs from the catalog, or bytes were corrupted in transit)"
+            )
+        return None
+    if expected.crc32c and computed.crc32c != expected.crc32c.lower():
+        return f"was read with crc32c {computed.crc32c}, not the catalog's {expected.crc32c}"
     if expected.md5 and computed.md5 and computed.md5 != expected.md5.lower():
-        return "other bytes (md5)"
+        return f"was read with md5 {computed.md5}, not the catalog's {expected.md5}"
+    if info.size != computed.size:
+        return f"has {info.size} bytes, {computed.size} were sent"
+    if not stored:
+        # A backend that reports no hash: read the destination back (never the source).
+        if _read_crc32c(destination, path) != computed.crc32c:
+            return "does not hold the bytes that were sent (read back)"
+    elif _proof(info, computed) is None:
+        return "does not hold the bytes that were sent (corrupted in transit)"
     return None
 
 
-def _written_right(
-    destination: Connector, path: str, info: ObjectInfo, computed: FileHashes
-) -> str | None:
-    """The hash kind that proves ``info`` holds the bytes of ``computed``, or None."""
-    if info.size != computed.size:
-        return None
-    hashes = info.hashes
-    if CRC32C in hashes:
-        return CRC32C if hashes[CRC32C] == computed.crc32c else None
-    if ETAG in hashes and computed.md5:
+def _proof(info: ObjectInfo, computed: FileHashes) -> str | None:
+    """The hash kind by which ``info`` holds the bytes of ``computed``, or None."""
+    stored = info.hashes
+    if CRC32C in stored:
+        return CRC32C if stored[CRC32C] == computed.crc32c else None
+    if ETAG in stored and computed.md5:
         # A single upload's etag is the md5; a multipart one's the part-wise etag.
-        return ETAG if hashes[ETAG] in (computed.md5, computed.awss3etag) else None
-    if MD5 in hashes and computed.md5:
-        return MD5 if hashes[MD5] == computed.md5 else None
-    # No hash kept by the backend: read the destination back (never the source).
-    return CRC32C if _read_crc32c(destination, path) == computed.crc32c else None
+        return ETAG if stored[ETAG] in (computed.md5, computed.awss3etag) else None
+    if MD5 in stored and computed.md5:
+        return MD5 if stored[MD5] == computed.md5 else None
+    return None
 
 
 def _matches_expected(

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from connectors.registry import ALIASES, GCS, LOCAL, S3, connector_kind
 from resolwe_storage.errors import ConfigError
@@ -78,6 +78,8 @@ class LocalSettings(_ConnectorSettings):
     path: StrictStr
     public_url: StrictStr | None = None
     selinux_label: StrictStr | None = None
+    #: Flush every written file to disk before reporting it copied (ours).
+    fsync: StrictBool = True
 
 
 class S3Settings(_ConnectorSettings):

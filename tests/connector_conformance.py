@@ -59,6 +59,7 @@ class CorruptInTransit(Connector):
         self.inner = inner
         self.name = inner.name
         self.native_hashes = inner.native_hashes
+        self.write_hashes = inner.write_hashes
         self.at = at
         part_size = getattr(inner, "part_size", None)
         if part_size is not None:
@@ -192,6 +193,16 @@ class ConformanceSuite:
         with pytest.raises(ChecksumMismatch, match="removed"):
             copy_file(local_source, "c", corrupting, "c", expected=hashes_of(data))
         assert connector.stat("c") is None
+
+    def test_corruption_in_transit_is_caught_without_catalog_hashes(
+        self, connector: Connector, local_source: Connector
+    ) -> None:
+        """New data: the catalog knows no hash yet, so the bytes are hashed in passing."""
+        data = os.urandom(200_000)
+        local_source.write("n", io.BytesIO(data))
+        with pytest.raises(ChecksumMismatch, match="removed"):
+            copy_file(local_source, "n", CorruptInTransit(connector, at=7), "n")
+        assert connector.stat("n") is None
 
     def test_source_differing_from_the_catalog_is_caught(
         self, connector: Connector, local_source: Connector

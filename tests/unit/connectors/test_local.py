@@ -5,14 +5,15 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
-from connectors.base import Connector
-from connectors.errors import InvalidPath, Unsupported
+from connectors.base import Connector, ObjectInfo
+from connectors.errors import ChecksumMismatch, InvalidPath, Unsupported
 from connectors.local import PARTIAL_SUFFIX, LocalConnector
 from connectors.transfer import copy_file
-from tests.connector_conformance import ConformanceSuite, hashes_of
+from tests.connector_conformance import ConformanceSuite, CorruptInTransit, hashes_of
 
 
 @pytest.fixture
@@ -81,10 +82,48 @@ def test_public_url(connector: LocalConnector, tmp_path: Path) -> None:
         bare.public_url("x")
 
 
-def test_local_copy_is_validated_by_reading_the_destination_back(
+def test_a_copy_with_catalog_hashes_is_proven_by_what_was_written(
+    connector: Connector, local_source: Connector
+) -> None:
+    """The destination's crc32c of what it wrote, against the catalog: no hashing in passing."""
+    local_source.write("x", io.BytesIO(b"payload"))
+    result = copy_file(local_source, "x", connector, "x", expected=hashes_of(b"payload"))
+    assert (result.how, result.validated_by, result.hashes) == ("streamed", "crc32c", None)
+
+
+def test_a_copy_without_catalog_hashes_hashes_in_passing(
     connector: Connector, local_source: Connector
 ) -> None:
     local_source.write("x", io.BytesIO(b"payload"))
-    result = copy_file(local_source, "x", connector, "x", expected=hashes_of(b"payload"))
-    assert (result.how, result.validated_by) == ("streamed", "crc32c")
+    result = copy_file(local_source, "x", connector, "x")
     assert result.hashes is not None and result.hashes.crc32c == hashes_of(b"payload").crc32c
+    assert result.validated_by == "crc32c"
+
+
+class HashlessLocal(LocalConnector):
+    """A backend that reports no hash of what it stored."""
+
+    write_hashes = frozenset()
+
+    def write(self, path: str, stream: BinaryIO, *, size: int | None = None) -> ObjectInfo:
+        info = super().write(path, stream, size=size)
+        return ObjectInfo(info.path, info.size, {})
+
+
+def test_a_backend_without_hashes_is_read_back(tmp_path: Path, local_source: Connector) -> None:
+    destination = HashlessLocal("plain", path=tmp_path / "plain")
+    local_source.write("x", io.BytesIO(b"payload"))
+    reads: list[str] = []
+    original = destination.open_read
+
+    def counting_open_read(path: str) -> BinaryIO:
+        reads.append(path)
+        return original(path)
+
+    destination.open_read = counting_open_read  # type: ignore[method-assign]
+    result = copy_file(local_source, "x", destination, "x", expected=hashes_of(b"payload"))
+    assert result.validated_by == "crc32c, read back" and reads == ["x"]
+    corrupting = CorruptInTransit(destination, at=3)
+    with pytest.raises(ChecksumMismatch, match="read back"):
+        copy_file(local_source, "x", corrupting, "y", expected=hashes_of(b"payload"))
+    assert destination.stat("y") is None

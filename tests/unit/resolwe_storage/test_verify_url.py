@@ -117,3 +117,21 @@ def test_url_of_a_public_local_copy(
     capsys.readouterr()
     assert run(config, "url", "data-1", "sub/c.txt") == 0
     assert capsys.readouterr().out == "/local_data/items/data-1/sub/c.txt\n"
+
+
+def test_the_local_fsync_setting_reaches_the_connector(tmp_path: Path) -> None:
+    from resolwe_storage.config import load_config
+    from resolwe_storage.storage import connector_named
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "connectors:\n"
+        "  fast: {connector: local, config: {path: a, fsync: false}}\n"
+        "  safe: {connector: local, config: {path: b}}\n"
+    )
+    loaded = load_config(str(config))
+    assert connector_named(loaded, "fast").fsync is False  # type: ignore[attr-defined]
+    assert connector_named(loaded, "safe").fsync is True  # type: ignore[attr-defined]
+    config.write_text("connectors:\n  x: {connector: local, config: {path: a, fsync: 'no'}}\n")
+    with pytest.raises(Exception, match=r"connectors\.x\.config\.fsync"):
+        load_config(str(config))
