@@ -334,7 +334,6 @@ class S3Connector(Connector):
             UploadId=upload_id,
             PartNumber=number,
             Body=data,
-            ContentMD5=base64.b64encode(md5_hash(data).digest()).decode(),
         )
         return {"PartNumber": number, "ETag": answer["ETag"]}
 

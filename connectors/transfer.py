@@ -63,6 +63,13 @@ class TransferResult:
     seconds: float
 
 
+class _Unknown:
+    """Marks "not known yet: ask the destination"."""
+
+
+UNKNOWN = _Unknown()
+
+
 class HashingReader:
     """Wraps a binary stream; hashes every byte that is read through it.
 
@@ -128,11 +135,14 @@ def copy_file(
     destination_path: str,
     *,
     expected: Expected | None = None,
+    present: ObjectInfo | _Unknown | None = UNKNOWN,
 ) -> TransferResult:
     """Copy one object so that the destination provably holds the source's bytes.
 
     Idempotent: a destination that already holds the expected bytes is left
-    alone. Raises ``ObjectNotFound`` for a missing source and
+    alone. ``present`` is what the destination holds at the path, when the
+    caller already knows it from a listing (None: nothing), which saves a
+    request per file. Raises ``ObjectNotFound`` for a missing source and
     ``ChecksumMismatch`` (after removing the bad destination object) when the
     bytes read differ from ``expected`` or the bytes written from those read.
     """
@@ -141,7 +151,8 @@ def copy_file(
     began = time.monotonic()
     expected = expected or Expected()
 
-    present = destination.stat(destination_path)
+    if isinstance(present, _Unknown):
+        present = destination.stat(destination_path)
     if present is not None:
         proof = _matches_expected(destination, destination_path, present, expected)
         if proof is not None:
@@ -165,7 +176,7 @@ def copy_file(
     # Hash in passing only what the proof needs: a destination that reports
     # the crc32c of what it stored, checked against the catalog's, needs
     # nothing from us; otherwise crc32c, and md5 only for an etag or md5.
-    proof_by_destination = bool(expected.crc32c) and CRC32C in destination.write_hashes
+    proof_by_destination = _provable_by_destination(destination, expected)
     wants_md5 = (
         bool({ETAG, MD5} & destination.write_hashes) and CRC32C not in destination.write_hashes
     ) or (not expected.crc32c and bool(expected.md5))
@@ -187,7 +198,10 @@ def copy_file(
             f"{destination.name}: {destination_path!r} copied from {source.name} {problem}; "
             "removed it"
         )
-    proof = CRC32C if computed is None else _proof(info, computed) or "crc32c, read back"
+    if computed is None:
+        proof = CRC32C if CRC32C in info.hashes and expected.crc32c else ETAG
+    else:
+        proof = _proof(info, computed) or "crc32c, read back"
     return TransferResult(
         destination_path, info.size, "streamed", proof, computed, time.monotonic() - began
     )
@@ -215,12 +229,17 @@ def _check_written(
     stored = info.hashes
     if computed is None:
         # The destination hashed what it received; the catalog says what it must be.
-        if stored.get(CRC32C) != expected.crc32c.lower():  # type: ignore[union-attr]
-            return (
-                f"has crc32c {stored.get(CRC32C)}, the catalog {expected.crc32c} "
-                "(the source differs from the catalog, or bytes were corrupted in transit)"
-            )
-        return None
+        if expected.crc32c and CRC32C in stored:
+            if stored[CRC32C] == expected.crc32c.lower():
+                return None
+            found = f"crc32c {stored[CRC32C]}, the catalog {expected.crc32c}"
+        elif stored.get(ETAG) and stored[ETAG] in _expected_etags(destination, expected):
+            return None
+        else:
+            found = f"etag {stored.get(ETAG)}, the catalog's md5 {expected.md5}"
+        return (
+            f"has {found} (the source differs from the catalog, or bytes were corrupted in transit)"
+        )
     if expected.crc32c and computed.crc32c != expected.crc32c.lower():
         return f"was read with crc32c {computed.crc32c}, not the catalog's {expected.crc32c}"
     if expected.md5 and computed.md5 and computed.md5 != expected.md5.lower():
@@ -234,6 +253,34 @@ def _check_written(
     elif _proof(info, computed) is None:
         return "does not hold the bytes that were sent (corrupted in transit)"
     return None
+
+
+def _expected_etags(destination: Connector, expected: Expected) -> set[str]:
+    """The ETags the catalog's hashes predict: the md5 (one part), or its part-wise etag.
+
+    The part-wise one only when the catalog computed it with the part size
+    the destination uploads with.
+    """
+    etags = set()
+    if expected.md5:
+        etags.add(expected.md5.lower())
+    part_size = getattr(destination, "part_size", None)
+    if expected.awss3etag and part_size and expected.chunk_size == part_size:
+        etags.add(expected.awss3etag.lower())
+    return etags
+
+
+def _provable_by_destination(destination: Connector, expected: Expected) -> bool:
+    """Whether what the destination reports of its write, with the catalog, proves it."""
+    if expected.crc32c and CRC32C in destination.write_hashes:
+        return True
+    if ETAG not in destination.write_hashes or expected.size is None or not expected.md5:
+        return False
+    # An object of one part gets the md5 as its ETag; a larger one needs the
+    # catalog's part-wise etag at the destination's part size.
+    part_size = getattr(destination, "part_size", None)
+    single = part_size is not None and expected.size <= part_size
+    return single or len(_expected_etags(destination, expected)) == 2
 
 
 def _proof(info: ObjectInfo, computed: FileHashes) -> str | None:

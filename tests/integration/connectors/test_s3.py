@@ -9,12 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from connectors.errors import AccessDenied, BackendUnavailable, ConfigurationError, InvalidPath
+from connectors.errors import (
+    AccessDenied,
+    BackendUnavailable,
+    ChecksumMismatch,
+    ConfigurationError,
+    InvalidPath,
+)
 from connectors.hashing import MultiHasher
 from connectors.local import LocalConnector
 from connectors.s3 import S3Connector
 from connectors.transfer import copy_file
-from tests.connector_conformance import BAD_PATHS, ConformanceSuite, FailingStream, hashes_of
+from tests.connector_conformance import (
+    BAD_PATHS,
+    ConformanceSuite,
+    CorruptInTransit,
+    FailingStream,
+    hashes_of,
+)
 from tests.servers.moto import ACCESS_KEY, SECRET_KEY, free_port
 
 MIB = 1024 * 1024
@@ -215,3 +227,20 @@ def test_a_bad_credentials_file_names_the_file_not_its_contents(tmp_path: Path) 
         connector.stat("x")
     assert str(bad) in str(caught.value)
     assert "hunter2" not in str(caught.value) and "AKIAVISIBLE" not in str(caught.value)
+
+
+def test_a_multipart_copy_is_proven_by_the_etag_the_catalog_predicts(
+    connector: S3Connector, local_source: LocalConnector
+) -> None:
+    data = os.urandom(11 * MIB)
+    local_source.write("m", io.BytesIO(data))
+    same_parts = hashes_of(data, chunk_size=connector.part_size)
+    result = copy_file(local_source, "m", connector, "m", expected=same_parts)
+    assert (result.validated_by, result.hashes) == ("etag", None)  # nothing hashed in passing
+    other_parts = hashes_of(data, chunk_size=8 * MIB)
+    result = copy_file(local_source, "m", connector, "m2", expected=other_parts)
+    assert result.validated_by == "etag" and result.hashes is not None  # hashed in passing
+    corrupting = CorruptInTransit(connector, at=6 * MIB)
+    with pytest.raises(ChecksumMismatch, match="removed"):
+        copy_file(local_source, "m", corrupting, "m3", expected=same_parts)
+    assert connector.stat("m3") is None

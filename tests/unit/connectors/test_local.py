@@ -127,3 +127,22 @@ def test_a_backend_without_hashes_is_read_back(tmp_path: Path, local_source: Con
     with pytest.raises(ChecksumMismatch, match="read back"):
         copy_file(local_source, "x", corrupting, "y", expected=hashes_of(b"payload"))
     assert destination.stat("y") is None
+
+
+def test_a_known_listing_saves_the_stat(connector: LocalConnector, local_source: Connector) -> None:
+    local_source.write("x", io.BytesIO(b"payload"))
+    calls: list[str] = []
+    original = connector.stat
+
+    def counting_stat(path: str) -> ObjectInfo | None:
+        calls.append(path)
+        return original(path)
+
+    connector.stat = counting_stat  # type: ignore[method-assign]
+    copy_file(local_source, "x", connector, "x", expected=hashes_of(b"payload"), present=None)
+    assert calls == []
+    listed = {info.path: info for info in connector.list()}
+    again = copy_file(
+        local_source, "x", connector, "x", expected=hashes_of(b"payload"), present=listed["x"]
+    )
+    assert again.how == "skipped" and calls == []
