@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,156 @@ def memory_section() -> list[tuple[str, float, float]]:
     return [("peak MB copying 2 GiB (at most)", run.peak_rss_mb, TARGET_RSS_MB)]
 
 
+# -- S3 ---------------------------------------------------------------------
+
+ACCESS_KEY = "bench"
+SECRET_KEY = "bench-secret"
+PEERS = HERE / "out" / "peers" / "bin"
+
+
+def find_tool(name: str) -> str | None:
+    """A peer tool on PATH or in ``benchmarks/out/peers/bin``."""
+    local = PEERS / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(OUT / "moto_server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            return server, endpoint
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit("error: moto_server did not start")
+
+
+def s3_section(repeat: int) -> list[tuple[str, float, float]]:
+    import boto3
+
+    server, endpoint = start_moto()
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+    )
+    credentials = OUT / "bench-credentials.json"
+    credentials.write_text(json.dumps({"AccessKeyId": ACCESS_KEY, "SecretAccessKey": SECRET_KEY}))
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "BENCH_S3_ENDPOINT": endpoint,
+        "BENCH_S3_CREDENTIALS": str(credentials),
+    }
+    # A CA bundle set for the machine's HTTPS proxy means nothing to a plain
+    # HTTP endpoint, and rclone refuses to start with one.
+    env.pop("AWS_CA_BUNDLE", None)
+    counter = iter(range(1_000_000))
+
+    def bucket() -> str:
+        # moto keeps objects in memory: drop everything between runs.
+        import urllib.request
+
+        urllib.request.urlopen(
+            urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30
+        ).close()
+        name = f"bench-{next(counter)}"
+        client.create_bucket(Bucket=name)
+        return name
+
+    def contenders(source: Path, threads: int) -> dict[str, Callable[[], Run]]:
+        found: dict[str, Callable[[], Run]] = {}
+
+        def ours_run() -> Run:
+            command = ours(source, f"s3://{bucket()}")
+            command[command.index("--threads") + 1] = str(threads)
+            return measure(command, env=env)
+
+        found["ours (copy_file, validated)"] = ours_run
+        aws = find_tool("aws")
+        if aws:
+            found["aws s3 cp --recursive"] = lambda: measure(
+                [
+                    aws,
+                    "s3",
+                    "cp",
+                    "--recursive",
+                    "--quiet",
+                    "--endpoint-url",
+                    endpoint,
+                    str(source),
+                    f"s3://{bucket()}/",
+                ],
+                env=env,
+            )
+        s5cmd = find_tool("s5cmd")
+        if s5cmd:
+            found["s5cmd cp"] = lambda: measure(
+                [s5cmd, "--endpoint-url", endpoint, "cp", f"{source}/*", f"s3://{bucket()}/"],
+                env=env,
+            )
+        rclone = find_tool("rclone")
+        if rclone:
+            remote = (
+                f":s3,provider=Other,endpoint='{endpoint}',access_key_id={ACCESS_KEY},"
+                f"secret_access_key={SECRET_KEY}"
+            )
+            found["rclone copy"] = lambda: measure(
+                [rclone, "copy", "--transfers", str(threads), str(source), f"{remote}:{bucket()}"],
+                env=env,
+            )
+        return found
+
+    verdicts = []
+    try:
+        for title, source, files, size, threads in (
+            ("local -> S3, 4 x 256 MiB", data_set("local-1gib", 4, 256 * MIB), 4, 256 * MIB, 4),
+            (
+                "local -> S3, 2,000 x 16 KiB",
+                data_set("small-2000", 2000, 16 * 1024),
+                2000,
+                16384,
+                16,
+            ),
+        ):
+            tools = contenders(source, threads)
+            medians = compare(
+                f"{title} (moto_server at {endpoint})",
+                tools,
+                repeat=repeat,
+                data_bytes=files * size,
+                files=files,
+            )
+            ours_time = medians.pop("ours (copy_file, validated)").seconds
+            if medians:
+                best_name, best = min(medians.items(), key=lambda item: item[1].seconds)
+                ratio = best.seconds / ours_time
+                print(f"  ratio (best peer's time / ours): {ratio:.2f} against {best_name}")
+                verdicts.append((f"{title} vs best peer", ratio, 1.0))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return verdicts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="local,memory,s3")
@@ -211,12 +362,7 @@ def main() -> int:
     if "memory" in sections:
         verdicts += memory_section()
     if "s3" in sections:
-        try:
-            from bench_transfer_s3 import s3_section  # type: ignore[import-not-found]
-        except ImportError:
-            print("\ns3: the S3 section is not available yet")
-        else:
-            verdicts += s3_section(args.repeat)
+        verdicts += s3_section(args.repeat)
     print("\nsummary")
     for what, value, target in verdicts:
         at_most = "at most" in what

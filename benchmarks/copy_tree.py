@@ -67,9 +67,13 @@ def main() -> None:
         for path, known in json.loads(Path(args.expected).read_text()).items():
             expected[path] = Expected(**known)
     began = time.perf_counter()
+    # One listing of the destination instead of a request per file, as rclone does.
+    present = {info.path: info for info in target.list()}
 
     def one(path: str) -> tuple[int, str]:
-        result = copy_file(source, path, target, path, expected=expected[path])
+        result = copy_file(
+            source, path, target, path, expected=expected[path], present=present.get(path)
+        )
         return result.size, result.validated_by
 
     with ThreadPoolExecutor(args.threads) as pool:
