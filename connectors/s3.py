@@ -46,6 +46,7 @@ from connectors.errors import (
     PermanentError,
     Throttled,
 )
+from connectors.streams import Prefixed, read_full
 
 MIB = 1024 * 1024
 #: Objects larger than this go up as multipart uploads (boto3's default).
@@ -264,7 +265,7 @@ class S3Connector(Connector):
         self, path: str, stream: BinaryIO, *, size: int | None = None, resume: bool = True
     ) -> ObjectInfo:
         check_path(path)
-        head = _read_full(stream, self.multipart_threshold + 1)
+        head = read_full(stream, self.multipart_threshold + 1)
         if len(head) <= self.multipart_threshold:
             answer = self._call(
                 f"writing {path!r}",
@@ -275,7 +276,7 @@ class S3Connector(Connector):
                 ChecksumCRC32C=_crc32c_base64(head),
             )
             return ObjectInfo(path, len(head), _hashes(answer))
-        return self._multipart(path, _Prefixed(head, stream), resume=resume)
+        return self._multipart(path, Prefixed(head, stream), resume=resume)
 
     def _multipart(self, path: str, stream: BinaryIO, *, resume: bool) -> ObjectInfo:
         what = f"writing {path!r}"
@@ -289,7 +290,7 @@ class S3Connector(Connector):
                 pending: set[Future[dict[str, Any]]] = set()
                 number = 0
                 while True:
-                    data = _read_full(stream, self.part_size)
+                    data = read_full(stream, self.part_size)
                     if not data and number:
                         break
                     number += 1
@@ -452,37 +453,6 @@ def _hashes(answer: dict[str, Any]) -> dict[str, str]:
 
 def _crc32c_base64(data: bytes) -> str:
     return base64.b64encode(crc32c_module.crc32c(data).to_bytes(4, "big")).decode()
-
-
-def _read_full(stream: BinaryIO, size: int) -> bytes:
-    """Up to ``size`` bytes: fewer only at the end of ``stream``."""
-    chunks = []
-    left = size
-    while left:
-        data = stream.read(left)
-        if not data:
-            break
-        chunks.append(data)
-        left -= len(data)
-    return b"".join(chunks)
-
-
-class _Prefixed(io.RawIOBase):
-    """``head`` (already read), then the rest of ``stream``."""
-
-    def __init__(self, head: bytes, stream: BinaryIO) -> None:
-        self._head = memoryview(head)
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-        if len(self._head):
-            size = len(self._head) if size < 0 else size
-            piece, self._head = self._head[:size], self._head[size:]
-            return bytes(piece)
-        return self._stream.read(size)
 
 
 class _Body(io.RawIOBase):
