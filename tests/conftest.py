@@ -20,7 +20,7 @@ from catalog.database import bind, migrate, open_database
 from catalog.models import ALL_MODELS
 
 #: Real servers the integration tests start themselves.
-pytest_plugins = ["tests.servers.moto"]
+pytest_plugins = ["tests.servers.moto", "tests.servers.fakegcs"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "RESOLWE_STORAGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"

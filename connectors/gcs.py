@@ -1,0 +1,366 @@
+"""Google Cloud Storage as a connector (google-cloud-storage).
+
+Settings as in the original Resolwe: ``bucket``, ``credentials`` (a
+service-account JSON file; omitted: the application default credentials),
+and ``endpoint_url`` for emulators and private endpoints (with no
+credentials, an emulator is spoken to anonymously).
+
+Small objects go up in one request, larger ones as a resumable upload in
+chunks of bounded size. GCS computes the crc32c and (for objects not
+composed of parts) the md5 of what it stored and says so in its answer;
+``write`` reports both, and the transfer engine proves the copy by them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from connectors.base import CRC32C, MD5, Connector, ObjectInfo, check_path
+from connectors.errors import (
+    AccessDenied,
+    BackendUnavailable,
+    ConfigurationError,
+    ConnectorError,
+    ObjectNotFound,
+    PermanentError,
+    Throttled,
+    Unsupported,
+)
+from connectors.streams import Prefixed, read_full
+
+MIB = 1024 * 1024
+#: Objects up to this size go up in one request; larger ones resumably.
+DEFAULT_SINGLE_UPLOAD_MAX = 8 * MIB
+#: Chunk of a resumable upload (a multiple of 256 KiB), and of a download.
+DEFAULT_CHUNK_SIZE = 8 * MIB
+#: Seconds for a request to connect and answer.
+DEFAULT_TIMEOUT = 60
+#: Seconds the library keeps retrying one call; the workers retry whole jobs too.
+DEFAULT_RETRY_SECONDS = 20
+#: Project named to an emulator, which needs one but checks nothing.
+EMULATOR_PROJECT = "resolwe-storage"
+
+
+class GCSConnector(Connector):
+    """One bucket; object names are the relative paths, with no prefix."""
+
+    native_hashes = frozenset({CRC32C, MD5})
+    write_hashes = frozenset({CRC32C, MD5})
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        bucket: str,
+        credentials: str | None = None,
+        endpoint_url: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
+    ) -> None:
+        self.name = name
+        self.bucket_name = bucket
+        self.credentials = credentials
+        self.endpoint_url = endpoint_url
+        self.chunk_size = chunk_size
+        self.retry_seconds = retry_seconds
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    # -- the client, made on first use ------------------------------------
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    @property
+    def retry(self) -> Any:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        return DEFAULT_RETRY.with_timeout(self.retry_seconds)
+
+    @property
+    def bucket(self) -> Any:
+        return self.client.bucket(self.bucket_name)
+
+    def _make_client(self) -> Any:
+        from google.cloud import storage
+
+        options = {"api_endpoint": self.endpoint_url} if self.endpoint_url else None
+        if self.credentials is not None:
+            credentials, project = self._service_account()
+            return storage.Client(project=project, credentials=credentials, client_options=options)
+        if self.endpoint_url is not None:
+            from google.auth.credentials import AnonymousCredentials
+
+            return storage.Client(
+                project=EMULATOR_PROJECT,
+                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                client_options=options,
+            )
+        try:
+            return storage.Client(client_options=options)
+        except Exception as exc:
+            raise self._translate(exc, "finding the default credentials") from exc
+
+    def _service_account(self) -> tuple[Any, str | None]:
+        from google.oauth2 import service_account
+
+        path = Path(self.credentials)  # type: ignore[arg-type]
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+            credentials = service_account.Credentials.from_service_account_info(info)
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"GCS {self.name!r}: credentials file {path} not found"
+            ) from None
+        except Exception:
+            raise ConfigurationError(
+                f"GCS {self.name!r}: credentials file {path} is not a service-account key"
+            ) from None
+        return credentials, info.get("project_id")
+
+    # -- errors -----------------------------------------------------------
+
+    def _translate(self, exc: BaseException, what: str) -> ConnectorError:
+        """A typed, secret-free error for ``exc`` raised while doing ``what``."""
+        from google.api_core import exceptions as api
+        from google.auth import exceptions as auth
+
+        if isinstance(exc, ConnectorError):
+            return exc
+        where = f"GCS {self.name!r} (bucket {self.bucket_name!r})"
+        if isinstance(exc, api.NotFound):
+            if what.startswith("writing"):
+                # An upload needs no object, only the bucket.
+                return ConfigurationError(f"{where}: the bucket does not exist")
+            return ObjectNotFound(f"{where}: {what}: no such object")
+        if isinstance(exc, api.Forbidden | api.Unauthorized | auth.RefreshError):
+            return AccessDenied(f"{where}: access denied {what} (check the credentials)")
+        if isinstance(exc, api.RetryError):
+            return BackendUnavailable(f"{where}: gave up retrying {what} ({exc.cause!r:.80})")
+        if isinstance(exc, api.TooManyRequests):
+            return Throttled(f"{where}: throttled {what}")
+        if isinstance(exc, api.ServerError | auth.TransportError):
+            return BackendUnavailable(f"{where}: server error {what} ({type(exc).__name__})")
+        if isinstance(exc, auth.DefaultCredentialsError):
+            return ConfigurationError(f"{where}: no credentials configured or found")
+        import requests
+
+        if isinstance(exc, requests.ConnectionError | requests.Timeout | ConnectionError):
+            return BackendUnavailable(f"{where}: cannot reach the endpoint {what}")
+        if isinstance(exc, api.GoogleAPICallError):
+            return PermanentError(f"{where}: {what} failed ({exc.code})")
+        return PermanentError(f"{where}: {what} failed ({type(exc).__name__})")
+
+    def _run(self, what: str, action: Any) -> Any:
+        try:
+            return action()
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, what) from exc
+
+    # -- the core ---------------------------------------------------------
+
+    def stat(self, path: str) -> ObjectInfo | None:
+        check_path(path)
+        blob = self._run(f"reading {path!r}", lambda: self.bucket.get_blob(path, retry=self.retry))
+        return None if blob is None else _info(path, blob)
+
+    def open_read(self, path: str) -> BinaryIO:
+        check_path(path)
+        blob = self._run(f"reading {path!r}", lambda: self.bucket.get_blob(path, retry=self.retry))
+        if blob is None:
+            raise ObjectNotFound(f"GCS {self.name!r}: {path!r} does not exist")
+        reader = blob.open("rb", chunk_size=self.chunk_size)
+        return _Reader(reader, self, path)  # type: ignore[return-value]
+
+    def write(self, path: str, stream: BinaryIO, *, size: int | None = None) -> ObjectInfo:
+        check_path(path)
+        head = read_full(stream, DEFAULT_SINGLE_UPLOAD_MAX + 1)
+        what = f"writing {path!r}"
+        if len(head) <= DEFAULT_SINGLE_UPLOAD_MAX:
+            blob = self.bucket.blob(path)
+            self._run(
+                what,
+                lambda: blob.upload_from_file(
+                    io.BytesIO(head),
+                    size=len(head),
+                    checksum=None,
+                    timeout=DEFAULT_TIMEOUT,
+                    retry=self.retry,
+                ),
+            )
+            return _info(path, blob)
+        return self._resumable(path, Prefixed(head, stream))
+
+    def _resumable(self, path: str, stream: BinaryIO) -> ObjectInfo:
+        """A resumable upload, spoken directly, a chunk at a time.
+
+        Nothing is stored under ``path`` unless the last chunk arrives, and
+        that chunk is only sent once the stream has ended, so a failure, of
+        the source too, leaves the old object (or none). The session is
+        cancelled on the way out. (The library's blob writer would finalize
+        a half-written object when it is garbage collected.)
+        """
+        from google.api_core.exceptions import from_http_response
+
+        what = f"writing {path!r}"
+        blob = self.bucket.blob(path)
+        session = self._run(
+            what,
+            lambda: blob.create_resumable_upload_session(timeout=DEFAULT_TIMEOUT, retry=self.retry),
+        )
+        transport = self.client._http
+        offset = 0
+        finished = False
+        try:
+            current = read_full(stream, self.chunk_size)
+            while True:
+                following = read_full(stream, self.chunk_size)
+                last = not following
+                end = offset + len(current)
+                total = str(end) if last else "*"
+                answer = self._run(
+                    what,
+                    lambda data=current, start=offset, stop=end, size=total: transport.put(
+                        session,
+                        data=data,
+                        headers={"Content-Range": f"bytes {start}-{stop - 1}/{size}"},
+                        timeout=DEFAULT_TIMEOUT,
+                    ),
+                )
+                if answer.status_code >= 400:
+                    raise self._translate(from_http_response(answer), what)
+                if last:
+                    if answer.status_code not in (200, 201):
+                        raise BackendUnavailable(
+                            f"GCS {self.name!r}: {what}: the upload did not finish "
+                            f"({answer.status_code})"
+                        )
+                    finished = True
+                    resource = answer.json()
+                    break
+                offset, current = end, following
+        finally:
+            if not finished:
+                with contextlib.suppress(Exception):
+                    transport.delete(session, timeout=DEFAULT_TIMEOUT)
+        blob._set_properties(resource)
+        return _info(path, blob)
+
+    def delete(self, path: str) -> None:
+        check_path(path)
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self.bucket.blob(path).delete(timeout=DEFAULT_TIMEOUT, retry=self.retry)
+        except NotFound:
+            pass  # gone already (or never there): what delete promises
+        except Exception as exc:
+            raise self._translate(exc, f"deleting {path!r}") from exc
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        if prefix:
+            check_path(prefix)
+        blobs = self._run(
+            f"listing {prefix!r}",
+            lambda: iter(
+                self.client.list_blobs(self.bucket_name, prefix=prefix or None, retry=self.retry)
+            ),
+        )
+        while True:
+            blob = self._run(f"listing {prefix!r}", lambda: next(blobs, None))
+            if blob is None:
+                return
+            yield _info(blob.name, blob)
+
+    # -- capabilities -----------------------------------------------------
+
+    def presigned_url(self, path: str, *, expires: int) -> str:
+        check_path(path)
+        blob = self.bucket.blob(path)
+        try:
+            return str(
+                blob.generate_signed_url(
+                    version="v4", expiration=timedelta(seconds=expires), method="GET"
+                )
+            )
+        except (AttributeError, TypeError, ValueError):
+            raise Unsupported(
+                f"GCS {self.name!r}: these credentials cannot sign URLs (a service-account "
+                "key is needed)"
+            ) from None
+
+    def can_copy_from(self, source: Connector) -> bool:
+        """A rewrite works between buckets of one endpoint and identity."""
+        return (
+            isinstance(source, GCSConnector)
+            and source.endpoint_url == self.endpoint_url
+            and source.credentials == self.credentials
+        )
+
+    def copy_from(self, source: Connector, source_path: str, path: str) -> ObjectInfo:
+        assert isinstance(source, GCSConnector)
+        check_path(source_path)
+        check_path(path)
+        original = source.bucket.blob(source_path)
+        target = self.bucket.blob(path)
+
+        def rewrite() -> None:
+            token, _, _ = target.rewrite(original, timeout=DEFAULT_TIMEOUT)
+            while token is not None:
+                token, _, _ = target.rewrite(original, token=token, timeout=DEFAULT_TIMEOUT)
+
+        self._run(f"copying {source_path!r} to {path!r}", rewrite)
+        info = self.stat(path)
+        if info is None:
+            raise BackendUnavailable(f"GCS {self.name!r}: {path!r} vanished after the copy")
+        return info
+
+
+def _info(path: str, blob: Any) -> ObjectInfo:
+    hashes = {}
+    if blob.crc32c:
+        hashes[CRC32C] = base64.b64decode(blob.crc32c).hex()
+    if blob.md5_hash:
+        hashes[MD5] = base64.b64decode(blob.md5_hash).hex()
+    return ObjectInfo(path, int(blob.size or 0), hashes)
+
+
+class _Reader(io.RawIOBase):
+    """A blob reader as a binary stream, with errors translated."""
+
+    def __init__(self, reader: Any, connector: GCSConnector, path: str) -> None:
+        self._reader = reader
+        self._connector = connector
+        self._path = path
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            data = self._reader.read(len(buffer))
+        except Exception as exc:
+            raise self._connector._translate(exc, f"reading {self._path!r}") from exc
+        count = len(data)
+        memoryview(buffer)[:count] = data
+        return count
+
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        finally:
+            super().close()
