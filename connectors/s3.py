@@ -5,18 +5,22 @@ The original Resolwe settings keep their meaning: ``bucket``, ``region_name``,
 ``SecretAccessKey``; omitted: the standard AWS credential chain),
 ``role_arn`` (assume that role, refreshing its credentials),
 ``multipart_threshold``, ``multipart_chunksize``, ``max_pool_connections``.
+Nothing is read or contacted when a connector is made: the credentials file
+on first use, the endpoint on the first request.
 
-Objects up to the threshold go up in one PutObject; larger ones as a
-multipart upload with parts of exactly ``multipart_chunksize``, a few in
-flight at once, so memory stays bounded. ``write`` reports the ETag S3
-computed of what it received (the md5, or for a multipart upload the md5 of
-the part md5s with ``-N``) and, where the server echoes it, the CRC32C it
-validated; the transfer engine compares those with what it read.
+Objects up to the threshold (and any object that fits in one part) go up in
+one PutObject; larger ones as a multipart upload with parts of exactly
+``multipart_chunksize``, a few in flight at once, so memory stays bounded.
+Every request carries the CRC32C of its bytes (``ChecksumAlgorithm``
+``CRC32C``; a multipart upload's is a full-object one), so S3 refuses bytes
+damaged on the way. ``write`` reports the ETag S3 computed of what it
+received (the md5, or for a multipart upload the md5 of the part md5s with
+``-N``) and, where the server states it, the object's CRC32C; the transfer
+engine compares those with what it read.
 
 A multipart upload that fails for good is aborted. One that fails for a
 transient reason (or whose worker is killed) is left in place, and the next
-``write`` of the same key resumes it: parts already on S3 whose size and ETag
-match the md5 of the same bytes read again are not sent again. Incomplete
+``write`` of the same key resumes it: see ``S3Connector.write``. Incomplete
 uploads that are never resumed are the bucket's lifecycle rule's business
 (``AbortIncompleteMultipartUpload``).
 """
@@ -30,6 +34,7 @@ import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from hashlib import md5 as md5_hash
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -51,19 +56,28 @@ from connectors.streams import Prefixed, read_full
 MIB = 1024 * 1024
 #: Objects larger than this go up as multipart uploads (boto3's default).
 DEFAULT_MULTIPART_THRESHOLD = 8 * MIB
-#: Size of every part but the last (boto3's default; S3's minimum is 5 MiB).
+#: Size of every part but the last (boto3's default).
 DEFAULT_MULTIPART_CHUNKSIZE = 8 * MIB
 #: HTTP connections per connector (botocore's default).
 DEFAULT_MAX_POOL_CONNECTIONS = 10
-#: Parts uploaded at once by one write; memory is about (this + 1) parts.
+#: Parts uploaded at once by one write; memory is about (this + 2) parts.
 DEFAULT_PARTS_IN_FLIGHT = 4
-#: Seconds to open a connection, and to wait for a read.
+#: Seconds to open a connection.
 DEFAULT_CONNECT_TIMEOUT = 10
+#: Seconds to wait for the next bytes of an answer.
 DEFAULT_READ_TIMEOUT = 60
-#: Attempts per request inside botocore; the workers retry whole jobs too.
+#: Attempts per request (the first included) inside botocore; the workers retry jobs too.
 DEFAULT_MAX_ATTEMPTS = 3
 #: Objects per ListObjectsV2 page (S3's maximum).
 DEFAULT_LIST_PAGE = 1000
+#: Name of the assumed-role session, as CloudTrail shows it.
+DEFAULT_ROLE_SESSION_NAME = "resolwe-storage"
+
+#: S3's limits on multipart uploads and presigned URLs.
+S3_MIN_PART_SIZE = 5 * MIB
+S3_MAX_PART_SIZE = 5 * 1024 * MIB
+S3_MAX_PARTS = 10_000
+S3_MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {
@@ -80,8 +94,22 @@ _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExce
 _MISSING_BUCKET = {"NoSuchBucket"}
 
 
+@dataclass(frozen=True)
+class _StoredPart:
+    """A part already uploaded to an unfinished upload, as ListParts states it."""
+
+    size: int
+    etag: str
+    crc32c: str | None
+
+
 class S3Connector(Connector):
-    """One bucket; object keys are the relative paths, with no prefix."""
+    """One bucket; object keys are the relative paths, with no prefix.
+
+    ``stat`` and ``write`` report the ETag and, where S3 keeps one for the
+    object, its full-object CRC32C (objects uploaded by other tools may have
+    none, and the listing never has it).
+    """
 
     native_hashes = frozenset({ETAG})
     write_hashes = frozenset({ETAG})
@@ -107,8 +135,18 @@ class S3Connector(Connector):
         self.role_arn = role_arn
         self.multipart_threshold = multipart_threshold or DEFAULT_MULTIPART_THRESHOLD
         #: The part size of multipart uploads: the transfer engine computes
-        #: the expected ETag with it.
+        #: the expected ETag with it (``MultiHasher(chunk_size=part_size)``).
         self.part_size = multipart_chunksize or DEFAULT_MULTIPART_CHUNKSIZE
+        if not S3_MIN_PART_SIZE <= self.part_size <= S3_MAX_PART_SIZE:
+            raise ConfigurationError(
+                f"S3 {name!r}: multipart_chunksize must be between {S3_MIN_PART_SIZE} "
+                f"(5 MiB) and {S3_MAX_PART_SIZE} (5 GiB) bytes, S3's limits; "
+                f"got {self.part_size}"
+            )
+        # An object of one part goes up in one PutObject whatever the
+        # threshold: as a one-part multipart upload its ETag would end in
+        # "-1", which no catalog predicts.
+        self._single_put_limit = max(self.multipart_threshold, self.part_size)
         self.max_pool_connections = max_pool_connections or DEFAULT_MAX_POOL_CONNECTIONS
         self._client_lock = threading.Lock()
         self._client: Any = None
@@ -117,6 +155,7 @@ class S3Connector(Connector):
 
     @property
     def client(self) -> Any:
+        """The boto3 client; made (and the credentials file read) on first use."""
         with self._client_lock:
             if self._client is None:
                 self._client = self._make_client()
@@ -137,6 +176,7 @@ class S3Connector(Connector):
                 f"S3 {self.name!r}: credentials file {path} not found"
             ) from None
         except (OSError, ValueError, KeyError, TypeError):
+            # ``from None``: a JSON error's message quotes the file's text.
             raise ConfigurationError(
                 f"S3 {self.name!r}: credentials file {path} is not a JSON object with "
                 "AccessKeyId and SecretAccessKey"
@@ -151,9 +191,12 @@ class S3Connector(Connector):
             max_pool_connections=self.max_pool_connections,
             connect_timeout=DEFAULT_CONNECT_TIMEOUT,
             read_timeout=DEFAULT_READ_TIMEOUT,
-            retries={"max_attempts": DEFAULT_MAX_ATTEMPTS, "mode": "standard"},
-            # We hash every byte ourselves (crc32c, md5 for the ETag); a third
-            # checksum computed by botocore on every request would only cost.
+            retries={"total_max_attempts": DEFAULT_MAX_ATTEMPTS, "mode": "standard"},
+            # botocore still presigns with SigV2 in us-east-1, which S3 refuses
+            # for buckets made since 2020; SigV4 everywhere.
+            signature_version="s3v4",
+            # We send our own CRC32C with every upload; botocore's default
+            # ("when_supported") would compute a CRC32 of every body besides.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
@@ -163,16 +206,34 @@ class S3Connector(Connector):
         return session.client("s3", endpoint_url=self.endpoint_url, config=config)
 
     def _assumed(self, base: Any) -> Any:
-        """A session whose credentials come from assuming ``role_arn``, refreshed as they expire."""
+        """A session whose credentials come from assuming ``role_arn``.
+
+        botocore refreshes them before they expire; the first AssumeRole is
+        made with the first request, not here. STS is asked at
+        ``endpoint_url`` when one is set (S3-compatible stores such as
+        MinIO serve STS there), else at AWS.
+        """
         import boto3
         import botocore.session
-        from botocore.credentials import RefreshableCredentials
+        from botocore.config import Config
+        from botocore.credentials import DeferredRefreshableCredentials
 
-        sts = base.client("sts", endpoint_url=self.endpoint_url, region_name=self.region_name)
+        sts = base.client(
+            "sts",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region_name,
+            config=Config(
+                connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+                read_timeout=DEFAULT_READ_TIMEOUT,
+                retries={"total_max_attempts": DEFAULT_MAX_ATTEMPTS, "mode": "standard"},
+            ),
+        )
 
         def refresh() -> dict[str, str]:
             try:
-                answer = sts.assume_role(RoleArn=self.role_arn, RoleSessionName="resolwe-storage")
+                answer = sts.assume_role(
+                    RoleArn=self.role_arn, RoleSessionName=DEFAULT_ROLE_SESSION_NAME
+                )
             except Exception as exc:
                 raise self._translate(exc, f"assuming role {self.role_arn}") from exc
             found = answer["Credentials"]
@@ -183,11 +244,12 @@ class S3Connector(Connector):
                 "expiry_time": found["Expiration"].isoformat(),
             }
 
-        credentials = RefreshableCredentials.create_from_metadata(
-            metadata=refresh(), refresh_using=refresh, method="sts-assume-role"
-        )
         core = botocore.session.get_session()
-        core._credentials = credentials
+        # botocore has no public way to give a session a credentials object;
+        # this is the attribute its own credential resolver fills.
+        core._credentials = DeferredRefreshableCredentials(
+            refresh_using=refresh, method="sts-assume-role"
+        )
         return boto3.Session(botocore_session=core, region_name=self.region_name)
 
     # -- errors -----------------------------------------------------------
@@ -208,6 +270,7 @@ class S3Connector(Connector):
             return exc
         where = f"S3 {self.name!r} (bucket {self.bucket!r})"
         if isinstance(exc, ClientError):
+            # Never the error's message: S3 may quote the key id in it.
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -216,7 +279,10 @@ class S3Connector(Connector):
             if code in _NOT_FOUND:
                 return ObjectNotFound(f"{where}: {what}: no such object")
             if code in _DENIED or status == 403:
-                return AccessDenied(f"{where}: access denied {what} (check the credentials)")
+                return AccessDenied(
+                    f"S3 {self.name!r}: access denied for bucket {self.bucket!r} {what} "
+                    f"({code or status}; check the credentials)"
+                )
             if code in _THROTTLED or status in (429, 503):
                 return Throttled(f"{where}: throttled {what} ({code or status})")
             if isinstance(status, int) and status >= 500:
@@ -251,7 +317,7 @@ class S3Connector(Connector):
     def stat(self, path: str) -> ObjectInfo | None:
         check_path(path)
         try:
-            head = self._call(f"reading {path!r}", "head_object", Key=path)
+            head = self._call(f"reading {path!r}", "head_object", Key=path, ChecksumMode="ENABLED")
         except ObjectNotFound:
             return None
         return ObjectInfo(path, int(head["ContentLength"]), _hashes(head))
@@ -264,27 +330,56 @@ class S3Connector(Connector):
     def write(
         self, path: str, stream: BinaryIO, *, size: int | None = None, resume: bool = True
     ) -> ObjectInfo:
+        """Store ``stream`` at ``path``: one PutObject, or a multipart upload.
+
+        With ``resume`` (the default), an unfinished multipart upload of the
+        same key is taken up: its parts whose size and ETag match the md5 of
+        the same bytes read again (and CRC32C, where ListParts states one)
+        are not sent again; the stream is still read whole. That is not
+        possible, and a new upload is begun, when the earlier one was not
+        made by this connector (an upload without our full-object CRC32C, or
+        on a store that does not report it in ListMultipartUploads), when it
+        failed for good (it was aborted), when the bucket's lifecycle rule
+        has removed it, or for parts whose bytes or size differ (another part
+        size, or changed data). S3 does not state an unfinished upload's
+        metadata, so the upload itself cannot say what it was meant to hold;
+        the bytes of each part decide. Without ``resume``, every failure
+        aborts the upload.
+        """
         check_path(path)
-        head = read_full(stream, self.multipart_threshold + 1)
-        if len(head) <= self.multipart_threshold:
+        if size is not None and size > S3_MAX_PARTS * self.part_size:
+            raise ConfigurationError(
+                f"S3 {self.name!r}: {path!r} has {size} bytes, more than {S3_MAX_PARTS} "
+                f"parts of {self.part_size}; raise multipart_chunksize"
+            )
+        head = read_full(stream, self._single_put_limit + 1)
+        if len(head) <= self._single_put_limit:
             answer = self._call(
                 f"writing {path!r}",
                 "put_object",
                 Key=path,
                 Body=head,
                 ContentMD5=base64.b64encode(md5_hash(head).digest()).decode(),
-                ChecksumCRC32C=_crc32c_base64(head),
+                ChecksumAlgorithm="CRC32C",
+                ChecksumCRC32C=_crc32c_base64(crc32c_module.crc32c(head)),
             )
             return ObjectInfo(path, len(head), _hashes(answer))
         return self._multipart(path, Prefixed(head, stream), resume=resume)
 
     def _multipart(self, path: str, stream: BinaryIO, *, resume: bool) -> ObjectInfo:
         what = f"writing {path!r}"
-        upload_id, done = self._resumable(path) if resume else (None, {})
+        upload_id, stored = self._resumable(path) if resume else (None, {})
         if upload_id is None:
-            upload_id = self._call(what, "create_multipart_upload", Key=path)["UploadId"]
+            upload_id = self._call(
+                what,
+                "create_multipart_upload",
+                Key=path,
+                ChecksumAlgorithm="CRC32C",
+                ChecksumType="FULL_OBJECT",
+            )["UploadId"]
         parts: list[dict[str, Any]] = []
         total = 0
+        whole_crc = 0
         try:
             with ThreadPoolExecutor(DEFAULT_PARTS_IN_FLIGHT) as pool:
                 pending: set[Future[dict[str, Any]]] = set()
@@ -294,14 +389,24 @@ class S3Connector(Connector):
                     if not data and number:
                         break
                     number += 1
+                    if number > S3_MAX_PARTS:
+                        raise ConfigurationError(
+                            f"S3 {self.name!r}: {path!r} needs more than {S3_MAX_PARTS} parts "
+                            f"of {self.part_size} bytes; raise multipart_chunksize"
+                        )
                     total += len(data)
-                    previous = done.get(number)
-                    if previous is not None and previous == (len(data), md5_hash(data).hexdigest()):
-                        parts.append({"PartNumber": number, "ETag": f'"{previous[1]}"'})
+                    whole_crc = crc32c_module.crc32c(data, whole_crc)
+                    reused = _reused(stored.get(number), number, data)
+                    if reused is not None:
+                        parts.append(reused)
                     else:
-                        if len(pending) >= DEFAULT_PARTS_IN_FLIGHT:
-                            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                            parts.extend(future.result() for future in finished)
+                        # Collect finished parts (a failed one stops us now);
+                        # when all slots are busy, wait for one.
+                        full = len(pending) >= DEFAULT_PARTS_IN_FLIGHT
+                        finished, pending = wait(
+                            pending, timeout=None if full else 0, return_when=FIRST_COMPLETED
+                        )
+                        parts.extend(future.result() for future in finished)
                         pending.add(pool.submit(self._part, path, upload_id, number, data))
                     if len(data) < self.part_size:
                         break
@@ -313,12 +418,18 @@ class S3Connector(Connector):
                 Key=path,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
+                ChecksumCRC32C=_crc32c_base64(whole_crc),
+                ChecksumType="FULL_OBJECT",
             )
         except BaseException as exc:
-            error = exc if isinstance(exc, ConnectorError) else None
-            if error is None or not error.transient:
-                # For good: take the parts away. A transient failure keeps
-                # them for the retry to resume.
+            # Kept for the retry to resume: a transient failure, or the
+            # process going away (interrupt, shutdown, time limit). Anything
+            # else fails for good: take the parts away.
+            keep = resume and (
+                not isinstance(exc, Exception)
+                or (isinstance(exc, ConnectorError) and exc.transient)
+            )
+            if not keep:
                 # The first error is the one to report.
                 with contextlib.suppress(Exception):
                     self.client.abort_multipart_upload(
@@ -328,6 +439,8 @@ class S3Connector(Connector):
         return ObjectInfo(path, total, _hashes(answer))
 
     def _part(self, path: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+        """Upload one part (on a pool thread, where its CRC32C is computed too)."""
+        crc = crc32c_module.crc32c(data)
         answer = self._call(
             f"writing part {number} of {path!r}",
             "upload_part",
@@ -335,18 +448,26 @@ class S3Connector(Connector):
             UploadId=upload_id,
             PartNumber=number,
             Body=data,
+            ChecksumAlgorithm="CRC32C",
+            ChecksumCRC32C=_crc32c_base64(crc),
         )
-        return {"PartNumber": number, "ETag": answer["ETag"]}
+        return _completed(number, answer["ETag"], crc)
 
-    def _resumable(self, path: str) -> tuple[str | None, dict[int, tuple[int, str]]]:
-        """The newest unfinished upload of ``path`` and its parts: number -> (size, md5)."""
+    def _resumable(self, path: str) -> tuple[str | None, dict[int, _StoredPart]]:
+        """The newest unfinished upload of ``path`` made as we make them, and its parts."""
         what = f"looking for an unfinished upload of {path!r}"
         answer = self._call(what, "list_multipart_uploads", Prefix=path)
-        uploads = [u for u in answer.get("Uploads", []) if u["Key"] == path]
-        if not uploads:
+        ours = [
+            upload
+            for upload in answer.get("Uploads", [])
+            if upload["Key"] == path
+            and upload.get("ChecksumAlgorithm") == "CRC32C"
+            and upload.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+        ]
+        if not ours:
             return None, {}
-        newest = max(uploads, key=lambda upload: upload["Initiated"])
-        parts: dict[int, tuple[int, str]] = {}
+        newest = max(ours, key=lambda upload: upload["Initiated"])
+        parts: dict[int, _StoredPart] = {}
         marker = 0
         while True:
             page = self._call(
@@ -357,7 +478,11 @@ class S3Connector(Connector):
                 PartNumberMarker=marker,
             )
             for part in page.get("Parts", []):
-                parts[int(part["PartNumber"])] = (int(part["Size"]), part["ETag"].strip('"'))
+                parts[int(part["PartNumber"])] = _StoredPart(
+                    size=int(part["Size"]),
+                    etag=part["ETag"].strip('"').lower(),
+                    crc32c=part.get("ChecksumCRC32C"),
+                )
             if not page.get("IsTruncated"):
                 break
             marker = int(page["NextPartNumberMarker"])
@@ -390,7 +515,16 @@ class S3Connector(Connector):
     # -- capabilities -----------------------------------------------------
 
     def presigned_url(self, path: str, *, expires: int) -> str:
+        """A GET URL valid for ``expires`` seconds (at most 7 days, SigV4's limit).
+
+        Signing is local: nothing is contacted. With ``role_arn`` the URL
+        also dies with the role's session credentials, whichever comes first.
+        """
         check_path(path)
+        if not 1 <= expires <= S3_MAX_PRESIGNED_SECONDS:
+            raise ValueError(
+                f"expires must be between 1 and {S3_MAX_PRESIGNED_SECONDS} seconds, not {expires}"
+            )
         try:
             return str(
                 self.client.generate_presigned_url(
@@ -399,6 +533,8 @@ class S3Connector(Connector):
                     ExpiresIn=expires,
                 )
             )
+        except ConnectorError:
+            raise
         except Exception as exc:
             raise self._translate(exc, f"signing a URL of {path!r}") from exc
 
@@ -412,7 +548,9 @@ class S3Connector(Connector):
         )
 
     def copy_from(self, source: Connector, source_path: str, path: str) -> ObjectInfo:
-        assert isinstance(source, S3Connector)
+        """Copy within S3 (CopyObject, or UploadPartCopy in parts of ``part_size``)."""
+        if not isinstance(source, S3Connector):
+            raise TypeError(f"S3 {self.name!r} copies server-side only from S3 connectors")
         check_path(source_path)
         check_path(path)
         from boto3.s3.transfer import TransferConfig
@@ -423,10 +561,12 @@ class S3Connector(Connector):
                 self.bucket,
                 path,
                 Config=TransferConfig(
-                    multipart_threshold=self.multipart_threshold,
+                    multipart_threshold=self._single_put_limit,
                     multipart_chunksize=self.part_size,
                 ),
             )
+        except ConnectorError:
+            raise
         except Exception as exc:
             raise self._translate(exc, f"copying {source_path!r} to {path!r}") from exc
         info = self.stat(path)
@@ -436,7 +576,11 @@ class S3Connector(Connector):
 
 
 def _hashes(answer: dict[str, Any]) -> dict[str, str]:
-    """The hashes S3 states in a response: its ETag, and a full-object CRC32C if any."""
+    """The hashes S3 states in a response: its ETag, and a full-object CRC32C if any.
+
+    S3 gives the CRC32C as base64 of its 4 big-endian bytes; a composite one
+    (of the parts, ``...-N``) is not the object's CRC32C and is left out.
+    """
     hashes = {}
     etag = str(answer.get("ETag", "")).strip('"').lower()
     if etag:
@@ -447,12 +591,38 @@ def _hashes(answer: dict[str, Any]) -> dict[str, str]:
         and "-" not in checksum
         and answer.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
     ):
-        hashes[CRC32C] = base64.b64decode(checksum).hex()
+        with contextlib.suppress(ValueError):
+            raw = base64.b64decode(checksum, validate=True)
+            if len(raw) == 4:
+                hashes[CRC32C] = raw.hex()
     return hashes
 
 
-def _crc32c_base64(data: bytes) -> str:
-    return base64.b64encode(crc32c_module.crc32c(data).to_bytes(4, "big")).decode()
+def _crc32c_base64(value: int) -> str:
+    """A CRC32C as S3 wants it: base64 of its 4 big-endian bytes."""
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+
+def _reused(stored: _StoredPart | None, number: int, data: bytes) -> dict[str, Any] | None:
+    """Part ``number`` as CompleteMultipartUpload lists it, if ``stored`` holds exactly ``data``.
+
+    Size first, then the CRC32C where ListParts states it, then the md5 (the
+    part's ETag): a part of other bytes, or of another part size, is None.
+    """
+    if stored is None or stored.size != len(data):
+        return None
+    crc = crc32c_module.crc32c(data)
+    if stored.crc32c is not None and stored.crc32c != _crc32c_base64(crc):
+        return None
+    if stored.etag != md5_hash(data).hexdigest():
+        return None
+    return _completed(number, stored.etag, crc)
+
+
+def _completed(number: int, etag: str, crc: int) -> dict[str, Any]:
+    """One part as CompleteMultipartUpload lists it."""
+    bare = etag.strip('"')
+    return {"PartNumber": number, "ETag": f'"{bare}"', "ChecksumCRC32C": _crc32c_base64(crc)}
 
 
 class _Body(io.RawIOBase):
@@ -466,13 +636,17 @@ class _Body(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def read(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        # Straight from the body: RawIOBase's own read(-1) would go in 8 KiB steps.
         try:
-            data = self._body.read(len(buffer))
+            return bytes(self._body.read(None if size is None or size < 0 else size))
         except Exception as exc:
             raise self._connector._translate(exc, f"reading {self._path!r}") from exc
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
         count = len(data)
-        memoryview(buffer)[:count] = data
+        memoryview(buffer).cast("B")[:count] = data
         return count
 
     def close(self) -> None:

@@ -2,28 +2,39 @@
 
 Started once per session on a free port, stopped at the end. Without it the
 tests that need it are skipped, except under ``CI=true``, where they fail.
+
+moto_server accepts any credentials until told otherwise: ``checking_credentials``
+switches its IAM authentication on (its ``/moto-api/reset-auth`` endpoint,
+the server form of ``INITIAL_NO_AUTH_ACTION_COUNT``) and off again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import server_missing
 
+if TYPE_CHECKING:
+    from connectors.s3 import S3Connector
+
 #: Seconds to wait for the server to answer.
 STARTUP_SECONDS = 30
 ACCESS_KEY = "testing"
-SECRET_KEY = "testing-secret-value-not-to-be-logged"
+SECRET_KEY = "testing-secret-value"
+REGION = "us-east-1"
 
 
 def free_port() -> int:
@@ -56,13 +67,19 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server_missing("moto_server", f"{binary} is not installed")
     port = free_port()
     log = (tmp_path_factory.mktemp("moto") / "server.log").open("wb")
-    process = subprocess.Popen(
-        [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
+    try:
+        process = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+        )
+    except OSError as exc:
+        log.close()
+        server_missing("moto_server", f"cannot start {binary}: {exc}")
     endpoint = f"http://127.0.0.1:{port}"
     problem = wait_until_answering(f"{endpoint}/moto-api/", process, "moto_server")
     if problem is not None:
         process.kill()
+        process.wait()
+        log.close()
         server_missing("moto_server", problem)
     try:
         yield endpoint
@@ -72,7 +89,43 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def checking_credentials(endpoint: str) -> Iterator[None]:
+    """moto_server checks every request's signature and IAM rights while inside."""
+
+    def reset_auth(actions: bytes) -> None:
+        # The body is the number of requests still let through unchecked; a
+        # form content type would hide it from moto.
+        request = urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth",
+            data=actions,
+            headers={"Content-Type": "text/plain"},
+            method="POST",
+        )
+        urllib.request.urlopen(request, timeout=5).close()
+
+    reset_auth(b"0")
+    try:
+        yield
+    finally:
+        reset_auth(b"inf")
+
+
+def raw_client(endpoint: str, **credentials: str) -> object:
+    """A plain boto3 S3 client for the test's own set-up and checks."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=credentials.get("key", ACCESS_KEY),
+        aws_secret_access_key=credentials.get("secret", SECRET_KEY),
+        region_name=REGION,
+    )
 
 
 @pytest.fixture
@@ -84,17 +137,16 @@ def s3_credentials(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def s3_bucket(moto_server: str, s3_credentials: Path) -> str:
-    """A fresh, empty bucket on the server."""
-    import boto3
+def s3_bucket(moto_server: str, s3_credentials: Path) -> S3Connector:
+    """An ``S3Connector`` (default settings) on a fresh, empty bucket of the server."""
+    from connectors.s3 import S3Connector
 
     name = f"bucket-{uuid.uuid4().hex[:16]}"
-    client = boto3.client(
-        "s3",
+    raw_client(moto_server).create_bucket(Bucket=name)  # type: ignore[attr-defined]
+    return S3Connector(
+        "S3",
+        bucket=name,
         endpoint_url=moto_server,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
+        credentials=str(s3_credentials),
+        region_name=REGION,
     )
-    client.create_bucket(Bucket=name)
-    return name

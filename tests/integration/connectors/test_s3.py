@@ -1,11 +1,21 @@
-"""The S3 connector against a real S3 server (moto_server over HTTP)."""
+"""The S3 connector against a real S3 server (moto_server over HTTP).
+
+What moto_server (5.2) does not do, and so is not proven here: it stores the
+CRC32C of a single PutObject as sent, without checking it (S3 refuses a
+mismatch), and it states the full-object CRC32C of a multipart upload only
+on HeadObject, not in the CompleteMultipartUpload answer; it does not
+enforce the expiry of presigned URLs.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +25,8 @@ from connectors.errors import (
     ChecksumMismatch,
     ConfigurationError,
     InvalidPath,
+    ObjectNotFound,
+    TransientError,
 )
 from connectors.hashing import MultiHasher
 from connectors.local import LocalConnector
@@ -27,31 +39,38 @@ from tests.connector_conformance import (
     FailingStream,
     hashes_of,
 )
-from tests.servers.moto import ACCESS_KEY, SECRET_KEY, free_port
+from tests.servers.moto import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    checking_credentials,
+    free_port,
+)
 
 MIB = 1024 * 1024
+#: S3's smallest part, so that a few MiB already make a multipart upload.
+PART = 5 * MIB
 
 
-def make(moto_server: str, bucket: str, credentials: Path, **settings: object) -> S3Connector:
+def make(endpoint: str, bucket: str, credentials: Path | str, **settings: Any) -> S3Connector:
     return S3Connector(
         "S3",
         bucket=bucket,
-        endpoint_url=moto_server,
+        endpoint_url=endpoint,
         credentials=str(credentials),
-        region_name="us-east-1",
-        **settings,  # type: ignore[arg-type]
+        region_name=REGION,
+        **settings,
     )
 
 
 @pytest.fixture
-def connector(moto_server: str, s3_bucket: str, s3_credentials: Path) -> S3Connector:
-    # Small parts, so that a few MiB already make a multipart upload.
+def connector(moto_server: str, s3_bucket: S3Connector, s3_credentials: Path) -> S3Connector:
     return make(
         moto_server,
-        s3_bucket,
+        s3_bucket.bucket,
         s3_credentials,
-        multipart_threshold=5 * MIB,
-        multipart_chunksize=5 * MIB,
+        multipart_threshold=PART,
+        multipart_chunksize=PART,
     )
 
 
@@ -60,68 +79,236 @@ def local_source(tmp_path: Path) -> LocalConnector:
     return LocalConnector("source", path=tmp_path / "source")
 
 
+def expected_hashes(data: bytes, part_size: int) -> Any:
+    hasher = MultiHasher(chunk_size=part_size)
+    hasher.update(data)
+    return hasher.result()
+
+
+def count_calls(connector: S3Connector, *operations: str) -> list[dict[str, Any]]:
+    """The parameters of every request of ``operations`` the connector makes from now on.
+
+    A botocore event hook on the connector's own client: nothing of ours is replaced.
+    """
+    made: list[dict[str, Any]] = []
+    for operation in operations:
+        connector.client.meta.events.register(
+            f"provide-client-params.s3.{operation}",
+            lambda params, **_: made.append(dict(params)),
+        )
+    return made
+
+
+def unfinished_uploads(connector: S3Connector) -> list[dict[str, Any]]:
+    answer = connector.client.list_multipart_uploads(Bucket=connector.bucket)
+    return list(answer.get("Uploads", []))
+
+
+class Interrupted(BaseException):
+    """As a worker's shutdown or time limit interrupts it (dramatiq's Interrupt)."""
+
+
+class BreakingStream(io.RawIOBase):
+    """Yields ``good`` bytes, then raises ``error``: a source that fails midway."""
+
+    def __init__(self, good: bytes, error: BaseException) -> None:
+        self._good = io.BytesIO(good)
+        self._error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = self._good.readinto(buffer)
+        if not count:
+            raise self._error
+        return count
+
+
 class TestS3Conformance(ConformanceSuite):
     pass
 
 
-def test_multipart_etag_is_the_s3_etag(connector: S3Connector) -> None:
+# -- what write stores and reports -------------------------------------------
+
+
+def test_the_fixture_connector_round_trips(s3_bucket: S3Connector) -> None:
+    info = s3_bucket.write("a/b.txt", io.BytesIO(b"hello"))
+    assert info.hashes["etag"] == expected_hashes(b"hello", s3_bucket.part_size).md5
+    with s3_bucket.open_read("a/b.txt") as stream:
+        assert stream.read() == b"hello"
+
+
+def test_a_small_object_is_one_put_with_its_crc32c(connector: S3Connector) -> None:
+    data = os.urandom(PART)  # exactly the threshold: still one request
+    puts = count_calls(connector, "PutObject")
+    info = connector.write("small/object", io.BytesIO(data), size=len(data))
+    assert len(puts) == 1 and puts[0]["ChecksumAlgorithm"] == "CRC32C"
+    expected = expected_hashes(data, connector.part_size)
+    assert info.hashes == {"etag": expected.md5, "crc32c": expected.crc32c}
+    assert connector.stat("small/object") == info
+    assert [entry.path for entry in connector.list("small/")] == ["small/object"]
+
+
+def test_a_large_object_is_a_multipart_upload_with_the_predicted_etag(
+    connector: S3Connector,
+) -> None:
     data = os.urandom(12 * MIB + 5)
-    info = connector.write("big/object", io.BytesIO(data))
-    hasher = MultiHasher(chunk_size=connector.part_size)
-    hasher.update(data)
-    assert info.hashes["etag"] == hasher.result().awss3etag
-    assert info.hashes["etag"].endswith("-3")
+    parts = count_calls(connector, "UploadPart")
+    info = connector.write("big/object", io.BytesIO(data), size=len(data))
+    assert sorted(len(part["Body"]) for part in parts) == [2 * MIB + 5, PART, PART]
+    expected = expected_hashes(data, connector.part_size)
+    assert info.size == len(data)
+    assert info.hashes["etag"] == expected.awss3etag and info.hashes["etag"].endswith("-3")
+    # moto states the full-object CRC32C only on HeadObject; S3 in both answers.
+    assert info.hashes.get("crc32c") in (None, expected.crc32c)
     stat = connector.stat("big/object")
-    assert stat is not None and stat.hashes["etag"] == info.hashes["etag"]
+    assert stat is not None and stat.size == len(data)
+    assert stat.hashes == {"etag": expected.awss3etag, "crc32c": expected.crc32c}
+    with connector.open_read("big/object") as stream:
+        assert stream.read() == data
+    assert unfinished_uploads(connector) == []
+
+
+def test_an_object_of_one_part_is_one_put_whatever_the_threshold(
+    moto_server: str, s3_bucket: S3Connector, s3_credentials: Path
+) -> None:
+    # Above the threshold but within one part: a one-part multipart upload
+    # would have an ETag ending in "-1", which no catalog predicts.
+    connector = make(
+        moto_server,
+        s3_bucket.bucket,
+        s3_credentials,
+        multipart_threshold=PART,
+        multipart_chunksize=PART + MIB,
+    )
+    data = os.urandom(PART + MIB // 2)
+    info = connector.write("one-part", io.BytesIO(data))
+    assert info.hashes["etag"] == expected_hashes(data, connector.part_size).awss3etag
+    assert "-" not in info.hashes["etag"]
+
+
+def test_open_read_is_a_binary_stream(connector: S3Connector) -> None:
+    data = os.urandom(300_000)
+    connector.write("r", io.BytesIO(data))
+    with connector.open_read("r") as stream:
+        buffer = bytearray(100_000)
+        assert stream.readinto(buffer) == 100_000 and bytes(buffer) == data[:100_000]
+        assert stream.read(10) == data[100_000:100_010]
+        assert stream.read() == data[100_010:]
+    assert stream.closed
+    with pytest.raises(ObjectNotFound):
+        connector.open_read("missing")
+
+
+# -- failed uploads: aborted, or kept for the retry --------------------------
 
 
 def test_a_failed_multipart_upload_is_aborted(connector: S3Connector) -> None:
     with pytest.raises(OSError, match="went away"):
         connector.write("broken", FailingStream(os.urandom(11 * MIB)))  # type: ignore[arg-type]
-    uploads = connector.client.list_multipart_uploads(Bucket=connector.bucket)
-    assert uploads.get("Uploads", []) == []
+    assert unfinished_uploads(connector) == []
     assert connector.stat("broken") is None
 
 
-def test_a_retried_upload_resumes_from_its_parts(connector: S3Connector) -> None:
+def test_without_resume_a_transient_failure_is_aborted_too(connector: S3Connector) -> None:
+    stream = BreakingStream(os.urandom(11 * MIB), BackendUnavailable("source timed out"))
+    with pytest.raises(BackendUnavailable):
+        connector.write("broken", stream, resume=False)  # type: ignore[arg-type]
+    assert unfinished_uploads(connector) == []
+
+
+@pytest.mark.parametrize(
+    "error", [BackendUnavailable("source timed out"), Interrupted()], ids=["transient", "killed"]
+)
+def test_a_retried_upload_resumes_from_its_parts(
+    connector: S3Connector, error: BaseException
+) -> None:
     data = os.urandom(16 * MIB)
-    # A worker killed after two parts: an unfinished upload is left behind.
-    client = connector.client
-    upload = client.create_multipart_upload(Bucket=connector.bucket, Key="resumed")
-    for number in (1, 2):
-        part = data[(number - 1) * 5 * MIB : number * 5 * MIB]
-        client.upload_part(
-            Bucket=connector.bucket,
-            Key="resumed",
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=part,
-        )
-    sent: list[int] = []
-    client.meta.events.register(
-        "provide-client-params.s3.UploadPart", lambda params, **_: sent.append(params["PartNumber"])
-    )
-    info = connector.write("resumed", io.BytesIO(data))
-    assert sorted(sent) == [3, 4]
-    hasher = MultiHasher(chunk_size=5 * MIB)
-    hasher.update(data)
-    assert info.hashes["etag"] == hasher.result().awss3etag
-    assert client.get_object(Bucket=connector.bucket, Key="resumed")["Body"].read() == data
+    # The first attempt dies while reading part 3: parts 1 and 2 are on S3.
+    with pytest.raises(type(error)):
+        connector.write("resumed", BreakingStream(data[: 2 * PART + 1000], error))  # type: ignore[arg-type]
+    assert [upload["Key"] for upload in unfinished_uploads(connector)] == ["resumed"]
+
+    sent = count_calls(connector, "UploadPart")
+    read = io.BytesIO(data)
+    info = connector.write("resumed", read)
+    assert sorted(part["PartNumber"] for part in sent) == [3, 4]
+    assert read.tell() == len(data)  # the skipped parts were read all the same
+    assert info.hashes["etag"] == expected_hashes(data, PART).awss3etag
+    with connector.open_read("resumed") as stream:
+        assert stream.read() == data
+    assert unfinished_uploads(connector) == []
 
 
 def test_a_resumed_part_with_other_bytes_is_sent_again(connector: S3Connector) -> None:
+    before = os.urandom(11 * MIB)
+    with pytest.raises(BackendUnavailable):
+        connector.write("changed", BreakingStream(before[: PART + 10], BackendUnavailable("x")))  # type: ignore[arg-type]
+    data = before[:100] + b"!" + before[101:]  # part 1 differs by one byte
+    sent = count_calls(connector, "UploadPart")
+    connector.write("changed", io.BytesIO(data))
+    assert sorted(part["PartNumber"] for part in sent) == [1, 2, 3]
+    with connector.open_read("changed") as stream:
+        assert stream.read() == data
+
+
+def test_an_upload_made_otherwise_is_not_resumed(connector: S3Connector) -> None:
     data = os.urandom(11 * MIB)
     client = connector.client
-    upload = client.create_multipart_upload(Bucket=connector.bucket, Key="changed")
+    # Another tool's upload of the same key (no CRC32C): its parts cannot be
+    # completed with ours, so it is left alone.
+    foreign = client.create_multipart_upload(Bucket=connector.bucket, Key="other")
     client.upload_part(
         Bucket=connector.bucket,
-        Key="changed",
-        UploadId=upload["UploadId"],
+        Key="other",
+        UploadId=foreign["UploadId"],
         PartNumber=1,
-        Body=os.urandom(5 * MIB),  # not the bytes of part 1
+        Body=data[:PART],
     )
-    connector.write("changed", io.BytesIO(data))
-    assert client.get_object(Bucket=connector.bucket, Key="changed")["Body"].read() == data
+    sent = count_calls(connector, "UploadPart")
+    connector.write("other", io.BytesIO(data))
+    assert sorted(part["PartNumber"] for part in sent) == [1, 2, 3]
+    assert [upload["UploadId"] for upload in unfinished_uploads(connector)] == [foreign["UploadId"]]
+
+
+def test_resume_false_starts_afresh(connector: S3Connector) -> None:
+    data = os.urandom(11 * MIB)
+    with pytest.raises(BackendUnavailable):
+        connector.write("fresh", BreakingStream(data[: PART + 10], BackendUnavailable("x")))  # type: ignore[arg-type]
+    sent = count_calls(connector, "UploadPart")
+    connector.write("fresh", io.BytesIO(data), resume=False)
+    assert sorted(part["PartNumber"] for part in sent) == [1, 2, 3]
+
+
+# -- the rest of the core ----------------------------------------------------
+
+
+def test_stat_of_a_missing_object_is_none_and_delete_is_idempotent(
+    connector: S3Connector,
+) -> None:
+    assert connector.stat("nothing/here") is None
+    connector.write("gone", io.BytesIO(b"x"))
+    connector.delete("gone")
+    connector.delete("gone")
+    assert connector.stat("gone") is None
+
+
+def test_listing_pages(connector: S3Connector, monkeypatch: pytest.MonkeyPatch) -> None:
+    import connectors.s3
+
+    monkeypatch.setattr(connectors.s3, "DEFAULT_LIST_PAGE", 3)
+    for number in range(8):
+        connector.write(f"p/{number}", io.BytesIO(b"x" * number))
+    connector.write("q/other", io.BytesIO(b"not listed"))
+    pages = count_calls(connector, "ListObjectsV2")
+    listed = list(connector.list("p/"))
+    assert [(info.path, info.size) for info in listed] == [(f"p/{n}", n) for n in range(8)]
+    assert len(pages) == 3 and all(page["MaxKeys"] == 3 for page in pages)
+    assert listed[1].hashes == {"etag": expected_hashes(b"x", PART).md5}
+
+
+# -- capabilities ------------------------------------------------------------
 
 
 def test_presigned_url(connector: S3Connector) -> None:
@@ -132,85 +319,149 @@ def test_presigned_url(connector: S3Connector) -> None:
     assert "presigned_url" in connector.capabilities()
 
 
+def test_presigned_urls_expire(connector: S3Connector) -> None:
+    """A SigV4 URL states its lifetime; S3 enforces it (moto_server does not)."""
+    connector.write("x", io.BytesIO(b"x"))
+    query = urllib.parse.parse_qs(
+        urllib.parse.urlsplit(connector.presigned_url("x", expires=90)).query
+    )
+    assert query["X-Amz-Expires"] == ["90"]
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    for wrong in (0, -1, 7 * 24 * 3600 + 1):
+        with pytest.raises(ValueError, match="expires"):
+            connector.presigned_url("x", expires=wrong)
+
+
 def test_server_side_copy_within_the_endpoint(
     connector: S3Connector, moto_server: str, s3_credentials: Path
 ) -> None:
-    import uuid
-
     other_bucket = f"bucket-{uuid.uuid4().hex[:16]}"
     connector.client.create_bucket(Bucket=other_bucket)
-    other = make(moto_server, other_bucket, s3_credentials)
-    data = os.urandom(100_000)
-    connector.write("item/x", io.BytesIO(data))
-    result = copy_file(connector, "item/x", other, "item/x", expected=hashes_of(data))
-    assert result.how == "server-side"
-    with other.open_read("item/x") as stream:
-        assert stream.read() == data
+    other = make(
+        moto_server,
+        other_bucket,
+        s3_credentials,
+        multipart_threshold=PART,
+        multipart_chunksize=PART,
+    )
+    assert other.can_copy_from(connector)
+    for name, size in (("small", 100_000), ("large", 12 * MIB)):
+        data = os.urandom(size)
+        connector.write(f"item/{name}", io.BytesIO(data))
+        uploads = count_calls(other, "PutObject", "UploadPart")  # bytes through us
+        expected = hashes_of(data, chunk_size=PART)
+        result = copy_file(connector, f"item/{name}", other, f"item/{name}", expected=expected)
+        assert result.how == "server-side" and uploads == []
+        with other.open_read(f"item/{name}") as stream:
+            assert stream.read() == data
+    with pytest.raises(ObjectNotFound):
+        other.copy_from(connector, "item/missing", "x")
 
 
-def test_listing_pages(connector: S3Connector, monkeypatch: pytest.MonkeyPatch) -> None:
-    import connectors.s3
-
-    monkeypatch.setattr(connectors.s3, "DEFAULT_LIST_PAGE", 3)
-    for number in range(8):
-        connector.write(f"p/{number}", io.BytesIO(b"x"))
-    assert [info.path for info in connector.list("p/")] == [f"p/{n}" for n in range(8)]
-
-
-def test_wrong_credentials_say_so_without_the_secret(
-    moto_server: str, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_no_server_side_copy_across_identities(
+    connector: S3Connector, moto_server: str, tmp_path: Path
 ) -> None:
-    """moto_server checks identities once told to (its reset-auth switch), as S3 always does."""
+    elsewhere = make(f"http://127.0.0.1:{free_port()}", connector.bucket, "/none")
+    assert not connector.can_copy_from(elsewhere)
+    assert not connector.can_copy_from(LocalConnector("local", path=tmp_path))
+
+
+def test_an_assumed_role(moto_server: str, s3_bucket: S3Connector, s3_credentials: Path) -> None:
+    from botocore.credentials import RefreshableCredentials
+
+    connector = make(
+        moto_server,
+        s3_bucket.bucket,
+        s3_credentials,
+        role_arn="arn:aws:iam::123456789012:role/storage",
+    )
+    credentials = connector.client._request_signer._credentials
+    assert isinstance(credentials, RefreshableCredentials)
+    connector.write("by/role", io.BytesIO(b"x"))
+    # moto's STS hands out temporary keys of its own, not the file's.
+    assert credentials.get_frozen_credentials().access_key not in (ACCESS_KEY, None)
+    assert credentials.get_frozen_credentials().token
+    assert connector.stat("by/role") is not None
+
+
+# -- errors ------------------------------------------------------------------
+
+
+def test_an_unknown_key_id_is_access_denied_without_secrets(
+    moto_server: str, s3_bucket: S3Connector, tmp_path: Path
+) -> None:
     wrong = tmp_path / "wrong.json"
     wrong.write_text('{"AccessKeyId": "AKIAWRONGKEYID000000", "SecretAccessKey": "wrong-secret"}')
-    connector = make(moto_server, s3_bucket, wrong)
-    import urllib.request as request
-
-    def authenticate_after(actions: bytes) -> None:
-        url = f"{moto_server}/moto-api/reset-auth"
-        headers = {"Content-Type": "text/plain"}  # a form type would hide the body
-        answer = request.Request(url, data=actions, headers=headers, method="POST")
-        request.urlopen(answer, timeout=5).close()
-
-    authenticate_after(b"0")
-    try:
-        with pytest.raises(AccessDenied) as caught:
-            connector.write("x", io.BytesIO(b"data"))
-    finally:
-        authenticate_after(b"inf")
+    connector = make(moto_server, s3_bucket.bucket, wrong)
+    with checking_credentials(moto_server), pytest.raises(AccessDenied) as caught:
+        connector.write("x", io.BytesIO(b"data"))
     message = str(caught.value)
-    assert "check the credentials" in message
+    assert "access denied for bucket" in message and "check the credentials" in message
     for secret in ("AKIAWRONGKEYID000000", "wrong-secret", ACCESS_KEY, SECRET_KEY):
         assert secret not in message
 
 
-def test_unreachable_endpoint_is_transient(s3_credentials: Path) -> None:
-    connector = S3Connector(
-        "S3",
-        bucket="b",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",
-        credentials=str(s3_credentials),
-        region_name="us-east-1",
+def test_a_wrong_secret_is_access_denied_without_secrets(
+    moto_server: str, s3_bucket: S3Connector, tmp_path: Path
+) -> None:
+    import boto3
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=moto_server,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name=REGION,
     )
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(
+        f'{{"AccessKeyId": "{key["AccessKeyId"]}", "SecretAccessKey": "not-the-secret"}}'
+    )
+    connector = make(moto_server, s3_bucket.bucket, wrong)
+    with checking_credentials(moto_server):
+        with pytest.raises(AccessDenied) as written:
+            connector.write("x", io.BytesIO(b"data"))  # SignatureDoesNotMatch
+        with pytest.raises(AccessDenied) as stated:
+            connector.stat("x")  # a bare 403: HEAD has no body
+    for caught in (written, stated):
+        message = str(caught.value)
+        assert "check the credentials" in message
+        for secret in (key["AccessKeyId"], key["SecretAccessKey"], "not-the-secret"):
+            assert secret not in message
+
+
+def test_unreachable_endpoint_is_transient(s3_credentials: Path) -> None:
+    connector = make(f"http://127.0.0.1:{free_port()}", "bucket-b", s3_credentials)
     with pytest.raises(BackendUnavailable) as caught:
         connector.stat("x")
-    assert caught.value.transient
+    assert isinstance(caught.value, TransientError) and caught.value.transient
 
 
 @pytest.mark.parametrize("path", BAD_PATHS)
-def test_bad_paths_are_refused_before_any_io(s3_credentials: Path, path: str) -> None:
-    # Nothing listens there: a request would fail as BackendUnavailable.
-    connector = S3Connector(
-        "S3", bucket="b", endpoint_url=f"http://127.0.0.1:{free_port()}", credentials="/none"
-    )
-    for attempt in (
+def test_bad_paths_are_refused_before_any_io(path: str) -> None:
+    # Nothing listens there and no credentials file exists: any request, or
+    # even making the client, would fail otherwise than with InvalidPath.
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    connector = make(endpoint, "bucket-b", "/no/such/credentials.json")
+    other = make(endpoint, "bucket-c", "/no/such/credentials.json")
+    attempts = [
         lambda: connector.stat(path),
+        lambda: connector.open_read(path),
         lambda: connector.write(path, io.BytesIO(b"x")),
         lambda: connector.delete(path),
         lambda: connector.presigned_url(path, expires=5),
-    ):
+        lambda: connector.copy_from(other, path, "fine"),
+        lambda: connector.copy_from(other, "fine", path),
+    ]
+    if path:  # "" lists the whole bucket
+        attempts.append(lambda: list(connector.list(path)))
+    for attempt in attempts:
         with pytest.raises(InvalidPath):
             attempt()
+    assert connector._client is None and other._client is None
 
 
 def test_a_missing_bucket_is_a_configuration_error(moto_server: str, s3_credentials: Path) -> None:
@@ -219,14 +470,7 @@ def test_a_missing_bucket_is_a_configuration_error(moto_server: str, s3_credenti
         connector.write("x", io.BytesIO(b"x"))
 
 
-def test_a_bad_credentials_file_names_the_file_not_its_contents(tmp_path: Path) -> None:
-    bad = tmp_path / "creds.json"
-    bad.write_text('{"AccessKeyId": "AKIAVISIBLE", "Secret": "hunter2"}')
-    connector = S3Connector("S3", bucket="b", credentials=str(bad))
-    with pytest.raises(ConfigurationError) as caught:
-        connector.stat("x")
-    assert str(bad) in str(caught.value)
-    assert "hunter2" not in str(caught.value) and "AKIAVISIBLE" not in str(caught.value)
+# -- through the transfer engine ---------------------------------------------
 
 
 def test_a_multipart_copy_is_proven_by_the_etag_the_catalog_predicts(
@@ -239,8 +483,11 @@ def test_a_multipart_copy_is_proven_by_the_etag_the_catalog_predicts(
     assert (result.validated_by, result.hashes) == ("etag", None)  # nothing hashed in passing
     other_parts = hashes_of(data, chunk_size=8 * MIB)
     result = copy_file(local_source, "m", connector, "m2", expected=other_parts)
-    assert result.validated_by == "etag" and result.hashes is not None  # hashed in passing
+    assert result.hashes is not None  # hashed in passing
     corrupting = CorruptInTransit(connector, at=6 * MIB)
     with pytest.raises(ChecksumMismatch, match="removed"):
         copy_file(local_source, "m", corrupting, "m3", expected=same_parts)
     assert connector.stat("m3") is None
+    # A retried copy finds the object in place and proves it without a write.
+    again = copy_file(local_source, "m", connector, "m", expected=same_parts)
+    assert again.how == "skipped"
