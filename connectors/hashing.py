@@ -97,3 +97,15 @@ def hash_stream(
         if progress is not None:
             progress(count)  # type: ignore[operator]
     return hasher.result()
+
+
+def crc32c_stream(stream: BinaryIO) -> tuple[int, str]:
+    """Size and crc32c (8 hex digits) of ``stream`` to its end: the cheap check, alone."""
+    value = 0
+    size = 0
+    buffer = bytearray(DEFAULT_READ_SIZE)
+    view = memoryview(buffer)
+    while count := stream.readinto(buffer):  # type: ignore[attr-defined]
+        value = crc32c.crc32c(view[:count], value)
+        size += count
+    return size, f"{value:08x}"

@@ -21,7 +21,6 @@ holds the same bytes:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -30,7 +29,14 @@ import crc32c as crc32c_module
 
 from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo, ServerSideCopy, check_path
 from connectors.errors import ChecksumMismatch, ObjectNotFound
-from connectors.hashing import DEFAULT_CHUNK_SIZE, DEFAULT_READ_SIZE, FileHashes, MultiHasher
+from connectors.hashing import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_READ_SIZE,
+    FileHashes,
+    MultiHasher,
+    crc32c_stream,
+    hash_stream,
+)
 
 
 @dataclass(frozen=True)
@@ -318,18 +324,10 @@ def _matches_expected(
 
 
 def _read_crc32c(connector: Connector, path: str) -> str:
-    value = 0
     with connector.open_read(path) as stream:
-        buffer = bytearray(DEFAULT_READ_SIZE)
-        view = memoryview(buffer)
-        while count := stream.readinto(buffer):  # type: ignore[attr-defined]
-            value = crc32c_module.crc32c(view[:count], value)
-    return f"{value:08x}"
+        return crc32c_stream(stream)[1]
 
 
 def _read_md5(connector: Connector, path: str) -> str:
-    digest = hashlib.md5()
     with connector.open_read(path) as stream:
-        while data := stream.read(DEFAULT_READ_SIZE):
-            digest.update(data)
-    return digest.hexdigest()
+        return hash_stream(stream).md5

@@ -11,12 +11,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import crc32c as crc32c_module
-
 from catalog.models import Action, ReferencedPath, StorageLocation
 from connectors.base import Connector
 from connectors.errors import ConnectorError
-from connectors.hashing import DEFAULT_READ_SIZE, MultiHasher
+from connectors.hashing import crc32c_stream, hash_stream
 
 
 @dataclass(frozen=True)
@@ -110,28 +108,21 @@ def _check(connector: Connector, path: str, entry: ReferencedPath) -> str | None
     except ConnectorError as exc:
         return str(exc) if not exc.transient else f"could not read: {exc}"
     wants_md5 = not entry.crc32c and bool(entry.md5)
-    hasher = MultiHasher() if wants_md5 else None
-    crc = 0
-    size = 0
     try:
         with stream:
-            buffer = bytearray(DEFAULT_READ_SIZE)
-            view = memoryview(buffer)
-            while count := stream.readinto(buffer):  # type: ignore[attr-defined]
-                size += count
-                if hasher is not None:
-                    hasher.update(view[:count])
-                else:
-                    crc = crc32c_module.crc32c(view[:count], crc)
+            if wants_md5:
+                hashes = hash_stream(stream)
+                size, md5, crc = hashes.size, hashes.md5, hashes.crc32c
+            else:
+                size, crc = crc32c_stream(stream)
     except ConnectorError as exc:
         return f"could not read: {exc}"
     if entry.size is not None and size != entry.size:
         return f"size {size}, catalog says {entry.size}"
-    if hasher is not None:
-        md5 = hasher.result().md5
+    if wants_md5:
         return None if md5 == entry.md5.lower() else f"md5 {md5}, catalog says {entry.md5}"
-    if entry.crc32c and f"{crc:08x}" != entry.crc32c.lower():
-        return f"crc32c {crc:08x}, catalog says {entry.crc32c}"
+    if entry.crc32c and crc != entry.crc32c.lower():
+        return f"crc32c {crc}, catalog says {entry.crc32c}"
     return None
 
 

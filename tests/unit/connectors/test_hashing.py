@@ -178,3 +178,12 @@ def test_accepts_bytes_bytearray_and_memoryview() -> None:
 def test_refuses_a_part_size_below_one(chunk_size: int) -> None:
     with pytest.raises(ValueError, match="chunk_size"):
         MultiHasher(chunk_size=chunk_size)
+
+
+def test_crc32c_stream_alone() -> None:
+    import io
+
+    from connectors.hashing import crc32c_stream
+
+    assert crc32c_stream(io.BytesIO(b"abc")) == (3, "364b3fb7")
+    assert crc32c_stream(io.BytesIO(b"")) == (0, "00000000")
