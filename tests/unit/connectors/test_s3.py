@@ -203,6 +203,8 @@ def client_error(code: str, status: int, operation: str = "PutObject") -> Except
         ("InternalError", 500, BackendUnavailable),
         ("502", 502, BackendUnavailable),
         ("EntityTooSmall", 400, PermanentError),
+        ("ServiceUnavailable", 503, Throttled),
+        ("BadDigest", 400, PermanentError),
     ],
 )
 def test_client_errors(code: str, status: int, kind: type[ConnectorError]) -> None:
