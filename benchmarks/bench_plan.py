@@ -17,7 +17,7 @@ incrementally (counting rows and bytes, never holding the output):
 - wall time, and items planned per second;
 - the child's peak RSS: ``ru_maxrss`` from ``os.wait4`` on that one process,
   forked from a small wrapper so that none of this process's memory is
-  counted (see ``MEASURE_WRAPPER``); the PostgreSQL server's memory is not
+  counted (see ``benchmarks/measure.py``); the PostgreSQL server's memory is not
   included;
 - due actions by kind, and bytes of JSON (and that the output is a complete
   JSON list, and the same on every backend and run);
@@ -55,6 +55,8 @@ import psycopg2
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+
+from measure import read_report, wrapped  # noqa: E402
 
 from catalog.database import migrate, open_database  # noqa: E402
 
@@ -140,31 +142,6 @@ def plan_command() -> list[str]:
     return [*base, "--config", str(CONFIG), "plan", "--now", NOW, "--json"]
 
 
-#: Runs the plan in a grandchild and reports that one process's rusage.
-#:
-#: Linux keeps a process's RSS high-water mark across ``exec``, and a child
-#: forked (or vforked) from this benchmark starts with this process's RSS, which
-#: grows with the floor queries' page cache: ``os.wait4`` on a child started
-#: from here would report our memory, not the plan's. This wrapper starts
-#: small (``-I -S``, nothing imported but ``os``, ``sys``, ``time``), forks the
-#: plan from there and reports, through the file named in argv[1]: the
-#: monotonic times of the fork and of the plan's exit, its ``ru_maxrss`` (KiB)
-#: and its exit code. Its overhead is a few MiB of high-water and no time.
-MEASURE_WRAPPER = """
-import os, sys, time
-began = time.monotonic()
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-ended = time.monotonic()
-code = os.waitstatus_to_exitcode(status)
-with open(sys.argv[1], "w") as report:
-    report.write(f"{began!r} {ended!r} {usage.ru_maxrss} {code}")
-sys.exit(code if code >= 0 else 1)
-"""
-
-
 def run_plan(database_url: str) -> PlanRun:
     """Run ``plan --json`` once in its own child and measure it while it streams."""
     env = {**os.environ, "RESOLWE_STORAGE_DATABASE": database_url}
@@ -173,8 +150,7 @@ def run_plan(database_url: str) -> PlanRun:
     patterns = {action: f'"action": "{action}"'.encode() for action in ACTIONS}
     arrivals: list[float] = []  # monotonic time of the first and the last read with rows
     with tempfile.TemporaryFile() as errors, tempfile.NamedTemporaryFile("r") as measured:
-        command = [sys.executable, "-I", "-S", "-c", MEASURE_WRAPPER, measured.name]
-        command += plan_command()
+        command = wrapped(plan_command(), measured.name)
         child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors)
         assert child.stdout is not None
         fd = child.stdout.fileno()
@@ -197,13 +173,13 @@ def run_plan(database_url: str) -> PlanRun:
         child.wait()
         errors.seek(0)
         run.stderr = errors.read().decode(errors="replace").strip()
-        report = measured.read().split()
-    if len(report) != 4:
+        report = read_report(measured.read())
+    if report is None:
         raise SystemExit(f"error: the plan could not be measured: {run.stderr}")
-    began, ended = float(report[0]), float(report[1])
-    run.wall = ended - began
-    run.peak_rss_mb = int(report[2]) / 1024  # KiB on Linux
-    run.exit_code = int(report[3])
+    began = report.began
+    run.wall = report.seconds
+    run.peak_rss_mb = report.peak_rss_mb
+    run.exit_code = report.exit_code
     if arrivals:
         run.first_row, run.last_row = arrivals[0] - began, arrivals[-1] - began
     run.well_formed = head == b"[" and end == b"]\n" and not tail

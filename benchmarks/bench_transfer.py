@@ -19,9 +19,9 @@ Sections (all data under ``benchmarks/out/transfer/``, made once and reused):
   in ``benchmarks/out/peers/bin``); MB/s, files/s and our ratio to the best.
 
 Each measurement runs in its own child process (wall time and peak RSS from
-``os.wait4``), ``--repeat`` times alternating the tools, and the median is
-reported. Destinations are emptied, and the page cache's dirty pages flushed
-(``sync``), before every run. Not part of the test run.
+``os.wait4``, see ``benchmarks/measure.py``), ``--repeat`` times alternating
+the tools, and the median is reported. Destinations are emptied, and the
+page cache's dirty pages flushed (``sync``), before every run. Not part of the test run.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from measure import read_report, wrapped  # noqa: E402
+
 OUT = HERE / "out" / "transfer"
 COPY_TREE = HERE / "copy_tree.py"
 MIB = 1024 * 1024
@@ -57,39 +61,22 @@ class Run:
     detail: str = ""
 
 
-#: Runs the measured command in a grandchild and reports that one process's
-#: wall time, ``ru_maxrss`` (KiB) and exit code through the file in argv[1].
-#: A child forked from this benchmark would inherit its RSS high-water mark;
-#: this wrapper starts small (``-I -S``, only ``os``, ``sys``, ``time``).
-MEASURE_WRAPPER = """
-import os, sys, time
-began = time.monotonic()
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-ended = time.monotonic()
-code = os.waitstatus_to_exitcode(status)
-with open(sys.argv[1], "w") as report:
-    report.write(f"{ended - began!r} {usage.ru_maxrss} {code}")
-"""
-
-
 def measure(command: list[str], *, env: dict[str, str] | None = None) -> Run:
     """Run ``command`` in a grandchild; its wall time and peak RSS. Exits on failure."""
     subprocess.run(["sync"], check=True)
     with tempfile.NamedTemporaryFile("r") as report:
         done = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", MEASURE_WRAPPER, report.name, *command],
+            wrapped(command, report.name),
             capture_output=True,
             env=env or os.environ.copy(),
             check=False,
         )
-        seconds, rss_kib, code = report.read().split()
-    if int(code) != 0 or done.returncode:
+        measured = read_report(report.read())
+    if measured is None or measured.exit_code != 0 or done.returncode:
         detail = done.stderr.decode(errors="replace").strip()
+        code = measured.exit_code if measured else done.returncode
         raise SystemExit(f"error: {' '.join(command[:3])} ... failed ({code}): {detail}")
-    return Run(float(seconds), int(rss_kib) / 1024, done.stdout.decode().strip())
+    return Run(measured.seconds, measured.peak_rss_mb, done.stdout.decode().strip())
 
 
 def data_set(name: str, count: int, size: int) -> Path:
