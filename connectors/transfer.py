@@ -9,8 +9,9 @@ holds the same bytes:
    size whose hash matches the catalog's, nothing is copied: a retried job
    is cheap and idempotent.
 2. *Server-side*, when the destination can copy from the source without
-   moving the bytes through us (same S3 endpoint, both on GCS), then
-   validated like any other copy.
+   moving the bytes through us (same S3 endpoint, both on GCS, two local
+   folders through the kernel's ``copy_file_range``) and the catalog's
+   hashes can judge the result, which is then validated against them.
 3. *Streamed* otherwise, through a reader that hashes what passes.
 4. *Validated*: what was read must match what the catalog expects, and what
    was written must match what was read, by the best hash both sides have:
@@ -60,7 +61,8 @@ class TransferResult:
 
     path: str
     size: int
-    #: "skipped" (already there), "server-side" or "streamed".
+    #: "skipped" (already there), "server-side" (the destination copied it
+    #: without the bytes passing through us) or "streamed".
     how: str
     #: The hash kind that proved the destination right.
     validated_by: str
@@ -166,7 +168,11 @@ def copy_file(
                 destination_path, present.size, "skipped", proof, None, time.monotonic() - began
             )
 
-    if isinstance(destination, ServerSideCopy) and destination.can_copy_from(source):
+    if (
+        isinstance(destination, ServerSideCopy)
+        and destination.can_copy_from(source)
+        and _judgeable(expected)
+    ):
         info = destination.copy_from(source, source_path, destination_path)
         proof = _matches_expected(destination, destination_path, info, expected)
         if proof is None:
@@ -211,6 +217,15 @@ def copy_file(
     return TransferResult(
         destination_path, info.size, "streamed", proof, computed, time.monotonic() - began
     )
+
+
+def _judgeable(expected: Expected) -> bool:
+    """Whether the catalog knows enough to judge a copy made out of our sight.
+
+    Without a size and a hash, a server-side copy could not be proven, so
+    the bytes are streamed and hashed in passing instead.
+    """
+    return expected.size is not None and bool(expected.crc32c or expected.md5)
 
 
 def _open(source: Connector, path: str) -> BinaryIO:

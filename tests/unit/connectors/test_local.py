@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 
 from connectors.base import Connector, ObjectInfo
-from connectors.errors import ChecksumMismatch, InvalidPath, Unsupported
+from connectors.errors import BackendUnavailable, ChecksumMismatch, InvalidPath, Unsupported
 from connectors.local import PARTIAL_SUFFIX, LocalConnector
 from connectors.transfer import copy_file
-from tests.connector_conformance import ConformanceSuite, CorruptInTransit, hashes_of
+from tests.connector_conformance import ConformanceSuite, CorruptInTransit, hashes_of, read_all
 
 
 @pytest.fixture
@@ -82,13 +84,122 @@ def test_public_url(connector: LocalConnector, tmp_path: Path) -> None:
         bare.public_url("x")
 
 
-def test_a_copy_with_catalog_hashes_is_proven_by_what_was_written(
+class Elsewhere(Connector):
+    """A source that is not a local folder (as S3 or GCS would be): bytes are streamed."""
+
+    def __init__(self, inner: Connector) -> None:
+        self.inner = inner
+        self.name = "elsewhere"
+
+    def stat(self, path: str) -> ObjectInfo | None:
+        return self.inner.stat(path)
+
+    def open_read(self, path: str) -> BinaryIO:
+        return self.inner.open_read(path)
+
+    def write(self, path: str, stream: BinaryIO, *, size: int | None = None) -> ObjectInfo:
+        return self.inner.write(path, stream, size=size)
+
+    def delete(self, path: str) -> None:
+        self.inner.delete(path)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+
+def test_a_streamed_copy_with_catalog_hashes_is_proven_by_what_was_written(
     connector: Connector, local_source: Connector
 ) -> None:
     """The destination's crc32c of what it wrote, against the catalog: no hashing in passing."""
     local_source.write("x", io.BytesIO(b"payload"))
-    result = copy_file(local_source, "x", connector, "x", expected=hashes_of(b"payload"))
+    source = Elsewhere(local_source)
+    result = copy_file(source, "x", connector, "x", expected=hashes_of(b"payload"))
     assert (result.how, result.validated_by, result.hashes) == ("streamed", "crc32c", None)
+
+
+def test_two_folders_copy_in_the_kernel_proven_by_rereading_what_landed(
+    connector: Connector, local_source: Connector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(20 * 1024 * 1024 + 5)  # more than one hashing window
+    local_source.write("item/x", io.BytesIO(data))
+    calls: list[int] = []
+    real = os.copy_file_range
+
+    def counting(source: int, destination: int, count: int) -> int:
+        calls.append(count)
+        return real(source, destination, count)
+
+    monkeypatch.setattr(os, "copy_file_range", counting)
+    result = copy_file(local_source, "item/x", connector, "item/x", expected=hashes_of(data))
+    assert (result.how, result.validated_by, result.hashes) == ("server-side", "crc32c", None)
+    assert calls and read_all(connector, "item/x") == data
+    assert copy_file(local_source, "item/x", connector, "item/x", expected=hashes_of(data)).how == (
+        "skipped"
+    )
+
+
+def test_bytes_the_kernel_landed_wrong_are_caught_and_removed(
+    connector: Connector, local_source: Connector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crc32c is of the destination as it is after the copy, not of what was meant."""
+    data = os.urandom(100_000)
+    local_source.write("x", io.BytesIO(data))
+    real = os.copy_file_range
+
+    def corrupting(source: int, destination: int, count: int) -> int:
+        copied = real(source, destination, count)
+        if copied:
+            os.pwrite(destination, b"\xff", 4242)
+        return copied
+
+    monkeypatch.setattr(os, "copy_file_range", corrupting)
+    with pytest.raises(ChecksumMismatch, match="removed"):
+        copy_file(local_source, "x", connector, "x", expected=hashes_of(data))
+    assert connector.stat("x") is None
+    assert not [name for _, _, names in os.walk(connector.root) for name in names]
+
+
+@pytest.mark.parametrize("refusal", [errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP])
+def test_folders_the_kernel_cannot_copy_between_go_through_user_space(
+    connector: Connector, local_source: Connector, monkeypatch: pytest.MonkeyPatch, refusal: int
+) -> None:
+    data = os.urandom(300_000)
+    local_source.write("x", io.BytesIO(data))
+
+    def refusing(source: int, destination: int, count: int) -> int:
+        raise OSError(refusal, os.strerror(refusal))
+
+    monkeypatch.setattr(os, "copy_file_range", refusing)
+    result = copy_file(local_source, "x", connector, "x", expected=hashes_of(data))
+    assert result.validated_by == "crc32c" and read_all(connector, "x") == data
+
+
+def test_a_kernel_copy_failing_midway_leaves_nothing(
+    connector: Connector, local_source: Connector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local_source.write("x", io.BytesIO(os.urandom(300_000)))
+    real = os.copy_file_range
+    calls: list[int] = []
+
+    def failing(source: int, destination: int, count: int) -> int:
+        calls.append(count)
+        if len(calls) > 1:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(source, destination, 1000)
+
+    monkeypatch.setattr(os, "copy_file_range", failing)
+    with pytest.raises(BackendUnavailable, match="Input/output error"):
+        copy_file(local_source, "x", connector, "x", expected=hashes_of(b"x" * 300_000))
+    assert not [name for _, _, names in os.walk(connector.root) for name in names]
+
+
+def test_without_catalog_hashes_two_folders_still_stream_and_hash(
+    connector: Connector, local_source: Connector
+) -> None:
+    """A copy made out of our sight could not be judged without the catalog's hashes."""
+    local_source.write("x", io.BytesIO(b"payload"))
+    result = copy_file(local_source, "x", connector, "x")
+    assert result.how == "streamed" and result.hashes is not None
 
 
 def test_a_copy_without_catalog_hashes_hashes_in_passing(
@@ -121,11 +232,12 @@ def test_a_backend_without_hashes_is_read_back(tmp_path: Path, local_source: Con
         return original(path)
 
     destination.open_read = counting_open_read  # type: ignore[method-assign]
-    result = copy_file(local_source, "x", destination, "x", expected=hashes_of(b"payload"))
+    source = Elsewhere(local_source)
+    result = copy_file(source, "x", destination, "x", expected=hashes_of(b"payload"))
     assert result.validated_by == "crc32c, read back" and reads == ["x"]
     corrupting = CorruptInTransit(destination, at=3)
     with pytest.raises(ChecksumMismatch, match="read back"):
-        copy_file(local_source, "x", corrupting, "y", expected=hashes_of(b"payload"))
+        copy_file(source, "x", corrupting, "y", expected=hashes_of(b"payload"))
     assert destination.stat("y") is None
 
 
