@@ -18,6 +18,7 @@ import contextlib
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +44,9 @@ DEFAULT_SINGLE_UPLOAD_MAX = 8 * MIB
 DEFAULT_CHUNK_SIZE = 8 * MIB
 #: Seconds for a request to connect and answer.
 DEFAULT_TIMEOUT = 60
+#: Attempts at one chunk of a resumable upload, and the first pause between them.
+DEFAULT_CHUNK_ATTEMPTS = 4
+DEFAULT_CHUNK_BACKOFF = 0.5
 #: Seconds the library keeps retrying one call; the workers retry whole jobs too.
 DEFAULT_RETRY_SECONDS = 20
 #: Project named to an emulator, which needs one but checks nothing.
@@ -64,6 +68,7 @@ class GCSConnector(Connector):
         endpoint_url: str | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.name = name
         self.bucket_name = bucket
@@ -71,6 +76,7 @@ class GCSConnector(Connector):
         self.endpoint_url = endpoint_url
         self.chunk_size = chunk_size
         self.retry_seconds = retry_seconds
+        self.timeout = timeout
         self._lock = threading.Lock()
         self._client: Any = None
 
@@ -175,15 +181,21 @@ class GCSConnector(Connector):
 
     def stat(self, path: str) -> ObjectInfo | None:
         check_path(path)
-        blob = self._run(f"reading {path!r}", lambda: self.bucket.get_blob(path, retry=self.retry))
+        blob = self._run(
+            f"reading {path!r}",
+            lambda: self.bucket.get_blob(path, retry=self.retry, timeout=self.timeout),
+        )
         return None if blob is None else _info(path, blob)
 
     def open_read(self, path: str) -> BinaryIO:
         check_path(path)
-        blob = self._run(f"reading {path!r}", lambda: self.bucket.get_blob(path, retry=self.retry))
+        blob = self._run(
+            f"reading {path!r}",
+            lambda: self.bucket.get_blob(path, retry=self.retry, timeout=self.timeout),
+        )
         if blob is None:
             raise ObjectNotFound(f"GCS {self.name!r}: {path!r} does not exist")
-        reader = blob.open("rb", chunk_size=self.chunk_size)
+        reader = blob.open("rb", chunk_size=self.chunk_size, timeout=self.timeout, retry=self.retry)
         return _Reader(reader, self, path)  # type: ignore[return-value]
 
     def write(self, path: str, stream: BinaryIO, *, size: int | None = None) -> ObjectInfo:
@@ -198,7 +210,7 @@ class GCSConnector(Connector):
                     io.BytesIO(head),
                     size=len(head),
                     checksum=None,
-                    timeout=DEFAULT_TIMEOUT,
+                    timeout=self.timeout,
                     retry=self.retry,
                 ),
             )
@@ -214,13 +226,12 @@ class GCSConnector(Connector):
         cancelled on the way out. (The library's blob writer would finalize
         a half-written object when it is garbage collected.)
         """
-        from google.api_core.exceptions import from_http_response
 
         what = f"writing {path!r}"
         blob = self.bucket.blob(path)
         session = self._run(
             what,
-            lambda: blob.create_resumable_upload_session(timeout=DEFAULT_TIMEOUT, retry=self.retry),
+            lambda: blob.create_resumable_upload_session(timeout=self.timeout, retry=self.retry),
         )
         transport = self.client._http
         offset = 0
@@ -232,17 +243,7 @@ class GCSConnector(Connector):
                 last = not following
                 end = offset + len(current)
                 total = str(end) if last else "*"
-                answer = self._run(
-                    what,
-                    lambda data=current, start=offset, stop=end, size=total: transport.put(
-                        session,
-                        data=data,
-                        headers={"Content-Range": f"bytes {start}-{stop - 1}/{size}"},
-                        timeout=DEFAULT_TIMEOUT,
-                    ),
-                )
-                if answer.status_code >= 400:
-                    raise self._translate(from_http_response(answer), what)
+                answer = self._send_chunk(transport, session, current, offset, total, what)
                 if last:
                     if answer.status_code not in (200, 201):
                         raise BackendUnavailable(
@@ -256,16 +257,70 @@ class GCSConnector(Connector):
         finally:
             if not finished:
                 with contextlib.suppress(Exception):
-                    transport.delete(session, timeout=DEFAULT_TIMEOUT)
+                    transport.delete(session, timeout=self.timeout)
         blob._set_properties(resource)
         return _info(path, blob)
+
+    def _send_chunk(
+        self, transport: Any, session: str, data: bytes, start: int, total: str, what: str
+    ) -> Any:
+        """PUT one chunk of a resumable upload until the session holds all of it.
+
+        The server may keep less than was sent (its 308 answer's ``Range``
+        says how much): the rest is sent again. A transient failure (5xx,
+        429, a timeout, a dropped connection) is retried within the session,
+        a few times with backoff, from what the server last said it held;
+        only the current chunk is in memory, so the transfer engine's
+        validation remains the judge of the whole.
+        """
+        from google.api_core.exceptions import from_http_response
+
+        end = start + len(data)
+        held = start
+        failures = 0
+        while True:
+            try:
+                answer = self._run(
+                    what,
+                    lambda rest=held - start, at=held: transport.put(
+                        session,
+                        data=data[rest:],
+                        headers={"Content-Range": f"bytes {at}-{end - 1}/{total}"},
+                        timeout=self.timeout,
+                    ),
+                )
+            except ConnectorError as exc:
+                if not exc.transient:
+                    raise
+                failure: ConnectorError = exc
+            else:
+                if answer.status_code != 308:
+                    if answer.status_code < 500 and answer.status_code != 429:
+                        return answer
+                    failure = self._translate(from_http_response(answer), what)
+                else:
+                    stated = answer.headers.get("Range")  # "bytes=0-N"; none: nothing held
+                    now = int(stated.rsplit("-", 1)[1]) + 1 if stated else 0
+                    if now == end:
+                        return answer
+                    if not held <= now < end:
+                        raise BackendUnavailable(
+                            f"GCS {self.name!r}: {what}: the upload session holds {now} bytes, "
+                            f"expected {held} to {end}"
+                        )
+                    held = now  # progress: send the rest
+                    continue
+            failures += 1
+            if failures == DEFAULT_CHUNK_ATTEMPTS:
+                raise failure
+            time.sleep(DEFAULT_CHUNK_BACKOFF * 2 ** (failures - 1))
 
     def delete(self, path: str) -> None:
         check_path(path)
         from google.api_core.exceptions import NotFound
 
         try:
-            self.bucket.blob(path).delete(timeout=DEFAULT_TIMEOUT, retry=self.retry)
+            self.bucket.blob(path).delete(timeout=self.timeout, retry=self.retry)
         except NotFound:
             pass  # gone already (or never there): what delete promises
         except Exception as exc:
@@ -277,7 +332,9 @@ class GCSConnector(Connector):
         blobs = self._run(
             f"listing {prefix!r}",
             lambda: iter(
-                self.client.list_blobs(self.bucket_name, prefix=prefix or None, retry=self.retry)
+                self.client.list_blobs(
+                    self.bucket_name, prefix=prefix or None, retry=self.retry, timeout=self.timeout
+                )
             ),
         )
         while True:
@@ -319,9 +376,9 @@ class GCSConnector(Connector):
         target = self.bucket.blob(path)
 
         def rewrite() -> None:
-            token, _, _ = target.rewrite(original, timeout=DEFAULT_TIMEOUT)
+            token, _, _ = target.rewrite(original, timeout=self.timeout)
             while token is not None:
-                token, _, _ = target.rewrite(original, token=token, timeout=DEFAULT_TIMEOUT)
+                token, _, _ = target.rewrite(original, token=token, timeout=self.timeout)
 
         self._run(f"copying {source_path!r} to {path!r}", rewrite)
         info = self.stat(path)

@@ -62,6 +62,7 @@ class LocalConnector(Connector):
         self.name = name
         self.fsync = fsync
         self.root = Path(path)
+        self._root_resolved: str | None = None
         self.base_url = public_url
         #: Accepted for compatibility with the original configuration; labels
         #: are the mount's business here.
@@ -70,7 +71,13 @@ class LocalConnector(Connector):
     # -- paths ------------------------------------------------------------
 
     def _real_root(self) -> str:
-        return os.path.realpath(self.root)
+        # Resolved once it exists: every path is then resolved and checked against it.
+        if self._root_resolved is not None:
+            return self._root_resolved
+        resolved = os.path.realpath(self.root)
+        if os.path.isdir(resolved):
+            self._root_resolved = resolved
+        return resolved
 
     def _resolve(self, path: str) -> str:
         """The filesystem path of ``path``, refused if it escapes the root (symlinks too)."""

@@ -4,16 +4,22 @@ The original Resolwe settings keep their meaning: ``bucket``, ``region_name``,
 ``endpoint_url``, ``credentials`` (a JSON file with ``AccessKeyId`` and
 ``SecretAccessKey``; omitted: the standard AWS credential chain),
 ``role_arn`` (assume that role, refreshing its credentials),
-``multipart_threshold``, ``multipart_chunksize``, ``max_pool_connections``.
-Nothing is read or contacted when a connector is made: the credentials file
-on first use, the endpoint on the first request.
+``multipart_threshold``, ``multipart_chunksize``, ``max_pool_connections``
+(also the most requests one connector has under way at once, whatever the
+number of threads using it). Ours: ``upload_checksums`` (default true) and
+``connect_timeout`` / ``read_timeout`` in seconds. Nothing is read or
+contacted when a connector is made: the credentials file on first use, the
+endpoint on the first request.
 
 Objects up to the threshold (and any object that fits in one part) go up in
 one PutObject; larger ones as a multipart upload with parts of exactly
 ``multipart_chunksize``, a few in flight at once, so memory stays bounded.
-Every request carries the CRC32C of its bytes (``ChecksumAlgorithm``
-``CRC32C``; a multipart upload's is a full-object one), so S3 refuses bytes
-damaged on the way. ``write`` reports the ETag S3 computed of what it
+Every upload request carries the CRC32C of its bytes (``ChecksumAlgorithm``
+``CRC32C``; a multipart upload's checksum is the composite of its parts',
+the kind S3-compatible stores have supported longest), so the store refuses
+bytes damaged on the way. A store that rejects those headers is configured
+with ``upload_checksums: false``: requests then carry ``Content-MD5``, which
+every S3 store checks. ``write`` reports the ETag S3 computed of what it
 received (the md5, or for a multipart upload the md5 of the part md5s with
 ``-N``) and, where the server states it, the object's CRC32C; the transfer
 engine compares those with what it read.
@@ -60,8 +66,11 @@ DEFAULT_MULTIPART_THRESHOLD = 8 * MIB
 DEFAULT_MULTIPART_CHUNKSIZE = 8 * MIB
 #: HTTP connections per connector (botocore's default).
 DEFAULT_MAX_POOL_CONNECTIONS = 10
-#: Parts uploaded at once by one write; memory is about (this + 2) parts.
+#: Parts uploaded at once by one write; memory is about (this + 2) parts per
+#: write, and the connector's requests are bounded by ``max_pool_connections``.
 DEFAULT_PARTS_IN_FLIGHT = 4
+#: Bodies up to this size are sent without asking first (``Expect: 100-continue``).
+DEFAULT_EXPECT_THRESHOLD = 1 * MIB
 #: Seconds to open a connection.
 DEFAULT_CONNECT_TIMEOUT = 10
 #: Seconds to wait for the next bytes of an answer.
@@ -126,6 +135,9 @@ class S3Connector(Connector):
         multipart_threshold: int | None = None,
         multipart_chunksize: int | None = None,
         max_pool_connections: int | None = None,
+        upload_checksums: bool = True,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
     ) -> None:
         self.name = name
         self.bucket = bucket
@@ -148,6 +160,12 @@ class S3Connector(Connector):
         # "-1", which no catalog predicts.
         self._single_put_limit = max(self.multipart_threshold, self.part_size)
         self.max_pool_connections = max_pool_connections or DEFAULT_MAX_POOL_CONNECTIONS
+        #: Requests under way at once, across every thread using this connector:
+        #: more than the pool's connections would open (and drop) extra ones.
+        self._requests = threading.BoundedSemaphore(self.max_pool_connections)
+        self.upload_checksums = upload_checksums
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
         self._client_lock = threading.Lock()
         self._client: Any = None
 
@@ -189,13 +207,13 @@ class S3Connector(Connector):
         config = Config(
             region_name=self.region_name,
             max_pool_connections=self.max_pool_connections,
-            connect_timeout=DEFAULT_CONNECT_TIMEOUT,
-            read_timeout=DEFAULT_READ_TIMEOUT,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
             retries={"total_max_attempts": DEFAULT_MAX_ATTEMPTS, "mode": "standard"},
             # botocore still presigns with SigV2 in us-east-1, which S3 refuses
             # for buckets made since 2020; SigV4 everywhere.
             signature_version="s3v4",
-            # We send our own CRC32C with every upload; botocore's default
+            # We send our own CRC32C (or md5) with every upload; botocore's default
             # ("when_supported") would compute a CRC32 of every body besides.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
@@ -203,7 +221,9 @@ class S3Connector(Connector):
         session = boto3.Session(**self._static_credentials(), region_name=self.region_name)
         if self.role_arn is not None:
             session = self._assumed(session)
-        return session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        client.meta.events.register("before-call.s3", _no_expect_for_small_bodies)
+        return client
 
     def _assumed(self, base: Any) -> Any:
         """A session whose credentials come from assuming ``role_arn``.
@@ -223,8 +243,8 @@ class S3Connector(Connector):
             endpoint_url=self.endpoint_url,
             region_name=self.region_name,
             config=Config(
-                connect_timeout=DEFAULT_CONNECT_TIMEOUT,
-                read_timeout=DEFAULT_READ_TIMEOUT,
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
                 retries={"total_max_attempts": DEFAULT_MAX_ATTEMPTS, "mode": "standard"},
             ),
         )
@@ -306,7 +326,8 @@ class S3Connector(Connector):
 
     def _call(self, what: str, operation: str, **arguments: Any) -> Any:
         try:
-            return getattr(self.client, operation)(Bucket=self.bucket, **arguments)
+            with self._requests:
+                return getattr(self.client, operation)(Bucket=self.bucket, **arguments)
         except ConnectorError:
             raise
         except Exception as exc:
@@ -337,8 +358,8 @@ class S3Connector(Connector):
         the same bytes read again (and CRC32C, where ListParts states one)
         are not sent again; the stream is still read whole. That is not
         possible, and a new upload is begun, when the earlier one was not
-        made by this connector (an upload without our full-object CRC32C, or
-        on a store that does not report it in ListMultipartUploads), when it
+        made as this connector makes them (with a composite CRC32C, or with
+        none when ``upload_checksums`` is off), when it
         failed for good (it was aborted), when the bucket's lifecycle rule
         has removed it, or for parts whose bytes or size differ (another part
         size, or changed data). S3 does not state an unfinished upload's
@@ -354,15 +375,9 @@ class S3Connector(Connector):
             )
         head = read_full(stream, self._single_put_limit + 1)
         if len(head) <= self._single_put_limit:
-            answer = self._call(
-                f"writing {path!r}",
-                "put_object",
-                Key=path,
-                Body=head,
-                ContentMD5=base64.b64encode(md5_hash(head).digest()).decode(),
-                ChecksumAlgorithm="CRC32C",
-                ChecksumCRC32C=_crc32c_base64(crc32c_module.crc32c(head)),
-            )
+            # The md5 as well: the ETag S3 returns is then checked on receipt.
+            checks = {"ContentMD5": _md5_base64(head), **self._checksum_of(head)}
+            answer = self._call(f"writing {path!r}", "put_object", Key=path, Body=head, **checks)
             return ObjectInfo(path, len(head), _hashes(answer))
         return self._multipart(path, Prefixed(head, stream), resume=resume)
 
@@ -371,15 +386,10 @@ class S3Connector(Connector):
         upload_id, stored = self._resumable(path) if resume else (None, {})
         if upload_id is None:
             upload_id = self._call(
-                what,
-                "create_multipart_upload",
-                Key=path,
-                ChecksumAlgorithm="CRC32C",
-                ChecksumType="FULL_OBJECT",
+                what, "create_multipart_upload", Key=path, **self._upload_checksum_kind
             )["UploadId"]
         parts: list[dict[str, Any]] = []
         total = 0
-        whole_crc = 0
         try:
             with ThreadPoolExecutor(DEFAULT_PARTS_IN_FLIGHT) as pool:
                 pending: set[Future[dict[str, Any]]] = set()
@@ -395,8 +405,7 @@ class S3Connector(Connector):
                             f"of {self.part_size} bytes; raise multipart_chunksize"
                         )
                     total += len(data)
-                    whole_crc = crc32c_module.crc32c(data, whole_crc)
-                    reused = _reused(stored.get(number), number, data)
+                    reused = self._reused(stored.get(number), number, data)
                     if reused is not None:
                         parts.append(reused)
                     else:
@@ -418,8 +427,6 @@ class S3Connector(Connector):
                 Key=path,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
-                ChecksumCRC32C=_crc32c_base64(whole_crc),
-                ChecksumType="FULL_OBJECT",
             )
         except BaseException as exc:
             # Kept for the retry to resume: a transient failure, or the
@@ -439,8 +446,8 @@ class S3Connector(Connector):
         return ObjectInfo(path, total, _hashes(answer))
 
     def _part(self, path: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
-        """Upload one part (on a pool thread, where its CRC32C is computed too)."""
-        crc = crc32c_module.crc32c(data)
+        """Upload one part (on a pool thread, where its checksum is computed too)."""
+        checksum = self._checksum_of(data)
         answer = self._call(
             f"writing part {number} of {path!r}",
             "upload_part",
@@ -448,10 +455,42 @@ class S3Connector(Connector):
             UploadId=upload_id,
             PartNumber=number,
             Body=data,
-            ChecksumAlgorithm="CRC32C",
-            ChecksumCRC32C=_crc32c_base64(crc),
+            **checksum,
         )
-        return _completed(number, answer["ETag"], crc)
+        return _completed(number, answer["ETag"], checksum.get("ChecksumCRC32C"))
+
+    @property
+    def _upload_checksum_kind(self) -> dict[str, str]:
+        """How a multipart upload is declared: composite CRC32C, or no checksum."""
+        if not self.upload_checksums:
+            return {}
+        return {"ChecksumAlgorithm": "CRC32C", "ChecksumType": "COMPOSITE"}
+
+    def _checksum_of(self, data: bytes) -> dict[str, str]:
+        """The checksum headers of one request's body: its CRC32C, else its md5."""
+        if self.upload_checksums:
+            return {
+                "ChecksumAlgorithm": "CRC32C",
+                "ChecksumCRC32C": _crc32c_base64(crc32c_module.crc32c(data)),
+            }
+        return {"ContentMD5": _md5_base64(data)}
+
+    def _reused(
+        self, stored: _StoredPart | None, number: int, data: bytes
+    ) -> dict[str, Any] | None:
+        """Part ``number`` as CompleteMultipartUpload lists it, if ``stored`` is ``data``.
+
+        Size first, then the CRC32C where ListParts states it, then the md5 (the
+        part's ETag): a part of other bytes, or of another part size, is None.
+        """
+        if stored is None or stored.size != len(data):
+            return None
+        crc = _crc32c_base64(crc32c_module.crc32c(data)) if self.upload_checksums else None
+        if stored.crc32c is not None and stored.crc32c != crc:
+            return None
+        if stored.etag != md5_hash(data).hexdigest():
+            return None
+        return _completed(number, stored.etag, crc)
 
     def _resumable(self, path: str) -> tuple[str | None, dict[int, _StoredPart]]:
         """The newest unfinished upload of ``path`` made as we make them, and its parts."""
@@ -461,8 +500,9 @@ class S3Connector(Connector):
             upload
             for upload in answer.get("Uploads", [])
             if upload["Key"] == path
-            and upload.get("ChecksumAlgorithm") == "CRC32C"
-            and upload.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+            and upload.get("ChecksumAlgorithm")
+            == self._upload_checksum_kind.get("ChecksumAlgorithm")
+            and upload.get("ChecksumType", "COMPOSITE") != "FULL_OBJECT"
         ]
         if not ours:
             return None, {}
@@ -603,26 +643,33 @@ def _crc32c_base64(value: int) -> str:
     return base64.b64encode(value.to_bytes(4, "big")).decode()
 
 
-def _reused(stored: _StoredPart | None, number: int, data: bytes) -> dict[str, Any] | None:
-    """Part ``number`` as CompleteMultipartUpload lists it, if ``stored`` holds exactly ``data``.
+def _no_expect_for_small_bodies(params: dict[str, Any], **_: Any) -> None:
+    """Send small bodies straight away, without ``Expect: 100-continue``.
 
-    Size first, then the CRC32C where ListParts states it, then the md5 (the
-    part's ETag): a part of other bytes, or of another part size, is None.
+    botocore asks for every upload whether the server will take the body,
+    which costs a round trip before each one; worth it for a large body
+    (refused without being sent), not for a small one.
     """
-    if stored is None or stored.size != len(data):
-        return None
-    crc = crc32c_module.crc32c(data)
-    if stored.crc32c is not None and stored.crc32c != _crc32c_base64(crc):
-        return None
-    if stored.etag != md5_hash(data).hexdigest():
-        return None
-    return _completed(number, stored.etag, crc)
+    from botocore.utils import determine_content_length
+
+    body = params.get("body")
+    size = determine_content_length(body) if body is not None else None
+    if size is not None and size <= DEFAULT_EXPECT_THRESHOLD:
+        params.get("headers", {}).pop("Expect", None)
 
 
-def _completed(number: int, etag: str, crc: int) -> dict[str, Any]:
-    """One part as CompleteMultipartUpload lists it."""
+def _md5_base64(data: bytes) -> str:
+    """An md5 as the Content-MD5 header wants it."""
+    return base64.b64encode(md5_hash(data).digest()).decode()
+
+
+def _completed(number: int, etag: str, crc: str | None) -> dict[str, Any]:
+    """One part as CompleteMultipartUpload lists it (``crc``: its base64 CRC32C, if sent)."""
     bare = etag.strip('"')
-    return {"PartNumber": number, "ETag": f'"{bare}"', "ChecksumCRC32C": _crc32c_base64(crc)}
+    part = {"PartNumber": number, "ETag": f'"{bare}"'}
+    if crc is not None:
+        part["ChecksumCRC32C"] = crc
+    return part
 
 
 class _Body(io.RawIOBase):

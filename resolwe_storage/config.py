@@ -91,12 +91,19 @@ class S3Settings(_ConnectorSettings):
     multipart_threshold: Positive | None = None
     multipart_chunksize: Positive | None = None
     max_pool_connections: Positive | None = None
+    #: Send a CRC32C with every upload (ours); false for stores that reject them.
+    upload_checksums: StrictBool = True
+    #: Seconds to connect, and to wait for the next bytes of an answer (ours).
+    connect_timeout: Positive | None = None
+    read_timeout: Positive | None = None
 
 
 class GCSSettings(_ConnectorSettings):
     bucket: StrictStr
     credentials: StrictStr | None = None
     endpoint_url: StrictStr | None = None
+    #: Seconds for a request to connect and answer (ours).
+    timeout: Positive | None = None
 
 
 SETTINGS_BY_KIND: dict[str, type[_ConnectorSettings]] = {

@@ -34,6 +34,11 @@ def build_connector(config: ConnectorConfig) -> Connector:
             multipart_threshold=settings.multipart_threshold,  # type: ignore[attr-defined]
             multipart_chunksize=settings.multipart_chunksize,  # type: ignore[attr-defined]
             max_pool_connections=settings.max_pool_connections,  # type: ignore[attr-defined]
+            upload_checksums=settings.upload_checksums,  # type: ignore[attr-defined]
+            **_given(
+                connect_timeout=settings.connect_timeout,  # type: ignore[attr-defined]
+                read_timeout=settings.read_timeout,  # type: ignore[attr-defined]
+            ),
         )
     if config.kind == GCS:
         from connectors.gcs import GCSConnector
@@ -43,8 +48,14 @@ def build_connector(config: ConnectorConfig) -> Connector:
             bucket=settings.bucket,  # type: ignore[attr-defined]
             credentials=settings.credentials,  # type: ignore[attr-defined]
             endpoint_url=settings.endpoint_url,  # type: ignore[attr-defined]
+            **_given(timeout=settings.timeout),  # type: ignore[attr-defined]
         )
     raise AssertionError(f"unknown connector kind {config.kind!r}")  # the config refuses it
+
+
+def _given(**settings: object) -> dict[str, object]:
+    """The settings the configuration states; the connector's defaults for the rest."""
+    return {name: value for name, value in settings.items() if value is not None}
 
 
 def connector_named(config: Config, name: str) -> Connector:

@@ -2,9 +2,7 @@
 
 What moto_server (5.2) does not do, and so is not proven here: it stores the
 CRC32C of a single PutObject as sent, without checking it (S3 refuses a
-mismatch), and it states the full-object CRC32C of a multipart upload only
-on HeadObject, not in the CompleteMultipartUpload answer; it does not
-enforce the expiry of presigned URLs.
+mismatch); it does not enforce the expiry of presigned URLs.
 """
 
 from __future__ import annotations
@@ -63,15 +61,21 @@ def make(endpoint: str, bucket: str, credentials: Path | str, **settings: Any) -
     )
 
 
+def small_parts(
+    endpoint: str, bucket: S3Connector, credentials: Path, **settings: Any
+) -> S3Connector:
+    """A connector on ``bucket`` whose uploads of a few MiB are already multipart."""
+    return make(
+        endpoint,
+        bucket.bucket,
+        credentials,
+        **{"multipart_threshold": PART, "multipart_chunksize": PART, **settings},
+    )
+
+
 @pytest.fixture
 def connector(moto_server: str, s3_bucket: S3Connector, s3_credentials: Path) -> S3Connector:
-    return make(
-        moto_server,
-        s3_bucket.bucket,
-        s3_credentials,
-        multipart_threshold=PART,
-        multipart_chunksize=PART,
-    )
+    return small_parts(moto_server, s3_bucket, s3_credentials)
 
 
 @pytest.fixture
@@ -154,17 +158,22 @@ def test_a_large_object_is_a_multipart_upload_with_the_predicted_etag(
     connector: S3Connector,
 ) -> None:
     data = os.urandom(12 * MIB + 5)
+    made = count_calls(connector, "CreateMultipartUpload")
     parts = count_calls(connector, "UploadPart")
     info = connector.write("big/object", io.BytesIO(data), size=len(data))
     assert sorted(len(part["Body"]) for part in parts) == [2 * MIB + 5, PART, PART]
+    # Each part carries its CRC32C, checked by the server; the object's is their composite.
+    assert [(call["ChecksumAlgorithm"], call["ChecksumType"]) for call in made] == [
+        ("CRC32C", "COMPOSITE")
+    ]
+    assert all(part["ChecksumCRC32C"] for part in parts)
     expected = expected_hashes(data, connector.part_size)
     assert info.size == len(data)
-    assert info.hashes["etag"] == expected.awss3etag and info.hashes["etag"].endswith("-3")
-    # moto states the full-object CRC32C only on HeadObject; S3 in both answers.
-    assert info.hashes.get("crc32c") in (None, expected.crc32c)
+    # A composite CRC32C is not the object's: only the ETag is stated.
+    assert info.hashes == {"etag": expected.awss3etag} and info.hashes["etag"].endswith("-3")
     stat = connector.stat("big/object")
     assert stat is not None and stat.size == len(data)
-    assert stat.hashes == {"etag": expected.awss3etag, "crc32c": expected.crc32c}
+    assert stat.hashes == {"etag": expected.awss3etag}
     with connector.open_read("big/object") as stream:
         assert stream.read() == data
     assert unfinished_uploads(connector) == []
@@ -270,6 +279,59 @@ def test_an_upload_made_otherwise_is_not_resumed(connector: S3Connector) -> None
     connector.write("other", io.BytesIO(data))
     assert sorted(part["PartNumber"] for part in sent) == [1, 2, 3]
     assert [upload["UploadId"] for upload in unfinished_uploads(connector)] == [foreign["UploadId"]]
+
+
+def test_upload_checksums_off_sends_md5s_and_still_resumes(
+    moto_server: str, s3_bucket: S3Connector, s3_credentials: Path
+) -> None:
+    """For S3-compatible stores that reject the x-amz-checksum headers."""
+    connector = small_parts(moto_server, s3_bucket, s3_credentials, upload_checksums=False)
+    calls = count_calls(connector, "PutObject", "CreateMultipartUpload", "UploadPart")
+    small = os.urandom(1000)
+    assert connector.write("small", io.BytesIO(small)).hashes == {
+        "etag": expected_hashes(small, PART).md5
+    }
+    data = os.urandom(16 * MIB)
+    with pytest.raises(BackendUnavailable):
+        connector.write("big", BreakingStream(data[: PART + 10], BackendUnavailable("x")))  # type: ignore[arg-type]
+    sent = count_calls(connector, "UploadPart")
+    info = connector.write("big", io.BytesIO(data))
+    assert sorted(part["PartNumber"] for part in sent) == [2, 3, 4]
+    assert info.hashes == {"etag": expected_hashes(data, PART).awss3etag}
+    assert calls and not any(key.startswith("Checksum") for call in calls for key in call)
+    assert all(call["ContentMD5"] for call in calls if "Body" in call)
+    with connector.open_read("big") as stream:
+        assert stream.read() == data
+
+
+def test_requests_under_way_are_bounded_by_max_pool_connections(
+    moto_server: str, s3_bucket: S3Connector, s3_credentials: Path
+) -> None:
+    """However many threads write at once, one connector opens at most that many requests."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    connector = small_parts(moto_server, s3_bucket, s3_credentials, max_pool_connections=2)
+    lock = threading.Lock()
+    under_way = [0, 0]  # now, most
+
+    def began(**_: Any) -> None:
+        with lock:
+            under_way[0] += 1
+            under_way[1] = max(under_way)
+        time.sleep(0.02)  # long enough for others to pile up, were they let through
+
+    def ended(**_: Any) -> None:
+        with lock:
+            under_way[0] -= 1
+
+    connector.client.meta.events.register("before-send.s3", began)
+    connector.client.meta.events.register("after-call.s3", ended)
+    data = os.urandom(3 * PART)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: connector.write(f"f{n}", io.BytesIO(data)), range(4)))
+    assert under_way == [0, 2]
 
 
 def test_resume_false_starts_afresh(connector: S3Connector) -> None:

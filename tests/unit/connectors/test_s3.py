@@ -6,6 +6,7 @@ in for the network, not for our code); everything else here makes no request.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import socket
@@ -33,7 +34,6 @@ from connectors.s3 import (
     S3Connector,
     _crc32c_base64,
     _hashes,
-    _reused,
     _StoredPart,
 )
 
@@ -303,7 +303,7 @@ def test_only_a_full_object_crc32c_is_reported(answer: dict[str, str]) -> None:
     }
 
 
-def test_a_stored_part_is_reused_only_for_the_same_bytes() -> None:
+def test_a_stored_part_is_reused_only_for_the_same_bytes(offline: S3Connector) -> None:
     import hashlib
 
     import crc32c
@@ -311,16 +311,32 @@ def test_a_stored_part_is_reused_only_for_the_same_bytes() -> None:
     data = b"part bytes"
     crc = _crc32c_base64(crc32c.crc32c(data))
     md5 = hashlib.md5(data).hexdigest()
-    assert _reused(_StoredPart(len(data), md5, None), 7, data) == {
+    reused = offline._reused
+    assert reused(_StoredPart(len(data), md5, None), 7, data) == {
         "PartNumber": 7,
         "ETag": f'"{md5}"',
         "ChecksumCRC32C": crc,
     }
-    assert _reused(_StoredPart(len(data), md5, crc), 7, data) is not None
-    assert _reused(None, 7, data) is None
-    assert _reused(_StoredPart(len(data) + 1, md5, None), 7, data) is None
-    assert _reused(_StoredPart(len(data), "0" * 32, None), 7, data) is None
-    assert _reused(_StoredPart(len(data), md5, "AAAAAA=="), 7, data) is None
+    assert reused(_StoredPart(len(data), md5, crc), 7, data) is not None
+    assert reused(None, 7, data) is None
+    assert reused(_StoredPart(len(data) + 1, md5, None), 7, data) is None
+    assert reused(_StoredPart(len(data), "0" * 32, None), 7, data) is None
+    assert reused(_StoredPart(len(data), md5, "AAAAAA=="), 7, data) is None
+
+
+def test_without_upload_checksums_parts_are_listed_without_one(credentials: Path) -> None:
+    import hashlib
+
+    connector = S3Connector("S3", bucket="b", credentials=str(credentials), upload_checksums=False)
+    data = b"part bytes"
+    md5 = hashlib.md5(data).hexdigest()
+    assert connector._reused(_StoredPart(len(data), md5, None), 2, data) == {
+        "PartNumber": 2,
+        "ETag": f'"{md5}"',
+    }
+    assert connector._checksum_of(data) == {
+        "ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode()
+    }
 
 
 # -- refused before any request ----------------------------------------------
@@ -339,3 +355,15 @@ def test_presigning_is_local_and_bounded(offline: S3Connector) -> None:
     assert SECRET not in url and urllib.parse.quote(SECRET, safe="") not in url
     with pytest.raises(ValueError, match="expires"):
         offline.presigned_url("a", expires=8 * 24 * 3600)
+
+
+@pytest.mark.parametrize(
+    ("body", "asks"),
+    [(io.BytesIO(b"x" * 1000), False), (b"small", False), (io.BytesIO(b"x" * (2 * MIB)), True)],
+)
+def test_only_large_bodies_ask_before_they_are_sent(body: object, asks: bool) -> None:
+    from connectors.s3 import _no_expect_for_small_bodies
+
+    params = {"body": body, "headers": {"Expect": "100-continue"}}
+    _no_expect_for_small_bodies(params)
+    assert ("Expect" in params["headers"]) is asks

@@ -516,3 +516,49 @@ def test_without_a_file_relative_paths_stay_as_written() -> None:
     document = minimal(local={"connector": "local", "config": {"path": "data"}})
     config = build_config(document, environ={})
     assert config.connectors["local"].settings.path == "data"  # type: ignore[attr-defined]
+
+
+def test_our_connector_settings_reach_the_connectors(tmp_path: Path) -> None:
+    from connectors.gcs import DEFAULT_TIMEOUT, GCSConnector
+    from connectors.s3 import DEFAULT_CONNECT_TIMEOUT, S3Connector
+    from resolwe_storage.storage import build_connector
+
+    document = {
+        "connectors": {
+            "S3": {
+                "connector": "s3",
+                "config": {"bucket": "b", "upload_checksums": False, "read_timeout": 5},
+            },
+            "S3-default": {"connector": "s3", "config": {"bucket": "b"}},
+            "GCS": {"connector": "gcs", "config": {"bucket": "b", "timeout": 7}},
+            "GCS-default": {"connector": "gcs", "config": {"bucket": "b"}},
+        }
+    }
+    config = load_config(write(tmp_path, "c.json", json.dumps(document)), environ={})
+    s3 = build_connector(config.connectors["S3"])
+    default = build_connector(config.connectors["S3-default"])
+    assert isinstance(s3, S3Connector) and isinstance(default, S3Connector)
+    assert (s3.upload_checksums, s3.read_timeout, s3.connect_timeout) == (
+        False,
+        5,
+        DEFAULT_CONNECT_TIMEOUT,
+    )
+    assert default.upload_checksums is True
+    gcs = build_connector(config.connectors["GCS"])
+    gcs_default = build_connector(config.connectors["GCS-default"])
+    assert isinstance(gcs, GCSConnector) and isinstance(gcs_default, GCSConnector)
+    assert (gcs.timeout, gcs_default.timeout) == (7, DEFAULT_TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("upload_checksums", "no"), ("read_timeout", 0), ("connect_timeout", -1)],
+)
+def test_bad_values_of_our_s3_settings_are_refused(
+    tmp_path: Path, setting: str, value: object
+) -> None:
+    document = {
+        "connectors": {"S3": {"connector": "s3", "config": {"bucket": "b", setting: value}}}
+    }
+    with pytest.raises(ConfigError, match=f"connectors.S3.config.{setting}"):
+        load_config(write(tmp_path, "c.json", json.dumps(document)), environ={})

@@ -1,0 +1,238 @@
+"""Server errors, throttling, timeouts and dropped connections, against real servers.
+
+A ``FaultyProxy`` sits between the connector and moto_server or
+fake-gcs-server and fails chosen requests; everything else is the real
+server answering. What must hold: a passing fault is retried and the copy
+completes, proven; a lasting one ends in a transient error (the job is then
+retried), with nothing half-written at the destination and no secret in
+the message; a retried multipart upload resumes from the parts that made it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connectors.errors import BackendUnavailable, ConnectorError, TransientError
+from connectors.gcs import GCSConnector
+from connectors.local import LocalConnector
+from connectors.s3 import S3Connector
+from connectors.transfer import copy_file
+from tests.connector_conformance import hashes_of, read_all
+from tests.servers.faulty import Fault, FaultyProxy, faulty_proxy
+from tests.servers.moto import REGION, SECRET_KEY
+
+MIB = 1024 * 1024
+PART = 5 * MIB
+#: Seconds a client waits for an answer here; a hang lasts longer.
+SHORT_TIMEOUT = 1.0
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> LocalConnector:
+    return LocalConnector("source", path=tmp_path / "source")
+
+
+@pytest.fixture
+def s3_proxy(moto_server: str) -> Iterator[FaultyProxy]:
+    with faulty_proxy(moto_server) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def s3(s3_proxy: FaultyProxy, s3_bucket: S3Connector, s3_credentials: Path) -> S3Connector:
+    """The connector, through the proxy, with short timeouts."""
+    return S3Connector(
+        "S3",
+        bucket=s3_bucket.bucket,
+        endpoint_url=s3_proxy.url,
+        credentials=str(s3_credentials),
+        region_name=REGION,
+        multipart_threshold=PART,
+        multipart_chunksize=PART,
+        read_timeout=SHORT_TIMEOUT,
+        connect_timeout=SHORT_TIMEOUT,
+    )
+
+
+def put(source: LocalConnector, path: str, size: int) -> bytes:
+    data = os.urandom(size)
+    source.write(path, io.BytesIO(data))
+    return data
+
+
+# -- S3 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [500, 503], ids=["server error", "slow down"])
+def test_s3_a_passing_server_error_is_retried(
+    s3: S3Connector,
+    s3_bucket: S3Connector,
+    s3_proxy: FaultyProxy,
+    source: LocalConnector,
+    status: int,
+) -> None:
+    data = put(source, "item/f", 1000)
+    s3_proxy.fail(Fault("PUT", r"/item/f$", status=status, times=1))
+    result = copy_file(source, "item/f", s3, "item/f", expected=hashes_of(data))
+    assert result.how == "streamed"
+    assert len(s3_proxy.requests("PUT", r"/item/f$")) == 2
+    assert read_all(s3_bucket, "item/f") == data
+
+
+def test_s3_a_lasting_server_error_is_transient_and_leaves_nothing(
+    s3: S3Connector, s3_bucket: S3Connector, s3_proxy: FaultyProxy, source: LocalConnector
+) -> None:
+    data = put(source, "item/f", 1000)
+    s3_proxy.fail(Fault("PUT", r"/item/f$", status=500, times=None))
+    with pytest.raises(BackendUnavailable) as caught:
+        copy_file(source, "item/f", s3, "item/f", expected=hashes_of(data))
+    assert caught.value.transient
+    assert SECRET_KEY not in str(caught.value) and "\n" not in str(caught.value)
+    assert len(s3_proxy.requests("PUT", r"/item/f$")) == 3  # every attempt botocore makes
+    assert s3_bucket.stat("item/f") is None
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("GET", r"/item/f$", hang=SHORT_TIMEOUT * 3, times=None),
+        Fault("GET", r"/item/f$", drop=True, times=None),
+    ],
+    ids=["timeout", "dropped connection"],
+)
+def test_s3_timeouts_and_dropped_connections_are_transient(
+    s3: S3Connector, s3_bucket: S3Connector, s3_proxy: FaultyProxy, fault: Fault
+) -> None:
+    s3_bucket.write("item/f", io.BytesIO(b"stored"))
+    s3_proxy.fail(fault)
+    with pytest.raises(TransientError), s3.open_read("item/f") as stream:
+        stream.read()
+    s3_proxy.heal()
+    with s3.open_read("item/f") as stream:
+        assert stream.read() == b"stored"
+
+
+def test_s3_a_part_failing_for_good_resumes_on_the_retried_job(
+    s3: S3Connector, s3_bucket: S3Connector, s3_proxy: FaultyProxy, source: LocalConnector
+) -> None:
+    data = put(source, "big", 4 * PART + 123)
+    expected = hashes_of(data, chunk_size=PART)
+    s3_proxy.fail(Fault("PUT", r"/big\?.*partNumber=3", status=500, times=None))
+    with pytest.raises(BackendUnavailable):
+        copy_file(source, "big", s3, "big", expected=expected)
+    assert s3_bucket.stat("big") is None
+    sent_before = s3_proxy.requests("PUT", r"/big\?.*partNumber=")
+
+    s3_proxy.heal()
+    result = copy_file(source, "big", s3, "big", expected=expected)
+    sent_after = s3_proxy.requests("PUT", r"/big\?.*partNumber=")[len(sent_before) :]
+    # Only what had not made it goes up again.
+    resent = sorted(int(target.split("partNumber=")[1].split("&")[0]) for target in sent_after)
+    assert 3 in resent and len(resent) < 5
+    assert result.validated_by == "etag"
+    assert read_all(s3_bucket, "big") == data
+    uploads = s3_bucket.client.list_multipart_uploads(Bucket=s3_bucket.bucket)
+    assert uploads.get("Uploads", []) == []
+
+
+# -- GCS -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def gcs_proxy(fake_gcs_server: str) -> Iterator[FaultyProxy]:
+    with faulty_proxy(fake_gcs_server) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def gcs(gcs_proxy: FaultyProxy, gcs_bucket: str) -> GCSConnector:
+    return GCSConnector(
+        "GCS",
+        bucket=gcs_bucket,
+        endpoint_url=gcs_proxy.url,
+        chunk_size=MIB,
+        retry_seconds=5,
+        timeout=SHORT_TIMEOUT,
+    )
+
+
+@pytest.fixture
+def gcs_direct(fake_gcs_server: str, gcs_bucket: str) -> GCSConnector:
+    return GCSConnector("GCS", bucket=gcs_bucket, endpoint_url=fake_gcs_server)
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_gcs_a_passing_server_error_is_retried(
+    gcs: GCSConnector,
+    gcs_direct: GCSConnector,
+    gcs_proxy: FaultyProxy,
+    source: LocalConnector,
+    status: int,
+) -> None:
+    data = put(source, "item/f", 1000)
+    gcs_proxy.fail(Fault("POST", r"/upload/storage/v1/b/.*/o", status=status, times=1))
+    result = copy_file(source, "item/f", gcs, "item/f", expected=hashes_of(data))
+    assert result.validated_by == "crc32c"
+    assert len(gcs_proxy.requests("POST", r"/upload/storage/v1/b/")) == 2
+    assert read_all(gcs_direct, "item/f") == data
+
+
+def test_gcs_a_resumable_chunk_failing_once_is_sent_again(
+    gcs: GCSConnector, gcs_direct: GCSConnector, gcs_proxy: FaultyProxy, source: LocalConnector
+) -> None:
+    data = put(source, "big", 10 * MIB + 7)
+    gcs_proxy.fail(Fault("PUT", r"upload_id=", status=503, times=1))
+    result = copy_file(source, "big", gcs, "big", expected=hashes_of(data))
+    assert result.validated_by == "crc32c"
+    assert read_all(gcs_direct, "big") == data
+
+
+def test_gcs_a_chunk_the_server_kept_only_part_of_is_completed(
+    gcs: GCSConnector, gcs_direct: GCSConnector, gcs_proxy: FaultyProxy, source: LocalConnector
+) -> None:
+    """GCS may persist less than a chunk; its 308 answer says how much, and the rest follows."""
+    data = put(source, "big", 10 * MIB + 7)
+    gcs_proxy.fail(Fault("PUT", r"upload_id=", truncate=MIB // 3, times=1))
+    result = copy_file(source, "big", gcs, "big", expected=hashes_of(data))
+    assert result.validated_by == "crc32c"
+    assert read_all(gcs_direct, "big") == data
+    assert len(gcs_proxy.requests("PUT", r"upload_id=")) == 12  # 11 chunks, one sent in two
+
+
+def test_gcs_a_lasting_server_error_is_transient_and_leaves_nothing(
+    gcs: GCSConnector, gcs_direct: GCSConnector, gcs_proxy: FaultyProxy, source: LocalConnector
+) -> None:
+    for path, size in (("small", 1000), ("big", 10 * MIB)):
+        data = put(source, path, size)
+        gcs_proxy.fail(Fault("POST", r"/upload/", status=500, times=None))
+        gcs_proxy.fail(Fault("PUT", r"upload_id=", status=500, times=None))
+        with pytest.raises(TransientError) as caught:
+            copy_file(source, path, gcs, path, expected=hashes_of(data))
+        assert "\n" not in str(caught.value)
+        gcs_proxy.heal()
+        assert gcs_direct.stat(path) is None
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("GET", r"/o/item%2Ff", hang=SHORT_TIMEOUT * 3, times=None),
+        Fault("GET", r"/o/item%2Ff", drop=True, times=None),
+    ],
+    ids=["timeout", "dropped connection"],
+)
+def test_gcs_timeouts_and_dropped_connections_are_transient(
+    gcs: GCSConnector, gcs_direct: GCSConnector, gcs_proxy: FaultyProxy, fault: Fault
+) -> None:
+    gcs_direct.write("item/f", io.BytesIO(b"stored"))
+    gcs_proxy.fail(fault)
+    with pytest.raises(ConnectorError) as caught:
+        gcs.stat("item/f")
+    assert caught.value.transient
+    gcs_proxy.heal()
+    assert gcs.stat("item/f") is not None
