@@ -236,3 +236,46 @@ def test_gcs_timeouts_and_dropped_connections_are_transient(
     assert caught.value.transient
     gcs_proxy.heal()
     assert gcs.stat("item/f") is not None
+
+
+def test_gcs_refused_service_account_credentials_are_access_denied_without_secrets(
+    gcs_proxy: FaultyProxy, gcs_bucket: str, tmp_path: Path
+) -> None:
+    """The key is well formed, but the token server refuses it (revoked, wrong project)."""
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from connectors.errors import AccessDenied
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    credentials = tmp_path / "service-account.json"
+    credentials.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "test",
+                "private_key_id": "0123456789abcdef",
+                "private_key": pem,
+                "client_email": "storage@test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": f"{gcs_proxy.url}/token",
+            }
+        )
+    )
+    gcs_proxy.fail(Fault("POST", r"^/token", status=401, times=None))
+    connector = GCSConnector(
+        "GCS", bucket=gcs_bucket, credentials=str(credentials), endpoint_url=gcs_proxy.url
+    )
+    with pytest.raises(AccessDenied) as caught:
+        connector.stat("x")
+    message = str(caught.value)
+    assert "check the credentials" in message and "\n" not in message
+    assert "PRIVATE KEY" not in message and "0123456789abcdef" not in message
+    assert gcs_proxy.requests("POST", r"^/token")
