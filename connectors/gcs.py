@@ -308,8 +308,12 @@ class GCSConnector(Connector):
                             f"GCS {self.name!r}: {what}: the upload session holds {now} bytes, "
                             f"expected {held} to {end}"
                         )
-                    held = now  # progress: send the rest
-                    continue
+                    if now > held:
+                        held = now  # progress: send the rest
+                        continue
+                    failure = BackendUnavailable(
+                        f"GCS {self.name!r}: {what}: the server keeps none of the chunk"
+                    )
             failures += 1
             if failures == DEFAULT_CHUNK_ATTEMPTS:
                 raise failure

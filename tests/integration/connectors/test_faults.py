@@ -204,6 +204,17 @@ def test_gcs_a_chunk_the_server_kept_only_part_of_is_completed(
     assert len(gcs_proxy.requests("PUT", r"upload_id=")) == 12  # 11 chunks, one sent in two
 
 
+def test_gcs_a_server_that_keeps_none_of_a_chunk_is_given_up_on(
+    gcs: GCSConnector, gcs_direct: GCSConnector, gcs_proxy: FaultyProxy, source: LocalConnector
+) -> None:
+    """A 308 without progress, again and again, ends in a transient error, not a loop."""
+    data = put(source, "big", 10 * MIB)  # above the single-request limit: resumable
+    gcs_proxy.fail(Fault("PUT", r"upload_id=", truncate=0, times=None))
+    with pytest.raises(BackendUnavailable, match="keeps none"):
+        copy_file(source, "big", gcs, "big", expected=hashes_of(data))
+    assert gcs_direct.stat("big") is None
+
+
 def test_gcs_a_lasting_server_error_is_transient_and_leaves_nothing(
     gcs: GCSConnector, gcs_direct: GCSConnector, gcs_proxy: FaultyProxy, source: LocalConnector
 ) -> None:
