@@ -13,9 +13,10 @@ discovers them once per connector.
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from connectors.errors import InvalidPath
 
@@ -102,6 +103,29 @@ class Connector(abc.ABC):
             if isinstance(self, interface):
                 found.add(name)
         return frozenset(found)
+
+
+class LazyClient:
+    """A backend's library client, made by ``_make_client`` on first use, once.
+
+    Nothing is read or contacted when a connector is made; the lock is only
+    taken until the client exists, not on every request.
+    """
+
+    _client: Any = None
+    _client_lock = threading.Lock()
+
+    def _make_client(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> Any:
+        """The library client; made (credentials read) on first use."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
 
 
 @runtime_checkable

@@ -17,14 +17,13 @@ import base64
 import contextlib
 import io
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from connectors.base import CRC32C, MD5, Connector, ObjectInfo, check_path
+from connectors.base import CRC32C, MD5, Connector, LazyClient, ObjectInfo, check_path
 from connectors.errors import (
     AccessDenied,
     BackendUnavailable,
@@ -53,7 +52,7 @@ DEFAULT_RETRY_SECONDS = 20
 EMULATOR_PROJECT = "resolwe-storage"
 
 
-class GCSConnector(Connector):
+class GCSConnector(LazyClient, Connector):
     """One bucket; object names are the relative paths, with no prefix."""
 
     native_hashes = frozenset({CRC32C, MD5})
@@ -77,17 +76,8 @@ class GCSConnector(Connector):
         self.chunk_size = chunk_size
         self.retry_seconds = retry_seconds
         self.timeout = timeout
-        self._lock = threading.Lock()
-        self._client: Any = None
 
     # -- the client, made on first use ------------------------------------
-
-    @property
-    def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
 
     @property
     def retry(self) -> Any:

@@ -47,7 +47,7 @@ from typing import Any, BinaryIO
 
 import crc32c as crc32c_module
 
-from connectors.base import CRC32C, ETAG, Connector, ObjectInfo, check_path
+from connectors.base import CRC32C, ETAG, Connector, LazyClient, ObjectInfo, check_path
 from connectors.errors import (
     AccessDenied,
     BackendUnavailable,
@@ -112,7 +112,7 @@ class _StoredPart:
     crc32c: str | None
 
 
-class S3Connector(Connector):
+class S3Connector(LazyClient, Connector):
     """One bucket; object keys are the relative paths, with no prefix.
 
     ``stat`` and ``write`` report the ETag and, where S3 keeps one for the
@@ -166,18 +166,8 @@ class S3Connector(Connector):
         self.upload_checksums = upload_checksums
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._client_lock = threading.Lock()
-        self._client: Any = None
 
     # -- the client, made on first use ------------------------------------
-
-    @property
-    def client(self) -> Any:
-        """The boto3 client; made (and the credentials file read) on first use."""
-        with self._client_lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
 
     def _static_credentials(self) -> dict[str, str]:
         if self.credentials is None:
