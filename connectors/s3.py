@@ -24,6 +24,12 @@ received (the md5, or for a multipart upload the md5 of the part md5s with
 ``-N``) and, where the server states it, the object's CRC32C; the transfer
 engine compares those with what it read.
 
+A body of up to 1 MiB goes up as a direct PUT signed here
+(``connectors.s3_direct``), once botocore's first PutObject has shown the
+URL and region: a third of botocore's CPU per request, which is most of a
+worker's CPU when it copies many small files. A direct PUT that fails is
+sent again through botocore, which retries and reports typed errors.
+
 A multipart upload that fails for good is aborted. One that fails for a
 transient reason (or whose worker is killed) is left in place, and the next
 ``write`` of the same key resumes it: see ``S3Connector.write``. Incomplete
@@ -57,6 +63,7 @@ from connectors.errors import (
     PermanentError,
     Throttled,
 )
+from connectors.s3_direct import DEFAULT_DIRECT_PUT_LIMIT, Credentials, DirectPut
 from connectors.streams import Prefixed, read_full
 
 MIB = 1024 * 1024
@@ -166,6 +173,16 @@ class S3Connector(LazyClient, Connector):
         self.upload_checksums = upload_checksums
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self._session: Any = None
+        #: Small bodies go up as direct PUTs once a botocore PutObject showed how.
+        self._direct = DirectPut(
+            self._frozen_credentials,
+            timeout=read_timeout,
+            pool_size=self.max_pool_connections,
+            ca_bundle=_ca_bundle,
+        )
+        #: The last PutObject request botocore sent on this thread (URL, Authorization).
+        self._sent = threading.local()
 
     # -- the client, made on first use ------------------------------------
 
@@ -213,7 +230,40 @@ class S3Connector(LazyClient, Connector):
             session = self._assumed(session)
         client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
         client.meta.events.register("before-call.s3", _no_expect_for_small_bodies)
+        client.meta.events.register("before-send.s3.PutObject", self._note_put)
+        client.meta.events.register("after-call.s3.PutObject", self._note_answer)
+        self._session = session
         return client
+
+    def _note_put(self, request: Any, **_: Any) -> None:
+        """Keep the PutObject request botocore is sending (the last one after redirects)."""
+        authorization = request.headers.get("Authorization", b"")
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode("ascii", "replace")
+        self._sent.request = (str(request.url), authorization)
+
+    def _note_answer(self, http_response: Any, **_: Any) -> None:
+        """Forget the request unless its answer came over a connection.
+
+        A stand-in for the network (moto's ``mock_aws``, a botocore stub)
+        answers requests that never left the process: nothing to learn from.
+        """
+        from urllib3.response import BaseHTTPResponse
+
+        if not isinstance(getattr(http_response, "raw", None), BaseHTTPResponse):
+            self._sent.request = None
+
+    def _frozen_credentials(self) -> Credentials | None:
+        """The current keys for a direct PUT; None sends the upload through botocore."""
+        try:
+            found = self._session.get_credentials()
+            frozen = found.get_frozen_credentials() if found is not None else None
+        except Exception:
+            # botocore meets the same failure and reports it as a typed error.
+            return None
+        if frozen is None or not frozen.access_key or not frozen.secret_key:
+            return None
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
     def _assumed(self, base: Any) -> Any:
         """A session whose credentials come from assuming ``role_arn``.
@@ -365,11 +415,31 @@ class S3Connector(LazyClient, Connector):
             )
         head = read_full(stream, self._single_put_limit + 1)
         if len(head) <= self._single_put_limit:
-            # The md5 as well: the ETag S3 returns is then checked on receipt.
-            checks = {"ContentMD5": _md5_base64(head), **self._checksum_of(head)}
-            answer = self._call(f"writing {path!r}", "put_object", Key=path, Body=head, **checks)
-            return ObjectInfo(path, len(head), _hashes(answer))
+            return ObjectInfo(path, len(head), self._put(path, head))
         return self._multipart(path, Prefixed(head, stream), resume=resume)
+
+    def _put(self, path: str, body: bytes) -> dict[str, str]:
+        """One PutObject (direct when small and possible); the hashes S3 states."""
+        # The md5 as well: the ETag S3 returns is then checked on receipt.
+        checks = {"ContentMD5": _md5_base64(body), **self._checksum_of(body)}
+        small = len(body) <= DEFAULT_DIRECT_PUT_LIMIT
+        if small and self._direct.ready:
+            with self._requests:
+                answer = self._direct.put(path, body, _as_headers(checks))
+            if answer is not None:
+                return _hashes(
+                    {
+                        field: answer[header]
+                        for field, header in _ANSWER_HEADERS.items()
+                        if header in answer
+                    }
+                )
+        self._sent.request = None
+        answer = self._call(f"writing {path!r}", "put_object", Key=path, Body=body, **checks)
+        sent = getattr(self._sent, "request", None)
+        if small and sent is not None and not self._direct.ready:
+            self._direct.learn(sent[0], path, sent[1])
+        return _hashes(answer)
 
     def _multipart(self, path: str, stream: BinaryIO, *, resume: bool) -> ObjectInfo:
         what = f"writing {path!r}"
@@ -646,6 +716,36 @@ def _no_expect_for_small_bodies(params: dict[str, Any], **_: Any) -> None:
     size = determine_content_length(body) if body is not None else None
     if size is not None and size <= DEFAULT_EXPECT_THRESHOLD:
         params.get("headers", {}).pop("Expect", None)
+
+
+#: botocore's names of the checksum parameters, and the headers they become.
+_CHECK_HEADERS = {
+    "ContentMD5": "Content-MD5",
+    "ChecksumAlgorithm": "x-amz-sdk-checksum-algorithm",
+    "ChecksumCRC32C": "x-amz-checksum-crc32c",
+}
+
+
+#: The fields of a PutObject answer ``_hashes`` reads, and the headers they come from.
+_ANSWER_HEADERS = {
+    "ETag": "etag",
+    "ChecksumCRC32C": "x-amz-checksum-crc32c",
+    "ChecksumType": "x-amz-checksum-type",
+}
+
+
+def _as_headers(checks: dict[str, str]) -> dict[str, str]:
+    """The checksum parameters of a PutObject as the HTTP headers botocore sends."""
+    return {_CHECK_HEADERS[name]: value for name, value in checks.items()}
+
+
+def _ca_bundle() -> str | None:
+    """The certificates botocore verifies HTTPS with: ``AWS_CA_BUNDLE``, else its default."""
+    import os
+
+    from botocore.httpsession import get_cert_path
+
+    return os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True) or None
 
 
 def _md5_base64(data: bytes) -> str:

@@ -30,7 +30,8 @@ class Fault:
     ``status`` answers with that code; ``hang`` waits that many seconds first
     (then answers as the server does); ``drop`` closes the connection unanswered;
     ``truncate`` forwards only that many bytes of the body (its Content-Range
-    shortened to match), as a server that kept less than it was sent.
+    shortened to match), as a server that kept less than it was sent; ``flip``
+    inverts the body's byte at that offset on the way, as damage in transit.
     ``times=None`` fails every matching request.
     """
 
@@ -40,6 +41,7 @@ class Fault:
     hang: float = 0.0
     drop: bool = False
     truncate: int | None = None
+    flip: int | None = None
     times: int | None = 1
     hits: int = 0
 
@@ -127,6 +129,10 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
                 start = int(first.split("-")[0])
                 headers["Content-Range"] = f"bytes {start}-{start + len(body) - 1}/{total}"
                 headers["Content-Length"] = str(len(body))
+            if fault is not None and fault.flip is not None:
+                damaged = bytearray(body)
+                damaged[fault.flip] ^= 0xFF
+                body = bytes(damaged)
             connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
             try:
                 connection.request(self.command, self.path, body=body, headers=headers)

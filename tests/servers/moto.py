@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -107,3 +107,17 @@ def s3_bucket(moto_server: str, s3_credentials: Path) -> S3Connector:
         credentials=str(s3_credentials),
         region_name=REGION,
     )
+
+
+def count_calls(connector: S3Connector, *operations: str) -> list[dict[str, Any]]:
+    """The parameters of every request of ``operations`` the connector makes from now on.
+
+    A botocore event hook on the connector's own client: nothing of ours is replaced.
+    """
+    made: list[dict[str, Any]] = []
+    for operation in operations:
+        connector.client.meta.events.register(
+            f"provide-client-params.s3.{operation}",
+            lambda params, **_: made.append(dict(params)),
+        )
+    return made

@@ -17,14 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from connectors.errors import BackendUnavailable, ConnectorError, TransientError
+from connectors.errors import (
+    BackendUnavailable,
+    ChecksumMismatch,
+    ConnectorError,
+    TransientError,
+)
 from connectors.gcs import GCSConnector
 from connectors.local import LocalConnector
 from connectors.s3 import S3Connector
 from connectors.transfer import copy_file
 from tests.connector_conformance import hashes_of, read_all
 from tests.servers.faulty import Fault, FaultyProxy, faulty_proxy
-from tests.servers.moto import REGION, SECRET_KEY
+from tests.servers.moto import REGION, SECRET_KEY, count_calls
 
 MIB = 1024 * 1024
 PART = 5 * MIB
@@ -95,6 +100,59 @@ def test_s3_a_lasting_server_error_is_transient_and_leaves_nothing(
     assert SECRET_KEY not in str(caught.value) and "\n" not in str(caught.value)
     assert len(s3_proxy.requests("PUT", r"/item/f$")) == 3  # every attempt botocore makes
     assert s3_bucket.stat("item/f") is None
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault("PUT", r"/item/g$", status=503), Fault("PUT", r"/item/g$", drop=True)],
+    ids=["server error", "dropped connection"],
+)
+def test_s3_a_failed_direct_put_is_sent_again_through_botocore(
+    s3: S3Connector,
+    s3_bucket: S3Connector,
+    s3_proxy: FaultyProxy,
+    source: LocalConnector,
+    fault: Fault,
+) -> None:
+    # The first small upload shows the connector how to send direct PUTs.
+    copy_file(source, "item/f", s3, "item/f", expected=hashes_of(put(source, "item/f", 100)))
+    puts = count_calls(s3, "PutObject")
+    data = put(source, "item/g", 1000)
+    s3_proxy.fail(fault)
+    result = copy_file(source, "item/g", s3, "item/g", expected=hashes_of(data))
+    assert result.how == "streamed" and result.validated_by == "crc32c"
+    # The direct PUT failed; botocore sent the same upload once more.
+    assert len(s3_proxy.requests("PUT", r"/item/g$")) == 2 and len(puts) == 1
+    assert read_all(s3_bucket, "item/g") == data
+
+
+def test_s3_a_direct_put_damaged_in_transit_is_caught_and_removed(
+    s3_proxy: FaultyProxy,
+    s3_bucket: S3Connector,
+    s3_credentials: Path,
+    source: LocalConnector,
+) -> None:
+    # S3 refuses a body that does not match the checksum headers sent with
+    # it; moto_server stores it anyway and echoes the CRC32C it was sent. So
+    # here the proof is the ETag, the md5 moto_server computes of what it got:
+    # the kind of proof used when upload checksums are off.
+    s3 = S3Connector(
+        "S3",
+        bucket=s3_bucket.bucket,
+        endpoint_url=s3_proxy.url,
+        credentials=str(s3_credentials),
+        region_name=REGION,
+        upload_checksums=False,
+    )
+    copy_file(source, "item/f", s3, "item/f", expected=hashes_of(put(source, "item/f", 100)))
+    assert s3._direct.ready
+    data = put(source, "item/g", 1000)
+    s3_proxy.fail(Fault("PUT", r"/item/g$", flip=500))
+    with pytest.raises(ChecksumMismatch, match="removed"):
+        copy_file(source, "item/g", s3, "item/g", expected=hashes_of(data))
+    assert s3_bucket.stat("item/g") is None
+    assert copy_file(source, "item/g", s3, "item/g", expected=hashes_of(data)).how == "streamed"
+    assert read_all(s3_bucket, "item/g") == data
 
 
 @pytest.mark.parametrize(

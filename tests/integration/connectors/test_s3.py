@@ -36,12 +36,14 @@ from tests.connector_conformance import (
     CorruptInTransit,
     FailingStream,
     hashes_of,
+    read_all,
 )
 from tests.servers.moto import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,
     checking_credentials,
+    count_calls,
 )
 from tests.servers.process import free_port
 
@@ -87,20 +89,6 @@ def expected_hashes(data: bytes, part_size: int) -> Any:
     hasher = MultiHasher(chunk_size=part_size)
     hasher.update(data)
     return hasher.result()
-
-
-def count_calls(connector: S3Connector, *operations: str) -> list[dict[str, Any]]:
-    """The parameters of every request of ``operations`` the connector makes from now on.
-
-    A botocore event hook on the connector's own client: nothing of ours is replaced.
-    """
-    made: list[dict[str, Any]] = []
-    for operation in operations:
-        connector.client.meta.events.register(
-            f"provide-client-params.s3.{operation}",
-            lambda params, **_: made.append(dict(params)),
-        )
-    return made
 
 
 def unfinished_uploads(connector: S3Connector) -> list[dict[str, Any]]:
@@ -152,6 +140,19 @@ def test_a_small_object_is_one_put_with_its_crc32c(connector: S3Connector) -> No
     assert info.hashes == {"etag": expected.md5, "crc32c": expected.crc32c}
     assert connector.stat("small/object") == info
     assert [entry.path for entry in connector.list("small/")] == ["small/object"]
+
+
+def test_small_objects_after_the_first_go_up_as_direct_puts(connector: S3Connector) -> None:
+    puts = count_calls(connector, "PutObject")
+    bodies = {f"direct/{index} é": os.urandom(1000 + index) for index in range(4)}
+    reported = {path: connector.write(path, io.BytesIO(data)) for path, data in bodies.items()}
+    # Only the first went through botocore; it showed where the others go.
+    assert len(puts) == 1 and connector._direct.ready
+    for path, data in bodies.items():
+        expected = expected_hashes(data, connector.part_size)
+        assert reported[path].hashes == {"etag": expected.md5, "crc32c": expected.crc32c}
+        assert connector.stat(path) == reported[path]
+        assert read_all(connector, path) == data
 
 
 def test_a_large_object_is_a_multipart_upload_with_the_predicted_etag(
