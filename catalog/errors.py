@@ -6,7 +6,8 @@
     ├── DatabaseURLError         a database URL we cannot use
     ├── InvalidPathError         a path or url that is absolute, has '..', ...
     ├── ImportDocumentError      an import document that does not validate
-    └── ItemNotFoundError        no item with the given key
+    ├── ItemNotFoundError        no item with the given key
+    └── LocationConflictError    a location's url is another item's already
 """
 
 
@@ -28,3 +29,7 @@ class ImportDocumentError(CatalogError):
 
 class ItemNotFoundError(CatalogError):
     """No item carries the given key."""
+
+
+class LocationConflictError(CatalogError):
+    """A connector's url is held by another item's location."""

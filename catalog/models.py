@@ -142,10 +142,32 @@ class Action(BaseModel):
         indexes = ((("item_key", "started"), False),)
 
 
+class LocationFile(BaseModel):
+    """One file of one location, once it is there and proven (new; per-location state).
+
+    A row exists only after the file's copy was validated against the
+    catalog's hashes: a location is ``OK`` when every file of its item has
+    one. ``validated_by`` is the hash kind that proved it.
+    """
+
+    id = pw.BigAutoField()
+    storage_location = pw.ForeignKeyField(
+        StorageLocation, backref="files", on_delete="CASCADE", index=False
+    )
+    referenced_path = pw.ForeignKeyField(ReferencedPath, on_delete="CASCADE")
+    copied = pw.DateTimeField(default=utcnow)
+    validated_by = pw.TextField()
+
+    class Meta:
+        table_name = "location_file"
+        indexes = ((("storage_location", "referenced_path"), True),)
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     FileStorage,
     StorageLocation,
     ReferencedPath,
     AccessLog,
     Action,
+    LocationFile,
 )

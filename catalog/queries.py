@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import peewee as pw
 
-from catalog.errors import ItemNotFoundError
-from catalog.models import AccessLog, FileStorage, StorageLocation
+from catalog.errors import ItemNotFoundError, LocationConflictError
+from catalog.models import (
+    STATUS_DONE,
+    STATUS_PREPARING,
+    AccessLog,
+    FileStorage,
+    StorageLocation,
+)
 
 
 def item_by_key(key: str) -> FileStorage:
@@ -53,3 +61,68 @@ def status_summary() -> dict[str, Any]:
         "locations": {name: dict(sorted(v.items())) for name, v in sorted(locations.items())},
         "open_access_logs": locks,
     }
+
+
+@contextmanager
+def locked_item(item_id: int) -> Iterator[FileStorage | None]:
+    """A transaction in which no other session changes the item's locations.
+
+    PostgreSQL locks the item's row (``FOR UPDATE``): sessions deciding about
+    the same item queue, others go on. SQLite has one writer at a time, so
+    the transaction takes the write lock when it begins (``IMMEDIATE``), not
+    at its first write, when a decision read before it could already be
+    stale. Yields the item, or None when it no longer exists. Everything that
+    decides on the item's copies (a delete, a copy becoming OK) runs in here.
+    """
+    database = FileStorage._meta.database
+    if isinstance(database.obj, pw.PostgresqlDatabase):
+        with database.atomic():
+            yield FileStorage.select().where(FileStorage.id == item_id).for_update().first()
+    else:
+        with database.atomic(lock_type="IMMEDIATE"):
+            yield FileStorage.get_or_none(FileStorage.id == item_id)
+
+
+def ok_locations(item_id: int) -> list[StorageLocation]:
+    """The item's ``OK`` locations (the copies that count)."""
+    return list(
+        StorageLocation.select().where(
+            (StorageLocation.file_storage == item_id) & (StorageLocation.status == STATUS_DONE)
+        )
+    )
+
+
+def open_lock_count(location_id: int) -> int:
+    """Open access logs (locks) of one location."""
+    return (
+        AccessLog.select()
+        .where((AccessLog.storage_location == location_id) & AccessLog.finished.is_null())
+        .count()
+    )
+
+
+def reserve_location(item_id: int, connector_name: str, *, url: str) -> StorageLocation | None:
+    """A new ``PR`` location of the item on ``connector_name``, for a copy about to be queued.
+
+    None when the item already has a location there (of any status): the
+    copy is queued or done already, so planning it again finds nothing due.
+    Raises ``LocationConflictError`` when another item holds ``url`` there.
+    """
+    database = StorageLocation._meta.database
+    try:
+        with database.atomic():
+            return StorageLocation.create(
+                file_storage=item_id,
+                connector_name=connector_name,
+                url=url,
+                status=STATUS_PREPARING,
+            )
+    except pw.IntegrityError:
+        taken = StorageLocation.get_or_none(
+            (StorageLocation.connector_name == connector_name) & (StorageLocation.url == url)
+        )
+        if taken is not None and taken.file_storage_id != item_id:
+            raise LocationConflictError(
+                f"{connector_name}: url {url!r} is another item's location already"
+            ) from None
+        return None

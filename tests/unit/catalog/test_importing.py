@@ -236,6 +236,7 @@ def test_reimport_is_idempotent(catalog_db: pw.Database) -> None:
         "referenced_path": 3,
         "access_log": 2,
         "action": 2,
+        "location_file": 0,
     }
 
 

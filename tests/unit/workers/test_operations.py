@@ -1,0 +1,333 @@
+"""Copy and delete jobs against a real catalog (SQLite and PostgreSQL) and real folders."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import peewee as pw
+import pytest
+
+from catalog.errors import LocationConflictError
+from catalog.models import (
+    AccessLog,
+    Action,
+    FileStorage,
+    LocationFile,
+    ReferencedPath,
+    StorageLocation,
+)
+from catalog.queries import reserve_location
+from connectors.errors import ChecksumMismatch
+from connectors.hashing import hash_stream
+from connectors.local import LocalConnector
+from workers.operations import (
+    ALREADY_THERE,
+    COPIED,
+    DELETED,
+    GONE,
+    NOT_WANTED,
+    REFUSED,
+    DeleteCheck,
+    NoSourceError,
+    copy_item_file,
+    delete_location,
+    finish_location,
+)
+
+NOW = datetime(2026, 6, 1)
+PREFERENCE = ("local", "backup", "archive", "cold")
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, LocalConnector]:
+    return {name: LocalConnector(name, path=tmp_path / name) for name in PREFERENCE}
+
+
+def make_item(
+    folders: dict[str, LocalConnector],
+    *,
+    key: str = "item-1",
+    files: dict[str, bytes] | None = None,
+    on: tuple[str, ...] = ("local",),
+) -> FileStorage:
+    """An item whose files lie, with their hashes in the catalog, on each of ``on``."""
+    files = {"reads.fastq": os.urandom(3000), "sub/log.txt": b"log"} if files is None else files
+    item = FileStorage.create(key=key, created=NOW - timedelta(days=30))
+    for path, data in files.items():
+        hashes = hash_stream(io.BytesIO(data))
+        ReferencedPath.create(
+            file_storage=item,
+            path=path,
+            size=len(data),
+            md5=hashes.md5,
+            crc32c=hashes.crc32c,
+            awss3etag=hashes.awss3etag,
+        )
+    for name in on:
+        location = StorageLocation.create(
+            file_storage=item,
+            connector_name=name,
+            url=key,
+            status="OK",
+            last_update=NOW - timedelta(days=20),
+        )
+        for path, data in files.items():
+            folders[name].write(f"{location.url}/{path}", io.BytesIO(data))
+    return item
+
+
+def location(item: FileStorage, name: str) -> StorageLocation | None:
+    return StorageLocation.get_or_none(
+        (StorageLocation.file_storage == item) & (StorageLocation.connector_name == name)
+    )
+
+
+def copy(item: FileStorage, target: str, path: str, folders: dict[str, LocalConnector]) -> str:
+    return copy_item_file(
+        item.id, target, path, connectors=folders.__getitem__, preference=PREFERENCE
+    )
+
+
+def open_locks() -> int:
+    return AccessLog.select().where(AccessLog.finished.is_null()).count()
+
+
+# -- copies ----------------------------------------------------------------------
+
+
+def test_a_location_is_ok_only_when_every_file_is_copied_and_proven(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders)
+    assert reserve_location(item.id, "backup", url=item.key) is not None
+    assert location(item, "backup").status == "PR"
+
+    assert copy(item, "backup", "reads.fastq", folders) == COPIED
+    assert location(item, "backup").status == "UP"
+    assert LocationFile.select().count() == 1
+
+    assert copy(item, "backup", "sub/log.txt", folders) == COPIED
+    assert location(item, "backup").status == "OK"
+    for entry in ReferencedPath.select():
+        with folders["backup"].open_read(f"item-1/{entry.path}") as stream:
+            assert hash_stream(stream).md5 == entry.md5
+    assert open_locks() == 0
+    copies = Action.select().where(Action.action == "copy")
+    assert sorted((a.source, a.target, a.path, a.result) for a in copies) == [
+        ("local", "backup", "reads.fastq", "ok"),
+        ("local", "backup", "sub/log.txt", "ok"),
+    ]
+
+
+def test_a_duplicate_job_finds_its_file_recorded_and_does_nothing(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, files={"a": b"aaa"})
+    reserve_location(item.id, "backup", url=item.key)
+    assert copy(item, "backup", "a", folders) == COPIED
+    assert copy(item, "backup", "a", folders) == NOT_WANTED  # already OK
+    assert LocationFile.select().count() == 1
+    assert Action.select().where(Action.action == "copy").count() == 1
+
+
+def test_a_redelivered_job_after_the_record_finishes_the_location(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, files={"a": b"aaa"})
+    target = reserve_location(item.id, "backup", url=item.key)
+    entry = ReferencedPath.get()
+    # As if the worker died after recording the file but before the location became OK.
+    LocationFile.create(storage_location=target, referenced_path=entry, validated_by="crc32c")
+    assert copy(item, "backup", "a", folders) == ALREADY_THERE
+    assert location(item, "backup").status == "OK"
+
+
+def test_an_item_without_files_is_finished_by_the_finish_job(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, files={})
+    reserve_location(item.id, "backup", url=item.key)
+    assert finish_location(item.id, "backup") is True
+    assert location(item, "backup").status == "OK"
+
+
+def test_the_scan_reserves_a_location_once(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders)
+    assert reserve_location(item.id, "backup", url=item.key) is not None
+    assert reserve_location(item.id, "backup", url=item.key) is None
+    other = make_item(folders, key="item-2", on=())
+    with pytest.raises(LocationConflictError, match="backup: url 'item-1'"):
+        reserve_location(other.id, "backup", url="item-1")
+
+
+def test_a_copy_not_wanted_any_more_does_no_io(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, files={"a": b"aaa"})
+    assert copy(item, "backup", "a", folders) == NOT_WANTED  # never reserved
+    reserve_location(item.id, "backup", url=item.key)
+    StorageLocation.update(status="DE").where(StorageLocation.connector_name == "backup").execute()
+    assert copy(item, "backup", "a", folders) == NOT_WANTED
+    assert copy(item, "backup", "missing", folders) == NOT_WANTED
+    assert list(folders["backup"].list()) == []
+
+
+def test_a_source_that_does_not_match_the_catalog_fails_for_good(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, files={"a": b"aaa"})
+    folders["local"].write("item-1/a", io.BytesIO(b"aab"))  # damaged at the source
+    reserve_location(item.id, "backup", url=item.key)
+    with pytest.raises(ChecksumMismatch) as caught:
+        copy(item, "backup", "a", folders)
+    assert not caught.value.transient
+    assert folders["backup"].stat("item-1/a") is None
+    assert LocationFile.select().count() == 0 and location(item, "backup").status == "UP"
+    assert open_locks() == 0
+    failed = Action.get(Action.action == "copy")
+    assert failed.result == "failed" and "removed" in failed.error
+
+
+def test_the_source_is_the_preferred_ok_copy_as_the_catalog_says_now(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, files={"a": b"aaa"}, on=("local", "archive"))
+    StorageLocation.update(status="DE").where(StorageLocation.connector_name == "local").execute()
+    reserve_location(item.id, "backup", url=item.key)
+    assert copy(item, "backup", "a", folders) == COPIED
+    assert Action.get(Action.action == "copy").source == "archive"
+
+
+def test_without_an_ok_copy_there_is_nothing_to_copy_from(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, files={"a": b"aaa"})
+    StorageLocation.update(status="UP").execute()
+    reserve_location(item.id, "backup", url=item.key)
+    with pytest.raises(NoSourceError, match="no OK copy"):
+        copy(item, "backup", "a", folders)
+
+
+def test_the_source_is_locked_while_it_is_read(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, files={"a": b"aaa"})
+    reserve_location(item.id, "backup", url=item.key)
+    seen: list[int] = []
+
+    class Watching(LocalConnector):
+        def open_read(self, path: str):  # type: ignore[no-untyped-def]
+            seen.append(open_locks())
+            return super().open_read(path)
+
+    watched = {**folders, "local": Watching("local", path=folders["local"].root)}
+    assert copy(item, "backup", "a", watched) == COPIED
+    assert seen == [1] and open_locks() == 0
+
+
+# -- deletes -------------------------------------------------------------------
+
+
+def check(**changes: object) -> DeleteCheck:
+    values: dict[str, object] = {
+        "cutoff": NOW - timedelta(days=2),
+        "min_other_copies": 1,
+        "preference": PREFERENCE,
+    }
+    values.update(changes)
+    return DeleteCheck(**values)  # type: ignore[arg-type]
+
+
+def delete(
+    item: FileStorage, name: str, folders: dict[str, LocalConnector], **changes: object
+) -> str:
+    return delete_location(item.id, name, check=check(**changes), connectors=folders.__getitem__)
+
+
+def test_a_delete_the_rules_allow_removes_files_then_the_location(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+    assert delete(item, "backup", folders) == DELETED
+    assert location(item, "backup") is None
+    assert list(folders["backup"].list()) == []
+    assert len(list(folders["local"].list())) == 2
+    assert Action.get(Action.action == "delete").result == "ok"
+    assert delete(item, "backup", folders) == GONE
+
+
+@pytest.mark.parametrize(
+    ("arrange", "changes", "reason"),
+    [
+        ("lock", {}, "locked by 1 open access log"),
+        (None, {"min_other_copies": 2}, "2 OK copies, counting this one; more than 2 needed"),
+        (None, {"cutoff": NOW - timedelta(days=30)}, "too recently"),
+        (None, {"cutoff": None}, "never"),
+        ("prefer backup", {}, "it is the preferred copy"),
+        ("uploading", {}, "the location is UP, not OK"),
+    ],
+)
+def test_a_delete_the_rules_forbid_now_is_refused_and_recorded(
+    catalog_db: pw.Database,
+    folders: dict[str, LocalConnector],
+    arrange: str | None,
+    changes: dict[str, object],
+    reason: str,
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+    target = location(item, "backup")
+    if arrange == "lock":
+        AccessLog.create(storage_location=target, reason="reading")
+    elif arrange == "prefer backup":
+        changes = {"preference": ("backup", "local")}
+    elif arrange == "uploading":
+        StorageLocation.update(status="UP").where(StorageLocation.id == target.id).execute()
+    assert delete(item, "backup", folders, **changes) == REFUSED
+    assert location(item, "backup") is not None
+    assert len(list(folders["backup"].list())) == 2
+    refused = Action.get(Action.action == "delete")
+    assert refused.result == "refused" and reason in refused.error
+
+
+def test_a_delete_that_died_midway_is_finished_off(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+    StorageLocation.update(status="DE").where(StorageLocation.connector_name == "backup").execute()
+    folders["backup"].delete("item-1/reads.fastq")  # one file already gone
+    assert delete(item, "backup", folders) == DELETED
+    assert location(item, "backup") is None and list(folders["backup"].list()) == []
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_two_workers_deleting_two_copies_never_both_succeed_when_one_may(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], round_: int
+) -> None:
+    # Three OK copies and min_other_copies=2: only one of backup and archive
+    # may go. Without the catalog lock both read three copies and both go.
+    item = make_item(folders, on=("local", "backup", "archive"))
+    start = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def run(name: str) -> None:
+        catalog_db.connect(reuse_if_open=True)
+        try:
+            start.wait()
+            outcomes[name] = delete(item, name, folders, min_other_copies=2)
+        finally:
+            catalog_db.close()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("backup", "archive")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes.values()) == [DELETED, REFUSED]
+    left = StorageLocation.select().where(StorageLocation.status == "OK").count()
+    assert left == 2

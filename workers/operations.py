@@ -1,0 +1,319 @@
+"""What one job does: copy one file of an item, delete one location.
+
+Each operation reads the catalog as it is when the job runs (the scan that
+planned it may be stale), does its I/O, and records the outcome. Every one
+is idempotent: a duplicate or redelivered job finds its work done, or not
+wanted any more, and returns without I/O. Errors from the connectors pass
+through typed (``connectors.errors``), so the caller decides retry versus
+give up by their ``transient`` flag; operations record the outcome of what
+they finished in the action history.
+
+Copies: the location on the target is reserved by the scan
+(``catalog.queries.reserve_location``, status ``PR``); the first file job
+makes it ``UP``; each validated file gets a ``LocationFile`` row; the job
+that records the last one makes the location ``OK``. While a file is read
+from the source location, that location holds an open access log, so it
+cannot be deleted under the copy.
+
+Deletes: under the item's catalog lock, SPEC §5 conditions 3–6 are checked
+against the catalog as it is then and the location marked ``DE``; then its
+files are removed, then the location.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+
+from catalog.models import (
+    STATUS_DELETING,
+    STATUS_DONE,
+    STATUS_PREPARING,
+    STATUS_UPLOADING,
+    AccessLog,
+    Action,
+    FileStorage,
+    LocationFile,
+    ReferencedPath,
+    StorageLocation,
+    utcnow,
+)
+from catalog.queries import locked_item, ok_locations, open_lock_count
+from connectors.base import Connector
+from connectors.errors import ObjectNotFound, PermanentError
+from connectors.transfer import Expected, copy_file
+from workers.verify import object_path
+
+#: Finds a configured connector by name.
+ConnectorLookup = Callable[[str], Connector]
+
+#: Outcomes of a copy job.
+COPIED = "copied"
+ALREADY_THERE = "already there"
+NOT_WANTED = "not wanted"
+#: Outcomes of a delete job.
+DELETED = "deleted"
+REFUSED = "refused"
+GONE = "gone"
+
+
+class NoSourceError(PermanentError):
+    """No ``OK`` copy of the item is left to copy from."""
+
+
+@dataclass(frozen=True)
+class DeleteCheck:
+    """The rule a delete is re-checked against (SPEC §5, conditions 3–6).
+
+    ``cutoff``: the location's ``last_update`` must be before it (None: the
+    delay is negative, never delete). ``preference``: connector names from
+    most to least preferred.
+    """
+
+    cutoff: datetime | None
+    min_other_copies: int
+    preference: Sequence[str]
+
+
+def preferred(locations: Sequence[StorageLocation], preference: Sequence[str]) -> StorageLocation:
+    """The preferred of ``locations`` (all ``OK``): by ``preference``, then by name."""
+    rank = {name: index for index, name in enumerate(preference)}
+    return min(
+        locations, key=lambda loc: (rank.get(loc.connector_name, len(rank)), loc.connector_name)
+    )
+
+
+@contextmanager
+def access_lock(location: StorageLocation, reason: str) -> Iterator[AccessLog]:
+    """An open access log on ``location`` for the block: it cannot be deleted meanwhile."""
+    log = AccessLog.create(storage_location=location, reason=reason)
+    try:
+        yield log
+    finally:
+        AccessLog.update(finished=utcnow()).where(AccessLog.id == log.id).execute()
+
+
+def copy_item_file(
+    item_id: int,
+    target: str,
+    path: str,
+    *,
+    connectors: ConnectorLookup,
+    preference: Sequence[str],
+    actor: str = "worker",
+) -> str:
+    """Copy file ``path`` of item ``item_id`` to its location on ``target``.
+
+    Returns ``copied``, ``already there`` (recorded before: a duplicate job)
+    or ``not wanted`` (the item, the file or the reserved location is gone,
+    or the location is already ``OK`` or being deleted). The source is the
+    item's preferred ``OK`` location as the catalog says now.
+    """
+    item = FileStorage.get_or_none(FileStorage.id == item_id)
+    entry = ReferencedPath.get_or_none(
+        (ReferencedPath.file_storage == item_id) & (ReferencedPath.path == path)
+    )
+    location = StorageLocation.get_or_none(
+        (StorageLocation.file_storage == item_id) & (StorageLocation.connector_name == target)
+    )
+    if item is None or entry is None or location is None:
+        return NOT_WANTED
+    if location.status not in (STATUS_PREPARING, STATUS_UPLOADING):
+        return NOT_WANTED
+    if _recorded(location, entry):
+        finish_location(item_id, target)
+        return ALREADY_THERE
+    sources = [loc for loc in ok_locations(item_id) if loc.connector_name != target]
+    if not sources:
+        raise NoSourceError(f"item {item.key or item_id}: no OK copy to copy {path!r} from")
+    source = preferred(sources, preference)
+    if location.status == STATUS_PREPARING:
+        StorageLocation.update(status=STATUS_UPLOADING, last_update=utcnow()).where(
+            (StorageLocation.id == location.id) & (StorageLocation.status == STATUS_PREPARING)
+        ).execute()
+
+    began = time.monotonic()
+    with access_lock(source, f"copy to {target}: {path}"):
+        try:
+            result = copy_file(
+                connectors(source.connector_name),
+                object_path(source, path),
+                connectors(target),
+                object_path(location, path),
+                expected=Expected(
+                    entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size
+                ),
+            )
+        except Exception as exc:
+            if not getattr(exc, "transient", True):
+                _history(actor, "copy", item, source.connector_name, target, path, began, exc)
+            raise
+    with locked_item(item_id) as current:
+        still = StorageLocation.get_or_none(StorageLocation.id == location.id)
+        if current is None or still is None or still.status == STATUS_DELETING:
+            return NOT_WANTED
+        LocationFile.insert(
+            storage_location=location.id,
+            referenced_path=entry.id,
+            validated_by=result.validated_by,
+        ).on_conflict_ignore().execute()
+        _history(actor, "copy", item, source.connector_name, target, path, began, None, result.size)
+        _finish_if_complete(still)
+    return COPIED
+
+
+def finish_location(item_id: int, target: str) -> bool:
+    """Make the item's location on ``target`` ``OK`` if every file is recorded there.
+
+    Also what finishes a copy of an item without files. Returns whether the
+    location is ``OK`` now.
+    """
+    with locked_item(item_id) as item:
+        location = StorageLocation.get_or_none(
+            (StorageLocation.file_storage == item_id) & (StorageLocation.connector_name == target)
+        )
+        if item is None or location is None:
+            return False
+        if location.status == STATUS_DONE:
+            return True
+        if location.status == STATUS_DELETING:
+            return False
+        return _finish_if_complete(location)
+
+
+def _finish_if_complete(location: StorageLocation) -> bool:
+    wanted = (
+        ReferencedPath.select()
+        .where(
+            (ReferencedPath.file_storage == location.file_storage_id)
+            & ~ReferencedPath.path.endswith("/")
+        )
+        .count()
+    )
+    done = LocationFile.select().where(LocationFile.storage_location == location.id).count()
+    if done < wanted:
+        return False
+    StorageLocation.update(status=STATUS_DONE, last_update=utcnow()).where(
+        StorageLocation.id == location.id
+    ).execute()
+    return True
+
+
+def _recorded(location: StorageLocation, entry: ReferencedPath) -> bool:
+    return (
+        LocationFile.select()
+        .where(
+            (LocationFile.storage_location == location.id)
+            & (LocationFile.referenced_path == entry.id)
+        )
+        .exists()
+    )
+
+
+def why_not_delete(
+    location: StorageLocation, check: DeleteCheck, others: Sequence[StorageLocation]
+) -> str | None:
+    """Why SPEC §5 conditions 3–6 forbid deleting ``location`` now; None if they allow it.
+
+    ``others`` are the item's ``OK`` locations, ``location`` among them.
+    """
+    if location.status != STATUS_DONE:
+        return f"the location is {location.status}, not OK"
+    if check.cutoff is None:
+        return "the delete delay is negative: never"
+    if not location.last_update < check.cutoff:
+        return f"last accessed {location.last_update:%Y-%m-%dT%H:%M:%S}, too recently"
+    locks = open_lock_count(location.id)
+    if locks:
+        return f"locked by {locks} open access log(s)"
+    if len(others) <= check.min_other_copies:
+        return (
+            f"{len(others)} OK copies, counting this one; more than {check.min_other_copies} needed"
+        )
+    if preferred(others, check.preference).id == location.id:
+        return "it is the preferred copy"
+    return None
+
+
+def delete_location(
+    item_id: int,
+    connector_name: str,
+    *,
+    check: DeleteCheck,
+    connectors: ConnectorLookup,
+    actor: str = "worker",
+) -> str:
+    """Delete the item's location on ``connector_name`` if the rules allow it now.
+
+    Returns ``deleted``, ``refused`` (the rules forbid it now: recorded in
+    the history with the reason) or ``gone`` (nothing to delete). A location
+    already ``DE`` (a job that died midway) is finished off.
+    """
+    began = time.monotonic()
+    with locked_item(item_id) as item:
+        location = StorageLocation.get_or_none(
+            (StorageLocation.file_storage == item_id)
+            & (StorageLocation.connector_name == connector_name)
+        )
+        if item is None or location is None:
+            return GONE
+        if location.status != STATUS_DELETING:
+            reason = why_not_delete(location, check, ok_locations(item_id))
+            if reason is not None:
+                Action.create(
+                    actor=actor,
+                    action="delete",
+                    item_key=item.key,
+                    file_storage=item,
+                    target=connector_name,
+                    result="refused",
+                    error=reason,
+                )
+                return REFUSED
+            StorageLocation.update(status=STATUS_DELETING, last_update=utcnow()).where(
+                StorageLocation.id == location.id
+            ).execute()
+    connector = connectors(connector_name)
+    paths = (
+        ReferencedPath.select(ReferencedPath.path)
+        .where(ReferencedPath.file_storage == item_id)
+        .tuples()
+    )
+    for (path,) in paths:
+        if path.endswith("/"):
+            continue
+        with suppress(ObjectNotFound):
+            connector.delete(object_path(location, path))
+    with locked_item(item_id):
+        StorageLocation.delete().where(StorageLocation.id == location.id).execute()
+        _history(actor, "delete", item, None, connector_name, None, began, None, None)
+    return DELETED
+
+
+def _history(
+    actor: str,
+    action: str,
+    item: FileStorage,
+    source: str | None,
+    target: str | None,
+    path: str | None,
+    began: float,
+    error: BaseException | None,
+    size: int | None = None,
+) -> None:
+    Action.create(
+        actor=actor,
+        action=action,
+        item_key=item.key,
+        file_storage=item,
+        source=source,
+        target=target,
+        path=path,
+        result="ok" if error is None else "failed",
+        bytes=size,
+        duration_ms=int((time.monotonic() - began) * 1000),
+        error=None if error is None else str(error),
+    )
