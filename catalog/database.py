@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,11 +52,11 @@ def open_database(url: str) -> pw.Database:
             raise DatabaseURLError(f"database URL {url!r}: no file path given")
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return pw.SqliteDatabase(
+        return _SqliteDatabase(
             path,
             pragmas={
-                "journal_mode": "wal",
                 "busy_timeout": DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
+                "journal_mode": "wal",
                 "foreign_keys": 1,
                 "synchronous": "normal",
                 "cache_size": -DEFAULT_SQLITE_CACHE_KIB,
@@ -108,6 +110,29 @@ def _postgres_options(url: str, query: str) -> dict[str, str]:
             detail = str(exc).strip().splitlines()[0]
             raise DatabaseURLError(f"database URL {redact_url(url)!r}: {detail}") from None
     return options
+
+
+class _SqliteDatabase(pw.SqliteDatabase):
+    """SQLite whose connection set-up waits for a lock instead of failing.
+
+    Switching a new file to WAL takes an exclusive lock, and SQLite does not
+    always wait for it (its busy handler is skipped there): many processes
+    opening a new catalog at once would see "database is locked".
+    """
+
+    def _set_pragmas(self, conn: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + DEFAULT_SQLITE_BUSY_TIMEOUT_MS / 1000
+        for pragma, value in self._pragmas:
+            delay = 0.005
+            while True:
+                try:
+                    conn.execute(f"PRAGMA {pragma} = {value};").close()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.2)
 
 
 def redact_url(url: str) -> str:

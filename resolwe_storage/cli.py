@@ -389,6 +389,10 @@ def verify(
         raise UserError(f"{problems} problem(s) in {len(bad)} copy(ies)")
 
 
+# The job commands (scan, scheduler, worker, run, request) register themselves on ``cli``.
+from resolwe_storage import cli_jobs as _cli_jobs  # noqa: E402, F401
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command line, turning every known error into one line."""
     try:

@@ -53,6 +53,8 @@ class DueItem(NamedTuple):
     source: str | None
     #: ``(action, connector)`` pairs in output order.
     arms: tuple[tuple[str, str], ...]
+    #: The item's id in the catalog (what jobs name it by: keys are optional).
+    item_id: int = 0
 
 
 @dataclass
@@ -326,7 +328,7 @@ class Planner:
     def compile(self, now: datetime) -> _Sql | None:
         """The whole plan as one statement, or None when no rule can ever fire.
 
-        Its rows are ``(key, source rank, mask)`` for the items with something
+        Its rows are ``(key, id, source rank, mask)`` for the items with something
         due, ordered by key (no key first), then id.
         """
         inline = not self.postgres
@@ -336,7 +338,7 @@ class Planner:
         if not self._mask(mask, facts, now):
             return None
         sql = _Sql(param=self.database.param, inline=inline)
-        sql.add("SELECT f.key, ")
+        sql.add("SELECT f.key, f.id, ")
         self._source(sql, facts)
         sql.add(", ").add(mask.text, *mask.params).add(" AS mask")
         sql.add(
@@ -366,9 +368,9 @@ class Planner:
             return
         order = self.order
         with self.database.atomic():
-            for key, src, mask in self._rows(sql):
+            for key, item_id, src, mask in self._rows(sql):
                 source = order[src] if src is not None else None
-                yield DueItem(key, source, self.expand(mask))
+                yield DueItem(key, source, self.expand(mask), item_id)
 
     def plan(self, *, now: datetime) -> Iterator[PlannedAction]:
         """Stream the due actions in ``plan`` order (key, action, target)."""

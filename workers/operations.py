@@ -43,7 +43,7 @@ from catalog.models import (
 )
 from catalog.queries import locked_item, ok_locations, open_lock_count
 from connectors.base import Connector
-from connectors.errors import ObjectNotFound, PermanentError
+from connectors.errors import ObjectNotFound, PermanentError, TransientError
 from connectors.transfer import Expected, copy_file
 from workers.verify import object_path
 
@@ -62,6 +62,10 @@ GONE = "gone"
 
 class NoSourceError(PermanentError):
     """No ``OK`` copy of the item is left to copy from."""
+
+
+class LocationGoneError(TransientError):
+    """The location chosen a moment ago is no longer ``OK``; choosing again may work."""
 
 
 @dataclass(frozen=True)
@@ -86,14 +90,34 @@ def preferred(locations: Sequence[StorageLocation], preference: Sequence[str]) -
     )
 
 
+def open_access_log(location: StorageLocation, reason: str) -> AccessLog:
+    """Lock ``location`` with an open access log: it is not deleted until the log closes.
+
+    Taken under the item's catalog lock, after checking that the location is
+    still ``OK``: a delete decided a moment earlier raises ``LocationGoneError``.
+    """
+    with locked_item(location.file_storage_id):
+        current = StorageLocation.get_or_none(StorageLocation.id == location.id)
+        if current is None or current.status != STATUS_DONE:
+            raise LocationGoneError(
+                f"{location.connector_name}: the copy at {location.url!r} is no longer OK"
+            )
+        return AccessLog.create(storage_location=current, reason=reason)
+
+
+def close_access_log(log: AccessLog) -> None:
+    """Unlock: the access log is finished now."""
+    AccessLog.update(finished=utcnow()).where(AccessLog.id == log.id).execute()
+
+
 @contextmanager
 def access_lock(location: StorageLocation, reason: str) -> Iterator[AccessLog]:
-    """An open access log on ``location`` for the block: it cannot be deleted meanwhile."""
-    log = AccessLog.create(storage_location=location, reason=reason)
+    """``location`` locked by an open access log for the block (``open_access_log``)."""
+    log = open_access_log(location, reason)
     try:
         yield log
     finally:
-        AccessLog.update(finished=utcnow()).where(AccessLog.id == log.id).execute()
+        close_access_log(log)
 
 
 def copy_item_file(

@@ -1,0 +1,178 @@
+"""A small Python API for other services: register items, request work, lock while reading.
+
+    from resolwe_storage.api import StorageService
+
+    storage = StorageService.from_config("storage.yaml")
+    storage.register({"key": "data-1", "locations": [...], "files": [...]})
+    storage.request_copy("data-1", to="S3")       # queued now, whatever the policy says
+    with storage.reading("data-1") as location:   # not deleted while the block runs
+        ...
+
+Requests are queued on the configured broker as the scheduler's own jobs
+are (``resolwe_storage.jobs`` lists them); a service in another language
+enqueues the same messages (``resolwe_storage.broker`` documents the format).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import peewee as pw
+
+from catalog.importing import ImportResult, import_document
+from catalog.models import STATUS_DONE, ReferencedPath, StorageLocation
+from catalog.queries import item_by_key, reserve_location
+from resolwe_storage.broker import Pending, enqueue_many, make_broker, message
+from resolwe_storage.config import Config, load_config
+from resolwe_storage.errors import InputError
+from resolwe_storage.jobs import (
+    ACTOR_COPY,
+    ACTOR_FINISH,
+    ACTOR_VERIFY,
+    QUEUE_COPY,
+    QUEUE_VERIFY,
+    time_limit_ms,
+)
+from resolwe_storage.runtime import open_catalog
+from scheduler.rules import preference_order
+from workers.operations import (
+    LocationGoneError,
+    close_access_log,
+    open_access_log,
+    preferred,
+)
+
+#: Tries to lock a copy for reading when the chosen one is being deleted meanwhile.
+DEFAULT_LOCK_ATTEMPTS = 3
+
+
+class StorageService:
+    """The catalog and the broker of one configuration, for another service's use."""
+
+    def __init__(self, config: Config, database: pw.Database, broker: dramatiq.Broker) -> None:
+        self.config = config
+        self.database = database
+        self.broker = broker
+        self.preference = tuple(preference_order(config.policies))
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None) -> StorageService:
+        """Load the configuration (``path``, else the environment), open catalog and broker."""
+        config = load_config(path)
+        if config.broker is None:
+            raise InputError(
+                "requests need a broker that workers share: set broker: redis://... "
+                "(or RESOLWE_STORAGE_BROKER)"
+            )
+        return cls(config, open_catalog(config.database), make_broker(config.broker))
+
+    def register(self, *items: dict[str, Any]) -> ImportResult:
+        """Register (or update) items, each in the import document's item shape."""
+        return import_document(
+            {"items": list(items)},
+            connectors=self.config.connectors.keys(),
+            database=self.database,
+            actor="api",
+        )
+
+    def request_copy(self, key: str, *, to: str) -> int:
+        """Queue a copy of item ``key`` to connector ``to`` now; returns the jobs queued.
+
+        Refused when the item has no ``OK`` copy to copy from, or already has a
+        location on ``to`` (of any status: a copy there is done or under way).
+        """
+        self._known(to)
+        with self.database.atomic():
+            item = item_by_key(key)
+            sources = [
+                loc
+                for loc in _ok_copies(item, key, None, "to copy from")
+                if loc.connector_name in self.config.connectors
+            ]
+            if not sources:
+                raise InputError(f"item {key!r} has no OK copy to copy from")
+            source = preferred(sources, self.preference)
+            if reserve_location(item.id, to, url=source.url) is None:
+                there = StorageLocation.get(
+                    (StorageLocation.file_storage == item) & (StorageLocation.connector_name == to)
+                )
+                raise InputError(f"item {key!r} already has a location on {to!r} ({there.status})")
+            files = list(
+                ReferencedPath.select(ReferencedPath.path, ReferencedPath.size)
+                .where((ReferencedPath.file_storage == item) & ~ReferencedPath.path.endswith("/"))
+                .tuples()
+            )
+        messages = [
+            message(QUEUE_COPY, ACTOR_COPY, item.id, to, path, time_limit=time_limit_ms(size))
+            for path, size in files
+        ] or [message(QUEUE_COPY, ACTOR_FINISH, item.id, to)]
+        return enqueue_many(self.broker, messages)
+
+    def request_verify(self, key: str, *, connector: str | None = None) -> int:
+        """Queue a verification of item ``key``'s OK copies (or of the one on ``connector``).
+
+        Returns the jobs queued; a verification already queued is not queued again.
+        """
+        if connector is not None:
+            self._known(connector)
+        item = item_by_key(key)
+        names = [loc.connector_name for loc in _ok_copies(item, key, connector, "to verify")]
+        pending = Pending(self.broker)
+        keys = [Pending.key(QUEUE_VERIFY, item.id, name) for name in names]
+        fresh = pending.claim(keys)
+        return enqueue_many(
+            self.broker,
+            [
+                message(QUEUE_VERIFY, ACTOR_VERIFY, item.id, name)
+                for name, new in zip(names, fresh, strict=True)
+                if new
+            ],
+        )
+
+    @contextmanager
+    def reading(
+        self, key: str, *, connector: str | None = None, reason: str = "read"
+    ) -> Iterator[StorageLocation]:
+        """Lock item ``key``'s preferred OK copy (or the one on ``connector``) for the block.
+
+        The location is not deleted while the block runs (an open access log,
+        as the original's); yields it, so the caller knows where to read.
+        """
+        item = item_by_key(key)
+        for attempt in range(DEFAULT_LOCK_ATTEMPTS):
+            locations = _ok_copies(item, key, connector, "to read")
+            try:
+                log = open_access_log(preferred(locations, self.preference), reason)
+            except LocationGoneError:
+                if attempt + 1 == DEFAULT_LOCK_ATTEMPTS:
+                    raise
+                continue
+            break
+        try:
+            yield log.storage_location
+        finally:
+            close_access_log(log)
+
+    def _known(self, name: str) -> None:
+        if name not in self.config.connectors:
+            named = ", ".join(sorted(self.config.connectors)) or "none"
+            raise InputError(f"connector {name!r} is not configured (configured: {named})")
+
+
+def _ok_copies(item: Any, key: str, connector: str | None, purpose: str) -> list[StorageLocation]:
+    """The item's OK locations (only the one on ``connector``, if named); InputError if none."""
+    found = [
+        loc
+        for loc in StorageLocation.select().where(
+            (StorageLocation.file_storage == item) & (StorageLocation.status == STATUS_DONE)
+        )
+        if connector is None or loc.connector_name == connector
+    ]
+    if not found:
+        where = f" on {connector!r}" if connector else ""
+        raise InputError(f"item {key!r} has no OK copy{where} {purpose}")
+    return found

@@ -1,0 +1,154 @@
+"""The message broker: Redis in production, in-process for the embedded default.
+
+Jobs are Dramatiq messages (``dramatiq.Message``): actor name, queue, and
+JSON arguments. ``enqueue_many`` sends many at once, in one Redis pipeline
+per batch. ``Pending`` keeps one marker per queued delete or verification,
+so that repeated scans do not queue the same work twice.
+
+Message format, for services that enqueue from another language (Redis
+broker, namespace ``dramatiq``): a JSON object
+``{"queue_name": Q, "actor_name": A, "args": [...], "kwargs": {},
+"options": {"redis_message_id": R}, "message_id": M, "message_timestamp": T}``
+stored with ``HSET dramatiq:Q.msgs R <json>`` then ``RPUSH dramatiq:Q R``
+(``R`` and ``M`` fresh UUIDs, ``T`` milliseconds since the epoch). The
+actors and their arguments are listed in ``resolwe_storage.jobs``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+
+#: Milliseconds without a heartbeat after which a worker's messages go back
+#: to the queue (Dramatiq's default is a minute; a killed worker's job is
+#: redelivered within about this plus the maintenance interval).
+DEFAULT_HEARTBEAT_TIMEOUT_MS = 10_000
+#: Redis commands per million that also run queue maintenance (requeueing
+#: the messages of dead workers); Dramatiq's default is 1,000.
+DEFAULT_MAINTENANCE_CHANCE = 100_000
+#: Milliseconds dead-lettered messages are kept (a week, as Dramatiq does).
+DEFAULT_DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
+#: Messages per Redis pipeline round trip.
+DEFAULT_ENQUEUE_BATCH = 1_000
+#: Seconds a pending-work marker lives when its job never reports back.
+DEFAULT_PENDING_TTL = 24 * 3600
+#: Prefix of our own Redis keys (Dramatiq's live under ``dramatiq:``).
+KEY_PREFIX = "resolwe-storage"
+
+
+def make_broker(url: str | None) -> dramatiq.Broker:
+    """A Redis broker for ``redis://`` URLs; an in-process one for None."""
+    if url is None:
+        broker: dramatiq.Broker = StubBroker()
+    else:
+        broker = RedisBroker(
+            url=url,
+            heartbeat_timeout=DEFAULT_HEARTBEAT_TIMEOUT_MS,
+            maintenance_chance=DEFAULT_MAINTENANCE_CHANCE,
+            dead_message_ttl=DEFAULT_DEAD_MESSAGE_TTL_MS,
+        )
+    return broker
+
+
+def enqueue_many(broker: dramatiq.Broker, messages: Iterable[dramatiq.Message]) -> int:
+    """Enqueue ``messages``; on Redis in pipelined batches. Returns how many."""
+    if not isinstance(broker, RedisBroker):
+        count = 0
+        for message in messages:
+            broker.declare_queue(message.queue_name)
+            broker.enqueue(message)
+            count += 1
+        return count
+    count = 0
+    batch: list[dramatiq.Message] = []
+    for message in messages:
+        batch.append(message)
+        if len(batch) >= DEFAULT_ENQUEUE_BATCH:
+            count += _redis_batch(broker, batch)
+            batch = []
+    if batch:
+        count += _redis_batch(broker, batch)
+    return count
+
+
+def _redis_batch(broker: RedisBroker, batch: Sequence[dramatiq.Message]) -> int:
+    """One pipeline: per message, the HSET and RPUSH that Dramatiq's enqueue does."""
+    pipe = broker.client.pipeline(transaction=False)
+    namespace = broker.namespace
+    for message in batch:
+        broker.declare_queue(message.queue_name)
+        redis_id = str(uuid.uuid4())
+        stamped = message.copy(options={"redis_message_id": redis_id})
+        broker.emit_before("enqueue", stamped, None)
+        queue = f"{namespace}:{stamped.queue_name}"
+        pipe.hset(f"{queue}.msgs", redis_id, stamped.encode())
+        pipe.rpush(queue, redis_id)
+    pipe.execute()
+    for message in batch:
+        broker.emit_after("enqueue", message, None)
+    return len(batch)
+
+
+def message(queue: str, actor: str, *args: Any, **options: Any) -> dramatiq.Message:
+    """A message for ``actor`` on ``queue`` with positional ``args``."""
+    return dramatiq.Message(
+        queue_name=queue,
+        actor_name=actor,
+        args=args,
+        kwargs={},
+        options=options,
+        message_id=str(uuid.uuid4()),
+        message_timestamp=int(time.time() * 1000),
+    )
+
+
+#: The in-process markers of each in-process broker.
+_LOCAL_MARKERS: weakref.WeakKeyDictionary[dramatiq.Broker, set[str]] = weakref.WeakKeyDictionary()
+_LOCAL_LOCK = threading.Lock()
+
+
+class Pending:
+    """Markers of queued or running work, so that it is not queued twice.
+
+    On Redis, one key per piece of work with a time to live (a job that is
+    lost entirely frees its marker within ``DEFAULT_PENDING_TTL``); in
+    process, a set.
+    """
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self._client = broker.client if isinstance(broker, RedisBroker) else None
+        # In process, every Pending of one broker shares one set of markers.
+        with _LOCAL_LOCK:
+            self._local = _LOCAL_MARKERS.setdefault(broker, set())
+        self._lock = _LOCAL_LOCK
+
+    @staticmethod
+    def key(action: str, item_id: int, connector: str) -> str:
+        return f"{KEY_PREFIX}:pending:{action}:{item_id}:{connector}"
+
+    def claim(self, keys: Sequence[str]) -> list[bool]:
+        """Mark each of ``keys``; True for those that were not marked yet."""
+        if self._client is None:
+            with self._lock:
+                fresh = [key not in self._local for key in keys]
+                self._local.update(keys)
+            return fresh
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, b"1", nx=True, ex=DEFAULT_PENDING_TTL)
+        return [bool(done) for done in pipe.execute()]
+
+    def release(self, key: str) -> None:
+        if self._client is None:
+            with self._lock:
+                self._local.discard(key)
+            return
+        self._client.delete(key)

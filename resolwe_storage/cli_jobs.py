@@ -1,0 +1,360 @@
+"""The command line's job commands: scan, scheduler, worker, run, request.
+
+Registered on ``resolwe_storage.cli.cli``; the same one-line errors and
+``--json`` conventions hold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+import dramatiq
+import peewee as pw
+from dramatiq.brokers.stub import StubBroker
+
+from catalog.models import Action, utcnow
+from resolwe_storage import jobs
+from resolwe_storage.api import StorageService
+from resolwe_storage.broker import make_broker
+from resolwe_storage.cli import Context, _now_option, _parse_now, cli, pass_context
+from resolwe_storage.config import Config
+from resolwe_storage.errors import InputError
+from resolwe_storage.lease import Lease
+from resolwe_storage.scan import ScanReport, scan
+
+#: Seconds between scans of the scheduler and of ``run``.
+DEFAULT_SCAN_INTERVAL = 60
+#: Worker threads per process.
+DEFAULT_THREADS = 8
+#: Seconds a stopping worker lets running jobs finish.
+DEFAULT_STOP_SECONDS = 30
+#: Milliseconds an idle worker thread waits before it looks for work again.
+DEFAULT_LOCAL_IDLE_MS = 50
+DEFAULT_REDIS_IDLE_MS = 1_000
+#: Retries of a transient failure in ``run --once``.
+DEFAULT_ONCE_RETRIES = 2
+#: Name of the scheduler's lease in Redis.
+SCHEDULER_LEASE = "resolwe-storage:scheduler-lease"
+
+logger = logging.getLogger(__name__)
+
+
+def _broker_url(context: Context, command: str) -> str:
+    url = context.config.broker
+    if url is None:
+        raise InputError(
+            f"{command} needs a broker that workers share: set broker: redis://... "
+            "(or RESOLWE_STORAGE_BROKER); `run` works in one process without one"
+        )
+    return url
+
+
+def start_worker(
+    config: Config,
+    database: pw.Database,
+    broker: dramatiq.Broker,
+    *,
+    threads: int,
+    queues: Sequence[str] = jobs.QUEUES,
+    max_retries: int = jobs.DEFAULT_MAX_RETRIES,
+    now: datetime | None = None,
+) -> dramatiq.Worker:
+    """Declare the actors on ``broker`` and start a worker of ``threads`` threads.
+
+    ``now`` fixes the time the workers re-check the rules at (``run --now``).
+    """
+    jobs.declare_actors(broker)
+    clock = utcnow if now is None else (lambda: now)
+    jobs.install(jobs.Runtime(config, database, broker, max_retries=max_retries, clock=clock))
+    for queue in jobs.QUEUES:
+        broker.declare_queue(queue)
+    broker.emit_after("process_boot")
+    # In process, an idle thread looks for work often (stopping waits for it);
+    # on Redis, every look is a request: Dramatiq's default of a second.
+    idle_ms = DEFAULT_LOCAL_IDLE_MS if isinstance(broker, StubBroker) else DEFAULT_REDIS_IDLE_MS
+    worker = dramatiq.Worker(
+        broker, queues=set(queues), worker_threads=threads, worker_timeout=idle_ms
+    )
+    worker.start()
+    return worker
+
+
+def stop_worker(broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    worker.stop(timeout=DEFAULT_STOP_SECONDS * 1000)
+    broker.close()
+
+
+def _until_signalled() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (as Kubernetes and Ctrl-C stop us)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _summary(report: ScanReport) -> str:
+    return (
+        f"scan: {report.items} item(s) due; queued {report.jobs} job(s): "
+        f"{report.copies} copies, {report.deletes} deletes, {report.verifies} verifications; "
+        f"{report.pending} already queued; {report.seconds:.2f} s"
+    )
+
+
+_interval_option = click.option(
+    "--interval",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_SCAN_INTERVAL,
+    show_default=True,
+    help="Seconds between scans.",
+)
+_threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=DEFAULT_THREADS,
+    show_default=True,
+    help="Worker threads per process.",
+)
+
+
+def _queues(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return jobs.QUEUES
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = sorted(set(names) - set(jobs.QUEUES))
+    if unknown or not names:
+        raise InputError(
+            f"--queues: unknown queue(s) {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(jobs.QUEUES)}"
+        )
+    return names
+
+
+@cli.command("scan")
+@_now_option
+@click.option("--json", "as_json", is_flag=True, help="Print what was queued as JSON.")
+@pass_context
+def scan_command(context: Context, now: str | None, as_json: bool) -> None:
+    """One scheduler pass: queue every due copy, delete and verification, per file."""
+    moment = _parse_now(now)
+    broker = make_broker(_broker_url(context, "scan"))
+    report = scan(context.config, context.database, broker, now=moment)
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+    else:
+        click.echo(_summary(report))
+
+
+@cli.command()
+@_interval_option
+@click.option("--once", is_flag=True, help="Scan once (if holding the lease), then exit.")
+@pass_context
+def scheduler(context: Context, interval: float, once: bool) -> None:
+    """Scan the catalog every --interval seconds and queue the due jobs.
+
+    Any number of replicas may run: a lease in Redis lets one scan at a time,
+    and another takes over within seconds when its holder dies.
+    """
+    broker = make_broker(_broker_url(context, "scheduler"))
+    lease = Lease(broker.client, SCHEDULER_LEASE)  # type: ignore[attr-defined]
+    database = context.database
+
+    def tick() -> None:
+        if not lease.hold():
+            logger.info("another scheduler holds the lease; not scanning")
+            return
+        try:
+            with database.connection_context():
+                click.echo(_summary(scan(context.config, database, broker, now=utcnow())))
+        except (pw.DatabaseError, OSError) as exc:  # the next tick tries again
+            click.echo(f"error: scan failed: {exc}", err=True)
+
+    if once:
+        tick()
+        lease.release()
+        return
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    stop = _until_signalled()
+    runner = BackgroundScheduler(timezone="UTC")
+    runner.add_job(tick, "interval", seconds=interval, max_instances=1, coalesce=True)
+    # Keep the lease between scans (and during a long one).
+    runner.add_job(lease.hold, "interval", seconds=max(lease.ttl_ms / 3000, 1))
+    runner.start()
+    tick()
+    try:
+        stop.wait()
+    finally:
+        runner.shutdown(wait=False)
+        lease.release()
+
+
+@cli.command()
+@click.option(
+    "--processes", type=click.IntRange(min=1), default=1, show_default=True, help="Processes."
+)
+@_threads_option
+@click.option("--queues", metavar="Q[,Q...]", help="Only these queues (copy, delete, verify).")
+@pass_context
+def worker(context: Context, processes: int, threads: int, queues: str | None) -> None:
+    """Run jobs from the broker until stopped (SIGTERM lets running jobs finish)."""
+    chosen = _queues(queues)
+    url = _broker_url(context, "worker")
+    if processes > 1:
+        _fork_workers(context, processes, threads, chosen)
+        return
+    broker = make_broker(url)
+    running = start_worker(context.config, context.database, broker, threads=threads, queues=chosen)
+    click.echo(f"worker: {threads} thread(s) on {', '.join(chosen)}", err=True)
+    try:
+        _until_signalled().wait()
+    finally:
+        stop_worker(broker, running)
+
+
+def _fork_workers(context: Context, processes: int, threads: int, queues: Sequence[str]) -> None:
+    """Run ``processes`` single-process workers; pass SIGTERM and SIGINT on to them."""
+    command = [sys.executable, "-m", "resolwe_storage"]
+    if context.config_path:
+        command += ["--config", context.config_path]
+    command += ["worker", "--threads", str(threads), "--queues", ",".join(queues)]
+    children = [subprocess.Popen(command) for _ in range(processes)]
+    stop = _until_signalled()
+    while not stop.is_set() and all(child.poll() is None for child in children):
+        stop.wait(1)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    failed = [child.wait() for child in children]
+    if stop.is_set():
+        return
+    raise InputError(f"a worker process exited ({', '.join(map(str, failed))}); stopped the rest")
+
+
+@cli.command()
+@_now_option
+@click.option("--once", is_flag=True, help="Scan once, run every job, print the outcome, exit.")
+@_interval_option
+@_threads_option
+@click.option("--json", "as_json", is_flag=True, help="With --once: print the outcome as JSON.")
+@pass_context
+def run(
+    context: Context,
+    now: str | None,
+    once: bool,
+    interval: float,
+    threads: int,
+    as_json: bool,
+) -> None:
+    """Scheduler and workers in one process (the embedded default needs no servers)."""
+    moment = _parse_now(now) if now is not None else None
+    broker = make_broker(context.config.broker)
+    database = context.database
+    began = utcnow()
+    # One pass should end: a failing job gets a couple of quick retries, not hours of them.
+    retries = DEFAULT_ONCE_RETRIES if once else jobs.DEFAULT_MAX_RETRIES
+    running = start_worker(
+        context.config, database, broker, threads=threads, max_retries=retries, now=moment
+    )
+    try:
+        if once:
+            report = scan(context.config, database, broker, now=moment or utcnow())
+            for queue in jobs.QUEUES:
+                _join(broker, queue)
+            outcome = _outcome(began)
+            if as_json:
+                click.echo(json.dumps({"scan": report.as_json(), "actions": outcome}))
+            else:
+                click.echo(_summary(report))
+                click.echo(_describe(outcome))
+            return
+        stop = _until_signalled()
+        while not stop.is_set():
+            click.echo(_summary(scan(context.config, database, broker, now=moment or utcnow())))
+            stop.wait(interval)
+    finally:
+        stop_worker(broker, running)
+
+
+def _join(broker: dramatiq.Broker, queue: str) -> None:
+    if hasattr(broker, "dead_letters"):  # the in-process broker
+        broker.join(queue, fail_fast=False)  # type: ignore[call-arg]
+    else:
+        broker.join(queue)
+        time.sleep(0.1)
+
+
+def _outcome(since: Any) -> dict[str, dict[str, int]]:
+    """Counts of the actions recorded since ``since``, by action and result."""
+    counts: dict[str, dict[str, int]] = {}
+    rows = (
+        Action.select(Action.action, Action.result, pw.fn.COUNT(Action.id))
+        .where(Action.started >= since)
+        .group_by(Action.action, Action.result)
+        .tuples()
+    )
+    for action, result, count in rows:
+        counts.setdefault(action, {})[result] = count
+    return counts
+
+
+def _describe(outcome: dict[str, dict[str, int]]) -> str:
+    if not outcome:
+        return "done: nothing to do"
+    parts = [
+        f"{action} " + ", ".join(f"{count} {result}" for result, count in sorted(results.items()))
+        for action, results in sorted(outcome.items())
+    ]
+    return "done: " + "; ".join(parts)
+
+
+@cli.group()
+def request() -> None:
+    """Queue work now, whatever the policies say."""
+
+
+@request.command("copy")
+@click.argument("key")
+@click.option("--to", "target", required=True, metavar="CONNECTOR", help="Copy to this connector.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def request_copy(context: Context, key: str, target: str, as_json: bool) -> None:
+    """Queue a copy of item KEY to --to, one job per file."""
+    service = _service(context, "request copy")
+    queued = service.request_copy(key, to=target)
+    _report_request(as_json, {"key": key, "action": "copy", "target": target, "jobs": queued})
+
+
+@request.command("verify")
+@click.argument("key")
+@click.option("--connector", metavar="CONNECTOR", help="Only the copy on this connector.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def request_verify(context: Context, key: str, connector: str | None, as_json: bool) -> None:
+    """Queue a verification of item KEY's OK copies (or of one)."""
+    service = _service(context, "request verify")
+    queued = service.request_verify(key, connector=connector)
+    _report_request(
+        as_json, {"key": key, "action": "verify", "connector": connector, "jobs": queued}
+    )
+
+
+def _service(context: Context, command: str) -> StorageService:
+    url = _broker_url(context, command)
+    return StorageService(context.config, context.database, make_broker(url))
+
+
+def _report_request(as_json: bool, outcome: dict[str, Any]) -> None:
+    if as_json:
+        click.echo(json.dumps(outcome))
+    else:
+        click.echo(f"queued {outcome['jobs']} job(s)")

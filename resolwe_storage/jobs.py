@@ -1,0 +1,299 @@
+"""The jobs: Dramatiq actors over the worker operations, and what they run with.
+
+Actors (queue, name, arguments), the message format other services use:
+
+=========  ==================  ==================================
+queue      actor               args
+=========  ==================  ==================================
+``copy``   ``copy_file``       item id, target connector, file path
+``copy``   ``finish_copy``     item id, target connector
+``delete`` ``delete_location`` item id, connector
+``verify`` ``verify_location`` item id, connector
+=========  ==================  ==================================
+
+Each actor decodes its message, calls one operation of ``workers`` and lets
+the error decide: transient errors (a connector's ``transient`` ones, a lost
+database connection) are retried with exponential backoff, up to
+``DEFAULT_MAX_RETRIES`` times; anything else fails the message at once. A
+message that fails for good is dead-lettered (Redis keeps it a week, under
+``dramatiq:QUEUE.XQ``) and recorded in the action history with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import dramatiq
+import peewee as pw
+from dramatiq.middleware import Middleware
+
+from catalog.models import STATUS_DONE, Action, FileStorage, StorageLocation, utcnow
+from connectors.base import Connector
+from connectors.errors import ConfigurationError
+from resolwe_storage.broker import Pending
+from resolwe_storage.config import Config
+from resolwe_storage.storage import build_connector
+from scheduler.policy import cutoff
+from scheduler.rules import preference_order, resolve_delay, resolve_min_other_copies
+from workers.operations import (
+    DeleteCheck,
+    LocationGoneError,
+    access_lock,
+    copy_item_file,
+    delete_location,
+    finish_location,
+)
+from workers.verify import verify_location
+
+QUEUE_COPY = "copy"
+QUEUE_DELETE = "delete"
+QUEUE_VERIFY = "verify"
+QUEUES = (QUEUE_COPY, QUEUE_DELETE, QUEUE_VERIFY)
+ACTOR_COPY = "copy_file"
+ACTOR_FINISH = "finish_copy"
+ACTOR_DELETE = "delete_location"
+ACTOR_VERIFY = "verify_location"
+
+#: Retries of a transient failure before a job is given up (dead-lettered).
+DEFAULT_MAX_RETRIES = 8
+#: Backoff between retries, doubling from the first to the cap (milliseconds).
+DEFAULT_MIN_BACKOFF_MS = 1_000
+DEFAULT_MAX_BACKOFF_MS = 300_000
+#: A job's time limit: this much, plus its bytes at ``DEFAULT_SLOWEST_RATE``.
+DEFAULT_TIME_LIMIT_MS = 600_000
+#: Bytes per second below which a transfer is taken to be stuck.
+DEFAULT_SLOWEST_RATE = 2 * 1024 * 1024
+#: Who the action history says did the work.
+ACTOR_NAME = "worker"
+
+logger = logging.getLogger(__name__)
+
+
+def time_limit_ms(size: int | None) -> int:
+    """The time limit of a job moving ``size`` bytes."""
+    return DEFAULT_TIME_LIMIT_MS + (size or 0) * 1000 // DEFAULT_SLOWEST_RATE
+
+
+@dataclass
+class Runtime:
+    """What the actors of one process run with: configuration, catalog, broker."""
+
+    config: Config
+    database: pw.Database
+    broker: dramatiq.Broker
+    #: Retries of a transient failure before the job is given up.
+    max_retries: int = DEFAULT_MAX_RETRIES
+    #: The time the rules are re-checked at (``run --now`` fixes it).
+    clock: Callable[[], datetime] = utcnow
+    pending: Pending = field(init=False)
+    _connectors: dict[str, Connector] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.pending = Pending(self.broker)
+        self.preference = tuple(preference_order(self.config.policies))
+
+    def connector(self, name: str) -> Connector:
+        """The configured connector ``name``, made once per process."""
+        with self._lock:
+            found = self._connectors.get(name)
+            if found is None:
+                entry = self.config.connectors.get(name)
+                if entry is None:
+                    raise ConfigurationError(f"connector {name!r} is not configured")
+                found = self._connectors[name] = build_connector(entry)
+            return found
+
+    def delete_check(self, item: FileStorage, connector: str, now: datetime) -> DeleteCheck:
+        """The delete rule of ``connector`` for ``item``, as it stands at ``now``."""
+        policy = self.config.policies.get(connector)
+        rule = policy.delete if policy is not None else None
+        if rule is None:
+            return DeleteCheck(cutoff=None, min_other_copies=0, preference=self.preference)
+        facts = {"data_slug": item.data_slug, "process_type": item.process_type}
+        delay = resolve_delay(rule, **facts).value
+        return DeleteCheck(
+            cutoff=cutoff(now, delay),
+            min_other_copies=resolve_min_other_copies(rule, **facts).value,
+            preference=self.preference,
+        )
+
+
+_runtime: Runtime | None = None
+
+
+def install(runtime: Runtime) -> None:
+    """Make ``runtime`` the one this process's actors use."""
+    global _runtime
+    _runtime = runtime
+
+
+def current() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("no runtime installed: call resolwe_storage.jobs.install first")
+    return _runtime
+
+
+def is_transient(retries: int, exc: BaseException) -> bool:
+    """Retry only transient failures, and at most the runtime's ``max_retries`` times."""
+    transient = getattr(exc, "transient", None)
+    if transient is None:
+        transient = isinstance(exc, pw.OperationalError | pw.InterfaceError)
+    limit = _runtime.max_retries if _runtime is not None else DEFAULT_MAX_RETRIES
+    return bool(transient) and retries < limit
+
+
+# -- the actors' bodies ----------------------------------------------------------
+
+
+# Actors return nothing (Dramatiq keeps no results); outcomes go to the log
+# and, for what was done, to the action history.
+
+
+def copy_file_job(item_id: int, target: str, path: str) -> None:
+    runtime = current()
+    with _catalog(runtime):
+        outcome = copy_item_file(
+            item_id,
+            target,
+            path,
+            connectors=runtime.connector,
+            preference=runtime.preference,
+            actor=ACTOR_NAME,
+        )
+    logger.info("copy %s of item %s to %s: %s", path, item_id, target, outcome)
+
+
+def finish_copy_job(item_id: int, target: str) -> None:
+    with _catalog(current()):
+        done = finish_location(item_id, target)
+    logger.info("copy of item %s to %s finished: %s", item_id, target, done)
+
+
+def delete_location_job(item_id: int, connector: str) -> None:
+    runtime = current()
+    with _catalog(runtime):
+        item = FileStorage.get_or_none(FileStorage.id == item_id)
+        if item is None:
+            runtime.pending.release(Pending.key(QUEUE_DELETE, item_id, connector))
+            return
+        outcome = delete_location(
+            item_id,
+            connector,
+            check=runtime.delete_check(item, connector, runtime.clock()),
+            connectors=runtime.connector,
+            actor=ACTOR_NAME,
+        )
+    runtime.pending.release(Pending.key(QUEUE_DELETE, item_id, connector))
+    logger.info("delete of item %s from %s: %s", item_id, connector, outcome)
+
+
+def verify_location_job(item_id: int, connector: str) -> None:
+    """Verify the item's OK copy on ``connector``, locked meanwhile (no delete under it)."""
+    runtime = current()
+    ok = None
+    with _catalog(runtime):
+        location = StorageLocation.get_or_none(
+            (StorageLocation.file_storage == item_id)
+            & (StorageLocation.connector_name == connector)
+        )
+        if location is not None and location.status == STATUS_DONE:
+            try:
+                with access_lock(location, "verify"):
+                    report = verify_location(
+                        location, runtime.connector(connector), now=utcnow(), actor=ACTOR_NAME
+                    )
+                ok = report.ok
+            except LocationGoneError:
+                pass  # deleted meanwhile: nothing to verify
+    runtime.pending.release(Pending.key(QUEUE_VERIFY, item_id, connector))
+    logger.info("verification of item %s on %s: %s", item_id, connector, ok)
+
+
+@contextmanager
+def _catalog(runtime: Runtime) -> Iterator[None]:
+    """The worker thread's catalog connection: kept open between jobs, dropped when broken."""
+    runtime.database.connect(reuse_if_open=True)
+    try:
+        yield
+    except (pw.OperationalError, pw.InterfaceError):
+        # A server restarted or a connection cut: the next job connects afresh.
+        runtime.database.close()
+        raise
+
+
+ACTORS: dict[str, tuple[str, Callable[..., Any]]] = {
+    ACTOR_COPY: (QUEUE_COPY, copy_file_job),
+    ACTOR_FINISH: (QUEUE_COPY, finish_copy_job),
+    ACTOR_DELETE: (QUEUE_DELETE, delete_location_job),
+    ACTOR_VERIFY: (QUEUE_VERIFY, verify_location_job),
+}
+
+
+class GiveUpHistory(Middleware):
+    """Records a job given up after retries in the action history, and frees its marker.
+
+    Failures that are permanent from the start are recorded by the
+    operations themselves, with what they were doing.
+    """
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.Message,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is None or not message.failed:
+            return
+        if _runtime is None:
+            return
+        queue, _ = ACTORS.get(message.actor_name, ("", None))
+        args = list(message.args)
+        retries = message.options.get("retries", 0)
+        logger.warning("%s%s given up: %s", message.actor_name, tuple(args), exception)
+        if queue in (QUEUE_DELETE, QUEUE_VERIFY) and len(args) >= 2:
+            _runtime.pending.release(Pending.key(queue, args[0], args[1]))
+        if not getattr(exception, "transient", False) and not isinstance(
+            exception, pw.OperationalError | pw.InterfaceError
+        ):
+            return
+        with _catalog(_runtime):
+            item = FileStorage.get_or_none(FileStorage.id == args[0]) if args else None
+            Action.create(
+                actor=ACTOR_NAME,
+                action=queue or message.actor_name,
+                item_key=item.key if item is not None else None,
+                file_storage=item,
+                target=args[1] if len(args) > 1 else None,
+                path=args[2] if len(args) > 2 else None,
+                result="failed",
+                error=f"gave up after {retries} tries: {exception}",
+            )
+
+
+def declare_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Actor]:
+    """Declare every actor on ``broker`` (with the retry rules and the history middleware)."""
+    if not any(isinstance(m, GiveUpHistory) for m in broker.middleware):
+        broker.add_middleware(GiveUpHistory())
+    declared = {}
+    for name, (queue, body) in ACTORS.items():
+        declared[name] = dramatiq.actor(
+            body,
+            broker=broker,
+            actor_name=name,
+            queue_name=queue,
+            max_retries=DEFAULT_MAX_RETRIES,
+            min_backoff=DEFAULT_MIN_BACKOFF_MS,
+            max_backoff=DEFAULT_MAX_BACKOFF_MS,
+            time_limit=DEFAULT_TIME_LIMIT_MS,
+            retry_when=is_transient,
+        )
+    return declared

@@ -1,0 +1,192 @@
+"""One scheduler pass: plan, then enqueue the due work per file, in batches.
+
+For a due copy the target location is reserved (``PR``) in the catalog and
+one job per file is queued (a ``finish_copy`` job for an item without
+files); a reserved location is never planned again, so repeated scans do
+not queue a copy twice. Deletes and verifications are queued once per
+location and carry a marker (``broker.Pending``) until their job ends.
+Locations are reserved in a transaction that commits before their jobs are
+queued, so a worker never meets a job whose location it cannot see.
+
+The scan decides nothing itself: ``scheduler.planning`` does, with ``now``
+passed in; no storage backend is contacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import dramatiq
+import peewee as pw
+
+from catalog.errors import LocationConflictError
+from catalog.models import STATUS_DONE, ReferencedPath, StorageLocation
+from catalog.queries import reserve_location
+from resolwe_storage.broker import Pending, enqueue_many, message
+from resolwe_storage.config import Config
+from resolwe_storage.jobs import (
+    ACTOR_COPY,
+    ACTOR_DELETE,
+    ACTOR_FINISH,
+    ACTOR_VERIFY,
+    QUEUE_COPY,
+    QUEUE_DELETE,
+    QUEUE_VERIFY,
+    time_limit_ms,
+)
+from scheduler.planning import DueItem, Planner
+from scheduler.policy import COPY, DELETE, VERIFY
+
+#: Items whose work is reserved and queued per transaction and Redis round trip.
+DEFAULT_SCAN_BATCH = 1_000
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScanReport:
+    """What one scan did."""
+
+    items: int = 0
+    copies: int = 0
+    deletes: int = 0
+    verifies: int = 0
+    jobs: int = 0
+    #: Work already queued or running (not queued again).
+    pending: int = 0
+    #: Copies refused because the target url is another item's location.
+    conflicts: int = 0
+    plan_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, int | float]:
+        return {
+            "items": self.items,
+            "copies": self.copies,
+            "deletes": self.deletes,
+            "verifies": self.verifies,
+            "jobs": self.jobs,
+            "pending": self.pending,
+            "conflicts": self.conflicts,
+            "plan_seconds": round(self.plan_seconds, 3),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def scan(
+    config: Config, database: pw.Database, broker: dramatiq.Broker, *, now: datetime
+) -> ScanReport:
+    """Plan at ``now`` and queue every due job; returns what was done."""
+    began = time.monotonic()
+    report = ScanReport()
+    due = list(Planner(config.policies, database).due(now=now))
+    report.plan_seconds = time.monotonic() - began
+    report.items = len(due)
+    pending = Pending(broker)
+    for batch in _chunks(due, DEFAULT_SCAN_BATCH):
+        messages = _reserve_copies(database, batch, report)
+        messages += _claim_others(pending, batch, report)
+        report.jobs += enqueue_many(broker, messages)
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def _reserve_copies(
+    database: pw.Database, batch: Sequence[DueItem], report: ScanReport
+) -> list[dramatiq.Message]:
+    wanted = [
+        (item.item_id, item.source, target)
+        for item in batch
+        for action, target in item.arms
+        if action == COPY and item.source is not None
+    ]
+    if not wanted:
+        return []
+    ids = sorted({item_id for item_id, _, _ in wanted})
+    messages: list[dramatiq.Message] = []
+    with database.atomic():
+        urls = {
+            (item_id, connector): url
+            for item_id, connector, url in StorageLocation.select(
+                StorageLocation.file_storage, StorageLocation.connector_name, StorageLocation.url
+            )
+            .where(StorageLocation.file_storage.in_(ids) & (StorageLocation.status == STATUS_DONE))
+            .tuples()
+        }
+        files: dict[int, list[tuple[str, int | None]]] = {}
+        for item_id, path, size in (
+            ReferencedPath.select(
+                ReferencedPath.file_storage, ReferencedPath.path, ReferencedPath.size
+            )
+            .where(ReferencedPath.file_storage.in_(ids) & ~ReferencedPath.path.endswith("/"))
+            .order_by(ReferencedPath.file_storage, ReferencedPath.path)
+            .tuples()
+        ):
+            files.setdefault(item_id, []).append((path, size))
+        for item_id, source, target in wanted:
+            url = urls.get((item_id, source))
+            if url is None:
+                continue  # the source went away since the plan
+            try:
+                reserved = reserve_location(item_id, target, url=url)
+            except LocationConflictError as exc:
+                logger.warning("not copying item %s: %s", item_id, exc)
+                report.conflicts += 1
+                continue
+            if reserved is None:
+                report.pending += 1
+                continue
+            report.copies += 1
+            paths = files.get(item_id, [])
+            if not paths:
+                messages.append(message(QUEUE_COPY, ACTOR_FINISH, item_id, target))
+            for path, size in paths:
+                messages.append(
+                    message(
+                        QUEUE_COPY,
+                        ACTOR_COPY,
+                        item_id,
+                        target,
+                        path,
+                        time_limit=time_limit_ms(size),
+                    )
+                )
+    return messages
+
+
+def _claim_others(
+    pending: Pending, batch: Sequence[DueItem], report: ScanReport
+) -> list[dramatiq.Message]:
+    wanted = [
+        (action, item.item_id, connector)
+        for item in batch
+        for action, connector in item.arms
+        if action in (DELETE, VERIFY)
+    ]
+    if not wanted:
+        return []
+    keys = [Pending.key(_QUEUES[action], item_id, name) for action, item_id, name in wanted]
+    messages = []
+    for (action, item_id, connector), fresh in zip(wanted, pending.claim(keys), strict=True):
+        if not fresh:
+            report.pending += 1
+            continue
+        if action == DELETE:
+            report.deletes += 1
+            messages.append(message(QUEUE_DELETE, ACTOR_DELETE, item_id, connector))
+        else:
+            report.verifies += 1
+            messages.append(message(QUEUE_VERIFY, ACTOR_VERIFY, item_id, connector))
+    return messages
+
+
+_QUEUES = {DELETE: QUEUE_DELETE, VERIFY: QUEUE_VERIFY}
+
+
+def _chunks(items: Sequence[DueItem], size: int) -> Iterator[Sequence[DueItem]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,272 @@
+"""Scheduler, Redis and workers end to end, against moto_server and fake-gcs-server.
+
+Real files under a local connector are ingested; one scan queues per-file
+jobs on the real Redis; Dramatiq workers copy them to S3 and GCS, where the
+hashes are proven; moving ``now`` forward, deletions keep to the rules.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import peewee as pw
+import pytest
+
+from catalog.models import Action, LocationFile, StorageLocation, utcnow
+from connectors.gcs import GCSConnector
+from connectors.hashing import hash_stream
+from connectors.s3 import S3Connector
+from resolwe_storage import jobs
+from resolwe_storage.broker import make_broker
+from resolwe_storage.cli import main
+from resolwe_storage.cli_jobs import start_worker, stop_worker
+from resolwe_storage.config import Config, load_config
+from resolwe_storage.lease import Lease
+from resolwe_storage.runtime import open_catalog
+from resolwe_storage.scan import scan
+from tests.servers.faulty import Fault, faulty_proxy
+
+pytest_plugins = ["tests.servers.redis"]
+
+FILES = {f"part-{n}.txt": os.urandom(1000 + 37 * n) for n in range(5)}
+
+
+def write_config(
+    tmp_path: Path, redis_url: str, s3: S3Connector, gcs_endpoint: str, gcs_bucket: str
+) -> Path:
+    document = {
+        "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+        "broker": redis_url,
+        "connectors": {
+            "local": {
+                "connector": "local",
+                "config": {
+                    "priority": 0,
+                    "path": str(tmp_path / "local"),
+                    "delete": {"delay": 5, "min_other_copies": 2},
+                },
+            },
+            "S3": {
+                "connector": "s3",
+                "config": {
+                    "priority": 10,
+                    "bucket": s3.bucket,
+                    "endpoint_url": s3.endpoint_url,
+                    "credentials": s3.credentials,
+                    "region_name": s3.region_name,
+                    "copy": {"delay": 0},
+                    "delete": {"delay": 5, "min_other_copies": 2},
+                },
+            },
+            "GCS": {
+                "connector": "gcs",
+                "config": {
+                    "priority": 20,
+                    "bucket": gcs_bucket,
+                    "endpoint_url": gcs_endpoint,
+                    "copy": {"delay": 0},
+                    "delete": {"delay": 5, "min_other_copies": 2},
+                },
+            },
+        },
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path,
+    redis_url: str,
+    s3_bucket: S3Connector,
+    fake_gcs_server: str,
+    gcs_bucket: str,
+) -> Iterator[tuple[Config, pw.Database, dramatiq.Broker]]:
+    config_path = write_config(tmp_path, redis_url, s3_bucket, fake_gcs_server, gcs_bucket)
+    sample = tmp_path / "local" / "files"
+    sample.mkdir(parents=True)
+    for name, data in FILES.items():
+        (sample / name).write_bytes(data)
+    assert main(["--config", str(config_path), "ingest", "local", str(sample), "--key", "k"]) == 0
+    config = load_config(config_path)
+    database = open_catalog(config.database)
+    yield config, database, make_broker(config.broker)
+    database.close()
+
+
+def wait_for(condition: Callable[[], bool], *, seconds: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def statuses() -> dict[str, str]:
+    return {loc.connector_name: loc.status for loc in StorageLocation.select()}
+
+
+def test_copies_to_s3_and_gcs_then_deletes_that_keep_to_the_rules(
+    world: tuple[Config, pw.Database, dramatiq.Broker],
+    s3_bucket: S3Connector,
+    fake_gcs_server: str,
+    gcs_bucket: str,
+) -> None:
+    config, database, broker = world
+    report = scan(config, database, broker, now=utcnow())
+    assert report.copies == 2 and report.jobs == 2 * len(FILES)
+    # A second scheduler pass finds nothing new to queue.
+    assert scan(config, database, broker, now=utcnow()).jobs == 0
+
+    running = start_worker(config, database, broker, threads=4)
+    try:
+        wait_for(lambda: statuses() == {"local": "OK", "S3": "OK", "GCS": "OK"}, what="copies")
+        gcs = GCSConnector("GCS", bucket=gcs_bucket, endpoint_url=fake_gcs_server)
+        for backend in (s3_bucket, gcs):
+            for name, data in FILES.items():
+                with backend.open_read(f"files/{name}") as stream:
+                    assert hash_stream(stream).md5 == hash_stream(io.BytesIO(data)).md5
+        assert LocationFile.select().count() == 2 * len(FILES)
+
+        # Ten days on, deletes from S3 and GCS are due; each must leave two
+        # other copies, so only one of them may go, whichever runs first.
+        later = utcnow() + timedelta(days=10)
+        jobs.current().clock = lambda: later
+        report = scan(config, database, broker, now=later)
+        assert report.deletes == 2
+        wait_for(
+            lambda: Action.select().where(Action.action == "delete").count() == 2,
+            what="both delete jobs",
+        )
+    finally:
+        stop_worker(broker, running)
+    outcomes = sorted(a.result for a in Action.select().where(Action.action == "delete"))
+    assert outcomes == ["ok", "refused"]
+    left = statuses()
+    assert left["local"] == "OK" and sorted(left) in (["GCS", "local"], ["S3", "local"])
+
+
+def test_lease_one_holder_and_a_quick_takeover(redis_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    first = Lease(client, "test-lease", ttl_ms=300)
+    second = Lease(client, "test-lease", ttl_ms=300)
+    assert first.hold() and not second.hold()
+    assert first.hold()  # extended by its holder
+    time.sleep(0.4)  # the holder died: nobody extends it
+    assert second.hold() and not first.hold()
+    second.release()
+    assert first.hold()
+
+
+def test_two_schedulers_at_once_queue_each_job_once(
+    world: tuple[Config, pw.Database, dramatiq.Broker],
+) -> None:
+    config, database, broker = world
+    reports: list[Any] = []
+
+    def one() -> None:
+        database.connect(reuse_if_open=True)
+        try:
+            reports.append(scan(config, database, broker, now=utcnow()))
+        finally:
+            database.close()
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(report.jobs for report in reports) == 2 * len(FILES)
+    assert broker.client.llen("dramatiq:copy") == 2 * len(FILES)  # type: ignore[attr-defined]
+
+
+def test_a_worker_killed_mid_copy_has_its_job_redelivered_and_completed(
+    tmp_path: Path,
+    redis_url: str,
+    moto_server: str,
+    s3_bucket: S3Connector,
+    fake_gcs_server: str,
+    gcs_bucket: str,
+) -> None:
+    with faulty_proxy(moto_server) as proxy:
+        s3 = S3Connector(
+            "S3",
+            bucket=s3_bucket.bucket,
+            endpoint_url=proxy.url,
+            credentials=s3_bucket.credentials,
+            region_name=s3_bucket.region_name,
+        )
+        config_path = write_config(tmp_path, redis_url, s3, fake_gcs_server, gcs_bucket)
+        document = json.loads(config_path.read_text())
+        del document["connectors"]["GCS"]
+        config_path.write_text(json.dumps(document))
+        sample = tmp_path / "local" / "files"
+        sample.mkdir(parents=True)
+        (sample / "big.bin").write_bytes(os.urandom(300_000))
+        command = [sys.executable, "-m", "resolwe_storage", "--config", str(config_path)]
+        subprocess.run([*command, "ingest", "local", str(sample), "--key", "k"], check=True)
+        subprocess.run([*command, "scan"], check=True)
+
+        # The first upload hangs at the proxy; the worker is killed meanwhile.
+        proxy.fail(Fault("PUT", r"/files/big\.bin", hang=60, times=1))
+        victim = subprocess.Popen([*command, "worker", "--threads", "1"])
+        wait_for(lambda: proxy.requests("PUT", r"/files/big\.bin") != [], what="the upload")
+        victim.kill()
+        victim.wait()
+        killed_at = time.monotonic()
+        proxy.heal()
+
+        survivor = subprocess.Popen([*command, "worker", "--threads", "2"])
+        try:
+            config = load_config(config_path)
+            database = open_catalog(config.database)
+
+            def done() -> bool:
+                with database.connection_context():
+                    return statuses().get("S3") == "OK"
+
+            wait_for(done, seconds=45, what="the redelivered copy")
+            redelivered_after = time.monotonic() - killed_at
+        finally:
+            survivor.terminate()
+            survivor.wait(timeout=60)
+    assert redelivered_after < 30, f"copied {redelivered_after:.1f} s after the kill"
+    with database.connection_context():
+        assert LocationFile.select().count() == 1
+        assert StorageLocation.select().count() == 2
+    with s3_bucket.open_read("files/big.bin") as stream:
+        assert stream.read() == (sample / "big.bin").read_bytes()
+
+
+def test_requests_from_the_command_line_are_queued_on_redis(
+    world: tuple[Config, pw.Database, dramatiq.Broker],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, _, broker = world
+    config = str(tmp_path / "config.json")
+    capsys.readouterr()
+    assert main(["--config", config, "request", "copy", "k", "--to", "S3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["jobs"] == len(FILES)
+    assert main(["--config", config, "request", "verify", "k", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["jobs"] == 1
+    assert main(["--config", config, "request", "verify", "k"]) == 0
+    assert capsys.readouterr().out.strip() == "queued 0 job(s)"
+    client = broker.client  # type: ignore[attr-defined]
+    assert client.llen("dramatiq:copy") == len(FILES) and client.llen("dramatiq:verify") == 1
+    assert main(["--config", config, "request", "copy", "k", "--to", "S3"]) == 1
+    assert "already has a location on 'S3' (PR)" in capsys.readouterr().err

@@ -1,0 +1,99 @@
+"""The Python API for other services, on a real SQLite catalog and the in-process broker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from catalog.models import AccessLog, StorageLocation
+from resolwe_storage.api import StorageService
+from resolwe_storage.broker import make_broker
+from resolwe_storage.config import load_config
+from resolwe_storage.errors import InputError
+from resolwe_storage.runtime import open_catalog
+
+ITEM = {
+    "key": "data-1",
+    "created": "2026-01-01T00:00:00Z",
+    "locations": [
+        {"connector": "local", "url": "1", "status": "OK"},
+        {"connector": "archive", "url": "1", "status": "OK"},
+    ],
+    "files": [{"path": "a.txt", "size": 3}, {"path": "b/c.txt", "size": 5}, {"path": "b/"}],
+}
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> StorageService:
+    document = {
+        "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+        "connectors": {
+            name: {"connector": "local", "config": {"priority": n, "path": str(tmp_path / name)}}
+            for n, name in enumerate(("local", "archive", "cold"))
+        },
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    config = load_config(path)
+    storage = StorageService(config, open_catalog(config.database), make_broker(None))
+    storage.register(ITEM)
+    return storage
+
+
+def queued(service: StorageService, queue: str) -> list[tuple[object, ...]]:
+    broker = service.broker
+    assert isinstance(broker, StubBroker)
+    messages = []
+    while not broker.queues[queue].empty():
+        messages.append(tuple(json.loads(broker.queues[queue].get())["args"]))
+    return messages
+
+
+def test_a_requested_copy_is_one_job_per_file_and_not_requested_twice(
+    service: StorageService,
+) -> None:
+    assert service.request_copy("data-1", to="cold") == 2
+    assert sorted(queued(service, "copy")) == [(1, "cold", "a.txt"), (1, "cold", "b/c.txt")]
+    location = StorageLocation.get(StorageLocation.connector_name == "cold")
+    assert (location.status, location.url) == ("PR", "1")
+    with pytest.raises(InputError, match="already has a location on 'cold' \\(PR\\)"):
+        service.request_copy("data-1", to="cold")
+
+
+@pytest.mark.parametrize(
+    ("key", "target", "message"),
+    [
+        ("data-1", "nowhere", "connector 'nowhere' is not configured"),
+        ("missing", "cold", "no item with key 'missing'"),
+    ],
+)
+def test_bad_requests_are_one_clear_error(
+    service: StorageService, key: str, target: str, message: str
+) -> None:
+    with pytest.raises(Exception, match=message):
+        service.request_copy(key, to=target)
+
+
+def test_a_verification_already_queued_is_not_queued_again(service: StorageService) -> None:
+    assert service.request_verify("data-1") == 2
+    assert service.request_verify("data-1", connector="local") == 0
+    assert sorted(queued(service, "verify")) == [(1, "archive"), (1, "local")]
+    with pytest.raises(InputError, match="no OK copy on 'cold' to verify"):
+        service.request_verify("data-1", connector="cold")
+
+
+def test_reading_locks_the_preferred_copy_for_the_block(service: StorageService) -> None:
+    with service.reading("data-1", reason="analysis") as location:
+        assert location.connector_name == "local"
+        lock = AccessLog.get(AccessLog.finished.is_null())
+        assert (lock.storage_location_id, lock.reason) == (location.id, "analysis")
+    assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
+
+
+def test_reading_a_copy_being_deleted_takes_another(service: StorageService) -> None:
+    StorageLocation.update(status="DE").where(StorageLocation.connector_name == "local").execute()
+    with service.reading("data-1") as location:
+        assert location.connector_name == "archive"

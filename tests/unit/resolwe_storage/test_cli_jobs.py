@@ -1,0 +1,98 @@
+"""The job commands on the embedded default: ``run --once``, and what needs a broker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from resolwe_storage.cli import main
+
+CONFIG = """\
+database: sqlite:///{root}/catalog.sqlite3
+connectors:
+  local:
+    connector: local
+    config: {{priority: 0, path: {root}/local}}
+  archive:
+    connector: local
+    config:
+      priority: 5
+      path: {root}/archive
+      copy: {{delay: 0}}
+      delete: {{delay: 1, min_other_copies: 1}}
+      verify: {{interval: 7}}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG.format(root=tmp_path))
+    sample = tmp_path / "local" / "sample-1"
+    sample.mkdir(parents=True)
+    (sample / "reads.fastq").write_bytes(b"ACGT\n" * 100)
+    (sample / "sub").mkdir()
+    (sample / "sub" / "counts.tsv").write_bytes(b"a\t1\n")
+    return str(path)
+
+
+def cli(config: str, *args: str) -> int:
+    return main(["--config", config, *args])
+
+
+def test_run_once_copies_verifies_and_deletes_by_the_policies(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(config, "ingest", "local", str(tmp_path / "local" / "sample-1"), "--key", "s1") == 0
+    capsys.readouterr()
+
+    assert cli(config, "run", "--once", "--json") == 0
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome["scan"]["copies"] == 1 and outcome["scan"]["jobs"] == 2
+    assert outcome["actions"] == {"copy": {"ok": 2}}
+    copied = tmp_path / "archive" / "sample-1"
+    assert (copied / "reads.fastq").read_bytes() == b"ACGT\n" * 100
+    assert (copied / "sub" / "counts.tsv").read_bytes() == b"a\t1\n"
+
+    # Later the copy is due for verification and, not being preferred, for
+    # deletion. One thread runs the two jobs one after the other, in either
+    # order: a verification first passes (and holds a lock while it reads);
+    # after the delete there is nothing left to verify.
+    when = "2099-01-01T00:00:00Z"
+    assert cli(config, "run", "--once", "--json", "--now", when, "--threads", "1") == 0
+    later = json.loads(capsys.readouterr().out)
+    assert later["scan"]["verifies"] == 1 and later["scan"]["deletes"] == 1
+    assert later["actions"].get("verify", {"ok": 1}) == {"ok": 1}
+    assert later["actions"]["delete"] == {"ok": 1}
+    assert not copied.exists() or not any(copied.rglob("*.*"))
+    assert (tmp_path / "local" / "sample-1" / "reads.fastq").exists()
+
+    assert cli(config, "status", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["locations"].get("archive", {}) == {}
+
+
+def test_run_once_with_nothing_due_says_so(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(config, "run", "--once") == 0
+    out = capsys.readouterr().out
+    assert "0 item(s) due" in out and "done: nothing to do" in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["scan"], ["worker"], ["scheduler", "--once"], ["request", "copy", "s1", "--to", "archive"]],
+    ids=["scan", "worker", "scheduler", "request"],
+)
+def test_commands_that_share_a_broker_need_one(
+    config: str, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(config, *command) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "needs a broker" in err and err.count("\n") == 1
+
+
+def test_unknown_queues_are_refused(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(config, "worker", "--queues", "copy,nope") == 1
+    assert "unknown queue(s) nope" in capsys.readouterr().err

@@ -1,0 +1,153 @@
+"""Scan, queue and run jobs in process: Dramatiq's StubBroker, a real SQLite catalog, folders.
+
+The same code runs against Redis in ``tests/integration``; here the broker
+is in memory, as in ``resolwe-storage run``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from catalog.models import Action, FileStorage, LocationFile, StorageLocation
+from connectors.hashing import hash_stream
+from connectors.local import LocalConnector
+from resolwe_storage import jobs
+from resolwe_storage.broker import make_broker
+from resolwe_storage.config import Config, load_config
+from resolwe_storage.runtime import open_catalog
+from resolwe_storage.scan import scan
+
+NOW = datetime(2026, 6, 1)
+
+
+def write_config(tmp_path: Path, **backup_rules: object) -> Path:
+    rules = {"copy": {"delay": 1}, **backup_rules}
+    document = {
+        "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+        "connectors": {
+            "local": {
+                "connector": "local",
+                "config": {"priority": 0, "path": str(tmp_path / "local")},
+            },
+            "backup": {
+                "connector": "local",
+                "config": {"priority": 10, "path": str(tmp_path / "backup"), **rules},
+            },
+        },
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[Config, dramatiq.Broker, dramatiq.Worker]]:
+    config = load_config(write_config(tmp_path))
+    database = open_catalog(config.database)
+    broker = make_broker(None)
+    assert isinstance(broker, StubBroker)
+    jobs.declare_actors(broker)
+    jobs.install(jobs.Runtime(config, database, broker))
+    worker = dramatiq.Worker(broker, worker_threads=4)
+    worker.start()
+    yield config, broker, worker
+    worker.stop()
+    database.close()
+
+
+def add_item(tmp_path: Path, key: str, files: dict[str, bytes]) -> FileStorage:
+    item = FileStorage.create(key=key, created=NOW - timedelta(days=10))
+    StorageLocation.create(
+        file_storage=item, connector_name="local", url=key, status="OK", last_update=item.created
+    )
+    folder = LocalConnector("local", path=tmp_path / "local")
+    for path, data in files.items():
+        folder.write(f"{key}/{path}", io.BytesIO(data))
+        hashes = hash_stream(io.BytesIO(data))
+        item.files.model.create(
+            file_storage=item, path=path, size=len(data), md5=hashes.md5, crc32c=hashes.crc32c
+        )
+    return item
+
+
+def drain(broker: StubBroker) -> None:
+    for queue in jobs.QUEUES:
+        broker.declare_queue(queue)
+    for queue in jobs.QUEUES:
+        broker.join(queue, fail_fast=True)
+
+
+def test_one_scan_copies_every_file_and_the_location_becomes_ok(
+    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+) -> None:
+    config, broker, _ = world
+    database = jobs.current().database
+    add_item(tmp_path, "a", {"one.txt": b"1" * 100, "dir/two.txt": b"2" * 200})
+    add_item(tmp_path, "b", {})
+    report = scan(config, database, broker, now=NOW)
+    assert (report.items, report.copies, report.jobs) == (2, 2, 3)  # 2 files + 1 finish
+    drain(broker)
+    statuses = {
+        loc.file_storage.key: loc.status
+        for loc in StorageLocation.select().where(StorageLocation.connector_name == "backup")
+    }
+    assert statuses == {"a": "OK", "b": "OK"}
+    backup = LocalConnector("backup", path=tmp_path / "backup")
+    assert sorted(info.path for info in backup.list()) == ["a/dir/two.txt", "a/one.txt"]
+    assert LocationFile.select().count() == 2
+
+
+def test_a_second_scan_queues_nothing_already_queued(
+    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+) -> None:
+    config, broker, worker = world
+    database = jobs.current().database
+    worker.pause()
+    add_item(tmp_path, "a", {"one.txt": b"1"})
+    first = scan(config, database, broker, now=NOW)
+    second = scan(config, database, broker, now=NOW)
+    assert first.jobs == 1 and second.jobs == 0 and second.items == 0
+    worker.resume()
+    drain(broker)
+    assert scan(config, database, broker, now=NOW).jobs == 0
+
+
+def test_a_permanent_failure_is_not_retried_and_is_recorded(
+    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+) -> None:
+    config, broker, _ = world
+    database = jobs.current().database
+    add_item(tmp_path, "a", {"one.txt": b"good"})
+    (tmp_path / "local" / "a" / "one.txt").write_bytes(b"evil")  # damaged at the source
+    scan(config, database, broker, now=NOW)
+    for queue in jobs.QUEUES:
+        broker.join(queue, fail_fast=False)
+    failed = Action.get(Action.action == "copy")
+    assert failed.result == "failed" and "does not match" in failed.error
+    assert broker.dead_letters and len(broker.dead_letters) == 1
+    assert broker.dead_letters[0].options.get("retries") == 1
+    location = StorageLocation.get(StorageLocation.connector_name == "backup")
+    assert location.status == "UP"
+
+
+def test_transient_errors_are_retried_and_permanent_ones_are_not() -> None:
+    from connectors.errors import BackendUnavailable, ChecksumMismatch
+
+    assert jobs.is_transient(0, BackendUnavailable("x"))
+    assert not jobs.is_transient(jobs.DEFAULT_MAX_RETRIES, BackendUnavailable("x"))
+    assert not jobs.is_transient(0, ChecksumMismatch("x"))
+    assert not jobs.is_transient(0, ValueError("x"))
+
+
+def test_time_limits_grow_with_the_file() -> None:
+    small = jobs.time_limit_ms(1)
+    large = jobs.time_limit_ms(10 * 1024**3)
+    assert small == jobs.DEFAULT_TIME_LIMIT_MS and large > small + 3_600_000
