@@ -106,7 +106,8 @@ def _summary(report: ScanReport) -> str:
     return (
         f"scan: {report.items} item(s) due; queued {report.jobs} job(s): "
         f"{report.copies} copies, {report.deletes} deletes, {report.verifies} verifications; "
-        f"{report.pending} already queued; {report.seconds:.2f} s"
+        f"{report.pending} already queued; {report.resumed} stalled copies resumed; "
+        f"{report.seconds:.2f} s"
     )
 
 

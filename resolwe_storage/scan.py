@@ -18,13 +18,21 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dramatiq
 import peewee as pw
 
 from catalog.errors import LocationConflictError
-from catalog.models import STATUS_DONE, ReferencedPath, StorageLocation
+from catalog.models import (
+    STATUS_DONE,
+    STATUS_PREPARING,
+    STATUS_UPLOADING,
+    LocationFile,
+    ReferencedPath,
+    StorageLocation,
+    utcnow,
+)
 from catalog.queries import reserve_location
 from resolwe_storage.broker import Pending, enqueue_many, message
 from resolwe_storage.config import Config
@@ -43,6 +51,10 @@ from scheduler.policy import COPY, DELETE, VERIFY
 
 #: Items whose work is reserved and queued per transaction and Redis round trip.
 DEFAULT_SCAN_BATCH = 1_000
+#: A copy under way (``PR``/``UP``) that has made no progress for this long
+#: has lost its jobs (a broker that lost its queues, say): its missing files
+#: are queued again. A duplicate job is harmless.
+DEFAULT_RESUME_AFTER = timedelta(hours=1)
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +72,8 @@ class ScanReport:
     pending: int = 0
     #: Copies refused because the target url is another item's location.
     conflicts: int = 0
+    #: Copies under way without progress whose missing files were queued again.
+    resumed: int = 0
     plan_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -72,20 +86,39 @@ class ScanReport:
             "jobs": self.jobs,
             "pending": self.pending,
             "conflicts": self.conflicts,
+            "resumed": self.resumed,
             "plan_seconds": round(self.plan_seconds, 3),
             "seconds": round(self.seconds, 3),
         }
 
 
 def scan(
-    config: Config, database: pw.Database, broker: dramatiq.Broker, *, now: datetime
+    config: Config,
+    database: pw.Database,
+    broker: dramatiq.Broker,
+    *,
+    now: datetime,
+    resume_after: timedelta = DEFAULT_RESUME_AFTER,
 ) -> ScanReport:
-    """Plan at ``now`` and queue every due job; returns what was done."""
+    """Plan at ``now`` and queue every due job; returns what was done.
+
+    Also resumes copies under way that have not moved since ``now - resume_after``.
+    """
     began = time.monotonic()
     report = ScanReport()
     due = list(Planner(config.policies, database).due(now=now))
     report.plan_seconds = time.monotonic() - began
     report.items = len(due)
+    # Before this scan reserves anything: its own reservations are not stalled.
+    resumed, stalled = _resume_stale(database, now - resume_after, report)
+    report.jobs += enqueue_many(broker, resumed)
+    if stalled:
+        # Stamped once queued (a failed enqueue leaves them stalled for the
+        # next scan), with the real time: the jobs went out now, whatever
+        # ``now`` says.
+        StorageLocation.update(last_update=utcnow()).where(
+            StorageLocation.id.in_(stalled)
+        ).execute()
     pending = Pending(broker)
     for batch in _chunks(due, DEFAULT_SCAN_BATCH):
         messages = _reserve_copies(database, batch, report)
@@ -93,6 +126,48 @@ def scan(
         report.jobs += enqueue_many(broker, messages)
     report.seconds = time.monotonic() - began
     return report
+
+
+def _resume_stale(
+    database: pw.Database, before: datetime, report: ScanReport
+) -> tuple[list[dramatiq.Message], list[int]]:
+    """Jobs for the missing files of copies under way that stopped before ``before``.
+
+    Also returns the ids of those locations.
+    """
+    messages: list[dramatiq.Message] = []
+    with database.atomic():
+        stale = list(
+            StorageLocation.select(
+                StorageLocation.id, StorageLocation.file_storage, StorageLocation.connector_name
+            ).where(
+                StorageLocation.status.in_([STATUS_PREPARING, STATUS_UPLOADING])
+                & (StorageLocation.last_update < before)
+            )
+        )
+        for location in stale:
+            done = LocationFile.select(LocationFile.referenced_path).where(
+                LocationFile.storage_location == location.id
+            )
+            missing = (
+                ReferencedPath.select(ReferencedPath.path, ReferencedPath.size)
+                .where(
+                    (ReferencedPath.file_storage == location.file_storage_id)
+                    & ~ReferencedPath.path.endswith("/")
+                    & ReferencedPath.id.not_in(done)
+                )
+                .tuples()
+            )
+            item_id, target = location.file_storage_id, location.connector_name
+            jobs = [
+                message(
+                    QUEUE_COPY, ACTOR_COPY, item_id, target, path, time_limit=time_limit_ms(size)
+                )
+                for path, size in missing
+            ]
+            messages += jobs or [message(QUEUE_COPY, ACTOR_FINISH, item_id, target)]
+            report.resumed += 1
+    return messages, [location.id for location in stale]
 
 
 def _reserve_copies(

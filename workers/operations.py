@@ -185,7 +185,11 @@ def copy_item_file(
             validated_by=result.validated_by,
         ).on_conflict_ignore().execute()
         _history(actor, "copy", item, source.connector_name, target, path, began, None, result.size)
-        _finish_if_complete(still)
+        if not _finish_if_complete(still):
+            # Progress: a copy whose location stops moving is resumed by the scan.
+            StorageLocation.update(last_update=utcnow()).where(
+                StorageLocation.id == still.id
+            ).execute()
     return COPIED
 
 

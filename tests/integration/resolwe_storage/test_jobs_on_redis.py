@@ -270,3 +270,58 @@ def test_requests_from_the_command_line_are_queued_on_redis(
     assert client.llen("dramatiq:copy") == len(FILES) and client.llen("dramatiq:verify") == 1
     assert main(["--config", config, "request", "copy", "k", "--to", "S3"]) == 1
     assert "already has a location on 'S3' (PR)" in capsys.readouterr().err
+
+
+def test_a_redis_restarted_mid_run_loses_nothing(
+    tmp_path: Path,
+    private_redis: Any,
+    s3_bucket: S3Connector,
+    fake_gcs_server: str,
+    gcs_bucket: str,
+) -> None:
+    config_path = write_config(tmp_path, private_redis.url, s3_bucket, fake_gcs_server, gcs_bucket)
+    sample = tmp_path / "local" / "files"
+    sample.mkdir(parents=True)
+    for name, data in FILES.items():
+        (sample / name).write_bytes(data)
+    assert main(["--config", str(config_path), "ingest", "local", str(sample), "--key", "k"]) == 0
+    config = load_config(config_path)
+    database = open_catalog(config.database)
+    broker = make_broker(config.broker)
+    running = start_worker(config, database, broker, threads=2)
+    try:
+        running.pause()
+        assert scan(config, database, broker, now=utcnow()).jobs == 2 * len(FILES)
+        # Redis dies with the jobs queued, and comes back empty.
+        private_redis.stop()
+        private_redis.start()
+        running.resume()
+        # A later scan finds the stalled copies and queues their missing files
+        # (it may take the broker a moment to reconnect).
+        wait_for(
+            lambda: _scan_quietly(config, database, broker, timedelta(hours=2)) == 2,
+            what="a scan after the restart",
+        )
+        wait_for(
+            lambda: statuses() == {"local": "OK", "S3": "OK", "GCS": "OK"},
+            what="the copies after the restart",
+        )
+    finally:
+        stop_worker(broker, running)
+    assert LocationFile.select().count() == 2 * len(FILES)
+    for name, data in FILES.items():
+        with s3_bucket.open_read(f"files/{name}") as stream:
+            assert stream.read() == data
+    database.close()
+
+
+def _scan_quietly(
+    config: Config, database: pw.Database, broker: dramatiq.Broker, ahead: timedelta
+) -> int:
+    """How many stalled copies a scan ``ahead`` of now resumed; 0 while Redis is unreachable."""
+    import redis
+
+    try:
+        return scan(config, database, broker, now=utcnow() + ahead).resumed
+    except redis.ConnectionError:
+        return 0

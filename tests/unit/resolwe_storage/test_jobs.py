@@ -16,7 +16,7 @@ import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from catalog.models import Action, FileStorage, LocationFile, StorageLocation
+from catalog.models import Action, FileStorage, LocationFile, StorageLocation, utcnow
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
 from resolwe_storage import jobs
@@ -56,7 +56,7 @@ def world(tmp_path: Path) -> Iterator[tuple[Config, dramatiq.Broker, dramatiq.Wo
     assert isinstance(broker, StubBroker)
     jobs.declare_actors(broker)
     jobs.install(jobs.Runtime(config, database, broker))
-    worker = dramatiq.Worker(broker, worker_threads=4)
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
     worker.start()
     yield config, broker, worker
     worker.stop()
@@ -151,3 +151,22 @@ def test_time_limits_grow_with_the_file() -> None:
     small = jobs.time_limit_ms(1)
     large = jobs.time_limit_ms(10 * 1024**3)
     assert small == jobs.DEFAULT_TIME_LIMIT_MS and large > small + 3_600_000
+
+
+def test_a_copy_whose_jobs_were_lost_is_resumed_by_a_later_scan(
+    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+) -> None:
+    config, broker, worker = world
+    database = jobs.current().database
+    worker.pause()
+    add_item(tmp_path, "a", {"one.txt": b"1", "two.txt": b"2"})
+    assert scan(config, database, broker, now=NOW).jobs == 2
+    broker.flush_all()  # the broker lost its queues
+    worker.resume()
+    # Within the hour the copy counts as under way; after it, as stalled.
+    assert scan(config, database, broker, now=utcnow()).resumed == 0
+    later = scan(config, database, broker, now=utcnow() + timedelta(hours=2))
+    assert (later.resumed, later.jobs) == (1, 2)
+    drain(broker)
+    assert StorageLocation.get(StorageLocation.connector_name == "backup").status == "OK"
+    assert LocationFile.select().count() == 2
