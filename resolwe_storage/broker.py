@@ -26,6 +26,7 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
 
 #: Milliseconds without a heartbeat after which a worker's messages go back
 #: to the queue (Dramatiq's default is a minute; a killed worker's job is
@@ -80,21 +81,44 @@ def enqueue_many(broker: dramatiq.Broker, messages: Iterable[dramatiq.Message]) 
 
 
 def _redis_batch(broker: RedisBroker, batch: Sequence[dramatiq.Message]) -> int:
-    """One pipeline: per message, the HSET and RPUSH that Dramatiq's enqueue does."""
-    pipe = broker.client.pipeline(transaction=False)
-    namespace = broker.namespace
+    """One pipeline holding what Dramatiq's enqueue does per message, per queue at once.
+
+    Dramatiq stores a message under its Redis id in the queue's ``.msgs`` hash
+    and pushes the id onto the queue's list; here one HSET and one RPUSH per
+    queue carry the whole batch (the server runs them in order, so no id is
+    listed before its message is stored). Middleware hooks run only where a
+    middleware defines them.
+    """
+    before = _hooks(broker, "before_enqueue")
+    after = _hooks(broker, "after_enqueue")
+    stored: dict[str, dict[str, bytes]] = {}
     for message in batch:
-        broker.declare_queue(message.queue_name)
         redis_id = str(uuid.uuid4())
         stamped = message.copy(options={"redis_message_id": redis_id})
-        broker.emit_before("enqueue", stamped, None)
-        queue = f"{namespace}:{stamped.queue_name}"
-        pipe.hset(f"{queue}.msgs", redis_id, stamped.encode())
-        pipe.rpush(queue, redis_id)
+        for hook in before:
+            hook(broker, stamped, None)
+        stored.setdefault(stamped.queue_name, {})[redis_id] = stamped.encode()
+    pipe = broker.client.pipeline(transaction=False)
+    for queue_name, messages in stored.items():
+        broker.declare_queue(queue_name)
+        queue = f"{broker.namespace}:{queue_name}"
+        pipe.hset(f"{queue}.msgs", mapping=messages)  # type: ignore[arg-type]
+        pipe.rpush(queue, *messages)
     pipe.execute()
     for message in batch:
-        broker.emit_after("enqueue", message, None)
+        for hook in after:
+            hook(broker, message, None)
     return len(batch)
+
+
+def _hooks(broker: dramatiq.Broker, name: str) -> list[Any]:
+    """The ``name`` hooks of the broker's middleware that do something (not the base no-op)."""
+    base = getattr(Middleware, name)
+    return [
+        getattr(middleware, name)
+        for middleware in broker.middleware
+        if getattr(type(middleware), name, base) is not base
+    ]
 
 
 def message(queue: str, actor: str, *args: Any, **options: Any) -> dramatiq.Message:

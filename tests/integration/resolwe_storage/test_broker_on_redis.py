@@ -1,0 +1,91 @@
+"""``enqueue_many`` on the real Redis: what Dramatiq's own enqueue stores, consumed by a worker."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.middleware import Middleware
+
+from resolwe_storage import broker as broker_module
+from resolwe_storage.broker import enqueue_many, make_broker, message
+
+pytest_plugins = ["tests.servers.redis"]
+
+
+class Counting(Middleware):
+    """Counts the enqueue hooks that ran, by message id."""
+
+    def __init__(self) -> None:
+        self.before: list[str] = []
+        self.after: list[str] = []
+
+    def before_enqueue(
+        self, broker: dramatiq.Broker, message: dramatiq.Message, delay: Any
+    ) -> None:
+        assert message.options["redis_message_id"]
+        self.before.append(message.message_id)
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: Any) -> None:
+        self.after.append(message.message_id)
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(broker_module, "DEFAULT_ENQUEUE_BATCH", 100)
+    return 100
+
+
+def test_batches_store_what_dramatiq_stores_in_order(redis_url: str, small_batches: int) -> None:
+    broker = make_broker(redis_url)
+    counting = Counting()
+    broker.add_middleware(counting)
+    sent = [message("alpha" if n % 3 else "beta", "noop", n) for n in range(250)]
+
+    assert enqueue_many(broker, iter(sent)) == 250
+
+    client = redis.Redis.from_url(redis_url)
+    for queue in ("alpha", "beta"):
+        ids = [value.decode() for value in client.lrange(f"dramatiq:{queue}", 0, -1)]
+        stored = client.hgetall(f"dramatiq:{queue}.msgs")
+        assert sorted(ids) == sorted(key.decode() for key in stored)
+        decoded = [dramatiq.Message.decode(stored[redis_id.encode()]) for redis_id in ids]
+        expected = [m for m in sent if m.queue_name == queue]
+        # Same messages, in the order sent, each under its own Redis id.
+        assert [m.args for m in decoded] == [m.args for m in expected]
+        assert [m.message_id for m in decoded] == [m.message_id for m in expected]
+        assert all(m.options["redis_message_id"] == i for m, i in zip(decoded, ids, strict=True))
+    assert counting.before == counting.after == [m.message_id for m in sent]
+    client.close()
+    broker.close()
+
+
+def test_a_worker_runs_every_batched_message_once(redis_url: str, small_batches: int) -> None:
+    broker = make_broker(redis_url)
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    @dramatiq.actor(broker=broker, actor_name="record", queue_name="alpha")
+    def record(number: int) -> None:
+        with lock:
+            seen.append(number)
+
+    enqueue_many(broker, (message("alpha", "record", n) for n in range(321)))
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    try:
+        broker.join("alpha", timeout=30_000)
+        worker.join()
+    finally:
+        worker.stop()
+        broker.close()
+    assert sorted(seen) == list(range(321))
+
+
+def test_the_in_process_broker_takes_them_one_by_one() -> None:
+    broker = make_broker(None)
+    assert enqueue_many(broker, (message("alpha", "noop", n) for n in range(5))) == 5
+    assert broker.queues["alpha"].qsize() == 5
