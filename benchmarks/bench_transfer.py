@@ -221,14 +221,14 @@ def find_tool(name: str) -> str | None:
     return str(local) if local.exists() else shutil.which(name)
 
 
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+def start_moto(folder: Path = OUT) -> tuple[subprocess.Popen[bytes], str]:
     import socket
     import urllib.request
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    log = open(OUT / "moto_server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    log = open(folder / "moto_server.log", "wb")  # noqa: SIM115 - lives as long as the server
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,

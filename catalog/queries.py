@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -108,21 +108,72 @@ def reserve_location(item_id: int, connector_name: str, *, url: str) -> StorageL
     copy is queued or done already, so planning it again finds nothing due.
     Raises ``LocationConflictError`` when another item holds ``url`` there.
     """
-    database = StorageLocation._meta.database
-    try:
-        with database.atomic():
-            return StorageLocation.create(
-                file_storage=item_id,
-                connector_name=connector_name,
-                url=url,
-                status=STATUS_PREPARING,
-            )
-    except pw.IntegrityError:
-        taken = StorageLocation.get_or_none(
-            (StorageLocation.connector_name == connector_name) & (StorageLocation.url == url)
+    outcome = reserve_locations([(item_id, connector_name, url)])[0]
+    if outcome == URL_TAKEN:
+        raise LocationConflictError(
+            f"{connector_name}: url {url!r} is another item's location already"
         )
-        if taken is not None and taken.file_storage_id != item_id:
-            raise LocationConflictError(
-                f"{connector_name}: url {url!r} is another item's location already"
-            ) from None
+    if outcome == LOCATION_EXISTS:
         return None
+    return StorageLocation.get(
+        (StorageLocation.file_storage == item_id)
+        & (StorageLocation.connector_name == connector_name)
+    )
+
+
+#: Outcomes of ``reserve_locations``, per wanted location.
+RESERVED = "reserved"
+LOCATION_EXISTS = "location exists"
+URL_TAKEN = "url taken"
+#: Locations inserted per statement (five parameters each).
+DEFAULT_RESERVE_BATCH = 500
+
+
+def reserve_locations(wanted: Sequence[tuple[int, str, str]]) -> list[str]:
+    """``reserve_location`` for many (item id, connector, url) at once, in a few statements.
+
+    Returns, in order, ``reserved`` (a new ``PR`` location), ``location exists``
+    (the item has a location on the connector) or ``url taken`` (another
+    item's location holds the url there). Rows that another session inserts
+    meanwhile count as not ours: two scans at once never both reserve one
+    location. Run it inside a transaction that the caller commits.
+    """
+    ours: set[tuple[int, str]] = set()
+    for start in range(0, len(wanted), DEFAULT_RESERVE_BATCH):
+        chunk = wanted[start : start + DEFAULT_RESERVE_BATCH]
+        inserted = (
+            StorageLocation.insert_many(
+                [(item_id, name, url, STATUS_PREPARING) for item_id, name, url in chunk],
+                fields=[
+                    StorageLocation.file_storage,
+                    StorageLocation.connector_name,
+                    StorageLocation.url,
+                    StorageLocation.status,
+                ],
+            )
+            .on_conflict_ignore()
+            .returning(StorageLocation.file_storage, StorageLocation.connector_name)
+            .tuples()
+            .execute()
+        )
+        ours.update((item_id, name) for item_id, name in inserted)
+    refused = [(item_id, name) for item_id, name, _ in wanted if (item_id, name) not in ours]
+    present: set[tuple[int, str]] = set()
+    for start in range(0, len(refused), DEFAULT_RESERVE_BATCH):
+        chunk = refused[start : start + DEFAULT_RESERVE_BATCH]
+        present.update(
+            StorageLocation.select(StorageLocation.file_storage, StorageLocation.connector_name)
+            .where(
+                StorageLocation.file_storage.in_({item_id for item_id, _ in chunk})
+                & StorageLocation.connector_name.in_({name for _, name in chunk})
+            )
+            .tuples()
+        )
+    return [
+        RESERVED
+        if (item_id, name) in ours
+        else LOCATION_EXISTS
+        if (item_id, name) in present
+        else URL_TAKEN
+        for item_id, name, _ in wanted
+    ]

@@ -30,12 +30,9 @@ from resolwe_storage.broker import Pending, enqueue_many, make_broker, message
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
 from resolwe_storage.jobs import (
-    ACTOR_COPY,
-    ACTOR_FINISH,
     ACTOR_VERIFY,
-    QUEUE_COPY,
     QUEUE_VERIFY,
-    time_limit_ms,
+    copy_messages,
 )
 from resolwe_storage.runtime import open_catalog
 from scheduler.rules import preference_order
@@ -106,11 +103,7 @@ class StorageService:
                 .where((ReferencedPath.file_storage == item) & ~ReferencedPath.path.endswith("/"))
                 .tuples()
             )
-        messages = [
-            message(QUEUE_COPY, ACTOR_COPY, item.id, to, path, time_limit=time_limit_ms(size))
-            for path, size in files
-        ] or [message(QUEUE_COPY, ACTOR_FINISH, item.id, to)]
-        return enqueue_many(self.broker, messages)
+        return enqueue_many(self.broker, copy_messages(item.id, to, files))
 
     def request_verify(self, key: str, *, connector: str | None = None) -> int:
         """Queue a verification of item ``key``'s OK copies (or of the one on ``connector``).

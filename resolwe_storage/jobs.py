@@ -5,11 +5,17 @@ Actors (queue, name, arguments), the message format other services use:
 =========  ==================  ==================================
 queue      actor               args
 =========  ==================  ==================================
+``copy``   ``copy_files``      item id, target connector, [file paths]
 ``copy``   ``copy_file``       item id, target connector, file path
 ``copy``   ``finish_copy``     item id, target connector
 ``delete`` ``delete_location`` item id, connector
 ``verify`` ``verify_location`` item id, connector
 =========  ==================  ==================================
+
+The scan queues ``copy_files``: the files of one copy in jobs of up to
+``DEFAULT_JOB_FILES`` files and ``DEFAULT_JOB_BYTES`` bytes (a larger file
+has a job of its own), so a job's catalog work is shared by its small
+files; ``copy_file`` is the same for one file.
 
 Each actor decodes its message, calls one operation of ``workers`` and lets
 the error decide: transient errors (a connector's ``transient`` ones, a lost
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +42,7 @@ from dramatiq.middleware import Middleware
 from catalog.models import STATUS_DONE, Action, FileStorage, StorageLocation, utcnow
 from connectors.base import Connector
 from connectors.errors import ConfigurationError
-from resolwe_storage.broker import Pending
+from resolwe_storage.broker import Pending, message
 from resolwe_storage.config import Config
 from resolwe_storage.storage import build_connector
 from scheduler.policy import cutoff
@@ -46,6 +52,7 @@ from workers.operations import (
     LocationGoneError,
     access_lock,
     copy_item_file,
+    copy_item_files,
     delete_location,
     finish_location,
 )
@@ -56,6 +63,7 @@ QUEUE_DELETE = "delete"
 QUEUE_VERIFY = "verify"
 QUEUES = (QUEUE_COPY, QUEUE_DELETE, QUEUE_VERIFY)
 ACTOR_COPY = "copy_file"
+ACTOR_COPY_MANY = "copy_files"
 ACTOR_FINISH = "finish_copy"
 ACTOR_DELETE = "delete_location"
 ACTOR_VERIFY = "verify_location"
@@ -69,6 +77,10 @@ DEFAULT_MAX_BACKOFF_MS = 300_000
 DEFAULT_TIME_LIMIT_MS = 600_000
 #: Bytes per second below which a transfer is taken to be stuck.
 DEFAULT_SLOWEST_RATE = 2 * 1024 * 1024
+#: Files of one copy that share a job: at most this many ...
+DEFAULT_JOB_FILES = 64
+#: ... and at most this many bytes between them.
+DEFAULT_JOB_BYTES = 64 * 1024 * 1024
 #: Who the action history says did the work.
 ACTOR_NAME = "worker"
 
@@ -140,6 +152,36 @@ def current() -> Runtime:
     return _runtime
 
 
+def copy_messages(
+    item_id: int, target: str, files: Sequence[tuple[str, int | None]]
+) -> list[dramatiq.Message]:
+    """The jobs that copy ``files`` (path, size) of an item to ``target``, in order.
+
+    Consecutive files share a job up to ``DEFAULT_JOB_FILES`` files and
+    ``DEFAULT_JOB_BYTES`` bytes; an item without files gets a ``finish_copy``.
+    """
+    if not files:
+        return [message(QUEUE_COPY, ACTOR_FINISH, item_id, target)]
+    messages = []
+    paths: list[str] = []
+    total = 0
+    for path, size in files:
+        size = size or 0
+        if paths and (len(paths) >= DEFAULT_JOB_FILES or total + size > DEFAULT_JOB_BYTES):
+            messages.append(_copy_message(item_id, target, paths, total))
+            paths, total = [], 0
+        paths.append(path)
+        total += size
+    messages.append(_copy_message(item_id, target, paths, total))
+    return messages
+
+
+def _copy_message(item_id: int, target: str, paths: list[str], size: int) -> dramatiq.Message:
+    return message(
+        QUEUE_COPY, ACTOR_COPY_MANY, item_id, target, paths, time_limit=time_limit_ms(size)
+    )
+
+
 def is_transient(retries: int, exc: BaseException) -> bool:
     """Retry only transient failures, and at most the runtime's ``max_retries`` times."""
     transient = getattr(exc, "transient", None)
@@ -168,6 +210,28 @@ def copy_file_job(item_id: int, target: str, path: str) -> None:
             actor=ACTOR_NAME,
         )
     logger.info("copy %s of item %s to %s: %s", path, item_id, target, outcome)
+
+
+def copy_files_job(item_id: int, target: str, paths: list[str]) -> None:
+    runtime = current()
+    with _catalog(runtime):
+        report = copy_item_files(
+            item_id,
+            target,
+            paths,
+            connectors=runtime.connector,
+            preference=runtime.preference,
+            actor=ACTOR_NAME,
+        )
+    logger.info(
+        "copy of %d file(s) of item %s to %s: %d copied, %d there already%s",
+        len(paths),
+        item_id,
+        target,
+        report.copied,
+        report.already_there,
+        ", not wanted" if report.not_wanted else "",
+    )
 
 
 def finish_copy_job(item_id: int, target: str) -> None:
@@ -229,6 +293,7 @@ def _catalog(runtime: Runtime) -> Iterator[None]:
 
 
 ACTORS: dict[str, tuple[str, Callable[..., Any]]] = {
+    ACTOR_COPY_MANY: (QUEUE_COPY, copy_files_job),
     ACTOR_COPY: (QUEUE_COPY, copy_file_job),
     ACTOR_FINISH: (QUEUE_COPY, finish_copy_job),
     ACTOR_DELETE: (QUEUE_DELETE, delete_location_job),
@@ -273,10 +338,17 @@ class GiveUpHistory(Middleware):
                 item_key=item.key if item is not None else None,
                 file_storage=item,
                 target=args[1] if len(args) > 1 else None,
-                path=args[2] if len(args) > 2 else None,
+                path=_paths_of(args[2]) if len(args) > 2 else None,
                 result="failed",
                 error=f"gave up after {retries} tries: {exception}",
             )
+
+
+def _paths_of(value: Any) -> str:
+    """The file path(s) of a copy job, for the history."""
+    if isinstance(value, list):
+        return value[0] if len(value) == 1 else f"{value[0]} and {len(value) - 1} more"
+    return str(value)
 
 
 def declare_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Actor]:

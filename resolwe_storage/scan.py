@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 import dramatiq
 import peewee as pw
 
-from catalog.errors import LocationConflictError
 from catalog.models import (
     STATUS_DONE,
     STATUS_PREPARING,
@@ -33,18 +32,15 @@ from catalog.models import (
     StorageLocation,
     utcnow,
 )
-from catalog.queries import reserve_location
+from catalog.queries import LOCATION_EXISTS, URL_TAKEN, reserve_locations
 from resolwe_storage.broker import Pending, enqueue_many, message
 from resolwe_storage.config import Config
 from resolwe_storage.jobs import (
-    ACTOR_COPY,
     ACTOR_DELETE,
-    ACTOR_FINISH,
     ACTOR_VERIFY,
-    QUEUE_COPY,
     QUEUE_DELETE,
     QUEUE_VERIFY,
-    time_limit_ms,
+    copy_messages,
 )
 from scheduler.planning import DueItem, Planner
 from scheduler.policy import COPY, DELETE, VERIFY
@@ -158,14 +154,9 @@ def _resume_stale(
                 )
                 .tuples()
             )
-            item_id, target = location.file_storage_id, location.connector_name
-            jobs = [
-                message(
-                    QUEUE_COPY, ACTOR_COPY, item_id, target, path, time_limit=time_limit_ms(size)
-                )
-                for path, size in missing
-            ]
-            messages += jobs or [message(QUEUE_COPY, ACTOR_FINISH, item_id, target)]
+            messages += copy_messages(
+                location.file_storage_id, location.connector_name, list(missing)
+            )
             report.resumed += 1
     return messages, [location.id for location in stale]
 
@@ -202,34 +193,26 @@ def _reserve_copies(
             .tuples()
         ):
             files.setdefault(item_id, []).append((path, size))
-        for item_id, source, target in wanted:
-            url = urls.get((item_id, source))
-            if url is None:
-                continue  # the source went away since the plan
-            try:
-                reserved = reserve_location(item_id, target, url=url)
-            except LocationConflictError as exc:
-                logger.warning("not copying item %s: %s", item_id, exc)
+        asked = [
+            (item_id, target, urls[item_id, source])
+            for item_id, source, target in wanted
+            if (item_id, source) in urls  # else the source went away since the plan
+        ]
+        for (item_id, target, url), outcome in zip(asked, reserve_locations(asked), strict=True):
+            if outcome == URL_TAKEN:
+                logger.warning(
+                    "not copying item %s: %s: url %r is another item's location already",
+                    item_id,
+                    target,
+                    url,
+                )
                 report.conflicts += 1
                 continue
-            if reserved is None:
+            if outcome == LOCATION_EXISTS:
                 report.pending += 1
                 continue
             report.copies += 1
-            paths = files.get(item_id, [])
-            if not paths:
-                messages.append(message(QUEUE_COPY, ACTOR_FINISH, item_id, target))
-            for path, size in paths:
-                messages.append(
-                    message(
-                        QUEUE_COPY,
-                        ACTOR_COPY,
-                        item_id,
-                        target,
-                        path,
-                        time_limit=time_limit_ms(size),
-                    )
-                )
+            messages += copy_messages(item_id, target, files.get(item_id, []))
     return messages
 
 

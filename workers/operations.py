@@ -1,4 +1,4 @@
-"""What one job does: copy one file of an item, delete one location.
+"""What one job does: copy files of an item, delete one location.
 
 Each operation reads the catalog as it is when the job runs (the scan that
 planned it may be stale), does its I/O, and records the outcome. Every one
@@ -120,6 +120,22 @@ def access_lock(location: StorageLocation, reason: str) -> Iterator[AccessLog]:
         close_access_log(log)
 
 
+@dataclass(frozen=True)
+class CopyReport:
+    """What a copy job did: files copied and proven, files found recorded already."""
+
+    copied: int = 0
+    already_there: int = 0
+    #: The item, its files or the reserved location are gone, or it is OK or ``DE``.
+    not_wanted: bool = False
+
+    @property
+    def outcome(self) -> str:
+        if self.not_wanted:
+            return NOT_WANTED
+        return COPIED if self.copied else ALREADY_THERE
+
+
 def copy_item_file(
     item_id: int,
     target: str,
@@ -132,65 +148,170 @@ def copy_item_file(
     """Copy file ``path`` of item ``item_id`` to its location on ``target``.
 
     Returns ``copied``, ``already there`` (recorded before: a duplicate job)
-    or ``not wanted`` (the item, the file or the reserved location is gone,
-    or the location is already ``OK`` or being deleted). The source is the
-    item's preferred ``OK`` location as the catalog says now.
+    or ``not wanted``; see ``copy_item_files``.
+    """
+    return copy_item_files(
+        item_id, target, [path], connectors=connectors, preference=preference, actor=actor
+    ).outcome
+
+
+def copy_item_files(
+    item_id: int,
+    target: str,
+    paths: Sequence[str],
+    *,
+    connectors: ConnectorLookup,
+    preference: Sequence[str],
+    actor: str = "worker",
+) -> CopyReport:
+    """Copy files ``paths`` of item ``item_id`` to its location on ``target``, in order.
+
+    Small files of one copy share a job: the catalog is read once, the
+    source locked once, and what was copied recorded in one transaction.
+    Files recorded before (a duplicate or redelivered job) are skipped; the
+    rest are copied from the item's preferred ``OK`` location as the catalog
+    says now. When a file fails, those copied before it are recorded, then
+    the error is raised: a retry carries on from the failed one.
     """
     item = FileStorage.get_or_none(FileStorage.id == item_id)
-    entry = ReferencedPath.get_or_none(
-        (ReferencedPath.file_storage == item_id) & (ReferencedPath.path == path)
-    )
     location = StorageLocation.get_or_none(
         (StorageLocation.file_storage == item_id) & (StorageLocation.connector_name == target)
     )
-    if item is None or entry is None or location is None:
-        return NOT_WANTED
+    if item is None or location is None:
+        return CopyReport(not_wanted=True)
     if location.status not in (STATUS_PREPARING, STATUS_UPLOADING):
-        return NOT_WANTED
-    if _recorded(location, entry):
+        return CopyReport(not_wanted=True)
+    entries = {
+        entry.path: entry
+        for entry in ReferencedPath.select().where(
+            (ReferencedPath.file_storage == item_id) & ReferencedPath.path.in_(list(paths))
+        )
+    }
+    if not entries:
+        return CopyReport(not_wanted=True)
+    recorded = {
+        entry_id
+        for (entry_id,) in LocationFile.select(LocationFile.referenced_path)
+        .where(
+            (LocationFile.storage_location == location.id)
+            & LocationFile.referenced_path.in_([entry.id for entry in entries.values()])
+        )
+        .tuples()
+    }
+    todo = [entries.pop(path) for path in dict.fromkeys(paths) if path in entries]
+    todo = [entry for entry in todo if entry.id not in recorded]
+    if not todo:
         finish_location(item_id, target)
-        return ALREADY_THERE
+        return CopyReport(already_there=len(recorded))
     sources = [loc for loc in ok_locations(item_id) if loc.connector_name != target]
     if not sources:
-        raise NoSourceError(f"item {item.key or item_id}: no OK copy to copy {path!r} from")
+        raise NoSourceError(f"item {item.key or item_id}: no OK copy to copy {todo[0].path!r} from")
     source = preferred(sources, preference)
     if location.status == STATUS_PREPARING:
         StorageLocation.update(status=STATUS_UPLOADING, last_update=utcnow()).where(
             (StorageLocation.id == location.id) & (StorageLocation.status == STATUS_PREPARING)
         ).execute()
 
-    began = time.monotonic()
-    with access_lock(source, f"copy to {target}: {path}"):
-        try:
-            result = copy_file(
-                connectors(source.connector_name),
-                object_path(source, path),
-                connectors(target),
-                object_path(location, path),
-                expected=Expected(
-                    entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size
-                ),
-            )
-        except Exception as exc:
-            if not getattr(exc, "transient", True):
-                _history(actor, "copy", item, source.connector_name, target, path, began, exc)
-            raise
-    with locked_item(item_id) as current:
+    copied: list[_Copied] = []
+    reason = f"copy to {target}: {todo[0].path}" + (
+        f" and {len(todo) - 1} more" if len(todo) > 1 else ""
+    )
+    try:
+        with access_lock(source, reason):
+            for entry in todo:
+                began = time.monotonic()
+                try:
+                    result = copy_file(
+                        connectors(source.connector_name),
+                        object_path(source, entry.path),
+                        connectors(target),
+                        object_path(location, entry.path),
+                        expected=Expected(
+                            entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size
+                        ),
+                    )
+                except Exception as exc:
+                    if not getattr(exc, "transient", True):
+                        _history(
+                            actor,
+                            "copy",
+                            item,
+                            source.connector_name,
+                            target,
+                            entry.path,
+                            began,
+                            exc,
+                        )
+                    raise
+                copied.append(
+                    _Copied(entry, result.validated_by, result.size, time.monotonic() - began)
+                )
+    finally:
+        # What was proven is kept, even when a later file failed.
+        wanted = _record_copies(item, location, source.connector_name, copied, actor)
+    if not wanted:
+        return CopyReport(not_wanted=True)
+    return CopyReport(copied=len(copied), already_there=len(recorded))
+
+
+@dataclass(frozen=True)
+class _Copied:
+    entry: ReferencedPath
+    validated_by: str
+    size: int
+    seconds: float
+
+
+def _record_copies(
+    item: FileStorage,
+    location: StorageLocation,
+    source: str,
+    copied: Sequence[_Copied],
+    actor: str,
+) -> bool:
+    """Record ``copied`` files of ``location`` in one transaction; finish it if complete.
+
+    False when the location is gone or being deleted (nothing recorded).
+    """
+    if not copied:
+        return True
+    with locked_item(item.id) as current:
         still = StorageLocation.get_or_none(StorageLocation.id == location.id)
         if current is None or still is None or still.status == STATUS_DELETING:
-            return NOT_WANTED
-        LocationFile.insert(
-            storage_location=location.id,
-            referenced_path=entry.id,
-            validated_by=result.validated_by,
+            return False
+        LocationFile.insert_many(
+            [
+                {
+                    "storage_location": location.id,
+                    "referenced_path": done.entry.id,
+                    "validated_by": done.validated_by,
+                }
+                for done in copied
+            ]
         ).on_conflict_ignore().execute()
-        _history(actor, "copy", item, source.connector_name, target, path, began, None, result.size)
+        Action.insert_many(
+            [
+                {
+                    "actor": actor,
+                    "action": "copy",
+                    "item_key": item.key,
+                    "file_storage": item.id,
+                    "source": source,
+                    "target": location.connector_name,
+                    "path": done.entry.path,
+                    "result": "ok",
+                    "bytes": done.size,
+                    "duration_ms": int(done.seconds * 1000),
+                }
+                for done in copied
+            ]
+        ).execute()
         if not _finish_if_complete(still):
             # Progress: a copy whose location stops moving is resumed by the scan.
             StorageLocation.update(last_update=utcnow()).where(
                 StorageLocation.id == still.id
             ).execute()
-    return COPIED
+    return True
 
 
 def finish_location(item_id: int, target: str) -> bool:

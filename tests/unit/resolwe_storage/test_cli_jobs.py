@@ -50,7 +50,7 @@ def test_run_once_copies_verifies_and_deletes_by_the_policies(
 
     assert cli(config, "run", "--once", "--json") == 0
     outcome = json.loads(capsys.readouterr().out)
-    assert outcome["scan"]["copies"] == 1 and outcome["scan"]["jobs"] == 2
+    assert outcome["scan"]["copies"] == 1 and outcome["scan"]["jobs"] == 1
     assert outcome["actions"] == {"copy": {"ok": 2}}
     copied = tmp_path / "archive" / "sample-1"
     assert (copied / "reads.fastq").read_bytes() == b"ACGT\n" * 100

@@ -93,7 +93,7 @@ def test_one_scan_copies_every_file_and_the_location_becomes_ok(
     add_item(tmp_path, "a", {"one.txt": b"1" * 100, "dir/two.txt": b"2" * 200})
     add_item(tmp_path, "b", {})
     report = scan(config, database, broker, now=NOW)
-    assert (report.items, report.copies, report.jobs) == (2, 2, 3)  # 2 files + 1 finish
+    assert (report.items, report.copies, report.jobs) == (2, 2, 2)  # 2 files in 1 job + 1 finish
     drain(broker)
     statuses = {
         loc.file_storage.key: loc.status
@@ -160,13 +160,33 @@ def test_a_copy_whose_jobs_were_lost_is_resumed_by_a_later_scan(
     database = jobs.current().database
     worker.pause()
     add_item(tmp_path, "a", {"one.txt": b"1", "two.txt": b"2"})
-    assert scan(config, database, broker, now=NOW).jobs == 2
+    assert scan(config, database, broker, now=NOW).jobs == 1
     broker.flush_all()  # the broker lost its queues
     worker.resume()
     # Within the hour the copy counts as under way; after it, as stalled.
     assert scan(config, database, broker, now=utcnow()).resumed == 0
     later = scan(config, database, broker, now=utcnow() + timedelta(hours=2))
-    assert (later.resumed, later.jobs) == (1, 2)
+    assert (later.resumed, later.jobs) == (1, 1)
     drain(broker)
     assert StorageLocation.get(StorageLocation.connector_name == "backup").status == "OK"
     assert LocationFile.select().count() == 2
+
+
+def test_small_files_share_jobs_up_to_a_count_and_a_size() -> None:
+    mib = 1024 * 1024
+    limit = jobs.DEFAULT_JOB_FILES
+    files = [(f"s{n:03d}", 10) for n in range(limit + 1)]
+    files += [("big", jobs.DEFAULT_JOB_BYTES + 1), ("after-1", 40 * mib), ("after-2", 40 * mib)]
+    messages = jobs.copy_messages(7, "S3", files)
+
+    assert [m.actor_name for m in messages] == [jobs.ACTOR_COPY_MANY] * 5
+    groups = [m.args[2] for m in messages]
+    # Every file once, in order; at most DEFAULT_JOB_FILES per job; a file
+    # above DEFAULT_JOB_BYTES alone; two that together exceed it apart.
+    assert [path for group in groups for path in group] == [path for path, _ in files]
+    assert [len(group) for group in groups] == [limit, 1, 1, 1, 1]
+    assert groups[2] == ["big"]
+    assert all(m.args[:2] == (7, "S3") for m in messages)
+    # The time limit grows with the job's bytes.
+    assert messages[2].options["time_limit"] > messages[0].options["time_limit"]
+    assert [m.actor_name for m in jobs.copy_messages(7, "S3", [])] == [jobs.ACTOR_FINISH]

@@ -20,8 +20,14 @@ from catalog.models import (
     ReferencedPath,
     StorageLocation,
 )
-from catalog.queries import reserve_location
-from connectors.errors import ChecksumMismatch
+from catalog.queries import (
+    LOCATION_EXISTS,
+    RESERVED,
+    URL_TAKEN,
+    reserve_location,
+    reserve_locations,
+)
+from connectors.errors import ChecksumMismatch, ObjectNotFound
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
 from workers.operations import (
@@ -34,6 +40,7 @@ from workers.operations import (
     DeleteCheck,
     NoSourceError,
     copy_item_file,
+    copy_item_files,
     delete_location,
     finish_location,
 )
@@ -123,6 +130,60 @@ def test_a_location_is_ok_only_when_every_file_is_copied_and_proven(
     ]
 
 
+def test_small_files_share_a_job_one_lock_and_one_record(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    files = {f"part-{n}": os.urandom(100 + n) for n in range(6)}
+    item = make_item(folders, files=files)
+    reserve_location(item.id, "backup", url=item.key)
+
+    report = copy_item_files(
+        item.id, "backup", sorted(files), connectors=folders.__getitem__, preference=PREFERENCE
+    )
+
+    assert (report.copied, report.already_there, report.outcome) == (6, 0, COPIED)
+    assert location(item, "backup").status == "OK"
+    assert LocationFile.select().count() == 6
+    # The source was locked once for the whole job, and is unlocked.
+    assert AccessLog.select().count() == 1
+    assert open_locks() == 0
+    actions = list(Action.select().where(Action.action == "copy").order_by(Action.path))
+    assert [a.path for a in actions] == sorted(files)
+    assert all(a.started is not None and a.bytes == len(files[a.path]) for a in actions)
+    for path, data in files.items():
+        with folders["backup"].open_read(f"item-1/{path}") as stream:
+            assert stream.read() == data
+
+
+def test_a_failed_file_keeps_the_ones_before_and_a_retry_carries_on(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path
+) -> None:
+    files = {"a": b"aaa", "b": b"bbb", "c": b"ccc"}
+    item = make_item(folders, files=files)
+    reserve_location(item.id, "backup", url=item.key)
+    hidden = tmp_path / "b"
+    (tmp_path / "local" / "item-1" / "b").rename(hidden)
+    lookup = folders.__getitem__
+
+    with pytest.raises(ObjectNotFound):
+        copy_item_files(
+            item.id, "backup", ["a", "b", "c"], connectors=lookup, preference=PREFERENCE
+        )
+    recorded = LocationFile.select(LocationFile, ReferencedPath).join(ReferencedPath)
+    assert [entry.referenced_path.path for entry in recorded] == ["a"]
+    assert location(item, "backup").status == "UP"
+    assert open_locks() == 0
+    failed = Action.get(Action.result == "failed")
+    assert failed.path == "b" and "does not exist" in failed.error
+
+    hidden.rename(tmp_path / "local" / "item-1" / "b")
+    report = copy_item_files(
+        item.id, "backup", ["a", "b", "c"], connectors=lookup, preference=PREFERENCE
+    )
+    assert (report.copied, report.already_there) == (2, 1)
+    assert location(item, "backup").status == "OK"
+
+
 def test_a_duplicate_job_finds_its_file_recorded_and_does_nothing(
     catalog_db: pw.Database, folders: dict[str, LocalConnector]
 ) -> None:
@@ -164,6 +225,31 @@ def test_the_scan_reserves_a_location_once(
     other = make_item(folders, key="item-2", on=())
     with pytest.raises(LocationConflictError, match="backup: url 'item-1'"):
         reserve_location(other.id, "backup", url="item-1")
+
+
+def test_the_scan_reserves_many_locations_in_one_go(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    first = make_item(folders)
+    second = make_item(folders, key="item-2", on=())
+    third = make_item(folders, key="item-3", on=())
+    reserve_location(first.id, "backup", url="item-1")
+    with catalog_db.atomic():
+        outcomes = reserve_locations(
+            [
+                (first.id, "backup", "item-1"),  # reserved before
+                (second.id, "backup", "item-1"),  # first's url
+                (third.id, "backup", "item-3"),
+                (second.id, "archive", "item-2"),
+            ]
+        )
+    assert outcomes == [LOCATION_EXISTS, URL_TAKEN, RESERVED, RESERVED]
+    reserved = StorageLocation.select().where(StorageLocation.status == "PR")
+    assert sorted((loc.file_storage_id, loc.connector_name) for loc in reserved) == [
+        (first.id, "backup"),
+        (second.id, "archive"),
+        (third.id, "backup"),
+    ]
 
 
 def test_a_copy_not_wanted_any_more_does_no_io(
