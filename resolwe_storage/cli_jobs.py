@@ -38,9 +38,9 @@ DEFAULT_SCAN_INTERVAL = 60
 DEFAULT_THREADS = 8
 #: Seconds a stopping worker lets running jobs finish.
 DEFAULT_STOP_SECONDS = 30
-#: Milliseconds an idle worker thread waits before it looks for work again.
+#: Milliseconds, at most, an idle worker waits before it looks for work again.
 DEFAULT_LOCAL_IDLE_MS = 50
-DEFAULT_REDIS_IDLE_MS = 1_000
+DEFAULT_REDIS_IDLE_MS = 100
 #: Retries of a transient failure in ``run --once``.
 DEFAULT_ONCE_RETRIES = 2
 #: Name of the scheduler's lease in Redis.
@@ -75,12 +75,15 @@ def start_worker(
     """
     jobs.declare_actors(broker)
     clock = utcnow if now is None else (lambda: now)
-    jobs.install(jobs.Runtime(config, database, broker, max_retries=max_retries, clock=clock))
+    runtime = jobs.Runtime(config, database, broker, max_retries=max_retries, clock=clock)
+    jobs.install(runtime)
+    threading.Thread(target=runtime.warm, name="warm-connectors", daemon=True).start()
     for queue in jobs.QUEUES:
         broker.declare_queue(queue)
     broker.emit_after("process_boot")
-    # In process, an idle thread looks for work often (stopping waits for it);
-    # on Redis, every look is a request: Dramatiq's default of a second.
+    # An idle consumer looks for work at growing intervals up to this: on
+    # Redis a look is one cheap request, and Dramatiq's default of a second
+    # leaves new jobs waiting half a second on average.
     idle_ms = DEFAULT_LOCAL_IDLE_MS if isinstance(broker, StubBroker) else DEFAULT_REDIS_IDLE_MS
     worker = dramatiq.Worker(
         broker, queues=set(queues), worker_threads=threads, worker_timeout=idle_ms

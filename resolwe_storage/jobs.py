@@ -122,6 +122,19 @@ class Runtime:
                 found = self._connectors[name] = build_connector(entry)
             return found
 
+    def warm(self) -> None:
+        """Make every configured connector and its client now, not in the first jobs.
+
+        Building a client (boto3's takes a few hundred milliseconds of CPU)
+        contacts nothing; a connector that cannot be made now fails in its
+        jobs, with their retries, as before.
+        """
+        for name in self.config.connectors:
+            try:
+                getattr(self.connector(name), "client", None)
+            except Exception as exc:
+                logger.debug("connector %s not made in advance: %s", name, exc)
+
     def delete_check(self, item: FileStorage, connector: str, now: datetime) -> DeleteCheck:
         """The delete rule of ``connector`` for ``item``, as it stands at ``now``."""
         policy = self.config.policies.get(connector)

@@ -42,9 +42,9 @@ from catalog.models import (
     utcnow,
 )
 from catalog.queries import locked_item, ok_locations, open_lock_count
-from connectors.base import Connector
+from connectors.base import Connector, ObjectInfo
 from connectors.errors import ObjectNotFound, PermanentError, TransientError
-from connectors.transfer import Expected, copy_file
+from connectors.transfer import UNKNOWN, Expected, copy_file
 from workers.verify import object_path
 
 #: Finds a configured connector by name.
@@ -216,19 +216,23 @@ def copy_item_files(
     reason = f"copy to {target}: {todo[0].path}" + (
         f" and {len(todo) - 1} more" if len(todo) > 1 else ""
     )
+    destination = connectors(target)
+    present = _already_there(destination, [object_path(location, e.path) for e in todo])
     try:
         with access_lock(source, reason):
             for entry in todo:
                 began = time.monotonic()
+                where = object_path(location, entry.path)
                 try:
                     result = copy_file(
                         connectors(source.connector_name),
                         object_path(source, entry.path),
-                        connectors(target),
-                        object_path(location, entry.path),
+                        destination,
+                        where,
                         expected=Expected(
                             entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size
                         ),
+                        present=present.get(where) if present is not None else UNKNOWN,
                     )
                 except Exception as exc:
                     if not getattr(exc, "transient", True):
@@ -252,6 +256,25 @@ def copy_item_files(
     if not wanted:
         return CopyReport(not_wanted=True)
     return CopyReport(copied=len(copied), already_there=len(recorded))
+
+
+def _already_there(destination: Connector, paths: Sequence[str]) -> dict[str, ObjectInfo] | None:
+    """What ``destination`` holds at ``paths``, from one listing; None to ask per file.
+
+    A copy of several files lists their common prefix once instead of asking
+    about each file before writing it (a request per file on a store), which
+    is what keeps a retried job from copying again what is there already.
+    """
+    if len(paths) < 2:
+        return None
+    # Character by character: "a/f01" and "a/f02" share "a/f0", a narrower listing.
+    first, last = min(paths), max(paths)
+    length = next(
+        (n for n, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), len(first)
+    )
+    prefix = first[:length]
+    wanted = set(paths)
+    return {info.path: info for info in destination.list(prefix) if info.path in wanted}
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,31 @@ def test_a_failed_file_keeps_the_ones_before_and_a_retry_carries_on(
     assert location(item, "backup").status == "OK"
 
 
+def test_a_job_leaves_files_already_there_and_rewrites_wrong_ones(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path
+) -> None:
+    files = {"good": b"good bytes", "bad": b"right bytes", "new": b"new"}
+    item = make_item(folders, files=files)
+    reserve_location(item.id, "backup", url=item.key)
+    # As if a worker died after writing two files, before recording them.
+    folders["backup"].write("item-1/good", io.BytesIO(b"good bytes"))
+    folders["backup"].write("item-1/bad", io.BytesIO(b"wrong bytes"))
+    good = (tmp_path / "backup" / "item-1" / "good").stat().st_ino
+
+    report = copy_item_files(
+        item.id,
+        "backup",
+        ["bad", "good", "new"],
+        connectors=folders.__getitem__,
+        preference=PREFERENCE,
+    )
+
+    assert report.copied == 3 and location(item, "backup").status == "OK"
+    assert (tmp_path / "backup" / "item-1" / "good").stat().st_ino == good  # not rewritten
+    for path, data in files.items():
+        assert (tmp_path / "backup" / "item-1" / path).read_bytes() == data
+
+
 def test_a_duplicate_job_finds_its_file_recorded_and_does_nothing(
     catalog_db: pw.Database, folders: dict[str, LocalConnector]
 ) -> None:
