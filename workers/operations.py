@@ -28,6 +28,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 
+import peewee as pw
+
 from catalog.models import (
     STATUS_DELETING,
     STATUS_DONE,
@@ -174,36 +176,36 @@ def copy_item_files(
     the error is raised: a retry carries on from the failed one.
     """
     item = FileStorage.get_or_none(FileStorage.id == item_id)
-    location = StorageLocation.get_or_none(
-        (StorageLocation.file_storage == item_id) & (StorageLocation.connector_name == target)
-    )
+    locations = list(StorageLocation.select().where(StorageLocation.file_storage == item_id))
+    location = next((loc for loc in locations if loc.connector_name == target), None)
     if item is None or location is None:
         return CopyReport(not_wanted=True)
     if location.status not in (STATUS_PREPARING, STATUS_UPLOADING):
         return CopyReport(not_wanted=True)
-    entries = {
-        entry.path: entry
-        for entry in ReferencedPath.select().where(
-            (ReferencedPath.file_storage == item_id) & ReferencedPath.path.in_(list(paths))
+    # The files asked for, each with whether it is recorded on the target already.
+    found = (
+        ReferencedPath.select(ReferencedPath, LocationFile.id.alias("recorded"))
+        .join(
+            LocationFile,
+            pw.JOIN.LEFT_OUTER,
+            on=(LocationFile.referenced_path == ReferencedPath.id)
+            & (LocationFile.storage_location == location.id),
         )
-    }
+        .where((ReferencedPath.file_storage == item_id) & ReferencedPath.path.in_(list(paths)))
+        .objects()
+    )
+    entries = {entry.path: entry for entry in found}
     if not entries:
         return CopyReport(not_wanted=True)
-    recorded = {
-        entry_id
-        for (entry_id,) in LocationFile.select(LocationFile.referenced_path)
-        .where(
-            (LocationFile.storage_location == location.id)
-            & LocationFile.referenced_path.in_([entry.id for entry in entries.values()])
-        )
-        .tuples()
-    }
+    recorded = sum(1 for entry in entries.values() if entry.recorded is not None)
     todo = [entries.pop(path) for path in dict.fromkeys(paths) if path in entries]
-    todo = [entry for entry in todo if entry.id not in recorded]
+    todo = [entry for entry in todo if entry.recorded is None]
     if not todo:
         finish_location(item_id, target)
-        return CopyReport(already_there=len(recorded))
-    sources = [loc for loc in ok_locations(item_id) if loc.connector_name != target]
+        return CopyReport(already_there=recorded)
+    sources = [
+        loc for loc in locations if loc.status == STATUS_DONE and loc.connector_name != target
+    ]
     if not sources:
         raise NoSourceError(f"item {item.key or item_id}: no OK copy to copy {todo[0].path!r} from")
     source = preferred(sources, preference)
@@ -255,7 +257,7 @@ def copy_item_files(
         wanted = _record_copies(item, location, source.connector_name, copied, actor)
     if not wanted:
         return CopyReport(not_wanted=True)
-    return CopyReport(copied=len(copied), already_there=len(recorded))
+    return CopyReport(copied=len(copied), already_there=recorded)
 
 
 def _already_there(destination: Connector, paths: Sequence[str]) -> dict[str, ObjectInfo] | None:
@@ -357,32 +359,27 @@ def finish_location(item_id: int, target: str) -> bool:
 
 
 def _finish_if_complete(location: StorageLocation) -> bool:
-    wanted = (
-        ReferencedPath.select()
+    wanted, done = (
+        ReferencedPath.select(pw.fn.COUNT(ReferencedPath.id), pw.fn.COUNT(LocationFile.id))
+        .join(
+            LocationFile,
+            pw.JOIN.LEFT_OUTER,
+            on=(LocationFile.referenced_path == ReferencedPath.id)
+            & (LocationFile.storage_location == location.id),
+        )
         .where(
             (ReferencedPath.file_storage == location.file_storage_id)
             & ~ReferencedPath.path.endswith("/")
         )
-        .count()
+        .tuples()
+        .get()
     )
-    done = LocationFile.select().where(LocationFile.storage_location == location.id).count()
     if done < wanted:
         return False
     StorageLocation.update(status=STATUS_DONE, last_update=utcnow()).where(
         StorageLocation.id == location.id
     ).execute()
     return True
-
-
-def _recorded(location: StorageLocation, entry: ReferencedPath) -> bool:
-    return (
-        LocationFile.select()
-        .where(
-            (LocationFile.storage_location == location.id)
-            & (LocationFile.referenced_path == entry.id)
-        )
-        .exists()
-    )
 
 
 def why_not_delete(
