@@ -108,6 +108,9 @@ class AccessLog(BaseModel):
     started = pw.DateTimeField(default=utcnow)
     finished = pw.DateTimeField(null=True)
     reason = pw.TextField(default="")
+    #: A worker's lock ends by itself after this (the worker may have died);
+    #: None: only closing it ends it.
+    expires = pw.DateTimeField(null=True)
 
     class Meta:
         table_name = "access_log"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import peewee as pw
@@ -81,6 +82,21 @@ def locked_item(item_id: int) -> Iterator[FileStorage | None]:
     else:
         with database.atomic(lock_type="IMMEDIATE"):
             yield FileStorage.get_or_none(FileStorage.id == item_id)
+
+
+def writing(database: pw.Database) -> Any:
+    """A transaction that will write: on SQLite it takes the write lock when it begins.
+
+    A SQLite transaction that reads first and writes later cannot wait for
+    another writer that committed meanwhile (its snapshot is stale): it fails
+    at once with "database is locked". Taking the lock first makes it wait
+    (``busy_timeout``) instead.
+    """
+    if isinstance(
+        database.obj if isinstance(database, pw.DatabaseProxy) else database, pw.SqliteDatabase
+    ):
+        return database.atomic(lock_type="IMMEDIATE")
+    return database.atomic()
 
 
 def ok_locations(item_id: int) -> list[StorageLocation]:
@@ -177,3 +193,24 @@ def reserve_locations(wanted: Sequence[tuple[int, str, str]]) -> list[str]:
         else URL_TAKEN
         for item_id, name, _ in wanted
     ]
+
+
+def close_expired_locks(now: datetime) -> list[AccessLog]:
+    """Close the open access logs whose ``expires`` is before ``now``; the ones closed.
+
+    Those are locks of workers that ended without closing them (killed mid-job).
+    """
+    expired = list(
+        AccessLog.select(AccessLog, StorageLocation)
+        .join(StorageLocation)
+        .where(
+            AccessLog.finished.is_null()
+            & AccessLog.expires.is_null(False)
+            & (AccessLog.expires < now)
+        )
+    )
+    if expired:
+        AccessLog.update(finished=now).where(
+            AccessLog.id.in_([log.id for log in expired]) & AccessLog.finished.is_null()
+        ).execute()
+    return expired

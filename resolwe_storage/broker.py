@@ -21,6 +21,8 @@ import time
 import uuid
 import weakref
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
@@ -176,3 +178,111 @@ class Pending:
                 self._local.discard(key)
             return
         self._client.delete(key)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """How much work one queue holds, on Redis."""
+
+    queue: str
+    #: Waiting for a worker.
+    queued: int
+    #: Waiting out a retry's backoff (Dramatiq's delay queue).
+    delayed: int
+    #: Taken by a worker and not yet acknowledged: running, or prefetched.
+    running: int
+    #: Given up (dead-lettered); Redis keeps them for ``DEFAULT_DEAD_MESSAGE_TTL_MS``.
+    dead: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead-lettered job."""
+
+    queue: str
+    died: datetime
+    actor: str
+    args: list[Any]
+    retries: int
+    message_id: str
+
+
+def queue_stats(broker: RedisBroker, queues: Sequence[str]) -> list[QueueStats]:
+    """Counts of queued, delayed, running and dead jobs per queue (a few Redis reads)."""
+    client, namespace = broker.client, broker.namespace
+    taken: dict[str, int] = dict.fromkeys(queues, 0)
+    held: dict[str, int] = dict.fromkeys(queues, 0)
+    ack_sets = list(client.scan_iter(match=f"{namespace}:__acks__.*", count=1000))
+    sizes = _pipelined(client, [("scard", key) for key in ack_sets])
+    for key, size in zip(ack_sets, sizes, strict=True):
+        # __acks__.<worker id>.<queue>: taken by that worker. From <queue>.DQ:
+        # a retry the worker holds until its backoff ends, so still delayed.
+        queue = key.decode().split(".", 2)[-1]
+        if queue.endswith(".DQ") and queue.removesuffix(".DQ") in held:
+            held[queue.removesuffix(".DQ")] += size
+        elif queue in taken:
+            taken[queue] += size
+    counts = _pipelined(
+        client,
+        [
+            command
+            for queue in queues
+            for command in (
+                ("llen", f"{namespace}:{queue}"),
+                ("llen", f"{namespace}:{queue}.DQ"),
+                ("zcard", f"{namespace}:{queue}.XQ"),
+            )
+        ],
+    )
+    return [
+        QueueStats(
+            queue=queue,
+            queued=counts[3 * n],
+            delayed=counts[3 * n + 1] + held[queue],
+            running=taken[queue],
+            dead=counts[3 * n + 2],
+        )
+        for n, queue in enumerate(queues)
+    ]
+
+
+def dead_letters(broker: RedisBroker, queue: str, *, limit: int) -> list[DeadLetter]:
+    """The ``limit`` most recently dead-lettered jobs of ``queue``, newest first."""
+    client, namespace = broker.client, broker.namespace
+    found = client.zrevrange(f"{namespace}:{queue}.XQ", 0, limit - 1, withscores=True)
+    if not found:
+        return []
+    bodies = client.hmget(f"{namespace}:{queue}.XQ.msgs", [redis_id for redis_id, _ in found])
+    letters = []
+    for (_, score), body in zip(found, bodies, strict=True):
+        if body is None:
+            continue  # expired meanwhile
+        decoded = dramatiq.Message.decode(body)
+        letters.append(
+            DeadLetter(
+                queue=queue,
+                died=datetime.fromtimestamp(score / 1000, tz=UTC),
+                actor=decoded.actor_name,
+                args=list(decoded.args),
+                retries=int(decoded.options.get("retries", 0)),
+                message_id=decoded.message_id,
+            )
+        )
+    return letters
+
+
+def live_workers(broker: RedisBroker) -> int:
+    """Worker processes whose heartbeat is recent (those that would not be declared dead)."""
+    now_ms = int(time.time() * 1000)
+    return int(
+        broker.client.zcount(
+            f"{broker.namespace}:__heartbeats__", now_ms - broker.heartbeat_timeout, "+inf"
+        )
+    )
+
+
+def _pipelined(client: Any, commands: Sequence[tuple[str, str]]) -> list[int]:
+    pipe = client.pipeline(transaction=False)
+    for name, key in commands:
+        getattr(pipe, name)(key)
+    return [int(value) for value in pipe.execute()]

@@ -1,4 +1,4 @@
-"""The command line's job commands: scan, scheduler, worker, run, request.
+"""The command line's job commands: scan, scheduler, worker, run, request, queues.
 
 Registered on ``resolwe_storage.cli.cli``; the same one-line errors and
 ``--json`` conventions hold.
@@ -14,18 +14,21 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 import click
 import dramatiq
 import peewee as pw
+import redis
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from catalog.models import Action, utcnow
 from resolwe_storage import jobs
 from resolwe_storage.api import StorageService
-from resolwe_storage.broker import make_broker
+from resolwe_storage.broker import dead_letters, live_workers, make_broker, queue_stats
 from resolwe_storage.cli import Context, _now_option, _parse_now, cli, pass_context
 from resolwe_storage.config import Config
 from resolwe_storage.errors import InputError
@@ -110,6 +113,7 @@ def _summary(report: ScanReport) -> str:
         f"scan: {report.items} item(s) due; queued {report.jobs} job(s): "
         f"{report.copies} copies, {report.deletes} deletes, {report.verifies} verifications; "
         f"{report.pending} already queued; {report.resumed} stalled copies resumed; "
+        f"{report.unlocked} expired locks closed; "
         f"{report.seconds:.2f} s"
     )
 
@@ -362,3 +366,57 @@ def _report_request(as_json: bool, outcome: dict[str, Any]) -> None:
         click.echo(json.dumps(outcome))
     else:
         click.echo(f"queued {outcome['jobs']} job(s)")
+
+
+@cli.command()
+@click.option(
+    "--dead",
+    "dead_limit",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="List this many of the most recently dead-lettered jobs per queue.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts and jobs as JSON.")
+@pass_context
+def queues(context: Context, dead_limit: int, as_json: bool) -> None:
+    """Jobs per queue on Redis: queued, delayed for a retry, running, dead-lettered."""
+    broker = make_broker(_broker_url(context, "queues"))
+    assert isinstance(broker, RedisBroker)
+    try:
+        stats = queue_stats(broker, jobs.QUEUES)
+        dead = [
+            letter
+            for queue in jobs.QUEUES
+            for letter in (dead_letters(broker, queue, limit=dead_limit) if dead_limit else [])
+        ]
+        workers = live_workers(broker)
+    except redis.RedisError as exc:
+        raise InputError(f"queues: the broker did not answer: {exc}") from None
+    finally:
+        broker.close()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "workers": workers,
+                    "queues": [asdict(row) for row in stats],
+                    "dead": [
+                        {**asdict(letter), "died": letter.died.isoformat()} for letter in dead
+                    ],
+                }
+            )
+        )
+        return
+    click.echo(f"{workers} worker process(es) alive")
+    click.echo(f"{'queue':<8} {'queued':>8} {'delayed':>8} {'running':>8} {'dead':>8}")
+    for row in stats:
+        click.echo(
+            f"{row.queue:<8} {row.queued:>8} {row.delayed:>8} {row.running:>8} {row.dead:>8}"
+        )
+    for letter in dead:
+        arguments = ", ".join(json.dumps(arg) for arg in letter.args)
+        click.echo(
+            f"dead {letter.died:%Y-%m-%dT%H:%M:%SZ} {letter.queue}: "
+            f"{letter.actor}({arguments}) after {letter.retries} retries"
+        )

@@ -32,16 +32,16 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
 import peewee as pw
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import CurrentMessage, Middleware
 
 from catalog.models import STATUS_DONE, Action, FileStorage, StorageLocation, utcnow
 from connectors.base import Connector
-from connectors.errors import ConfigurationError
+from connectors.errors import ChecksumMismatch, ConfigurationError
 from resolwe_storage.broker import Pending, message
 from resolwe_storage.config import Config
 from resolwe_storage.storage import build_connector
@@ -70,11 +70,15 @@ ACTOR_VERIFY = "verify_location"
 
 #: Retries of a transient failure before a job is given up (dead-lettered).
 DEFAULT_MAX_RETRIES = 8
+#: Tries again after a checksum mismatch (damage on the way), then gives up.
+DEFAULT_MISMATCH_RETRIES = 2
 #: Backoff between retries, doubling from the first to the cap (milliseconds).
 DEFAULT_MIN_BACKOFF_MS = 1_000
 DEFAULT_MAX_BACKOFF_MS = 300_000
 #: A job's time limit: this much, plus its bytes at ``DEFAULT_SLOWEST_RATE``.
 DEFAULT_TIME_LIMIT_MS = 600_000
+#: How long after a job's time limit its locks end by themselves.
+DEFAULT_LOCK_MARGIN = timedelta(minutes=5)
 #: Bytes per second below which a transfer is taken to be stuck.
 DEFAULT_SLOWEST_RATE = 2 * 1024 * 1024
 #: Files of one copy that share a job: at most this many ...
@@ -195,12 +199,33 @@ def _copy_message(item_id: int, target: str, paths: list[str], size: int) -> dra
     )
 
 
+def lock_expiry() -> datetime:
+    """When a lock taken by the running job ends by itself: after the job's time limit.
+
+    Dramatiq stops a job at its time limit; a lock still open after that,
+    and ``DEFAULT_LOCK_MARGIN``, belongs to a worker that died (the scan
+    closes it).
+    """
+    running = CurrentMessage.get_current_message()
+    limit_ms = DEFAULT_TIME_LIMIT_MS
+    if running is not None:
+        limit_ms = running.options.get("time_limit") or limit_ms
+    return utcnow() + timedelta(milliseconds=limit_ms) + DEFAULT_LOCK_MARGIN
+
+
 def is_transient(retries: int, exc: BaseException) -> bool:
-    """Retry only transient failures, and at most the runtime's ``max_retries`` times."""
+    """Whether to retry: transient failures up to the runtime's ``max_retries`` times.
+
+    A checksum mismatch is permanent for the connector (the bad object is
+    gone by then), but bytes damaged on the way are a one-off: the job tries
+    again ``DEFAULT_MISMATCH_RETRIES`` times before giving up.
+    """
+    limit = _runtime.max_retries if _runtime is not None else DEFAULT_MAX_RETRIES
+    if isinstance(exc, ChecksumMismatch):
+        return retries < min(DEFAULT_MISMATCH_RETRIES, limit)
     transient = getattr(exc, "transient", None)
     if transient is None:
         transient = isinstance(exc, pw.OperationalError | pw.InterfaceError)
-    limit = _runtime.max_retries if _runtime is not None else DEFAULT_MAX_RETRIES
     return bool(transient) and retries < limit
 
 
@@ -221,6 +246,7 @@ def copy_file_job(item_id: int, target: str, path: str) -> None:
             connectors=runtime.connector,
             preference=runtime.preference,
             actor=ACTOR_NAME,
+            lock_expires=lock_expiry(),
         )
     logger.info("copy %s of item %s to %s: %s", path, item_id, target, outcome)
 
@@ -235,6 +261,7 @@ def copy_files_job(item_id: int, target: str, paths: list[str]) -> None:
             connectors=runtime.connector,
             preference=runtime.preference,
             actor=ACTOR_NAME,
+            lock_expires=lock_expiry(),
         )
     logger.info(
         "copy of %d file(s) of item %s to %s: %d copied, %d there already%s",
@@ -282,7 +309,7 @@ def verify_location_job(item_id: int, connector: str) -> None:
         )
         if location is not None and location.status == STATUS_DONE:
             try:
-                with access_lock(location, "verify"):
+                with access_lock(location, "verify", expires=lock_expiry()):
                     report = verify_location(
                         location, runtime.connector(connector), now=utcnow(), actor=ACTOR_NAME
                     )
@@ -368,6 +395,8 @@ def declare_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Actor]:
     """Declare every actor on ``broker`` (with the retry rules and the history middleware)."""
     if not any(isinstance(m, GiveUpHistory) for m in broker.middleware):
         broker.add_middleware(GiveUpHistory())
+    if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
+        broker.add_middleware(CurrentMessage())
     declared = {}
     for name, (queue, body) in ACTORS.items():
         declared[name] = dramatiq.actor(

@@ -27,12 +27,19 @@ from catalog.models import (
     STATUS_DONE,
     STATUS_PREPARING,
     STATUS_UPLOADING,
+    Action,
     LocationFile,
     ReferencedPath,
     StorageLocation,
     utcnow,
 )
-from catalog.queries import LOCATION_EXISTS, URL_TAKEN, reserve_locations
+from catalog.queries import (
+    LOCATION_EXISTS,
+    URL_TAKEN,
+    close_expired_locks,
+    reserve_locations,
+    writing,
+)
 from resolwe_storage.broker import Pending, enqueue_many, message
 from resolwe_storage.config import Config
 from resolwe_storage.jobs import (
@@ -70,6 +77,8 @@ class ScanReport:
     conflicts: int = 0
     #: Copies under way without progress whose missing files were queued again.
     resumed: int = 0
+    #: Locks of workers that died mid-job, closed as their time ran out.
+    unlocked: int = 0
     plan_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -83,6 +92,7 @@ class ScanReport:
             "pending": self.pending,
             "conflicts": self.conflicts,
             "resumed": self.resumed,
+            "unlocked": self.unlocked,
             "plan_seconds": round(self.plan_seconds, 3),
             "seconds": round(self.seconds, 3),
         }
@@ -102,6 +112,9 @@ def scan(
     """
     began = time.monotonic()
     report = ScanReport()
+    # First, so the plan sees the locations those locks held as free. Real
+    # time: a lock's end is a moment, whatever ``now`` the plan is made at.
+    report.unlocked = _close_expired_locks()
     due = list(Planner(config.policies, database).due(now=now))
     report.plan_seconds = time.monotonic() - began
     report.items = len(due)
@@ -124,6 +137,27 @@ def scan(
     return report
 
 
+def _close_expired_locks() -> int:
+    """Close the locks of workers that died mid-job, once past their expiry; how many."""
+    closed = close_expired_locks(utcnow())
+    if closed:
+        Action.insert_many(
+            [
+                {
+                    "actor": "scheduler",
+                    "action": "unlock",
+                    "file_storage": log.storage_location.file_storage_id,
+                    "target": log.storage_location.connector_name,
+                    "error": f"access log {log.id} ({log.reason}) expired at "
+                    f"{log.expires:%Y-%m-%dT%H:%M:%SZ}: its worker ended without closing it",
+                }
+                for log in closed
+            ]
+        ).execute()
+        logger.warning("closed %d expired access log(s) of workers gone", len(closed))
+    return len(closed)
+
+
 def _resume_stale(
     database: pw.Database, before: datetime, report: ScanReport
 ) -> tuple[list[dramatiq.Message], list[int]]:
@@ -132,7 +166,7 @@ def _resume_stale(
     Also returns the ids of those locations.
     """
     messages: list[dramatiq.Message] = []
-    with database.atomic():
+    with writing(database):
         stale = list(
             StorageLocation.select(
                 StorageLocation.id, StorageLocation.file_storage, StorageLocation.connector_name
@@ -174,7 +208,7 @@ def _reserve_copies(
         return []
     ids = sorted({item_id for item_id, _, _ in wanted})
     messages: list[dramatiq.Message] = []
-    with database.atomic():
+    with writing(database):
         urls = {
             (item_id, connector): url
             for item_id, connector, url in StorageLocation.select(

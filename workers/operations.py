@@ -92,7 +92,9 @@ def preferred(locations: Sequence[StorageLocation], preference: Sequence[str]) -
     )
 
 
-def open_access_log(location: StorageLocation, reason: str) -> AccessLog:
+def open_access_log(
+    location: StorageLocation, reason: str, *, expires: datetime | None = None
+) -> AccessLog:
     """Lock ``location`` with an open access log: it is not deleted until the log closes.
 
     Taken under the item's catalog lock, after checking that the location is
@@ -104,7 +106,7 @@ def open_access_log(location: StorageLocation, reason: str) -> AccessLog:
             raise LocationGoneError(
                 f"{location.connector_name}: the copy at {location.url!r} is no longer OK"
             )
-        return AccessLog.create(storage_location=current, reason=reason)
+        return AccessLog.create(storage_location=current, reason=reason, expires=expires)
 
 
 def close_access_log(log: AccessLog) -> None:
@@ -113,9 +115,15 @@ def close_access_log(log: AccessLog) -> None:
 
 
 @contextmanager
-def access_lock(location: StorageLocation, reason: str) -> Iterator[AccessLog]:
-    """``location`` locked by an open access log for the block (``open_access_log``)."""
-    log = open_access_log(location, reason)
+def access_lock(
+    location: StorageLocation, reason: str, *, expires: datetime | None = None
+) -> Iterator[AccessLog]:
+    """``location`` locked by an open access log for the block (``open_access_log``).
+
+    ``expires``: when the lock ends by itself should the block never end (a
+    worker killed meanwhile); the scan closes it then.
+    """
+    log = open_access_log(location, reason, expires=expires)
     try:
         yield log
     finally:
@@ -146,6 +154,7 @@ def copy_item_file(
     connectors: ConnectorLookup,
     preference: Sequence[str],
     actor: str = "worker",
+    lock_expires: datetime | None = None,
 ) -> str:
     """Copy file ``path`` of item ``item_id`` to its location on ``target``.
 
@@ -153,7 +162,13 @@ def copy_item_file(
     or ``not wanted``; see ``copy_item_files``.
     """
     return copy_item_files(
-        item_id, target, [path], connectors=connectors, preference=preference, actor=actor
+        item_id,
+        target,
+        [path],
+        connectors=connectors,
+        preference=preference,
+        actor=actor,
+        lock_expires=lock_expires,
     ).outcome
 
 
@@ -165,6 +180,7 @@ def copy_item_files(
     connectors: ConnectorLookup,
     preference: Sequence[str],
     actor: str = "worker",
+    lock_expires: datetime | None = None,
 ) -> CopyReport:
     """Copy files ``paths`` of item ``item_id`` to its location on ``target``, in order.
 
@@ -174,6 +190,7 @@ def copy_item_files(
     rest are copied from the item's preferred ``OK`` location as the catalog
     says now. When a file fails, those copied before it are recorded, then
     the error is raised: a retry carries on from the failed one.
+    ``lock_expires``: when the source's lock ends should this job never end.
     """
     item = FileStorage.get_or_none(FileStorage.id == item_id)
     locations = list(StorageLocation.select().where(StorageLocation.file_storage == item_id))
@@ -221,7 +238,7 @@ def copy_item_files(
     destination = connectors(target)
     present = _already_there(destination, [object_path(location, e.path) for e in todo])
     try:
-        with access_lock(source, reason):
+        with access_lock(source, reason, expires=lock_expires):
             for entry in todo:
                 began = time.monotonic()
                 where = object_path(location, entry.path)

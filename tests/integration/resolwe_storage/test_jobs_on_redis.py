@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import dramatiq
 import peewee as pw
 import pytest
 
-from catalog.models import Action, LocationFile, StorageLocation, utcnow
+from catalog.models import AccessLog, Action, LocationFile, StorageLocation, utcnow
 from connectors.gcs import GCSConnector
 from connectors.hashing import hash_stream
 from connectors.s3 import S3Connector
@@ -35,7 +36,7 @@ from resolwe_storage.config import Config, load_config
 from resolwe_storage.lease import Lease
 from resolwe_storage.runtime import open_catalog
 from resolwe_storage.scan import scan
-from tests.servers.faulty import Fault, faulty_proxy
+from tests.servers.faulty import Fault, FaultyProxy, faulty_proxy
 
 pytest_plugins = ["tests.servers.redis"]
 
@@ -86,6 +87,27 @@ def write_config(
     return path
 
 
+def ingest_sample(tmp_path: Path, config_path: Path) -> None:
+    """FILES under the local connector, ingested as item ``k``."""
+    sample = tmp_path / "local" / "files"
+    sample.mkdir(parents=True)
+    for name, data in FILES.items():
+        (sample / name).write_bytes(data)
+    assert main(["--config", str(config_path), "ingest", "local", str(sample), "--key", "k"]) == 0
+
+
+def s3_only_config(
+    tmp_path: Path, redis_url: str, s3_bucket: S3Connector, *, endpoint: str, **extra: Any
+) -> Path:
+    """The configuration of ``write_config`` without GCS, S3 reached at ``endpoint``."""
+    path = write_config(tmp_path, redis_url, s3_bucket, "http://unused", "unused")
+    document = json.loads(path.read_text())
+    del document["connectors"]["GCS"]
+    document["connectors"]["S3"]["config"].update(endpoint_url=endpoint, **extra)
+    path.write_text(json.dumps(document))
+    return path
+
+
 @pytest.fixture
 def world(
     tmp_path: Path,
@@ -95,11 +117,7 @@ def world(
     gcs_bucket: str,
 ) -> Iterator[tuple[Config, pw.Database, dramatiq.Broker]]:
     config_path = write_config(tmp_path, redis_url, s3_bucket, fake_gcs_server, gcs_bucket)
-    sample = tmp_path / "local" / "files"
-    sample.mkdir(parents=True)
-    for name, data in FILES.items():
-        (sample / name).write_bytes(data)
-    assert main(["--config", str(config_path), "ingest", "local", str(sample), "--key", "k"]) == 0
+    ingest_sample(tmp_path, config_path)
     config = load_config(config_path)
     database = open_catalog(config.database)
     yield config, database, make_broker(config.broker)
@@ -190,6 +208,7 @@ def test_two_schedulers_at_once_queue_each_job_once(
         thread.start()
     for thread in threads:
         thread.join()
+    assert len(reports) == 2  # both scans ran to the end
     assert sum(report.jobs for report in reports) == 2
     assert broker.client.llen("dramatiq:copy") == 2  # type: ignore[attr-defined]
 
@@ -203,17 +222,7 @@ def test_a_worker_killed_mid_copy_has_its_job_redelivered_and_completed(
     gcs_bucket: str,
 ) -> None:
     with faulty_proxy(moto_server) as proxy:
-        s3 = S3Connector(
-            "S3",
-            bucket=s3_bucket.bucket,
-            endpoint_url=proxy.url,
-            credentials=s3_bucket.credentials,
-            region_name=s3_bucket.region_name,
-        )
-        config_path = write_config(tmp_path, redis_url, s3, fake_gcs_server, gcs_bucket)
-        document = json.loads(config_path.read_text())
-        del document["connectors"]["GCS"]
-        config_path.write_text(json.dumps(document))
+        config_path = s3_only_config(tmp_path, redis_url, s3_bucket, endpoint=proxy.url)
         sample = tmp_path / "local" / "files"
         sample.mkdir(parents=True)
         (sample / "big.bin").write_bytes(os.urandom(300_000))
@@ -248,6 +257,11 @@ def test_a_worker_killed_mid_copy_has_its_job_redelivered_and_completed(
     with database.connection_context():
         assert LocationFile.select().count() == 1
         assert StorageLocation.select().count() == 2
+        # The killed worker's lock on the source stays until its job's time
+        # limit has passed; then the scan closes it (tests/unit: test_jobs).
+        [left] = AccessLog.select().where(AccessLog.finished.is_null())
+        longest = timedelta(milliseconds=jobs.time_limit_ms(300_000)) + jobs.DEFAULT_LOCK_MARGIN
+        assert left.expires is not None and left.expires <= utcnow() + longest
     with s3_bucket.open_read("files/big.bin") as stream:
         assert stream.read() == (sample / "big.bin").read_bytes()
 
@@ -280,11 +294,7 @@ def test_a_redis_restarted_mid_run_loses_nothing(
     gcs_bucket: str,
 ) -> None:
     config_path = write_config(tmp_path, private_redis.url, s3_bucket, fake_gcs_server, gcs_bucket)
-    sample = tmp_path / "local" / "files"
-    sample.mkdir(parents=True)
-    for name, data in FILES.items():
-        (sample / name).write_bytes(data)
-    assert main(["--config", str(config_path), "ingest", "local", str(sample), "--key", "k"]) == 0
+    ingest_sample(tmp_path, config_path)
     config = load_config(config_path)
     database = open_catalog(config.database)
     broker = make_broker(config.broker)
@@ -325,3 +335,80 @@ def _scan_quietly(
         return scan(config, database, broker, now=utcnow() + ahead).resumed
     except redis.ConnectionError:
         return 0
+
+
+@contextmanager
+def copying_through(
+    tmp_path: Path, redis_url: str, s3_bucket: S3Connector, proxy: FaultyProxy, **extra: Any
+) -> Iterator[tuple[Config, pw.Database, dramatiq.Broker]]:
+    """FILES ingested on local and one scan queued, S3 reached through ``proxy``."""
+    config_path = s3_only_config(tmp_path, redis_url, s3_bucket, endpoint=proxy.url, **extra)
+    ingest_sample(tmp_path, config_path)
+    config = load_config(config_path)
+    database = open_catalog(config.database)
+    broker = make_broker(config.broker)
+    assert scan(config, database, broker, now=utcnow()).copies == 1
+    try:
+        yield config, database, broker
+    finally:
+        database.close()
+
+
+def assert_copied_intact(s3_bucket: S3Connector) -> None:
+    """S3 holds every file's bytes; the catalog one OK copy there, each file once, no locks."""
+    for name, data in FILES.items():
+        with s3_bucket.open_read(f"files/{name}") as stream:
+            assert stream.read() == data
+    assert statuses() == {"local": "OK", "S3": "OK"}
+    assert LocationFile.select().count() == len(FILES)
+    assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
+
+
+def test_an_s3_outage_mid_run_holds_the_copy_back_and_loses_nothing(
+    tmp_path: Path, redis_url: str, moto_server: str, s3_bucket: S3Connector
+) -> None:
+    with (
+        faulty_proxy(moto_server) as proxy,
+        copying_through(tmp_path, redis_url, s3_bucket, proxy) as (config, database, broker),
+    ):
+        # The server goes away: every request's connection is cut.
+        for method in ("GET", "HEAD", "PUT", "POST"):
+            proxy.fail(Fault(method, r".", drop=True, times=None))
+        running = start_worker(config, database, broker, threads=2)
+        try:
+            wait_for(lambda: len(proxy.requests("GET", r".")) >= 2, what="tries during the outage")
+            time.sleep(1)
+            assert statuses()["S3"] in ("PR", "UP")
+            assert LocationFile.select().count() == 0
+            proxy.heal()  # back up, with everything it held before
+            wait_for(lambda: statuses().get("S3") == "OK", seconds=60, what="the copy")
+        finally:
+            stop_worker(broker, running)
+        assert_copied_intact(s3_bucket)
+        # Transient failures retried to success leave no failure in the history.
+        assert Action.select().where(Action.result == "failed").count() == 0
+
+
+def test_a_byte_damaged_on_the_way_is_caught_removed_and_copied_again(
+    tmp_path: Path, redis_url: str, moto_server: str, s3_bucket: S3Connector
+) -> None:
+    with (
+        faulty_proxy(moto_server) as proxy,
+        # With checksums sent along, S3 itself refuses damaged bytes; moto
+        # does not, so here the ETag it computes is what catches the damage.
+        copying_through(tmp_path, redis_url, s3_bucket, proxy, upload_checksums=False) as (
+            config,
+            database,
+            broker,
+        ),
+    ):
+        proxy.fail(Fault("PUT", r"/files/part-2\.txt", flip=7, times=1))
+        running = start_worker(config, database, broker, threads=2)
+        try:
+            wait_for(lambda: statuses().get("S3") == "OK", seconds=60, what="the copy")
+        finally:
+            stop_worker(broker, running)
+        assert_copied_intact(s3_bucket)
+        assert len(proxy.requests("PUT", r"/files/part-2\.txt")) >= 2
+        [failed] = Action.select().where(Action.result == "failed")
+        assert failed.path == "part-2.txt" and "removed it" in failed.error

@@ -16,7 +16,7 @@ import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from catalog.models import Action, FileStorage, LocationFile, StorageLocation, utcnow
+from catalog.models import AccessLog, Action, FileStorage, LocationFile, StorageLocation, utcnow
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
 from resolwe_storage import jobs
@@ -49,7 +49,10 @@ def write_config(tmp_path: Path, **backup_rules: object) -> Path:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Config, dramatiq.Broker, dramatiq.Worker]]:
+def world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Config, dramatiq.Broker, dramatiq.Worker]]:
+    monkeypatch.setattr(jobs, "DEFAULT_MIN_BACKOFF_MS", 10)  # retries at once, in tests
     config = load_config(write_config(tmp_path))
     database = open_catalog(config.database)
     broker = make_broker(None)
@@ -126,16 +129,61 @@ def test_a_permanent_failure_is_not_retried_and_is_recorded(
     config, broker, _ = world
     database = jobs.current().database
     add_item(tmp_path, "a", {"one.txt": b"good"})
-    (tmp_path / "local" / "a" / "one.txt").write_bytes(b"evil")  # damaged at the source
+    (tmp_path / "local" / "a" / "one.txt").unlink()  # lost at the source
     scan(config, database, broker, now=NOW)
     for queue in jobs.QUEUES:
         broker.join(queue, fail_fast=False)
     failed = Action.get(Action.action == "copy")
-    assert failed.result == "failed" and "does not match" in failed.error
+    assert failed.result == "failed" and "does not exist" in failed.error
     assert broker.dead_letters and len(broker.dead_letters) == 1
     assert broker.dead_letters[0].options.get("retries") == 1
     location = StorageLocation.get(StorageLocation.connector_name == "backup")
     assert location.status == "UP"
+
+
+def test_a_mismatch_is_tried_again_twice_then_given_up(
+    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+) -> None:
+    config, broker, _ = world
+    database = jobs.current().database
+    add_item(tmp_path, "a", {"one.txt": b"good"})
+    (tmp_path / "local" / "a" / "one.txt").write_bytes(b"evil")  # damaged at the source
+    scan(config, database, broker, now=NOW)
+    for queue in jobs.QUEUES:
+        broker.join(queue, fail_fast=False)
+    failures = Action.select().where(Action.action == "copy")
+    assert [a.result for a in failures] == ["failed"] * (1 + jobs.DEFAULT_MISMATCH_RETRIES)
+    assert all("does not match" in a.error for a in failures)
+    assert [m.options.get("retries") for m in broker.dead_letters] == [
+        1 + jobs.DEFAULT_MISMATCH_RETRIES
+    ]
+    assert not (tmp_path / "backup" / "a" / "one.txt").exists()
+
+
+def test_a_jobs_lock_expires_after_its_time_limit_and_the_scan_then_closes_it(
+    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+) -> None:
+    config, broker, _ = world
+    database = jobs.current().database
+    item = add_item(tmp_path, "a", {"one.txt": b"1"})
+    began = utcnow()
+    scan(config, database, broker, now=NOW)
+    drain(broker)
+    [used] = AccessLog.select()
+    limit = timedelta(milliseconds=jobs.time_limit_ms(1)) + jobs.DEFAULT_LOCK_MARGIN
+    assert used.finished is not None and began + limit <= used.expires <= utcnow() + limit
+
+    # A worker killed mid-job leaves its lock open; a service's lock has no expiry.
+    local = StorageLocation.get(StorageLocation.connector_name == "local")
+    dead = AccessLog.create(storage_location=local, reason="copy", expires=utcnow())
+    held = AccessLog.create(storage_location=local, reason="a service reads")
+    report = scan(config, database, broker, now=NOW)
+    assert report.unlocked == 1
+    assert AccessLog.get_by_id(dead.id).finished is not None
+    assert AccessLog.get_by_id(held.id).finished is None
+    unlock = Action.get(Action.action == "unlock")
+    assert unlock.file_storage_id == item.id and "expired" in unlock.error
+    assert scan(config, database, broker, now=NOW).unlocked == 0
 
 
 def test_transient_errors_are_retried_and_permanent_ones_are_not() -> None:
@@ -143,7 +191,9 @@ def test_transient_errors_are_retried_and_permanent_ones_are_not() -> None:
 
     assert jobs.is_transient(0, BackendUnavailable("x"))
     assert not jobs.is_transient(jobs.DEFAULT_MAX_RETRIES, BackendUnavailable("x"))
-    assert not jobs.is_transient(0, ChecksumMismatch("x"))
+    # Damage on the way: tried again a couple of times, then given up.
+    assert jobs.is_transient(0, ChecksumMismatch("x"))
+    assert not jobs.is_transient(jobs.DEFAULT_MISMATCH_RETRIES, ChecksumMismatch("x"))
     assert not jobs.is_transient(0, ValueError("x"))
 
 
