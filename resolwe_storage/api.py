@@ -35,6 +35,7 @@ from resolwe_storage.jobs import (
     copy_messages,
 )
 from resolwe_storage.runtime import open_catalog
+from resolwe_storage.urls import DEFAULT_URL_EXPIRES, file_url
 from scheduler.rules import preference_order
 from workers.operations import (
     LocationGoneError,
@@ -149,6 +150,20 @@ class StorageService:
             yield log.storage_location
         finally:
             close_access_log(log)
+
+    def url(
+        self,
+        key: str,
+        path: str,
+        *,
+        expires: int = DEFAULT_URL_EXPIRES,
+        connector: str | None = None,
+    ) -> str:
+        """A URL of file ``path`` of item ``key``: public, or presigned for ``expires`` seconds.
+
+        From the preferred OK copy, or the one on ``connector``; as ``url KEY PATH``.
+        """
+        return file_url(self.config, key, path, expires=expires, connector=connector)
 
     def _known(self, name: str) -> None:
         if name not in self.config.connectors:

@@ -282,20 +282,9 @@ def ingest(
 
 def _ok_locations(context: Context, key: str) -> tuple[Any, list[Any]]:
     """The item ``key`` and its OK locations on configured connectors, preferred first."""
-    from catalog.models import StorageLocation
-    from scheduler.rules import preference_order
+    from resolwe_storage.urls import ok_copies
 
-    item = item_by_key(key)
-    rank = {name: n for n, name in enumerate(preference_order(context.config.policies))}
-    locations = [
-        location
-        for location in StorageLocation.select().where(
-            (StorageLocation.file_storage == item) & (StorageLocation.status == "OK")
-        )
-        if location.connector_name in rank
-    ]
-    locations.sort(key=lambda location: rank[location.connector_name])
-    return item, locations
+    return ok_copies(context.config, key)
 
 
 @cli.command()
@@ -312,37 +301,9 @@ def _ok_locations(context: Context, key: str) -> tuple[Any, list[Any]]:
 @pass_context
 def url(context: Context, key: str, path: str, expires: int, connector_name: str | None) -> None:
     """Print a URL of one file of an item: public, or presigned, from its preferred copy."""
-    from catalog.models import ReferencedPath
-    from catalog.paths import check_relative_path
-    from connectors.base import PresignedUrls, PublicUrls
-    from resolwe_storage.storage import connector_named
-    from workers.verify import object_path
+    from resolwe_storage.urls import file_url
 
-    check_relative_path(path, what="PATH")
-    with context.database.atomic():
-        item, locations = _ok_locations(context, key)
-        known = ReferencedPath.get_or_none(
-            (ReferencedPath.file_storage == item) & (ReferencedPath.path == path)
-        )
-    if known is None:
-        raise InputError(f"item {key!r} has no file {path!r}")
-    if connector_name is not None:
-        locations = [loc for loc in locations if loc.connector_name == connector_name]
-    if not locations:
-        where = f" on {connector_name!r}" if connector_name else ""
-        raise InputError(f"item {key!r} has no OK copy{where} to give a URL of")
-    location = locations[0]
-    connector = connector_named(context.config, location.connector_name)
-    target = object_path(location, path)
-    if isinstance(connector, PublicUrls) and getattr(connector, "base_url", None):
-        click.echo(connector.public_url(target))
-    elif isinstance(connector, PresignedUrls):
-        click.echo(connector.presigned_url(target, expires=expires))
-    else:
-        raise InputError(
-            f"connector {location.connector_name!r} gives no URLs "
-            "(a local connector needs public_url)"
-        )
+    click.echo(file_url(context.config, key, path, expires=expires, connector=connector_name))
 
 
 @cli.command()

@@ -31,7 +31,14 @@ def service(tmp_path: Path) -> StorageService:
     document = {
         "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
         "connectors": {
-            name: {"connector": "local", "config": {"priority": n, "path": str(tmp_path / name)}}
+            name: {
+                "connector": "local",
+                "config": {
+                    "priority": n,
+                    "path": str(tmp_path / name),
+                    **({"public_url": "/archive-data"} if name == "archive" else {}),
+                },
+            }
             for n, name in enumerate(("local", "archive", "cold"))
         },
     }
@@ -97,3 +104,14 @@ def test_reading_a_copy_being_deleted_takes_another(service: StorageService) -> 
     StorageLocation.update(status="DE").where(StorageLocation.connector_name == "local").execute()
     with service.reading("data-1") as location:
         assert location.connector_name == "archive"
+
+
+def test_a_url_of_a_file_from_a_copy_that_has_urls(service: StorageService) -> None:
+    assert service.url("data-1", "b/c.txt", connector="archive") == "/archive-data/1/b/c.txt"
+    # The preferred copy (local) has no public_url: a clear refusal, not a guess.
+    with pytest.raises(InputError, match="'local' gives no URLs"):
+        service.url("data-1", "a.txt")
+    with pytest.raises(InputError, match=r"has no file 'nope\.txt'"):
+        service.url("data-1", "nope.txt")
+    with pytest.raises(InputError, match="no OK copy on 'cold'"):
+        service.url("data-1", "a.txt", connector="cold")

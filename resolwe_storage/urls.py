@@ -1,0 +1,70 @@
+"""URLs of an item's files, and its OK copies in order of preference."""
+
+from __future__ import annotations
+
+from catalog.models import FileStorage, ReferencedPath, StorageLocation
+from catalog.paths import check_relative_path
+from catalog.queries import item_by_key
+from connectors.base import PresignedUrls, PublicUrls
+from resolwe_storage.config import Config
+from resolwe_storage.errors import InputError
+from resolwe_storage.storage import connector_named
+from scheduler.rules import preference_order
+from workers.verify import object_path
+
+#: Lifetime of a presigned URL when none is asked for (seconds).
+DEFAULT_URL_EXPIRES = 3600
+
+
+def ok_copies(config: Config, key: str) -> tuple[FileStorage, list[StorageLocation]]:
+    """The item ``key`` and its OK locations on configured connectors, preferred first."""
+    item = item_by_key(key)
+    rank = {name: n for n, name in enumerate(preference_order(config.policies))}
+    locations = [
+        location
+        for location in StorageLocation.select().where(
+            (StorageLocation.file_storage == item) & (StorageLocation.status == "OK")
+        )
+        if location.connector_name in rank
+    ]
+    locations.sort(key=lambda location: rank[location.connector_name])
+    return item, locations
+
+
+def file_url(
+    config: Config,
+    key: str,
+    path: str,
+    *,
+    expires: int = DEFAULT_URL_EXPIRES,
+    connector: str | None = None,
+) -> str:
+    """A URL of file ``path`` of item ``key``: public, or presigned for ``expires`` seconds.
+
+    From the item's preferred OK copy, or its copy on ``connector``. Signing
+    is local: nothing is contacted. InputError says why there is none.
+    """
+    check_relative_path(path, what="PATH")
+    database = FileStorage._meta.database
+    with database.atomic():
+        item, locations = ok_copies(config, key)
+        known = ReferencedPath.get_or_none(
+            (ReferencedPath.file_storage == item) & (ReferencedPath.path == path)
+        )
+    if known is None:
+        raise InputError(f"item {key!r} has no file {path!r}")
+    if connector is not None:
+        locations = [loc for loc in locations if loc.connector_name == connector]
+    if not locations:
+        where = f" on {connector!r}" if connector else ""
+        raise InputError(f"item {key!r} has no OK copy{where} to give a URL of")
+    location = locations[0]
+    backend = connector_named(config, location.connector_name)
+    target = object_path(location, path)
+    if isinstance(backend, PublicUrls) and getattr(backend, "base_url", None):
+        return backend.public_url(target)
+    if isinstance(backend, PresignedUrls):
+        return backend.presigned_url(target, expires=expires)
+    raise InputError(
+        f"connector {location.connector_name!r} gives no URLs (a local connector needs public_url)"
+    )
