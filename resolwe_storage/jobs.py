@@ -199,6 +199,22 @@ def _copy_message(item_id: int, target: str, paths: list[str], size: int) -> dra
     )
 
 
+def look_first(paths: Sequence[str], *, retries: int) -> bool:
+    """Whether a copy job looks for its files at the destination before writing them.
+
+    A job of small files tried for the first time writes them without
+    looking: nothing of its location was written before, except by a
+    worker killed on this very job, whose files it writes again (64 MiB at
+    most). A retry looks, and so does a job of one file, which may be large.
+    """
+    return retries > 0 or len(paths) < 2
+
+
+def _current_retries() -> int:
+    running = CurrentMessage.get_current_message()
+    return int(running.options.get("retries", 0)) if running is not None else 0
+
+
 def lock_expiry() -> datetime:
     """When a lock taken by the running job ends by itself: after the job's time limit.
 
@@ -262,6 +278,7 @@ def copy_files_job(item_id: int, target: str, paths: list[str]) -> None:
             preference=runtime.preference,
             actor=ACTOR_NAME,
             lock_expires=lock_expiry(),
+            look_first=look_first(paths, retries=_current_retries()),
         )
     logger.info(
         "copy of %d file(s) of item %s to %s: %d copied, %d there already%s",

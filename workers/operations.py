@@ -181,6 +181,7 @@ def copy_item_files(
     preference: Sequence[str],
     actor: str = "worker",
     lock_expires: datetime | None = None,
+    look_first: bool = True,
 ) -> CopyReport:
     """Copy files ``paths`` of item ``item_id`` to its location on ``target``, in order.
 
@@ -191,6 +192,10 @@ def copy_item_files(
     says now. When a file fails, those copied before it are recorded, then
     the error is raised: a retry carries on from the failed one.
     ``lock_expires``: when the source's lock ends should this job never end.
+    ``look_first``: find what the destination holds already (one listing
+    for several files, a request for one) and keep what matches; without
+    it every file is written, which is as correct and, for a job of small
+    files tried for the first time, one request fewer.
     """
     item = FileStorage.get_or_none(FileStorage.id == item_id)
     locations = list(StorageLocation.select().where(StorageLocation.file_storage == item_id))
@@ -236,7 +241,9 @@ def copy_item_files(
         f" and {len(todo) - 1} more" if len(todo) > 1 else ""
     )
     destination = connectors(target)
-    present = _already_there(destination, [object_path(location, e.path) for e in todo])
+    present: dict[str, ObjectInfo] | None = {}  # nothing there: copy each file
+    if look_first:
+        present = _already_there(destination, [object_path(location, e.path) for e in todo])
     try:
         with access_lock(source, reason, expires=lock_expires):
             for entry in todo:

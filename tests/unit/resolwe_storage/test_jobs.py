@@ -240,3 +240,9 @@ def test_small_files_share_jobs_up_to_a_count_and_a_size() -> None:
     # The time limit grows with the job's bytes.
     assert messages[2].options["time_limit"] > messages[0].options["time_limit"]
     assert [m.actor_name for m in jobs.copy_messages(7, "S3", [])] == [jobs.ACTOR_FINISH]
+
+
+def test_a_first_try_of_small_files_writes_without_looking_a_retry_looks() -> None:
+    assert not jobs.look_first(["a", "b"], retries=0)
+    assert jobs.look_first(["a", "b"], retries=1)
+    assert jobs.look_first(["big"], retries=0)

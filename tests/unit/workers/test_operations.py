@@ -209,6 +209,31 @@ def test_a_job_leaves_files_already_there_and_rewrites_wrong_ones(
         assert (tmp_path / "backup" / "item-1" / path).read_bytes() == data
 
 
+def test_without_looking_first_every_file_is_written_and_proven(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path
+) -> None:
+    files = {"good": b"good bytes", "bad": b"right bytes"}
+    item = make_item(folders, files=files)
+    reserve_location(item.id, "backup", url=item.key)
+    folders["backup"].write("item-1/good", io.BytesIO(b"good bytes"))
+    folders["backup"].write("item-1/bad", io.BytesIO(b"wrong bytes"))
+    good = (tmp_path / "backup" / "item-1" / "good").stat().st_ino
+
+    report = copy_item_files(
+        item.id,
+        "backup",
+        ["bad", "good"],
+        connectors=folders.__getitem__,
+        preference=PREFERENCE,
+        look_first=False,
+    )
+
+    assert report.copied == 2 and location(item, "backup").status == "OK"
+    assert (tmp_path / "backup" / "item-1" / "good").stat().st_ino != good  # written again
+    for path, data in files.items():
+        assert (tmp_path / "backup" / "item-1" / path).read_bytes() == data
+
+
 def test_a_duplicate_job_finds_its_file_recorded_and_does_nothing(
     catalog_db: pw.Database, folders: dict[str, LocalConnector]
 ) -> None:
