@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+import os
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -114,6 +115,10 @@ def crc32c_stream(stream: BinaryIO) -> tuple[int, str]:
     return size, f"{value:08x}"
 
 
+#: Files up to this size are read into memory to be hashed, not mapped.
+DEFAULT_READ_LIMIT = 1024 * 1024
+
+
 def crc32c_file(descriptor: int, size: int) -> str:
     """crc32c of the first ``size`` bytes of an open file, hashed where they lie.
 
@@ -121,6 +126,13 @@ def crc32c_file(descriptor: int, size: int) -> str:
     space and memory stays bounded. The file must not shrink meanwhile (a
     mapped page past the end faults): use it on files of one's own.
     """
+    if size <= DEFAULT_READ_LIMIT:
+        # A small file is cheaper read than mapped: unmapping makes every
+        # thread of the process flush its view of memory (a TLB shootdown).
+        data = os.pread(descriptor, size, 0)
+        if len(data) != size:
+            raise OSError(f"the file is shorter than {size} bytes")
+        return f"{crc32c.crc32c(data):08x}"
     value = 0
     offset = 0
     while offset < size:

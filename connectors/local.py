@@ -138,9 +138,10 @@ class LocalConnector(Connector):
             folder, f".{os.path.basename(full)}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}"
         )
         try:
-            os.makedirs(folder, exist_ok=True)
-            # The folders just made may not be symlinks someone slipped in.
-            self._resolve(path)
+            if not os.path.isdir(folder):
+                os.makedirs(folder, exist_ok=True)
+                # The folders just made may not be symlinks someone slipped in.
+                self._resolve(path)
             with open(temporary, "x+b", buffering=0) as out:  # readable: copy_from re-reads
                 written, crc = fill(out)
                 if self.fsync:

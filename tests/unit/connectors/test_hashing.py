@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+from pathlib import Path
 
 import crc32c
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.hashing import DEFAULT_CHUNK_SIZE, FileHashes, MultiHasher, hash_stream
+from connectors.hashing import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_READ_LIMIT,
+    FileHashes,
+    MultiHasher,
+    crc32c_file,
+    hash_stream,
+)
 
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 ABC_MD5 = "900150983cd24fb0d6963f7d28e17f72"
@@ -187,3 +196,19 @@ def test_crc32c_stream_alone() -> None:
 
     assert crc32c_stream(io.BytesIO(b"abc")) == (3, "364b3fb7")
     assert crc32c_stream(io.BytesIO(b"")) == (0, "00000000")
+
+
+@pytest.mark.parametrize("size", [0, 1, 16 * 1024, DEFAULT_READ_LIMIT, DEFAULT_READ_LIMIT + 7])
+def test_crc32c_file_reads_small_files_and_maps_large_ones_alike(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    path = tmp_path / "f"
+    path.write_bytes(data + b"tail not hashed")
+    with open(path, "rb") as handle:
+        assert crc32c_file(handle.fileno(), size) == f"{crc32c.crc32c(data):08x}"
+
+
+def test_crc32c_file_refuses_a_file_shorter_than_said(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"short")
+    with open(path, "rb") as handle, pytest.raises(OSError, match="shorter"):
+        crc32c_file(handle.fileno(), 100)
