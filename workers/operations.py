@@ -101,17 +101,28 @@ def open_access_log(
     still ``OK``: a delete decided a moment earlier raises ``LocationGoneError``.
     """
     with locked_item(location.file_storage_id):
-        current = StorageLocation.get_or_none(StorageLocation.id == location.id)
-        if current is None or current.status != STATUS_DONE:
-            raise LocationGoneError(
-                f"{location.connector_name}: the copy at {location.url!r} is no longer OK"
-            )
-        return AccessLog.create(storage_location=current, reason=reason, expires=expires)
+        return _open_log_locked(location, reason, expires)
+
+
+def _open_log_locked(location: StorageLocation, reason: str, expires: datetime | None) -> AccessLog:
+    """``open_access_log`` for a caller that holds the item's catalog lock already."""
+    current = StorageLocation.get_or_none(StorageLocation.id == location.id)
+    if current is None or current.status != STATUS_DONE:
+        raise LocationGoneError(
+            f"{location.connector_name}: the copy at {location.url!r} is no longer OK"
+        )
+    return AccessLog.create(storage_location=current, reason=reason, expires=expires)
 
 
 def close_access_log(log: AccessLog) -> None:
-    """Unlock: the access log is finished now."""
-    AccessLog.update(finished=utcnow()).where(AccessLog.id == log.id).execute()
+    """Unlock: the access log is finished now (nothing to do if it is already)."""
+    if log.finished is not None:
+        return
+    now = utcnow()
+    AccessLog.update(finished=now).where(
+        (AccessLog.id == log.id) & AccessLog.finished.is_null()
+    ).execute()
+    log.finished = now
 
 
 @contextmanager
@@ -231,10 +242,6 @@ def copy_item_files(
     if not sources:
         raise NoSourceError(f"item {item.key or item_id}: no OK copy to copy {todo[0].path!r} from")
     source = preferred(sources, preference)
-    if location.status == STATUS_PREPARING:
-        StorageLocation.update(status=STATUS_UPLOADING, last_update=utcnow()).where(
-            (StorageLocation.id == location.id) & (StorageLocation.status == STATUS_PREPARING)
-        ).execute()
 
     copied: list[_Copied] = []
     reason = f"copy to {target}: {todo[0].path}" + (
@@ -244,41 +251,47 @@ def copy_item_files(
     present: dict[str, ObjectInfo] | None = {}  # nothing there: copy each file
     if look_first:
         present = _already_there(destination, [object_path(location, e.path) for e in todo])
+    log = _start_copy(source, location, reason, lock_expires)
+    wanted = True
     try:
-        with access_lock(source, reason, expires=lock_expires):
-            for entry in todo:
-                began = time.monotonic()
-                where = object_path(location, entry.path)
-                try:
-                    result = copy_file(
-                        connectors(source.connector_name),
-                        object_path(source, entry.path),
-                        destination,
-                        where,
-                        expected=Expected(
-                            entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size
-                        ),
-                        present=present.get(where) if present is not None else UNKNOWN,
-                    )
-                except Exception as exc:
-                    if not getattr(exc, "transient", True):
-                        _history(
-                            actor,
-                            "copy",
-                            item,
-                            source.connector_name,
-                            target,
-                            entry.path,
-                            began,
-                            exc,
-                        )
-                    raise
-                copied.append(
-                    _Copied(entry, result.validated_by, result.size, time.monotonic() - began)
+        # The source stays locked until the copies are recorded.
+        for entry in todo:
+            began = time.monotonic()
+            where = object_path(location, entry.path)
+            try:
+                result = copy_file(
+                    connectors(source.connector_name),
+                    object_path(source, entry.path),
+                    destination,
+                    where,
+                    expected=Expected(
+                        entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size
+                    ),
+                    present=present.get(where) if present is not None else UNKNOWN,
                 )
+            except Exception as exc:
+                if not getattr(exc, "transient", True):
+                    _history(
+                        actor,
+                        "copy",
+                        item,
+                        source.connector_name,
+                        target,
+                        entry.path,
+                        began,
+                        exc,
+                    )
+                raise
+            copied.append(
+                _Copied(entry, result.validated_by, result.size, time.monotonic() - began)
+            )
     finally:
-        # What was proven is kept, even when a later file failed.
-        wanted = _record_copies(item, location, source.connector_name, copied, actor)
+        # What was proven is kept, even when a later file failed; the source
+        # is unlocked in the same transaction.
+        try:
+            wanted = _record_copies(item, location, source.connector_name, copied, actor, log)
+        finally:
+            close_access_log(log)  # a no-op when recorded; else the lock ends anyway
     if not wanted:
         return CopyReport(not_wanted=True)
     return CopyReport(copied=len(copied), already_there=recorded)
@@ -311,55 +324,83 @@ class _Copied:
     seconds: float
 
 
+def _start_copy(
+    source: StorageLocation, target: StorageLocation, reason: str, expires: datetime | None
+) -> AccessLog:
+    """Lock ``source`` (as ``open_access_log``) and mark ``target`` ``UP``, in one transaction."""
+    with locked_item(source.file_storage_id):
+        log = _open_log_locked(source, reason, expires)
+        if target.status == STATUS_PREPARING:
+            StorageLocation.update(status=STATUS_UPLOADING, last_update=utcnow()).where(
+                (StorageLocation.id == target.id) & (StorageLocation.status == STATUS_PREPARING)
+            ).execute()
+    return log
+
+
 def _record_copies(
     item: FileStorage,
     location: StorageLocation,
     source: str,
     copied: Sequence[_Copied],
     actor: str,
+    log: AccessLog,
 ) -> bool:
-    """Record ``copied`` files of ``location`` in one transaction; finish it if complete.
+    """Record ``copied`` files of ``location`` and close ``log``, in one transaction.
 
-    False when the location is gone or being deleted (nothing recorded).
+    The location becomes ``OK`` if every file is recorded now. False when
+    the location is gone or being deleted (nothing recorded).
     """
     if not copied:
         return True
     with locked_item(item.id) as current:
-        still = StorageLocation.get_or_none(StorageLocation.id == location.id)
-        if current is None or still is None or still.status == STATUS_DELETING:
-            return False
-        LocationFile.insert_many(
-            [
-                {
-                    "storage_location": location.id,
-                    "referenced_path": done.entry.id,
-                    "validated_by": done.validated_by,
-                }
-                for done in copied
-            ]
-        ).on_conflict_ignore().execute()
-        Action.insert_many(
-            [
-                {
-                    "actor": actor,
-                    "action": "copy",
-                    "item_key": item.key,
-                    "file_storage": item.id,
-                    "source": source,
-                    "target": location.connector_name,
-                    "path": done.entry.path,
-                    "result": "ok",
-                    "bytes": done.size,
-                    "duration_ms": int(done.seconds * 1000),
-                }
-                for done in copied
-            ]
-        ).execute()
-        if not _finish_if_complete(still):
-            # Progress: a copy whose location stops moving is resumed by the scan.
-            StorageLocation.update(last_update=utcnow()).where(
-                StorageLocation.id == still.id
-            ).execute()
+        finished = utcnow()
+        AccessLog.update(finished=finished).where(AccessLog.id == log.id).execute()
+        wanted = _record_locked(item, location, source, copied, actor, current)
+    log.finished = finished  # committed
+    return wanted
+
+
+def _record_locked(
+    item: FileStorage,
+    location: StorageLocation,
+    source: str,
+    copied: Sequence[_Copied],
+    actor: str,
+    current: FileStorage | None,
+) -> bool:
+    """The body of ``_record_copies``, in its transaction."""
+    still = StorageLocation.get_or_none(StorageLocation.id == location.id)
+    if current is None or still is None or still.status == STATUS_DELETING:
+        return False
+    LocationFile.insert_many(
+        [
+            {
+                "storage_location": location.id,
+                "referenced_path": done.entry.id,
+                "validated_by": done.validated_by,
+            }
+            for done in copied
+        ]
+    ).on_conflict_ignore().execute()
+    Action.insert_many(
+        [
+            {
+                "actor": actor,
+                "action": "copy",
+                "item_key": item.key,
+                "file_storage": item.id,
+                "source": source,
+                "target": location.connector_name,
+                "path": done.entry.path,
+                "result": "ok",
+                "bytes": done.size,
+                "duration_ms": int(done.seconds * 1000),
+            }
+            for done in copied
+        ]
+    ).execute()
+    # Progress either way: a copy whose location stops moving is resumed by the scan.
+    _finish_if_complete(still, touch=True)
     return True
 
 
@@ -382,28 +423,34 @@ def finish_location(item_id: int, target: str) -> bool:
         return _finish_if_complete(location)
 
 
-def _finish_if_complete(location: StorageLocation) -> bool:
-    wanted, done = (
-        ReferencedPath.select(pw.fn.COUNT(ReferencedPath.id), pw.fn.COUNT(LocationFile.id))
-        .join(
-            LocationFile,
-            pw.JOIN.LEFT_OUTER,
-            on=(LocationFile.referenced_path == ReferencedPath.id)
-            & (LocationFile.storage_location == location.id),
+def _finish_if_complete(location: StorageLocation, *, touch: bool = False) -> bool:
+    """Make ``location`` ``OK`` if each of its item's files is recorded there; whether it is.
+
+    One statement. ``touch``: stamp ``last_update`` even when files are missing.
+    """
+    missing = ReferencedPath.select(ReferencedPath.id).where(
+        (ReferencedPath.file_storage == location.file_storage_id)
+        & ~ReferencedPath.path.endswith("/")
+        & ~pw.fn.EXISTS(
+            LocationFile.select(LocationFile.id).where(
+                (LocationFile.storage_location == location.id)
+                & (LocationFile.referenced_path == ReferencedPath.id)
+            )
         )
-        .where(
-            (ReferencedPath.file_storage == location.file_storage_id)
-            & ~ReferencedPath.path.endswith("/")
-        )
-        .tuples()
-        .get()
     )
-    if done < wanted:
-        return False
-    StorageLocation.update(status=STATUS_DONE, last_update=utcnow()).where(
-        StorageLocation.id == location.id
-    ).execute()
-    return True
+    complete = ~pw.fn.EXISTS(missing)
+    status = pw.Case(None, [(complete, STATUS_DONE)], StorageLocation.status)
+    where = StorageLocation.id == location.id
+    if not touch:
+        where &= complete
+    rows = list(
+        StorageLocation.update(status=status, last_update=utcnow())
+        .where(where)
+        .returning(StorageLocation.status)
+        .tuples()
+        .execute()
+    )
+    return bool(rows) and rows[0][0] == STATUS_DONE
 
 
 def why_not_delete(
