@@ -295,13 +295,17 @@ def build_config(
 
 
 def _resolve_paths(settings: _ConnectorSettings, base_dir: Path | None) -> _ConnectorSettings:
-    if base_dir is None:
-        return settings
+    """File paths in ``settings`` with ``~`` expanded and relative ones under ``base_dir``."""
     changes: dict[str, str] = {}
     for key in ("path", "credentials"):
         value = getattr(settings, key, None)
-        if value and not Path(value).is_absolute():
-            changes[key] = str((base_dir / value).resolve())
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = (base_dir / path).resolve()
+        if str(path) != value:
+            changes[key] = str(path)
     return settings.model_copy(update=changes) if changes else settings
 
 

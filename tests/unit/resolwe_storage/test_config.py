@@ -518,6 +518,21 @@ def test_without_a_file_relative_paths_stay_as_written() -> None:
     assert config.connectors["local"].settings.path == "data"  # type: ignore[attr-defined]
 
 
+def test_a_home_folder_is_expanded_in_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    text = "connectors:\n  local: {connector: local, config: {path: ~/data}}\n"
+    write(tmp_path, "config.yaml", text)
+    config = load_config(tmp_path / "config.yaml", environ={})
+    assert config.connectors["local"].settings.path == str(tmp_path / "home" / "data")  # type: ignore[attr-defined]
+    document = minimal(
+        S3={"connector": "s3", "config": {"bucket": "b", "credentials": "~/s3.json"}}
+    )
+    config = build_config(document, environ={})
+    assert config.connectors["S3"].settings.credentials == str(tmp_path / "home" / "s3.json")  # type: ignore[attr-defined]
+
+
 def test_our_connector_settings_reach_the_connectors(tmp_path: Path) -> None:
     from connectors.gcs import DEFAULT_TIMEOUT, GCSConnector
     from connectors.s3 import DEFAULT_CONNECT_TIMEOUT, S3Connector
