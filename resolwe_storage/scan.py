@@ -166,7 +166,8 @@ def _resume_stale(
     Also returns the ids of those locations.
     """
     messages: list[dramatiq.Message] = []
-    with writing(database):
+    # Read only (the caller stamps the locations once their jobs are queued).
+    with database.atomic():
         stale = list(
             StorageLocation.select(
                 StorageLocation.id, StorageLocation.file_storage, StorageLocation.connector_name
@@ -175,23 +176,33 @@ def _resume_stale(
                 & (StorageLocation.last_update < before)
             )
         )
-        for location in stale:
-            done = LocationFile.select(LocationFile.referenced_path).where(
-                LocationFile.storage_location == location.id
+        missing: dict[int, list[tuple[str, int | None]]] = {}
+        for start in range(0, len(stale), DEFAULT_SCAN_BATCH):
+            ids = [location.id for location in stale[start : start + DEFAULT_SCAN_BATCH]]
+            recorded = LocationFile.select(LocationFile.id).where(
+                (LocationFile.storage_location == StorageLocation.id)
+                & (LocationFile.referenced_path == ReferencedPath.id)
             )
-            missing = (
-                ReferencedPath.select(ReferencedPath.path, ReferencedPath.size)
-                .where(
-                    (ReferencedPath.file_storage == location.file_storage_id)
-                    & ~ReferencedPath.path.endswith("/")
-                    & ReferencedPath.id.not_in(done)
+            for location_id, path, size in (
+                StorageLocation.select(StorageLocation.id, ReferencedPath.path, ReferencedPath.size)
+                .join(
+                    ReferencedPath,
+                    on=ReferencedPath.file_storage == StorageLocation.file_storage,
                 )
+                .where(
+                    StorageLocation.id.in_(ids)
+                    & ~ReferencedPath.path.endswith("/")
+                    & ~pw.fn.EXISTS(recorded)
+                )
+                .order_by(StorageLocation.id, ReferencedPath.path)
                 .tuples()
-            )
-            messages += copy_messages(
-                location.file_storage_id, location.connector_name, list(missing)
-            )
-            report.resumed += 1
+            ):
+                missing.setdefault(location_id, []).append((path, size))
+    for location in stale:
+        messages += copy_messages(
+            location.file_storage_id, location.connector_name, missing.get(location.id, [])
+        )
+        report.resumed += 1
     return messages, [location.id for location in stale]
 
 

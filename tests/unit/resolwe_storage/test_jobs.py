@@ -16,7 +16,15 @@ import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from catalog.models import AccessLog, Action, FileStorage, LocationFile, StorageLocation, utcnow
+from catalog.models import (
+    AccessLog,
+    Action,
+    FileStorage,
+    LocationFile,
+    ReferencedPath,
+    StorageLocation,
+    utcnow,
+)
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
 from resolwe_storage import jobs
@@ -220,6 +228,39 @@ def test_a_copy_whose_jobs_were_lost_is_resumed_by_a_later_scan(
     drain(broker)
     assert StorageLocation.get(StorageLocation.connector_name == "backup").status == "OK"
     assert LocationFile.select().count() == 2
+
+
+def test_only_the_missing_files_of_stalled_copies_are_queued_again(
+    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+) -> None:
+    config, broker, worker = world
+    database = jobs.current().database
+    worker.pause()
+    first = add_item(tmp_path, "a", {"one.txt": b"1", "two.txt": b"2", "three.txt": b"3"})
+    add_item(tmp_path, "b", {"four.txt": b"4"})
+    scan(config, database, broker, now=NOW)
+    broker.flush_all()
+    # One file of "a" was copied and recorded before the jobs were lost.
+    target = StorageLocation.get(
+        (StorageLocation.file_storage == first) & (StorageLocation.connector_name == "backup")
+    )
+    two = ReferencedPath.get(
+        (ReferencedPath.file_storage == first) & (ReferencedPath.path == "two.txt")
+    )
+    LocationFile.create(storage_location=target, referenced_path=two, validated_by="crc32c")
+
+    later = scan(config, database, broker, now=utcnow() + timedelta(hours=2))
+
+    assert (later.resumed, later.jobs) == (2, 2)
+    queued = sorted(json.loads(body)["args"] for body in broker.queues["copy"].queue)
+    assert queued == [
+        [first.id, "backup", ["one.txt", "three.txt"]],
+        [first.id + 1, "backup", ["four.txt"]],
+    ]
+    worker.resume()
+    drain(broker)
+    assert LocationFile.select().count() == 4
+    assert {loc.status for loc in StorageLocation.select()} == {"OK"}
 
 
 def test_small_files_share_jobs_up_to_a_count_and_a_size() -> None:
