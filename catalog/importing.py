@@ -363,7 +363,15 @@ def _import_file(storage: FileStorage, doc: FileDocument) -> bool:
     if existing is None:
         ReferencedPath.create(file_storage=storage, path=doc.path, **values)
         return True
-    if _assign(existing, values):
+    # Omitted means unknown, not changed: what the document leaves out is
+    # kept, unless what it gives contradicts what is stored (then the file
+    # changed, and a hash left out belongs to the old bytes).
+    given = {name: value for name, value in values.items() if name in doc.model_fields_set}
+    changed = any(
+        getattr(existing, name) is not None and getattr(existing, name) != value
+        for name, value in given.items()
+    )
+    if _assign(existing, values if changed else given):
         existing.save()
         return True
     return False

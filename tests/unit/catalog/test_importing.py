@@ -280,7 +280,8 @@ def test_reimport_updates_changed_fields(catalog_db: pw.Database) -> None:
         ReferencedPath.file_storage == stored,
         ReferencedPath.path == "reads.fastq.gz",
     )
-    # Values the new document omits are cleared: the document describes the file as it is.
+    # The size changed, so the file did: hashes the document omits belonged to
+    # the old bytes and are cleared.
     assert (reads.size, reads.md5, reads.crc32c, reads.awss3etag) == (4, MD5, None, None)
     assert ReferencedPath.select().where(ReferencedPath.file_storage == stored).count() == 2
     assert counts()["file_storage"] == 2
@@ -293,6 +294,28 @@ def test_reimport_updates_changed_fields(catalog_db: pw.Database) -> None:
         ("b", "register", "created", "import"),
         ("a", "register", "updated", "import"),
     ]
+
+
+def test_reimport_keeps_the_hashes_a_document_leaves_out_of_an_unchanged_file(
+    catalog_db: pw.Database,
+) -> None:
+    run(catalog_db, {"items": [item("a")]})
+    # Another producer knows only the size, or only one more hash.
+    run(catalog_db, {"items": [item("a", files=[{"path": "reads.fastq.gz", "size": 3}])]})
+    reads = ReferencedPath.get(ReferencedPath.path == "reads.fastq.gz")
+    assert (reads.size, reads.md5, reads.crc32c, reads.awss3etag) == (3, MD5, "364b3fb7", MD5)
+
+    ReferencedPath.update(crc32c=None).execute()
+    again = item("a", files=[{"path": "reads.fastq.gz", "crc32c": "364b3fb7"}])
+    run(catalog_db, {"items": [again]})
+    reads = ReferencedPath.get(ReferencedPath.path == "reads.fastq.gz")
+    assert (reads.size, reads.md5, reads.crc32c) == (3, MD5, "364b3fb7")
+
+    # A hash that contradicts the stored one means new bytes: the rest is cleared.
+    other = "f" * 32
+    run(catalog_db, {"items": [item("a", files=[{"path": "reads.fastq.gz", "md5": other}])]})
+    reads = ReferencedPath.get(ReferencedPath.path == "reads.fastq.gz")
+    assert (reads.size, reads.md5, reads.crc32c, reads.awss3etag) == (None, other, None, None)
 
 
 def test_a_trailing_slash_names_the_same_location(catalog_db: pw.Database) -> None:
