@@ -33,6 +33,12 @@ MIGRATION_LOCK_ID = 0x5E50_1E57
 logger = logging.getLogger(__name__)
 
 
+#: URL schemes of PostgreSQL databases (SQLAlchemy's spelling too).
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
+#: Every URL scheme ``open_database`` takes.
+DATABASE_SCHEMES = ("sqlite", *POSTGRES_SCHEMES)
+
+
 def open_database(url: str) -> pw.Database:
     """Open (lazily; nothing connects yet) the database named by ``url``.
 
@@ -65,7 +71,7 @@ def open_database(url: str) -> pw.Database:
             # deadlock upgrading a read lock.
             timeout=DEFAULT_SQLITE_BUSY_TIMEOUT_MS / 1000,
         )
-    if scheme in ("postgres", "postgresql", "postgresql+psycopg2"):
+    if scheme in POSTGRES_SCHEMES:
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname:
             raise DatabaseURLError(f"database URL {redact_url(url)!r}: no database name given")

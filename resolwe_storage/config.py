@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
+from catalog.database import DATABASE_SCHEMES
 from connectors.registry import ALIASES, GCS, LOCAL, S3, connector_kind
 from resolwe_storage.errors import ConfigError
 from scheduler.rules import DEFAULT_PRIORITY, ConnectorPolicy, Override, Rule, VerifyRule
@@ -287,7 +288,7 @@ def build_config(
     database = environ.get(ENV_DATABASE) or parsed.database or DEFAULT_DATABASE
     broker = environ.get(ENV_BROKER) or parsed.broker
     origin = ENV_DATABASE if environ.get(ENV_DATABASE) else "database"
-    _check_url(source, origin, database, ("sqlite", "postgresql", "postgres"))
+    _check_url(source, origin, database, DATABASE_SCHEMES)
     if broker is not None:
         origin = ENV_BROKER if environ.get(ENV_BROKER) else "broker"
         _check_url(source, origin, broker, ("redis", "rediss"))

@@ -444,6 +444,7 @@ def test_a_missing_file_named_by_the_variable_is_an_error(tmp_path: Path) -> Non
         "sqlite:////absolute/c.sqlite3",
         "postgresql://user@host/db",
         "postgres://user:pw@host:5433/db",
+        "postgresql+psycopg2://user@host/db",  # as SQLAlchemy users write it
     ],
 )
 def test_good_database_urls(url: str) -> None:
@@ -462,7 +463,8 @@ def test_good_database_urls(url: str) -> None:
 )
 def test_bad_database_urls_are_rejected(url: str, scheme: str) -> None:
     expected = (
-        f"c.yaml: database: expected a sqlite:// or postgresql:// or postgres:// URL, got {scheme}"
+        "c.yaml: database: expected a sqlite:// or postgresql:// or postgres:// or "
+        f"postgresql+psycopg2:// URL, got {scheme}"
     )
     with pytest.raises(ConfigError) as caught:
         build_config({"database": url}, source="c.yaml", environ={})
