@@ -15,6 +15,7 @@ from catalog.models import (
     STATUS_PREPARING,
     AccessLog,
     FileStorage,
+    ReferencedPath,
     StorageLocation,
 )
 
@@ -214,3 +215,19 @@ def close_expired_locks(now: datetime) -> list[AccessLog]:
             AccessLog.id.in_([log.id for log in expired]) & AccessLog.finished.is_null()
         ).execute()
     return expired
+
+
+def item_sizes(item_ids: Sequence[int]) -> dict[int, int]:
+    """Bytes of each item's files (a missing size counts as 0), by item id."""
+    sizes: dict[int, int] = {}
+    for start in range(0, len(item_ids), DEFAULT_RESERVE_BATCH):
+        chunk = list(item_ids[start : start + DEFAULT_RESERVE_BATCH])
+        sizes.update(
+            ReferencedPath.select(
+                ReferencedPath.file_storage, pw.fn.COALESCE(pw.fn.SUM(ReferencedPath.size), 0)
+            )
+            .where(ReferencedPath.file_storage.in_(chunk))
+            .group_by(ReferencedPath.file_storage)
+            .tuples()
+        )
+    return {item_id: int(sizes.get(item_id, 0)) for item_id in item_ids}

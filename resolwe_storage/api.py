@@ -25,14 +25,14 @@ import peewee as pw
 
 from catalog.importing import ImportResult, import_document
 from catalog.models import STATUS_DONE, ReferencedPath, StorageLocation
-from catalog.queries import item_by_key, reserve_location
-from resolwe_storage.broker import Pending, enqueue_many, make_broker, message
+from catalog.queries import item_by_key, item_sizes, reserve_location
+from resolwe_storage.broker import Pending, enqueue_many, make_broker
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
 from resolwe_storage.jobs import (
-    ACTOR_VERIFY,
     QUEUE_VERIFY,
     copy_messages,
+    verify_message,
 )
 from resolwe_storage.runtime import open_catalog
 from resolwe_storage.urls import DEFAULT_URL_EXPIRES, file_url
@@ -118,10 +118,11 @@ class StorageService:
         pending = Pending(self.broker)
         keys = [Pending.key(QUEUE_VERIFY, item.id, name) for name in names]
         fresh = pending.claim(keys)
+        size = item_sizes([item.id])[item.id]
         return enqueue_many(
             self.broker,
             [
-                message(QUEUE_VERIFY, ACTOR_VERIFY, item.id, name)
+                verify_message(item.id, name, size)
                 for name, new in zip(names, fresh, strict=True)
                 if new
             ],

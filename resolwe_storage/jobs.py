@@ -193,6 +193,14 @@ def copy_messages(
     return messages
 
 
+def verify_message(item_id: int, connector: str, size: int) -> dramatiq.Message:
+    """The job that verifies an item's copy on ``connector``; ``size``: the item's bytes.
+
+    Its time limit grows with them: the whole copy is read back.
+    """
+    return message(QUEUE_VERIFY, ACTOR_VERIFY, item_id, connector, time_limit=time_limit_ms(size))
+
+
 def _copy_message(item_id: int, target: str, paths: list[str], size: int) -> dramatiq.Message:
     return message(
         QUEUE_COPY, ACTOR_COPY_MANY, item_id, target, paths, time_limit=time_limit_ms(size)

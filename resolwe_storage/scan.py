@@ -37,6 +37,7 @@ from catalog.queries import (
     LOCATION_EXISTS,
     URL_TAKEN,
     close_expired_locks,
+    item_sizes,
     reserve_locations,
     writing,
 )
@@ -44,10 +45,10 @@ from resolwe_storage.broker import Pending, enqueue_many, message
 from resolwe_storage.config import Config
 from resolwe_storage.jobs import (
     ACTOR_DELETE,
-    ACTOR_VERIFY,
     QUEUE_DELETE,
     QUEUE_VERIFY,
     copy_messages,
+    verify_message,
 )
 from scheduler.planning import DueItem, Planner
 from scheduler.policy import COPY, DELETE, VERIFY
@@ -273,6 +274,7 @@ def _claim_others(
     if not wanted:
         return []
     keys = [Pending.key(_QUEUES[action], item_id, name) for action, item_id, name in wanted]
+    sizes = item_sizes(sorted({item_id for action, item_id, _ in wanted if action == VERIFY}))
     messages = []
     for (action, item_id, connector), fresh in zip(wanted, pending.claim(keys), strict=True):
         if not fresh:
@@ -283,7 +285,7 @@ def _claim_others(
             messages.append(message(QUEUE_DELETE, ACTOR_DELETE, item_id, connector))
         else:
             report.verifies += 1
-            messages.append(message(QUEUE_VERIFY, ACTOR_VERIFY, item_id, connector))
+            messages.append(verify_message(item_id, connector, sizes[item_id]))
     return messages
 
 

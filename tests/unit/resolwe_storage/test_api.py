@@ -92,6 +92,28 @@ def test_a_verification_already_queued_is_not_queued_again(service: StorageServi
         service.request_verify("data-1", connector="cold")
 
 
+def test_a_verification_of_a_large_item_gets_time_to_read_it_all(
+    service: StorageService,
+) -> None:
+    from resolwe_storage.jobs import DEFAULT_TIME_LIMIT_MS, time_limit_ms
+
+    big = 50 * 1024**3
+    service.register(
+        {
+            "key": "big",
+            "created": "2026-01-01T00:00:00Z",
+            "locations": [{"connector": "local", "url": "big", "status": "OK"}],
+            "files": [{"path": "a.bam", "size": big - 1}, {"path": "b.bam", "size": 1}],
+        }
+    )
+    assert service.request_verify("big") == 1
+    broker = service.broker
+    assert isinstance(broker, StubBroker)
+    [body] = list(broker.queues["verify"].queue)
+    limit = json.loads(body)["options"]["time_limit"]
+    assert limit == time_limit_ms(big) and limit > DEFAULT_TIME_LIMIT_MS + 3_600_000
+
+
 def test_reading_locks_the_preferred_copy_for_the_block(service: StorageService) -> None:
     with service.reading("data-1", reason="analysis") as location:
         assert location.connector_name == "local"

@@ -287,3 +287,20 @@ def test_a_first_try_of_small_files_writes_without_looking_a_retry_looks() -> No
     assert not jobs.look_first(["a", "b"], retries=0)
     assert jobs.look_first(["a", "b"], retries=1)
     assert jobs.look_first(["big"], retries=0)
+
+
+def test_the_scan_gives_a_verification_time_for_the_items_bytes(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, verify={"interval": 1}))
+    database = open_catalog(config.database)
+    broker = make_broker(None)
+    item = FileStorage.create(key="big", created=NOW - timedelta(days=10))
+    for name in ("local", "backup"):
+        StorageLocation.create(file_storage=item, connector_name=name, url="big", status="OK")
+    sizes = [40 * 1024**3, 2 * 1024**3, None]
+    for n, size in enumerate(sizes):
+        ReferencedPath.create(file_storage=item, path=f"f{n}", size=size)
+    report = scan(config, database, broker, now=NOW)
+    assert report.verifies == 1
+    [body] = list(broker.queues["verify"].queue)
+    assert json.loads(body)["options"]["time_limit"] == jobs.time_limit_ms(42 * 1024**3)
+    database.close()
