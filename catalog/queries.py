@@ -217,17 +217,20 @@ def close_expired_locks(now: datetime) -> list[AccessLog]:
     return expired
 
 
-def item_sizes(item_ids: Sequence[int]) -> dict[int, int]:
-    """Bytes of each item's files (a missing size counts as 0), by item id."""
-    sizes: dict[int, int] = {}
+def item_totals(item_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """Files and bytes (a missing size counts as 0) of each item, by item id."""
+    totals: dict[int, tuple[int, int]] = {}
     for start in range(0, len(item_ids), DEFAULT_RESERVE_BATCH):
         chunk = list(item_ids[start : start + DEFAULT_RESERVE_BATCH])
-        sizes.update(
+        for item_id, files, size in (
             ReferencedPath.select(
-                ReferencedPath.file_storage, pw.fn.COALESCE(pw.fn.SUM(ReferencedPath.size), 0)
+                ReferencedPath.file_storage,
+                pw.fn.COUNT(ReferencedPath.id),
+                pw.fn.COALESCE(pw.fn.SUM(ReferencedPath.size), 0),
             )
-            .where(ReferencedPath.file_storage.in_(chunk))
+            .where(ReferencedPath.file_storage.in_(chunk) & ~ReferencedPath.path.endswith("/"))
             .group_by(ReferencedPath.file_storage)
             .tuples()
-        )
-    return {item_id: int(sizes.get(item_id, 0)) for item_id in item_ids}
+        ):
+            totals[item_id] = (int(files), int(size))
+    return {item_id: totals.get(item_id, (0, 0)) for item_id in item_ids}

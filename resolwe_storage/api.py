@@ -25,7 +25,7 @@ import peewee as pw
 
 from catalog.importing import ImportResult, import_document
 from catalog.models import STATUS_DONE, ReferencedPath, StorageLocation
-from catalog.queries import item_by_key, item_sizes, reserve_location
+from catalog.queries import item_by_key, item_totals, reserve_location
 from resolwe_storage.broker import Pending, enqueue_many, make_broker
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
@@ -118,7 +118,7 @@ class StorageService:
         pending = Pending(self.broker)
         keys = [Pending.key(QUEUE_VERIFY, item.id, name) for name in names]
         fresh = pending.claim(keys)
-        size = item_sizes([item.id])[item.id]
+        _, size = item_totals([item.id])[item.id]
         return enqueue_many(
             self.broker,
             [

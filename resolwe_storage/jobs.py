@@ -79,6 +79,8 @@ DEFAULT_MAX_BACKOFF_MS = 300_000
 DEFAULT_TIME_LIMIT_MS = 600_000
 #: How long after a job's time limit its locks end by themselves.
 DEFAULT_LOCK_MARGIN = timedelta(minutes=5)
+#: Milliseconds a delete job is given per file, on top of ``DEFAULT_TIME_LIMIT_MS``.
+DEFAULT_DELETE_MS_PER_FILE = 200
 #: Bytes per second below which a transfer is taken to be stuck.
 DEFAULT_SLOWEST_RATE = 2 * 1024 * 1024
 #: Files of one copy that share a job: at most this many ...
@@ -199,6 +201,15 @@ def verify_message(item_id: int, connector: str, size: int) -> dramatiq.Message:
     Its time limit grows with them: the whole copy is read back.
     """
     return message(QUEUE_VERIFY, ACTOR_VERIFY, item_id, connector, time_limit=time_limit_ms(size))
+
+
+def delete_message(item_id: int, connector: str, files: int) -> dramatiq.Message:
+    """The job that deletes an item's copy on ``connector``; ``files``: how many it holds.
+
+    Its time limit grows with them: each is one request to the store.
+    """
+    limit = DEFAULT_TIME_LIMIT_MS + files * DEFAULT_DELETE_MS_PER_FILE
+    return message(QUEUE_DELETE, ACTOR_DELETE, item_id, connector, time_limit=limit)
 
 
 def _copy_message(item_id: int, target: str, paths: list[str], size: int) -> dramatiq.Message:

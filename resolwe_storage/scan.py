@@ -37,17 +37,17 @@ from catalog.queries import (
     LOCATION_EXISTS,
     URL_TAKEN,
     close_expired_locks,
-    item_sizes,
+    item_totals,
     reserve_locations,
     writing,
 )
-from resolwe_storage.broker import Pending, enqueue_many, message
+from resolwe_storage.broker import Pending, enqueue_many
 from resolwe_storage.config import Config
 from resolwe_storage.jobs import (
-    ACTOR_DELETE,
     QUEUE_DELETE,
     QUEUE_VERIFY,
     copy_messages,
+    delete_message,
     verify_message,
 )
 from scheduler.planning import DueItem, Planner
@@ -274,7 +274,7 @@ def _claim_others(
     if not wanted:
         return []
     keys = [Pending.key(_QUEUES[action], item_id, name) for action, item_id, name in wanted]
-    sizes = item_sizes(sorted({item_id for action, item_id, _ in wanted if action == VERIFY}))
+    totals = item_totals(sorted({item_id for _, item_id, _ in wanted}))
     messages = []
     for (action, item_id, connector), fresh in zip(wanted, pending.claim(keys), strict=True):
         if not fresh:
@@ -282,10 +282,10 @@ def _claim_others(
             continue
         if action == DELETE:
             report.deletes += 1
-            messages.append(message(QUEUE_DELETE, ACTOR_DELETE, item_id, connector))
+            messages.append(delete_message(item_id, connector, totals[item_id][0]))
         else:
             report.verifies += 1
-            messages.append(verify_message(item_id, connector, sizes[item_id]))
+            messages.append(verify_message(item_id, connector, totals[item_id][1]))
     return messages
 
 

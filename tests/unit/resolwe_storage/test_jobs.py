@@ -289,18 +289,30 @@ def test_a_first_try_of_small_files_writes_without_looking_a_retry_looks() -> No
     assert jobs.look_first(["big"], retries=0)
 
 
-def test_the_scan_gives_a_verification_time_for_the_items_bytes(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path, verify={"interval": 1}))
+def test_the_scan_gives_verifications_and_deletes_time_for_the_items_size(
+    tmp_path: Path,
+) -> None:
+    rules = {"verify": {"interval": 1}, "delete": {"delay": 1}}
+    config = load_config(write_config(tmp_path, **rules))
     database = open_catalog(config.database)
     broker = make_broker(None)
     item = FileStorage.create(key="big", created=NOW - timedelta(days=10))
     for name in ("local", "backup"):
-        StorageLocation.create(file_storage=item, connector_name=name, url="big", status="OK")
-    sizes = [40 * 1024**3, 2 * 1024**3, None]
-    for n, size in enumerate(sizes):
+        StorageLocation.create(
+            file_storage=item,
+            connector_name=name,
+            url="big",
+            status="OK",
+            last_update=NOW - timedelta(days=5),
+        )
+    for n, size in enumerate([40 * 1024**3, 2 * 1024**3, None]):
         ReferencedPath.create(file_storage=item, path=f"f{n}", size=size)
+    ReferencedPath.create(file_storage=item, path="folder/")
     report = scan(config, database, broker, now=NOW)
-    assert report.verifies == 1
-    [body] = list(broker.queues["verify"].queue)
-    assert json.loads(body)["options"]["time_limit"] == jobs.time_limit_ms(42 * 1024**3)
+    assert (report.verifies, report.deletes) == (1, 1)
+    [verify] = [json.loads(body) for body in broker.queues["verify"].queue]
+    assert verify["options"]["time_limit"] == jobs.time_limit_ms(42 * 1024**3)
+    [delete] = [json.loads(body) for body in broker.queues["delete"].queue]
+    expected = jobs.DEFAULT_TIME_LIMIT_MS + 3 * jobs.DEFAULT_DELETE_MS_PER_FILE
+    assert delete["options"]["time_limit"] == expected
     database.close()
