@@ -271,6 +271,34 @@ def dead_letters(broker: RedisBroker, queue: str, *, limit: int) -> list[DeadLet
     return letters
 
 
+def requeue_dead(broker: RedisBroker, queue: str) -> int:
+    """Put ``queue``'s dead-lettered jobs back on it, with their retries reset; how many.
+
+    For after the cause is fixed (a store back up, a credential renewed).
+    Each job moves in one transaction: it is on the queue or dead, never
+    both, never neither. Jobs are idempotent, so one requeued twice by two
+    operators at once costs time, not data.
+    """
+    client, namespace = broker.client, broker.namespace
+    dead_key, bodies_key = f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
+    moved = 0
+    for redis_id in client.zrange(dead_key, 0, -1):
+        body = client.hget(bodies_key, redis_id)
+        if body is None:
+            client.zrem(dead_key, redis_id)  # its body expired
+            continue
+        revived = dramatiq.Message.decode(body)
+        revived = revived.copy(options={**revived.options, "retries": 0})
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(f"{namespace}:{queue}.msgs", redis_id, revived.encode())
+        pipe.rpush(f"{namespace}:{queue}", redis_id)
+        pipe.zrem(dead_key, redis_id)
+        pipe.hdel(bodies_key, redis_id)
+        pipe.execute()
+        moved += 1
+    return moved
+
+
 def live_workers(broker: RedisBroker) -> int:
     """Worker processes whose heartbeat is recent (those that would not be declared dead)."""
     now_ms = int(time.time() * 1000)

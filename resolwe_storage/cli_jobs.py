@@ -28,7 +28,13 @@ from dramatiq.brokers.stub import StubBroker
 from catalog.models import Action, utcnow
 from resolwe_storage import jobs
 from resolwe_storage.api import StorageService
-from resolwe_storage.broker import dead_letters, live_workers, make_broker, queue_stats
+from resolwe_storage.broker import (
+    dead_letters,
+    live_workers,
+    make_broker,
+    queue_stats,
+    requeue_dead,
+)
 from resolwe_storage.cli import Context, _now_option, _parse_now, cli, pass_context
 from resolwe_storage.config import Config
 from resolwe_storage.errors import InputError
@@ -377,13 +383,21 @@ def _report_request(as_json: bool, outcome: dict[str, Any]) -> None:
     show_default=True,
     help="List this many of the most recently dead-lettered jobs per queue.",
 )
+@click.option(
+    "--retry-dead",
+    is_flag=True,
+    help="Put the dead-lettered jobs back on their queues (retries reset), then show.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts and jobs as JSON.")
 @pass_context
-def queues(context: Context, dead_limit: int, as_json: bool) -> None:
+def queues(context: Context, dead_limit: int, retry_dead: bool, as_json: bool) -> None:
     """Jobs per queue on Redis: queued, delayed for a retry, running, dead-lettered."""
     broker = make_broker(_broker_url(context, "queues"))
     assert isinstance(broker, RedisBroker)
+    requeued = 0
     try:
+        if retry_dead:
+            requeued = sum(requeue_dead(broker, queue) for queue in jobs.QUEUES)
         stats = queue_stats(broker, jobs.QUEUES)
         dead = [
             letter
@@ -400,6 +414,7 @@ def queues(context: Context, dead_limit: int, as_json: bool) -> None:
             json.dumps(
                 {
                     "workers": workers,
+                    "requeued": requeued,
                     "queues": [asdict(row) for row in stats],
                     "dead": [
                         {**asdict(letter), "died": letter.died.isoformat()} for letter in dead
@@ -408,6 +423,8 @@ def queues(context: Context, dead_limit: int, as_json: bool) -> None:
             )
         )
         return
+    if retry_dead:
+        click.echo(f"requeued {requeued} dead-lettered job(s)")
     click.echo(f"{workers} worker process(es) alive")
     click.echo(f"{'queue':<8} {'queued':>8} {'delayed':>8} {'running':>8} {'dead':>8}")
     for row in stats:

@@ -98,3 +98,47 @@ def test_queues_needs_a_broker_and_says_so_when_it_does_not_answer(
     assert main(["--config", unreachable, "queues"]) != 0
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: queues: the broker did not answer") and "\n" not in error
+
+
+def test_dead_jobs_go_back_on_their_queue_and_run_again(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_file(tmp_path, redis_url)
+    broker = make_broker(redis_url)
+    broken = threading.Event()
+    broken.set()
+    ran: list[int] = []
+
+    @dramatiq.actor(broker=broker, actor_name="flaky", queue_name="delete", max_retries=0)
+    def flaky(item_id: int, connector: str) -> None:
+        if broken.is_set():
+            raise ValueError("the store is down")
+        ran.append(item_id)
+
+    enqueue_many(broker, [message("delete", "flaky", n, "S3") for n in range(3)])
+    worker = dramatiq.Worker(broker, queues={"delete"}, worker_threads=2)
+    worker.start()
+    client = broker.client  # type: ignore[attr-defined]
+    try:
+        wait_until(lambda: client.zcard("dramatiq:delete.XQ") == 3, "three dead letters")
+        worker.pause()
+        broken.clear()  # the cause is fixed
+
+        assert main(["--config", config, "queues", "--retry-dead", "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["requeued"] == 3
+        delete = next(row for row in shown["queues"] if row["queue"] == "delete")
+        assert (delete["queued"], delete["dead"]) == (3, 0)
+        assert client.hlen("dramatiq:delete.XQ.msgs") == 0
+        # Each comes back with its whole retry budget.
+        revived = [json.loads(body) for body in client.hvals("dramatiq:delete.msgs")]
+        assert [body["options"]["retries"] for body in revived] == [0, 0, 0]
+
+        worker.resume()
+        broker.join("delete", timeout=30_000)
+        worker.join()
+    finally:
+        worker.stop()
+        broker.close()
+    assert sorted(ran) == [0, 1, 2]
+    assert client.zcard("dramatiq:delete.XQ") == 0
