@@ -9,10 +9,13 @@ give up by their ``transient`` flag; operations record the outcome of what
 they finished in the action history.
 
 Copies: the location on the target is reserved by the scan
-(``catalog.queries.reserve_location``, status ``PR``); the first file job
-makes it ``UP``; each validated file gets a ``LocationFile`` row; the job
-that records the last one makes the location ``OK``. While a file is read
-from the source location, that location holds an open access log, so it
+(``catalog.queries.reserve_locations``, status ``PR``); a job copies some
+of its files (one, or a batch of small ones): in one transaction it locks
+the source with an access log (expiring after the job's time limit, should
+the worker die) and makes the target ``UP``; it copies and validates each
+file; in one more it gives each validated file a ``LocationFile`` row,
+records the history, closes the access log and, when every file of the
+item is recorded, makes the location ``OK``. While the source is locked it
 cannot be deleted under the copy.
 
 Deletes: under the item's catalog lock, SPEC §5 conditions 3–6 are checked
