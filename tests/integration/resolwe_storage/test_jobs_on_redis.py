@@ -29,6 +29,7 @@ from connectors.gcs import GCSConnector
 from connectors.hashing import hash_stream
 from connectors.s3 import S3Connector
 from resolwe_storage import jobs
+from resolwe_storage.api import StorageService
 from resolwe_storage.broker import make_broker
 from resolwe_storage.cli import main
 from resolwe_storage.cli_jobs import start_worker, stop_worker
@@ -174,6 +175,43 @@ def test_copies_to_s3_and_gcs_then_deletes_that_keep_to_the_rules(
     assert outcomes == ["ok", "refused"]
     left = statuses()
     assert left["local"] == "OK" and sorted(left) in (["GCS", "local"], ["S3", "local"])
+
+
+def test_a_copy_locked_after_the_scan_is_not_deleted_by_its_job(
+    world: tuple[Config, pw.Database, dramatiq.Broker],
+    fake_gcs_server: str,
+    gcs_bucket: str,
+) -> None:
+    config, database, broker = world
+    scan(config, database, broker, now=utcnow())
+    running = start_worker(config, database, broker, threads=4)
+    try:
+        wait_for(lambda: statuses() == {"local": "OK", "S3": "OK", "GCS": "OK"}, what="copies")
+        later = utcnow() + timedelta(days=10)
+        jobs.current().clock = lambda: later
+        running.pause()
+        assert scan(config, database, broker, now=later).deletes == 2
+        # A service starts reading the GCS copy after the scan planned its deletion.
+        service = StorageService(config, database, broker)
+        with service.reading("k", connector="GCS", reason="a reader"):
+            running.resume()
+            wait_for(
+                lambda: Action.select().where(Action.action == "delete").count() == 2,
+                what="both delete jobs",
+            )
+    finally:
+        stop_worker(broker, running)
+    outcomes = {
+        a.target: (a.result, a.error) for a in Action.select().where(Action.action == "delete")
+    }
+    assert outcomes["S3"] == ("ok", None)
+    assert outcomes["GCS"][0] == "refused" and "locked" in outcomes["GCS"][1]
+    # The preferred copy (local) was never a candidate; GCS is intact.
+    assert statuses() == {"local": "OK", "GCS": "OK"}
+    gcs = GCSConnector("GCS", bucket=gcs_bucket, endpoint_url=fake_gcs_server)
+    for name, data in FILES.items():
+        with gcs.open_read(f"files/{name}") as stream:
+            assert stream.read() == data
 
 
 def test_lease_one_holder_and_a_quick_takeover(redis_url: str) -> None:
