@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
@@ -151,8 +151,25 @@ class ServerSideCopy(Protocol):
     def copy_from(self, source: Connector, source_path: str, path: str) -> ObjectInfo: ...
 
 
+@runtime_checkable
+class BulkDelete(Protocol):
+    """Many objects removed in few requests (S3's DeleteObjects); missing ones are fine."""
+
+    def delete_many(self, paths: Sequence[str]) -> None: ...
+
+
 CAPABILITIES: dict[str, type] = {
     "public_url": PublicUrls,
     "presigned_url": PresignedUrls,
     "server_side_copy": ServerSideCopy,
+    "bulk_delete": BulkDelete,
 }
+
+
+def delete_all(connector: Connector, paths: Sequence[str]) -> None:
+    """Remove every object at ``paths``: in bulk where the backend can, else one by one."""
+    if isinstance(connector, BulkDelete):
+        connector.delete_many(paths)
+        return
+    for path in paths:
+        connector.delete(path)

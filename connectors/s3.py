@@ -44,7 +44,7 @@ import contextlib
 import io
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from hashlib import md5 as md5_hash
@@ -94,6 +94,8 @@ S3_MIN_PART_SIZE = 5 * MIB
 S3_MAX_PART_SIZE = 5 * 1024 * MIB
 S3_MAX_PARTS = 10_000
 S3_MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
+#: Keys per DeleteObjects request (S3's limit).
+S3_DELETE_BATCH = 1_000
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {
@@ -591,6 +593,29 @@ class S3Connector(LazyClient, Connector):
     def delete(self, path: str) -> None:
         check_path(path)
         self._call(f"deleting {path!r}", "delete_object", Key=path)
+
+    def delete_many(self, paths: Sequence[str]) -> None:
+        """Remove ``paths`` with DeleteObjects, up to 1,000 keys a request.
+
+        Missing objects are fine; a key the store refuses raises the error of
+        the first such key (access denied, or a transient one to retry).
+        """
+        for path in paths:
+            check_path(path)
+        for start in range(0, len(paths), S3_DELETE_BATCH):
+            chunk = list(paths[start : start + S3_DELETE_BATCH])
+            answer = self._call(
+                f"deleting {len(chunk)} object(s) under {chunk[0]!r}",
+                "delete_objects",
+                Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True},
+            )
+            errors = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                first = errors[0]
+                what = f"{self.name}: deleting {first.get('Key')!r}: {first.get('Code')}"
+                if first.get("Code") == "AccessDenied":
+                    raise AccessDenied(what)
+                raise BackendUnavailable(f"{what} ({len(errors)} of {len(chunk)} refused)")
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         if prefix:

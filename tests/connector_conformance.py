@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import pytest
 
-from connectors.base import Connector, ObjectInfo
+from connectors.base import Connector, ObjectInfo, delete_all
 from connectors.errors import ChecksumMismatch, InvalidPath, ObjectNotFound
 from connectors.hashing import MultiHasher
 from connectors.transfer import Expected, copy_file
@@ -118,6 +118,15 @@ class ConformanceSuite:
         assert connector.stat("d/one") is None
         connector.delete("d/one")
         connector.delete("never/there")
+
+    def test_delete_all_removes_many_at_once(self, connector: Connector) -> None:
+        paths = [f"many/{n:04d}" for n in range(1_005)]  # more than one S3 request
+        for path in paths[:7] + paths[-3:]:
+            connector.write(path, io.BytesIO(path.encode()))
+        connector.write("many-kept", io.BytesIO(b"k"))
+        delete_all(connector, paths)  # most were never there: fine
+        assert [info.path for info in connector.list("many")] == ["many-kept"]
+        delete_all(connector, [])
 
     def test_list_under_a_prefix(self, connector: Connector) -> None:
         for path in ["a/1", "a/2", "a/sub/3", "ab/4", "b/5"]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,8 +47,8 @@ from catalog.models import (
     utcnow,
 )
 from catalog.queries import locked_item, ok_locations, open_lock_count
-from connectors.base import Connector, ObjectInfo
-from connectors.errors import ObjectNotFound, PermanentError, TransientError
+from connectors.base import Connector, ObjectInfo, delete_all
+from connectors.errors import PermanentError, TransientError
 from connectors.transfer import UNKNOWN, Expected, copy_file
 from workers.verify import object_path
 
@@ -519,17 +519,15 @@ def delete_location(
             StorageLocation.update(status=STATUS_DELETING, last_update=utcnow()).where(
                 StorageLocation.id == location.id
             ).execute()
-    connector = connectors(connector_name)
     paths = (
         ReferencedPath.select(ReferencedPath.path)
         .where(ReferencedPath.file_storage == item_id)
         .tuples()
     )
-    for (path,) in paths:
-        if path.endswith("/"):
-            continue
-        with suppress(ObjectNotFound):
-            connector.delete(object_path(location, path))
+    delete_all(
+        connectors(connector_name),
+        [object_path(location, path) for (path,) in paths if not path.endswith("/")],
+    )
     with locked_item(item_id):
         StorageLocation.delete().where(StorageLocation.id == location.id).execute()
         _history(actor, "delete", item, None, connector_name, None, began, None, None)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from connectors.base import delete_all
 from connectors.errors import (
     AccessDenied,
     BackendUnavailable,
@@ -140,6 +141,16 @@ def test_a_small_object_is_one_put_with_its_crc32c(connector: S3Connector) -> No
     assert info.hashes == {"etag": expected.md5, "crc32c": expected.crc32c}
     assert connector.stat("small/object") == info
     assert [entry.path for entry in connector.list("small/")] == ["small/object"]
+
+
+def test_many_objects_are_deleted_a_thousand_a_request(connector: S3Connector) -> None:
+    paths = [f"gone/{n:04d}" for n in range(2_001)]
+    for path in paths[::500]:
+        connector.write(path, io.BytesIO(b"x"))
+    requests = count_calls(connector, "DeleteObjects", "DeleteObject")
+    delete_all(connector, paths)
+    assert [len(r["Delete"]["Objects"]) for r in requests] == [1_000, 1_000, 1]
+    assert list(connector.list("gone/")) == []
 
 
 def test_small_objects_after_the_first_go_up_as_direct_puts(connector: S3Connector) -> None:

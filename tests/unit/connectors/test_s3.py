@@ -91,7 +91,7 @@ def test_defaults_and_nothing_touched_at_construction(tmp_path: Path) -> None:
     assert connector.part_size == DEFAULT_MULTIPART_CHUNKSIZE == 8 * MIB
     assert connector.multipart_threshold == DEFAULT_MULTIPART_THRESHOLD == 8 * MIB
     assert connector._client is None
-    assert connector.capabilities() == {"presigned_url", "server_side_copy"}
+    assert connector.capabilities() == {"presigned_url", "server_side_copy", "bulk_delete"}
 
 
 @pytest.mark.parametrize("chunk", [5 * MIB - 1, 5 * 1024 * MIB + 1])
