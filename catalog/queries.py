@@ -77,12 +77,9 @@ def locked_item(item_id: int) -> Iterator[FileStorage | None]:
     decides on the item's copies (a delete, a copy becoming OK) runs in here.
     """
     database = FileStorage._meta.database
-    if isinstance(database.obj, pw.PostgresqlDatabase):
-        with database.atomic():
-            yield FileStorage.select().where(FileStorage.id == item_id).for_update().first()
-    else:
-        with database.atomic(lock_type="IMMEDIATE"):
-            yield FileStorage.get_or_none(FileStorage.id == item_id)
+    query = FileStorage.select().where(FileStorage.id == item_id)
+    with writing(database):
+        yield (query.first() if _is_sqlite(database) else query.for_update().first())
 
 
 def writing(database: pw.Database) -> Any:
@@ -93,11 +90,15 @@ def writing(database: pw.Database) -> Any:
     at once with "database is locked". Taking the lock first makes it wait
     (``busy_timeout``) instead.
     """
-    if isinstance(
-        database.obj if isinstance(database, pw.DatabaseProxy) else database, pw.SqliteDatabase
-    ):
+    if _is_sqlite(database):
         return database.atomic(lock_type="IMMEDIATE")
     return database.atomic()
+
+
+def _is_sqlite(database: pw.Database) -> bool:
+    """Whether ``database`` (or the one a proxy stands for) is SQLite."""
+    target = database.obj if isinstance(database, pw.DatabaseProxy) else database
+    return isinstance(target, pw.SqliteDatabase)
 
 
 def ok_locations(item_id: int) -> list[StorageLocation]:
