@@ -51,7 +51,6 @@ from workers.operations import (
     DeleteCheck,
     LocationGoneError,
     access_lock,
-    copy_item_file,
     copy_item_files,
     delete_location,
     finish_location,
@@ -272,18 +271,7 @@ def is_transient(retries: int, exc: BaseException) -> bool:
 
 
 def copy_file_job(item_id: int, target: str, path: str) -> None:
-    runtime = current()
-    with _catalog(runtime):
-        outcome = copy_item_file(
-            item_id,
-            target,
-            path,
-            connectors=runtime.connector,
-            preference=runtime.preference,
-            actor=ACTOR_NAME,
-            lock_expires=lock_expiry(),
-        )
-    logger.info("copy %s of item %s to %s: %s", path, item_id, target, outcome)
+    copy_files_job(item_id, target, [path])
 
 
 def copy_files_job(item_id: int, target: str, paths: list[str]) -> None:

@@ -234,8 +234,11 @@ def copy_item_files(
     if not entries:
         return CopyReport(not_wanted=True)
     recorded = sum(1 for entry in entries.values() if entry.recorded is not None)
-    todo = [entries.pop(path) for path in dict.fromkeys(paths) if path in entries]
-    todo = [entry for entry in todo if entry.recorded is None]
+    todo = [
+        entries[path]
+        for path in dict.fromkeys(paths)  # in order, each once
+        if path in entries and entries[path].recorded is None
+    ]
     if not todo:
         finish_location(item_id, target)
         return CopyReport(already_there=recorded)
