@@ -56,12 +56,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from bench_transfer import (  # noqa: E402
-    ACCESS_KEY,
-    SECRET_KEY,
     Run,
     find_tool,
     measure,
     median_of,
+    moto_access,
     start_moto,
 )
 
@@ -397,7 +396,6 @@ class Pool:
 def e2e_section(
     redis_url: str, repeat: int, *, targets: set[str]
 ) -> list[tuple[str, float, float]]:
-    import boto3
 
     from catalog.models import STATUS_DONE, LocationFile, StorageLocation, utcnow
     from resolwe_storage.broker import make_broker
@@ -412,23 +410,7 @@ def e2e_section(
     document = catalog_document(E2E_ITEMS, E2E_FILES_PER_ITEM, hashes=file_hashes(source))
     load_catalog(database, document)
     moto, endpoint = start_moto(OUT)
-    credentials = OUT / "bench-credentials.json"
-    credentials.write_text(json.dumps({"AccessKeyId": ACCESS_KEY, "SecretAccessKey": SECRET_KEY}))
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-    )
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    # A CA bundle set for the machine's HTTPS proxy means nothing to plain HTTP.
-    env.pop("AWS_CA_BUNDLE", None)
+    s3, credentials, env = moto_access(endpoint, OUT)
     bucket = "bench-jobs"
 
     def empty_bucket() -> None:

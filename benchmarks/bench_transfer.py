@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -245,10 +246,10 @@ def start_moto(folder: Path = OUT) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("error: moto_server did not start")
 
 
-def s3_section(repeat: int) -> list[tuple[str, float, float]]:
+def moto_access(endpoint: str, folder: Path) -> tuple[Any, Path, dict[str, str]]:
+    """A boto3 client of the server, a credentials file for us, and the peers' environment."""
     import boto3
 
-    server, endpoint = start_moto()
     client = boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -256,7 +257,7 @@ def s3_section(repeat: int) -> list[tuple[str, float, float]]:
         aws_secret_access_key=SECRET_KEY,
         region_name="us-east-1",
     )
-    credentials = OUT / "bench-credentials.json"
+    credentials = folder / "bench-credentials.json"
     credentials.write_text(json.dumps({"AccessKeyId": ACCESS_KEY, "SecretAccessKey": SECRET_KEY}))
     env = {
         **os.environ,
@@ -270,6 +271,12 @@ def s3_section(repeat: int) -> list[tuple[str, float, float]]:
     # A CA bundle set for the machine's HTTPS proxy means nothing to a plain
     # HTTP endpoint, and rclone refuses to start with one.
     env.pop("AWS_CA_BUNDLE", None)
+    return client, credentials, env
+
+
+def s3_section(repeat: int) -> list[tuple[str, float, float]]:
+    server, endpoint = start_moto()
+    client, _, env = moto_access(endpoint, OUT)
     counter = iter(range(1_000_000))
 
     def bucket() -> str:
