@@ -184,8 +184,9 @@ def test_a_failed_file_keeps_the_ones_before_and_a_retry_carries_on(
     assert location(item, "backup").status == "OK"
 
 
-def test_a_job_leaves_files_already_there_and_rewrites_wrong_ones(
-    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path
+@pytest.mark.parametrize("look_first", [True, False])
+def test_files_already_there_are_kept_when_looked_for_and_wrong_ones_rewritten(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path, look_first: bool
 ) -> None:
     files = {"good": b"good bytes", "bad": b"right bytes", "new": b"new"}
     item = make_item(folders, files=files)
@@ -201,35 +202,13 @@ def test_a_job_leaves_files_already_there_and_rewrites_wrong_ones(
         ["bad", "good", "new"],
         connectors=folders.__getitem__,
         preference=PREFERENCE,
+        look_first=look_first,
     )
 
     assert report.copied == 3 and location(item, "backup").status == "OK"
-    assert (tmp_path / "backup" / "item-1" / "good").stat().st_ino == good  # not rewritten
-    for path, data in files.items():
-        assert (tmp_path / "backup" / "item-1" / path).read_bytes() == data
-
-
-def test_without_looking_first_every_file_is_written_and_proven(
-    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path
-) -> None:
-    files = {"good": b"good bytes", "bad": b"right bytes"}
-    item = make_item(folders, files=files)
-    reserve_location(item.id, "backup", url=item.key)
-    folders["backup"].write("item-1/good", io.BytesIO(b"good bytes"))
-    folders["backup"].write("item-1/bad", io.BytesIO(b"wrong bytes"))
-    good = (tmp_path / "backup" / "item-1" / "good").stat().st_ino
-
-    report = copy_item_files(
-        item.id,
-        "backup",
-        ["bad", "good"],
-        connectors=folders.__getitem__,
-        preference=PREFERENCE,
-        look_first=False,
-    )
-
-    assert report.copied == 2 and location(item, "backup").status == "OK"
-    assert (tmp_path / "backup" / "item-1" / "good").stat().st_ino != good  # written again
+    # Looked for, the good file is kept; without looking, every file is written again.
+    kept = (tmp_path / "backup" / "item-1" / "good").stat().st_ino == good
+    assert kept is look_first
     for path, data in files.items():
         assert (tmp_path / "backup" / "item-1" / path).read_bytes() == data
 
