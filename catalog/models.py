@@ -148,9 +148,11 @@ class Action(BaseModel):
 class LocationFile(BaseModel):
     """One file of one location, once it is there and proven (new; per-location state).
 
-    A row exists only after the file's copy was validated against the
-    catalog's hashes: a location is ``OK`` when every file of its item has
-    one. ``validated_by`` is the hash kind that proved it.
+    A row exists only after the file's copy (or its verification) was
+    validated against the catalog's hashes: a location is ``OK`` when every
+    file of its item has one. ``validated_by`` is the hash kind that proved
+    it. On a location being deleted (``DE``) the rows are the files not yet
+    removed: the location goes when the last one does.
     """
 
     id = pw.BigAutoField()
@@ -160,6 +162,9 @@ class LocationFile(BaseModel):
     referenced_path = pw.ForeignKeyField(ReferencedPath, on_delete="CASCADE")
     copied = pw.DateTimeField(default=utcnow)
     validated_by = pw.TextField()
+    #: When the file was last re-hashed there and found intact; None: never,
+    #: or the last time it was not.
+    verified = pw.DateTimeField(null=True)
 
     class Meta:
         table_name = "location_file"

@@ -15,6 +15,7 @@ from catalog.models import (
     STATUS_PREPARING,
     AccessLog,
     FileStorage,
+    LocationFile,
     ReferencedPath,
     StorageLocation,
 )
@@ -235,3 +236,139 @@ def item_totals(item_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
         ):
             totals[item_id] = (int(files), int(size))
     return {item_id: totals.get(item_id, (0, 0)) for item_id in item_ids}
+
+
+def item_files(item_ids: Sequence[int]) -> dict[int, list[tuple[str, int | None]]]:
+    """The files (not folders) of each item as (path, size), in path order, by item id."""
+    files: dict[int, list[tuple[str, int | None]]] = {item_id: [] for item_id in item_ids}
+    for start in range(0, len(item_ids), DEFAULT_RESERVE_BATCH):
+        chunk = list(item_ids[start : start + DEFAULT_RESERVE_BATCH])
+        for item_id, path, size in (
+            ReferencedPath.select(
+                ReferencedPath.file_storage, ReferencedPath.path, ReferencedPath.size
+            )
+            .where(ReferencedPath.file_storage.in_(chunk) & ~ReferencedPath.path.endswith("/"))
+            .order_by(ReferencedPath.file_storage, ReferencedPath.path)
+            .tuples()
+        ):
+            files[item_id].append((path, size))
+    return files
+
+
+def record_verified(
+    location_id: int, intact: Sequence[tuple[int, str]], damaged: Sequence[int], *, now: datetime
+) -> None:
+    """Record a verification of some files of a location at ``now``.
+
+    ``intact``: (referenced path id, hash kind that proved it) of the files
+    found as the catalog says: they are verified at ``now`` (a file the
+    location had no row for, such as one of an imported copy, gets one).
+    ``damaged``: referenced path ids of the files that were not: their
+    verification is cleared. Then ``settle_last_verified``.
+    """
+    for start in range(0, len(intact), DEFAULT_RESERVE_BATCH):
+        rows = [
+            {
+                "storage_location": location_id,
+                "referenced_path": path_id,
+                "copied": now,
+                "validated_by": kind,
+                "verified": now,
+            }
+            for path_id, kind in intact[start : start + DEFAULT_RESERVE_BATCH]
+        ]
+        LocationFile.insert_many(rows).on_conflict(
+            conflict_target=[LocationFile.storage_location, LocationFile.referenced_path],
+            update={LocationFile.verified: pw.EXCLUDED.verified},
+        ).execute()
+    for start in range(0, len(damaged), DEFAULT_RESERVE_BATCH):
+        LocationFile.update(verified=None).where(
+            (LocationFile.storage_location == location_id)
+            & LocationFile.referenced_path.in_(list(damaged[start : start + DEFAULT_RESERVE_BATCH]))
+        ).execute()
+    settle_last_verified(location_id, now=now)
+
+
+def settle_last_verified(location_id: int, *, now: datetime) -> bool:
+    """Set the location's ``last_verified`` from its files', if every file is verified.
+
+    A copy was last verified when its least recently verified file was (a
+    copy of no files: ``now``); a file never verified, or found damaged last
+    time, leaves the location as it was. Returns whether it was set.
+    """
+    item = StorageLocation.select(StorageLocation.file_storage).where(
+        StorageLocation.id == location_id
+    )
+    files = ReferencedPath.select(ReferencedPath.id).where(
+        (ReferencedPath.file_storage == item) & ~ReferencedPath.path.endswith("/")
+    )
+    unverified = files.where(
+        ~pw.fn.EXISTS(
+            LocationFile.select(LocationFile.id).where(
+                (LocationFile.storage_location == location_id)
+                & (LocationFile.referenced_path == ReferencedPath.id)
+                & LocationFile.verified.is_null(False)
+            )
+        )
+    )
+    oldest = LocationFile.select(pw.fn.MIN(LocationFile.verified)).where(
+        (LocationFile.storage_location == location_id) & LocationFile.referenced_path.in_(files)
+    )
+    return bool(
+        StorageLocation.update(
+            last_verified=pw.fn.COALESCE(
+                oldest, pw.Value(now, converter=StorageLocation.last_verified.db_value)
+            )
+        )
+        .where((StorageLocation.id == location_id) & ~pw.fn.EXISTS(unverified))
+        .execute()
+    )
+
+
+def mark_files_to_delete(location_id: int, item_id: int, *, now: datetime) -> None:
+    """Give each file of the item a row on the location: on a ``DE`` location, still to remove.
+
+    Files already recorded keep their rows; the rest (an imported copy has
+    none) get one, so the location goes when the last row does.
+    """
+    recorded = LocationFile.select(LocationFile.id).where(
+        (LocationFile.storage_location == location_id)
+        & (LocationFile.referenced_path == ReferencedPath.id)
+    )
+    missing = [
+        path_id
+        for (path_id,) in ReferencedPath.select(ReferencedPath.id)
+        .where(
+            (ReferencedPath.file_storage == item_id)
+            & ~ReferencedPath.path.endswith("/")
+            & ~pw.fn.EXISTS(recorded)
+        )
+        .tuples()
+    ]
+    for start in range(0, len(missing), DEFAULT_RESERVE_BATCH):
+        LocationFile.insert_many(
+            [
+                {
+                    "storage_location": location_id,
+                    "referenced_path": path_id,
+                    "copied": now,
+                    "validated_by": "",
+                }
+                for path_id in missing[start : start + DEFAULT_RESERVE_BATCH]
+            ]
+        ).on_conflict_ignore().execute()
+
+
+def forget_files(location_id: int, path_ids: Sequence[int]) -> bool:
+    """Drop the rows of removed files; the location too once none is left. Whether it went."""
+    for start in range(0, len(path_ids), DEFAULT_RESERVE_BATCH):
+        chunk = list(path_ids[start : start + DEFAULT_RESERVE_BATCH])
+        LocationFile.delete().where(
+            (LocationFile.storage_location == location_id) & LocationFile.referenced_path.in_(chunk)
+        ).execute()
+    left = LocationFile.select(LocationFile.id).where(LocationFile.storage_location == location_id)
+    return bool(
+        StorageLocation.delete()
+        .where((StorageLocation.id == location_id) & ~pw.fn.EXISTS(left))
+        .execute()
+    )

@@ -24,15 +24,15 @@ import dramatiq
 import peewee as pw
 
 from catalog.importing import ImportResult, import_document
-from catalog.models import STATUS_DONE, ReferencedPath, StorageLocation
-from catalog.queries import item_by_key, item_totals, reserve_location
+from catalog.models import STATUS_DONE, StorageLocation
+from catalog.queries import item_by_key, item_files, reserve_location
 from resolwe_storage.broker import Pending, enqueue_many, make_broker
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
 from resolwe_storage.jobs import (
     QUEUE_VERIFY,
     copy_messages,
-    verify_message,
+    verify_messages,
 )
 from resolwe_storage.runtime import open_catalog
 from resolwe_storage.urls import DEFAULT_URL_EXPIRES, file_url
@@ -99,11 +99,7 @@ class StorageService:
                     (StorageLocation.file_storage == item) & (StorageLocation.connector_name == to)
                 )
                 raise InputError(f"item {key!r} already has a location on {to!r} ({there.status})")
-            files = list(
-                ReferencedPath.select(ReferencedPath.path, ReferencedPath.size)
-                .where((ReferencedPath.file_storage == item) & ~ReferencedPath.path.endswith("/"))
-                .tuples()
-            )
+            files = item_files([item.id])[item.id]
         return enqueue_many(self.broker, copy_messages(item.id, to, files))
 
     def request_verify(self, key: str, *, connector: str | None = None) -> int:
@@ -117,14 +113,16 @@ class StorageService:
         names = [loc.connector_name for loc in _ok_copies(item, key, connector, "to verify")]
         pending = Pending(self.broker)
         keys = [Pending.key(QUEUE_VERIFY, item.id, name) for name in names]
-        fresh = pending.claim(keys)
-        _, size = item_totals([item.id])[item.id]
+        files = item_files([item.id])[item.id]
+        jobs = [verify_messages(item.id, name, files) for name in names]
+        fresh = pending.claim(keys, [len(location_jobs) for location_jobs in jobs])
         return enqueue_many(
             self.broker,
             [
-                verify_message(item.id, name, size)
-                for name, new in zip(names, fresh, strict=True)
+                message
+                for location_jobs, new in zip(jobs, fresh, strict=True)
                 if new
+                for message in location_jobs
             ],
         )
 

@@ -2,8 +2,9 @@
 
 Jobs are Dramatiq messages (``dramatiq.Message``): actor name, queue, and
 JSON arguments. ``enqueue_many`` sends many at once, in one Redis pipeline
-per batch. ``Pending`` keeps one marker per queued delete or verification,
-so that repeated scans do not queue the same work twice.
+per batch. ``Pending`` keeps one marker per queued delete or verification
+of a location (counting its jobs), so that repeated scans do not queue the
+same work twice.
 
 Message format, for services that enqueue from another language (Redis
 broker, namespace ``dramatiq``): a JSON object
@@ -137,45 +138,69 @@ def message(queue: str, actor: str, *args: Any, **options: Any) -> dramatiq.Mess
 
 
 #: The in-process markers of each in-process broker.
-_LOCAL_MARKERS: weakref.WeakKeyDictionary[dramatiq.Broker, set[str]] = weakref.WeakKeyDictionary()
+_LOCAL_MARKERS: weakref.WeakKeyDictionary[dramatiq.Broker, dict[str, int]] = (
+    weakref.WeakKeyDictionary()
+)
 _LOCAL_LOCK = threading.Lock()
 
 
 class Pending:
     """Markers of queued or running work, so that it is not queued twice.
 
-    On Redis, one key per piece of work with a time to live (a job that is
-    lost entirely frees its marker within ``DEFAULT_PENDING_TTL``); in
-    process, a set.
+    A marker counts the jobs of one piece of work (a location's verification
+    or delete, queued as several jobs) still to end: each job ends with
+    ``done``, and the last one frees it. On Redis, one key per piece of work
+    with a time to live (work whose jobs are lost entirely frees its marker
+    within ``DEFAULT_PENDING_TTL``); in process, a dict.
     """
 
     def __init__(self, broker: dramatiq.Broker) -> None:
         self._client = broker.client if isinstance(broker, RedisBroker) else None
         # In process, every Pending of one broker shares one set of markers.
         with _LOCAL_LOCK:
-            self._local = _LOCAL_MARKERS.setdefault(broker, set())
+            self._local = _LOCAL_MARKERS.setdefault(broker, {})
         self._lock = _LOCAL_LOCK
 
     @staticmethod
     def key(action: str, item_id: int, connector: str) -> str:
         return f"{KEY_PREFIX}:pending:{action}:{item_id}:{connector}"
 
-    def claim(self, keys: Sequence[str]) -> list[bool]:
-        """Mark each of ``keys``; True for those that were not marked yet."""
+    def claim(self, keys: Sequence[str], jobs: Sequence[int] | None = None) -> list[bool]:
+        """Mark each of ``keys`` with its number of ``jobs`` (default 1).
+
+        True for those that were not marked yet.
+        """
+        counts = list(jobs) if jobs is not None else [1] * len(keys)
         if self._client is None:
             with self._lock:
                 fresh = [key not in self._local for key in keys]
-                self._local.update(keys)
+                for key, count, new in zip(keys, counts, fresh, strict=True):
+                    if new:
+                        self._local[key] = count
             return fresh
         pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(key, b"1", nx=True, ex=DEFAULT_PENDING_TTL)
+        for key, count in zip(keys, counts, strict=True):
+            pipe.set(key, count, nx=True, ex=DEFAULT_PENDING_TTL)
         return [bool(done) for done in pipe.execute()]
 
-    def release(self, key: str) -> None:
+    def done(self, key: str) -> None:
+        """One job of the work marked ``key`` ended; the last one frees the marker."""
         if self._client is None:
             with self._lock:
-                self._local.discard(key)
+                left = self._local.get(key, 1) - 1
+                if left > 0:
+                    self._local[key] = left
+                else:
+                    self._local.pop(key, None)
+            return
+        if self._client.decr(key) <= 0:
+            self._client.delete(key)
+
+    def release(self, key: str) -> None:
+        """Free the marker ``key`` now, whatever jobs it still counts."""
+        if self._client is None:
+            with self._lock:
+                self._local.pop(key, None)
             return
         self._client.delete(key)
 

@@ -8,14 +8,19 @@ queue      actor               args
 ``copy``   ``copy_files``      item id, target connector, [file paths]
 ``copy``   ``copy_file``       item id, target connector, file path
 ``copy``   ``finish_copy``     item id, target connector
+``delete`` ``delete_files``    item id, connector, [file paths]
 ``delete`` ``delete_location`` item id, connector
+``verify`` ``verify_files``    item id, connector, [file paths]
 ``verify`` ``verify_location`` item id, connector
 =========  ==================  ==================================
 
-The scan queues ``copy_files``: the files of one copy in jobs of up to
-``DEFAULT_JOB_FILES`` files and ``DEFAULT_JOB_BYTES`` bytes (a larger file
-has a job of its own), so a job's catalog work is shared by its small
-files; ``copy_file`` is the same for one file.
+The scan queues work per file: ``copy_files`` and ``verify_files`` jobs of
+up to ``DEFAULT_JOB_FILES`` files and ``DEFAULT_JOB_BYTES`` bytes of one
+copy (a larger file has a job of its own), so a job's catalog work is
+shared by its small files; ``delete_files`` jobs of up to
+``DEFAULT_DELETE_JOB_FILES`` files (one request to S3). ``copy_file`` is
+``copy_files`` of one file; ``delete_location`` and ``verify_location``
+work on every file of the copy.
 
 Each actor decodes its message, calls one operation of ``workers`` and lets
 the error decide: transient errors (a connector's ``transient`` ones, a lost
@@ -39,7 +44,7 @@ import dramatiq
 import peewee as pw
 from dramatiq.middleware import CurrentMessage, Middleware
 
-from catalog.models import STATUS_DONE, Action, FileStorage, StorageLocation, utcnow
+from catalog.models import Action, FileStorage, utcnow
 from connectors.base import Connector
 from connectors.errors import ChecksumMismatch, ConfigurationError
 from resolwe_storage.broker import Pending, message
@@ -48,14 +53,13 @@ from resolwe_storage.storage import build_connector
 from scheduler.policy import cutoff
 from scheduler.rules import preference_order, resolve_delay, resolve_min_other_copies
 from workers.operations import (
+    GONE,
     DeleteCheck,
-    LocationGoneError,
-    access_lock,
     copy_item_files,
-    delete_location,
+    delete_files,
     finish_location,
+    verify_item_files,
 )
-from workers.verify import verify_location
 
 QUEUE_COPY = "copy"
 QUEUE_DELETE = "delete"
@@ -65,7 +69,9 @@ ACTOR_COPY = "copy_file"
 ACTOR_COPY_MANY = "copy_files"
 ACTOR_FINISH = "finish_copy"
 ACTOR_DELETE = "delete_location"
+ACTOR_DELETE_MANY = "delete_files"
 ACTOR_VERIFY = "verify_location"
+ACTOR_VERIFY_MANY = "verify_files"
 
 #: Retries of a transient failure before a job is given up (dead-lettered).
 DEFAULT_MAX_RETRIES = 8
@@ -86,6 +92,8 @@ DEFAULT_SLOWEST_RATE = 2 * 1024 * 1024
 DEFAULT_JOB_FILES = 64
 #: ... and at most this many bytes between them.
 DEFAULT_JOB_BYTES = 64 * 1024 * 1024
+#: Files of one delete that share a job (S3 deletes up to 1,000 in one request).
+DEFAULT_DELETE_JOB_FILES = 1_000
 #: Who the action history says did the work.
 ACTOR_NAME = "worker"
 
@@ -180,41 +188,80 @@ def copy_messages(
     """
     if not files:
         return [message(QUEUE_COPY, ACTOR_FINISH, item_id, target)]
-    messages = []
+    return [
+        message(QUEUE_COPY, ACTOR_COPY_MANY, item_id, target, paths, time_limit=time_limit_ms(size))
+        for paths, size in _batches(files, DEFAULT_JOB_FILES, DEFAULT_JOB_BYTES)
+    ]
+
+
+def verify_messages(
+    item_id: int, connector: str, files: Sequence[tuple[str, int | None]]
+) -> list[dramatiq.Message]:
+    """The jobs that verify ``files`` (path, size) of the item's copy on ``connector``.
+
+    Shared as a copy's are; each job's time limit grows with its bytes (they
+    are read back). An item without files gets one job of none, which
+    records the copy verified.
+    """
+    return [
+        message(
+            QUEUE_VERIFY,
+            ACTOR_VERIFY_MANY,
+            item_id,
+            connector,
+            paths,
+            time_limit=time_limit_ms(size),
+        )
+        for paths, size in _batches(files, DEFAULT_JOB_FILES, DEFAULT_JOB_BYTES) or [([], 0)]
+    ]
+
+
+def delete_messages(
+    item_id: int, connector: str, files: Sequence[tuple[str, int | None]]
+) -> list[dramatiq.Message]:
+    """The jobs that delete the item's copy on ``connector``, whose files are ``files``.
+
+    Up to ``DEFAULT_DELETE_JOB_FILES`` files a job, each given
+    ``DEFAULT_DELETE_MS_PER_FILE`` on top of the base time limit (each is a
+    request to the store, or part of one). An item without files gets one
+    job of none, which removes the location.
+    """
+    batches = _batches(files, DEFAULT_DELETE_JOB_FILES, None) or [([], 0)]
+    return [
+        message(
+            QUEUE_DELETE,
+            ACTOR_DELETE_MANY,
+            item_id,
+            connector,
+            paths,
+            time_limit=DEFAULT_TIME_LIMIT_MS + len(paths) * DEFAULT_DELETE_MS_PER_FILE,
+        )
+        for paths, _ in batches
+    ]
+
+
+def _batches(
+    files: Sequence[tuple[str, int | None]], max_files: int, max_bytes: int | None
+) -> list[tuple[list[str], int]]:
+    """``files`` (path, size) cut, in order, into runs of at most so many files and bytes.
+
+    A file larger than ``max_bytes`` has a run of its own. Returns each
+    run's paths and bytes.
+    """
+    batches: list[tuple[list[str], int]] = []
     paths: list[str] = []
     total = 0
     for path, size in files:
         size = size or 0
-        if paths and (len(paths) >= DEFAULT_JOB_FILES or total + size > DEFAULT_JOB_BYTES):
-            messages.append(_copy_message(item_id, target, paths, total))
+        full = len(paths) >= max_files or (max_bytes is not None and total + size > max_bytes)
+        if paths and full:
+            batches.append((paths, total))
             paths, total = [], 0
         paths.append(path)
         total += size
-    messages.append(_copy_message(item_id, target, paths, total))
-    return messages
-
-
-def verify_message(item_id: int, connector: str, size: int) -> dramatiq.Message:
-    """The job that verifies an item's copy on ``connector``; ``size``: the item's bytes.
-
-    Its time limit grows with them: the whole copy is read back.
-    """
-    return message(QUEUE_VERIFY, ACTOR_VERIFY, item_id, connector, time_limit=time_limit_ms(size))
-
-
-def delete_message(item_id: int, connector: str, files: int) -> dramatiq.Message:
-    """The job that deletes an item's copy on ``connector``; ``files``: how many it holds.
-
-    Its time limit grows with them: each is one request to the store.
-    """
-    limit = DEFAULT_TIME_LIMIT_MS + files * DEFAULT_DELETE_MS_PER_FILE
-    return message(QUEUE_DELETE, ACTOR_DELETE, item_id, connector, time_limit=limit)
-
-
-def _copy_message(item_id: int, target: str, paths: list[str], size: int) -> dramatiq.Message:
-    return message(
-        QUEUE_COPY, ACTOR_COPY_MANY, item_id, target, paths, time_limit=time_limit_ms(size)
-    )
+    if paths:
+        batches.append((paths, total))
+    return batches
 
 
 def look_first(paths: Sequence[str], *, retries: int) -> bool:
@@ -304,44 +351,48 @@ def finish_copy_job(item_id: int, target: str) -> None:
     logger.info("copy of item %s to %s finished: %s", item_id, target, done)
 
 
-def delete_location_job(item_id: int, connector: str) -> None:
+def delete_files_job(item_id: int, connector: str, paths: list[str] | None) -> None:
     runtime = current()
     with _catalog(runtime):
         item = FileStorage.get_or_none(FileStorage.id == item_id)
-        if item is None:
-            runtime.pending.release(Pending.key(QUEUE_DELETE, item_id, connector))
-            return
-        outcome = delete_location(
-            item_id,
-            connector,
-            check=runtime.delete_check(item, connector, runtime.clock()),
-            connectors=runtime.connector,
-            actor=ACTOR_NAME,
-        )
-    runtime.pending.release(Pending.key(QUEUE_DELETE, item_id, connector))
+        outcome = GONE
+        if item is not None:
+            outcome = delete_files(
+                item_id,
+                connector,
+                paths,
+                check=runtime.delete_check(item, connector, runtime.clock()),
+                connectors=runtime.connector,
+                actor=ACTOR_NAME,
+            )
+    runtime.pending.done(Pending.key(QUEUE_DELETE, item_id, connector))
     logger.info("delete of item %s from %s: %s", item_id, connector, outcome)
 
 
-def verify_location_job(item_id: int, connector: str) -> None:
-    """Verify the item's OK copy on ``connector``, locked meanwhile (no delete under it)."""
+def delete_location_job(item_id: int, connector: str) -> None:
+    delete_files_job(item_id, connector, None)
+
+
+def verify_files_job(item_id: int, connector: str, paths: list[str] | None) -> None:
+    """Verify files of the item's OK copy on ``connector``, locked meanwhile (no delete)."""
     runtime = current()
-    ok = None
     with _catalog(runtime):
-        location = StorageLocation.get_or_none(
-            (StorageLocation.file_storage == item_id)
-            & (StorageLocation.connector_name == connector)
+        report = verify_item_files(
+            item_id,
+            connector,
+            paths,
+            connectors=runtime.connector,
+            now=utcnow(),
+            actor=ACTOR_NAME,
+            lock_expires=lock_expiry(),
         )
-        if location is not None and location.status == STATUS_DONE:
-            try:
-                with access_lock(location, "verify", expires=lock_expiry()):
-                    report = verify_location(
-                        location, runtime.connector(connector), now=utcnow(), actor=ACTOR_NAME
-                    )
-                ok = report.ok
-            except LocationGoneError:
-                pass  # deleted meanwhile: nothing to verify
-    runtime.pending.release(Pending.key(QUEUE_VERIFY, item_id, connector))
-    logger.info("verification of item %s on %s: %s", item_id, connector, ok)
+    runtime.pending.done(Pending.key(QUEUE_VERIFY, item_id, connector))
+    outcome = "no OK copy" if report is None else "ok" if report.ok else "failed"
+    logger.info("verification of item %s on %s: %s", item_id, connector, outcome)
+
+
+def verify_location_job(item_id: int, connector: str) -> None:
+    verify_files_job(item_id, connector, None)
 
 
 @contextmanager
@@ -360,7 +411,9 @@ ACTORS: dict[str, tuple[str, Callable[..., Any]]] = {
     ACTOR_COPY_MANY: (QUEUE_COPY, copy_files_job),
     ACTOR_COPY: (QUEUE_COPY, copy_file_job),
     ACTOR_FINISH: (QUEUE_COPY, finish_copy_job),
+    ACTOR_DELETE_MANY: (QUEUE_DELETE, delete_files_job),
     ACTOR_DELETE: (QUEUE_DELETE, delete_location_job),
+    ACTOR_VERIFY_MANY: (QUEUE_VERIFY, verify_files_job),
     ACTOR_VERIFY: (QUEUE_VERIFY, verify_location_job),
 }
 
@@ -389,7 +442,7 @@ class GiveUpHistory(Middleware):
         retries = message.options.get("retries", 0)
         logger.warning("%s%s given up: %s", message.actor_name, tuple(args), exception)
         if queue in (QUEUE_DELETE, QUEUE_VERIFY) and len(args) >= 2:
-            _runtime.pending.release(Pending.key(queue, args[0], args[1]))
+            _runtime.pending.done(Pending.key(queue, args[0], args[1]))
         if not getattr(exception, "transient", False) and not isinstance(
             exception, pw.OperationalError | pw.InterfaceError
         ):

@@ -1,10 +1,13 @@
 """One scheduler pass: plan, then enqueue the due work per file, in batches.
 
 For a due copy the target location is reserved (``PR``) in the catalog and
-one job per file is queued (a ``finish_copy`` job for an item without
-files); a reserved location is never planned again, so repeated scans do
-not queue a copy twice. Deletes and verifications are queued once per
-location and carry a marker (``broker.Pending``) until their job ends.
+its files are queued (``jobs.copy_messages``: small files share a job; a
+``finish_copy`` job for an item without files); a reserved location is
+never planned again, so repeated scans do not queue a copy twice. Deletes
+and verifications are queued per file too, and carry a marker per
+location (``broker.Pending``, counting their jobs) until their last job
+ends. Copies and deletes under way that stopped moving (their jobs lost)
+have what is left of them queued again.
 Locations are reserved in a transaction that commits before their jobs are
 queued, so a worker never meets a job whose location it cannot see.
 
@@ -24,6 +27,7 @@ import dramatiq
 import peewee as pw
 
 from catalog.models import (
+    STATUS_DELETING,
     STATUS_DONE,
     STATUS_PREPARING,
     STATUS_UPLOADING,
@@ -37,7 +41,7 @@ from catalog.queries import (
     LOCATION_EXISTS,
     URL_TAKEN,
     close_expired_locks,
-    item_totals,
+    item_files,
     reserve_locations,
     writing,
 )
@@ -47,17 +51,17 @@ from resolwe_storage.jobs import (
     QUEUE_DELETE,
     QUEUE_VERIFY,
     copy_messages,
-    delete_message,
-    verify_message,
+    delete_messages,
+    verify_messages,
 )
 from scheduler.planning import DueItem, Planner
 from scheduler.policy import COPY, DELETE, VERIFY
 
 #: Items whose work is reserved and queued per transaction and Redis round trip.
 DEFAULT_SCAN_BATCH = 1_000
-#: A copy under way (``PR``/``UP``) that has made no progress for this long
-#: has lost its jobs (a broker that lost its queues, say): its missing files
-#: are queued again. A duplicate job is harmless.
+#: A copy (``PR``/``UP``) or delete (``DE``) under way that has made no
+#: progress for this long has lost its jobs (a broker that lost its queues,
+#: say): its files left are queued again. A duplicate job is harmless.
 DEFAULT_RESUME_AFTER = timedelta(hours=1)
 
 logger = logging.getLogger(__name__)
@@ -76,7 +80,7 @@ class ScanReport:
     pending: int = 0
     #: Copies refused because the target url is another item's location.
     conflicts: int = 0
-    #: Copies under way without progress whose missing files were queued again.
+    #: Copies and deletes under way without progress whose files left were queued again.
     resumed: int = 0
     #: Locks of workers that died mid-job, closed as their time ran out.
     unlocked: int = 0
@@ -162,28 +166,35 @@ def _close_expired_locks() -> int:
 def _resume_stale(
     database: pw.Database, before: datetime, report: ScanReport
 ) -> tuple[list[dramatiq.Message], list[int]]:
-    """Jobs for the missing files of copies under way that stopped before ``before``.
+    """Jobs for the work left of copies and deletes under way that stopped before ``before``.
 
-    Also returns the ids of those locations.
+    A copy (``PR``/``UP``) gets its files not yet recorded, a delete (``DE``)
+    those not yet removed. Also returns the ids of those locations.
     """
     messages: list[dramatiq.Message] = []
     # Read only (the caller stamps the locations once their jobs are queued).
     with database.atomic():
         stale = list(
             StorageLocation.select(
-                StorageLocation.id, StorageLocation.file_storage, StorageLocation.connector_name
+                StorageLocation.id,
+                StorageLocation.file_storage,
+                StorageLocation.connector_name,
+                StorageLocation.status,
             ).where(
-                StorageLocation.status.in_([STATUS_PREPARING, STATUS_UPLOADING])
+                StorageLocation.status.in_([STATUS_PREPARING, STATUS_UPLOADING, STATUS_DELETING])
                 & (StorageLocation.last_update < before)
             )
         )
-        missing: dict[int, list[tuple[str, int | None]]] = {}
-        for start in range(0, len(stale), DEFAULT_SCAN_BATCH):
-            ids = [location.id for location in stale[start : start + DEFAULT_SCAN_BATCH]]
-            recorded = LocationFile.select(LocationFile.id).where(
+        left: dict[int, list[tuple[str, int | None]]] = {}
+        recorded = pw.fn.EXISTS(
+            LocationFile.select(LocationFile.id).where(
                 (LocationFile.storage_location == StorageLocation.id)
                 & (LocationFile.referenced_path == ReferencedPath.id)
             )
+        )
+        deleting = StorageLocation.status == STATUS_DELETING
+        for start in range(0, len(stale), DEFAULT_SCAN_BATCH):
+            ids = [location.id for location in stale[start : start + DEFAULT_SCAN_BATCH]]
             for location_id, path, size in (
                 StorageLocation.select(StorageLocation.id, ReferencedPath.path, ReferencedPath.size)
                 .join(
@@ -193,15 +204,16 @@ def _resume_stale(
                 .where(
                     StorageLocation.id.in_(ids)
                     & ~ReferencedPath.path.endswith("/")
-                    & ~pw.fn.EXISTS(recorded)
+                    & ((deleting & recorded) | (~deleting & ~recorded))
                 )
                 .order_by(StorageLocation.id, ReferencedPath.path)
                 .tuples()
             ):
-                missing.setdefault(location_id, []).append((path, size))
+                left.setdefault(location_id, []).append((path, size))
     for location in stale:
-        messages += copy_messages(
-            location.file_storage_id, location.connector_name, missing.get(location.id, [])
+        make = delete_messages if location.status == STATUS_DELETING else copy_messages
+        messages += make(
+            location.file_storage_id, location.connector_name, left.get(location.id, [])
         )
         report.resumed += 1
     return messages, [location.id for location in stale]
@@ -229,16 +241,7 @@ def _reserve_copies(
             .where(StorageLocation.file_storage.in_(ids) & (StorageLocation.status == STATUS_DONE))
             .tuples()
         }
-        files: dict[int, list[tuple[str, int | None]]] = {}
-        for item_id, path, size in (
-            ReferencedPath.select(
-                ReferencedPath.file_storage, ReferencedPath.path, ReferencedPath.size
-            )
-            .where(ReferencedPath.file_storage.in_(ids) & ~ReferencedPath.path.endswith("/"))
-            .order_by(ReferencedPath.file_storage, ReferencedPath.path)
-            .tuples()
-        ):
-            files.setdefault(item_id, []).append((path, size))
+        files = item_files(ids)
         asked = [
             (item_id, target, urls[item_id, source])
             for item_id, source, target in wanted
@@ -273,19 +276,25 @@ def _claim_others(
     ]
     if not wanted:
         return []
+    files = item_files(sorted({item_id for _, item_id, _ in wanted}))
+    jobs = [
+        (delete_messages if action == DELETE else verify_messages)(
+            item_id, connector, files[item_id]
+        )
+        for action, item_id, connector in wanted
+    ]
     keys = [Pending.key(_QUEUES[action], item_id, name) for action, item_id, name in wanted]
-    totals = item_totals(sorted({item_id for _, item_id, _ in wanted}))
+    fresh = pending.claim(keys, [len(location_jobs) for location_jobs in jobs])
     messages = []
-    for (action, item_id, connector), fresh in zip(wanted, pending.claim(keys), strict=True):
-        if not fresh:
+    for (action, _, _), location_jobs, new in zip(wanted, jobs, fresh, strict=True):
+        if not new:
             report.pending += 1
             continue
         if action == DELETE:
             report.deletes += 1
-            messages.append(delete_message(item_id, connector, totals[item_id][0]))
         else:
             report.verifies += 1
-            messages.append(verify_message(item_id, connector, totals[item_id][1]))
+        messages += location_jobs
     return messages
 
 

@@ -1,4 +1,4 @@
-"""What one job does: copy files of an item, delete one location.
+"""What one job does: copy, verify or delete files of an item's copy.
 
 Each operation reads the catalog as it is when the job runs (the scan that
 planned it may be stale), does its I/O, and records the outcome. Every one
@@ -18,9 +18,14 @@ records the history, closes the access log and, when every file of the
 item is recorded, makes the location ``OK``. While the source is locked it
 cannot be deleted under the copy.
 
-Deletes: under the item's catalog lock, SPEC §5 conditions 3–6 are checked
-against the catalog as it is then and the location marked ``DE``; then its
-files are removed, then the location.
+Verifications: a job re-hashes some files of an ``OK`` copy, locked with
+an access log meanwhile, and records each (``workers.verify``).
+
+Deletes: a job removes some files of a copy. Under the item's catalog lock,
+SPEC §5 conditions 3–6 are checked against the catalog as it is then and
+the location marked ``DE`` (by the first job to run; the others find the
+decision taken); then its files are removed, then their rows, and with the
+last row the location.
 """
 
 from __future__ import annotations
@@ -46,11 +51,17 @@ from catalog.models import (
     StorageLocation,
     utcnow,
 )
-from catalog.queries import locked_item, ok_locations, open_lock_count
+from catalog.queries import (
+    forget_files,
+    locked_item,
+    mark_files_to_delete,
+    ok_locations,
+    open_lock_count,
+)
 from connectors.base import Connector, ObjectInfo, delete_all
 from connectors.errors import PermanentError, TransientError
 from connectors.transfer import UNKNOWN, Expected, copy_file
-from workers.verify import object_path
+from workers.verify import VerifyReport, object_path, verify_files
 
 #: Finds a configured connector by name.
 ConnectorLookup = Callable[[str], Connector]
@@ -61,6 +72,7 @@ ALREADY_THERE = "already there"
 NOT_WANTED = "not wanted"
 #: Outcomes of a delete job.
 DELETED = "deleted"
+FILES_DELETED = "files deleted"
 REFUSED = "refused"
 GONE = "gone"
 
@@ -459,6 +471,45 @@ def _finish_if_complete(location: StorageLocation, *, touch: bool = False) -> bo
     return bool(rows) and rows[0][0] == STATUS_DONE
 
 
+def verify_item_files(
+    item_id: int,
+    connector_name: str,
+    paths: Sequence[str] | None,
+    *,
+    connectors: ConnectorLookup,
+    now: datetime,
+    actor: str = "worker",
+    lock_expires: datetime | None = None,
+) -> VerifyReport | None:
+    """Verify files ``paths`` (None: all) of the item's ``OK`` copy on ``connector_name``.
+
+    The copy is locked meanwhile (no delete under it; ``lock_expires`` as in
+    ``access_lock``). None when there is no ``OK`` copy there (any more):
+    nothing to verify.
+    """
+    location = StorageLocation.get_or_none(
+        (StorageLocation.file_storage == item_id)
+        & (StorageLocation.connector_name == connector_name)
+    )
+    if location is None or location.status != STATUS_DONE:
+        return None
+    entries = ReferencedPath.select().where(ReferencedPath.file_storage == item_id)
+    if paths is not None:
+        entries = entries.where(ReferencedPath.path.in_(list(paths)))
+    try:
+        with access_lock(location, "verify", expires=lock_expires):
+            return verify_files(
+                location,
+                connectors(connector_name),
+                list(entries.order_by(ReferencedPath.path)),
+                now=now,
+                actor=actor,
+                whole=paths is None,
+            )
+    except LocationGoneError:
+        return None  # deleted meanwhile
+
+
 def why_not_delete(
     location: StorageLocation, check: DeleteCheck, others: Sequence[StorageLocation]
 ) -> str | None:
@@ -492,11 +543,35 @@ def delete_location(
     connectors: ConnectorLookup,
     actor: str = "worker",
 ) -> str:
-    """Delete the item's location on ``connector_name`` if the rules allow it now.
+    """Delete the item's whole location on ``connector_name`` if the rules allow it now.
 
-    Returns ``deleted``, ``refused`` (the rules forbid it now: recorded in
-    the history with the reason) or ``gone`` (nothing to delete). A location
-    already ``DE`` (a job that died midway) is finished off.
+    ``delete_files`` of every file of the item.
+    """
+    return delete_files(
+        item_id, connector_name, None, check=check, connectors=connectors, actor=actor
+    )
+
+
+def delete_files(
+    item_id: int,
+    connector_name: str,
+    paths: Sequence[str] | None,
+    *,
+    check: DeleteCheck,
+    connectors: ConnectorLookup,
+    actor: str = "worker",
+) -> str:
+    """Remove files ``paths`` (None: all) of the item's copy on ``connector_name``, if allowed.
+
+    The first job of a delete to run re-checks the rules under the item's
+    catalog lock, and if they allow it marks the location ``DE`` and each
+    of its files still to remove; a job that finds it ``DE`` goes on (the
+    decision is taken). Then the files go, then their rows, and with the
+    last row the location. Returns ``deleted`` (the location is gone),
+    ``files deleted`` (others are left to other jobs), ``refused`` (the
+    rules forbid it now: recorded in the history with the reason) or
+    ``gone`` (nothing to delete). A duplicate job removes nothing twice
+    that matters: deleting a missing object is not an error.
     """
     began = time.monotonic()
     with locked_item(item_id) as item:
@@ -519,22 +594,34 @@ def delete_location(
                     error=reason,
                 )
                 return REFUSED
-            StorageLocation.update(status=STATUS_DELETING, last_update=utcnow()).where(
+            now = utcnow()
+            StorageLocation.update(status=STATUS_DELETING, last_update=now).where(
                 StorageLocation.id == location.id
             ).execute()
-    paths = (
-        ReferencedPath.select(ReferencedPath.path)
-        .where(ReferencedPath.file_storage == item_id)
-        .tuples()
+            mark_files_to_delete(location.id, item_id, now=now)
+    entries = ReferencedPath.select(ReferencedPath.id, ReferencedPath.path).where(
+        (ReferencedPath.file_storage == item_id) & ~ReferencedPath.path.endswith("/")
     )
-    delete_all(
-        connectors(connector_name),
-        [object_path(location, path) for (path,) in paths if not path.endswith("/")],
-    )
+    if paths is not None:
+        entries = entries.where(ReferencedPath.path.in_(list(paths)))
+    found = list(entries.tuples())
+    delete_all(connectors(connector_name), [object_path(location, path) for _, path in found])
     with locked_item(item_id):
-        StorageLocation.delete().where(StorageLocation.id == location.id).execute()
-        _history(actor, "delete", item, None, connector_name, None, began, None, None)
-    return DELETED
+        gone = forget_files(location.id, [path_id for path_id, _ in found])
+        if not gone:
+            # Progress: a delete whose location stops moving is resumed by the scan.
+            StorageLocation.update(last_update=utcnow()).where(
+                StorageLocation.id == location.id
+            ).execute()
+        _history(actor, "delete", item, None, connector_name, _label(paths, gone), began, None)
+    return DELETED if gone else FILES_DELETED
+
+
+def _label(paths: Sequence[str] | None, whole: bool) -> str | None:
+    """The files a delete job removed, for the history (None: the whole copy went)."""
+    if whole or not paths:
+        return None
+    return paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
 
 
 def _history(

@@ -1,17 +1,23 @@
-"""Verifying a location: re-hash its files and compare them with the catalog.
+"""Verifying a copy: re-hash its files and compare them with the catalog.
 
-Every file is checked, and every problem reported (not just the first). A
-location found whole gets ``last_verified``; each run leaves one row in the
-action history.
+A job verifies some files of a location (``verify_files``; small files
+share a job, as copies do), the command line all of them at once
+(``verify_location``). Every file is checked, and every problem reported
+(not just the first). Each file's outcome is recorded on its own
+(``LocationFile.verified``); the location's ``last_verified`` is that of its
+least recently verified file, once every file has been found intact. Each
+run leaves one row in the action history.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from catalog.models import Action, ReferencedPath, StorageLocation
+from catalog.queries import record_verified, writing
 from connectors.base import Connector
 from connectors.errors import ConnectorError
 from connectors.hashing import crc32c_stream, hash_stream
@@ -60,39 +66,56 @@ def object_path(location: StorageLocation, path: str) -> str:
 def verify_location(
     location: StorageLocation, connector: Connector, *, now: datetime, actor: str = "verify"
 ) -> VerifyReport:
-    """Re-hash every file of ``location`` on ``connector`` against the catalog.
+    """Re-hash every file of ``location`` on ``connector`` against the catalog."""
+    files = (
+        ReferencedPath.select()
+        .where(ReferencedPath.file_storage == location.file_storage_id)
+        .order_by(ReferencedPath.path)
+    )
+    return verify_files(location, connector, list(files), now=now, actor=actor, whole=True)
+
+
+def verify_files(
+    location: StorageLocation,
+    connector: Connector,
+    entries: Sequence[ReferencedPath],
+    *,
+    now: datetime,
+    actor: str = "verify",
+    whole: bool = False,
+) -> VerifyReport:
+    """Re-hash the files ``entries`` of ``location`` on ``connector`` against the catalog.
 
     crc32c is compared where the catalog has it (it is the cheap one), else
-    md5; sizes always. Marks the location verified at ``now`` when all agree.
+    md5; sizes always. Records each file as verified at ``now`` or not, and
+    the location as verified when every file of it is; one history row
+    (naming the files unless ``whole``: they are all of the item's).
     """
     item = location.file_storage
     report = VerifyReport(item.key, location.connector_name, location.url)
     began = time.monotonic()
-    files = (
-        ReferencedPath.select()
-        .where(ReferencedPath.file_storage == item)
-        .order_by(ReferencedPath.path)
-    )
-    for entry in files:
+    intact: list[tuple[int, str]] = []
+    damaged: list[int] = []
+    for entry in entries:
         if entry.path.endswith("/"):
             continue  # a folder: nothing to hash
         report.files += 1
-        problem = _check(connector, object_path(location, entry.path), entry)
+        problem, kind = _check(connector, object_path(location, entry.path), entry)
         if problem is not None:
             report.problems.append(FileProblem(entry.path, problem))
-        elif entry.size is not None:
-            report.bytes += entry.size
-    with location._meta.database.atomic():
-        if report.ok:
-            StorageLocation.update(last_verified=now).where(
-                StorageLocation.id == location.id
-            ).execute()
+            damaged.append(entry.id)
+        else:
+            intact.append((entry.id, kind))
+            report.bytes += entry.size or 0
+    with writing(location._meta.database):
+        record_verified(location.id, intact, damaged, now=now)
         Action.create(
             actor=actor,
             action="verify",
             item_key=item.key,
             file_storage=item,
             target=location.connector_name,
+            path=None if whole else _paths(entries),
             result="ok" if report.ok else "failed",
             bytes=report.bytes,
             duration_ms=int((time.monotonic() - began) * 1000),
@@ -101,13 +124,25 @@ def verify_location(
     return report
 
 
-def _check(connector: Connector, path: str, entry: ReferencedPath) -> str | None:
-    """Why the object at ``path`` is not the catalog's ``entry``, or None."""
+def _paths(entries: Sequence[ReferencedPath]) -> str | None:
+    """The files of a partial verification, for the history."""
+    if not entries:
+        return None
+    first = entries[0].path
+    return first if len(entries) == 1 else f"{first} and {len(entries) - 1} more"
+
+
+def _check(connector: Connector, path: str, entry: ReferencedPath) -> tuple[str | None, str]:
+    """Why the object at ``path`` is not the catalog's ``entry`` (None if it is), and the hash kind.
+
+    The kind is the strongest thing compared: ``crc32c``, ``md5`` or ``size``.
+    """
+    wants_md5 = not entry.crc32c and bool(entry.md5)
+    kind = "crc32c" if entry.crc32c else "md5" if wants_md5 else "size"
     try:
         stream = connector.open_read(path)
     except ConnectorError as exc:
-        return str(exc) if not exc.transient else f"could not read: {exc}"
-    wants_md5 = not entry.crc32c and bool(entry.md5)
+        return (str(exc) if not exc.transient else f"could not read: {exc}"), kind
     try:
         with stream:
             if wants_md5:
@@ -116,14 +151,14 @@ def _check(connector: Connector, path: str, entry: ReferencedPath) -> str | None
             else:
                 size, crc = crc32c_stream(stream)
     except ConnectorError as exc:
-        return f"could not read: {exc}"
+        return f"could not read: {exc}", kind
     if entry.size is not None and size != entry.size:
-        return f"size {size}, catalog says {entry.size}"
+        return f"size {size}, catalog says {entry.size}", kind
     if wants_md5:
-        return None if md5 == entry.md5.lower() else f"md5 {md5}, catalog says {entry.md5}"
+        return (None if md5 == entry.md5.lower() else f"md5 {md5}, catalog says {entry.md5}"), kind
     if entry.crc32c and crc != entry.crc32c.lower():
-        return f"crc32c {crc}, catalog says {entry.crc32c}"
-    return None
+        return f"crc32c {crc}, catalog says {entry.crc32c}", kind
+    return None, kind
 
 
 def _summary(report: VerifyReport) -> str:

@@ -89,3 +89,24 @@ def test_the_in_process_broker_takes_them_one_by_one() -> None:
     broker = make_broker(None)
     assert enqueue_many(broker, (message("alpha", "noop", n) for n in range(5))) == 5
     assert broker.queues["alpha"].qsize() == 5
+
+
+@pytest.mark.parametrize("on_redis", [True, False], ids=["redis", "in-process"])
+def test_a_marker_lasts_until_the_last_of_its_jobs_is_done(redis_url: str, on_redis: bool) -> None:
+    from resolwe_storage.broker import Pending
+
+    pending = Pending(make_broker(redis_url if on_redis else None))
+    key = Pending.key("verify", 7, "S3")
+    other = Pending.key("verify", 8, "S3")
+    pending.release(key)
+    pending.release(other)
+    assert pending.claim([key, other], [3, 1]) == [True, True]
+    pending.done(other)
+    pending.done(key)
+    pending.done(key)
+    # Two of its three jobs are done: still marked; the other is free.
+    assert pending.claim([key, other]) == [False, True]
+    pending.done(key)
+    assert pending.claim([key]) == [True]
+    pending.release(key)
+    pending.release(other)

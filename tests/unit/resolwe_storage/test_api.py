@@ -87,7 +87,8 @@ def test_bad_requests_are_one_clear_error(
 def test_a_verification_already_queued_is_not_queued_again(service: StorageService) -> None:
     assert service.request_verify("data-1") == 2
     assert service.request_verify("data-1", connector="local") == 0
-    assert sorted(queued(service, "verify")) == [(1, "archive"), (1, "local")]
+    expected = [(1, "archive", ["a.txt", "b/c.txt"]), (1, "local", ["a.txt", "b/c.txt"])]
+    assert sorted(queued(service, "verify")) == expected
     with pytest.raises(InputError, match="no OK copy on 'cold' to verify"):
         service.request_verify("data-1", connector="cold")
 
@@ -106,12 +107,13 @@ def test_a_verification_of_a_large_item_gets_time_to_read_it_all(
             "files": [{"path": "a.bam", "size": big - 1}, {"path": "b.bam", "size": 1}],
         }
     )
-    assert service.request_verify("big") == 1
+    assert service.request_verify("big") == 2  # a job per file: the large one alone
     broker = service.broker
     assert isinstance(broker, StubBroker)
-    [body] = list(broker.queues["verify"].queue)
-    limit = json.loads(body)["options"]["time_limit"]
-    assert limit == time_limit_ms(big) and limit > DEFAULT_TIME_LIMIT_MS + 3_600_000
+    jobs = [json.loads(body) for body in broker.queues["verify"].queue]
+    limits = {tuple(job["args"][2]): job["options"]["time_limit"] for job in jobs}
+    assert limits == {("a.bam",): time_limit_ms(big - 1), ("b.bam",): time_limit_ms(1)}
+    assert limits["a.bam",] > DEFAULT_TIME_LIMIT_MS + 3_600_000
 
 
 def test_reading_locks_the_preferred_copy_for_the_block(service: StorageService) -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import dramatiq
+import peewee as pw
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
@@ -56,12 +59,12 @@ def write_config(tmp_path: Path, **backup_rules: object) -> Path:
     return path
 
 
-@pytest.fixture
-def world(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[Config, dramatiq.Broker, dramatiq.Worker]]:
-    monkeypatch.setattr(jobs, "DEFAULT_MIN_BACKOFF_MS", 10)  # retries at once, in tests
-    config = load_config(write_config(tmp_path))
+@contextmanager
+def running(
+    tmp_path: Path, **backup_rules: object
+) -> Iterator[tuple[Config, StubBroker, dramatiq.Worker]]:
+    """A catalog, the in-process broker and a worker of 4 threads, with ``backup_rules``."""
+    config = load_config(write_config(tmp_path, **backup_rules))
     database = open_catalog(config.database)
     broker = make_broker(None)
     assert isinstance(broker, StubBroker)
@@ -69,9 +72,20 @@ def world(
     jobs.install(jobs.Runtime(config, database, broker))
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
     worker.start()
-    yield config, broker, worker
-    worker.stop()
-    database.close()
+    try:
+        yield config, broker, worker
+    finally:
+        worker.stop()
+        database.close()
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Config, StubBroker, dramatiq.Worker]]:
+    monkeypatch.setattr(jobs, "DEFAULT_MIN_BACKOFF_MS", 10)  # retries at once, in tests
+    with running(tmp_path) as started:
+        yield started
 
 
 def add_item(tmp_path: Path, key: str, files: dict[str, bytes]) -> FileStorage:
@@ -310,9 +324,199 @@ def test_the_scan_gives_verifications_and_deletes_time_for_the_items_size(
     ReferencedPath.create(file_storage=item, path="folder/")
     report = scan(config, database, broker, now=NOW)
     assert (report.verifies, report.deletes) == (1, 1)
-    [verify] = [json.loads(body) for body in broker.queues["verify"].queue]
-    assert verify["options"]["time_limit"] == jobs.time_limit_ms(42 * 1024**3)
+    # Verified per file, each job given time to read its bytes back.
+    verifies = [json.loads(body) for body in broker.queues["verify"].queue]
+    assert {tuple(job["args"][2]): job["options"]["time_limit"] for job in verifies} == {
+        ("f0",): jobs.time_limit_ms(40 * 1024**3),
+        ("f1",): jobs.time_limit_ms(2 * 1024**3),
+        ("f2",): jobs.time_limit_ms(0),
+    }
+    # Deleted in one job (up to a thousand files share one), given time per file.
     [delete] = [json.loads(body) for body in broker.queues["delete"].queue]
+    assert delete["args"] == [item.id, "backup", ["f0", "f1", "f2"]]
     expected = jobs.DEFAULT_TIME_LIMIT_MS + 3 * jobs.DEFAULT_DELETE_MS_PER_FILE
     assert delete["options"]["time_limit"] == expected
     database.close()
+
+
+# -- verifications and deletes, queued per file ------------------------------------
+
+FIVE = {f"f{n}.txt": bytes([65 + n]) * (n + 1) for n in range(5)}
+
+
+def add_backup(tmp_path: Path, item: FileStorage, files: dict[str, bytes]) -> StorageLocation:
+    """An imported copy of ``item`` on ``backup`` (no per-file rows), last used 5 days ago."""
+    folder = LocalConnector("backup", path=tmp_path / "backup")
+    for path, data in files.items():
+        folder.write(f"{item.key}/{path}", io.BytesIO(data))
+    return StorageLocation.create(
+        file_storage=item,
+        connector_name="backup",
+        url=item.key,
+        status="OK",
+        last_update=NOW - timedelta(days=5),
+    )
+
+
+@dataclass
+class Backed:
+    """An item of five files with an imported copy on ``backup``, and the jobs' world."""
+
+    config: Config
+    broker: StubBroker
+    worker: dramatiq.Worker
+    database: pw.Database
+    item: FileStorage
+    copy: StorageLocation
+
+    def __iter__(self) -> Iterator[object]:
+        return (getattr(self, f.name) for f in fields(self))
+
+
+@contextmanager
+def backed_up(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    backup: dict[str, bytes] = FIVE,
+    **rules: object,
+) -> Iterator[Backed]:
+    """``Backed`` with ``rules`` on ``backup``; two files share a job; the worker paused."""
+    monkeypatch.setattr(jobs, "DEFAULT_JOB_FILES", 2)
+    monkeypatch.setattr(jobs, "DEFAULT_DELETE_JOB_FILES", 2)
+    with running(tmp_path, **rules) as (config, broker, worker):
+        item = add_item(tmp_path, "a", FIVE)
+        copy = add_backup(tmp_path, item, backup)
+        worker.pause()
+        yield Backed(config, broker, worker, jobs.current().database, item, copy)
+
+
+def queued_args(broker: StubBroker, queue: str) -> list[list[object]]:
+    return [json.loads(body)["args"] for body in broker.queues[queue].queue]
+
+
+def test_a_copy_is_verified_per_file_and_verified_when_every_file_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with backed_up(tmp_path, monkeypatch, verify={"interval": 1}) as world:
+        config, broker, worker, database, item, copy = world
+        report = scan(config, database, broker, now=NOW)
+        assert (report.verifies, report.jobs) == (1, 3)
+        assert queued_args(broker, "verify") == [
+            [item.id, "backup", ["f0.txt", "f1.txt"]],
+            [item.id, "backup", ["f2.txt", "f3.txt"]],
+            [item.id, "backup", ["f4.txt"]],
+        ]
+        # Queued, not yet run: a scan queues nothing more.
+        assert scan(config, database, broker, now=NOW).jobs == 0
+        worker.resume()
+        drain(broker)
+
+        copy = StorageLocation.get_by_id(copy.id)
+        rows = list(LocationFile.select().where(LocationFile.storage_location == copy))
+        # An imported copy had no rows: each verified file has one now.
+        assert len(rows) == 5 and {row.validated_by for row in rows} == {"crc32c"}
+        assert copy.last_verified == min(row.verified for row in rows)
+        history = Action.select().where(Action.action == "verify")
+        assert [(a.result, a.path) for a in history.order_by(Action.path)] == [
+            ("ok", "f0.txt and 1 more"),
+            ("ok", "f2.txt and 1 more"),
+            ("ok", "f4.txt"),
+        ]
+        assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
+        # The last job freed the marker: due again, queued again.
+        later = scan(config, database, broker, now=utcnow() + timedelta(days=2))
+        assert (later.verifies, later.jobs) == (1, 3)
+
+
+def test_a_damaged_file_leaves_its_copy_unverified_and_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    damaged = {**FIVE, "f3.txt": b"DDDX"}
+    with backed_up(tmp_path, monkeypatch, damaged, verify={"interval": 1}) as world:
+        config, broker, worker, database, _item, copy = world
+        worker.resume()
+        scan(config, database, broker, now=NOW)
+        drain(broker)
+
+        assert StorageLocation.get_by_id(copy.id).last_verified is None
+        verified = {
+            row.referenced_path.path: row.verified is not None
+            for row in LocationFile.select().where(LocationFile.storage_location == copy)
+        }
+        # The damaged file has no verification; the others do.
+        assert verified == {"f0.txt": True, "f1.txt": True, "f2.txt": True, "f4.txt": True}
+        [failed] = Action.select().where((Action.action == "verify") & (Action.result != "ok"))
+        assert failed.error.startswith("f3.txt: crc32c ")
+        # Still due: the next scan (its marker freed) queues it again.
+        assert scan(config, database, broker, now=NOW).verifies == 1
+
+
+def test_a_delete_is_queued_per_file_and_the_location_goes_with_its_last_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with backed_up(tmp_path, monkeypatch, delete={"delay": 1}) as world:
+        config, broker, worker, database, _item, copy = world
+        report = scan(config, database, broker, now=NOW)
+        assert (report.deletes, report.jobs) == (1, 3)
+        assert [args[2] for args in queued_args(broker, "delete")] == [
+            ["f0.txt", "f1.txt"],
+            ["f2.txt", "f3.txt"],
+            ["f4.txt"],
+        ]
+        assert scan(config, database, broker, now=NOW).jobs == 0
+        worker.resume()
+        drain(broker)
+
+        assert StorageLocation.get_or_none(StorageLocation.id == copy.id) is None
+        assert LocationFile.select().count() == 0
+        assert list(LocalConnector("backup", path=tmp_path / "backup").list()) == []
+        local = LocalConnector("local", path=tmp_path / "local")
+        assert len(list(local.list())) == 5  # the other copy untouched
+        results = [a.result for a in Action.select().where(Action.action == "delete")]
+        assert results == ["ok", "ok", "ok"]
+
+
+def test_a_delete_cut_short_is_finished_by_a_later_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with backed_up(tmp_path, monkeypatch, delete={"delay": 1}) as world:
+        config, broker, worker, database, _item, copy = world
+        scan(config, database, broker, now=NOW)
+        first = queued_args(broker, "delete")[0]
+        jobs.delete_files_job(*first)  # one job ran ...
+        broker.flush_all()  # ... then the broker lost the others
+
+        copy = StorageLocation.get_by_id(copy.id)
+        assert copy.status == "DE"
+        left = LocationFile.select().where(LocationFile.storage_location == copy)
+        assert sorted(row.referenced_path.path for row in left) == ["f2.txt", "f3.txt", "f4.txt"]
+        backup = LocalConnector("backup", path=tmp_path / "backup")
+        assert sorted(info.path for info in backup.list()) == ["a/f2.txt", "a/f3.txt", "a/f4.txt"]
+        # A delete under way is not planned again; once stalled, what is left is queued.
+        assert scan(config, database, broker, now=utcnow()).jobs == 0
+        later = scan(config, database, broker, now=utcnow() + timedelta(hours=2))
+        assert (later.resumed, later.jobs) == (1, 2)
+        assert [args[2] for args in queued_args(broker, "delete")] == [
+            ["f2.txt", "f3.txt"],
+            ["f4.txt"],
+        ]
+        worker.resume()
+        drain(broker)
+        assert StorageLocation.get_or_none(StorageLocation.id == copy.id) is None
+        assert list(backup.list()) == []
+
+
+def test_every_job_of_a_delete_refused_at_run_time_leaves_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with backed_up(tmp_path, monkeypatch, delete={"delay": 1}) as world:
+        config, broker, worker, database, _item, copy = world
+        assert scan(config, database, broker, now=NOW).jobs == 3
+        AccessLog.create(storage_location=copy, reason="a reader came after the scan")
+        worker.resume()
+        drain(broker)
+
+        assert StorageLocation.get_by_id(copy.id).status == "OK"
+        assert len(list(LocalConnector("backup", path=tmp_path / "backup").list())) == 5
+        refusals = Action.select().where((Action.action == "delete") & (Action.result == "refused"))
+        assert [a.error for a in refusals] == ["locked by 1 open access log(s)"] * 3

@@ -34,6 +34,7 @@ from workers.operations import (
     ALREADY_THERE,
     COPIED,
     DELETED,
+    FILES_DELETED,
     GONE,
     NOT_WANTED,
     REFUSED,
@@ -41,8 +42,10 @@ from workers.operations import (
     NoSourceError,
     copy_item_file,
     copy_item_files,
+    delete_files,
     delete_location,
     finish_location,
+    verify_item_files,
 )
 
 NOW = datetime(2026, 6, 1)
@@ -446,3 +449,63 @@ def test_two_workers_deleting_two_copies_never_both_succeed_when_one_may(
     assert sorted(outcomes.values()) == [DELETED, REFUSED]
     left = StorageLocation.select().where(StorageLocation.status == "OK").count()
     assert left == 2
+
+
+def test_a_delete_in_parts_marks_the_copy_then_drops_it_with_its_last_file(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+
+    def part(*paths: str) -> str:
+        return delete_files(
+            item.id, "backup", list(paths), check=check(), connectors=folders.__getitem__
+        )
+
+    assert part("reads.fastq") == FILES_DELETED
+    copy = location(item, "backup")
+    assert copy is not None and copy.status == "DE"
+    # An imported copy had no rows: the files still to remove got one each.
+    left = LocationFile.select().where(LocationFile.storage_location == copy)
+    assert [row.referenced_path.path for row in left] == ["sub/log.txt"]
+    assert [info.path for info in folders["backup"].list()] == ["item-1/sub/log.txt"]
+    assert part("reads.fastq") == FILES_DELETED  # a duplicate: nothing changes
+    # The decision is taken: the next part goes on, though the rules now forbid it.
+    assert part("sub/log.txt") == DELETED
+    assert location(item, "backup") is None
+    assert list(folders["backup"].list()) == []
+    assert part("sub/log.txt") == GONE
+    assert len(list(folders["local"].list())) == 2
+
+
+def test_a_verification_in_parts_settles_the_copy_once_every_file_is_verified(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+
+    def part(*paths: str, at: datetime) -> bool:
+        report = verify_item_files(
+            item.id, "backup", list(paths), connectors=folders.__getitem__, now=at
+        )
+        assert report is not None
+        return report.ok
+
+    assert part("sub/log.txt", at=NOW)
+    assert location(item, "backup").last_verified is None  # one file of two
+    assert part("reads.fastq", at=NOW + timedelta(hours=1))
+    assert location(item, "backup").last_verified == NOW  # as old as its oldest file
+    # A file found damaged unsettles nothing, but is no longer verified.
+    folders["backup"].write("item-1/sub/log.txt", io.BytesIO(b"LOG"))
+    assert not part("sub/log.txt", at=NOW + timedelta(days=1))
+    assert location(item, "backup").last_verified == NOW
+    row = LocationFile.get(LocationFile.referenced_path == ReferencedPath.get(path="sub/log.txt"))
+    assert row.verified is None
+    assert open_locks() == 0
+    # A copy of no files is verified when verified.
+    empty = make_item(folders, key="empty", files={}, on=("local", "backup"))
+    report = verify_item_files(
+        empty.id, "backup", [], connectors=folders.__getitem__, now=NOW + timedelta(days=2)
+    )
+    assert report is not None and report.ok
+    assert location(empty, "backup").last_verified == NOW + timedelta(days=2)
+    nowhere = verify_item_files(empty.id, "cold", None, connectors=folders.__getitem__, now=NOW)
+    assert nowhere is None
