@@ -38,6 +38,7 @@ from datetime import datetime
 
 import peewee as pw
 
+from catalog.copying import Proven, copy_facts, record_copies, start_copy
 from catalog.models import (
     STATUS_DELETING,
     STATUS_DONE,
@@ -223,45 +224,33 @@ def copy_item_files(
     it every file is written, which is as correct and, for a job of small
     files tried for the first time, one request fewer.
     """
-    item = FileStorage.get_or_none(FileStorage.id == item_id)
-    locations = list(StorageLocation.select().where(StorageLocation.file_storage == item_id))
-    location = next((loc for loc in locations if loc.connector_name == target), None)
-    if item is None or location is None:
+    # The item, its locations, and the files asked for, each with whether it
+    # is recorded on the target already.
+    facts = copy_facts(item_id, target, list(dict.fromkeys(paths)))
+    if facts is None:
         return CopyReport(not_wanted=True)
-    if location.status not in (STATUS_PREPARING, STATUS_UPLOADING):
+    location = next((p for p in facts.places if p.connector_name == target), None)
+    if location is None or location.status not in (STATUS_PREPARING, STATUS_UPLOADING):
         return CopyReport(not_wanted=True)
-    # The files asked for, each with whether it is recorded on the target already.
-    found = (
-        ReferencedPath.select(ReferencedPath, LocationFile.id.alias("recorded"))
-        .join(
-            LocationFile,
-            pw.JOIN.LEFT_OUTER,
-            on=(LocationFile.referenced_path == ReferencedPath.id)
-            & (LocationFile.storage_location == location.id),
-        )
-        .where((ReferencedPath.file_storage == item_id) & ReferencedPath.path.in_(list(paths)))
-        .objects()
-    )
-    entries = {entry.path: entry for entry in found}
-    if not entries:
+    if not facts.entries:
         return CopyReport(not_wanted=True)
-    recorded = sum(1 for entry in entries.values() if entry.recorded is not None)
+    entries = facts.entries
+    recorded = sum(1 for entry in entries.values() if entry.recorded)
     todo = [
         entries[path]
         for path in dict.fromkeys(paths)  # in order, each once
-        if path in entries and entries[path].recorded is None
+        if path in entries and not entries[path].recorded
     ]
     if not todo:
         finish_location(item_id, target)
         return CopyReport(already_there=recorded)
-    sources = [
-        loc for loc in locations if loc.status == STATUS_DONE and loc.connector_name != target
-    ]
+    sources = [p for p in facts.places if p.status == STATUS_DONE and p.connector_name != target]
     if not sources:
-        raise NoSourceError(f"item {item.key or item_id}: no OK copy to copy {todo[0].path!r} from")
+        name = facts.key or item_id
+        raise NoSourceError(f"item {name}: no OK copy to copy {todo[0].path!r} from")
     source = preferred(sources, preference)
 
-    copied: list[_Copied] = []
+    copied: list[Proven] = []
     reason = f"copy to {target}: {todo[0].path}" + (
         f" and {len(todo) - 1} more" if len(todo) > 1 else ""
     )
@@ -269,7 +258,13 @@ def copy_item_files(
     present: dict[str, ObjectInfo] | None = {}  # nothing there: copy each file
     if look_first:
         present = _already_there(destination, [object_path(location, e.path) for e in todo])
-    log = _start_copy(source, location, reason, lock_expires)
+    log_id = start_copy(
+        item_id, source.id, location.id, reason=reason, expires=lock_expires, now=utcnow()
+    )
+    if log_id is None:
+        raise LocationGoneError(
+            f"{source.connector_name}: the copy at {source.url!r} is no longer OK"
+        )
     wanted = True
     try:
         # The source stays locked until the copies are recorded.
@@ -292,7 +287,7 @@ def copy_item_files(
                     _history(
                         actor,
                         "copy",
-                        item,
+                        FileStorage(id=item_id, key=facts.key),
                         source.connector_name,
                         target,
                         entry.path,
@@ -300,16 +295,21 @@ def copy_item_files(
                         exc,
                     )
                 raise
-            copied.append(
-                _Copied(entry, result.validated_by, result.size, time.monotonic() - began)
-            )
+            elapsed = int((time.monotonic() - began) * 1000)
+            copied.append(Proven(entry, result.validated_by, result.size, elapsed))
     finally:
         # What was proven is kept, even when a later file failed; the source
-        # is unlocked in the same transaction.
-        try:
-            wanted = _record_copies(item, location, source.connector_name, copied, actor, log)
-        finally:
-            close_access_log(log)  # a no-op when recorded; else the lock ends anyway
+        # is unlocked in the same transaction (or, with nothing to record, alone).
+        wanted = record_copies(
+            item_id,
+            facts.key,
+            location,
+            source.connector_name,
+            copied,
+            actor=actor,
+            log_id=log_id,
+            now=utcnow(),
+        )
     if not wanted:
         return CopyReport(not_wanted=True)
     return CopyReport(copied=len(copied), already_there=recorded)
@@ -332,94 +332,6 @@ def _already_there(destination: Connector, paths: Sequence[str]) -> dict[str, Ob
     prefix = first[:length]
     wanted = set(paths)
     return {info.path: info for info in destination.list(prefix) if info.path in wanted}
-
-
-@dataclass(frozen=True)
-class _Copied:
-    entry: ReferencedPath
-    validated_by: str
-    size: int
-    seconds: float
-
-
-def _start_copy(
-    source: StorageLocation, target: StorageLocation, reason: str, expires: datetime | None
-) -> AccessLog:
-    """Lock ``source`` (as ``open_access_log``) and mark ``target`` ``UP``, in one transaction."""
-    with locked_item(source.file_storage_id):
-        log = _open_log_locked(source, reason, expires)
-        if target.status == STATUS_PREPARING:
-            StorageLocation.update(status=STATUS_UPLOADING, last_update=utcnow()).where(
-                (StorageLocation.id == target.id) & (StorageLocation.status == STATUS_PREPARING)
-            ).execute()
-    return log
-
-
-def _record_copies(
-    item: FileStorage,
-    location: StorageLocation,
-    source: str,
-    copied: Sequence[_Copied],
-    actor: str,
-    log: AccessLog,
-) -> bool:
-    """Record ``copied`` files of ``location`` and close ``log``, in one transaction.
-
-    The location becomes ``OK`` if every file is recorded now. False when
-    the location is gone or being deleted (nothing recorded).
-    """
-    if not copied:
-        return True
-    with locked_item(item.id) as current:
-        finished = utcnow()
-        AccessLog.update(finished=finished).where(AccessLog.id == log.id).execute()
-        wanted = _record_locked(item, location, source, copied, actor, current)
-    log.finished = finished  # committed
-    return wanted
-
-
-def _record_locked(
-    item: FileStorage,
-    location: StorageLocation,
-    source: str,
-    copied: Sequence[_Copied],
-    actor: str,
-    current: FileStorage | None,
-) -> bool:
-    """The body of ``_record_copies``, in its transaction."""
-    still = StorageLocation.get_or_none(StorageLocation.id == location.id)
-    if current is None or still is None or still.status == STATUS_DELETING:
-        return False
-    LocationFile.insert_many(
-        [
-            {
-                "storage_location": location.id,
-                "referenced_path": done.entry.id,
-                "validated_by": done.validated_by,
-            }
-            for done in copied
-        ]
-    ).on_conflict_ignore().execute()
-    Action.insert_many(
-        [
-            {
-                "actor": actor,
-                "action": "copy",
-                "item_key": item.key,
-                "file_storage": item.id,
-                "source": source,
-                "target": location.connector_name,
-                "path": done.entry.path,
-                "result": "ok",
-                "bytes": done.size,
-                "duration_ms": int(done.seconds * 1000),
-            }
-            for done in copied
-        ]
-    ).execute()
-    # Progress either way: a copy whose location stops moving is resumed by the scan.
-    _finish_if_complete(still, touch=True)
-    return True
 
 
 def finish_location(item_id: int, target: str) -> bool:
