@@ -97,12 +97,18 @@ class Connector(abc.ABC):
         """Every object under ``prefix`` (a folder: ``x/`` lists x's tree), by path."""
 
     def capabilities(self) -> frozenset[str]:
-        """Names of the optional interfaces this connector implements."""
-        found = set()
-        for name, interface in CAPABILITIES.items():
-            if isinstance(self, interface):
-                found.add(name)
-        return frozenset(found)
+        """Names of the optional interfaces this connector implements; found once."""
+        found = self.__dict__.get("_capabilities")
+        if found is None:
+            # A protocol check walks the interface's members: slow for every file.
+            found = self.__dict__["_capabilities"] = frozenset(
+                name for name, interface in CAPABILITIES.items() if isinstance(self, interface)
+            )
+        return found
+
+    def can(self, capability: type) -> bool:
+        """Whether this connector implements ``capability`` (one of ``CAPABILITIES``)."""
+        return _CAPABILITY_NAMES[capability] in self.capabilities()
 
 
 class LazyClient:
@@ -164,12 +170,13 @@ CAPABILITIES: dict[str, type] = {
     "server_side_copy": ServerSideCopy,
     "bulk_delete": BulkDelete,
 }
+_CAPABILITY_NAMES = {interface: name for name, interface in CAPABILITIES.items()}
 
 
 def delete_all(connector: Connector, paths: Sequence[str]) -> None:
     """Remove every object at ``paths``: in bulk where the backend can, else one by one."""
-    if isinstance(connector, BulkDelete):
-        connector.delete_many(paths)
+    if connector.can(BulkDelete):
+        connector.delete_many(paths)  # type: ignore[attr-defined]
         return
     for path in paths:
         connector.delete(path)

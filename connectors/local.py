@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import uuid
+import secrets
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -83,7 +84,7 @@ class LocalConnector(Connector):
         """The filesystem path of ``path``, refused if it escapes the root (symlinks too)."""
         check_path(path)
         root = self._real_root()
-        full = os.path.realpath(os.path.join(root, path.rstrip("/")))
+        full = _beneath(root, path.rstrip("/").split("/"))
         if full != root and not full.startswith(root + os.sep):
             raise InvalidPath(f"{self.name}: {path!r} leads outside the root {self.root}")
         if full == root:
@@ -135,7 +136,7 @@ class LocalConnector(Connector):
         full = self._resolve(path)
         folder = os.path.dirname(full)
         temporary = os.path.join(
-            folder, f".{os.path.basename(full)}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}"
+            folder, f".{os.path.basename(full)}.{secrets.token_hex(6)}{PARTIAL_SUFFIX}"
         )
         try:
             if not os.path.isdir(folder):
@@ -289,6 +290,27 @@ def _read_source(stream: BinaryIO, buffer: bytearray) -> int:
         return stream.readinto(buffer) or 0  # type: ignore[attr-defined]
     except Exception as exc:
         raise _SourceFailed(exc) from exc
+
+
+def _beneath(root: str, parts: list[str]) -> str:
+    """``os.path.realpath`` of ``root`` joined with ``parts``, for a ``root`` resolved already.
+
+    Only what lies under the root is looked at: a link among ``parts`` (rare)
+    sends the whole path to ``realpath``; a missing one ends the walk, as
+    nothing under it exists. Several times faster than ``realpath``, which
+    looks at every folder of the root again, for every file.
+    """
+    current = root
+    for index, part in enumerate(parts):
+        candidate = current + os.sep + part
+        try:
+            mode = os.lstat(candidate).st_mode
+        except OSError:
+            return os.sep.join([candidate, *parts[index + 1 :]])
+        if stat.S_ISLNK(mode):
+            return os.path.realpath(os.path.join(root, *parts))
+        current = candidate
+    return current
 
 
 def _fsync_folder(folder: str) -> None:

@@ -169,8 +169,8 @@ def copy_file(
             )
 
     if (
-        isinstance(destination, ServerSideCopy)
-        and destination.can_copy_from(source)
+        destination.can(ServerSideCopy)
+        and destination.can_copy_from(source)  # type: ignore[attr-defined]
         and _judgeable(expected)
     ):
         info = destination.copy_from(source, source_path, destination_path)

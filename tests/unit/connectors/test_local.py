@@ -13,7 +13,7 @@ import pytest
 
 from connectors.base import Connector, ObjectInfo
 from connectors.errors import BackendUnavailable, ChecksumMismatch, InvalidPath, Unsupported
-from connectors.local import PARTIAL_SUFFIX, LocalConnector
+from connectors.local import PARTIAL_SUFFIX, LocalConnector, _beneath
 from connectors.transfer import copy_file
 from tests.connector_conformance import ConformanceSuite, CorruptInTransit, hashes_of, read_all
 
@@ -258,3 +258,25 @@ def test_a_known_listing_saves_the_stat(connector: LocalConnector, local_source:
         local_source, "x", connector, "x", expected=hashes_of(b"payload"), present=listed["x"]
     )
     assert again.how == "skipped" and calls == []
+
+
+def test_paths_under_the_root_resolve_as_realpath_does(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "f").write_bytes(b"x")
+    (root / "alias").symlink_to(root / "a")
+    (root / "a" / "up").symlink_to(tmp_path)
+    (root / "a" / "loop").symlink_to(root / "a" / "loop")
+    paths = [
+        "a/b/f",
+        "a/b/missing/deeper",
+        "a/b/f/below-a-file",
+        "alias/b/f",
+        "a/up/root/a/b/f",
+        "a/up/elsewhere",
+        "a/loop/x",
+        "nothing/here",
+    ]
+    real = str(root.resolve())
+    for path in paths:
+        assert _beneath(real, path.split("/")) == os.path.realpath(os.path.join(real, path)), path
