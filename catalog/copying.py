@@ -8,10 +8,12 @@ runs a dozen statements per copy of an item, so these are written here
 once, for SQLite and PostgreSQL alike (``?`` placeholders, turned into
 ``%s`` for PostgreSQL); everything else in the catalog stays peewee.
 
-A job reads what it needs (``copy_facts``), locks the source and marks the
-target ``UP`` (``start_copy``), copies, then records the files proven and
-closes the lock (``record_copies``); each write runs in a transaction that
-holds the item's catalog lock, as ``catalog.queries.locked_item`` does.
+A job (the files of one item, or of several small items) reads what it
+needs (``copy_facts``), locks the sources and marks the targets ``UP``
+(``start_copies``), copies, then records the files proven and closes the
+locks (``record_copies``); each is a fixed number of statements however
+many items the job has, and each write runs in a transaction that holds
+the items' catalog locks, as ``catalog.queries.locked_item`` does.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from catalog.queries import _is_sqlite, writing
 
 @dataclass(frozen=True)
 class Place:
-    """One location of the item, as a copy job needs it."""
+    """One location of an item, as a copy job needs it."""
 
     id: int
     connector_name: str
@@ -46,7 +48,7 @@ class Place:
 
 @dataclass(frozen=True)
 class Entry:
-    """One file of the item, and whether the target has it recorded already."""
+    """One file of an item, and whether the target has it recorded already."""
 
     id: int
     path: str
@@ -60,8 +62,9 @@ class Entry:
 
 @dataclass(frozen=True)
 class CopyFacts:
-    """What a copy job reads before it starts."""
+    """What a copy job reads of one item before it starts."""
 
+    id: int
     key: str | None
     places: list[Place]
     #: The files asked for that the item has, by path.
@@ -78,90 +81,151 @@ class Proven:
     duration_ms: int
 
 
-def copy_facts(item_id: int, target: str, paths: Sequence[str]) -> CopyFacts | None:
-    """The item's key and locations, and the files ``paths`` it has; None: no such item.
+@dataclass(frozen=True)
+class Start:
+    """One item's copy about to start: lock ``source_id``, make ``target_id`` ``UP``."""
 
-    Each file says whether the item's location on ``target`` has it recorded.
+    item_id: int
+    source_id: int
+    target_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One item's files proven on ``target``, to record, and its source's lock to close."""
+
+    item_id: int
+    key: str | None
+    target: Place
+    source_name: str
+    proven: Sequence[Proven]
+    log_id: int
+
+
+def copy_facts(target: str, wanted: Sequence[tuple[int, Sequence[str]]]) -> dict[int, CopyFacts]:
+    """Each item's key and locations, and those of its files ``paths`` it has, by item id.
+
+    ``wanted``: (item id, paths). Each file says whether the item's location
+    on ``target`` has it recorded. An item not in the catalog is left out.
+    Two statements, however many items.
     """
-    rows = _run(
-        "SELECT f.key, l.id, l.connector_name, l.url, l.status FROM file_storage AS f"
-        " LEFT JOIN storage_location AS l ON l.file_storage_id = f.id WHERE f.id = ?",
-        (item_id,),
-    ).fetchall()
-    if not rows:
-        return None
-    places = [Place(*row[1:]) for row in rows if row[1] is not None]
-    entries: dict[str, Entry] = {}
+    ids = list(dict.fromkeys(item_id for item_id, _ in wanted))
+    if not ids:
+        return {}
+    items = ", ".join("?" * len(ids))
+    keys: dict[int, str | None] = {}
+    places: dict[int, list[Place]] = {}
+    for item_id, key, *place in _run(
+        "SELECT f.id, f.key, l.id, l.connector_name, l.url, l.status FROM file_storage AS f"
+        f" LEFT JOIN storage_location AS l ON l.file_storage_id = f.id WHERE f.id IN ({items})",
+        ids,
+    ):
+        keys[item_id] = key
+        places.setdefault(item_id, [])
+        if place[0] is not None:
+            places[item_id].append(Place(*place))
+    asked = {item_id: set(paths) for item_id, paths in wanted}
+    # The union of the paths: items of one job often share their files' names.
+    paths = list(dict.fromkeys(path for _, item_paths in wanted for path in item_paths))
+    entries: dict[int, dict[str, Entry]] = {item_id: {} for item_id in keys}
     if paths:
-        marks = ", ".join("?" * len(paths))
         for row in _run(
-            "SELECT r.id, r.path, r.size, r.md5, r.crc32c, r.awss3etag, r.chunk_size, lf.id"
-            " FROM referenced_path AS r LEFT JOIN location_file AS lf"
-            " ON lf.referenced_path_id = r.id AND lf.storage_location_id ="
-            " (SELECT id FROM storage_location WHERE file_storage_id = ? AND connector_name = ?)"
-            f" WHERE r.file_storage_id = ? AND r.path IN ({marks})",
-            (item_id, target, item_id, *paths),
+            "SELECT r.file_storage_id, r.id, r.path, r.size, r.md5, r.crc32c, r.awss3etag,"
+            " r.chunk_size, lf.id FROM referenced_path AS r"
+            " LEFT JOIN storage_location AS t"
+            " ON t.file_storage_id = r.file_storage_id AND t.connector_name = ?"
+            " LEFT JOIN location_file AS lf"
+            " ON lf.referenced_path_id = r.id AND lf.storage_location_id = t.id"
+            f" WHERE r.file_storage_id IN ({items}) AND r.path IN ({', '.join('?' * len(paths))})",
+            (target, *ids, *paths),
         ):
-            entries[row[1]] = Entry(*row[:7], recorded=row[7] is not None)
-    return CopyFacts(rows[0][0], places, entries)
+            if row[2] in asked.get(row[0], ()):
+                entries[row[0]][row[2]] = Entry(*row[1:8], recorded=row[8] is not None)
+    return {
+        item_id: CopyFacts(item_id, keys[item_id], places[item_id], entries[item_id])
+        for item_id in ids
+        if item_id in keys
+    }
 
 
-def start_copy(
-    item_id: int,
-    source_id: int,
-    target_id: int,
-    *,
-    reason: str,
-    expires: datetime | None,
-    now: datetime,
-) -> int | None:
-    """Lock location ``source_id`` with an access log and make ``target_id`` ``UP``, at once.
+def start_copies(
+    starts: Sequence[Start], *, expires: datetime | None, now: datetime
+) -> dict[int, int]:
+    """Lock each source with an access log and make each target ``UP``, in one transaction.
 
-    Under the item's catalog lock. Returns the access log's id, or None
-    (and changes nothing) when the source is no longer ``OK``.
+    Under the items' catalog locks. Returns the access log's id by item id;
+    an item whose source is no longer ``OK`` (or that is gone) is left out,
+    and nothing is done for it.
     """
-    with locked(item_id):
-        row = _run(
-            "INSERT INTO access_log (storage_location_id, started, finished, reason, expires)"
-            " SELECT ?, ?, NULL, ?, ? WHERE EXISTS"
-            " (SELECT 1 FROM storage_location WHERE id = ? AND status = ?) RETURNING id",
-            (source_id, now, reason, expires, source_id, STATUS_DONE),
-        ).fetchone()
-        if row is None:
-            return None
+    if not starts:
+        return {}
+    with locked([start.item_id for start in starts]) as present:
+        sources = ", ".join("?" * len(starts))
+        ok = {
+            location_id
+            for (location_id,) in _run(
+                f"SELECT id FROM storage_location WHERE id IN ({sources}) AND status = ?",
+                [*(start.source_id for start in starts), STATUS_DONE],
+            )
+        }
+        going = [s for s in starts if s.item_id in present and s.source_id in ok]
+        if not going:
+            return {}
+        logs = {
+            location_id: log_id
+            for log_id, location_id in _insert(
+                "access_log (storage_location_id, started, finished, reason, expires)",
+                [(start.source_id, now, None, start.reason, expires) for start in going],
+                returning="id, storage_location_id",
+            )
+        }
+        targets = ", ".join("?" * len(going))
         _run(
-            "UPDATE storage_location SET status = ?, last_update = ? WHERE id = ? AND status = ?",
-            (STATUS_UPLOADING, now, target_id, STATUS_PREPARING),
+            f"UPDATE storage_location SET status = ?, last_update = ? WHERE id IN ({targets})"
+            " AND status = ?",
+            [STATUS_UPLOADING, now, *(start.target_id for start in going), STATUS_PREPARING],
         )
-    return int(row[0])
+    return {start.item_id: logs[start.source_id] for start in going}
 
 
-def record_copies(
-    item_id: int,
-    key: str | None,
-    target: Place,
-    source_name: str,
-    proven: Sequence[Proven],
-    *,
-    actor: str,
-    log_id: int,
-    now: datetime,
-) -> bool:
-    """Record ``proven`` files on ``target``, close the access log, in one transaction.
+def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> set[int]:
+    """Record the files proven and close the sources' access logs, in one transaction.
 
-    Each file gets its ``location_file`` row and a line in the history; the
-    location is stamped (progress) and becomes ``OK`` if every file of the
-    item is recorded now. False, recording nothing, when the location is
-    gone or being deleted; the log is closed either way.
+    Each file gets its ``location_file`` row and a line in the history; each
+    location is stamped (progress) and becomes ``OK`` if every file of its
+    item is recorded now. Returns the ids of the items recorded; one whose
+    location is gone or being deleted gets nothing recorded. The logs are
+    closed either way.
     """
-    with locked(item_id) as exists:
-        _run("UPDATE access_log SET finished = ? WHERE id = ?", (now, log_id))
-        status = _run("SELECT status FROM storage_location WHERE id = ?", (target.id,)).fetchone()
-        if not exists or status is None or status[0] == STATUS_DELETING:
-            return False
+    if not records:
+        return set()
+    with locked([record.item_id for record in records]) as present:
+        logs = ", ".join("?" * len(records))
+        _run(
+            f"UPDATE access_log SET finished = ? WHERE id IN ({logs})",
+            [now, *(record.log_id for record in records)],
+        )
+        status = dict(
+            _run(
+                f"SELECT id, status FROM storage_location WHERE id IN ({logs})",
+                [record.target.id for record in records],
+            ).fetchall()
+        )
+        kept = [
+            r
+            for r in records
+            if r.item_id in present and status.get(r.target.id, STATUS_DELETING) != STATUS_DELETING
+        ]
+        if not kept:
+            return set()
         _insert(
             "location_file (storage_location_id, referenced_path_id, copied, validated_by)",
-            [(target.id, done.entry.id, now, done.validated_by) for done in proven],
+            [
+                (r.target.id, done.entry.id, now, done.validated_by)
+                for r in kept
+                for done in r.proven
+            ],
             ignore_conflicts=True,
         )
         _insert(
@@ -173,51 +237,73 @@ def record_copies(
                     now,
                     actor,
                     "copy",
-                    key,
-                    item_id,
-                    source_name,
-                    target.connector_name,
+                    r.key,
+                    r.item_id,
+                    r.source_name,
+                    r.target.connector_name,
                     done.entry.path,
                     "ok",
                     done.size,
                     done.duration_ms,
                 )
-                for done in proven
+                for r in kept
+                for done in r.proven
             ],
         )
+        targets = ", ".join("?" * len(kept))
         _run(
             "UPDATE storage_location SET last_update = ?, status = CASE WHEN NOT EXISTS"
-            " (SELECT 1 FROM referenced_path AS r WHERE r.file_storage_id = ?"
+            " (SELECT 1 FROM referenced_path AS r"
+            " WHERE r.file_storage_id = storage_location.file_storage_id"
             " AND r.path NOT LIKE '%/' AND NOT EXISTS (SELECT 1 FROM location_file AS lf"
-            " WHERE lf.storage_location_id = ? AND lf.referenced_path_id = r.id))"
-            " THEN ? ELSE status END WHERE id = ?",
-            (now, item_id, target.id, STATUS_DONE, target.id),
+            " WHERE lf.storage_location_id = storage_location.id AND lf.referenced_path_id = r.id))"
+            f" THEN ? ELSE status END WHERE id IN ({targets})",
+            [now, STATUS_DONE, *(r.target.id for r in kept)],
         )
-    return True
+    return {r.item_id for r in kept}
 
 
 @contextmanager
-def locked(item_id: int) -> Iterator[bool]:
-    """``catalog.queries.locked_item``, written out: yields whether the item exists."""
+def locked(item_ids: Sequence[int]) -> Iterator[set[int]]:
+    """``catalog.queries.locked_item`` of several items, written out; yields those that exist.
+
+    On PostgreSQL the rows are locked in id order, so jobs locking
+    overlapping items wait for each other instead of deadlocking.
+    """
     database = _database()
+    ids = sorted(set(item_ids))
+    marks = ", ".join("?" * len(ids))
+    lock = "" if _is_sqlite(database) else " ORDER BY id FOR UPDATE"
     with writing(database):
-        lock = "" if _is_sqlite(database) else " FOR UPDATE"
-        yield (
-            _run(f"SELECT 1 FROM file_storage WHERE id = ?{lock}", (item_id,)).fetchone()
-            is not None
-        )
+        rows = _run(f"SELECT id FROM file_storage WHERE id IN ({marks}){lock}", ids)
+        yield {item_id for (item_id,) in rows}
 
 
-def _insert(into: str, rows: Sequence[tuple[Any, ...]], *, ignore_conflicts: bool = False) -> None:
-    """``INSERT INTO {into} VALUES`` the ``rows``, in one statement per 500."""
+def _insert(
+    into: str,
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    ignore_conflicts: bool = False,
+    returning: str | None = None,
+) -> list[tuple[Any, ...]]:
+    """``INSERT INTO {into} VALUES`` the ``rows``, one statement per ``DEFAULT_INSERT_ROWS``.
+
+    Returns the ``returning`` columns of the rows inserted (empty without).
+    """
+    returned: list[tuple[Any, ...]] = []
     for start in range(0, len(rows), DEFAULT_INSERT_ROWS):
         chunk = rows[start : start + DEFAULT_INSERT_ROWS]
         row = "(" + ", ".join("?" * len(chunk[0])) + ")"
         tail = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
-        _run(
+        if returning:
+            tail += f" RETURNING {returning}"
+        cursor = _run(
             f"INSERT INTO {into} VALUES {', '.join([row] * len(chunk))}{tail}",
             [value for values in chunk for value in values],
         )
+        if returning:
+            returned += [tuple(found) for found in cursor.fetchall()]
+    return returned
 
 
 #: Rows per ``INSERT`` (SQLite takes at most 32,766 parameters a statement).

@@ -6,6 +6,7 @@ Actors (queue, name, arguments), the message format other services use:
 queue      actor               args
 =========  ==================  ==================================
 ``copy``   ``copy_files``      item id, target connector, [file paths]
+``copy``   ``copy_items``      target connector, [[item id, [file paths]], ...]
 ``copy``   ``copy_file``       item id, target connector, file path
 ``copy``   ``finish_copy``     item id, target connector
 ``delete`` ``delete_files``    item id, connector, [file paths]
@@ -17,7 +18,8 @@ queue      actor               args
 The scan queues work per file: ``copy_files`` and ``verify_files`` jobs of
 up to ``DEFAULT_JOB_FILES`` files and ``DEFAULT_JOB_BYTES`` bytes of one
 copy (a larger file has a job of its own), so a job's catalog work is
-shared by its small files; ``delete_files`` jobs of up to
+shared by its small files; items small enough share a ``copy_items`` job
+to one target, within the same limits; ``delete_files`` jobs of up to
 ``DEFAULT_DELETE_JOB_FILES`` files (one request to S3). ``copy_file`` is
 ``copy_files`` of one file; ``delete_location`` and ``verify_location``
 work on every file of the copy.
@@ -56,6 +58,7 @@ from workers.operations import (
     GONE,
     DeleteCheck,
     copy_item_files,
+    copy_items,
     delete_files,
     finish_location,
     verify_item_files,
@@ -67,6 +70,7 @@ QUEUE_VERIFY = "verify"
 QUEUES = (QUEUE_COPY, QUEUE_DELETE, QUEUE_VERIFY)
 ACTOR_COPY = "copy_file"
 ACTOR_COPY_MANY = "copy_files"
+ACTOR_COPY_ITEMS = "copy_items"
 ACTOR_FINISH = "finish_copy"
 ACTOR_DELETE = "delete_location"
 ACTOR_DELETE_MANY = "delete_files"
@@ -181,17 +185,63 @@ def current() -> Runtime:
 def copy_messages(
     item_id: int, target: str, files: Sequence[tuple[str, int | None]]
 ) -> list[dramatiq.Message]:
-    """The jobs that copy ``files`` (path, size) of an item to ``target``, in order.
+    """The jobs that copy ``files`` (path, size) of one item to ``target`` (``copy_jobs``)."""
+    return copy_jobs(target, [(item_id, files)])
 
-    Consecutive files share a job up to ``DEFAULT_JOB_FILES`` files and
-    ``DEFAULT_JOB_BYTES`` bytes; an item without files gets a ``finish_copy``.
+
+def copy_jobs(
+    target: str, items: Sequence[tuple[int, Sequence[tuple[str, int | None]]]]
+) -> list[dramatiq.Message]:
+    """The jobs that copy to ``target`` the files (path, size) of ``items`` (item id, files).
+
+    Consecutive files of an item share a job up to ``DEFAULT_JOB_FILES``
+    files and ``DEFAULT_JOB_BYTES`` bytes (``copy_files``); items that fit
+    in one job share one, within the same limits (``copy_items``), so the
+    catalog work of a job is shared by its items as well. An item without
+    files gets a ``finish_copy``.
     """
-    if not files:
-        return [message(QUEUE_COPY, ACTOR_FINISH, item_id, target)]
-    return [
-        message(QUEUE_COPY, ACTOR_COPY_MANY, item_id, target, paths, time_limit=time_limit_ms(size))
-        for paths, size in _batches(files, DEFAULT_JOB_FILES, DEFAULT_JOB_BYTES)
-    ]
+    messages = []
+    group: list[list[Any]] = []
+    files = total = 0
+
+    def close_group() -> None:
+        if len(group) == 1:
+            [[item_id, paths]] = group
+            messages.append(_copy_files(item_id, target, paths, total))
+        elif group:
+            messages.append(
+                message(
+                    QUEUE_COPY,
+                    ACTOR_COPY_ITEMS,
+                    target,
+                    list(group),
+                    time_limit=time_limit_ms(total),
+                )
+            )
+
+    for item_id, item_files in items:
+        if not item_files:
+            messages.append(message(QUEUE_COPY, ACTOR_FINISH, item_id, target))
+            continue
+        batches = _batches(item_files, DEFAULT_JOB_FILES, DEFAULT_JOB_BYTES)
+        if len(batches) > 1 or batches[0][1] > DEFAULT_JOB_BYTES:  # a job, or more, of its own
+            messages += [_copy_files(item_id, target, paths, size) for paths, size in batches]
+            continue
+        [(paths, size)] = batches
+        if group and (files + len(paths) > DEFAULT_JOB_FILES or total + size > DEFAULT_JOB_BYTES):
+            close_group()
+            group, files, total = [], 0, 0
+        group.append([item_id, paths])
+        files += len(paths)
+        total += size
+    close_group()
+    return messages
+
+
+def _copy_files(item_id: int, target: str, paths: list[str], size: int) -> dramatiq.Message:
+    return message(
+        QUEUE_COPY, ACTOR_COPY_MANY, item_id, target, paths, time_limit=time_limit_ms(size)
+    )
 
 
 def verify_messages(
@@ -345,6 +395,29 @@ def copy_files_job(item_id: int, target: str, paths: list[str]) -> None:
     )
 
 
+def copy_items_job(target: str, items: list[list[Any]]) -> None:
+    runtime = current()
+    wanted = [(item_id, paths) for item_id, paths in items]
+    with _catalog(runtime):
+        report = copy_items(
+            target,
+            wanted,
+            connectors=runtime.connector,
+            preference=runtime.preference,
+            actor=ACTOR_NAME,
+            lock_expires=lock_expiry(),
+            look_first=_current_retries() > 0,
+        )
+    logger.info(
+        "copy of %d item(s) to %s: %d file(s) copied, %d there already, %d not wanted",
+        len(wanted),
+        target,
+        report.copied,
+        report.already_there,
+        report.not_wanted,
+    )
+
+
 def finish_copy_job(item_id: int, target: str) -> None:
     with _catalog(current()):
         done = finish_location(item_id, target)
@@ -409,6 +482,7 @@ def _catalog(runtime: Runtime) -> Iterator[None]:
 
 ACTORS: dict[str, tuple[str, Callable[..., Any]]] = {
     ACTOR_COPY_MANY: (QUEUE_COPY, copy_files_job),
+    ACTOR_COPY_ITEMS: (QUEUE_COPY, copy_items_job),
     ACTOR_COPY: (QUEUE_COPY, copy_file_job),
     ACTOR_FINISH: (QUEUE_COPY, finish_copy_job),
     ACTOR_DELETE_MANY: (QUEUE_DELETE, delete_files_job),
@@ -448,17 +522,27 @@ class GiveUpHistory(Middleware):
         ):
             return
         with _catalog(_runtime):
-            item = FileStorage.get_or_none(FileStorage.id == args[0]) if args else None
-            Action.create(
-                actor=ACTOR_NAME,
-                action=queue or message.actor_name,
-                item_key=item.key if item is not None else None,
-                file_storage=item,
-                target=args[1] if len(args) > 1 else None,
-                path=_paths_of(args[2]) if len(args) > 2 else None,
-                result="failed",
-                error=f"gave up after {retries} tries: {exception}",
-            )
+            for item_id, target, paths in _work_of(message.actor_name, args):
+                item = FileStorage.get_or_none(FileStorage.id == item_id)
+                Action.create(
+                    actor=ACTOR_NAME,
+                    action=queue or message.actor_name,
+                    item_key=item.key if item is not None else None,
+                    file_storage=item,
+                    target=target,
+                    path=_paths_of(paths) if paths is not None else None,
+                    result="failed",
+                    error=f"gave up after {retries} tries: {exception}",
+                )
+
+
+def _work_of(actor: str, args: list[Any]) -> list[tuple[Any, Any, Any]]:
+    """(item id, connector, paths or None) of each item a job works on."""
+    if actor == ACTOR_COPY_ITEMS and len(args) == 2:
+        return [(item_id, args[0], paths) for item_id, paths in args[1]]
+    if len(args) < 2:
+        return []
+    return [(args[0], args[1], args[2] if len(args) > 2 else None)]
 
 
 def _paths_of(value: Any) -> str:

@@ -1,8 +1,8 @@
 """One scheduler pass: plan, then enqueue the due work per file, in batches.
 
 For a due copy the target location is reserved (``PR``) in the catalog and
-its files are queued (``jobs.copy_messages``: small files share a job; a
-``finish_copy`` job for an item without files); a reserved location is
+its files are queued (``jobs.copy_jobs``: small files share a job, and so
+do small items; a ``finish_copy`` job for an item without files); a reserved location is
 never planned again, so repeated scans do not queue a copy twice. Deletes
 and verifications are queued per file too, and carry a marker per
 location (``broker.Pending``, counting their jobs) until their last job
@@ -50,7 +50,7 @@ from resolwe_storage.config import Config
 from resolwe_storage.jobs import (
     QUEUE_DELETE,
     QUEUE_VERIFY,
-    copy_messages,
+    copy_jobs,
     delete_messages,
     verify_messages,
 )
@@ -210,12 +210,16 @@ def _resume_stale(
                 .tuples()
             ):
                 left.setdefault(location_id, []).append((path, size))
+    copies: dict[str, list[tuple[int, list[tuple[str, int | None]]]]] = {}
     for location in stale:
-        make = delete_messages if location.status == STATUS_DELETING else copy_messages
-        messages += make(
-            location.file_storage_id, location.connector_name, left.get(location.id, [])
-        )
+        files = left.get(location.id, [])
+        if location.status == STATUS_DELETING:
+            messages += delete_messages(location.file_storage_id, location.connector_name, files)
+        else:
+            copies.setdefault(location.connector_name, []).append((location.file_storage_id, files))
         report.resumed += 1
+    for target, items in copies.items():
+        messages += copy_jobs(target, items)
     return messages, [location.id for location in stale]
 
 
@@ -247,6 +251,7 @@ def _reserve_copies(
             for item_id, source, target in wanted
             if (item_id, source) in urls  # else the source went away since the plan
         ]
+        reserved: dict[str, list[tuple[int, list[tuple[str, int | None]]]]] = {}
         for (item_id, target, url), outcome in zip(asked, reserve_locations(asked), strict=True):
             if outcome == URL_TAKEN:
                 logger.warning(
@@ -261,7 +266,9 @@ def _reserve_copies(
                 report.pending += 1
                 continue
             report.copies += 1
-            messages += copy_messages(item_id, target, files.get(item_id, []))
+            reserved.setdefault(target, []).append((item_id, files.get(item_id, [])))
+    for target, items in reserved.items():
+        messages += copy_jobs(target, items)
     return messages
 
 

@@ -38,7 +38,17 @@ from datetime import datetime
 
 import peewee as pw
 
-from catalog.copying import Proven, copy_facts, record_copies, start_copy
+from catalog.copying import (
+    CopyFacts,
+    Entry,
+    Place,
+    Proven,
+    Record,
+    Start,
+    copy_facts,
+    record_copies,
+    start_copies,
+)
 from catalog.models import (
     STATUS_DELETING,
     STATUS_DONE,
@@ -163,8 +173,9 @@ class CopyReport:
 
     copied: int = 0
     already_there: int = 0
-    #: The item, its files or the reserved location are gone, or it is OK or ``DE``.
-    not_wanted: bool = False
+    #: Items whose copy is not wanted: the item, its files or the reserved
+    #: location are gone, or the location is OK or ``DE``.
+    not_wanted: int = 0
 
     @property
     def outcome(self) -> str:
@@ -210,109 +221,191 @@ def copy_item_files(
     lock_expires: datetime | None = None,
     look_first: bool = True,
 ) -> CopyReport:
-    """Copy files ``paths`` of item ``item_id`` to its location on ``target``, in order.
+    """Copy files ``paths`` of item ``item_id`` to its location on ``target`` (``copy_items``)."""
+    return copy_items(
+        target,
+        [(item_id, paths)],
+        connectors=connectors,
+        preference=preference,
+        actor=actor,
+        lock_expires=lock_expires,
+        look_first=look_first,
+    )
 
-    Small files of one copy share a job: the catalog is read once, the
-    source locked once, and what was copied recorded in one transaction.
-    Files recorded before (a duplicate or redelivered job) are skipped; the
-    rest are copied from the item's preferred ``OK`` location as the catalog
-    says now. When a file fails, those copied before it are recorded, then
-    the error is raised: a retry carries on from the failed one.
-    ``lock_expires``: when the source's lock ends should this job never end.
-    ``look_first``: find what the destination holds already (one listing
-    for several files, a request for one) and keep what matches; without
-    it every file is written, which is as correct and, for a job of small
-    files tried for the first time, one request fewer.
+
+@dataclass
+class _Plan:
+    """One item's part of a copy job."""
+
+    item: CopyFacts
+    location: Place
+    source: Place
+    todo: list[Entry]
+    #: What the destination holds at the files' paths; None: ask per file.
+    present: dict[str, ObjectInfo] | None
+
+
+def copy_items(
+    target: str,
+    wanted: Sequence[tuple[int, Sequence[str]]],
+    *,
+    connectors: ConnectorLookup,
+    preference: Sequence[str],
+    actor: str = "worker",
+    lock_expires: datetime | None = None,
+    look_first: bool = True,
+) -> CopyReport:
+    """Copy files of items to their locations on ``target``: ``wanted`` is (item id, paths).
+
+    Small files share a job: those of one copy, or of several small items.
+    However many items, the catalog is read once, the sources locked in one
+    transaction, and what was copied recorded in one more. Files recorded
+    before (a duplicate or redelivered job) are skipped; the rest are
+    copied, in order, from each item's preferred ``OK`` location as the
+    catalog says now. When a file fails, those copied before it are
+    recorded, then the error is raised: a retry carries on from the failed
+    one. An item with no ``OK`` copy to copy from, or whose source went
+    meanwhile, does not hold the others back: they are copied, then its
+    error is raised. ``lock_expires``: when the sources' locks end should
+    this job never end. ``look_first``: find what the destination holds
+    already (one listing per item for several files, a request for one)
+    and keep what matches; without it every file is written, which is as
+    correct and, for a job of small files tried for the first time, one
+    request fewer each.
     """
-    # The item, its locations, and the files asked for, each with whether it
-    # is recorded on the target already.
-    facts = copy_facts(item_id, target, list(dict.fromkeys(paths)))
-    if facts is None:
-        return CopyReport(not_wanted=True)
-    location = next((p for p in facts.places if p.connector_name == target), None)
-    if location is None or location.status not in (STATUS_PREPARING, STATUS_UPLOADING):
-        return CopyReport(not_wanted=True)
-    if not facts.entries:
-        return CopyReport(not_wanted=True)
-    entries = facts.entries
-    recorded = sum(1 for entry in entries.values() if entry.recorded)
-    todo = [
-        entries[path]
-        for path in dict.fromkeys(paths)  # in order, each once
-        if path in entries and not entries[path].recorded
-    ]
-    if not todo:
-        finish_location(item_id, target)
-        return CopyReport(already_there=recorded)
-    sources = [p for p in facts.places if p.status == STATUS_DONE and p.connector_name != target]
-    if not sources:
-        name = facts.key or item_id
-        raise NoSourceError(f"item {name}: no OK copy to copy {todo[0].path!r} from")
-    source = preferred(sources, preference)
-
-    copied: list[Proven] = []
-    reason = f"copy to {target}: {todo[0].path}" + (
-        f" and {len(todo) - 1} more" if len(todo) > 1 else ""
-    )
+    merged: dict[int, list[str]] = {}
+    for item_id, paths in wanted:
+        merged.setdefault(item_id, []).extend(paths)
+    asked = [(item_id, list(dict.fromkeys(paths))) for item_id, paths in merged.items()]
+    facts = copy_facts(target, asked)
+    not_wanted = already_there = 0
+    problem: Exception | None = None
+    plans: list[_Plan] = []
     destination = connectors(target)
-    present: dict[str, ObjectInfo] | None = {}  # nothing there: copy each file
-    if look_first:
-        present = _already_there(destination, [object_path(location, e.path) for e in todo])
-    log_id = start_copy(
-        item_id, source.id, location.id, reason=reason, expires=lock_expires, now=utcnow()
+    for item_id, paths in asked:
+        item = facts.get(item_id)
+        location = None
+        if item is not None:
+            location = next((p for p in item.places if p.connector_name == target), None)
+        if item is None or location is None or not item.entries:
+            not_wanted += 1
+            continue
+        if location.status not in (STATUS_PREPARING, STATUS_UPLOADING):
+            not_wanted += 1
+            continue
+        already_there += sum(1 for entry in item.entries.values() if entry.recorded)
+        todo = [
+            item.entries[path]
+            for path in paths
+            if path in item.entries and not item.entries[path].recorded
+        ]
+        if not todo:
+            finish_location(item_id, target)
+            continue
+        sources = [p for p in item.places if p.status == STATUS_DONE and p.connector_name != target]
+        if not sources:
+            problem = problem or NoSourceError(
+                f"item {item.key or item_id}: no OK copy to copy {todo[0].path!r} from"
+            )
+            continue
+        present: dict[str, ObjectInfo] | None = {}  # nothing there: copy each file
+        if look_first:
+            present = _already_there(destination, [object_path(location, e.path) for e in todo])
+        plans.append(_Plan(item, location, preferred(sources, preference), todo, present))
+
+    logs = start_copies(
+        [
+            Start(plan.item.id, plan.source.id, plan.location.id, _reason(target, plan.todo))
+            for plan in plans
+        ],
+        expires=lock_expires,
+        now=utcnow(),
     )
-    if log_id is None:
-        raise LocationGoneError(
-            f"{source.connector_name}: the copy at {source.url!r} is no longer OK"
-        )
-    wanted = True
+    for plan in plans:
+        if plan.item.id not in logs:
+            problem = problem or LocationGoneError(
+                f"{plan.source.connector_name}: the copy at {plan.source.url!r} is no longer OK"
+            )
+    started = [plan for plan in plans if plan.item.id in logs]
+    proven: dict[int, list[Proven]] = {plan.item.id: [] for plan in started}
+    recorded: set[int] = set()
     try:
-        # The source stays locked until the copies are recorded.
-        for entry in todo:
-            began = time.monotonic()
-            where = object_path(location, entry.path)
-            try:
-                result = copy_file(
-                    connectors(source.connector_name),
-                    object_path(source, entry.path),
-                    destination,
-                    where,
-                    expected=Expected(
-                        entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size
-                    ),
-                    present=present.get(where) if present is not None else UNKNOWN,
+        # The sources stay locked until the copies are recorded.
+        for plan in started:
+            for entry in plan.todo:
+                proven[plan.item.id].append(
+                    _copy_one(plan, entry, destination, connectors, target, actor)
                 )
-            except Exception as exc:
-                if not getattr(exc, "transient", True):
-                    _history(
-                        actor,
-                        "copy",
-                        FileStorage(id=item_id, key=facts.key),
-                        source.connector_name,
-                        target,
-                        entry.path,
-                        began,
-                        exc,
-                    )
-                raise
-            elapsed = int((time.monotonic() - began) * 1000)
-            copied.append(Proven(entry, result.validated_by, result.size, elapsed))
     finally:
-        # What was proven is kept, even when a later file failed; the source
-        # is unlocked in the same transaction (or, with nothing to record, alone).
-        wanted = record_copies(
-            item_id,
-            facts.key,
-            location,
-            source.connector_name,
-            copied,
+        # What was proven is kept, even when a later file failed; the sources
+        # are unlocked in the same transaction.
+        recorded = record_copies(
+            [
+                Record(
+                    plan.item.id,
+                    plan.item.key,
+                    plan.location,
+                    plan.source.connector_name,
+                    proven[plan.item.id],
+                    logs[plan.item.id],
+                )
+                for plan in started
+            ],
             actor=actor,
-            log_id=log_id,
             now=utcnow(),
         )
-    if not wanted:
-        return CopyReport(not_wanted=True)
-    return CopyReport(copied=len(copied), already_there=recorded)
+    if problem is not None:
+        raise problem
+    return CopyReport(
+        copied=sum(len(proven[item_id]) for item_id in recorded),
+        already_there=already_there,
+        not_wanted=not_wanted + len(started) - len(recorded),
+    )
+
+
+def _copy_one(
+    plan: _Plan,
+    entry: Entry,
+    destination: Connector,
+    connectors: ConnectorLookup,
+    target: str,
+    actor: str,
+) -> Proven:
+    """Copy one file of ``plan`` and prove it; a permanent failure goes to the history."""
+    began = time.monotonic()
+    where = object_path(plan.location, entry.path)
+    try:
+        result = copy_file(
+            connectors(plan.source.connector_name),
+            object_path(plan.source, entry.path),
+            destination,
+            where,
+            expected=Expected(
+                entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size
+            ),
+            present=plan.present.get(where) if plan.present is not None else UNKNOWN,
+        )
+    except Exception as exc:
+        if not getattr(exc, "transient", True):
+            _history(
+                actor,
+                "copy",
+                FileStorage(id=plan.item.id, key=plan.item.key),
+                plan.source.connector_name,
+                target,
+                entry.path,
+                began,
+                exc,
+            )
+        raise
+    elapsed = int((time.monotonic() - began) * 1000)
+    return Proven(entry, result.validated_by, result.size, elapsed)
+
+
+def _reason(target: str, todo: Sequence[Entry]) -> str:
+    """Why a source is locked: the access log's reason."""
+    more = f" and {len(todo) - 1} more" if len(todo) > 1 else ""
+    return f"copy to {target}: {todo[0].path}{more}"
 
 
 def _already_there(destination: Connector, paths: Sequence[str]) -> dict[str, ObjectInfo] | None:

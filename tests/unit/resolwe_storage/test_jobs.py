@@ -265,11 +265,11 @@ def test_only_the_missing_files_of_stalled_copies_are_queued_again(
 
     later = scan(config, database, broker, now=utcnow() + timedelta(hours=2))
 
-    assert (later.resumed, later.jobs) == (2, 2)
-    queued = sorted(json.loads(body)["args"] for body in broker.queues["copy"].queue)
+    # Both small: they share one job.
+    assert (later.resumed, later.jobs) == (2, 1)
+    queued = [json.loads(body)["args"] for body in broker.queues["copy"].queue]
     assert queued == [
-        [first.id, "backup", ["one.txt", "three.txt"]],
-        [first.id + 1, "backup", ["four.txt"]],
+        ["backup", [[first.id, ["one.txt", "three.txt"]], [first.id + 1, ["four.txt"]]]],
     ]
     worker.resume()
     drain(broker)
@@ -295,6 +295,34 @@ def test_small_files_share_jobs_up_to_a_count_and_a_size() -> None:
     # The time limit grows with the job's bytes.
     assert messages[2].options["time_limit"] > messages[0].options["time_limit"]
     assert [m.actor_name for m in jobs.copy_messages(7, "S3", [])] == [jobs.ACTOR_FINISH]
+
+
+def test_small_items_share_a_job_and_large_ones_have_their_own() -> None:
+    limit = jobs.DEFAULT_JOB_FILES
+    small = [("a.txt", 10), ("b.txt", 10)]
+    items = [
+        (1, small),
+        (2, []),
+        (3, small),
+        (4, [(f"f{n:03d}", 10) for n in range(limit + 1)]),  # more than a job's files
+        (5, [("huge", jobs.DEFAULT_JOB_BYTES + 1)]),
+        (6, small),
+        (7, [(f"g{n:03d}", 10) for n in range(limit - 1)]),  # does not fit beside 6
+    ]
+    messages = jobs.copy_jobs("S3", items)
+    summary = [(m.actor_name, m.args) for m in messages]
+    # Small items go together until the next would overflow the job; an item
+    # too large for one job is split on its own, as before.
+    pair = ["a.txt", "b.txt"]
+    assert summary == [
+        (jobs.ACTOR_FINISH, (2, "S3")),
+        (jobs.ACTOR_COPY_MANY, (4, "S3", [f"f{n:03d}" for n in range(limit)])),
+        (jobs.ACTOR_COPY_MANY, (4, "S3", [f"f{limit:03d}"])),
+        (jobs.ACTOR_COPY_MANY, (5, "S3", ["huge"])),
+        (jobs.ACTOR_COPY_ITEMS, ("S3", [[1, pair], [3, pair], [6, pair]])),
+        (jobs.ACTOR_COPY_MANY, (7, "S3", [f"g{n:03d}" for n in range(limit - 1)])),
+    ]
+    assert messages[4].options["time_limit"] == jobs.time_limit_ms(60)
 
 
 def test_a_first_try_of_small_files_writes_without_looking_a_retry_looks() -> None:

@@ -42,6 +42,7 @@ from workers.operations import (
     NoSourceError,
     copy_item_file,
     copy_item_files,
+    copy_items,
     delete_files,
     delete_location,
     finish_location,
@@ -294,6 +295,42 @@ def test_a_copy_not_wanted_any_more_does_no_io(
     assert copy(item, "backup", "a", folders) == NOT_WANTED
     assert copy(item, "backup", "missing", folders) == NOT_WANTED
     assert list(folders["backup"].list()) == []
+
+
+def test_small_items_copied_in_one_job_share_its_transactions(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    ready = [make_item(folders, key=f"ready-{n}", files={"a": b"a" * n, "b": b"b"}) for n in (1, 2)]
+    done = make_item(folders, key="done", files={"a": b"x"}, on=("local", "backup"))
+    orphan = make_item(folders, key="orphan", files={"a": b"o"})
+    for item in [*ready, done, orphan]:
+        reserve_location(item.id, "backup", url=item.key)
+    StorageLocation.update(status="DE").where(
+        (StorageLocation.file_storage == orphan) & (StorageLocation.connector_name == "local")
+    ).execute()  # its only copy is going: nothing to copy from
+    wanted = [(item.id, ["a", "b"]) for item in ready] + [(done.id, ["a"]), (orphan.id, ["a"])]
+
+    with pytest.raises(NoSourceError, match="orphan"):
+        copy_items("backup", wanted, connectors=folders.__getitem__, preference=PREFERENCE)
+
+    # The orphan holds nothing back: the others are copied, recorded, OK.
+    assert [location(item, "backup").status for item in ready] == ["OK", "OK"]
+    assert location(orphan, "backup").status == "PR"
+    assert sorted(info.path for info in folders["backup"].list()) == [
+        "done/a",
+        "ready-1/a",
+        "ready-1/b",
+        "ready-2/a",
+        "ready-2/b",
+    ]
+    assert LocationFile.select().count() == 4
+    assert Action.select().where(Action.action == "copy").count() == 4
+    assert open_locks() == 0
+    assert AccessLog.select().count() == 2  # one per item copied, closed
+    # Again (a redelivery): their copies are OK now, so not wanted; no I/O.
+    report = copy_items("backup", wanted[:3], connectors=folders.__getitem__, preference=PREFERENCE)
+    assert (report.copied, report.already_there, report.not_wanted) == (0, 0, 3)
+    assert AccessLog.select().count() == 2
 
 
 def test_a_source_that_does_not_match_the_catalog_fails_for_good(
