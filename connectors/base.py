@@ -6,8 +6,8 @@ I/O. The core is five operations; streaming, hashing, "already there → skip"
 and "validate before done" live once, in ``connectors.transfer``, not here.
 
 Optional capabilities are separate small interfaces (``PresignedUrls``,
-``PublicUrls``, ``ServerSideCopy``, ``ResumableUploads``); ``capabilities()``
-discovers them once per connector.
+``PublicUrls``, ``ServerSideCopy``, ``BulkDelete``, ``BatchedLanding``);
+``capabilities()`` discovers them once per connector.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
@@ -157,6 +158,38 @@ class ServerSideCopy(Protocol):
     def copy_from(self, source: Connector, source_path: str, path: str) -> ObjectInfo: ...
 
 
+class Landing:
+    """A block of writes made durable together (``BatchedLanding``); ``landed`` once they are.
+
+    Outside a batching connector writes are durable as they return, so
+    ``landed`` starts true.
+    """
+
+    def __init__(self, *, landed: bool = True) -> None:
+        self.landed = landed
+
+
+@runtime_checkable
+class BatchedLanding(Protocol):
+    """Writes of one block made durable together at its end, not one by one.
+
+    Inside ``landing()`` (per thread) a write returns once its bytes are
+    written and hashed; they appear at their paths, durable, when the block
+    ends (together: one flush for all, instead of one per file), and
+    ``landed`` says so. A write deleted within the block never appears.
+    When the block raises, what was written before is landed all the same.
+    """
+
+    def landing(self) -> AbstractContextManager[Landing]: ...
+
+
+def landing(connector: Connector) -> AbstractContextManager[Landing]:
+    """``connector.landing()`` where it batches; else a block whose writes land as they go."""
+    if connector.can(BatchedLanding):
+        return connector.landing()  # type: ignore[attr-defined]
+    return nullcontext(Landing())
+
+
 @runtime_checkable
 class BulkDelete(Protocol):
     """Many objects removed in few requests (S3's DeleteObjects); missing ones are fine."""
@@ -169,6 +202,7 @@ CAPABILITIES: dict[str, type] = {
     "presigned_url": PresignedUrls,
     "server_side_copy": ServerSideCopy,
     "bulk_delete": BulkDelete,
+    "batched_landing": BatchedLanding,
 }
 _CAPABILITY_NAMES = {interface: name for name, interface in CAPABILITIES.items()}
 

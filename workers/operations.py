@@ -69,7 +69,7 @@ from catalog.queries import (
     ok_locations,
     open_lock_count,
 )
-from connectors.base import Connector, ObjectInfo, delete_all
+from connectors.base import Connector, Landing, ObjectInfo, delete_all, landing
 from connectors.errors import PermanentError, TransientError
 from connectors.transfer import UNKNOWN, Expected, copy_file
 from workers.verify import VerifyReport, object_path, verify_files
@@ -329,16 +329,19 @@ def copy_items(
     started = [plan for plan in plans if plan.item.id in logs]
     proven: dict[int, list[Proven]] = {plan.item.id: [] for plan in started}
     recorded: set[int] = set()
+    batch = Landing(landed=False)
     try:
-        # The sources stay locked until the copies are recorded.
-        for plan in started:
-            for entry in plan.todo:
-                proven[plan.item.id].append(
-                    _copy_one(plan, entry, destination, connectors, target, actor)
-                )
+        # The sources stay locked until the copies are recorded. The files
+        # land (durable) together where the destination can do that.
+        with landing(destination) as batch:
+            for plan in started:
+                for entry in plan.todo:
+                    proven[plan.item.id].append(
+                        _copy_one(plan, entry, destination, connectors, target, actor)
+                    )
     finally:
-        # What was proven is kept, even when a later file failed; the sources
-        # are unlocked in the same transaction.
+        # What was proven (and landed) is kept, even when a later file
+        # failed; the sources are unlocked in the same transaction.
         recorded = record_copies(
             [
                 Record(
@@ -346,7 +349,7 @@ def copy_items(
                     plan.item.key,
                     plan.location,
                     plan.source.connector_name,
-                    proven[plan.item.id],
+                    proven[plan.item.id] if batch.landed else [],
                     logs[plan.item.id],
                 )
                 for plan in started

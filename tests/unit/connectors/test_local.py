@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 import pytest
 
+from connectors import local as local_module
 from connectors.base import Connector, ObjectInfo
 from connectors.errors import BackendUnavailable, ChecksumMismatch, InvalidPath, Unsupported
 from connectors.local import PARTIAL_SUFFIX, LocalConnector, _beneath
@@ -280,3 +281,66 @@ def test_paths_under_the_root_resolve_as_realpath_does(tmp_path: Path) -> None:
     real = str(root.resolve())
     for path in paths:
         assert _beneath(real, path.split("/")) == os.path.realpath(os.path.join(real, path)), path
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync-each"])
+def test_writes_in_a_landing_block_appear_together_at_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
+) -> None:
+    if not syncfs:
+        monkeypatch.setattr(local_module, "_SYNCFS", None)
+    connector = LocalConnector("local", path=tmp_path)
+    connector.write("item/old", io.BytesIO(b"old"))
+    with connector.landing() as batch:
+        assert connector.write("item/a", io.BytesIO(b"aaa")).size == 3
+        connector.write("item/sub/b", io.BytesIO(b"b"))
+        connector.write("item/old", io.BytesIO(b"new"))
+        connector.write("item/gone", io.BytesIO(b"g"))
+        connector.delete("item/gone")  # written in the block: never appears
+        # Not there yet: readers see what was there before, or nothing.
+        assert [info.path for info in connector.list()] == ["item/old"]
+        assert read_all(connector, "item/old") == b"old"
+        assert not batch.landed
+    assert batch.landed
+    assert [info.path for info in connector.list()] == ["item/a", "item/old", "item/sub/b"]
+    assert read_all(connector, "item/old") == b"new"
+    assert files_under(tmp_path) == ["item/a", "item/old", "item/sub/b"]  # no temporaries
+
+
+def test_a_landing_block_that_raises_still_lands_what_was_written(tmp_path: Path) -> None:
+    connector = LocalConnector("local", path=tmp_path)
+    with pytest.raises(KeyError), connector.landing() as batch:
+        connector.write("a", io.BytesIO(b"a"))
+        raise KeyError("the next file failed")
+    assert batch.landed and files_under(tmp_path) == ["a"]
+
+
+def test_a_landing_that_fails_leaves_nothing_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connector = LocalConnector("local", path=tmp_path)
+
+    def broken_replace(source: str, destination: str) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    with pytest.raises(BackendUnavailable, match="could not land"), connector.landing() as batch:
+        connector.write("a", io.BytesIO(b"a"))
+        connector.write("b", io.BytesIO(b"b"))
+        monkeypatch.setattr(local_module.os, "replace", broken_replace)
+    monkeypatch.undo()
+    assert not batch.landed and files_under(tmp_path) == []
+
+
+def test_without_fsync_writes_in_a_landing_block_land_at_once(tmp_path: Path) -> None:
+    connector = LocalConnector("local", path=tmp_path, fsync=False)
+    with connector.landing() as batch:
+        connector.write("a", io.BytesIO(b"a"))
+        assert files_under(tmp_path) == ["a"]
+    assert batch.landed
+    durable = LocalConnector("durable", path=tmp_path / "durable")
+    with durable.landing(), pytest.raises(RuntimeError, match="do not nest"), durable.landing():
+        pass

@@ -27,7 +27,8 @@ from catalog.queries import (
     reserve_location,
     reserve_locations,
 )
-from connectors.errors import ChecksumMismatch, ObjectNotFound
+from connectors import local as local_module
+from connectors.errors import BackendUnavailable, ChecksumMismatch, ObjectNotFound
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
 from workers.operations import (
@@ -331,6 +332,40 @@ def test_small_items_copied_in_one_job_share_its_transactions(
     report = copy_items("backup", wanted[:3], connectors=folders.__getitem__, preference=PREFERENCE)
     assert (report.copied, report.already_there, report.not_wanted) == (0, 0, 3)
     assert AccessLog.select().count() == 2
+
+
+def test_files_that_did_not_land_are_not_recorded(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = [make_item(folders, key=f"item-{n}", files={"a": b"a", "b": b"b"}) for n in (1, 2)]
+    for item in items:
+        reserve_location(item.id, "backup", url=item.key)
+
+    def broken_replace(source: str, destination: str) -> None:
+        raise OSError(5, "I/O error")  # the disk failed as the files were put in place
+
+    monkeypatch.setattr(local_module.os, "replace", broken_replace)
+    with pytest.raises(BackendUnavailable) as caught:
+        copy_items(
+            "backup",
+            [(item.id, ["a", "b"]) for item in items],
+            connectors=folders.__getitem__,
+            preference=PREFERENCE,
+        )
+    monkeypatch.undo()
+    assert caught.value.transient  # tried again later
+    assert LocationFile.select().count() == 0
+    assert [location(item, "backup").status for item in items] == ["UP", "UP"]
+    assert open_locks() == 0 and list(folders["backup"].list()) == []
+    # The retry copies them all.
+    report = copy_items(
+        "backup",
+        [(item.id, ["a", "b"]) for item in items],
+        connectors=folders.__getitem__,
+        preference=PREFERENCE,
+    )
+    assert report.copied == 4
+    assert [location(item, "backup").status for item in items] == ["OK", "OK"]
 
 
 def test_a_source_that_does_not_match_the_catalog_fails_for_good(
