@@ -33,6 +33,7 @@ from catalog.models import (
     STATUS_UPLOADING,
     FileStorage,
 )
+from catalog.paths import files_label
 from catalog.queries import _is_sqlite, writing
 
 
@@ -192,11 +193,11 @@ def start_copies(
 def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> set[int]:
     """Record the files proven and close the sources' access logs, in one transaction.
 
-    Each file gets its ``location_file`` row and a line in the history; each
-    location is stamped (progress) and becomes ``OK`` if every file of its
-    item is recorded now. Returns the ids of the items recorded; one whose
-    location is gone or being deleted gets nothing recorded. The logs are
-    closed either way.
+    Each file gets its ``location_file`` row, each item a line in the
+    history (its files, bytes and copying time); each location is stamped
+    (progress) and becomes ``OK`` if every file of its item is recorded now.
+    Returns the ids of the items recorded; one whose location is gone or
+    being deleted gets nothing recorded. The logs are closed either way.
     """
     if not records:
         return set()
@@ -228,6 +229,8 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> se
             ],
             ignore_conflicts=True,
         )
+        # One line of history per item and job: the files themselves are
+        # recorded above, each with when and how it was proven.
         _insert(
             "action (started, finished, actor, action, item_key, file_storage_id, source,"
             " target, path, result, bytes, duration_ms)",
@@ -241,13 +244,13 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> se
                     r.item_id,
                     r.source_name,
                     r.target.connector_name,
-                    done.entry.path,
+                    files_label([done.entry.path for done in r.proven]),
                     "ok",
-                    done.size,
-                    done.duration_ms,
+                    sum(done.size for done in r.proven),
+                    sum(done.duration_ms for done in r.proven),
                 )
                 for r in kept
-                for done in r.proven
+                if r.proven
             ],
         )
         targets = ", ".join("?" * len(kept))

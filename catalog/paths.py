@@ -7,6 +7,8 @@ is refused before it reaches the catalog or any storage backend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from catalog.errors import InvalidPathError
 
 #: Longest path we store; every backend we support accepts at least this.
@@ -41,3 +43,8 @@ def check_relative_path(value: str, *, what: str = "path", allow_directory: bool
         if segment == "":
             raise InvalidPathError(f"{what} {value!r} has an empty segment")
     return value
+
+
+def files_label(paths: Sequence[str]) -> str:
+    """Files of one job, for the history and messages: ``a``, or ``a and 9 more``."""
+    return paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"

@@ -7,6 +7,7 @@ its ``--json`` output is machine-readable and stable.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +77,10 @@ def _parse_now(value: str | None) -> datetime:
         raise InputError(f"--now: {exc}") from None
 
 
+#: Levels ``--log-level`` takes.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -84,10 +89,22 @@ def _parse_now(value: str | None) -> datetime:
     envvar="RESOLWE_STORAGE_CONFIG",
     help="Configuration file (YAML, TOML or JSON); also $RESOLWE_STORAGE_CONFIG.",
 )
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="warning",
+    show_default=True,
+    envvar="RESOLWE_STORAGE_LOG_LEVEL",
+    help="What goes to stderr: info tells of every job; also $RESOLWE_STORAGE_LOG_LEVEL.",
+)
 @click.version_option(package_name="resolwe-storage")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
     """Resolwe storage: a catalog of data copies and the policies that move them."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+    )
     ctx.obj = Context(config_path)
 
 

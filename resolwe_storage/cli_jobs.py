@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -241,7 +242,10 @@ def _fork_workers(context: Context, processes: int, threads: int, queues: Sequen
     if context.config_path:
         command += ["--config", context.config_path]
     command += ["worker", "--threads", str(threads), "--queues", ",".join(queues)]
-    children = [subprocess.Popen(command) for _ in range(processes)]
+    # They log as this one does (``--log-level``).
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    env = {**os.environ, "RESOLWE_STORAGE_LOG_LEVEL": level}
+    children = [subprocess.Popen(command, env=env) for _ in range(processes)]
     stop = _until_signalled()
     while not stop.is_set() and all(child.poll() is None for child in children):
         stop.wait(1)

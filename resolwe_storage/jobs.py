@@ -47,6 +47,7 @@ import peewee as pw
 from dramatiq.middleware import CurrentMessage, Middleware
 
 from catalog.models import Action, FileStorage, utcnow
+from catalog.paths import files_label
 from connectors.base import Connector
 from connectors.errors import ChecksumMismatch, ConfigurationError
 from resolwe_storage.broker import Pending, message
@@ -547,8 +548,8 @@ def _work_of(actor: str, args: list[Any]) -> list[tuple[Any, Any, Any]]:
 
 def _paths_of(value: Any) -> str:
     """The file path(s) of a copy job, for the history."""
-    if isinstance(value, list):
-        return value[0] if len(value) == 1 else f"{value[0]} and {len(value) - 1} more"
+    if isinstance(value, list) and value:
+        return files_label(value)
     return str(value)
 
 

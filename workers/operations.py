@@ -62,6 +62,7 @@ from catalog.models import (
     StorageLocation,
     utcnow,
 )
+from catalog.paths import files_label
 from catalog.queries import (
     forget_files,
     locked_item,
@@ -407,8 +408,7 @@ def _copy_one(
 
 def _reason(target: str, todo: Sequence[Entry]) -> str:
     """Why a source is locked: the access log's reason."""
-    more = f" and {len(todo) - 1} more" if len(todo) > 1 else ""
-    return f"copy to {target}: {todo[0].path}{more}"
+    return f"copy to {target}: {files_label([entry.path for entry in todo])}"
 
 
 def _already_there(destination: Connector, paths: Sequence[str]) -> dict[str, ObjectInfo] | None:
@@ -629,7 +629,7 @@ def _label(paths: Sequence[str] | None, whole: bool) -> str | None:
     """The files a delete job removed, for the history (None: the whole copy went)."""
     if whole or not paths:
         return None
-    return paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
+    return files_label(paths)
 
 
 def _history(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from catalog.models import Action, ReferencedPath, StorageLocation
+from catalog.paths import files_label
 from catalog.queries import record_verified, writing
 from connectors.base import Connector
 from connectors.errors import ConnectorError
@@ -128,8 +129,7 @@ def _paths(entries: Sequence[ReferencedPath]) -> str | None:
     """The files of a partial verification, for the history."""
     if not entries:
         return None
-    first = entries[0].path
-    return first if len(entries) == 1 else f"{first} and {len(entries) - 1} more"
+    return files_label([entry.path for entry in entries])
 
 
 def _check(connector: Connector, path: str, entry: ReferencedPath) -> tuple[str | None, str]:

@@ -51,7 +51,7 @@ def test_run_once_copies_verifies_and_deletes_by_the_policies(
     assert cli(config, "run", "--once", "--json") == 0
     outcome = json.loads(capsys.readouterr().out)
     assert outcome["scan"]["copies"] == 1 and outcome["scan"]["jobs"] == 1
-    assert outcome["actions"] == {"copy": {"ok": 2}}
+    assert outcome["actions"] == {"copy": {"ok": 1}}  # one job
     copied = tmp_path / "archive" / "sample-1"
     assert (copied / "reads.fastq").read_bytes() == b"ACGT\n" * 100
     assert (copied / "sub" / "counts.tsv").read_bytes() == b"a\t1\n"
@@ -96,3 +96,23 @@ def test_commands_that_share_a_broker_need_one(
 def test_unknown_queues_are_refused(config: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(config, "worker", "--queues", "copy,nope") == 1
     assert "unknown queue(s) nope" in capsys.readouterr().err
+
+
+def test_log_level_info_tells_of_every_job(config: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "resolwe_storage", "--config", config]
+    sample = str(tmp_path / "local" / "sample-1")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RESOLWE_STORAGE_")}
+    run = {"capture_output": True, "text": True, "timeout": 120, "env": environ}
+    subprocess.run([*base, "ingest", "local", sample, "--key", "s1"], check=True, **run)
+    quiet = subprocess.run([*base, "run", "--once"], check=True, **run)
+    assert "copy of" not in quiet.stderr  # warnings only, by default
+    (tmp_path / "local" / "sample-2").mkdir()
+    (tmp_path / "local" / "sample-2" / "x").write_bytes(b"x")
+    sample = str(tmp_path / "local" / "sample-2")
+    subprocess.run([*base, "ingest", "local", sample, "--key", "s2"], check=True, **run)
+    told = subprocess.run([*base, "--log-level", "info", "run", "--once"], check=True, **run)
+    assert " INFO " in told.stderr and "copy of 1 file(s) of item 2 to archive" in told.stderr
