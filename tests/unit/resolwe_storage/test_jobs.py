@@ -548,3 +548,14 @@ def test_every_job_of_a_delete_refused_at_run_time_leaves_every_file(
         assert len(list(LocalConnector("backup", path=tmp_path / "backup").list())) == 5
         refusals = Action.select().where((Action.action == "delete") & (Action.result == "refused"))
         assert [a.error for a in refusals] == ["locked by 1 open access log(s)"] * 3
+
+
+def test_a_job_given_up_is_recorded_for_each_item_it_held() -> None:
+    work = jobs._work_of
+    assert work(jobs.ACTOR_COPY_ITEMS, ["S3", [[1, ["a", "b"]], [2, ["c"]]]]) == [
+        (1, "S3", ["a", "b"]),
+        (2, "S3", ["c"]),
+    ]
+    assert work(jobs.ACTOR_COPY_MANY, [7, "S3", ["a"]]) == [(7, "S3", ["a"])]
+    assert work(jobs.ACTOR_DELETE, [7, "S3"]) == [(7, "S3", None)]
+    assert work(jobs.ACTOR_COPY_MANY, []) == []
