@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.conftest import server_missing
-from tests.servers.process import free_port, serving
+from tests.servers.process import free_port, serving, wait_until_answering
 
 if TYPE_CHECKING:
     from connectors.s3 import S3Connector
@@ -48,6 +50,65 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log=tmp_path_factory.mktemp("moto") / "server.log",
     ):
         yield endpoint
+
+
+class RestartableMoto:
+    """A private ``moto_server`` that can be killed and started again with what it held.
+
+    moto keeps its objects in memory; this one records every request it is
+    sent to a file (moto's recorder), and a new process replays them before
+    it serves, so a restart loses nothing, as a real S3 server's would not.
+    The endpoint (port) stays the same across restarts.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.binary = Path(sys.executable).parent / "moto_server"
+        if not self.binary.exists():
+            server_missing("moto_server", f"{self.binary} is not installed")
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.folder = folder
+        self.recording = folder / "requests.jsonl"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start a server; a restarted one first replays every request the last one had."""
+        env = {
+            **os.environ,
+            "MOTO_ENABLE_RECORDING": "1",
+            "MOTO_RECORDER_FILEPATH": str(self.recording),
+        }
+        self.starts += 1
+        log = (self.folder / f"server-{self.starts}.log").open("wb")
+        command = [str(self.binary), "-H", "127.0.0.1", "-p", str(self.port)]
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+        log.close()
+        problem = wait_until_answering(f"{self.endpoint}/moto-api/", self.process, "moto_server")
+        if problem is not None:
+            server_missing("moto_server", problem)
+        if self.recording.exists() and self.recording.stat().st_size:
+            request = urllib.request.Request(
+                f"{self.endpoint}/moto-api/recorder/replay-recording", data=b"", method="POST"
+            )
+            urllib.request.urlopen(request, timeout=120).close()
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies mid-request, as a crashed one does."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def restartable_moto(tmp_path: Path) -> Iterator[RestartableMoto]:
+    server = RestartableMoto(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ from resolwe_storage.lease import Lease
 from resolwe_storage.runtime import open_catalog
 from resolwe_storage.scan import scan
 from tests.servers.faulty import Fault, FaultyProxy, faulty_proxy
+from tests.servers.moto import RestartableMoto
 
 pytest_plugins = ["tests.servers.redis"]
 
@@ -424,6 +425,45 @@ def test_an_s3_outage_mid_run_holds_the_copy_back_and_loses_nothing(
             stop_worker(broker, running)
         assert_copied_intact(s3_bucket)
         # Transient failures retried to success leave no failure in the history.
+        assert Action.select().where(Action.result == "failed").count() == 0
+
+
+def test_an_s3_server_restarted_mid_copy_loses_nothing(
+    tmp_path: Path, redis_url: str, restartable_moto: RestartableMoto, s3_credentials: Path
+) -> None:
+    from tests.servers.moto import REGION, raw_client
+
+    raw_client(restartable_moto.endpoint).create_bucket(Bucket="restarted")  # type: ignore[attr-defined]
+    s3 = S3Connector(
+        "S3",
+        bucket="restarted",
+        endpoint_url=restartable_moto.endpoint,
+        credentials=str(s3_credentials),
+        region_name=REGION,
+    )
+    with (
+        faulty_proxy(restartable_moto.endpoint) as proxy,
+        copying_through(tmp_path, redis_url, s3, proxy) as (config, database, broker),
+    ):
+        # The fourth file's upload is held on the way while the server dies.
+        held = proxy.fail(Fault("PUT", r"part-3\.txt", hang=3.0))
+        running = start_worker(config, database, broker, threads=2)
+        try:
+            wait_for(lambda: held.hits == 1, what="the fourth upload")
+            before = len(proxy.requests("PUT", r"part-"))
+            restartable_moto.kill()  # three files are on the server
+            time.sleep(4)  # the held upload fails, and the job's tries meanwhile
+            # The three proven before the failure are recorded; the copy waits.
+            assert statuses()["S3"] == "UP" and LocationFile.select().count() == 3
+            restartable_moto.start()  # the same server, with what it held, answers again
+            wait_for(lambda: statuses().get("S3") == "OK", seconds=60, what="the copy")
+        finally:
+            stop_worker(broker, running)
+        assert_copied_intact(s3)
+        # The retries sent only what was not recorded; what was is still
+        # there, intact (checked above against every file's bytes).
+        again = set(proxy.requests("PUT", r"part-")[before:])
+        assert again == {"/restarted/files/part-3.txt", "/restarted/files/part-4.txt"}
         assert Action.select().where(Action.result == "failed").count() == 0
 
 
