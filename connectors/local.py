@@ -61,9 +61,13 @@ class LocalConnector(Connector):
         public_url: str | None = None,
         selinux_label: str | None = None,
         fsync: bool = True,
+        batch_fsync: bool = True,
     ) -> None:
         self.name = name
         self.fsync = fsync
+        #: ``landing`` blocks flush their files together (one ``syncfs``);
+        #: off, each file is fsynced on its own.
+        self.batch_fsync = batch_fsync
         self.root = Path(path)
         self._root_resolved: str | None = None
         #: Each thread's ``landing`` block, if it is in one.
@@ -238,10 +242,12 @@ class LocalConnector(Connector):
         where Linux has it; else an fsync each), renames them into place,
         and flushes once more for the renames: two flushes instead of two
         per file. Until the block ends its writes are temporary files that
-        ``list`` does not show. Without ``fsync`` writes land as they go.
-        Not re-entrant.
+        ``list`` does not show. Without ``fsync`` or ``batch_fsync`` writes
+        land as they go (``syncfs`` flushes every program's writes to the
+        filesystem: on a volume others write much to, each file's own fsync
+        may cost less). Not re-entrant.
         """
-        if not self.fsync:
+        if not (self.fsync and self.batch_fsync):
             yield Landing()
             return
         if getattr(self._batches, "pending", None) is not None:

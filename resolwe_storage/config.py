@@ -81,6 +81,8 @@ class LocalSettings(_ConnectorSettings):
     selinux_label: StrictStr | None = None
     #: Flush every written file to disk before reporting it copied (ours).
     fsync: StrictBool = True
+    #: Flush the files of one job together, with one ``syncfs`` (ours).
+    batch_fsync: StrictBool = True
 
 
 class S3Settings(_ConnectorSettings):

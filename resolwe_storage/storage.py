@@ -20,6 +20,7 @@ def build_connector(config: ConnectorConfig) -> Connector:
             public_url=settings.public_url,  # type: ignore[attr-defined]
             selinux_label=settings.selinux_label,  # type: ignore[attr-defined]
             fsync=settings.fsync,  # type: ignore[attr-defined]
+            batch_fsync=settings.batch_fsync,  # type: ignore[attr-defined]
         )
     if config.kind == S3:
         from connectors.s3 import S3Connector

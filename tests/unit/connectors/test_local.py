@@ -335,12 +335,20 @@ def test_a_landing_that_fails_leaves_nothing_and_says_so(
     assert not batch.landed and files_under(tmp_path) == []
 
 
-def test_without_fsync_writes_in_a_landing_block_land_at_once(tmp_path: Path) -> None:
-    connector = LocalConnector("local", path=tmp_path, fsync=False)
+@pytest.mark.parametrize(
+    "settings", [{"fsync": False}, {"batch_fsync": False}], ids=["no-fsync", "fsync-each"]
+)
+def test_unbatched_writes_in_a_landing_block_land_at_once(
+    tmp_path: Path, settings: dict[str, bool]
+) -> None:
+    connector = LocalConnector("local", path=tmp_path, **settings)
     with connector.landing() as batch:
         connector.write("a", io.BytesIO(b"a"))
         assert files_under(tmp_path) == ["a"]
     assert batch.landed
-    durable = LocalConnector("durable", path=tmp_path / "durable")
+
+
+def test_landing_blocks_do_not_nest(tmp_path: Path) -> None:
+    durable = LocalConnector("durable", path=tmp_path)
     with durable.landing(), pytest.raises(RuntimeError, match="do not nest"), durable.landing():
         pass

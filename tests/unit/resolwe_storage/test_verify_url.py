@@ -128,10 +128,13 @@ def test_the_local_fsync_setting_reaches_the_connector(tmp_path: Path) -> None:
         "connectors:\n"
         "  fast: {connector: local, config: {path: a, fsync: false}}\n"
         "  safe: {connector: local, config: {path: b}}\n"
+        "  alone: {connector: local, config: {path: c, batch_fsync: false}}\n"
     )
     loaded = load_config(str(config))
     assert connector_named(loaded, "fast").fsync is False  # type: ignore[attr-defined]
     assert connector_named(loaded, "safe").fsync is True  # type: ignore[attr-defined]
+    assert connector_named(loaded, "safe").batch_fsync is True  # type: ignore[attr-defined]
+    assert connector_named(loaded, "alone").batch_fsync is False  # type: ignore[attr-defined]
     config.write_text("connectors:\n  x: {connector: local, config: {path: a, fsync: 'no'}}\n")
     with pytest.raises(Exception, match=r"connectors\.x\.config\.fsync"):
         load_config(str(config))
