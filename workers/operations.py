@@ -10,13 +10,15 @@ they finished in the action history.
 
 Copies: the location on the target is reserved by the scan
 (``catalog.queries.reserve_locations``, status ``PR``); a job copies some
-of its files (one, or a batch of small ones): in one transaction it locks
-the source with an access log (expiring after the job's time limit, should
-the worker die) and makes the target ``UP``; it copies and validates each
-file; in one more it gives each validated file a ``LocationFile`` row,
-records the history, closes the access log and, when every file of the
-item is recorded, makes the location ``OK``. While the source is locked it
-cannot be deleted under the copy.
+files of one item (one, or a batch of small ones) or the files of several
+small items (``catalog.copying`` holds its statements): in one transaction
+it locks each source with an access log (expiring after the job's time
+limit, should the worker die) and makes each target ``UP``; it copies and
+validates each file (on a local destination they land, durable, together:
+``connectors.base.BatchedLanding``); in one more transaction it gives each
+file that landed a ``LocationFile`` row, records the history, closes the
+access logs and makes each location whose every file is recorded ``OK``.
+While a source is locked it cannot be deleted under the copy.
 
 Verifications: a job re-hashes some files of an ``OK`` copy, locked with
 an access log meanwhile, and records each (``workers.verify``).
