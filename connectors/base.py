@@ -176,7 +176,9 @@ class BatchedLanding(Protocol):
     Inside ``landing()`` (per thread) a write returns once its bytes are
     written and hashed; they appear at their paths, durable, when the block
     ends (together: one flush for all, instead of one per file), and
-    ``landed`` says so. A write deleted within the block never appears.
+    ``landed`` says so. Meanwhile the writing thread reads (``open_read``,
+    ``stat``) what it wrote, so a copy is proven on its new bytes; others
+    see what was there before. A write deleted within the block never appears.
     When the block raises, what was written before is landed all the same.
     """
 

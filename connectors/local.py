@@ -109,8 +109,20 @@ class LocalConnector(Connector):
 
     # -- the core ---------------------------------------------------------
 
+    def _written(self, full: str) -> str:
+        """Where the object at ``full`` is for this thread: its write not landed yet, if any.
+
+        Inside a ``landing`` block a thread reads what it wrote, though no
+        one else sees it before the block ends: a copy is proven by reading
+        back the new bytes, never what lay at the path before.
+        """
+        batch = getattr(self._batches, "pending", None)
+        if batch and full in batch:
+            return str(batch[full][0])
+        return full
+
     def stat(self, path: str) -> ObjectInfo | None:
-        full = self._resolve(path)
+        full = self._written(self._resolve(path))
         try:
             result = os.stat(full)
         except FileNotFoundError:
@@ -124,7 +136,7 @@ class LocalConnector(Connector):
         return ObjectInfo(path, result.st_size, {})
 
     def open_read(self, path: str) -> BinaryIO:
-        full = self._resolve(path)
+        full = self._written(self._resolve(path))
         try:
             return open(full, "rb", buffering=0)
         except IsADirectoryError:
@@ -237,12 +249,13 @@ class LocalConnector(Connector):
     def landing(self) -> Iterator[Landing]:
         """Writes of this thread's block land together at its end (``BatchedLanding``).
 
-        Each write is fsynced before it appears, as alone, but the block
+        Each write is durable before it appears, as alone, but the block
         flushes once for all its files (``syncfs``, one per filesystem,
         where Linux has it; else an fsync each), renames them into place,
         and flushes once more for the renames: two flushes instead of two
         per file. Until the block ends its writes are temporary files that
-        ``list`` does not show. Without ``fsync`` or ``batch_fsync`` writes
+        only this thread reads (``open_read``, ``stat``) and ``list`` does
+        not show. Without ``fsync`` or ``batch_fsync`` writes
         land as they go (``syncfs`` flushes every program's writes to the
         filesystem: on a volume others write much to, each file's own fsync
         may cost less). Not re-entrant.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -301,9 +302,16 @@ def test_writes_in_a_landing_block_appear_together_at_its_end(
         connector.write("item/old", io.BytesIO(b"new"))
         connector.write("item/gone", io.BytesIO(b"g"))
         connector.delete("item/gone")  # written in the block: never appears
-        # Not there yet: readers see what was there before, or nothing.
+        # Not there yet: other readers see what was there before, or nothing;
+        # the writing thread reads what it wrote.
         assert [info.path for info in connector.list()] == ["item/old"]
-        assert read_all(connector, "item/old") == b"old"
+        elsewhere: list[bytes] = []
+        reader = threading.Thread(target=lambda: elsewhere.append(read_all(connector, "item/old")))
+        reader.start()
+        reader.join()
+        assert elsewhere == [b"old"]
+        assert read_all(connector, "item/old") == b"new"
+        assert connector.stat("item/a").size == 3  # type: ignore[union-attr]
         assert not batch.landed
     assert batch.landed
     assert [info.path for info in connector.list()] == ["item/a", "item/old", "item/sub/b"]
@@ -352,3 +360,19 @@ def test_landing_blocks_do_not_nest(tmp_path: Path) -> None:
     durable = LocalConnector("durable", path=tmp_path)
     with durable.landing(), pytest.raises(RuntimeError, match="do not nest"), durable.landing():
         pass
+
+
+def test_a_copy_in_a_landing_block_is_proven_on_its_new_bytes(tmp_path: Path) -> None:
+    """A bad source over a good old copy: the proof must read the new bytes, not the old."""
+    from connectors.transfer import Expected
+
+    good = b"G" * 4096
+    source = LocalConnector("source", path=tmp_path / "source")
+    destination = LocalConnector("destination", path=tmp_path / "destination")
+    destination.write("item/f", io.BytesIO(good))
+    source.write("item/f", io.BytesIO(b"B" * 4096))  # damaged, same size
+    md5_only = Expected(len(good), hashes_of(good).md5)  # no crc32c: read back for md5
+    # present=None: the job writes without looking, as a first try of small files does.
+    with pytest.raises(ChecksumMismatch), destination.landing():
+        copy_file(source, "item/f", destination, "item/f", expected=md5_only, present=None)
+    assert files_under(tmp_path / "destination") == []  # neither the bad nor a temporary
