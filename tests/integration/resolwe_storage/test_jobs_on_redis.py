@@ -452,10 +452,16 @@ def test_an_s3_server_restarted_mid_copy_loses_nothing(
             wait_for(lambda: held.hits == 1, what="the fourth upload")
             before = len(proxy.requests("PUT", r"part-"))
             restartable_moto.kill()  # three files are on the server
-            time.sleep(4)  # the held upload fails, and the job's tries meanwhile
-            # The three proven before the failure are recorded; the copy waits.
+            # Unreachable until it is back whole (moto rebuilds its state by
+            # replaying what it was sent, which a real server need not do).
+            for method in ("GET", "HEAD", "PUT", "POST", "DELETE"):
+                proxy.fail(Fault(method, r".", drop=True, times=None))
+            # The held upload fails; the three proven before it are recorded.
+            wait_for(lambda: LocationFile.select().count() == 3, what="the first three")
+            time.sleep(1)  # the job's tries meanwhile fail too: the copy waits
             assert statuses()["S3"] == "UP" and LocationFile.select().count() == 3
-            restartable_moto.start()  # the same server, with what it held, answers again
+            restartable_moto.start()  # the same server, with what it held ...
+            proxy.heal()  # ... answers again
             wait_for(lambda: statuses().get("S3") == "OK", seconds=60, what="the copy")
         finally:
             stop_worker(broker, running)
