@@ -3,7 +3,8 @@
 Every path is resolved, symlinks included, and must stay under the root;
 writes land atomically (temporary file in the same folder, fsync, rename,
 fsync of the folder), so a reader or a crash never leaves half a file under
-the final name.
+the final name. Temporary files a dead writer left are removed when their
+folder is next written to or emptied, once unchanged for a day.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import logging
 import os
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -33,6 +36,8 @@ from connectors.errors import (
 )
 from connectors.hashing import crc32c_file
 
+logger = logging.getLogger(__name__)
+
 #: Bytes copied per call when writing from a stream.
 DEFAULT_WRITE_BUFFER = 8 * 1024 * 1024
 #: Bytes asked of one ``copy_file_range`` call: large, as the kernel loops inside.
@@ -41,6 +46,14 @@ DEFAULT_COPY_RANGE = 1 << 30
 _NO_COPY_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
 #: Temporary files of unfinished writes end so; ``list`` never shows them.
 PARTIAL_SUFFIX = ".rs-partial"
+#: A temporary file unchanged for this long (seconds) was left by a writer
+#: that died (a worker killed mid-copy): it is removed.
+DEFAULT_STALE_PARTIAL = 24 * 3600
+#: A folder is looked through for such files at most this often (seconds)
+#: by one connector: when something lands in it, or is deleted from it.
+DEFAULT_SWEEP_INTERVAL = 3600
+#: Folders whose sweep time a connector keeps before forgetting old ones.
+DEFAULT_SWEPT_FOLDERS = 10_000
 
 
 class LocalConnector(Connector):
@@ -72,6 +85,9 @@ class LocalConnector(Connector):
         self._root_resolved: str | None = None
         #: Each thread's ``landing`` block, if it is in one.
         self._batches = threading.local()
+        #: When each folder was last swept of stale temporary files (monotonic).
+        self._swept: dict[str, float] = {}
+        self._sweep_lock = threading.Lock()
         self.base_url = public_url
         #: Accepted for compatibility with the original configuration; labels
         #: are the mount's business here.
@@ -179,6 +195,7 @@ class LocalConnector(Connector):
             os.replace(temporary, full)
             if self.fsync:
                 _fsync_folder(folder)
+            self._sweep(folder)
         except _SourceFailed as failed:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
@@ -216,7 +233,13 @@ class LocalConnector(Connector):
             try:
                 os.rmdir(folder)
             except OSError:
-                break
+                # Not empty: maybe only of what dead writers left.
+                if not self._sweep(folder):
+                    break
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    break
             folder = os.path.dirname(folder)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -242,6 +265,43 @@ class LocalConnector(Connector):
                 except FileNotFoundError:
                     continue
                 yield ObjectInfo(relative, size, {})
+
+    def _sweep(self, folder: str) -> bool:
+        """Remove the stale temporary files of dead writers from ``folder``; whether any went.
+
+        At most once per ``DEFAULT_SWEEP_INTERVAL`` per folder, so a folder
+        of many files is not listed for every file written to it. A file
+        counts as stale when unchanged for ``DEFAULT_STALE_PARTIAL``: a live
+        writer (even one hashing a huge file back) is never that slow.
+        """
+        now = time.monotonic()
+        with self._sweep_lock:
+            last = self._swept.get(folder)
+            if last is not None and now - last < DEFAULT_SWEEP_INTERVAL:
+                return False
+            self._swept[folder] = now
+            if len(self._swept) > DEFAULT_SWEPT_FOLDERS:
+                self._swept = {
+                    name: when
+                    for name, when in self._swept.items()
+                    if now - when < DEFAULT_SWEEP_INTERVAL
+                }
+        cutoff = time.time() - DEFAULT_STALE_PARTIAL
+        removed = False
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if not entry.name.endswith(PARTIAL_SUFFIX):
+                        continue
+                    with contextlib.suppress(OSError):
+                        if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                            os.unlink(entry.path)
+                            removed = True
+        except OSError:
+            return removed
+        if removed:
+            logger.info("%s: removed stale temporary files in %s", self.name, folder)
+        return removed
 
     # -- capabilities -----------------------------------------------------
 
@@ -286,6 +346,8 @@ class LocalConnector(Connector):
                 os.replace(temporary, full)
                 del pending[full]
             _make_durable(folders, folders)
+            for folder in folders:
+                self._sweep(folder)
         except OSError as exc:
             for temporary, _ in pending.values():
                 with contextlib.suppress(OSError):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -376,3 +378,44 @@ def test_a_copy_in_a_landing_block_is_proven_on_its_new_bytes(tmp_path: Path) ->
     with pytest.raises(ChecksumMismatch), destination.landing():
         copy_file(source, "item/f", destination, "item/f", expected=md5_only, present=None)
     assert files_under(tmp_path / "destination") == []  # neither the bad nor a temporary
+
+
+def left_by_a_dead_writer(folder: Path, name: str, *, age: float) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{name}.0123456789ab{PARTIAL_SUFFIX}"
+    partial.write_bytes(b"half")
+    then = time.time() - age
+    os.utime(partial, (then, then))
+    return partial
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["landing", "alone"])
+def test_stale_temporary_files_go_when_their_folder_is_next_written(
+    tmp_path: Path, batched: bool
+) -> None:
+    day = local_module.DEFAULT_STALE_PARTIAL
+    stale = left_by_a_dead_writer(tmp_path / "item", "a", age=day + 60)
+    live = left_by_a_dead_writer(tmp_path / "item", "b", age=60)  # someone still writing
+    connector = LocalConnector("local", path=tmp_path)
+    with connector.landing() if batched else contextlib.nullcontext():
+        connector.write("item/c", io.BytesIO(b"c"))
+    assert not stale.exists() and live.exists()
+    assert [info.path for info in connector.list()] == ["item/c"]
+    # Swept once an interval: a folder of many files is not listed per file written.
+    later = left_by_a_dead_writer(tmp_path / "item", "d", age=day + 60)
+    connector.write("item/e", io.BytesIO(b"e"))
+    assert later.exists()
+
+
+def test_a_folder_left_with_only_stale_temporary_files_is_removed(tmp_path: Path) -> None:
+    connector = LocalConnector("local", path=tmp_path)
+    connector.write("gone/sub/f", io.BytesIO(b"f"))
+    connector.write("kept/f", io.BytesIO(b"f"))
+    day = local_module.DEFAULT_STALE_PARTIAL
+    left_by_a_dead_writer(tmp_path / "gone" / "sub", "g", age=day + 60)
+    live = left_by_a_dead_writer(tmp_path / "kept", "g", age=60)
+    fresh = LocalConnector("local", path=tmp_path)  # has not swept those folders yet
+    fresh.delete("gone/sub/f")
+    fresh.delete("kept/f")
+    assert not (tmp_path / "gone").exists()
+    assert live.exists()  # a live writer's folder stays
