@@ -210,10 +210,20 @@ def _resume_stale(
                 .tuples()
             ):
                 left.setdefault(location_id, []).append((path, size))
+    # A delete under way keeps a row per file still to remove and goes with
+    # its last one, so a DE location without rows was marked by something
+    # else (an import, an earlier version): every file of it is removed.
+    unmarked = [
+        location.file_storage_id
+        for location in stale
+        if location.status == STATUS_DELETING and location.id not in left
+    ]
+    every_file = item_files(unmarked) if unmarked else {}
     copies: dict[str, list[tuple[int, list[tuple[str, int | None]]]]] = {}
     for location in stale:
         files = left.get(location.id, [])
         if location.status == STATUS_DELETING:
+            files = files or every_file.get(location.file_storage_id, [])
             messages += delete_messages(location.file_storage_id, location.connector_name, files)
         else:
             copies.setdefault(location.connector_name, []).append((location.file_storage_id, files))

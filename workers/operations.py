@@ -609,6 +609,11 @@ def delete_files(
                 StorageLocation.id == location.id
             ).execute()
             mark_files_to_delete(location.id, item_id, now=now)
+        elif not LocationFile.select().where(LocationFile.storage_location == location.id).exists():
+            # Marked DE elsewhere (an import, an earlier version): no row says
+            # what is left, so every file is, or the first job to end would
+            # take the location while others still have files to remove.
+            mark_files_to_delete(location.id, item_id, now=utcnow())
     entries = ReferencedPath.select(ReferencedPath.id, ReferencedPath.path).where(
         (ReferencedPath.file_storage == item_id) & ~ReferencedPath.path.endswith("/")
     )

@@ -559,3 +559,18 @@ def test_a_job_given_up_is_recorded_for_each_item_it_held() -> None:
     assert work(jobs.ACTOR_COPY_MANY, [7, "S3", ["a"]]) == [(7, "S3", ["a"])]
     assert work(jobs.ACTOR_DELETE, [7, "S3"]) == [(7, "S3", None)]
     assert work(jobs.ACTOR_COPY_MANY, []) == []
+
+
+def test_a_delete_left_half_done_without_file_rows_removes_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Marked DE by an import or an earlier version: no row says what is left.
+    with backed_up(tmp_path, monkeypatch, delete={"delay": 1}) as world:
+        config, broker, worker, database, _, copy = world
+        StorageLocation.update(status="DE").where(StorageLocation.id == copy.id).execute()
+        later = scan(config, database, broker, now=utcnow() + timedelta(hours=2))
+        assert (later.resumed, later.jobs) == (1, 3)  # every file, two to a job
+        worker.resume()
+        drain(broker)
+        assert StorageLocation.get_or_none(StorageLocation.id == copy.id) is None
+        assert list(LocalConnector("backup", path=tmp_path / "backup").list()) == []

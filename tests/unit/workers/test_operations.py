@@ -587,3 +587,21 @@ def test_a_verification_in_parts_settles_the_copy_once_every_file_is_verified(
     assert location(empty, "backup").last_verified == NOW + timedelta(days=2)
     nowhere = verify_item_files(empty.id, "cold", None, connectors=folders.__getitem__, now=NOW)
     assert nowhere is None
+
+
+def test_a_location_marked_de_elsewhere_goes_only_with_its_last_file(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+    StorageLocation.update(status="DE").where(StorageLocation.connector_name == "backup").execute()
+
+    def part(*paths: str) -> str:
+        return delete_files(
+            item.id, "backup", list(paths), check=check(), connectors=folders.__getitem__
+        )
+
+    # No row said what was left: the first part must not take the location.
+    assert part("reads.fastq") == FILES_DELETED
+    assert [info.path for info in folders["backup"].list()] == ["item-1/sub/log.txt"]
+    assert part("sub/log.txt") == DELETED
+    assert location(item, "backup") is None and list(folders["backup"].list()) == []
