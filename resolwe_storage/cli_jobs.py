@@ -346,7 +346,7 @@ def request() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def request_copy(context: Context, key: str, target: str, as_json: bool) -> None:
-    """Queue a copy of item KEY to --to, one job per file."""
+    """Queue a copy of item KEY to --to, per file (small files share a job)."""
     service = _service(context, "request copy")
     queued = service.request_copy(key, to=target)
     _report_request(as_json, {"key": key, "action": "copy", "target": target, "jobs": queued})
