@@ -34,7 +34,7 @@ from catalog.models import (
     FileStorage,
 )
 from catalog.paths import files_label
-from catalog.queries import _is_sqlite, writing
+from catalog.queries import is_sqlite, writing
 
 
 @dataclass(frozen=True)
@@ -253,17 +253,36 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> se
                 if r.proven
             ],
         )
-        targets = ", ".join("?" * len(kept))
-        _run(
-            "UPDATE storage_location SET last_update = ?, status = CASE WHEN NOT EXISTS"
-            " (SELECT 1 FROM referenced_path AS r"
-            " WHERE r.file_storage_id = storage_location.file_storage_id"
-            " AND r.path NOT LIKE '%/' AND NOT EXISTS (SELECT 1 FROM location_file AS lf"
-            " WHERE lf.storage_location_id = storage_location.id AND lf.referenced_path_id = r.id))"
-            f" THEN ? ELSE status END WHERE id IN ({targets})",
-            [now, STATUS_DONE, *(r.target.id for r in kept)],
-        )
+        finish_copies([r.target.id for r in kept], now=now, touch=True)
     return {r.item_id for r in kept}
+
+
+#: A location's every file (not folder) of its item has a ``location_file`` row.
+_COMPLETE = (
+    "NOT EXISTS (SELECT 1 FROM referenced_path AS r"
+    " WHERE r.file_storage_id = storage_location.file_storage_id"
+    " AND r.path NOT LIKE '%/' AND NOT EXISTS (SELECT 1 FROM location_file AS lf"
+    " WHERE lf.storage_location_id = storage_location.id AND lf.referenced_path_id = r.id))"
+)
+
+
+def finish_copies(location_ids: Sequence[int], *, now: datetime, touch: bool) -> set[int]:
+    """Make each location ``OK`` whose every file is recorded; the ids of those made so.
+
+    One statement. ``touch``: stamp every location's ``last_update`` (progress),
+    complete or not; else only those made ``OK``.
+    """
+    if not location_ids:
+        return set()
+    where = f"id IN ({', '.join('?' * len(location_ids))})"
+    if not touch:
+        where += f" AND {_COMPLETE}"
+    rows = _run(
+        f"UPDATE storage_location SET last_update = ?, status = CASE WHEN {_COMPLETE}"
+        f" THEN ? ELSE status END WHERE {where} RETURNING id, status",
+        [now, STATUS_DONE, *location_ids],
+    ).fetchall()
+    return {location_id for location_id, status in rows if status == STATUS_DONE}
 
 
 @contextmanager
@@ -276,7 +295,7 @@ def locked(item_ids: Sequence[int]) -> Iterator[set[int]]:
     database = _database()
     ids = sorted(set(item_ids))
     marks = ", ".join("?" * len(ids))
-    lock = "" if _is_sqlite(database) else " ORDER BY id FOR UPDATE"
+    lock = "" if is_sqlite(database) else " ORDER BY id FOR UPDATE"
     with writing(database):
         rows = _run(f"SELECT id FROM file_storage WHERE id IN ({marks}){lock}", ids)
         yield {item_id for (item_id,) in rows}
@@ -316,7 +335,7 @@ DEFAULT_INSERT_ROWS = 500
 def _run(sql: str, params: Sequence[Any]) -> Any:
     """Execute ``sql`` (``?`` placeholders) on the catalog; the cursor."""
     database = _database()
-    if _is_sqlite(database):
+    if is_sqlite(database):
         # What peewee stores for a datetime in SQLite (sqlite3's own adapter
         # is deprecated): its text, which peewee reads back.
         params = [str(value) if isinstance(value, datetime) else value for value in params]

@@ -80,7 +80,7 @@ def locked_item(item_id: int) -> Iterator[FileStorage | None]:
     database = FileStorage._meta.database
     query = FileStorage.select().where(FileStorage.id == item_id)
     with writing(database):
-        yield (query.first() if _is_sqlite(database) else query.for_update().first())
+        yield (query.first() if is_sqlite(database) else query.for_update().first())
 
 
 def writing(database: pw.Database) -> Any:
@@ -91,12 +91,12 @@ def writing(database: pw.Database) -> Any:
     at once with "database is locked". Taking the lock first makes it wait
     (``busy_timeout``) instead.
     """
-    if _is_sqlite(database):
+    if is_sqlite(database):
         return database.atomic(lock_type="IMMEDIATE")
     return database.atomic()
 
 
-def _is_sqlite(database: pw.Database) -> bool:
+def is_sqlite(database: pw.Database) -> bool:
     """Whether ``database`` (or the one a proxy stands for) is SQLite."""
     target = database.obj if isinstance(database, pw.DatabaseProxy) else database
     return isinstance(target, pw.SqliteDatabase)

@@ -57,8 +57,8 @@ from scheduler.policy import cutoff
 from scheduler.rules import preference_order, resolve_delay, resolve_min_other_copies
 from workers.operations import (
     GONE,
+    CopyReport,
     DeleteCheck,
-    copy_item_files,
     copy_items,
     delete_files,
     finish_location,
@@ -373,18 +373,7 @@ def copy_file_job(item_id: int, target: str, path: str) -> None:
 
 
 def copy_files_job(item_id: int, target: str, paths: list[str]) -> None:
-    runtime = current()
-    with _catalog(runtime):
-        report = copy_item_files(
-            item_id,
-            target,
-            paths,
-            connectors=runtime.connector,
-            preference=runtime.preference,
-            actor=ACTOR_NAME,
-            lock_expires=lock_expiry(),
-            look_first=look_first(paths, retries=_current_retries()),
-        )
+    report = _copy(target, [(item_id, paths)], look=look_first(paths, retries=_current_retries()))
     logger.info(
         "copy of %d file(s) of item %s to %s: %d copied, %d there already%s",
         len(paths),
@@ -397,18 +386,8 @@ def copy_files_job(item_id: int, target: str, paths: list[str]) -> None:
 
 
 def copy_items_job(target: str, items: list[list[Any]]) -> None:
-    runtime = current()
     wanted = [(item_id, paths) for item_id, paths in items]
-    with _catalog(runtime):
-        report = copy_items(
-            target,
-            wanted,
-            connectors=runtime.connector,
-            preference=runtime.preference,
-            actor=ACTOR_NAME,
-            lock_expires=lock_expiry(),
-            look_first=_current_retries() > 0,
-        )
+    report = _copy(target, wanted, look=_current_retries() > 0)
     logger.info(
         "copy of %d item(s) to %s: %d file(s) copied, %d there already, %d not wanted",
         len(wanted),
@@ -417,6 +396,21 @@ def copy_items_job(target: str, items: list[list[Any]]) -> None:
         report.already_there,
         report.not_wanted,
     )
+
+
+def _copy(target: str, wanted: list[tuple[int, list[str]]], *, look: bool) -> CopyReport:
+    """``copy_items`` with this process's runtime, locks ending after the job's time limit."""
+    runtime = current()
+    with _catalog(runtime):
+        return copy_items(
+            target,
+            wanted,
+            connectors=runtime.connector,
+            preference=runtime.preference,
+            actor=ACTOR_NAME,
+            lock_expires=lock_expiry(),
+            look_first=look,
+        )
 
 
 def finish_copy_job(item_id: int, target: str) -> None:

@@ -38,8 +38,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-import peewee as pw
-
 from catalog.copying import (
     CopyFacts,
     Entry,
@@ -48,6 +46,7 @@ from catalog.copying import (
     Record,
     Start,
     copy_facts,
+    finish_copies,
     record_copies,
     start_copies,
 )
@@ -338,9 +337,10 @@ def copy_items(
         # land (durable) together where the destination can do that.
         with landing(destination) as batch:
             for plan in started:
+                source = connectors(plan.source.connector_name)
                 for entry in plan.todo:
                     proven[plan.item.id].append(
-                        _copy_one(plan, entry, destination, connectors, target, actor)
+                        _copy_one(plan, entry, source, destination, target, actor)
                     )
     finally:
         # What was proven (and landed) is kept, even when a later file
@@ -372,8 +372,8 @@ def copy_items(
 def _copy_one(
     plan: _Plan,
     entry: Entry,
+    source: Connector,
     destination: Connector,
-    connectors: ConnectorLookup,
     target: str,
     actor: str,
 ) -> Proven:
@@ -382,7 +382,7 @@ def _copy_one(
     where = object_path(plan.location, entry.path)
     try:
         result = copy_file(
-            connectors(plan.source.connector_name),
+            source,
             object_path(plan.source, entry.path),
             destination,
             where,
@@ -448,37 +448,7 @@ def finish_location(item_id: int, target: str) -> bool:
             return True
         if location.status == STATUS_DELETING:
             return False
-        return _finish_if_complete(location)
-
-
-def _finish_if_complete(location: StorageLocation, *, touch: bool = False) -> bool:
-    """Make ``location`` ``OK`` if each of its item's files is recorded there; whether it is.
-
-    One statement. ``touch``: stamp ``last_update`` even when files are missing.
-    """
-    missing = ReferencedPath.select(ReferencedPath.id).where(
-        (ReferencedPath.file_storage == location.file_storage_id)
-        & ~ReferencedPath.path.endswith("/")
-        & ~pw.fn.EXISTS(
-            LocationFile.select(LocationFile.id).where(
-                (LocationFile.storage_location == location.id)
-                & (LocationFile.referenced_path == ReferencedPath.id)
-            )
-        )
-    )
-    complete = ~pw.fn.EXISTS(missing)
-    status = pw.Case(None, [(complete, STATUS_DONE)], StorageLocation.status)
-    where = StorageLocation.id == location.id
-    if not touch:
-        where &= complete
-    rows = list(
-        StorageLocation.update(status=status, last_update=utcnow())
-        .where(where)
-        .returning(StorageLocation.status)
-        .tuples()
-        .execute()
-    )
-    return bool(rows) and rows[0][0] == STATUS_DONE
+        return location.id in finish_copies([location.id], now=utcnow(), touch=False)
 
 
 def verify_item_files(
