@@ -25,10 +25,13 @@ a free loopback port; PostgreSQL from ``$BENCH_POSTGRES``, default
   Peers are timed from their start to their exit. Target: at least 1.0x
   the peer in each.
 
-Every run starts from the same catalog (only the source locations) and an
+Every run starts from the same catalog (only the source locations), an
 empty destination (the last one is moved aside, and deleted at the end: ext4
-makes new files slowly for minutes after many deletions), and is checked
-afterwards: 2,000 objects landed, the catalog records 2,000 validated files.
+makes new files slowly for minutes after many deletions), the source in the
+page cache and a quiet machine (``measure.warm``, ``measure.settle``: rclone
+drops what it read from the cache, which made the run after it read from
+disk), and is checked afterwards: 2,000 objects landed, the catalog records
+2,000 validated files.
 Not part of the test run.
 """
 
@@ -63,6 +66,7 @@ from bench_transfer import (  # noqa: E402
     moto_access,
     start_moto,
 )
+from measure import settle, warm  # noqa: E402
 
 from resolwe_storage.config import Config, build_config  # noqa: E402
 
@@ -507,7 +511,8 @@ def e2e_section(
                 for _ in range(repeat):
                     reset_copies(database)
                     empty()
-                    subprocess.run(["sync"], check=True)
+                    warm(source)
+                    settle()
                     began = time.perf_counter()
                     report = scan(config, database, broker, now=utcnow())
                     scanned = time.perf_counter() - began
@@ -527,7 +532,7 @@ def e2e_section(
                         raise SystemExit(f"error: {title}: {landed()} of {files} files landed")
                     ours.append(Run(seconds, 0.0, f"scan {scanned:.2f} s"))
                     empty()
-                    run = measure(peer, env=env)
+                    run = measure(peer, env=env, source=source)
                     if landed() != files:
                         raise SystemExit(f"error: {peer_name}: {landed()} of {files} files landed")
                     theirs.append(run)

@@ -21,8 +21,11 @@ Sections (all data under ``benchmarks/out/transfer/``, made once and reused):
 
 Each measurement runs in its own child process (wall time and peak RSS from
 ``os.wait4``, see ``benchmarks/measure.py``), ``--repeat`` times alternating
-the tools, and the median is reported. Destinations are emptied, and the
-page cache's dirty pages flushed (``sync``), before every run. Not part of the test run.
+the tools, and the median is reported. Before every run the destination is
+emptied, the source read into the page cache (rclone drops what it read
+from it, which would leave the next tool reading from disk), dirty pages
+flushed and the machine left to go quiet (``measure.warm``,
+``measure.settle``). Not part of the test run.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from measure import read_report, wrapped  # noqa: E402
+from measure import read_report, settle, warm, wrapped  # noqa: E402
 
 OUT = HERE / "out" / "transfer"
 COPY_TREE = HERE / "copy_tree.py"
@@ -71,9 +74,17 @@ class Run:
             return None
 
 
-def measure(command: list[str], *, env: dict[str, str] | None = None) -> Run:
-    """Run ``command`` in a grandchild; its wall time and peak RSS. Exits on failure."""
-    subprocess.run(["sync"], check=True)
+def measure(
+    command: list[str], *, env: dict[str, str] | None = None, source: Path | None = None
+) -> Run:
+    """Run ``command`` in a grandchild; its wall time and peak RSS. Exits on failure.
+
+    ``source``: the data it reads, read into the page cache first (``warm``),
+    as for every contender.
+    """
+    if source is not None:
+        warm(source)
+    settle()
     with tempfile.NamedTemporaryFile("r") as report:
         done = subprocess.run(
             wrapped(command, report.name),
@@ -165,7 +176,7 @@ def local_section(repeat: int) -> list[tuple[str, float, float]]:
     def fresh(command: list[str]) -> Callable[[], Run]:
         def run() -> Run:
             shutil.rmtree(target, ignore_errors=True)
-            return measure(command)
+            return measure(command, source=source)
 
         return run
 
@@ -297,7 +308,7 @@ def s3_section(repeat: int) -> list[tuple[str, float, float]]:
             def run() -> Run:
                 command = ours(source, f"s3://{bucket()}")
                 command[command.index("--threads") + 1] = str(count)
-                return measure(command, env=env)
+                return measure(command, env=env, source=source)
 
             return run
 
@@ -318,12 +329,14 @@ def s3_section(repeat: int) -> list[tuple[str, float, float]]:
                     f"s3://{bucket()}/",
                 ],
                 env=env,
+                source=source,
             )
         s5cmd = find_tool("s5cmd")
         if s5cmd:
             found["s5cmd cp"] = lambda: measure(
                 [s5cmd, "--endpoint-url", endpoint, "cp", f"{source}/*", f"s3://{bucket()}/"],
                 env=env,
+                source=source,
             )
         rclone = find_tool("rclone")
         if rclone:
@@ -341,6 +354,7 @@ def s3_section(repeat: int) -> list[tuple[str, float, float]]:
                     f"{remote}:{bucket()}",
                 ],
                 env=env,
+                source=source,
             )
         return found
 
