@@ -11,8 +11,11 @@ broker, namespace ``dramatiq``): a JSON object
 ``{"queue_name": Q, "actor_name": A, "args": [...], "kwargs": {},
 "options": {"redis_message_id": R}, "message_id": M, "message_timestamp": T}``
 stored with ``HSET dramatiq:Q.msgs R <json>`` then ``RPUSH dramatiq:Q R``
-(``R`` and ``M`` fresh UUIDs, ``T`` milliseconds since the epoch). The
-actors and their arguments are listed in ``resolwe_storage.jobs``.
+(``R`` and ``M`` fresh UUIDs, ``T`` milliseconds since the epoch), then
+optionally ``RPUSH dramatiq:Q.wake 1`` and ``EXPIRE dramatiq:Q.wake 5``: idle
+workers wait on that list and start at once (``WakingRedisBroker``), else
+within their idle timeout. The actors and their arguments are listed in
+``resolwe_storage.jobs``.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware
 
 #: Milliseconds without a heartbeat after which a worker's messages go back
@@ -46,14 +52,92 @@ DEFAULT_ENQUEUE_BATCH = 1_000
 DEFAULT_PENDING_TTL = 24 * 3600
 #: Prefix of our own Redis keys (Dramatiq's live under ``dramatiq:``).
 KEY_PREFIX = "resolwe-storage"
+#: Wake-up tokens pushed for one batch of new jobs, at most (one per job
+#: below that): each wakes one idle consumer.
+DEFAULT_WAKE_TOKENS = 64
+#: Seconds an unclaimed wake-up token lives (no consumer was idle for it).
+DEFAULT_WAKE_TTL = 5
+
+
+def wake_key(namespace: str, queue: str) -> str:
+    """The Redis list an idle consumer of ``queue`` waits on for new work."""
+    return f"{namespace}:{queue}.wake"
+
+
+class _WakingConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, but idle it waits on Redis for new work, not blind.
+
+    Dramatiq's consumer finding its queue empty sleeps up to its timeout
+    before it looks again, so new work waits half of that on average, each
+    idle process on its own. Here the sleep is ``BLPOP`` on the queue's
+    wake-up list (``wake_key``), which every enqueue of ours pushes a token
+    onto: an idle worker starts the moment a job is queued, and still looks
+    at least once per timeout (a job queued by someone who pushes no token).
+    While its prefetch is full (busy) it backs off as Dramatiq's does.
+    """
+
+    def __next__(self) -> Any:
+        try:
+            if self.message_cache:
+                return super().__next__()  # what it holds already: no waiting
+            if self.outstanding_message_count >= self.prefetch:
+                self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                time.sleep(backoff_ms / 1000)
+                return None
+            self.message_cache = self.broker.do_fetch(
+                self.queue_name, self.prefetch - self.outstanding_message_count
+            )
+            if self.message_cache:
+                return super().__next__()
+            key = wake_key(self.broker.namespace, self.queue_name)
+            self.broker.client.blpop([key], timeout=self.timeout / 1000)
+            return None
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None
+
+
+class WakingRedisBroker(RedisBroker):
+    """A Redis broker whose idle consumers wake when work is queued (``_WakingConsumer``).
+
+    Messages and queues are Dramatiq's own, unchanged; a wake-up token is
+    pushed with every message enqueued through it (``enqueue``, and
+    ``enqueue_many`` in batches).
+    """
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _WakingConsumer
+
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+        enqueued = super().enqueue(message, delay=delay)
+        if not delay:
+            wake(self, {enqueued.queue_name: 1})
+        return enqueued
+
+
+def wake(broker: RedisBroker, counts: dict[str, int], pipe: Any = None) -> None:
+    """Push wake-up tokens for ``counts`` new jobs per queue (on ``pipe``, if given)."""
+    own = pipe is None
+    if own:
+        pipe = broker.client.pipeline(transaction=False)
+    for queue, count in counts.items():
+        if queue.endswith(".DQ"):  # a delayed job waits for its time anyway
+            continue
+        key = wake_key(broker.namespace, queue)
+        tokens = min(count, DEFAULT_WAKE_TOKENS)
+        pipe.rpush(key, *([b"1"] * tokens))
+        pipe.ltrim(key, -DEFAULT_WAKE_TOKENS, -1)
+        pipe.expire(key, DEFAULT_WAKE_TTL)
+    if own:
+        pipe.execute()
 
 
 def make_broker(url: str | None) -> dramatiq.Broker:
-    """A Redis broker for ``redis://`` URLs; an in-process one for None."""
+    """A Redis broker for ``redis://`` URLs (``WakingRedisBroker``); an in-process one for None."""
     if url is None:
         broker: dramatiq.Broker = StubBroker()
     else:
-        broker = RedisBroker(
+        broker = WakingRedisBroker(
             url=url,
             heartbeat_timeout=DEFAULT_HEARTBEAT_TIMEOUT_MS,
             maintenance_chance=DEFAULT_MAINTENANCE_CHANCE,
@@ -107,6 +191,8 @@ def _redis_batch(broker: RedisBroker, batch: Sequence[dramatiq.Message]) -> int:
         queue = f"{broker.namespace}:{queue_name}"
         pipe.hset(f"{queue}.msgs", mapping=messages)  # type: ignore[arg-type]
         pipe.rpush(queue, *messages)
+    # After the jobs, in the same round trip: a woken consumer finds them.
+    wake(broker, {queue_name: len(messages) for queue_name, messages in stored.items()}, pipe)
     pipe.execute()
     for message in batch:
         for hook in after:

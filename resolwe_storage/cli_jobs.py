@@ -48,7 +48,8 @@ DEFAULT_SCAN_INTERVAL = 60
 DEFAULT_THREADS = 8
 #: Seconds a stopping worker lets running jobs finish.
 DEFAULT_STOP_SECONDS = 30
-#: Milliseconds, at most, an idle worker waits before it looks for work again.
+#: Milliseconds, at most, an idle worker waits before it looks for work again
+#: (on Redis, an enqueue of ours wakes it sooner).
 DEFAULT_LOCAL_IDLE_MS = 50
 DEFAULT_REDIS_IDLE_MS = 100
 #: Retries of a transient failure in ``run --once``.
@@ -91,9 +92,10 @@ def start_worker(
     for queue in jobs.QUEUES:
         broker.declare_queue(queue)
     broker.emit_after("process_boot")
-    # An idle consumer looks for work at growing intervals up to this: on
-    # Redis a look is one cheap request, and Dramatiq's default of a second
-    # leaves new jobs waiting half a second on average.
+    # An idle consumer waits this long at most before it looks for work
+    # again: on Redis it is woken at once by our enqueues (``WakingRedisBroker``),
+    # and looks by itself this often for jobs others queued, and to hand in
+    # the acknowledgements of jobs that ended meanwhile.
     idle_ms = DEFAULT_LOCAL_IDLE_MS if isinstance(broker, StubBroker) else DEFAULT_REDIS_IDLE_MS
     worker = dramatiq.Worker(
         broker, queues=set(queues), worker_threads=threads, worker_timeout=idle_ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import dramatiq
@@ -110,3 +111,51 @@ def test_a_marker_lasts_until_the_last_of_its_jobs_is_done(redis_url: str, on_re
     assert pending.claim([key]) == [True]
     pending.release(key)
     pending.release(other)
+
+
+def blocked_on_wake_ups(client: redis.Redis) -> bool:
+    """Whether some client of the server waits in BLPOP (an idle consumer of ours)."""
+    return any(entry.get("cmd") == "blpop" for entry in client.client_list())
+
+
+@pytest.mark.parametrize("how", ["enqueue_many", "send"])
+def test_an_idle_worker_wakes_when_a_job_is_queued(redis_url: str, how: str) -> None:
+    """Idle for 30 s at a time, it still starts a new job at once: the enqueue wakes it."""
+    broker = make_broker(redis_url)
+    ran = threading.Event()
+
+    @dramatiq.actor(broker=broker, actor_name="wake", queue_name="alpha")
+    def wake() -> None:
+        ran.set()
+
+    client = redis.Redis.from_url(redis_url)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=30_000)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not blocked_on_wake_ups(client):  # it found nothing and waits
+            assert time.monotonic() < deadline, "the consumer never went idle"
+            time.sleep(0.02)
+        if how == "send":
+            wake.send()
+        else:
+            enqueue_many(broker, [message("alpha", "wake")])
+        # Well under the 30 s it would sleep without a wake-up.
+        assert ran.wait(timeout=10)
+    finally:
+        worker.stop()
+        client.close()
+        broker.close()
+
+
+def test_wake_up_tokens_are_capped_and_expire(redis_url: str) -> None:
+    broker = make_broker(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    key = broker_module.wake_key(broker.namespace, "beta")
+    client.delete(key)
+    enqueue_many(broker, (message("beta", "noop", n) for n in range(500)))
+    assert client.llen(key) == broker_module.DEFAULT_WAKE_TOKENS
+    assert 0 < client.ttl(key) <= broker_module.DEFAULT_WAKE_TTL
+    client.delete(key, "dramatiq:beta", "dramatiq:beta.msgs")
+    client.close()
+    broker.close()
