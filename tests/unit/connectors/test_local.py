@@ -16,7 +16,13 @@ import pytest
 
 from connectors import local as local_module
 from connectors.base import Connector, ObjectInfo
-from connectors.errors import BackendUnavailable, ChecksumMismatch, InvalidPath, Unsupported
+from connectors.errors import (
+    BackendUnavailable,
+    ChecksumMismatch,
+    InvalidPath,
+    ObjectNotFound,
+    Unsupported,
+)
 from connectors.local import PARTIAL_SUFFIX, LocalConnector, _beneath
 from connectors.transfer import copy_file
 from tests.connector_conformance import ConformanceSuite, CorruptInTransit, hashes_of, read_all
@@ -419,3 +425,96 @@ def test_a_folder_left_with_only_stale_temporary_files_is_removed(tmp_path: Path
     fresh.delete("kept/f")
     assert not (tmp_path / "gone").exists()
     assert live.exists()  # a live writer's folder stays
+
+
+def test_a_link_at_the_destination_is_refused_in_a_landing_block_too(tmp_path: Path) -> None:
+    """The folder is walked to once per block; what is at each path is still looked at."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    connector = LocalConnector("local", path=tmp_path / "root")
+    with connector.landing():
+        connector.write("item/a", io.BytesIO(b"a"))  # the folder is known now
+        (tmp_path / "root" / "item" / "link").symlink_to(outside / "secret")
+        with pytest.raises(InvalidPath, match="outside the root"):
+            connector.write("item/link", io.BytesIO(b"overwrite"))
+    assert (outside / "secret").read_bytes() == b"secret"
+    assert files_under(tmp_path / "root") == ["item/a", "item/link"]
+
+
+def test_a_folder_is_not_an_object_to_read(connector: LocalConnector) -> None:
+    connector.write("item/a", io.BytesIO(b"a"))
+    with pytest.raises(ObjectNotFound, match="folder"):
+        connector.open_read("item")
+
+
+def test_a_wrong_size_hint_costs_nothing_but_speed(connector: LocalConnector) -> None:
+    data = os.urandom(300_000)
+    assert connector.write("a", io.BytesIO(data), size=10).size == len(data)
+    assert read_all(connector, "a") == data
+
+
+def test_temporary_names_are_unique_and_a_forked_child_has_its_own() -> None:
+    names = local_module._NAMES
+    taken = {names.next("f") for _ in range(1000)}
+    assert len(taken) == 1000 and all(name.endswith(PARTIAL_SUFFIX) for name in taken)
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.write(writing, names.prefix.encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    os.close(writing)
+    assert os.read(reading, 100).decode() != names.prefix
+    os.close(reading)
+
+
+def test_the_gate_lets_one_thread_through_at_a_time_until_it_leaves() -> None:
+    gate = local_module._Gate()
+    inside = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with gate.passing(("a", "b")) as leave:
+            inside.set()
+            release.wait(5)
+            order.append("first leaves")
+            leave()
+            time.sleep(0.05)
+            order.append("first ends")
+
+    def second() -> None:
+        inside.wait(5)
+        with gate.passing(("a", "b")):
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.05)
+    assert order == []  # the second waits at the gate
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["first leaves", "second in", "first ends"]
+
+
+def test_slow_runs_open_the_gate_for_that_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network filesystem: one at a time would only hold the others up."""
+    gate = local_module._Gate()
+    monkeypatch.setattr(local_module, "DEFAULT_GATE_SLOW", 0.0)  # every run is slow
+    for _ in range(local_module.DEFAULT_GATE_STRIKES):
+        with gate.passing(("nfs", "b")):
+            pass
+    assert gate._ungated_until[("nfs", "b")] > time.monotonic()
+    gate._lock.acquire()  # held by someone else: an ungated pair does not wait
+    try:
+        with gate.passing(("nfs", "b")):
+            pass
+    finally:
+        gate._lock.release()
+    monkeypatch.setattr(local_module, "DEFAULT_GATE_SLOW", 10.0)
+    with gate.passing(("fast", "b")):
+        pass
+    assert ("fast", "b") not in gate._ungated_until

@@ -418,9 +418,10 @@ def test_the_source_is_locked_while_it_is_read(
     seen: list[int] = []
 
     class Watching(LocalConnector):
-        def open_read(self, path: str):  # type: ignore[no-untyped-def]
+        # Every read of a local object opens it here (open_read, and a kernel copy).
+        def _open_object(self, path: str) -> int:
             seen.append(open_locks())
-            return super().open_read(path)
+            return super()._open_object(path)
 
     watched = {**folders, "local": Watching("local", path=folders["local"].root)}
     assert copy(item, "backup", "a", watched) == COPIED
