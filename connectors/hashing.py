@@ -7,12 +7,46 @@ plain md5 for a single part, as S3 reports it) come out of one read.
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
+import importlib.util
 import mmap
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-import crc32c
+
+def _crc32c_function() -> Callable[..., int]:
+    """The ``crc32c`` package's C function, loaded without running the package's ``__init__``.
+
+    That ``__init__`` looks its own version up through ``importlib.metadata``:
+    25-40 ms of every start-up of ours (a CLI command, a benchmarked copy)
+    for nothing we use. Anything unexpected about the package's layout falls
+    back to the plain import.
+    """
+    try:
+        spec = importlib.util.find_spec("crc32c")  # finds the package, runs nothing
+        folder = spec.submodule_search_locations[0] if spec is not None else None  # type: ignore[index]
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES if folder else ():
+            path = os.path.join(folder, f"_crc32c{suffix}")
+            if os.path.exists(path):
+                loader = importlib.machinery.ExtensionFileLoader("crc32c._crc32c", path)
+                found = importlib.util.spec_from_file_location(
+                    "crc32c._crc32c", path, loader=loader
+                )
+                module: Any = importlib.util.module_from_spec(found)  # type: ignore[arg-type]
+                loader.exec_module(module)
+                return module.crc32c  # type: ignore[no-any-return]
+    except (ImportError, OSError, AttributeError, IndexError, TypeError):
+        pass
+    import crc32c as package
+
+    return package.crc32c  # type: ignore[no-any-return]
+
+
+#: ``crc32c(data, value=0)``: the CRC32C of ``data``, continuing from ``value``
+#: (hardware-accelerated, about 10 GB/s here).
+crc32c = _crc32c_function()
 
 #: Bytes read per call; large enough that hashing, not the calls, dominates.
 DEFAULT_READ_SIZE = 4 * 1024 * 1024
@@ -56,7 +90,7 @@ class MultiHasher:
         view = memoryview(data)
         self.size += len(view)
         self._md5.update(view)
-        self._crc = crc32c.crc32c(view, self._crc)
+        self._crc = crc32c(view, self._crc)
         while len(view):
             room = self.chunk_size - self._part_filled
             piece, view = view[:room], view[room:]
@@ -110,7 +144,7 @@ def crc32c_stream(stream: BinaryIO) -> tuple[int, str]:
     buffer = bytearray(DEFAULT_READ_SIZE)
     view = memoryview(buffer)
     while count := stream.readinto(buffer):  # type: ignore[attr-defined]
-        value = crc32c.crc32c(view[:count], value)
+        value = crc32c(view[:count], value)
         size += count
     return size, f"{value:08x}"
 
@@ -132,7 +166,7 @@ def crc32c_file(descriptor: int, size: int) -> str:
         data = os.pread(descriptor, size, 0)
         if len(data) != size:
             raise OSError(f"the file is shorter than {size} bytes")
-        return f"{crc32c.crc32c(data):08x}"
+        return f"{crc32c(data):08x}"
     value = 0
     offset = 0
     while offset < size:
@@ -141,6 +175,6 @@ def crc32c_file(descriptor: int, size: int) -> str:
             mmap.mmap(descriptor, length, access=mmap.ACCESS_READ, offset=offset) as mapped,
             memoryview(mapped) as view,
         ):
-            value = crc32c.crc32c(view, value)
+            value = crc32c(view, value)
         offset += length
     return f"{value:08x}"

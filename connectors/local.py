@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
-import crc32c as crc32c_module
-
 from connectors.base import CRC32C, Connector, Landing, ObjectInfo, check_path
 from connectors.errors import (
     AccessDenied,
@@ -41,7 +39,7 @@ from connectors.errors import (
     ObjectNotFound,
     Unsupported,
 )
-from connectors.hashing import crc32c_file
+from connectors.hashing import crc32c, crc32c_file
 
 logger = logging.getLogger(__name__)
 
@@ -598,7 +596,7 @@ def _pump(stream: BinaryIO, out: int, size: int | None = None) -> tuple[int, str
     view = memoryview(buffer)
     while count := _read_source(stream, buffer):
         piece = view[:count]
-        crc = crc32c_module.crc32c(piece, crc)
+        crc = crc32c(piece, crc)
         while piece:  # a file may take fewer bytes than offered
             piece = piece[os.write(out, piece) :]
         written += count

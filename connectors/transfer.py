@@ -26,8 +26,6 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import crc32c as crc32c_module
-
 from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo, ServerSideCopy, check_path
 from connectors.errors import ChecksumMismatch, ObjectNotFound
 from connectors.hashing import (
@@ -35,6 +33,7 @@ from connectors.hashing import (
     DEFAULT_READ_SIZE,
     FileHashes,
     MultiHasher,
+    crc32c,
     crc32c_stream,
     hash_stream,
 )
@@ -96,7 +95,7 @@ class HashingReader:
         if self._hasher is not None:
             self._hasher.update(view)
         else:
-            self._crc = crc32c_module.crc32c(view, self._crc)
+            self._crc = crc32c(view, self._crc)
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         reader = getattr(self._stream, "readinto", None)

@@ -212,3 +212,16 @@ def test_crc32c_file_refuses_a_file_shorter_than_said(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with open(path, "rb") as handle, pytest.raises(OSError, match="shorter"):
         crc32c_file(handle.fileno(), 100)
+
+
+def test_the_crc32c_function_is_the_packages_own_loaded_without_its_init(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from connectors import hashing
+
+    assert hashing.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert hashing.crc32c(b"6789", hashing.crc32c(b"12345")) == 0xE3069283
+    assert hashing.crc32c.__module__ == "crc32c._crc32c"
+    # A package laid out otherwise: the plain import.
+    monkeypatch.setattr(hashing.importlib.util, "find_spec", lambda name: None)
+    assert hashing._crc32c_function()(b"123456789") == 0xE3069283
