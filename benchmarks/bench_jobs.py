@@ -66,7 +66,7 @@ from bench_transfer import (  # noqa: E402
     moto_access,
     start_moto,
 )
-from measure import settle, warm  # noqa: E402
+from measure import cpu_busy, settle, warm  # noqa: E402
 
 from resolwe_storage.config import Config, build_config  # noqa: E402
 
@@ -513,6 +513,7 @@ def e2e_section(
                     empty()
                     warm(source)
                     settle()
+                    busy = cpu_busy()
                     began = time.perf_counter()
                     report = scan(config, database, broker, now=utcnow())
                     scanned = time.perf_counter() - began
@@ -526,11 +527,12 @@ def e2e_section(
                         pool.check()
                         time.sleep(0.01)
                     seconds = time.perf_counter() - began
+                    busy = cpu_busy() - busy
                     if report.copies != E2E_ITEMS or LocationFile.select().count() != files:
                         raise SystemExit(f"error: {title}: {report} left the catalog incomplete")
                     if landed() != files:
                         raise SystemExit(f"error: {title}: {landed()} of {files} files landed")
-                    ours.append(Run(seconds, 0.0, f"scan {scanned:.2f} s"))
+                    ours.append(Run(seconds, 0.0, f"scan {scanned:.2f} s", busy))
                     empty()
                     run = measure(peer, env=env, source=source)
                     if landed() != files:
@@ -545,7 +547,9 @@ def e2e_section(
             name = f"ours: scan + Redis + {PROCESSES} x {THREADS} workers"
             for who, median, runs in ((name, mine, ours), (peer_name, best, theirs)):
                 every = ", ".join(
-                    f"{run.seconds:.2f}" + (f" ({run.detail})" if runs is ours else "")
+                    f"{run.seconds:.2f}"
+                    + (f" ({run.detail}, " if runs is ours else " (")
+                    + f"cpu {run.cpu_seconds:.2f} s)"
                     for run in runs
                 )
                 print(

@@ -46,7 +46,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from measure import read_report, settle, warm, wrapped  # noqa: E402
+from measure import cpu_busy, read_report, settle, warm, wrapped  # noqa: E402
 
 OUT = HERE / "out" / "transfer"
 COPY_TREE = HERE / "copy_tree.py"
@@ -64,6 +64,8 @@ class Run:
     seconds: float
     peak_rss_mb: float
     detail: str = ""
+    #: The whole machine's busy CPU seconds over the run (``measure.cpu_busy``).
+    cpu_seconds: float = 0.0
 
     @property
     def engine_seconds(self) -> float | None:
@@ -86,18 +88,20 @@ def measure(
         warm(source)
     settle()
     with tempfile.NamedTemporaryFile("r") as report:
+        busy = cpu_busy()
         done = subprocess.run(
             wrapped(command, report.name),
             capture_output=True,
             env=env or os.environ.copy(),
             check=False,
         )
+        busy = cpu_busy() - busy
         measured = read_report(report.read())
     if measured is None or measured.exit_code != 0 or done.returncode:
         detail = done.stderr.decode(errors="replace").strip()
         code = measured.exit_code if measured else done.returncode
         raise SystemExit(f"error: {' '.join(command[:3])} ... failed ({code}): {detail}")
-    return Run(measured.seconds, measured.peak_rss_mb, done.stdout.decode().strip())
+    return Run(measured.seconds, measured.peak_rss_mb, done.stdout.decode().strip(), busy)
 
 
 def data_set(name: str, count: int, size: int) -> Path:

@@ -63,6 +63,15 @@ def settle() -> float:
     return time.monotonic() - began
 
 
+def cpu_busy() -> float:
+    """Seconds of CPU time all CPUs have spent busy so far (user, system, irq; ``/proc/stat``).
+
+    The difference over a run is what the whole machine spent on it: the
+    command, the servers it talks to, the kernel's work for them.
+    """
+    return _cpu_times()[1] / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_times() -> tuple[int, int]:
     """All CPUs' (total, busy) time so far, in ticks (``/proc/stat``)."""
     with open("/proc/stat") as stat:

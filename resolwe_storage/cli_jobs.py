@@ -100,6 +100,12 @@ def start_worker(
     worker = dramatiq.Worker(
         broker, queues=set(queues), worker_threads=threads, worker_timeout=idle_ms
     )
+    # A process takes no more jobs off a queue than it has threads to run
+    # them (Dramatiq's default is twice as many): a job waiting behind a
+    # busy process's others while another process idles is time lost, most
+    # of all when a scan queues about as many jobs as the pool has threads,
+    # and it is one job fewer to hand back when the process dies.
+    worker.queue_prefetch = threads
     worker.start()
     return worker
 

@@ -15,11 +15,13 @@ queue      actor               args
 ``verify`` ``verify_location`` item id, connector
 =========  ==================  ==================================
 
-The scan queues work per file: ``copy_files`` and ``verify_files`` jobs of
-up to ``DEFAULT_JOB_FILES`` files and ``DEFAULT_JOB_BYTES`` bytes of one
-copy (a larger file has a job of its own), so a job's catalog work is
-shared by its small files; items small enough share a ``copy_items`` job
-to one target, within the same limits; ``delete_files`` jobs of up to
+The scan queues work per file: copy jobs of up to ``DEFAULT_JOB_FILES``
+files and ``DEFAULT_JOB_BYTES`` bytes, shared across the items of one
+target (``copy_items``, or ``copy_files`` for the files of one item), as
+few as those limits allow and of equal size (``copy_jobs``; a larger file
+has a job of its own), so a job's catalog work is shared by its small
+files; ``verify_files`` jobs within the same limits per copy;
+``delete_files`` jobs of up to
 ``DEFAULT_DELETE_JOB_FILES`` files (one request to S3). ``copy_file`` is
 ``copy_files`` of one file; ``delete_location`` and ``verify_location``
 work on every file of the copy.
@@ -34,6 +36,7 @@ message that fails for good is dead-lettered (Redis keeps it a week, under
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -94,7 +97,7 @@ DEFAULT_DELETE_MS_PER_FILE = 200
 #: Bytes per second below which a transfer is taken to be stuck.
 DEFAULT_SLOWEST_RATE = 2 * 1024 * 1024
 #: Files of one copy that share a job: at most this many ...
-DEFAULT_JOB_FILES = 64
+DEFAULT_JOB_FILES = 128
 #: ... and at most this many bytes between them.
 DEFAULT_JOB_BYTES = 64 * 1024 * 1024
 #: Files of one delete that share a job (S3 deletes up to 1,000 in one request).
@@ -195,48 +198,69 @@ def copy_jobs(
 ) -> list[dramatiq.Message]:
     """The jobs that copy to ``target`` the files (path, size) of ``items`` (item id, files).
 
-    Consecutive files of an item share a job up to ``DEFAULT_JOB_FILES``
-    files and ``DEFAULT_JOB_BYTES`` bytes (``copy_files``); items that fit
-    in one job share one, within the same limits (``copy_items``), so the
-    catalog work of a job is shared by its items as well. An item without
-    files gets a ``finish_copy``.
+    Small files share jobs, across items (``copy_items``; ``copy_files``
+    when a job holds files of one item only), so a job's catalog work is
+    shared by all of them: as few jobs as ``DEFAULT_JOB_FILES`` files and
+    ``DEFAULT_JOB_BYTES`` bytes a job allow, and of equal size (2,000 files
+    make 32 jobs of 62 or 63, not 31 full ones and a straggler that a pool
+    waits on at the end). An item's files stay in order and together,
+    except where a job boundary falls inside the item: then its first files
+    end one job and the rest begin the next. A file larger than
+    ``DEFAULT_JOB_BYTES`` has a job of its own; an item without files gets
+    a ``finish_copy``.
     """
     messages = []
-    group: list[list[Any]] = []
-    files = total = 0
-
-    def close_group() -> None:
-        if len(group) == 1:
-            [[item_id, paths]] = group
-            messages.append(_copy_files(item_id, target, paths, total))
-        elif group:
-            messages.append(
-                message(
-                    QUEUE_COPY,
-                    ACTOR_COPY_ITEMS,
-                    target,
-                    list(group),
-                    time_limit=time_limit_ms(total),
-                )
-            )
-
+    small: list[tuple[int, str, int]] = []
     for item_id, item_files in items:
         if not item_files:
             messages.append(message(QUEUE_COPY, ACTOR_FINISH, item_id, target))
             continue
-        batches = _batches(item_files, DEFAULT_JOB_FILES, DEFAULT_JOB_BYTES)
-        if len(batches) > 1 or batches[0][1] > DEFAULT_JOB_BYTES:  # a job, or more, of its own
-            messages += [_copy_files(item_id, target, paths, size) for paths, size in batches]
-            continue
-        [(paths, size)] = batches
-        if group and (files + len(paths) > DEFAULT_JOB_FILES or total + size > DEFAULT_JOB_BYTES):
-            close_group()
-            group, files, total = [], 0, 0
-        group.append([item_id, paths])
-        files += len(paths)
-        total += size
-    close_group()
+        for path, size in item_files:
+            if (size or 0) > DEFAULT_JOB_BYTES:
+                messages.append(_copy_files(item_id, target, [path], size or 0))
+            else:
+                small.append((item_id, path, size or 0))
+    for run in _even_runs(small):
+        size = sum(entry[2] for entry in run)
+        group: list[list[Any]] = []
+        for item_id, path, _ in run:
+            if group and group[-1][0] == item_id:
+                group[-1][1].append(path)
+            else:
+                group.append([item_id, [path]])
+        if len(group) == 1:
+            [[item_id, paths]] = group
+            messages.append(_copy_files(item_id, target, paths, size))
+        else:
+            messages.append(
+                message(QUEUE_COPY, ACTOR_COPY_ITEMS, target, group, time_limit=time_limit_ms(size))
+            )
     return messages
+
+
+def _even_runs(files: Sequence[tuple[int, str, int]]) -> list[Sequence[tuple[int, str, int]]]:
+    """``files`` (item id, path, size) cut in order into the fewest runs the limits allow, even.
+
+    First into equal counts of files, as many runs as the file and byte
+    limits need between them; then a run still over the byte limit (sizes
+    uneven) is cut again where it fills.
+    """
+    if not files:
+        return []
+    total = sum(size for _, _, size in files)
+    wanted = max(-(-len(files) // DEFAULT_JOB_FILES), -(-total // DEFAULT_JOB_BYTES))
+    bounds = [len(files) * number // wanted for number in range(wanted + 1)]
+    runs: list[Sequence[tuple[int, str, int]]] = []
+    for begin, end in itertools.pairwise(bounds):
+        run_start, run_bytes = begin, 0
+        for index in range(begin, end):
+            size = files[index][2]
+            if index > run_start and run_bytes + size > DEFAULT_JOB_BYTES:
+                runs.append(files[run_start:index])
+                run_start, run_bytes = index, 0
+            run_bytes += size
+        runs.append(files[run_start:end])
+    return runs
 
 
 def _copy_files(item_id: int, target: str, paths: list[str], size: int) -> dramatiq.Message:

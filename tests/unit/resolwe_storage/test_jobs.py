@@ -7,6 +7,7 @@ is in memory, as in ``resolwe-storage run``.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -277,6 +278,19 @@ def test_only_the_missing_files_of_stalled_copies_are_queued_again(
     assert {loc.status for loc in StorageLocation.select()} == {"OK"}
 
 
+def job_files(messages: list[dramatiq.Message]) -> list[list[tuple[int, str]]]:
+    """Each copy job's files, as (item id, path), in order."""
+    found = []
+    for m in messages:
+        if m.actor_name == jobs.ACTOR_COPY_MANY:
+            item_id, _, paths = m.args
+            found.append([(item_id, path) for path in paths])
+        else:
+            assert m.actor_name == jobs.ACTOR_COPY_ITEMS
+            found.append([(item_id, path) for item_id, paths in m.args[1] for path in paths])
+    return found
+
+
 def test_small_files_share_jobs_up_to_a_count_and_a_size() -> None:
     mib = 1024 * 1024
     limit = jobs.DEFAULT_JOB_FILES
@@ -284,45 +298,64 @@ def test_small_files_share_jobs_up_to_a_count_and_a_size() -> None:
     files += [("big", jobs.DEFAULT_JOB_BYTES + 1), ("after-1", 40 * mib), ("after-2", 40 * mib)]
     messages = jobs.copy_messages(7, "S3", files)
 
-    assert [m.actor_name for m in messages] == [jobs.ACTOR_COPY_MANY] * 5
-    groups = [m.args[2] for m in messages]
-    # Every file once, in order; at most DEFAULT_JOB_FILES per job; a file
-    # above DEFAULT_JOB_BYTES alone; two that together exceed it apart.
-    assert [path for group in groups for path in group] == [path for path, _ in files]
-    assert [len(group) for group in groups] == [limit, 1, 1, 1, 1]
-    assert groups[2] == ["big"]
+    assert {m.actor_name for m in messages} == {jobs.ACTOR_COPY_MANY}
     assert all(m.args[:2] == (7, "S3") for m in messages)
+    groups = [m.args[2] for m in messages]
+    # A file above DEFAULT_JOB_BYTES alone; the rest in as few jobs as the
+    # limits allow (two), even; the second cut again where its bytes fill.
+    assert groups[0] == ["big"]
+    small = [path for path, size in files if size < jobs.DEFAULT_JOB_BYTES]
+    assert [path for group in groups[1:] for path in group] == small
+    assert [len(group) for group in groups[1:]] == [65, 65, 1]
+    assert groups[-1] == ["after-2"]
     # The time limit grows with the job's bytes.
-    assert messages[2].options["time_limit"] > messages[0].options["time_limit"]
+    assert messages[0].options["time_limit"] > messages[1].options["time_limit"]
     assert [m.actor_name for m in jobs.copy_messages(7, "S3", [])] == [jobs.ACTOR_FINISH]
 
 
-def test_small_items_share_a_job_and_large_ones_have_their_own() -> None:
+def test_small_items_share_jobs_as_few_and_as_even_as_the_limits_allow() -> None:
     limit = jobs.DEFAULT_JOB_FILES
+    items = [(item, [(f"f{n:02d}", 16_384) for n in range(10)]) for item in range(200)]
+    messages = jobs.copy_jobs("S3", items)
+    groups = job_files(messages)
+
+    # 2,000 files: the fewest jobs the limit allows, their sizes a file apart
+    # at most (no straggler the pool would wait on at the end).
+    assert len(groups) == -(-2000 // limit)
+    sizes = [len(group) for group in groups]
+    assert max(sizes) <= limit
+    assert max(sizes) - min(sizes) <= 1
+    # Every file once, in order; an item is cut only where a job ends.
+    flat = [entry for group in groups for entry in group]
+    assert flat == [(item, path) for item, files in items for path, _ in files]
+    for first, second in itertools.pairwise(groups):
+        shared = {item for item, _ in first} & {item for item, _ in second}
+        assert shared <= {first[-1][0]}
+    assert all(
+        m.options["time_limit"] == jobs.time_limit_ms(16_384 * len(g))
+        for m, g in zip(messages, groups, strict=True)
+    )
+
+
+def test_items_without_files_finish_and_large_files_go_alone() -> None:
     small = [("a.txt", 10), ("b.txt", 10)]
     items = [
         (1, small),
         (2, []),
         (3, small),
-        (4, [(f"f{n:03d}", 10) for n in range(limit + 1)]),  # more than a job's files
         (5, [("huge", jobs.DEFAULT_JOB_BYTES + 1)]),
         (6, small),
-        (7, [(f"g{n:03d}", 10) for n in range(limit - 1)]),  # does not fit beside 6
     ]
-    messages = jobs.copy_jobs("S3", items)
-    summary = [(m.actor_name, m.args) for m in messages]
-    # Small items go together until the next would overflow the job; an item
-    # too large for one job is split on its own, as before.
+    summary = [(m.actor_name, m.args) for m in jobs.copy_jobs("S3", items)]
     pair = ["a.txt", "b.txt"]
     assert summary == [
         (jobs.ACTOR_FINISH, (2, "S3")),
-        (jobs.ACTOR_COPY_MANY, (4, "S3", [f"f{n:03d}" for n in range(limit)])),
-        (jobs.ACTOR_COPY_MANY, (4, "S3", [f"f{limit:03d}"])),
         (jobs.ACTOR_COPY_MANY, (5, "S3", ["huge"])),
         (jobs.ACTOR_COPY_ITEMS, ("S3", [[1, pair], [3, pair], [6, pair]])),
-        (jobs.ACTOR_COPY_MANY, (7, "S3", [f"g{n:03d}" for n in range(limit - 1)])),
     ]
-    assert messages[4].options["time_limit"] == jobs.time_limit_ms(60)
+    [one] = jobs.copy_jobs("S3", [(4, small)])
+    assert (one.actor_name, one.args) == (jobs.ACTOR_COPY_MANY, (4, "S3", pair))
+    assert one.options["time_limit"] == jobs.time_limit_ms(20)
 
 
 def test_a_first_try_of_small_files_writes_without_looking_a_retry_looks() -> None:
