@@ -1,12 +1,9 @@
 """The statements of a copy job, written out in SQL.
 
-A job of small files spends most of its time in the catalog, and most of
-that not in the database but in building statements: peewee builds each
-anew, 0.3 ms for a simple select and 1.5 ms for a ten-row insert, where
-sending a written-out statement costs a few microseconds. The copy job
-runs a dozen statements per copy of an item, so these are written here
-once, for SQLite and PostgreSQL alike (``?`` placeholders, turned into
-``%s`` for PostgreSQL); everything else in the catalog stays peewee.
+A job of small files spends most of its time in the catalog, and much of
+that, through peewee, in building statements (``catalog.sql``): the copy
+job runs a dozen statements per copy of an item, so they are written out
+here, for SQLite and PostgreSQL alike.
 
 A job (the files of one item, or of several small items) reads what it
 needs (``copy_facts``), locks the sources and marks the targets ``UP``
@@ -22,19 +19,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import peewee as pw
 
 from catalog.models import (
     STATUS_DELETING,
     STATUS_DONE,
     STATUS_PREPARING,
     STATUS_UPLOADING,
-    FileStorage,
 )
 from catalog.paths import files_label
-from catalog.queries import is_sqlite, writing
+from catalog.queries import writing
+from catalog.sql import database as _database
+from catalog.sql import insert as _insert
+from catalog.sql import is_sqlite
+from catalog.sql import run as _run
 
 
 @dataclass(frozen=True)
@@ -299,61 +296,3 @@ def locked(item_ids: Sequence[int]) -> Iterator[set[int]]:
     with writing(database):
         rows = _run(f"SELECT id FROM file_storage WHERE id IN ({marks}){lock}", ids)
         yield {item_id for (item_id,) in rows}
-
-
-def _insert(
-    into: str,
-    rows: Sequence[tuple[Any, ...]],
-    *,
-    ignore_conflicts: bool = False,
-    returning: str | None = None,
-) -> list[tuple[Any, ...]]:
-    """``INSERT INTO {into} VALUES`` the ``rows``, one statement per ``DEFAULT_INSERT_ROWS``.
-
-    Returns the ``returning`` columns of the rows inserted (empty without).
-    """
-    returned: list[tuple[Any, ...]] = []
-    for start in range(0, len(rows), DEFAULT_INSERT_ROWS):
-        chunk = rows[start : start + DEFAULT_INSERT_ROWS]
-        row = "(" + ", ".join("?" * len(chunk[0])) + ")"
-        tail = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
-        if returning:
-            tail += f" RETURNING {returning}"
-        cursor = _run(
-            f"INSERT INTO {into} VALUES {', '.join([row] * len(chunk))}{tail}",
-            [value for values in chunk for value in values],
-        )
-        if returning:
-            returned += [tuple(found) for found in cursor.fetchall()]
-    return returned
-
-
-#: Rows per ``INSERT`` (SQLite takes at most 32,766 parameters a statement).
-DEFAULT_INSERT_ROWS = 500
-
-
-def _run(sql: str, params: Sequence[Any]) -> Any:
-    """Execute ``sql`` (``?`` placeholders) on the catalog; the cursor."""
-    database = _database()
-    if is_sqlite(database):
-        # What peewee stores for a datetime in SQLite (sqlite3's own adapter
-        # is deprecated): its text, which peewee reads back.
-        params = [str(value) if isinstance(value, datetime) else value for value in params]
-    else:
-        sql = _for_postgres(sql)
-    return database.execute_sql(sql, params)
-
-
-_POSTGRES_SQL: dict[str, str] = {}
-
-
-def _for_postgres(sql: str) -> str:
-    """``sql`` with psycopg2's placeholders (and its ``%`` signs doubled); cached."""
-    found = _POSTGRES_SQL.get(sql)
-    if found is None:
-        found = _POSTGRES_SQL[sql] = sql.replace("%", "%%").replace("?", "%s")
-    return found
-
-
-def _database() -> pw.Database:
-    return FileStorage._meta.database

@@ -9,6 +9,7 @@ from typing import Any
 
 import peewee as pw
 
+from catalog import sql
 from catalog.errors import ItemNotFoundError, LocationConflictError
 from catalog.models import (
     STATUS_DONE,
@@ -18,7 +19,9 @@ from catalog.models import (
     LocationFile,
     ReferencedPath,
     StorageLocation,
+    utcnow,
 )
+from catalog.sql import is_sqlite
 
 
 def item_by_key(key: str) -> FileStorage:
@@ -96,12 +99,6 @@ def writing(database: pw.Database) -> Any:
     return database.atomic()
 
 
-def is_sqlite(database: pw.Database) -> bool:
-    """Whether ``database`` (or the one a proxy stands for) is SQLite."""
-    target = database.obj if isinstance(database, pw.DatabaseProxy) else database
-    return isinstance(target, pw.SqliteDatabase)
-
-
 def ok_locations(item_id: int) -> list[StorageLocation]:
     """The item's ``OK`` locations (the copies that count)."""
     return list(
@@ -158,22 +155,14 @@ def reserve_locations(wanted: Sequence[tuple[int, str, str]]) -> list[str]:
     location. Run it inside a transaction that the caller commits.
     """
     ours: set[tuple[int, str]] = set()
+    now = utcnow()
     for start in range(0, len(wanted), DEFAULT_RESERVE_BATCH):
         chunk = wanted[start : start + DEFAULT_RESERVE_BATCH]
-        inserted = (
-            StorageLocation.insert_many(
-                [(item_id, name, url, STATUS_PREPARING) for item_id, name, url in chunk],
-                fields=[
-                    StorageLocation.file_storage,
-                    StorageLocation.connector_name,
-                    StorageLocation.url,
-                    StorageLocation.status,
-                ],
-            )
-            .on_conflict_ignore()
-            .returning(StorageLocation.file_storage, StorageLocation.connector_name)
-            .tuples()
-            .execute()
+        inserted = sql.insert(
+            "storage_location (file_storage_id, connector_name, url, status, last_update)",
+            [(item_id, name, url, STATUS_PREPARING, now) for item_id, name, url in chunk],
+            ignore_conflicts=True,
+            returning="file_storage_id, connector_name",
         )
         ours.update((item_id, name) for item_id, name in inserted)
     refused = [(item_id, name) for item_id, name, _ in wanted if (item_id, name) not in ours]
@@ -243,13 +232,12 @@ def item_files(item_ids: Sequence[int]) -> dict[int, list[tuple[str, int | None]
     files: dict[int, list[tuple[str, int | None]]] = {item_id: [] for item_id in item_ids}
     for start in range(0, len(item_ids), DEFAULT_RESERVE_BATCH):
         chunk = list(item_ids[start : start + DEFAULT_RESERVE_BATCH])
-        for item_id, path, size in (
+        for item_id, path, size in sql.select(
             ReferencedPath.select(
                 ReferencedPath.file_storage, ReferencedPath.path, ReferencedPath.size
             )
             .where(ReferencedPath.file_storage.in_(chunk) & ~ReferencedPath.path.endswith("/"))
             .order_by(ReferencedPath.file_storage, ReferencedPath.path)
-            .tuples()
         ):
             files[item_id].append((path, size))
     return files

@@ -23,7 +23,7 @@ from connectors.errors import (
     ObjectNotFound,
     Unsupported,
 )
-from connectors.local import PARTIAL_SUFFIX, LocalConnector, _beneath
+from connectors.local import PARTIAL_SUFFIX, LocalConnector, _beneath, _copy_in_kernel
 from connectors.transfer import copy_file
 from tests.connector_conformance import ConformanceSuite, CorruptInTransit, hashes_of, read_all
 
@@ -518,3 +518,16 @@ def test_slow_runs_open_the_gate_for_that_pair(monkeypatch: pytest.MonkeyPatch) 
     with gate.passing(("fast", "b")):
         pass
     assert ("fast", "b") not in gate._ungated_until
+
+
+def test_a_kernel_copy_stops_at_the_size_the_source_had(tmp_path: Path) -> None:
+    """No call only to hear of the end; not a byte past the size (validation fails then)."""
+    source = tmp_path / "source"
+    source.write_bytes(b"0123456789")
+    for size, expected in ((10, b"0123456789"), (4, b"0123"), (50, b"0123456789")):
+        target = tmp_path / f"copy-{size}"
+        with open(source, "rb") as reader, open(target, "wb") as writer:
+            copied = _copy_in_kernel(reader.fileno(), writer.fileno(), size)
+        if copied is None:
+            pytest.skip("no copy_file_range between these files here")
+        assert (copied, target.read_bytes()) == (len(expected), expected)
