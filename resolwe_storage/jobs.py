@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import dramatiq
 import peewee as pw
@@ -202,7 +202,7 @@ def copy_jobs(
     when a job holds files of one item only), so a job's catalog work is
     shared by all of them: as few jobs as ``DEFAULT_JOB_FILES`` files and
     ``DEFAULT_JOB_BYTES`` bytes a job allow, and of equal size (2,000 files
-    make 32 jobs of 62 or 63, not 31 full ones and a straggler that a pool
+    make 16 jobs of 125, not 15 full ones and a straggler that a pool
     waits on at the end). An item's files stay in order and together,
     except where a job boundary falls inside the item: then its first files
     end one job and the rest begin the next. A file larger than
@@ -220,8 +220,7 @@ def copy_jobs(
                 messages.append(_copy_files(item_id, target, [path], size or 0))
             else:
                 small.append((item_id, path, size or 0))
-    for run in _even_runs(small):
-        size = sum(entry[2] for entry in run)
+    for run, size in _even_runs(small):
         group: list[list[Any]] = []
         for item_id, path, _ in run:
             if group and group[-1][0] == item_id:
@@ -238,29 +237,27 @@ def copy_jobs(
     return messages
 
 
-def _even_runs(files: Sequence[tuple[int, str, int]]) -> list[Sequence[tuple[int, str, int]]]:
-    """``files`` (item id, path, size) cut in order into the fewest runs the limits allow, even.
+#: Something to cut into runs: its size (or None) comes last.
+_Entry = TypeVar("_Entry", bound=tuple[Any, ...])
+
+
+def _even_runs(files: Sequence[_Entry]) -> list[tuple[list[_Entry], int]]:
+    """``files`` (..., size) cut in order into the fewest runs the limits allow, even; with bytes.
 
     First into equal counts of files, as many runs as the file and byte
     limits need between them; then a run still over the byte limit (sizes
-    uneven) is cut again where it fills.
+    uneven) is cut again where it fills (``_cut``).
     """
     if not files:
         return []
-    total = sum(size for _, _, size in files)
+    total = sum(entry[-1] or 0 for entry in files)
     wanted = max(-(-len(files) // DEFAULT_JOB_FILES), -(-total // DEFAULT_JOB_BYTES))
     bounds = [len(files) * number // wanted for number in range(wanted + 1)]
-    runs: list[Sequence[tuple[int, str, int]]] = []
-    for begin, end in itertools.pairwise(bounds):
-        run_start, run_bytes = begin, 0
-        for index in range(begin, end):
-            size = files[index][2]
-            if index > run_start and run_bytes + size > DEFAULT_JOB_BYTES:
-                runs.append(files[run_start:index])
-                run_start, run_bytes = index, 0
-            run_bytes += size
-        runs.append(files[run_start:end])
-    return runs
+    return [
+        run
+        for begin, end in itertools.pairwise(bounds)
+        for run in _cut(files[begin:end], end - begin, DEFAULT_JOB_BYTES)
+    ]
 
 
 def _copy_files(item_id: int, target: str, paths: list[str], size: int) -> dramatiq.Message:
@@ -323,20 +320,30 @@ def _batches(
     A file larger than ``max_bytes`` has a run of its own. Returns each
     run's paths and bytes.
     """
-    batches: list[tuple[list[str], int]] = []
-    paths: list[str] = []
+    return [([path for path, _ in run], size) for run, size in _cut(files, max_files, max_bytes)]
+
+
+def _cut(
+    entries: Sequence[_Entry], max_files: int, max_bytes: int | None
+) -> list[tuple[list[_Entry], int]]:
+    """``entries`` cut, in order, into runs of at most so many entries and bytes; with bytes.
+
+    An entry larger than ``max_bytes`` has a run of its own.
+    """
+    runs: list[tuple[list[_Entry], int]] = []
+    run: list[_Entry] = []
     total = 0
-    for path, size in files:
-        size = size or 0
-        full = len(paths) >= max_files or (max_bytes is not None and total + size > max_bytes)
-        if paths and full:
-            batches.append((paths, total))
-            paths, total = [], 0
-        paths.append(path)
+    for entry in entries:
+        size = entry[-1] or 0
+        full = len(run) >= max_files or (max_bytes is not None and total + size > max_bytes)
+        if run and full:
+            runs.append((run, total))
+            run, total = [], 0
+        run.append(entry)
         total += size
-    if paths:
-        batches.append((paths, total))
-    return batches
+    if run:
+        runs.append((run, total))
+    return runs
 
 
 def look_first(paths: Sequence[str], *, retries: int) -> bool:
