@@ -20,8 +20,11 @@ Sections (all data under ``benchmarks/out/transfer/``, made once and reused):
   in ``benchmarks/out/peers/bin``); MB/s, files/s and our ratio to the best.
 
 Each measurement runs in its own child process (wall time and peak RSS from
-``os.wait4``, see ``benchmarks/measure.py``), ``--repeat`` times alternating
-the tools, and the median is reported. Before every run the destination is
+``os.wait4``, see ``benchmarks/measure.py``), ``--repeat`` rounds of every
+tool, the order reversed every other round; medians are printed, and the
+verdict is the median of each round's ratio (tools of one round ran seconds
+apart, so the machine's drift between rounds cancels out of it). For S3,
+moto_server is started afresh before every run (``Moto``). Before every run the destination is
 emptied, the source read into the page cache (rclone drops what it read
 from it, which would leave the next tool reading from disk), dirty pages
 flushed and the machine left to go quiet (``measure.warm``,
@@ -34,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -139,26 +143,47 @@ def compare(
     repeat: int,
     data_bytes: int,
     files: int,
-) -> dict[str, Run]:
-    """Run every contender ``repeat`` times, alternating; print and return the medians."""
+) -> tuple[dict[str, Run], dict[str, list[Run]]]:
+    """Run every contender ``repeat`` times; print the medians; the medians and every run.
+
+    The order is reversed every other round, so no contender always runs
+    first (or last) on a machine whose speed drifts.
+    """
     runs: dict[str, list[Run]] = {name: [] for name in contenders}
-    for _ in range(repeat):
-        for name, run in contenders.items():
-            runs[name].append(run())
+    names = list(contenders)
+    for round_number in range(repeat):
+        for name in names if round_number % 2 == 0 else reversed(names):
+            runs[name].append(contenders[name]())
     medians = {name: median_of(found) for name, found in runs.items()}
     print(f"\n{title}")
     print(
         f"  {'tool':<34} {'seconds':>8} {'MB/s':>8} {'files/s':>9} {'peak MB':>8} "
-        f"{'in-process s':>13}"
+        f"{'in-process s':>13}  every run"
     )
     for name, run in medians.items():
         engine = run.engine_seconds
         print(
             f"  {name:<34} {run.seconds:>8.2f} {data_bytes / MIB / run.seconds:>8.0f} "
             f"{files / run.seconds:>9.0f} {run.peak_rss_mb:>8.0f} "
-            f"{'' if engine is None else f'{engine:.2f}':>13}"
+            f"{'' if engine is None else f'{engine:.2f}':>13}  "
+            + ", ".join(f"{each.seconds:.2f}" for each in runs[name])
         )
-    return medians
+    return medians, runs
+
+
+def paired_ratio(theirs: list[float], ours: list[float]) -> tuple[float, list[float]]:
+    """The median of each round's ratio (their time / ours), and the ratios.
+
+    Both ran in the same round, seconds apart: the machine's drift from one
+    round to the next (a noisy neighbour, a server's heap growing) cancels
+    out of each round's ratio, where it would not out of two medians.
+    """
+    ratios = [peer / mine for peer, mine in zip(theirs, ours, strict=True)]
+    return statistics.median(ratios), ratios
+
+
+def seconds_of(runs: list[Run]) -> list[float]:
+    return [run.seconds for run in runs]
 
 
 def ours(source: Path, destination: str, *extra: str) -> list[str]:
@@ -184,7 +209,7 @@ def local_section(repeat: int) -> list[tuple[str, float, float]]:
 
         return run
 
-    medians = compare(
+    medians, runs = compare(
         "local -> local, 1 GiB (4 x 256 MiB)",
         {
             "ours, fsync (default)": fresh(ours(source, str(target))),
@@ -197,9 +222,14 @@ def local_section(repeat: int) -> list[tuple[str, float, float]]:
         files=4,
     )
     shutil.rmtree(target, ignore_errors=True)
-    durable = medians["cp -r && sync"].seconds / medians["ours, fsync (default)"].seconds
-    fast = medians["cp -r"].seconds / medians["ours, fsync: false"].seconds
-    print(f"  ratio (peer time / ours), durable: {durable:.2f}; without fsync: {fast:.2f}")
+    durable, _ = paired_ratio(
+        seconds_of(runs["cp -r && sync"]), seconds_of(runs["ours, fsync (default)"])
+    )
+    fast, _ = paired_ratio(seconds_of(runs["cp -r"]), seconds_of(runs["ours, fsync: false"]))
+    print(
+        f"  ratio (peer time / ours, the median of the rounds'), durable: {durable:.2f}; "
+        f"without fsync: {fast:.2f}"
+    )
     # A worker is a long-running process: it pays Python's start-up (about
     # 0.1 s) once, not per copy, so the engine's own time is shown as well.
     engine = medians["ours, fsync: false"].engine_seconds
@@ -237,28 +267,56 @@ def find_tool(name: str) -> str | None:
     return str(local) if local.exists() else shutil.which(name)
 
 
-def start_moto(folder: Path = OUT) -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-    import urllib.request
+class Moto:
+    """One ``moto_server`` on 127.0.0.1, started afresh on the same port for every run.
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = open(folder / "moto_server.log", "wb")  # noqa: SIM115 - lives as long as the server
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=log,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-            return server, endpoint
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("error: moto_server did not start")
+    moto keeps every object in its Python heap, and a reset empties the
+    buckets but not the heap: a server that has taken a few runs answers more
+    slowly than a new one, which would favour whoever runs first. Restarting
+    it before each run (untimed) gives every contender the same server.
+    """
+
+    def __init__(self, folder: Path = OUT) -> None:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._log = folder / "moto_server.log"
+        self._server: subprocess.Popen[bytes] | None = None
+        self.restart()
+
+    def restart(self) -> None:
+        import urllib.request
+
+        self.stop()
+        with open(self._log, "ab") as log:
+            self._server = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "moto_server"),
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise SystemExit("error: moto_server did not start")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.terminate()
+            self._server.wait(timeout=30)
+            self._server = None
 
 
 def moto_access(endpoint: str, folder: Path) -> tuple[Any, Path, dict[str, str]]:
@@ -290,17 +348,13 @@ def moto_access(endpoint: str, folder: Path) -> tuple[Any, Path, dict[str, str]]
 
 
 def s3_section(repeat: int) -> list[tuple[str, float, float]]:
-    server, endpoint = start_moto()
+    server = Moto()
+    endpoint = server.endpoint
     client, _, env = moto_access(endpoint, OUT)
     counter = iter(range(1_000_000))
 
     def bucket() -> str:
-        # moto keeps objects in memory: drop everything between runs.
-        import urllib.request
-
-        urllib.request.urlopen(
-            urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30
-        ).close()
+        server.restart()
         name = f"bench-{next(counter)}"
         client.create_bucket(Bucket=name)
         return name
@@ -384,24 +438,28 @@ def s3_section(repeat: int) -> list[tuple[str, float, float]]:
             ),
         ):
             tools = contenders(source, threads)
-            medians = compare(
+            medians, runs = compare(
                 f"{title} (moto_server at {endpoint})",
                 tools,
                 repeat=repeat,
                 data_bytes=files * size,
                 files=files,
             )
-            ours_time = min(
-                medians.pop(name).seconds for name in list(medians) if name.startswith("ours")
-            )
-            if medians:
-                best_name, best = min(medians.items(), key=lambda item: item[1].seconds)
-                ratio = best.seconds / ours_time
-                print(f"  ratio (best peer's time / ours): {ratio:.2f} against {best_name}")
+            mine = [name for name in runs if name.startswith("ours")]
+            # Each round's best of ours against the peer whose median is best.
+            rounds = zip(*(seconds_of(runs[name]) for name in mine), strict=True)
+            ours_each = [min(times) for times in rounds]
+            peers = {name: run for name, run in medians.items() if name not in mine}
+            if peers:
+                best_name = min(peers, key=lambda name: peers[name].seconds)
+                ratio, each = paired_ratio(seconds_of(runs[best_name]), ours_each)
+                print(
+                    f"  ratio (best peer's time / ours, the median of the rounds'): {ratio:.2f} "
+                    f"against {best_name}; rounds: {', '.join(f'{r:.2f}' for r in each)}"
+                )
                 verdicts.append((f"{title} vs best peer", ratio, 1.0))
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
     return verdicts
 
 
