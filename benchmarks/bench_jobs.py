@@ -218,8 +218,9 @@ def reset_copies(database: pw.Database) -> None:
         StorageLocation.delete().where(StorageLocation.connector_name != "src").execute()
     if isinstance(database, pw.PostgresqlDatabase):
         # The rows deleted stay as dead tuples until autovacuum comes, when it
-        # likes: a scan that met them took 0.1 s instead of 0.02 s. Vacuumed
-        # now, untimed, every run's scan meets the same tables.
+        # likes. Vacuumed now, untimed, every run's scan meets the same
+        # tables. (It did not end the occasional 0.07-0.09 s scan, against
+        # 0.02 s usually; that cause is not known.)
         for model in (LocationFile, AccessLog, Action, StorageLocation):
             database.execute_sql(f"VACUUM ANALYZE {model._meta.table_name}")
 

@@ -24,11 +24,11 @@ Each measurement runs in its own child process (wall time and peak RSS from
 tool, the order reversed every other round; medians are printed, and the
 verdict is the median of each round's ratio (tools of one round ran seconds
 apart, so the machine's drift between rounds cancels out of it). For S3,
-moto_server is started afresh before every run (``Moto``). Before every run the destination is
-emptied, the source read into the page cache (rclone drops what it read
-from it, which would leave the next tool reading from disk), dirty pages
-flushed and the machine left to go quiet (``measure.warm``,
-``measure.settle``). Not part of the test run.
+moto_server is started afresh before every run (``Moto``). Before every
+run the destination is emptied, the source read into the page cache
+(rclone drops what it read from it, which would leave the next tool
+reading from disk), dirty pages flushed and the machine left to go quiet
+(``measure.warm``, ``measure.settle``). Not part of the test run.
 """
 
 from __future__ import annotations
