@@ -1,0 +1,75 @@
+"""The catalog's written-out inserts: the same rows land on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import peewee as pw
+import pytest
+
+from catalog import sql
+from catalog.models import Action, FileStorage
+
+#: Text an array literal must quote: quotes, backslashes, braces, commas, NULL, blanks.
+AWKWARD = ['he said "hi"', "back\\slash", "{a,b}", "NULL", "", " padded ", "žlica ✓", "'"]
+
+HISTORY = (
+    "action (started, finished, actor, action, item_key, file_storage_id, source,"
+    " target, path, result, bytes, duration_ms)"
+)
+
+
+def history(text: str, item: int | None, when: datetime | None) -> tuple[object, ...]:
+    started = datetime(2026, 1, 2, 3, 4, 5, 678901)
+    return (started, when, "test", "copy", text, item, None, "dst", text, "ok", 2**40, 7)
+
+
+def test_insert_keeps_every_value(catalog_db: pw.Database) -> None:
+    item = FileStorage.create(key="k")
+    rows = [
+        history(text, item.id if number % 2 else None, datetime(2026, 5, 6) if number else None)
+        for number, text in enumerate(AWKWARD)
+    ]
+    assert sql.insert(HISTORY, rows) == []
+    got = sorted(
+        (a.item_key, a.path, a.file_storage_id, a.finished, a.started, a.bytes, a.source)
+        for a in Action.select()
+    )
+    assert got == sorted(
+        (text, text, item, finished, started, size, None)
+        for started, finished, _, _, text, item, _, _, _, _, size, _ in rows
+    )
+
+
+def test_insert_returning_and_conflicts(catalog_db: pw.Database) -> None:
+    first = FileStorage.create(key="a")
+    into = "storage_location (file_storage_id, connector_name, url, status, last_update)"
+    now = datetime(2026, 1, 1)
+    rows = [(first.id, name, f"{name}/url", "PR", now) for name in ("one", "two")]
+    assert sorted(sql.insert(into, rows, returning="connector_name")) == [("one",), ("two",)]
+    again = [*rows, (first.id, "three", "three/url", "PR", now)]
+    returned = sql.insert(into, again, ignore_conflicts=True, returning="connector_name")
+    assert returned == [("three",)]
+
+
+def test_insert_of_many_rows_in_one_call(catalog_db: pw.Database) -> None:
+    rows = [
+        history(f"file {number}", None, None) for number in range(sql.DEFAULT_INSERT_ROWS * 2 + 3)
+    ]
+    sql.insert(HISTORY, rows)
+    assert Action.select().count() == len(rows)
+
+
+def test_values_an_array_cannot_carry_go_as_parameters(catalog_db: pw.Database) -> None:
+    # A float is no array element of ours: the row goes through VALUES.
+    row = list(history("float", None, None))
+    row[10] = 3.0
+    sql.insert(HISTORY, [tuple(row)])
+    assert Action.get().bytes == 3
+
+
+def test_a_row_of_the_wrong_length_is_refused(catalog_db: pw.Database) -> None:
+    rows = [history("whole", None, None), history("short", None, None)[:-1]]
+    with pytest.raises(ValueError, match="action: every row must have 12 values"):
+        sql.insert(HISTORY, rows)
+    assert Action.select().count() == 0
