@@ -15,10 +15,11 @@ the items' catalog locks, as ``catalog.queries.locked_item`` does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+
+import peewee as pw
 
 from catalog.models import (
     STATUS_DELETING,
@@ -28,10 +29,12 @@ from catalog.models import (
 )
 from catalog.paths import files_label
 from catalog.queries import writing
+from catalog.sql import Statement, is_sqlite
 from catalog.sql import database as _database
 from catalog.sql import insert as _insert
-from catalog.sql import is_sqlite
+from catalog.sql import insert_statements as _insert_statements
 from catalog.sql import run as _run
+from catalog.sql import run_all as _run_all
 
 
 @dataclass(frozen=True)
@@ -154,36 +157,51 @@ def start_copies(
 
     Under the items' catalog locks. Returns the access log's id by item id;
     an item whose source is no longer ``OK`` (or that is gone) is left out,
-    and nothing is done for it.
+    and nothing is done for it. Two round trips on PostgreSQL: the locks and
+    what they protect are read in one, the writes made in the other.
     """
     if not starts:
         return {}
-    with locked([start.item_id for start in starts]) as present:
-        sources = ", ".join("?" * len(starts))
+    database = _database()
+    sources = ", ".join("?" * len(starts))
+    with writing(database):
         ok = {
-            location_id
-            for (location_id,) in _run(
-                f"SELECT id FROM storage_location WHERE id IN ({sources}) AND status = ?",
-                [*(start.source_id for start in starts), STATUS_DONE],
+            (location_id, item_id)
+            for location_id, item_id in _run_all(
+                [
+                    *_locking(database, [start.item_id for start in starts]),
+                    (
+                        "SELECT id, file_storage_id FROM storage_location"
+                        f" WHERE id IN ({sources}) AND status = ?",
+                        [*(start.source_id for start in starts), STATUS_DONE],
+                    ),
+                ]
             )
         }
-        going = [s for s in starts if s.item_id in present and s.source_id in ok]
+        going = [s for s in starts if (s.source_id, s.item_id) in ok]
         if not going:
             return {}
+        targets = ", ".join("?" * len(going))
         logs = {
             location_id: log_id
             for log_id, location_id in _insert(
                 "access_log (storage_location_id, started, finished, reason, expires)",
                 [(start.source_id, now, None, start.reason, expires) for start in going],
                 returning="id, storage_location_id",
+                before=[
+                    (
+                        "UPDATE storage_location SET status = ?, last_update = ?"
+                        f" WHERE id IN ({targets}) AND status = ?",
+                        [
+                            STATUS_UPLOADING,
+                            now,
+                            *(start.target_id for start in going),
+                            STATUS_PREPARING,
+                        ],
+                    )
+                ],
             )
         }
-        targets = ", ".join("?" * len(going))
-        _run(
-            f"UPDATE storage_location SET status = ?, last_update = ? WHERE id IN ({targets})"
-            " AND status = ?",
-            [STATUS_UPLOADING, now, *(start.target_id for start in going), STATUS_PREPARING],
-        )
     return {start.item_id: logs[start.source_id] for start in going}
 
 
@@ -195,29 +213,42 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> se
     (progress) and becomes ``OK`` if every file of its item is recorded now.
     Returns the ids of the items recorded; one whose location is gone or
     being deleted gets nothing recorded. The logs are closed either way.
+    Two round trips on PostgreSQL: the locks taken, the logs closed and the
+    targets read in one, the records written in the other.
     """
     if not records:
         return set()
-    with locked([record.item_id for record in records]) as present:
-        logs = ", ".join("?" * len(records))
-        _run(
-            f"UPDATE access_log SET finished = ? WHERE id IN ({logs})",
-            [now, *(record.log_id for record in records)],
-        )
-        status = dict(
-            _run(
-                f"SELECT id, status FROM storage_location WHERE id IN ({logs})",
-                [record.target.id for record in records],
-            ).fetchall()
-        )
+    database = _database()
+    marks = ", ".join("?" * len(records))
+    with writing(database):
+        status = {
+            location_id: (item_id, state)
+            for location_id, item_id, state in _run_all(
+                [
+                    *_locking(database, [record.item_id for record in records]),
+                    (
+                        f"UPDATE access_log SET finished = ? WHERE id IN ({marks})",
+                        [now, *(record.log_id for record in records)],
+                    ),
+                    (
+                        "SELECT id, file_storage_id, status FROM storage_location"
+                        f" WHERE id IN ({marks})",
+                        [record.target.id for record in records],
+                    ),
+                ]
+            )
+        }
+        # A location of another item, or gone (with its item, or deleted), or
+        # being deleted: nothing is recorded there.
         kept = [
             r
             for r in records
-            if r.item_id in present and status.get(r.target.id, STATUS_DELETING) != STATUS_DELETING
+            if status.get(r.target.id) not in (None, (r.item_id, STATUS_DELETING))
+            and status[r.target.id][0] == r.item_id
         ]
         if not kept:
             return set()
-        _insert(
+        files = _insert_statements(
             "location_file (storage_location_id, referenced_path_id, copied, validated_by)",
             [
                 (r.target.id, done.entry.id, now, done.validated_by)
@@ -228,7 +259,7 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> se
         )
         # One line of history per item and job: the files themselves are
         # recorded above, each with when and how it was proven.
-        _insert(
+        history = _insert_statements(
             "action (started, finished, actor, action, item_key, file_storage_id, source,"
             " target, path, result, bytes, duration_ms)",
             [
@@ -250,7 +281,7 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> se
                 if r.proven
             ],
         )
-        finish_copies([r.target.id for r in kept], now=now, touch=True)
+        _run_all([*files, *history, _finishing([r.target.id for r in kept], now=now, touch=True)])
     return {r.item_id for r in kept}
 
 
@@ -271,28 +302,31 @@ def finish_copies(location_ids: Sequence[int], *, now: datetime, touch: bool) ->
     """
     if not location_ids:
         return set()
-    where = f"id IN ({', '.join('?' * len(location_ids))})"
-    if not touch:
-        where += f" AND {_COMPLETE}"
-    rows = _run(
-        f"UPDATE storage_location SET last_update = ?, status = CASE WHEN {_COMPLETE}"
-        f" THEN ? ELSE status END WHERE {where} RETURNING id, status",
-        [now, STATUS_DONE, *location_ids],
-    ).fetchall()
+    rows = _run_all([_finishing(location_ids, now=now, touch=touch)]).fetchall()
     return {location_id for location_id, status in rows if status == STATUS_DONE}
 
 
-@contextmanager
-def locked(item_ids: Sequence[int]) -> Iterator[set[int]]:
-    """``catalog.queries.locked_item`` of several items, written out; yields those that exist.
+def _finishing(location_ids: Sequence[int], *, now: datetime, touch: bool) -> Statement:
+    """``finish_copies``' statement; it returns each location's id and status."""
+    where = f"id IN ({', '.join('?' * len(location_ids))})"
+    if not touch:
+        where += f" AND {_COMPLETE}"
+    return (
+        f"UPDATE storage_location SET last_update = ?, status = CASE WHEN {_COMPLETE}"
+        f" THEN ? ELSE status END WHERE {where} RETURNING id, status",
+        [now, STATUS_DONE, *location_ids],
+    )
 
-    On PostgreSQL the rows are locked in id order, so jobs locking
-    overlapping items wait for each other instead of deadlocking.
+
+def _locking(database: pw.Database, item_ids: Sequence[int]) -> list[Statement]:
+    """The statements that take the items' catalog locks, as ``catalog.queries.locked_item``.
+
+    On PostgreSQL the items' rows, in id order, so jobs locking overlapping
+    items wait for each other instead of deadlocking; on SQLite none: the
+    transaction (``writing``) holds the database's write lock.
     """
-    database = _database()
+    if is_sqlite(database):
+        return []
     ids = sorted(set(item_ids))
     marks = ", ".join("?" * len(ids))
-    lock = "" if is_sqlite(database) else " ORDER BY id FOR UPDATE"
-    with writing(database):
-        rows = _run(f"SELECT id FROM file_storage WHERE id IN ({marks}){lock}", ids)
-        yield {item_id for (item_id,) in rows}
+    return [(f"SELECT id FROM file_storage WHERE id IN ({marks}) ORDER BY id FOR UPDATE", ids)]

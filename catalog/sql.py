@@ -40,6 +40,10 @@ def database() -> pw.Database:
     return FileStorage._meta.database
 
 
+#: A statement (``?`` placeholders) and its parameters.
+Statement = tuple[str, Sequence[Any]]
+
+
 def run(sql: str, params: Sequence[Any]) -> Any:
     """Execute ``sql`` (``?`` placeholders) on the catalog; the cursor."""
     catalog = database()
@@ -52,19 +56,68 @@ def run(sql: str, params: Sequence[Any]) -> Any:
     return catalog.execute_sql(sql, params)
 
 
+def run_all(statements: Sequence[Statement]) -> Any:
+    """Execute ``statements`` in order; the cursor of the last (the others' rows are dropped).
+
+    On PostgreSQL they go in one round trip, as one query string: each still
+    takes its own snapshot, sees what those before it did, and waits for the
+    locks they took (``FOR UPDATE``), as if sent one by one. On SQLite
+    (in-process, no round trips) they are run one by one.
+    """
+    if not statements:
+        raise ValueError("run_all: no statements")
+    catalog = database()
+    if is_sqlite(catalog) or len(statements) == 1:
+        for sql, params in statements:
+            cursor = run(sql, params)
+        return cursor
+    return catalog.execute_sql(
+        ";\n".join(_for_postgres(sql) for sql, _ in statements),
+        [value for _, params in statements for value in params],
+    )
+
+
 def insert(
     into: str,
     rows: Sequence[tuple[Any, ...]],
     *,
     ignore_conflicts: bool = False,
     returning: str | None = None,
+    before: Sequence[Statement] = (),
 ) -> list[tuple[Any, ...]]:
-    """``INSERT INTO {into}`` the ``rows``; ``into`` is ``table (column, ...)``.
+    """``INSERT INTO {into}`` the ``rows`` (``insert_statements``); after ``before``, if any.
+
+    ``before`` go in the round trip of the first insert. Returns the
+    ``returning`` columns of the rows inserted, in no particular order (empty
+    without).
+    """
+    statements = insert_statements(
+        into, rows, ignore_conflicts=ignore_conflicts, returning=returning
+    )
+    if not statements:
+        if before:
+            run_all(before)
+        return []
+    returned: list[tuple[Any, ...]] = []
+    for number, statement in enumerate(statements):
+        cursor = run_all([*before, statement] if number == 0 else [statement])
+        if returning:
+            returned += [tuple(found) for found in cursor.fetchall()]
+    return returned
+
+
+def insert_statements(
+    into: str,
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    ignore_conflicts: bool = False,
+    returning: str | None = None,
+) -> list[Statement]:
+    """The statements that insert ``rows`` into ``into`` (``table (column, ...)``).
 
     On SQLite (and for values an array cannot carry), ``VALUES``, one
-    statement per ``DEFAULT_INSERT_ROWS``; on PostgreSQL, one array a column
-    (``_arrays``). Returns the ``returning`` columns of the rows inserted, in
-    no particular order (empty without).
+    statement per ``DEFAULT_INSERT_ROWS``; on PostgreSQL, one statement, an
+    array a column (``_arrays``). None at all for no rows.
     """
     if not rows:
         return []
@@ -76,23 +129,22 @@ def insert(
     tail = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
     if returning:
         tail += f" RETURNING {returning}"
-    returned: list[tuple[Any, ...]] = []
     types = None if is_sqlite(database()) else _column_types(into)
     arrays = _arrays(rows, types) if types is not None else None
     if types is not None and arrays is not None:
         casts = ", ".join(f"?::{kind}[]" for kind in types)
-        cursor = run(f"INSERT INTO {into} SELECT * FROM unnest({casts}){tail}", arrays)
-        return [tuple(found) for found in cursor.fetchall()] if returning else []
+        return [(f"INSERT INTO {into} SELECT * FROM unnest({casts}){tail}", arrays)]
+    statements: list[Statement] = []
     for start in range(0, len(rows), DEFAULT_INSERT_ROWS):
         chunk = rows[start : start + DEFAULT_INSERT_ROWS]
-        row = "(" + ", ".join("?" * len(chunk[0])) + ")"
-        cursor = run(
-            f"INSERT INTO {into} VALUES {', '.join([row] * len(chunk))}{tail}",
-            [value for values in chunk for value in values],
+        row = "(" + ", ".join("?" * width) + ")"
+        statements.append(
+            (
+                f"INSERT INTO {into} VALUES {', '.join([row] * len(chunk))}{tail}",
+                [value for values in chunk for value in values],
+            )
         )
-        if returning:
-            returned += [tuple(found) for found in cursor.fetchall()]
-    return returned
+    return statements
 
 
 #: PostgreSQL's type of an array element, by peewee's field type.

@@ -73,3 +73,28 @@ def test_a_row_of_the_wrong_length_is_refused(catalog_db: pw.Database) -> None:
     with pytest.raises(ValueError, match="action: every row must have 12 values"):
         sql.insert(HISTORY, rows)
     assert Action.select().count() == 0
+
+
+def test_statements_run_together_in_order_and_the_last_gives_the_rows(
+    catalog_db: pw.Database,
+) -> None:
+    [(statement, params)] = sql.insert_statements(HISTORY, [history("first", None, None)])
+    cursor = sql.run_all(
+        [
+            (statement, params),
+            ("UPDATE action SET path = ? WHERE item_key = ?", ["changed", "first"]),
+            ("SELECT item_key, path FROM action", []),
+        ]
+    )
+    assert cursor.fetchall() == [("first", "changed")]
+    with pytest.raises(ValueError, match="no statements"):
+        sql.run_all([])
+
+
+def test_an_insert_with_statements_before_it(catalog_db: pw.Database) -> None:
+    before = [("DELETE FROM action WHERE item_key = ?", ["old"])]
+    sql.insert(HISTORY, [history("old", None, None)])
+    sql.insert(HISTORY, [history("new", None, None)], before=before)
+    assert [a.item_key for a in Action.select()] == ["new"]
+    sql.insert(HISTORY, [], before=[("DELETE FROM action", [])])
+    assert Action.select().count() == 0
