@@ -192,6 +192,16 @@ def landing(connector: Connector) -> AbstractContextManager[Landing]:
     return nullcontext(Landing())
 
 
+def copy_run(destination: Connector, source: Connector) -> AbstractContextManager[None]:
+    """A block of several copies from ``source`` into ``destination``, one after another.
+
+    Where the destination can make such a run cheaper than its copies one by
+    one (the local connector: ``LocalConnector.copy_run``); else nothing.
+    """
+    run = getattr(destination, "copy_run", None)
+    return run(source) if run is not None else nullcontext()  # type: ignore[no-any-return]
+
+
 @runtime_checkable
 class BulkDelete(Protocol):
     """Many objects removed in few requests (S3's DeleteObjects); missing ones are fine."""

@@ -131,6 +131,8 @@ class _Gate:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: ``held``: this thread holds the gate across passes (``holding``).
+        self._thread = threading.local()
         self._strikes: dict[tuple[str, str], int] = {}
         self._ungated_until: dict[tuple[str, str], float] = {}
 
@@ -139,12 +141,17 @@ class _Gate:
         """The block, through the gate (unless ``key`` is ungated); yields ``leave``.
 
         ``leave()`` lets the others through early, once the block turns out
-        not to be short (a large file): the rest of it runs in parallel.
+        not to be short (a large file): the rest of it runs in parallel. In a
+        ``holding`` block the gate is held already: the pass only times the
+        block, and ``leave()`` (or a slow run that ungates ``key``) ends the hold.
         """
         if self._ungated_until.get(key, 0.0) > time.monotonic():
+            self.release_hold()
             yield lambda: None
             return
-        self._lock.acquire()
+        holding = getattr(self._thread, "held", False)
+        if not holding:
+            self._lock.acquire()
         began = time.monotonic()
         held = True
 
@@ -152,25 +159,59 @@ class _Gate:
             nonlocal held
             if held:
                 held = False
-                self._lock.release()
+                if holding:
+                    self.release_hold()
+                else:
+                    self._lock.release()
 
         try:
             yield leave
         finally:
             timed = held
-            leave()
-        if timed:
-            self._judge(key, time.monotonic() - began)
+            if not holding:
+                leave()
+        if timed and self._judge(key, time.monotonic() - began):
+            self.release_hold()
 
-    def _judge(self, key: tuple[str, str], seconds: float) -> None:
+    @contextlib.contextmanager
+    def holding(self, key: tuple[str, str]) -> Iterator[None]:
+        """The gate held by this thread across the passes of the block, not taken for each.
+
+        For a run of short passes of ``key`` (a job of small files): the
+        others wait once for the run instead of at every file, and no
+        handover costs anything in between. The hold ends early where a pass
+        says so; an ungated ``key`` is not held.
+        """
+        if getattr(self._thread, "held", False):
+            raise RuntimeError("the gate is held by this thread already")
+        if self._ungated_until.get(key, 0.0) > time.monotonic():
+            yield
+            return
+        self._lock.acquire()
+        self._thread.held = True
+        try:
+            yield
+        finally:
+            self.release_hold()
+
+    def release_hold(self) -> None:
+        """End this thread's hold of the gate, if it has one."""
+        if getattr(self._thread, "held", False):
+            self._thread.held = False
+            self._lock.release()
+
+    def _judge(self, key: tuple[str, str], seconds: float) -> bool:
+        """Count a slow run against ``key``; whether ``key`` is now ungated."""
         if seconds < DEFAULT_GATE_SLOW:
             self._strikes.pop(key, None)
-            return
+            return False
         strikes = self._strikes[key] = self._strikes.get(key, 0) + 1
-        if strikes >= DEFAULT_GATE_STRIKES:
-            self._strikes.pop(key, None)
-            self._ungated_until[key] = time.monotonic() + DEFAULT_GATE_PAUSE
-            logger.info("%s -> %s: copies are slow here; not one at a time for a while", *key)
+        if strikes < DEFAULT_GATE_STRIKES:
+            return False
+        self._strikes.pop(key, None)
+        self._ungated_until[key] = time.monotonic() + DEFAULT_GATE_PAUSE
+        logger.info("%s -> %s: copies are slow here; not one at a time for a while", *key)
+        return True
 
 
 _GATE = _Gate()
@@ -537,6 +578,19 @@ class LocalConnector(Connector):
     def can_copy_from(self, source: Connector) -> bool:
         """Another folder on this machine: the kernel copies, the bytes skip user space."""
         return isinstance(source, LocalConnector)
+
+    @contextlib.contextmanager
+    def copy_run(self, source: Connector) -> Iterator[None]:
+        """A run of ``copy_from`` calls from ``source`` (``connectors.base.copy_run``).
+
+        The process's gate is held across them: the other threads wait once
+        for the run, not at every file.
+        """
+        if not isinstance(source, LocalConnector):
+            yield
+            return
+        with _GATE.holding((source.name, self.name)):
+            yield
 
     def copy_from(self, source: Connector, source_path: str, path: str) -> ObjectInfo:
         """Copy with ``copy_file_range`` (a reflink where the filesystem has them).

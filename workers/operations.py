@@ -71,7 +71,7 @@ from catalog.queries import (
     ok_locations,
     open_lock_count,
 )
-from connectors.base import Connector, Landing, ObjectInfo, delete_all, landing
+from connectors.base import Connector, Landing, ObjectInfo, copy_run, delete_all, landing
 from connectors.errors import PermanentError, TransientError
 from connectors.transfer import UNKNOWN, Expected, copy_file
 from workers.verify import VerifyReport, object_path, verify_files
@@ -338,10 +338,11 @@ def copy_items(
         with landing(destination) as batch:
             for plan in started:
                 source = connectors(plan.source.connector_name)
-                for entry in plan.todo:
-                    proven[plan.item.id].append(
-                        _copy_one(plan, entry, source, destination, target, actor)
-                    )
+                with copy_run(destination, source):
+                    for entry in plan.todo:
+                        proven[plan.item.id].append(
+                            _copy_one(plan, entry, source, destination, target, actor)
+                        )
     finally:
         # What was proven (and landed) is kept, even when a later file
         # failed; the sources are unlocked in the same transaction.

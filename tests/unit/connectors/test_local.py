@@ -15,7 +15,7 @@ from typing import BinaryIO
 import pytest
 
 from connectors import local as local_module
-from connectors.base import Connector, ObjectInfo
+from connectors.base import Connector, ObjectInfo, copy_run
 from connectors.errors import (
     BackendUnavailable,
     ChecksumMismatch,
@@ -518,6 +518,85 @@ def test_slow_runs_open_the_gate_for_that_pair(monkeypatch: pytest.MonkeyPatch) 
     with gate.passing(("fast", "b")):
         pass
     assert ("fast", "b") not in gate._ungated_until
+
+
+def waits_at(gate: local_module._Gate, key: tuple[str, str]) -> threading.Event:
+    """An event set once another thread has passed ``gate`` with ``key``."""
+    passed = threading.Event()
+
+    def other() -> None:
+        with gate.passing(key):
+            passed.set()
+
+    threading.Thread(target=other, daemon=True).start()
+    return passed
+
+
+def test_a_held_gate_lets_its_holder_pass_again_and_again_and_the_others_wait() -> None:
+    gate = local_module._Gate()
+    with gate.holding(("a", "b")):
+        for _ in range(3):
+            with gate.passing(("a", "b")):
+                pass
+        other = waits_at(gate, ("a", "b"))
+        assert not other.wait(0.1)  # held between the passes too
+        with gate.passing(("a", "b")):
+            pass
+    assert other.wait(5)
+    with gate.passing(("a", "b")):  # nothing is left held
+        pass
+
+
+def test_leaving_a_held_pass_ends_the_hold() -> None:
+    """A large file among small ones: the rest of it, and of the run, goes in parallel."""
+    gate = local_module._Gate()
+    with gate.holding(("a", "b")):
+        with gate.passing(("a", "b")) as leave:
+            other = waits_at(gate, ("a", "b"))
+            assert not other.wait(0.1)
+            leave()
+            assert other.wait(5)
+        with gate.passing(("a", "b")):  # taken again for this pass only
+            pass
+    assert not gate._lock.locked()
+
+
+def test_slow_passes_end_a_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = local_module._Gate()
+    monkeypatch.setattr(local_module, "DEFAULT_GATE_SLOW", 0.0)
+    with gate.holding(("nfs", "b")):
+        for _ in range(local_module.DEFAULT_GATE_STRIKES):
+            with gate.passing(("nfs", "b")):
+                pass
+        assert not gate._lock.locked()  # ungated: the rest goes in parallel
+    with gate.holding(("nfs", "b")):
+        assert not gate._lock.locked()  # an ungated pair is not held
+
+
+def test_a_hold_does_not_nest_and_ends_when_its_block_raises() -> None:
+    gate = local_module._Gate()
+    with pytest.raises(ValueError), gate.holding(("a", "b")):
+        with pytest.raises(RuntimeError, match="held by this thread"), gate.holding(("a", "b")):
+            pass
+        raise ValueError
+    assert not gate._lock.locked()
+
+
+def test_a_run_of_copies_holds_the_gate_only_between_local_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = local_module._Gate()
+    monkeypatch.setattr(local_module, "_GATE", gate)
+    here = LocalConnector("here", path=tmp_path / "here")
+    there = LocalConnector("there", path=tmp_path / "there")
+    with copy_run(there, here):
+        assert gate._lock.locked()
+    assert not gate._lock.locked()
+    elsewhere = Elsewhere(here)
+    with copy_run(there, elsewhere):
+        assert not gate._lock.locked()
+    with copy_run(elsewhere, here):  # a destination without runs
+        assert not gate._lock.locked()
 
 
 def test_a_kernel_copy_stops_at_the_size_the_source_had(tmp_path: Path) -> None:
