@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 import dramatiq
 import peewee as pw
 
+from catalog import sql
 from catalog.models import (
     STATUS_DELETING,
     STATUS_DONE,
@@ -249,11 +250,11 @@ def _reserve_copies(
     with writing(database):
         urls = {
             (item_id, connector): url
-            for item_id, connector, url in StorageLocation.select(
-                StorageLocation.file_storage, StorageLocation.connector_name, StorageLocation.url
+            for item_id, connector, url in sql.run(
+                "SELECT file_storage_id, connector_name, url FROM storage_location"
+                f" WHERE file_storage_id IN ({', '.join('?' * len(ids))}) AND status = ?",
+                [*ids, STATUS_DONE],
             )
-            .where(StorageLocation.file_storage.in_(ids) & (StorageLocation.status == STATUS_DONE))
-            .tuples()
         }
         files = item_files(ids)
         asked = [
