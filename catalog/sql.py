@@ -180,6 +180,10 @@ def _column_types(into: str) -> tuple[str, ...] | None:
     return tuple(types)
 
 
+#: What an array literal of ours carries (no two of them hold equal values).
+_ARRAY_KINDS = frozenset({int, str, datetime, type(None)})
+
+
 def _arrays(rows: Sequence[tuple[Any, ...]], types: tuple[str, ...]) -> list[str] | None:
     """Each column of ``rows`` as a PostgreSQL array literal; None if a value cannot be one.
 
@@ -187,21 +191,29 @@ def _arrays(rows: Sequence[tuple[Any, ...]], types: tuple[str, ...]) -> list[str
     """
     literals = []
     for column in zip(*rows, strict=True):
-        elements = []
-        for value in column:
-            if value is None:
-                elements.append("NULL")
-            elif isinstance(value, str):
-                quoted = value.replace("\\", "\\\\").replace('"', '\\"')
-                elements.append(f'"{quoted}"')
-            elif isinstance(value, int) and not isinstance(value, bool):
-                elements.append(str(value))
-            elif isinstance(value, datetime) and value.tzinfo is None:
-                elements.append(f'"{value.isoformat(" ")}"')
-            else:
-                return None
-        literals.append("{" + ",".join(elements) + "}")
+        kinds = set(map(type, column))
+        if kinds == {int}:
+            literals.append("{" + ",".join(map(str, column)) + "}")
+            continue
+        if not kinds <= _ARRAY_KINDS:
+            return None
+        # Each distinct value written once: a job's rows share their times and kinds.
+        elements = {value: _element(value) for value in set(column)}
+        if None in elements.values():
+            return None
+        literals.append("{" + ",".join([elements[value] for value in column]) + "}")  # type: ignore[misc]
     return literals
+
+
+def _element(value: Any) -> str | None:
+    """``value`` (of ``_ARRAY_KINDS``) as an element of an array literal; None if it cannot be."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, datetime):
+        return f'"{value.isoformat(" ")}"' if value.tzinfo is None else None
+    return str(value)
 
 
 def select(query: pw.SelectQuery) -> list[tuple[Any, ...]]:
