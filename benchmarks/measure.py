@@ -22,8 +22,10 @@ from dataclasses import dataclass
 DEFAULT_QUIET_WINDOW = 0.2
 #: ... its CPUs were busy at most this share of the time ...
 DEFAULT_QUIET_BUSY = 0.10
+#: ... and its disks at most this share (requests in flight, discards included) ...
+DEFAULT_QUIET_DISK = 0.10
 #: ... and one waits at most this long (seconds) for that.
-DEFAULT_QUIET_WAIT = 15.0
+DEFAULT_QUIET_WAIT = 30.0
 
 
 def warm(folder: str | os.PathLike[str]) -> None:
@@ -50,17 +52,42 @@ def settle() -> float:
     measured here, the same copy took 0.21 s after a pause and 0.40 s
     right after another tool's, in one run. Every timed run, ours and the
     peers', starts from this.
+
+    Quiet means the disks too. This machine's root filesystem is mounted
+    with ``discard``: the blocks of deleted files (every run's destination
+    is deleted before the next) are discarded as the journal commits, and a
+    discard took 100-280 ms of the device here, even of 8 KiB. A journal
+    commit waits for the discards of the one before it, so a run that starts
+    while they are pending pays for them at every ``fsync``: eight for our
+    durable copy of four files, one ``sync`` for ``cp -r && sync``.
     """
     began = time.monotonic()
     subprocess.run(["sync"], check=True)
     while time.monotonic() - began < DEFAULT_QUIET_WAIT:
-        before = _cpu_times()
+        before, disk = _cpu_times(), _disk_ticks()
         time.sleep(DEFAULT_QUIET_WINDOW)
-        after = _cpu_times()
+        after, busy_disk = _cpu_times(), _disk_ticks() - disk
         total = after[0] - before[0]
-        if total > 0 and (after[1] - before[1]) / total <= DEFAULT_QUIET_BUSY:
+        quiet_cpu = total > 0 and (after[1] - before[1]) / total <= DEFAULT_QUIET_BUSY
+        if quiet_cpu and busy_disk <= DEFAULT_QUIET_DISK * DEFAULT_QUIET_WINDOW * 1000:
             break
+    else:
+        print(f"  (the machine was not quiet after {DEFAULT_QUIET_WAIT:.0f} s)", flush=True)
     return time.monotonic() - began
+
+
+def _disk_ticks() -> int:
+    """Milliseconds the machine's disks have had requests in flight so far (``/proc/diskstats``)."""
+    disks = {
+        name for name in os.listdir("/sys/block") if not name.startswith(("loop", "ram", "zram"))
+    }
+    busy = 0
+    with open("/proc/diskstats") as stats:
+        for line in stats:
+            fields = line.split()
+            if len(fields) > 12 and fields[2] in disks:
+                busy += int(fields[12])
+    return busy
 
 
 def cpu_busy() -> float:
