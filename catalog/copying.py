@@ -243,8 +243,8 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> se
         kept = [
             r
             for r in records
-            if status.get(r.target.id) not in (None, (r.item_id, STATUS_DELETING))
-            and status[r.target.id][0] == r.item_id
+            if status.get(r.target.id, (None, None))[0] == r.item_id
+            and status[r.target.id][1] != STATUS_DELETING
         ]
         if not kept:
             return set()

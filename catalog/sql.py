@@ -216,16 +216,6 @@ def _element(value: Any) -> str | None:
     return str(value)
 
 
-def select(query: pw.SelectQuery) -> list[tuple[Any, ...]]:
-    """The rows of a peewee ``query`` as plain tuples, without peewee's per-row work.
-
-    For selects of columns that need no conversion (numbers, text): peewee
-    spends several microseconds a row making them, ten times the fetch.
-    """
-    sql, params = query.sql()
-    return database().execute_sql(sql, params).fetchall()  # type: ignore[no-any-return]
-
-
 _POSTGRES_SQL: dict[str, str] = {}
 
 
