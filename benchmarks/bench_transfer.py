@@ -70,6 +70,8 @@ class Run:
     detail: str = ""
     #: The whole machine's busy CPU seconds over the run (``measure.cpu_busy``).
     cpu_seconds: float = 0.0
+    #: The server's own CPU seconds over the run (S3: ``Moto.cpu_seconds``), if known.
+    server_cpu_seconds: float | None = None
 
     @property
     def engine_seconds(self) -> float | None:
@@ -155,17 +157,23 @@ def compare(
         for name in names if round_number % 2 == 0 else reversed(names):
             runs[name].append(contenders[name]())
     medians = {name: median_of(found) for name, found in runs.items()}
+    # The server's share of each run: a server busy for (nearly) the whole of
+    # every contender's run sets the pace, whoever the client is.
+    served = any(run.server_cpu_seconds is not None for run in medians.values())
     print(f"\n{title}")
     print(
         f"  {'tool':<34} {'seconds':>8} {'MB/s':>8} {'files/s':>9} {'peak MB':>8} "
-        f"{'in-process s':>13}  every run"
+        f"{'in-process s':>13}{'  server CPU/wall' if served else ''}  every run"
     )
     for name, run in medians.items():
         engine = run.engine_seconds
+        server = run.server_cpu_seconds
+        load = "" if server is None else f"{server:.2f} s, {server / run.seconds:.2f}"
         print(
             f"  {name:<34} {run.seconds:>8.2f} {data_bytes / MIB / run.seconds:>8.0f} "
             f"{files / run.seconds:>9.0f} {run.peak_rss_mb:>8.0f} "
-            f"{'' if engine is None else f'{engine:.2f}':>13}  "
+            f"{'' if engine is None else f'{engine:.2f}':>13}"
+            f"{f'  {load:>16}' if served else ''}  "
             + ", ".join(f"{each.seconds:.2f}" for each in runs[name])
         )
     return medians, runs
@@ -312,6 +320,12 @@ class Moto:
         self.stop()
         raise SystemExit("error: moto_server did not start")
 
+    def cpu_seconds(self) -> float:
+        """The running server's user and system CPU seconds so far (Linux ``/proc``)."""
+        assert self._server is not None
+        fields = Path(f"/proc/{self._server.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.terminate()
@@ -352,12 +366,25 @@ def s3_section(repeat: int) -> list[tuple[str, float, float]]:
     endpoint = server.endpoint
     client, _, env = moto_access(endpoint, OUT)
     counter = iter(range(1_000_000))
+    #: The server's CPU seconds when the current run's bucket was ready.
+    ready = [0.0]
 
     def bucket() -> str:
         server.restart()
         name = f"bench-{next(counter)}"
         client.create_bucket(Bucket=name)
+        ready[0] = server.cpu_seconds()
         return name
+
+    def served(run: Callable[[], Run]) -> Callable[[], Run]:
+        """``run``, noting the server's CPU over it (each run makes its bucket first)."""
+
+        def measured() -> Run:
+            done = run()
+            done.server_cpu_seconds = server.cpu_seconds() - ready[0]
+            return done
+
+        return measured
 
     def contenders(source: Path, threads: tuple[int, ...]) -> dict[str, Callable[[], Run]]:
         found: dict[str, Callable[[], Run]] = {}
@@ -437,7 +464,7 @@ def s3_section(repeat: int) -> list[tuple[str, float, float]]:
                 (16,),
             ),
         ):
-            tools = contenders(source, threads)
+            tools = {name: served(run) for name, run in contenders(source, threads).items()}
             medians, runs = compare(
                 f"{title} (moto_server at {endpoint})",
                 tools,
