@@ -205,19 +205,32 @@ def start_copies(
     return {start.item_id: logs[start.source_id] for start in going}
 
 
-def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> set[int]:
+@dataclass(frozen=True)
+class Recorded:
+    """What ``record_copies`` recorded: the items, and the files left out as changed."""
+
+    items: set[int]
+    #: (item id, path) of files proven against hashes that are no longer the
+    #: item's (an import or ingest changed the file meanwhile): not recorded.
+    changed: list[tuple[int, str]]
+
+
+def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> Recorded:
     """Record the files proven and close the sources' access logs, in one transaction.
 
-    Each file gets its ``location_file`` row, each item a line in the
-    history (its files, bytes and copying time); each location is stamped
-    (progress) and becomes ``OK`` if every file of its item is recorded now.
-    Returns the ids of the items recorded; one whose location is gone or
+    Each file gets its ``location_file`` row (verified now: the copy was
+    validated), each item a line in the history (its files, bytes and
+    copying time); each location is stamped (progress) and becomes ``OK``
+    if every file of its item is recorded now. A file whose catalog hashes
+    changed since the job read them is not recorded (``Recorded.changed``):
+    the bytes copied are the old version. An item whose location is gone or
     being deleted gets nothing recorded. The logs are closed either way.
-    Two round trips on PostgreSQL: the locks taken, the logs closed and the
-    targets read in one, the records written in the other.
+    Three round trips on PostgreSQL: the locks taken, the logs closed and
+    the targets read in one, the files' hashes read in another, the records
+    written in the last.
     """
     if not records:
-        return set()
+        return Recorded(set(), [])
     database = _database()
     marks = ", ".join("?" * len(records))
     with writing(database):
@@ -247,11 +260,32 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> se
             and status[r.target.id][1] != STATUS_DELETING
         ]
         if not kept:
-            return set()
+            return Recorded(set(), [])
+        current = _current_hashes([done.entry.id for r in kept for done in r.proven])
+        changed = [
+            (r.item_id, done.entry.path)
+            for r in kept
+            for done in r.proven
+            if current.get(done.entry.id) != _hashes_of(done.entry)
+        ]
+        if changed:
+            gone = {path for _, path in changed}
+            kept = [
+                Record(
+                    r.item_id,
+                    r.key,
+                    r.target,
+                    r.source_name,
+                    [done for done in r.proven if done.entry.path not in gone],
+                    r.log_id,
+                )
+                for r in kept
+            ]
         files = _insert_statements(
-            "location_file (storage_location_id, referenced_path_id, copied, validated_by)",
+            "location_file"
+            " (storage_location_id, referenced_path_id, copied, validated_by, verified)",
             [
-                (r.target.id, done.entry.id, now, done.validated_by)
+                (r.target.id, done.entry.id, now, done.validated_by, now)
                 for r in kept
                 for done in r.proven
             ],
@@ -282,15 +316,41 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> se
             ],
         )
         _run_all([*files, *history, _finishing([r.target.id for r in kept], now=now, touch=True)])
-    return {r.item_id for r in kept}
+    return Recorded({r.item_id for r in kept}, changed)
 
 
-#: A location's every file (not folder) of its item has a ``location_file`` row.
+def _hashes_of(entry: Entry) -> tuple[object, ...]:
+    return (entry.size, entry.md5, entry.crc32c, entry.awss3etag)
+
+
+def _current_hashes(path_ids: Sequence[int]) -> dict[int, tuple[object, ...]]:
+    """The catalog's size and hashes of files, as they are now; by id."""
+    found: dict[int, tuple[object, ...]] = {}
+    for start in range(0, len(path_ids), 500):
+        chunk = path_ids[start : start + 500]
+        for path_id, *hashes in _run(
+            "SELECT id, size, md5, crc32c, awss3etag FROM referenced_path"
+            f" WHERE id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ):
+            found[path_id] = tuple(hashes)
+    return found
+
+
+#: A location's every file (not folder) of its item has a good ``location_file`` row.
 _COMPLETE = (
     "NOT EXISTS (SELECT 1 FROM referenced_path AS r"
     " WHERE r.file_storage_id = storage_location.file_storage_id"
     " AND r.path NOT LIKE '%/' AND NOT EXISTS (SELECT 1 FROM location_file AS lf"
-    " WHERE lf.storage_location_id = storage_location.id AND lf.referenced_path_id = r.id))"
+    " WHERE lf.storage_location_id = storage_location.id AND lf.referenced_path_id = r.id"
+    " AND lf.problem IS NULL))"
+)
+#: A location's ``last_verified`` once complete: its least recently verified
+#: file's time (null if one never was; ``?``, now, if it has no files).
+_LAST_VERIFIED = (
+    "(SELECT CASE WHEN COUNT(*) = 0 THEN ? WHEN COUNT(*) = COUNT(lf.verified)"
+    " THEN MIN(lf.verified) END FROM location_file AS lf"
+    " WHERE lf.storage_location_id = storage_location.id AND lf.problem IS NULL)"
 )
 
 
@@ -307,14 +367,30 @@ def finish_copies(location_ids: Sequence[int], *, now: datetime, touch: bool) ->
 
 
 def _finishing(location_ids: Sequence[int], *, now: datetime, touch: bool) -> Statement:
-    """``finish_copies``' statement; it returns each location's id and status."""
+    """``finish_copies``' statement; it returns each location's id and status.
+
+    Only a copy under way (``PR``, ``UP``) becomes ``OK`` here; its files
+    were validated as they were copied, so it was verified then.
+    """
     where = f"id IN ({', '.join('?' * len(location_ids))})"
     if not touch:
         where += f" AND {_COMPLETE}"
+    finishing = f"status IN (?, ?) AND {_COMPLETE}"
     return (
-        f"UPDATE storage_location SET last_update = ?, status = CASE WHEN {_COMPLETE}"
-        f" THEN ? ELSE status END WHERE {where} RETURNING id, status",
-        [now, STATUS_DONE, *location_ids],
+        f"UPDATE storage_location SET last_update = ?,"
+        f" last_verified = CASE WHEN {finishing} THEN {_LAST_VERIFIED} ELSE last_verified END,"
+        f" status = CASE WHEN {finishing} THEN ? ELSE status END"
+        f" WHERE {where} RETURNING id, status",
+        [
+            now,
+            STATUS_PREPARING,
+            STATUS_UPLOADING,
+            now,
+            STATUS_PREPARING,
+            STATUS_UPLOADING,
+            STATUS_DONE,
+            *location_ids,
+        ],
     )
 
 

@@ -9,7 +9,7 @@ the same document twice leaves the catalog as the first import did.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -27,8 +27,18 @@ from pydantic import (
 )
 
 from catalog.errors import ImportDocumentError, InvalidPathError
+from catalog.integrity import (
+    NOT_COPIED,
+    STALE,
+    assert_location,
+    content_changed,
+    record_bad,
+    settle,
+)
 from catalog.models import (
     DEFAULT_CHUNK_SIZE,
+    STATUS_DAMAGED,
+    STATUS_DONE,
     AccessLog,
     Action,
     FileStorage,
@@ -37,6 +47,8 @@ from catalog.models import (
     utcnow,
 )
 from catalog.paths import check_relative_path
+from catalog.queries import writing
+from catalog.sql import is_sqlite
 
 #: Reason recorded on the access logs an import document asks for.
 IMPORT_LOCK_REASON = "import"
@@ -68,18 +80,40 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _no_nul(value: str) -> str:
+    """Refuse a NUL character: PostgreSQL cannot store one in text, and no name needs it."""
+    if "\x00" in value:
+        raise ValueError(f"{value!r} contains a NUL character")
+    return value
+
+
 class LocationDocument(_Strict):
     connector: StrictStr
     url: StrictStr
-    status: Literal["PR", "UP", "OK", "DE"] = "OK"
+    status: Literal["PR", "UP", "OK", "DE", "DM"] = "OK"
     last_update: Time | None = None
     last_verified: Time | None = None
     open_access_logs: Annotated[StrictInt, Field(ge=0)] = 0
+    #: Of a damaged copy (``DM``): its files that are not good, and why.
+    damaged: dict[StrictStr, Annotated[StrictStr, Field(min_length=1)]] = {}
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         return check_relative_path(value.rstrip("/") or value, what="url")
+
+    @field_validator("connector")
+    @classmethod
+    def _connector(cls, value: str) -> str:
+        return _no_nul(value)
+
+    @field_validator("damaged")
+    @classmethod
+    def _damaged(cls, value: dict[str, str]) -> dict[str, str]:
+        for path, problem in value.items():
+            check_relative_path(path, what="path", allow_directory=False)
+            _no_nul(problem)
+        return value
 
 
 class FileDocument(_Strict):
@@ -128,6 +162,11 @@ class ItemDocument(_Strict):
     created: Time
     locations: list[LocationDocument] = []
     files: list[FileDocument] = []
+
+    @field_validator("key", "data_slug", "process_type", "status")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return _no_nul(value)
 
 
 class ImportDocument(_Strict):
@@ -199,6 +238,14 @@ def validate_document(document: Any, *, connectors: Collection[str]) -> ImportDo
                     f"item {places[place]!r}"
                 )
             places[place] = item.key
+            if location.status == STATUS_DAMAGED and not location.damaged:
+                raise ImportDocumentError(
+                    f"{spot}.damaged: a damaged location (DM) names its damaged files"
+                )
+            if location.damaged and location.status != STATUS_DAMAGED:
+                raise ImportDocumentError(
+                    f"{spot}.damaged: only a damaged location (status DM) has damaged files"
+                )
         paths: set[str] = set()
         for number, file in enumerate(item.files):
             if file.path in paths:
@@ -215,18 +262,31 @@ def import_document(
     connectors: Collection[str],
     database: pw.Database,
     actor: str = "import",
+    verified_at: datetime | None = None,
 ) -> ImportResult:
     """Validate ``document`` and register its items in one transaction.
 
     ``connectors`` are the configured connector names; a location on any other
     is an error. Nothing is stored unless everything is valid.
+
+    The ``OK`` (and ``DM``) locations of an item are what the document
+    asserts: they hold its files as the document describes them. Where a
+    file's content changed (another size or hash) or a file is new, every
+    other copy of the item is damaged until repaired (``catalog.integrity``);
+    a file known bad on a location stays so whatever the document says.
+    ``verified_at``: when the asserted copies' bytes were hashed (an ingest
+    reads every file), else they are unverified unless the document says.
     """
     parsed = validate_document(document, connectors=connectors)
     created = updated = unchanged = 0
     try:
-        with database.atomic():
+        # Takes the write lock up front on SQLite; items are locked one by one
+        # on PostgreSQL, so that no copy job records an old version meanwhile.
+        with writing(database):
             for index, item in enumerate(parsed.items):
-                outcome = _import_item(item, where=f"items.{index}", actor=actor)
+                outcome = _import_item(
+                    item, where=f"items.{index}", actor=actor, verified_at=verified_at
+                )
                 if outcome == "created":
                     created += 1
                 elif outcome == "updated":
@@ -252,14 +312,20 @@ def _assign(model: pw.Model, values: dict[str, Any]) -> bool:
     return changed
 
 
-def _import_item(item: ItemDocument, *, where: str, actor: str) -> str:
+def _import_item(
+    item: ItemDocument, *, where: str, actor: str, verified_at: datetime | None
+) -> str:
     fields = {
         "data_slug": item.data_slug,
         "process_type": item.process_type,
         "status": item.status,
         "created": item.created,
     }
-    storage = FileStorage.get_or_none(FileStorage.key == item.key)
+    query = FileStorage.select().where(FileStorage.key == item.key)
+    if not is_sqlite(FileStorage._meta.database):
+        query = query.for_update()
+    storage = query.first()
+    existed = storage is not None
     outcome = "unchanged"
     if storage is None:
         storage = FileStorage.create(key=item.key, **fields)
@@ -268,14 +334,29 @@ def _import_item(item: ItemDocument, *, where: str, actor: str) -> str:
         storage.save()
         outcome = "updated"
 
-    for number, doc in enumerate(item.locations):
-        if _import_location(storage, doc, where=f"{where}.locations.{number}") and (
-            outcome == "unchanged"
-        ):
-            outcome = "updated"
+    changed: list[int] = []
+    added: list[int] = []
     for doc in item.files:
-        if _import_file(storage, doc) and outcome == "unchanged":
+        kind, path_id = _import_file(storage, doc)
+        if kind is None:
+            continue
+        if outcome == "unchanged":
             outcome = "updated"
+        if kind == "changed":
+            changed.append(path_id)
+        elif kind == "created" and existed:
+            added.append(path_id)
+    asserted: dict[int, LocationDocument] = {}
+    for number, doc in enumerate(item.locations):
+        location, touched = _import_location(storage, doc, where=f"{where}.locations.{number}")
+        if touched and outcome == "unchanged":
+            outcome = "updated"
+        if doc.status in (STATUS_DONE, STATUS_DAMAGED):
+            asserted[location.id] = doc
+    if _record_integrity(storage, asserted, changed, added, verified_at) and (
+        outcome == "unchanged"
+    ):
+        outcome = "updated"
     if outcome != "unchanged":
         now = utcnow()
         Action.create(
@@ -290,12 +371,83 @@ def _import_item(item: ItemDocument, *, where: str, actor: str) -> str:
     return outcome
 
 
-def _import_location(storage: FileStorage, doc: LocationDocument, *, where: str) -> bool:
-    values = {
+def _record_integrity(
+    storage: FileStorage,
+    asserted: dict[int, LocationDocument],
+    changed: list[int],
+    added: list[int],
+    verified_at: datetime | None,
+) -> bool:
+    """What the asserted locations hold, and what changed content does to the others.
+
+    Returns whether any location's files or status changed.
+    """
+    now = utcnow()
+    touched = False
+    before = dict(
+        StorageLocation.select(StorageLocation.id, StorageLocation.status)
+        .where(StorageLocation.id.in_(list(asserted)))
+        .tuples()
+    )
+    for location_id, doc in asserted.items():
+        if assert_location(location_id, now=now, verified_at=doc.last_verified or verified_at):
+            touched = True
+    when = {location_id: doc.last_verified or verified_at for location_id, doc in asserted.items()}
+    stamp = min((t for t in when.values() if t is not None), default=None) if when else None
+    if changed:
+        content_changed(
+            storage.id, changed, asserted=set(asserted), problem=STALE, now=now, verified_at=stamp
+        )
+        touched = True
+    if added:
+        content_changed(
+            storage.id,
+            added,
+            asserted=set(asserted),
+            problem=NOT_COPIED,
+            now=now,
+            verified_at=stamp,
+        )
+        touched = True
+    paths: dict[str, int] | None = None
+    for location_id, doc in asserted.items():
+        if doc.damaged:
+            if paths is None:
+                paths = dict(
+                    ReferencedPath.select(ReferencedPath.path, ReferencedPath.id)
+                    .where(ReferencedPath.file_storage == storage)
+                    .tuples()
+                )
+            unknown = sorted(set(doc.damaged) - set(paths))
+            if unknown:
+                raise ImportDocumentError(
+                    f"item {storage.key!r}: damaged file {unknown[0]!r} is not a file of the item"
+                )
+            record_bad(
+                location_id,
+                [(paths[path], problem) for path, problem in sorted(doc.damaged.items())],
+                now=now,
+            )
+        if settle(location_id, now=now) != before.get(location_id):
+            touched = True
+    return touched
+
+
+def _import_location(
+    storage: FileStorage, doc: LocationDocument, *, where: str
+) -> tuple[StorageLocation, bool]:
+    """The location ``doc`` describes, created or updated; and whether it changed.
+
+    A location the catalog knows to be damaged stays so when the document
+    says ``OK``: the document asserts, a verification found otherwise.
+    """
+    values: dict[str, Any] = {
         "status": doc.status,
         "last_update": doc.last_update or storage.created,
-        "last_verified": doc.last_verified,
     }
+    if doc.status not in (STATUS_DONE, STATUS_DAMAGED):
+        # Copies that count take it from their files (``catalog.integrity.settle``).
+        values["last_verified"] = doc.last_verified
     location = StorageLocation.get_or_none(
         (StorageLocation.connector_name == doc.connector) & (StorageLocation.url == doc.url)
     )
@@ -319,10 +471,13 @@ def _import_location(storage: FileStorage, doc: LocationDocument, *, where: str)
             file_storage=storage, connector_name=doc.connector, url=doc.url, **values
         )
         changed = True
-    elif _assign(location, values):
-        location.save()
-        changed = True
-    return _reconcile_locks(location, doc.open_access_logs) or changed
+    else:
+        if location.status == STATUS_DAMAGED and doc.status == STATUS_DONE:
+            del values["status"]
+        if _assign(location, values):
+            location.save()
+            changed = True
+    return location, _reconcile_locks(location, doc.open_access_logs) or changed
 
 
 def _reconcile_locks(location: StorageLocation, wanted: int) -> bool:
@@ -349,7 +504,16 @@ def _reconcile_locks(location: StorageLocation, wanted: int) -> bool:
     return True
 
 
-def _import_file(storage: FileStorage, doc: FileDocument) -> bool:
+#: What identifies a file's content: a hash of other bytes means other bytes.
+_CONTENT = ("size", "md5", "crc32c")
+
+
+def _import_file(storage: FileStorage, doc: FileDocument) -> tuple[str | None, int]:
+    """Create or update the file ``doc`` of ``storage``; what happened, and its id.
+
+    ``created``, ``changed`` (its content: another size or hash), ``updated``
+    (hashes filled in, the same bytes) or None (nothing to do).
+    """
     values = {
         "size": doc.size,
         "md5": doc.md5,
@@ -361,27 +525,33 @@ def _import_file(storage: FileStorage, doc: FileDocument) -> bool:
         (ReferencedPath.file_storage == storage) & (ReferencedPath.path == doc.path)
     )
     if existing is None:
-        ReferencedPath.create(file_storage=storage, path=doc.path, **values)
-        return True
+        return "created", ReferencedPath.create(file_storage=storage, path=doc.path, **values).id
     # Omitted means unknown, not changed: what the document leaves out is
     # kept, unless what it gives contradicts what is stored (then the file
     # changed, and a hash left out belongs to the old bytes).
     given = {name: value for name, value in values.items() if name in doc.model_fields_set}
-    changed = any(
+    contradicts = any(
         getattr(existing, name) is not None and getattr(existing, name) != value
         for name, value in given.items()
     )
-    if _assign(existing, values if changed else given):
+    # An S3 etag of another part size is another etag of the same bytes.
+    same_parts = "chunk_size" not in given or given["chunk_size"] == existing.chunk_size
+    content = any(
+        getattr(existing, name) is not None
+        and name in given
+        and given[name] is not None
+        and getattr(existing, name) != given[name]
+        for name in _CONTENT
+    ) or (
+        same_parts
+        and existing.awss3etag is not None
+        and given.get("awss3etag") is not None
+        and existing.awss3etag != given["awss3etag"]
+    )
+    if _assign(existing, values if contradicts else given):
         existing.save()
-        return True
-    return False
-
-
-def register_files(storage: FileStorage, files: Iterable[dict[str, Any]]) -> None:
-    """Upsert ``files`` (dicts with ``path`` and hashes) of ``storage``."""
-    for values in files:
-        doc = FileDocument.model_validate(values)
-        _import_file(storage, doc)
+        return ("changed" if content else "updated"), existing.id
+    return None, existing.id
 
 
 __all__ = [
@@ -390,6 +560,5 @@ __all__ = [
     "InvalidPathError",
     "import_document",
     "parse_time",
-    "register_files",
     "validate_document",
 ]

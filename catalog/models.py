@@ -17,12 +17,21 @@ import peewee as pw
 #: Bound at start-up to the real database by ``catalog.database.bind``.
 database_proxy = pw.DatabaseProxy()
 
-#: Location status codes, as in the original.
+#: Location status codes, as in the original ...
 STATUS_PREPARING = "PR"
 STATUS_UPLOADING = "UP"
 STATUS_DONE = "OK"
 STATUS_DELETING = "DE"
-LOCATION_STATUSES = (STATUS_PREPARING, STATUS_UPLOADING, STATUS_DONE, STATUS_DELETING)
+#: ... and ours: a copy of which some file is missing, different or stale
+#: (``catalog.integrity`` draws the states and their transitions).
+STATUS_DAMAGED = "DM"
+LOCATION_STATUSES = (
+    STATUS_PREPARING,
+    STATUS_UPLOADING,
+    STATUS_DONE,
+    STATUS_DELETING,
+    STATUS_DAMAGED,
+)
 
 #: The one producer status that makes an item finished and eligible for policies.
 ITEM_STATUS_DONE = "OK"
@@ -146,13 +155,16 @@ class Action(BaseModel):
 
 
 class LocationFile(BaseModel):
-    """One file of one location, once it is there and proven (new; per-location state).
+    """One file of one location: there and good, or known bad (new; per-location state).
 
-    A row exists only after the file's copy (or its verification) was
-    validated against the catalog's hashes: a location is ``OK`` when every
-    file of its item has one. ``validated_by`` is the hash kind that proved
-    it. On a location being deleted (``DE``) the rows are the files not yet
-    removed: the location goes when the last one does.
+    A good row (``problem`` null) says the file's bytes on the location are
+    the item's current version: written by a validated transfer, found good
+    by a verification, or asserted by an import. ``validated_by`` is what
+    proved it. A row with a ``problem`` says what is wrong (missing,
+    different, stale); ``catalog.integrity`` keeps a location ``OK`` only
+    while every file of its item has a good row. On a location being
+    deleted (``DE``) the rows are the files not yet removed: the location
+    goes when the last one does.
     """
 
     id = pw.BigAutoField()
@@ -162,9 +174,14 @@ class LocationFile(BaseModel):
     referenced_path = pw.ForeignKeyField(ReferencedPath, on_delete="CASCADE")
     copied = pw.DateTimeField(default=utcnow)
     validated_by = pw.TextField()
-    #: When the file was last re-hashed there and found intact; None: never,
-    #: or the last time it was not.
+    #: When the file was last re-hashed there and found intact (a validated
+    #: transfer counts); None: never.
     verified = pw.DateTimeField(null=True)
+    #: Why the file is not good there (None: it is): missing, other size or
+    #: checksum, stale (the item's file changed after this copy was made).
+    problem = pw.TextField(null=True)
+    #: When ``problem`` was found.
+    problem_found = pw.DateTimeField(null=True)
 
     class Meta:
         table_name = "location_file"

@@ -11,7 +11,9 @@ import peewee as pw
 
 from catalog import sql
 from catalog.errors import ItemNotFoundError, LocationConflictError
+from catalog.integrity import keys_of, lost_files
 from catalog.models import (
+    STATUS_DAMAGED,
     STATUS_DONE,
     STATUS_PREPARING,
     AccessLog,
@@ -44,8 +46,16 @@ def open_lock_counts(item: FileStorage) -> dict[int, int]:
     return {location_id: count for location_id, count in rows}
 
 
+#: Lost items ``status`` names, at most.
+DEFAULT_LOST_SHOWN = 100
+
+
 def status_summary() -> dict[str, Any]:
-    """Counts of items by status, and of locations by connector and status."""
+    """Counts of items by status, and of locations by connector and status; lost items.
+
+    ``lost`` names up to ``DEFAULT_LOST_SHOWN`` items with a file that is
+    good nowhere (``catalog.integrity``), ``lost_items`` counts them all.
+    """
     items: dict[str, int] = {
         status: count
         for status, count in FileStorage.select(FileStorage.status, pw.fn.COUNT(FileStorage.id))
@@ -62,9 +72,17 @@ def status_summary() -> dict[str, Any]:
     ):
         locations.setdefault(connector, {})[status] = count
     locks = AccessLog.select().where(AccessLog.finished.is_null()).count()
+    lost = lost_files()
+    keys = keys_of(list(lost)[:DEFAULT_LOST_SHOWN])
     return {
         "items": {"total": sum(items.values()), "by_status": dict(sorted(items.items()))},
         "locations": {name: dict(sorted(v.items())) for name, v in sorted(locations.items())},
+        "damaged_locations": sum(v.get(STATUS_DAMAGED, 0) for v in locations.values()),
+        "lost_items": len(lost),
+        "lost": [
+            {"key": keys.get(item_id), "files": paths}
+            for item_id, paths in list(lost.items())[:DEFAULT_LOST_SHOWN]
+        ],
         "open_access_logs": locks,
     }
 
@@ -244,76 +262,6 @@ def item_files(item_ids: Sequence[int]) -> dict[int, list[tuple[str, int | None]
         ):
             files[item_id].append((path, size))
     return files
-
-
-def record_verified(
-    location_id: int, intact: Sequence[tuple[int, str]], damaged: Sequence[int], *, now: datetime
-) -> None:
-    """Record a verification of some files of a location at ``now``.
-
-    ``intact``: (referenced path id, hash kind that proved it) of the files
-    found as the catalog says: they are verified at ``now`` (a file the
-    location had no row for, such as one of an imported copy, gets one).
-    ``damaged``: referenced path ids of the files that were not: their
-    verification is cleared. Then ``settle_last_verified``.
-    """
-    for start in range(0, len(intact), DEFAULT_RESERVE_BATCH):
-        rows = [
-            {
-                "storage_location": location_id,
-                "referenced_path": path_id,
-                "copied": now,
-                "validated_by": kind,
-                "verified": now,
-            }
-            for path_id, kind in intact[start : start + DEFAULT_RESERVE_BATCH]
-        ]
-        LocationFile.insert_many(rows).on_conflict(
-            conflict_target=[LocationFile.storage_location, LocationFile.referenced_path],
-            update={LocationFile.verified: pw.EXCLUDED.verified},
-        ).execute()
-    for start in range(0, len(damaged), DEFAULT_RESERVE_BATCH):
-        LocationFile.update(verified=None).where(
-            (LocationFile.storage_location == location_id)
-            & LocationFile.referenced_path.in_(list(damaged[start : start + DEFAULT_RESERVE_BATCH]))
-        ).execute()
-    settle_last_verified(location_id, now=now)
-
-
-def settle_last_verified(location_id: int, *, now: datetime) -> bool:
-    """Set the location's ``last_verified`` from its files', if every file is verified.
-
-    A copy was last verified when its least recently verified file was (a
-    copy of no files: ``now``); a file never verified, or found damaged last
-    time, leaves the location as it was. Returns whether it was set.
-    """
-    item = StorageLocation.select(StorageLocation.file_storage).where(
-        StorageLocation.id == location_id
-    )
-    files = ReferencedPath.select(ReferencedPath.id).where(
-        (ReferencedPath.file_storage == item) & ~ReferencedPath.path.endswith("/")
-    )
-    unverified = files.where(
-        ~pw.fn.EXISTS(
-            LocationFile.select(LocationFile.id).where(
-                (LocationFile.storage_location == location_id)
-                & (LocationFile.referenced_path == ReferencedPath.id)
-                & LocationFile.verified.is_null(False)
-            )
-        )
-    )
-    oldest = LocationFile.select(pw.fn.MIN(LocationFile.verified)).where(
-        (LocationFile.storage_location == location_id) & LocationFile.referenced_path.in_(files)
-    )
-    return bool(
-        StorageLocation.update(
-            last_verified=pw.fn.COALESCE(
-                oldest, pw.Value(now, converter=StorageLocation.last_verified.db_value)
-            )
-        )
-        .where((StorageLocation.id == location_id) & ~pw.fn.EXISTS(unverified))
-        .execute()
-    )
 
 
 def mark_files_to_delete(location_id: int, item_id: int, *, now: datetime) -> None:

@@ -90,8 +90,13 @@ class Connector(abc.ABC):
         """
 
     @abc.abstractmethod
-    def delete(self, path: str) -> None:
-        """Remove the object at ``path``; a missing object is not an error."""
+    def delete(self, path: str, *, within: str = "") -> None:
+        """Remove the object at ``path``; a missing object is not an error.
+
+        Never through a symbolic link: a link is removed itself. ``within``:
+        the folder the object belongs to (a copy's url); a backend with real
+        folders removes those left empty up to it and not above.
+        """
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -219,10 +224,13 @@ CAPABILITIES: dict[str, type] = {
 _CAPABILITY_NAMES = {interface: name for name, interface in CAPABILITIES.items()}
 
 
-def delete_all(connector: Connector, paths: Sequence[str]) -> None:
-    """Remove every object at ``paths``: in bulk where the backend can, else one by one."""
+def delete_all(connector: Connector, paths: Sequence[str], *, within: str = "") -> None:
+    """Remove every object at ``paths``: in bulk where the backend can, else one by one.
+
+    ``within`` as for ``Connector.delete``.
+    """
     if connector.can(BulkDelete):
         connector.delete_many(paths)  # type: ignore[attr-defined]
         return
     for path in paths:
-        connector.delete(path)
+        connector.delete(path, within=within)

@@ -309,7 +309,7 @@ class GCSConnector(LazyClient, Connector):
                 raise failure
             time.sleep(DEFAULT_CHUNK_BACKOFF * 2 ** (failures - 1))
 
-    def delete(self, path: str) -> None:
+    def delete(self, path: str, *, within: str = "") -> None:
         check_path(path)
         from google.api_core.exceptions import NotFound
 

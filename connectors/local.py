@@ -51,6 +51,10 @@ DEFAULT_SMALL_BUFFER = 64 * 1024
 DEFAULT_COPY_RANGE = 1 << 30
 #: Why ``copy_file_range`` may refuse two files: then they are copied in user space.
 _NO_COPY_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
+#: Errors of the filesystem that retrying the same path never mends.
+_PERMANENT_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL, errno.EFBIG, errno.EMLINK, errno.EXDEV}
+)
 #: Temporary files of unfinished writes end so; ``list`` never shows them.
 PARTIAL_SUFFIX = ".rs-partial"
 #: A temporary file unchanged for this long (seconds) was left by a writer
@@ -99,6 +103,8 @@ class _TemporaryNames:
 _NAMES = _TemporaryNames()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_NAMES.renew)
+#: Opening a folder to walk through or to remove an entry of.
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 #: Opening a temporary file: ours alone, never through a link.
 _CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Attempts at a free temporary name before giving up.
@@ -300,6 +306,9 @@ class LocalConnector(Connector):
             return ObjectNotFound(f"{self.name}: {path!r} is a folder, not an object")
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return AccessDenied(f"{self.name}: {path!r}: {exc.strerror}")
+        if exc.errno in _PERMANENT_ERRNOS:
+            # A name the filesystem cannot hold, a loop of links: so every time.
+            return InvalidPath(f"{self.name}: {path!r}: {exc.strerror or exc}")
         # Full disks, I/O errors, stale mounts: may pass.
         return BackendUnavailable(f"{self.name}: {path!r}: {exc.strerror or exc}")
 
@@ -430,39 +439,93 @@ class LocalConnector(Connector):
         except OSError:
             is_link = False
         if is_link:
-            full = self._resolve(path)
+            # Refused if it leads out of the root, as any access; else the
+            # link itself is replaced: never what it points to, which may be
+            # another item's file.
+            self._resolve(path)
         return full, folder
 
-    def delete(self, path: str) -> None:
-        full = self._resolve(path)
+    def delete(self, path: str, *, within: str = "") -> None:
+        """Remove the object at ``path``; a link is removed itself, never what it points to.
+
+        The folders on the way are opened one by one without following a
+        link: a folder that is a link is refused (``InvalidPath``), never
+        walked through (it may lead into another item's folder). Folders left
+        empty are removed, up to and including ``within`` (a copy's own
+        folder), never above it; without ``within``, up to the root.
+        """
+        check_path(path)
+        parts = path.rstrip("/").split("/")
         block: _Block | None = getattr(self._batches, "block", None)
-        if block is not None and full in block.files:
-            _remove(block.files.pop(full)[0])  # written in this block: never lands
-        try:
-            os.unlink(full)
-        except FileNotFoundError:
-            pass
-        except IsADirectoryError:
-            with contextlib.suppress(OSError):
-                os.rmdir(full)
-            return
-        except OSError as exc:
-            raise self._error(exc, path) from exc
-        # Leave no empty folders behind, up to (not including) the root.
+        if block is not None:
+            _, folder, name = self._folder(path)
+            pending = folder + os.sep + name
+            if pending in block.files:
+                _remove(block.files.pop(pending)[0])  # written in this block: never lands
         root = self._real_root()
-        folder = os.path.dirname(full)
-        while folder != root and folder.startswith(root + os.sep):
+        folders: list[int] = []
+        try:
             try:
-                os.rmdir(folder)
+                folders.append(os.open(root, _FOLDER))
+            except FileNotFoundError:
+                return
+            for index, part in enumerate(parts[:-1]):
+                try:
+                    folders.append(os.open(part, _FOLDER | os.O_NOFOLLOW, dir_fd=folders[-1]))
+                except OSError as exc:
+                    # A link opened so fails with ELOOP, or with O_DIRECTORY ENOTDIR.
+                    link = exc.errno == errno.ELOOP or (
+                        exc.errno == errno.ENOTDIR and _is_link(part, folders[-1])
+                    )
+                    if exc.errno in (errno.ENOENT, errno.ENOTDIR) and not link:
+                        return  # nothing there to delete
+                    if link:
+                        on_the_way = "/".join(parts[: index + 1])
+                        raise InvalidPath(
+                            f"{self.name}: {path!r}: {on_the_way!r} is a symbolic link; "
+                            "not deleting through it"
+                        ) from None
+                    raise self._error(exc, path) from exc
+            try:
+                os.unlink(parts[-1], dir_fd=folders[-1])
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                with contextlib.suppress(OSError):
+                    os.rmdir(parts[-1], dir_fd=folders[-1])
+                return
+            except OSError as exc:
+                if exc.errno == errno.EPERM and _is_folder(parts[-1], folders[-1]):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(parts[-1], dir_fd=folders[-1])
+                    return
+                raise self._error(exc, path) from exc
+            self._prune(parts, folders, within)
+        finally:
+            for descriptor in folders:
+                os.close(descriptor)
+
+    def _prune(self, parts: list[str], folders: list[int], within: str) -> None:
+        """Remove the folders of ``parts`` left empty, deepest first, not above ``within``.
+
+        ``folders[d]`` is the open folder at depth ``d`` (0: the root).
+        """
+        boundary = [part for part in within.strip("/").split("/") if part]
+        if parts[: len(boundary)] != boundary:
+            return  # not under the folder given: prune nothing
+        lowest = max(len(boundary), 1)
+        for depth in range(len(parts) - 1, lowest - 1, -1):
+            name, parent = parts[depth - 1], folders[depth - 1]
+            try:
+                os.rmdir(name, dir_fd=parent)
             except OSError:
                 # Not empty: maybe only of what dead writers left.
-                if not self._sweep(folder):
+                if not self._sweep(os.path.join(self._real_root(), *parts[:depth])):
                     break
                 try:
-                    os.rmdir(folder)
+                    os.rmdir(name, dir_fd=parent)
                 except OSError:
                     break
-            folder = os.path.dirname(folder)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         root = self._real_root()
@@ -655,6 +718,20 @@ def _pump(stream: BinaryIO, out: int, size: int | None = None) -> tuple[int, str
             piece = piece[os.write(out, piece) :]
         written += count
     return written, f"{crc:08x}"
+
+
+def _is_link(name: str, parent: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=parent).st_mode)
+    except OSError:
+        return False
+
+
+def _is_folder(name: str, parent: int) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(name, dir_fd=parent).st_mode)
+    except OSError:
+        return False
 
 
 def _create_temporary(folder: str, name: str) -> tuple[int, str]:

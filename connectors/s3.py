@@ -595,7 +595,7 @@ class S3Connector(LazyClient, Connector):
             marker = int(page["NextPartNumberMarker"])
         return newest["UploadId"], parts
 
-    def delete(self, path: str) -> None:
+    def delete(self, path: str, *, within: str = "") -> None:
         check_path(path)
         self._call(f"deleting {path!r}", "delete_object", Key=path)
 

@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 #: Bodies up to this size go up as direct PUTs; larger ones through botocore.
@@ -39,11 +39,14 @@ _ALGORITHM = "AWS4-HMAC-SHA256"
 
 @dataclass(frozen=True)
 class Credentials:
-    """The keys one request is signed with (botocore's frozen credentials)."""
+    """The keys one request is signed with (botocore's frozen credentials).
+
+    Its ``repr`` shows the access key id only: a secret never reaches a log.
+    """
 
     access_key: str
-    secret_key: str
-    token: str | None = None
+    secret_key: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
 
 
 def signed_headers(
@@ -234,8 +237,8 @@ def _scope_region(authorization: str) -> str | None:
     """The region of a SigV4 Authorization header's credential scope."""
     if not authorization.startswith(_ALGORITHM):
         return None
-    for field in authorization[len(_ALGORITHM) :].split(","):
-        name, _, value = field.strip().partition("=")
+    for part in authorization[len(_ALGORITHM) :].split(","):
+        name, _, value = part.strip().partition("=")
         if name == "Credential":
             scope = value.split("/")
             if len(scope) == 5 and scope[3] == "s3" and scope[4] == "aws4_request":

@@ -15,6 +15,7 @@ enqueues the same messages (``resolwe_storage.broker`` documents the format).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,9 +25,16 @@ import dramatiq
 import peewee as pw
 
 from catalog.importing import ImportResult, import_document
-from catalog.models import STATUS_DONE, StorageLocation
+from catalog.models import STATUS_DONE, STATUS_PREPARING, StorageLocation
 from catalog.queries import item_by_key, item_files, reserve_location
-from resolwe_storage.broker import Pending, enqueue_many, make_broker
+from resolwe_storage.broker import (
+    UNREACHABLE,
+    BrokerUnavailable,
+    Pending,
+    answering,
+    enqueue_many,
+    make_broker,
+)
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
 from resolwe_storage.jobs import (
@@ -100,7 +108,17 @@ class StorageService:
                 )
                 raise InputError(f"item {key!r} already has a location on {to!r} ({there.status})")
             files = item_files([item.id])[item.id]
-        return enqueue_many(self.broker, copy_messages(item.id, to, files))
+        try:
+            with answering(self.broker, what="nothing was queued or reserved"):
+                return enqueue_many(self.broker, copy_messages(item.id, to, files))
+        except BrokerUnavailable:
+            with self.database.atomic():
+                StorageLocation.delete().where(
+                    (StorageLocation.file_storage == item)
+                    & (StorageLocation.connector_name == to)
+                    & (StorageLocation.status == STATUS_PREPARING)
+                ).execute()
+            raise
 
     def request_verify(self, key: str, *, connector: str | None = None) -> int:
         """Queue a verification of item ``key``'s OK copies (or of the one on ``connector``).
@@ -115,16 +133,25 @@ class StorageService:
         keys = [Pending.key(QUEUE_VERIFY, item.id, name) for name in names]
         files = item_files([item.id])[item.id]
         jobs = [verify_messages(item.id, name, files) for name in names]
-        fresh = pending.claim(keys, [len(location_jobs) for location_jobs in jobs])
-        return enqueue_many(
-            self.broker,
-            [
-                message
-                for location_jobs, new in zip(jobs, fresh, strict=True)
-                if new
-                for message in location_jobs
-            ],
-        )
+        with answering(self.broker, what="nothing was queued"):
+            fresh = pending.claim(keys, [len(location_jobs) for location_jobs in jobs])
+        try:
+            with answering(self.broker, what="nothing was queued"):
+                return enqueue_many(
+                    self.broker,
+                    [
+                        message
+                        for location_jobs, new in zip(jobs, fresh, strict=True)
+                        if new
+                        for message in location_jobs
+                    ],
+                )
+        except BrokerUnavailable:
+            with contextlib.suppress(*UNREACHABLE):
+                for key, new in zip(keys, fresh, strict=True):
+                    if new:
+                        pending.release(key)
+            raise
 
     @contextmanager
     def reading(

@@ -20,11 +20,13 @@ within their idle timeout. The actors and their arguments are listed in
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,8 +36,12 @@ import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import compute_backoff
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import BrokerConnectionError, ConnectionClosed, DecodeError
+from dramatiq.message import Message
 from dramatiq.middleware import Middleware
+
+from catalog.database import redact_url
+from resolwe_storage.errors import UserError
 
 #: Milliseconds without a heartbeat after which a worker's messages go back
 #: to the queue (Dramatiq's default is a minute; a killed worker's job is
@@ -59,6 +65,118 @@ DEFAULT_WAKE_TOKENS = 64
 DEFAULT_WAKE_TTL = 5
 
 
+logger = logging.getLogger(__name__)
+
+#: Errors of a broker that does not answer (down, restarting, unreachable).
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError)
+
+
+class BrokerUnavailable(UserError):
+    """The broker (Redis) did not answer; nothing that needed it was done."""
+
+
+@contextmanager
+def answering(broker: dramatiq.Broker, *, what: str = "") -> Iterator[None]:
+    """The block, with a broker that does not answer raised as ``BrokerUnavailable``.
+
+    One line naming the broker (its password hidden) and the cause; ``what``
+    says what was not done.
+    """
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise BrokerUnavailable(
+            f"the broker {describe(broker)} did not answer ({first_line(exc)})"
+            + (f"; {what}" if what else "")
+        ) from None
+
+
+def describe(broker: dramatiq.Broker) -> str:
+    """The broker's URL, for a message: password hidden."""
+    kwargs = getattr(getattr(broker, "client", None), "connection_pool", None)
+    kwargs = getattr(kwargs, "connection_kwargs", {}) if kwargs is not None else {}
+    if not kwargs:
+        return "in process"
+    host, port, db = kwargs.get("host", "?"), kwargs.get("port", "?"), kwargs.get("db", 0)
+    return redact_url(f"redis://{host}:{port}/{db}")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Outage:
+    """Says once that a service stopped answering, and once that it answers again.
+
+    A process that keeps running through an outage (a worker, the
+    scheduler) would otherwise log every failed attempt: hundreds of lines
+    for a restart of Redis.
+    """
+
+    def __init__(self, what: str, log: logging.Logger = logger) -> None:
+        self.what = what
+        self.log = log
+        self.since: float | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> None:
+        """It did not answer (``exc``): logged at the first failure of an outage only."""
+        with self._lock:
+            if self.since is not None:
+                return
+            self.since = time.monotonic()
+        self.log.error(
+            "%s does not answer: %s; carrying on when it does", self.what, first_line(exc)
+        )
+
+    def ok(self) -> None:
+        """It answered: logged if it had not been."""
+        if self.since is None:
+            return
+        with self._lock:
+            if self.since is None:
+                return
+            seconds, self.since = time.monotonic() - self.since, None
+        self.log.warning("%s answers again, after %.0f s", self.what, seconds)
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+
+#: The broker as this process's workers see it.
+BROKER_OUTAGE = Outage("the broker (Redis)")
+
+
+class QuietOutages(logging.Filter):
+    """Drops Dramatiq's own line per failed attempt while the broker is down.
+
+    Dramatiq's consumers log a CRITICAL line each time they find the broker
+    gone (every second, per queue) and a warning each second per job whose
+    acknowledgement waits; ``BROKER_OUTAGE`` says it once instead.
+    """
+
+    NOISE = (
+        "Consumer encountered a connection error",
+        "Restarting consumer in",
+        "Failed to post_process_message(",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("dramatiq.worker"):
+            return True
+        message = str(record.msg)
+        return not any(message.startswith(noise) for noise in self.NOISE)
+
+
+def quiet_outages() -> None:
+    """Install ``QuietOutages`` on the root logger's handlers (once)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, QuietOutages) for f in handler.filters):
+            handler.addFilter(QuietOutages())
+
+
 def wake_key(namespace: str, queue: str) -> str:
     """The Redis list an idle consumer of ``queue`` waits on for new work."""
     return f"{namespace}:{queue}.wake"
@@ -74,26 +192,80 @@ class _WakingConsumer(_RedisConsumer):
     onto: an idle worker starts the moment a job is queued, and still looks
     at least once per timeout (a job queued by someone who pushes no token).
     While its prefetch is full (busy) it backs off as Dramatiq's does.
+
+    A message that cannot be decoded (not JSON, no ``message_id``: put on
+    the queue by hand or by a service with a bug) is dead-lettered with a
+    log line naming it, and the others fetched with it go on; Dramatiq's own
+    consumer would stop at it and hold them all. An outage of Redis is
+    logged once when it starts and once when it ends (``BROKER_OUTAGE``).
     """
 
     def __next__(self) -> Any:
         try:
-            if self.message_cache:
-                return super().__next__()  # what it holds already: no waiting
-            if self.outstanding_message_count >= self.prefetch:
-                self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                time.sleep(backoff_ms / 1000)
+            while True:
+                if self.message_cache:
+                    data = self.message_cache.pop(0)
+                    try:
+                        message = Message.decode(data) if data is not None else None
+                    except DecodeError:
+                        self._quarantine(data)
+                        continue
+                    if message is None:
+                        continue
+                    self.misses = 0
+                    self.queued_message_ids.add(message.message_id)
+                    return dramatiq.MessageProxy(message)
+                if self.outstanding_message_count >= self.prefetch:
+                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                    time.sleep(backoff_ms / 1000)
+                    return None
+                self.message_cache = self.broker.do_fetch(
+                    self.queue_name, self.prefetch - self.outstanding_message_count
+                )
+                BROKER_OUTAGE.ok()
+                if self.message_cache:
+                    continue
+                key = wake_key(self.broker.namespace, self.queue_name)
+                self.broker.client.blpop([key], timeout=self.timeout / 1000)
                 return None
-            self.message_cache = self.broker.do_fetch(
-                self.queue_name, self.prefetch - self.outstanding_message_count
-            )
-            if self.message_cache:
-                return super().__next__()
-            key = wake_key(self.broker.namespace, self.queue_name)
-            self.broker.client.blpop([key], timeout=self.timeout / 1000)
-            return None
-        except redis.ConnectionError as exc:
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            BROKER_OUTAGE.failed(exc)
             raise ConnectionClosed(exc) from None
+
+    def _quarantine(self, data: bytes) -> None:
+        """Dead-letter an undecodable message; its Redis id is found by its body."""
+        client, namespace = self.broker.client, self.broker.namespace
+        acks = f"{namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+        bodies = f"{namespace}:{self.queue_name}.msgs"
+        ids = list(client.smembers(acks))
+        found = [
+            redis_id
+            for redis_id, body in zip(ids, client.hmget(bodies, ids) if ids else [], strict=True)
+            if body == data
+        ]
+        for redis_id in found:
+            self.broker.do_nack(self.queue_name, redis_id)
+        shown = data[:120].decode("utf-8", "replace") if isinstance(data, bytes) else repr(data)
+        logger.error(
+            "queue %s: a message that is not a job (%r%s) was dead-lettered",
+            self.queue_name,
+            shown,
+            "..." if len(data) > 120 else "",
+        )
+
+    def ack(self, message: Any) -> None:
+        try:
+            super().ack(message)
+        except ConnectionClosed as exc:
+            BROKER_OUTAGE.failed(exc)
+            raise
+
+    def nack(self, message: Any) -> None:
+        try:
+            super().nack(message)
+        except ConnectionClosed as exc:
+            BROKER_OUTAGE.failed(exc)
+            raise
 
 
 class WakingRedisBroker(RedisBroker):
@@ -270,7 +442,11 @@ class Pending:
         return [bool(done) for done in pipe.execute()]
 
     def done(self, key: str) -> None:
-        """One job of the work marked ``key`` ended; the last one frees the marker."""
+        """One job of the work marked ``key`` ended; the last one frees the marker.
+
+        A broker that does not answer leaves the marker to expire
+        (``DEFAULT_PENDING_TTL``): the work is done, and must not fail for it.
+        """
         if self._client is None:
             with self._lock:
                 left = self._local.get(key, 1) - 1
@@ -279,8 +455,11 @@ class Pending:
                 else:
                     self._local.pop(key, None)
             return
-        if self._client.decr(key) <= 0:
-            self._client.delete(key)
+        try:
+            if self._client.decr(key) <= 0:
+                self._client.delete(key)
+        except UNREACHABLE as exc:
+            BROKER_OUTAGE.failed(exc)
 
     def release(self, key: str) -> None:
         """Free the marker ``key`` now, whatever jobs it still counts."""
@@ -365,14 +544,29 @@ def dead_letters(broker: RedisBroker, queue: str, *, limit: int) -> list[DeadLet
         return []
     bodies = client.hmget(f"{namespace}:{queue}.XQ.msgs", [redis_id for redis_id, _ in found])
     letters = []
-    for (_, score), body in zip(found, bodies, strict=True):
+    for (redis_id, score), body in zip(found, bodies, strict=True):
         if body is None:
             continue  # expired meanwhile
-        decoded = dramatiq.Message.decode(body)
+        died = datetime.fromtimestamp(score / 1000, tz=UTC)
+        try:
+            decoded = dramatiq.Message.decode(body)
+        except DecodeError:
+            # Not a job at all (``_WakingConsumer._quarantine``).
+            letters.append(
+                DeadLetter(
+                    queue,
+                    died,
+                    "(not a job)",
+                    [body[:80].decode("utf-8", "replace")],
+                    0,
+                    redis_id.decode(),
+                )
+            )
+            continue
         letters.append(
             DeadLetter(
                 queue=queue,
-                died=datetime.fromtimestamp(score / 1000, tz=UTC),
+                died=died,
                 actor=decoded.actor_name,
                 args=list(decoded.args),
                 retries=int(decoded.options.get("retries", 0)),
@@ -398,7 +592,11 @@ def requeue_dead(broker: RedisBroker, queue: str) -> int:
         if body is None:
             client.zrem(dead_key, redis_id)  # its body expired
             continue
-        revived = dramatiq.Message.decode(body)
+        try:
+            revived = dramatiq.Message.decode(body)
+        except DecodeError:
+            continue  # not a job: it stays dead, for an operator to look at
+
         revived = revived.copy(options={**revived.options, "retries": 0})
         pipe = client.pipeline(transaction=True)
         pipe.hset(f"{namespace}:{queue}.msgs", redis_id, revived.encode())

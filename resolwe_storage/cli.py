@@ -26,7 +26,7 @@ from resolwe_storage.errors import InputError, UserError
 from resolwe_storage.planout import write_plan_json, write_plan_table
 from resolwe_storage.runtime import open_catalog
 from scheduler.planning import Planner, item_facts
-from scheduler.policy import explain, fmt_time
+from scheduler.policy import explain, fmt_time, lost_files
 
 
 class Context:
@@ -167,7 +167,11 @@ def _read_json(source: str) -> Any:
 )
 @pass_context
 def plan(context: Context, now: str | None, as_json: bool, explain_key: str | None) -> None:
-    """List the due copies, deletes and verifications without doing anything."""
+    """List the due copies, deletes, repairs and verifications without doing anything.
+
+    Items with a file that has no good copy anywhere (lost) are named on
+    stderr, whatever the output.
+    """
     moment = _parse_now(now)
     policies = context.config.policies
     if explain_key is not None:
@@ -177,24 +181,52 @@ def plan(context: Context, now: str | None, as_json: bool, explain_key: str | No
     out = sys.stdout
     if as_json:
         write_plan_json(out, items)
+        out.flush()
+        _warn_lost()
         return
     counts = write_plan_table(out, items, width=max((len(n) for n in policies), default=6))
     out.flush()
     total = sum(counts.values())
     detail = ", ".join(f"{counts[name]} {name}" for name in sorted(counts))
     click.echo(f"{total} due action(s){': ' + detail if detail else ''}", err=True)
+    _warn_lost()
+
+
+def _warn_lost() -> None:
+    """Name on stderr the items with a file that is good nowhere (SPEC §3 "lost")."""
+    from catalog.integrity import describe_lost, keys_of, lost_files
+
+    lost = lost_files()
+    if lost:
+        shown = dict(list(lost.items())[:10])
+        more = f" and {len(lost) - len(shown)} more" if len(lost) > len(shown) else ""
+        click.echo(
+            f"warning: LOST: {len(lost)} item(s) with a file that has no good copy anywhere, "
+            f"nothing of them is deleted: {describe_lost(shown, keys_of(shown))}{more}",
+            err=True,
+        )
 
 
 def _explain(context: Context, key: str, now: datetime, as_json: bool) -> None:
     with context.database.atomic():
         facts = item_facts(item_by_key(key))
     decisions = explain(facts, context.config.policies, now=now)
+    lost = lost_files(facts)
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "key": key,
                     "now": fmt_time(now),
+                    "locations": [
+                        {
+                            "connector": loc.connector,
+                            "status": loc.status,
+                            "damaged_files": sorted(loc.damaged_files),
+                        }
+                        for loc in facts.locations
+                    ],
+                    "lost": lost,
                     "decisions": [
                         {
                             "action": d.action,
@@ -222,7 +254,10 @@ def _explain(context: Context, key: str, now: datetime, as_json: bool) -> None:
         click.echo(
             f"  location on {loc.connector}: {loc.status}, last_update "
             f"{fmt_time(loc.last_update)}, {loc.open_access_logs} open access log(s)"
+            + (f", damaged: {', '.join(sorted(loc.damaged_files))}" if loc.damaged_files else "")
         )
+    if lost:
+        click.echo(f"  LOST: no good copy anywhere of {', '.join(lost)}")
     if not decisions:
         click.echo("no connectors are configured")
     for decision in decisions:
@@ -234,11 +269,21 @@ def _explain(context: Context, key: str, now: datetime, as_json: bool) -> None:
             click.echo(f"  [{mark}] {condition.name}: {condition.detail}")
 
 
+#: What the location status codes mean, for ``status``.
+LOCATION_STATES = {
+    "PR": "preparing",
+    "UP": "uploading",
+    "OK": "ok",
+    "DE": "deleting",
+    "DM": "damaged",
+}
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @pass_context
 def status(context: Context, as_json: bool) -> None:
-    """Items by status, and locations per connector and status."""
+    """Items by status; locations per connector and status; damaged copies, lost items."""
     with context.database.atomic():
         summary = status_summary()
     unknown = sorted(set(summary["locations"]) - set(context.config.connectors))
@@ -252,10 +297,28 @@ def status(context: Context, as_json: bool) -> None:
     names = sorted(set(context.config.connectors) | set(summary["locations"]))
     for name in names:
         counts = summary["locations"].get(name, {})
-        detail = ", ".join(f"{s} {n}" for s, n in counts.items()) or "no locations"
+        detail = (
+            ", ".join(f"{s} {n} ({LOCATION_STATES.get(s, s)})" for s, n in counts.items())
+            or "no locations"
+        )
         flag = "  (not in the configuration)" if name in unknown else ""
         click.echo(f"  {name}: {detail}{flag}")
+    if summary["damaged_locations"]:
+        click.echo(
+            f"damaged copies: {summary['damaged_locations']} (not counted; repaired by the scan)"
+        )
     click.echo(f"open access logs: {summary['open_access_logs']}")
+    if summary["lost_items"]:
+        shown = "; ".join(
+            f"{lost['key']} ({', '.join(lost['files'][:3])}"
+            + (f" and {len(lost['files']) - 3} more)" if len(lost["files"]) > 3 else ")")
+            for lost in summary["lost"][:10]
+        )
+        more = summary["lost_items"] - min(len(summary["lost"]), 10)
+        click.echo(
+            f"LOST: {summary['lost_items']} item(s) with a file that has no good copy anywhere: "
+            f"{shown}{f' and {more} more' if more > 0 else ''}"
+        )
 
 
 @cli.command()
@@ -297,13 +360,6 @@ def ingest(
         )
 
 
-def _ok_locations(context: Context, key: str) -> tuple[Any, list[Any]]:
-    """The item ``key`` and its OK locations on configured connectors, preferred first."""
-    from resolwe_storage.urls import ok_copies
-
-    return ok_copies(context.config, key)
-
-
 @cli.command()
 @click.argument("key")
 @click.argument("path")
@@ -320,6 +376,7 @@ def url(context: Context, key: str, path: str, expires: int, connector_name: str
     """Print a URL of one file of an item: public, or presigned, from its preferred copy."""
     from resolwe_storage.urls import file_url
 
+    context.database  # noqa: B018 - opened (and bound) before any query
     click.echo(file_url(context.config, key, path, expires=expires, connector=connector_name))
 
 
@@ -332,29 +389,42 @@ def url(context: Context, key: str, path: str, expires: int, connector_name: str
 def verify(
     context: Context, key: str, connector_name: str | None, as_json: bool, now: str | None
 ) -> None:
-    """Re-hash an item's copies against the catalog; report every mismatch."""
+    """Re-hash an item's copies against the catalog; report every mismatch.
+
+    Its copies that count, and its damaged ones: a damaged copy found whole
+    again counts again. Exit 1 when a file is not as the catalog says.
+    """
     from resolwe_storage.storage import connector_named
+    from resolwe_storage.urls import ok_copies
     from workers.verify import verify_location
 
     moment = _parse_now(now)
     if connector_name is not None and connector_name not in context.config.connectors:
         connector_named(context.config, connector_name)  # raises, naming the choices
     with context.database.atomic():
-        _, locations = _ok_locations(context, key)
+        _, locations = ok_copies(context.config, key, damaged=True)
     if connector_name is not None:
         locations = [loc for loc in locations if loc.connector_name == connector_name]
     if not locations:
         where = f" on {connector_name!r}" if connector_name else ""
-        raise InputError(f"item {key!r} has no OK copy{where} to verify")
-    reports = [
-        verify_location(loc, connector_named(context.config, loc.connector_name), now=moment)
-        for loc in locations
-    ]
+        raise InputError(f"item {key!r} has no OK or damaged copy{where} to verify")
+    reports = []
+    for loc in locations:
+        try:
+            reports.append(
+                verify_location(
+                    loc, connector_named(context.config, loc.connector_name), now=moment
+                )
+            )
+        except ConnectorError as exc:
+            raise InputError(
+                f"{loc.connector_name}: could not verify (nothing concluded): {exc}"
+            ) from None
     if as_json:
         click.echo(json.dumps([report.as_json() for report in reports], indent=2))
     else:
         for report in reports:
-            verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+            verdict = "ok" if report.ok else f"{len(report.problems)} problem(s), damaged"
             click.echo(
                 f"{report.connector}:{report.url}: {report.files} file(s), "
                 f"{report.bytes} bytes: {verdict}"
@@ -362,9 +432,14 @@ def verify(
             for problem in report.problems:
                 click.echo(f"  {problem.path}: {problem.problem}")
     bad = [report for report in reports if not report.ok]
-    if bad:
+    lost = reports[-1].lost if reports else []
+    if bad or lost:
         problems = sum(len(report.problems) for report in bad)
-        raise UserError(f"{problems} problem(s) in {len(bad)} copy(ies)")
+        message = f"{problems} problem(s) in {len(bad)} copy(ies)"
+        if lost:
+            message += f"; item {key!r} is LOST: no good copy anywhere of {', '.join(lost[:5])}"
+            message += f" and {len(lost) - 5} more" if len(lost) > 5 else ""
+        raise UserError(message)
 
 
 # The job commands (scan, scheduler, worker, run, request) register themselves on ``cli``.

@@ -6,6 +6,7 @@ Registered on ``resolwe_storage.cli.cli``; the same one-line errors and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,15 +31,20 @@ from catalog.models import Action, utcnow
 from resolwe_storage import jobs
 from resolwe_storage.api import StorageService
 from resolwe_storage.broker import (
+    UNREACHABLE,
+    BrokerUnavailable,
+    Outage,
+    answering,
     dead_letters,
     live_workers,
     make_broker,
     queue_stats,
+    quiet_outages,
     requeue_dead,
 )
 from resolwe_storage.cli import Context, _now_option, _parse_now, cli, pass_context
 from resolwe_storage.config import Config
-from resolwe_storage.errors import InputError
+from resolwe_storage.errors import InputError, UserError
 from resolwe_storage.lease import Lease
 from resolwe_storage.scan import ScanReport, scan
 
@@ -85,6 +91,7 @@ def start_worker(
     ``now`` fixes the time the workers re-check the rules at (``run --now``).
     """
     jobs.declare_actors(broker)
+    quiet_outages()
     clock = utcnow if now is None else (lambda: now)
     runtime = jobs.Runtime(config, database, broker, max_retries=max_retries, clock=clock)
     jobs.install(runtime)
@@ -126,7 +133,8 @@ def _until_signalled() -> threading.Event:
 def _summary(report: ScanReport) -> str:
     return (
         f"scan: {report.items} item(s) due; queued {report.jobs} job(s): "
-        f"{report.copies} copies, {report.deletes} deletes, {report.verifies} verifications; "
+        f"{report.copies} copies, {report.deletes} deletes, {report.verifies} verifications, "
+        f"{report.repairs} repairs; "
         f"{report.pending} already queued; {report.resumed} stalled copies resumed; "
         f"{report.unlocked} expired locks closed; "
         f"{report.seconds:.2f} s"
@@ -190,20 +198,45 @@ def scheduler(context: Context, interval: float, once: bool) -> None:
     broker = make_broker(_broker_url(context, "scheduler"))
     lease = Lease(broker.client, SCHEDULER_LEASE)  # type: ignore[attr-defined]
     database = context.database
+    # A line when the broker or the catalog stops answering, one when it is back.
+    broker_down = Outage("the broker (Redis)", logger)
+    catalog_down = Outage("the catalog database", logger)
+    # APScheduler tells of every run of every job at info.
+    logging.getLogger("apscheduler").setLevel(
+        max(logging.WARNING, logging.getLogger().getEffectiveLevel())
+    )
+
+    def keep_lease() -> bool:
+        try:
+            held = lease.hold()
+        except UNREACHABLE as exc:
+            broker_down.failed(exc)
+            return False
+        broker_down.ok()
+        return held
 
     def tick() -> None:
-        if not lease.hold():
-            logger.info("another scheduler holds the lease; not scanning")
+        if not keep_lease():
+            logger.info("not holding the lease; not scanning")
             return
         try:
             with database.connection_context():
-                click.echo(_summary(scan(context.config, database, broker, now=utcnow())))
-        except (pw.DatabaseError, OSError) as exc:  # the next tick tries again
-            click.echo(f"error: scan failed: {exc}", err=True)
+                report = scan(context.config, database, broker, now=utcnow())
+        except BrokerUnavailable as exc:
+            broker_down.failed(exc)
+            return
+        except (pw.DatabaseError, pw.InterfaceError) as exc:
+            catalog_down.failed(exc)
+            return
+        catalog_down.ok()
+        click.echo(_summary(report))
 
     if once:
         tick()
-        lease.release()
+        with contextlib.suppress(*UNREACHABLE):
+            lease.release()
+        if broker_down.down or catalog_down.down:
+            raise InputError("scheduler --once: the scan did not run (see above)")
         return
     from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -211,14 +244,15 @@ def scheduler(context: Context, interval: float, once: bool) -> None:
     runner = BackgroundScheduler(timezone="UTC")
     runner.add_job(tick, "interval", seconds=interval, max_instances=1, coalesce=True)
     # Keep the lease between scans (and during a long one).
-    runner.add_job(lease.hold, "interval", seconds=max(lease.ttl_ms / 3000, 1))
+    runner.add_job(keep_lease, "interval", seconds=max(lease.ttl_ms / 3000, 1))
     runner.start()
     tick()
     try:
         stop.wait()
     finally:
         runner.shutdown(wait=False)
-        lease.release()
+        with contextlib.suppress(*UNREACHABLE):
+            lease.release()
 
 
 @cli.command()
@@ -294,21 +328,96 @@ def run(
     try:
         if once:
             report = scan(context.config, database, broker, now=moment or utcnow())
-            for queue in jobs.QUEUES:
-                _join(broker, queue)
+            with answering(broker, what="the jobs queued may not all have run"):
+                for queue in jobs.QUEUES:
+                    _join(broker, queue)
             outcome = _outcome(began)
+            failures = _failures(began)
+            lost = _lost()
             if as_json:
-                click.echo(json.dumps({"scan": report.as_json(), "actions": outcome}))
+                click.echo(
+                    json.dumps(
+                        {
+                            "scan": report.as_json(),
+                            "actions": outcome,
+                            "failed": failures,
+                            "lost": lost,
+                        }
+                    )
+                )
             else:
                 click.echo(_summary(report))
                 click.echo(_describe(outcome))
+            if failures or lost:
+                raise UserError(_trouble(failures, lost))
             return
         stop = _until_signalled()
+        broker_down = Outage("the broker (Redis)", logger)
+        catalog_down = Outage("the catalog database", logger)
         while not stop.is_set():
-            click.echo(_summary(scan(context.config, database, broker, now=moment or utcnow())))
+            try:
+                report = scan(context.config, database, broker, now=moment or utcnow())
+            except BrokerUnavailable as exc:
+                broker_down.failed(exc)
+            except (pw.DatabaseError, pw.InterfaceError) as exc:
+                catalog_down.failed(exc)
+            else:
+                broker_down.ok()
+                catalog_down.ok()
+                click.echo(_summary(report))
             stop.wait(interval)
     finally:
-        stop_worker(broker, running)
+        with contextlib.suppress(*UNREACHABLE):
+            stop_worker(broker, running)
+
+
+def _failures(since: datetime) -> list[dict[str, Any]]:
+    """The failures for good recorded since ``since``: what, of which item, where, why."""
+    rows = (
+        Action.select()
+        .where((Action.started >= since) & (Action.result == "failed"))
+        .order_by(Action.id)
+    )
+    return [
+        {
+            "action": row.action,
+            "key": row.item_key,
+            "target": row.target,
+            "path": row.path,
+            "error": row.error,
+        }
+        for row in rows
+    ]
+
+
+def _lost() -> list[dict[str, Any]]:
+    from catalog.integrity import keys_of, lost_files
+
+    lost = lost_files(limit=100)
+    keys = keys_of(lost)
+    return [{"key": keys.get(item_id), "files": paths} for item_id, paths in lost.items()]
+
+
+def _trouble(failures: list[dict[str, Any]], lost: list[dict[str, Any]]) -> str:
+    """One line: the jobs that failed for good, and the items lost."""
+    parts = []
+    if failures:
+        first = failures[0]
+        where = (
+            f" to {first['target']}"
+            if first["action"] == "copy"
+            else (f" on {first['target']}" if first["target"] else "")
+        )
+        parts.append(
+            f"{len(failures)} job(s) failed for good, first: {first['action']} of "
+            f"{first['key']!r}{where}: {first['error']}"
+        )
+    if lost:
+        parts.append(
+            f"{len(lost)} item(s) LOST (a file with no good copy anywhere): "
+            + ", ".join(str(entry["key"]) for entry in lost[:5])
+        )
+    return "; ".join(parts)
 
 
 def _join(broker: dramatiq.Broker, queue: str) -> None:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-from catalog.database import DATABASE_SCHEMES
+from catalog.database import DATABASE_SCHEMES, redact_url
 from connectors.registry import ALIASES, GCS, LOCAL, S3, connector_kind
 from resolwe_storage.errors import ConfigError
 from scheduler.rules import DEFAULT_PRIORITY, ConnectorPolicy, Override, Rule, VerifyRule
@@ -161,6 +161,14 @@ class Config:
     def policies(self) -> dict[str, ConnectorPolicy]:
         """Every connector's rules, by connector name."""
         return {name: connector.policy for name, connector in self.connectors.items()}
+
+    def __repr__(self) -> str:
+        # URLs may carry passwords: never shown, not even in a traceback.
+        broker = redact_url(self.broker) if self.broker else None
+        return (
+            f"Config(database={redact_url(self.database)!r}, broker={broker!r}, "
+            f"connectors={sorted(self.connectors)!r}, source={self.source!r})"
+        )
 
 
 def _rule(settings: CopyRuleSettings | DeleteRuleSettings | None) -> Rule | None:

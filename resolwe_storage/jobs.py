@@ -10,6 +10,8 @@ queue      actor               args
 ``copy``   ``copy_file``       item id, target connector, file path
 ``copy``   ``finish_copy``     item id, target connector
 ``delete`` ``delete_files``    item id, connector, [file paths]
+``copy``   ``repair_location`` item id, connector (a damaged copy)
+``delete`` ``delete_files``    item id, connector, [file paths]
 ``delete`` ``delete_location`` item id, connector
 ``verify`` ``verify_files``    item id, connector, [file paths]
 ``verify`` ``verify_location`` item id, connector
@@ -24,14 +26,16 @@ files; ``verify_files`` jobs within the same limits per copy;
 ``delete_files`` jobs of up to
 ``DEFAULT_DELETE_JOB_FILES`` files (one request to S3). ``copy_file`` is
 ``copy_files`` of one file; ``delete_location`` and ``verify_location``
-work on every file of the copy.
+work on every file of the copy; ``repair_location`` copies the bad files of
+a damaged copy again (``workers.operations.repair_location``).
 
 Each actor decodes its message, calls one operation of ``workers`` and lets
 the error decide: transient errors (a connector's ``transient`` ones, a lost
 database connection) are retried with exponential backoff, up to
 ``DEFAULT_MAX_RETRIES`` times; anything else fails the message at once. A
 message that fails for good is dead-lettered (Redis keeps it a week, under
-``dramatiq:QUEUE.XQ``) and recorded in the action history with its reason.
+``dramatiq:QUEUE.XQ``) and recorded in the action history with the item's
+key and the reason (``GiveUpHistory``, unless the operation recorded it).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from catalog.models import Action, FileStorage, utcnow
 from catalog.paths import files_label
 from connectors.base import Connector
 from connectors.errors import ChecksumMismatch, ConfigurationError
-from resolwe_storage.broker import Pending, message
+from resolwe_storage.broker import UNREACHABLE, Pending, message
 from resolwe_storage.config import Config
 from resolwe_storage.storage import build_connector
 from scheduler.policy import cutoff
@@ -65,6 +69,7 @@ from workers.operations import (
     copy_items,
     delete_files,
     finish_location,
+    repair_location,
     verify_item_files,
 )
 
@@ -80,6 +85,9 @@ ACTOR_DELETE = "delete_location"
 ACTOR_DELETE_MANY = "delete_files"
 ACTOR_VERIFY = "verify_location"
 ACTOR_VERIFY_MANY = "verify_files"
+ACTOR_REPAIR = "repair_location"
+#: The marker (``broker.Pending``) of a repair queued or running.
+PENDING_REPAIR = "repair"
 
 #: Retries of a transient failure before a job is given up (dead-lettered).
 DEFAULT_MAX_RETRIES = 8
@@ -288,6 +296,17 @@ def verify_messages(
     ]
 
 
+def repair_messages(
+    item_id: int, connector: str, files: Sequence[tuple[str, int | None]]
+) -> list[dramatiq.Message]:
+    """The job that repairs the item's damaged copy on ``connector``, whose bad files are ``files``.
+
+    One job: its time limit grows with the bytes of the bad files.
+    """
+    size = sum(size or 0 for _, size in files)
+    return [message(QUEUE_COPY, ACTOR_REPAIR, item_id, connector, time_limit=time_limit_ms(size))]
+
+
 def delete_messages(
     item_id: int, connector: str, files: Sequence[tuple[str, int | None]]
 ) -> list[dramatiq.Message]:
@@ -388,7 +407,7 @@ def is_transient(retries: int, exc: BaseException) -> bool:
         return retries < min(DEFAULT_MISMATCH_RETRIES, limit)
     transient = getattr(exc, "transient", None)
     if transient is None:
-        transient = isinstance(exc, pw.OperationalError | pw.InterfaceError)
+        transient = isinstance(exc, (pw.OperationalError, pw.InterfaceError, *UNREACHABLE))
     return bool(transient) and retries < limit
 
 
@@ -494,6 +513,35 @@ def verify_location_job(item_id: int, connector: str) -> None:
     verify_files_job(item_id, connector, None)
 
 
+def repair_location_job(item_id: int, connector: str) -> None:
+    """Copy the bad files of the item's damaged copy on ``connector`` again."""
+    runtime = current()
+    with _catalog(runtime):
+        report = repair_location(
+            item_id,
+            connector,
+            connectors=runtime.connector,
+            preference=runtime.preference,
+            actor=ACTOR_NAME,
+            lock_expires=lock_expiry(),
+        )
+    runtime.pending.done(Pending.key(PENDING_REPAIR, item_id, connector))
+    if report.unrepairable:
+        logger.error(
+            "item %s is LOST for %s: no good copy anywhere to repair its copy on %s from",
+            item_id,
+            files_label(report.unrepairable),
+            connector,
+        )
+    logger.info(
+        "repair of item %s on %s: %d file(s) repaired, now %s",
+        item_id,
+        connector,
+        report.repaired,
+        report.status,
+    )
+
+
 @contextmanager
 def _catalog(runtime: Runtime) -> Iterator[None]:
     """The worker thread's catalog connection: kept open between jobs, dropped when broken."""
@@ -515,14 +563,16 @@ ACTORS: dict[str, tuple[str, Callable[..., Any]]] = {
     ACTOR_DELETE: (QUEUE_DELETE, delete_location_job),
     ACTOR_VERIFY_MANY: (QUEUE_VERIFY, verify_files_job),
     ACTOR_VERIFY: (QUEUE_VERIFY, verify_location_job),
+    ACTOR_REPAIR: (QUEUE_COPY, repair_location_job),
 }
 
 
 class GiveUpHistory(Middleware):
-    """Records a job given up after retries in the action history, and frees its marker.
+    """Records a job given up in the action history, and frees its marker.
 
-    Failures that are permanent from the start are recorded by the
-    operations themselves, with what they were doing.
+    Every failure for good: retries used up, or an error no retry mends. An
+    operation that recorded its failure itself, with what it was doing,
+    marks the error (``recorded``) and is not recorded twice.
     """
 
     def after_process_message(
@@ -541,25 +591,38 @@ class GiveUpHistory(Middleware):
         args = list(message.args)
         retries = message.options.get("retries", 0)
         logger.warning("%s%s given up: %s", message.actor_name, tuple(args), exception)
-        if queue in (QUEUE_DELETE, QUEUE_VERIFY) and len(args) >= 2:
-            _runtime.pending.done(Pending.key(queue, args[0], args[1]))
-        if not getattr(exception, "transient", False) and not isinstance(
-            exception, pw.OperationalError | pw.InterfaceError
-        ):
+        marker = _marker(message.actor_name, args)
+        if marker is not None:
+            _runtime.pending.done(marker)
+        if getattr(exception, "recorded", False):
             return
+        action = "repair" if message.actor_name == ACTOR_REPAIR else queue or message.actor_name
+        how = f"gave up after {retries} tries" if retries else "failed"
         with _catalog(_runtime):
             for item_id, target, paths in _work_of(message.actor_name, args):
                 item = FileStorage.get_or_none(FileStorage.id == item_id)
                 Action.create(
                     actor=ACTOR_NAME,
-                    action=queue or message.actor_name,
+                    action=action,
                     item_key=item.key if item is not None else None,
                     file_storage=item,
                     target=target,
                     path=_paths_of(paths) if paths is not None else None,
                     result="failed",
-                    error=f"gave up after {retries} tries: {exception}",
+                    error=f"{how}: {exception}",
                 )
+
+
+def _marker(actor: str, args: list[Any]) -> str | None:
+    """The pending marker a job of ``actor`` frees when it ends, if any."""
+    if len(args) < 2:
+        return None
+    if actor == ACTOR_REPAIR:
+        return Pending.key(PENDING_REPAIR, args[0], args[1])
+    queue, _ = ACTORS.get(actor, ("", None))
+    if queue in (QUEUE_DELETE, QUEUE_VERIFY):
+        return Pending.key(queue, args[0], args[1])
+    return None
 
 
 def _work_of(actor: str, args: list[Any]) -> list[tuple[Any, Any, Any]]:

@@ -16,7 +16,7 @@ from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import TextIO
 
 from scheduler.planning import DueItem
-from scheduler.policy import COPY
+from scheduler.policy import PlannedAction
 
 #: Items formatted between two writes to the output.
 DEFAULT_CHUNK_ITEMS = 4096
@@ -24,13 +24,14 @@ DEFAULT_CHUNK_ITEMS = 4096
 _Shapes = tuple[tuple[str, str], ...]
 
 
-def _shapes(arms: tuple[tuple[str, str], ...], source: str | None) -> _Shapes:
+def _shapes(item: DueItem) -> _Shapes:
     """Text before and after the key of each action, with the separator before it."""
     shapes = []
-    for action, connector in arms:
+    for action, connector in item.arms:
         prefix = f',\n  {{"action": {json.dumps(action)}, "key": '
-        if action == COPY:
-            suffix = f', "source": {json.dumps(source)}, "target": {json.dumps(connector)}}}'
+        shaped = PlannedAction(None, action, connector, item.source_of(action, connector))
+        if "source" in shaped.as_json():
+            suffix = f', "source": {json.dumps(shaped.source)}, "target": {json.dumps(connector)}}}'
         else:
             suffix = f', "connector": {json.dumps(connector)}}}'
         shapes.append((prefix, suffix))
@@ -42,15 +43,15 @@ def write_plan_json(out: TextIO, items: Iterable[DueItem]) -> int:
 
     One object per line, sorted as ``items`` come (the planner's order).
     """
-    cache: dict[tuple[tuple[tuple[str, str], ...], str | None], _Shapes] = {}
+    cache: dict[tuple[object, ...], _Shapes] = {}
     pieces: list[str] = []
     count = 0
     started = False
     out.write("[")
     for number, item in enumerate(items, 1):
-        shapes = cache.get((item.arms, item.source))
+        shapes = cache.get((item.arms, item.source, item.repairs))
         if shapes is None:
-            shapes = cache[item.arms, item.source] = _shapes(item.arms, item.source)
+            shapes = cache[item.arms, item.source, item.repairs] = _shapes(item)
         key = "null" if item.key is None else encode_basestring_ascii(item.key)
         for prefix, suffix in shapes:
             pieces += (prefix, key, suffix)
@@ -82,7 +83,7 @@ def write_plan_table(out: TextIO, items: Iterable[DueItem], *, width: int) -> Co
         key = item.key if item.key is not None else "-"
         for action, connector in item.arms:
             counts[action] += 1
-            source = item.source if action == COPY else "-"
+            source = item.source_of(action, connector) or "-"
             lines.append(f"{action:<7} {connector:<{width}} {source:<{width}} {key}\n")
         if len(lines) >= DEFAULT_CHUNK_ITEMS:
             out.write("".join(lines))

@@ -17,6 +17,7 @@ passed in; no storage backend is contacted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,7 @@ import dramatiq
 import peewee as pw
 
 from catalog import sql
+from catalog.integrity import bad_files
 from catalog.models import (
     STATUS_DELETING,
     STATUS_DONE,
@@ -46,17 +48,25 @@ from catalog.queries import (
     reserve_locations,
     writing,
 )
-from resolwe_storage.broker import Pending, enqueue_many
+from resolwe_storage.broker import (
+    UNREACHABLE,
+    BrokerUnavailable,
+    Pending,
+    answering,
+    enqueue_many,
+)
 from resolwe_storage.config import Config
 from resolwe_storage.jobs import (
+    PENDING_REPAIR,
     QUEUE_DELETE,
     QUEUE_VERIFY,
     copy_jobs,
     delete_messages,
+    repair_messages,
     verify_messages,
 )
 from scheduler.planning import DueItem, Planner
-from scheduler.policy import COPY, DELETE, VERIFY
+from scheduler.policy import COPY, DELETE, REPAIR, VERIFY
 
 #: Items whose work is reserved and queued per transaction and Redis round trip.
 DEFAULT_SCAN_BATCH = 1_000
@@ -76,6 +86,7 @@ class ScanReport:
     copies: int = 0
     deletes: int = 0
     verifies: int = 0
+    repairs: int = 0
     jobs: int = 0
     #: Work already queued or running (not queued again).
     pending: int = 0
@@ -94,6 +105,7 @@ class ScanReport:
             "copies": self.copies,
             "deletes": self.deletes,
             "verifies": self.verifies,
+            "repairs": self.repairs,
             "jobs": self.jobs,
             "pending": self.pending,
             "conflicts": self.conflicts,
@@ -126,7 +138,8 @@ def scan(
     report.items = len(due)
     # Before this scan reserves anything: its own reservations are not stalled.
     resumed, stalled = _resume_stale(database, now - resume_after, report)
-    report.jobs += enqueue_many(broker, resumed)
+    with answering(broker, what="nothing was queued"):
+        report.jobs += enqueue_many(broker, resumed)
     if stalled:
         # Stamped once queued (a failed enqueue leaves them stalled for the
         # next scan), with the real time: the jobs went out now, whatever
@@ -136,11 +149,37 @@ def scan(
         ).execute()
     pending = Pending(broker)
     for batch in _chunks(due, DEFAULT_SCAN_BATCH):
-        messages = _reserve_copies(database, batch, report)
-        messages += _claim_others(pending, batch, report)
-        report.jobs += enqueue_many(broker, messages)
+        messages, reserved = _reserve_copies(database, batch, report)
+        claimed: list[str] = []
+        try:
+            with answering(broker, what=f"{report.jobs} job(s) were queued before it stopped"):
+                others, claimed = _claim_others(pending, batch, report)
+                report.jobs += enqueue_many(broker, [*messages, *others])
+        except BrokerUnavailable:
+            # Nothing stays reserved that was not queued: the next scan plans it again.
+            _unreserve(database, reserved)
+            with contextlib.suppress(*UNREACHABLE):
+                for key in claimed:
+                    pending.release(key)
+            raise
     report.seconds = time.monotonic() - began
     return report
+
+
+def _unreserve(database: pw.Database, reserved: Sequence[tuple[int, str]]) -> None:
+    """Drop the reservations (``PR``, nothing copied yet) of copies whose jobs were not queued."""
+    with writing(database):
+        for item_id, connector in reserved:
+            StorageLocation.delete().where(
+                (StorageLocation.file_storage == item_id)
+                & (StorageLocation.connector_name == connector)
+                & (StorageLocation.status == STATUS_PREPARING)
+                & ~pw.fn.EXISTS(
+                    LocationFile.select(LocationFile.id).where(
+                        LocationFile.storage_location == StorageLocation.id
+                    )
+                )
+            ).execute()
 
 
 def _close_expired_locks() -> int:
@@ -236,7 +275,8 @@ def _resume_stale(
 
 def _reserve_copies(
     database: pw.Database, batch: Sequence[DueItem], report: ScanReport
-) -> list[dramatiq.Message]:
+) -> tuple[list[dramatiq.Message], list[tuple[int, str]]]:
+    """Reserve the due copies' locations; their jobs, and the (item id, target) reserved."""
     wanted = [
         (item.item_id, item.source, target)
         for item in batch
@@ -244,7 +284,7 @@ def _reserve_copies(
         if action == COPY and item.source is not None
     ]
     if not wanted:
-        return []
+        return [], []
     ids = sorted({item_id for item_id, _, _ in wanted})
     messages: list[dramatiq.Message] = []
     with writing(database):
@@ -280,23 +320,28 @@ def _reserve_copies(
             reserved.setdefault(target, []).append((item_id, files.get(item_id, [])))
     for target, items in reserved.items():
         messages += copy_jobs(target, items)
-    return messages
+    return messages, [
+        (item_id, target) for target, items in reserved.items() for item_id, _ in items
+    ]
 
 
 def _claim_others(
     pending: Pending, batch: Sequence[DueItem], report: ScanReport
-) -> list[dramatiq.Message]:
+) -> tuple[list[dramatiq.Message], list[str]]:
+    """The jobs of the due deletes, verifications and repairs not queued yet; their markers."""
     wanted = [
         (action, item.item_id, connector)
         for item in batch
         for action, connector in item.arms
-        if action in (DELETE, VERIFY)
+        if action in (DELETE, VERIFY, REPAIR)
     ]
     if not wanted:
-        return []
-    files = item_files(sorted({item_id for _, item_id, _ in wanted}))
+        return [], []
+    files = item_files(sorted({item_id for action, item_id, _ in wanted if action != REPAIR}))
     jobs = [
-        (delete_messages if action == DELETE else verify_messages)(
+        _repair_jobs(item_id, connector)
+        if action == REPAIR
+        else (delete_messages if action == DELETE else verify_messages)(
             item_id, connector, files[item_id]
         )
         for action, item_id, connector in wanted
@@ -304,19 +349,31 @@ def _claim_others(
     keys = [Pending.key(_QUEUES[action], item_id, name) for action, item_id, name in wanted]
     fresh = pending.claim(keys, [len(location_jobs) for location_jobs in jobs])
     messages = []
+    claimed = [key for key, new in zip(keys, fresh, strict=True) if new]
     for (action, _, _), location_jobs, new in zip(wanted, jobs, fresh, strict=True):
         if not new:
             report.pending += 1
             continue
         if action == DELETE:
             report.deletes += 1
-        else:
+        elif action == VERIFY:
             report.verifies += 1
+        else:
+            report.repairs += 1
         messages += location_jobs
-    return messages
+    return messages, claimed
 
 
-_QUEUES = {DELETE: QUEUE_DELETE, VERIFY: QUEUE_VERIFY}
+def _repair_jobs(item_id: int, connector: str) -> list[dramatiq.Message]:
+    """The job that repairs the item's damaged copy on ``connector``, sized by its bad files."""
+    location = StorageLocation.get_or_none(
+        (StorageLocation.file_storage == item_id) & (StorageLocation.connector_name == connector)
+    )
+    bad = bad_files(location.id) if location is not None else []
+    return repair_messages(item_id, connector, [(b.path, b.size) for b in bad])
+
+
+_QUEUES = {DELETE: QUEUE_DELETE, VERIFY: QUEUE_VERIFY, REPAIR: PENDING_REPAIR}
 
 
 def _chunks(items: Sequence[DueItem], size: int) -> Iterator[Sequence[DueItem]]:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from catalog.models import FileStorage, ReferencedPath, StorageLocation
+from catalog.models import (
+    STATUS_DAMAGED,
+    STATUS_DONE,
+    FileStorage,
+    ReferencedPath,
+    StorageLocation,
+)
 from catalog.paths import check_relative_path
 from catalog.queries import item_by_key
 from connectors.base import PresignedUrls, PublicUrls
@@ -16,18 +22,24 @@ from workers.verify import object_path
 DEFAULT_URL_EXPIRES = 3600
 
 
-def ok_copies(config: Config, key: str) -> tuple[FileStorage, list[StorageLocation]]:
-    """The item ``key`` and its OK locations on configured connectors, preferred first."""
+def ok_copies(
+    config: Config, key: str, *, damaged: bool = False
+) -> tuple[FileStorage, list[StorageLocation]]:
+    """The item ``key`` and its OK locations on configured connectors, preferred first.
+
+    ``damaged``: its damaged ones (``DM``) too, after them.
+    """
     item = item_by_key(key)
     rank = {name: n for n, name in enumerate(preference_order(config.policies))}
+    statuses = [STATUS_DONE, STATUS_DAMAGED] if damaged else [STATUS_DONE]
     locations = [
         location
         for location in StorageLocation.select().where(
-            (StorageLocation.file_storage == item) & (StorageLocation.status == "OK")
+            (StorageLocation.file_storage == item) & StorageLocation.status.in_(statuses)
         )
         if location.connector_name in rank
     ]
-    locations.sort(key=lambda location: rank[location.connector_name])
+    locations.sort(key=lambda loc: (loc.status != STATUS_DONE, rank[loc.connector_name]))
     return item, locations
 
 

@@ -23,11 +23,13 @@ from typing import Any, NamedTuple
 
 import peewee as pw
 
-from catalog.models import FileStorage, StorageLocation
+from catalog.integrity import bad_files
+from catalog.models import STATUS_DAMAGED, FileStorage, ReferencedPath, StorageLocation
 from catalog.queries import open_lock_counts
 from scheduler.policy import (
     COPY,
     DELETE,
+    REPAIR,
     VERIFY,
     ItemFacts,
     LocationFacts,
@@ -39,10 +41,14 @@ from scheduler.rules import DEFAULT_MIN_OTHER_COPIES, ConnectorPolicy, Rule, pre
 #: Rows fetched per round trip from PostgreSQL's server-side cursor.
 DEFAULT_FETCH_ROWS = 20_000
 #: Bits of a connector's field in the per-item sums: a location there (any
-#: status), an OK one, one whose verification is due.
-HERE_BIT, OK_BIT, VERIFY_BIT = 1, 2, 4
-#: Connectors per SUM column: three bits each, within a signed 64-bit integer.
-FIELDS_PER_SUM = 20
+#: status), an OK one, one whose verification is due, a damaged one.
+HERE_BIT, OK_BIT, VERIFY_BIT, DAMAGED_BIT = 1, 2, 4, 8
+#: Bits of one connector's field.
+FIELD_BITS = 4
+#: Connectors per SUM column: four bits each, within a signed 64-bit integer.
+FIELDS_PER_SUM = 15
+#: Arms per mask column (bits of a signed 64-bit integer).
+ARMS_PER_MASK = 62
 
 
 class DueItem(NamedTuple):
@@ -55,6 +61,16 @@ class DueItem(NamedTuple):
     arms: tuple[tuple[str, str], ...]
     #: The item's id in the catalog (what jobs name it by: keys are optional).
     item_id: int = 0
+    #: ``(target, source)`` of each due repair (``scheduler.policy.repair_source``).
+    repairs: tuple[tuple[str, str | None], ...] = ()
+
+    def source_of(self, action: str, connector: str) -> str | None:
+        """The source ``plan`` names for an arm: a copy's or a repair's, else None."""
+        if action == COPY:
+            return self.source
+        if action == REPAIR:
+            return dict(self.repairs).get(connector)
+        return None
 
 
 @dataclass
@@ -117,6 +133,9 @@ class Planner:
         self.rank = {name: position for position, name in enumerate(self.order)}
         #: Every (action, connector) with a rule, in output order; bit i of an
         #: item's mask stands for ``arms[i]``.
+        #: A damaged copy is repaired whatever the rules say: every connector
+        #: has that arm, where there is another to repair from.
+        repairs = True if len(self.policies) > 1 else None
         self.arms: tuple[tuple[str, str], ...] = tuple(
             sorted(
                 (action, name)
@@ -124,15 +143,16 @@ class Planner:
                 for action, rule in (
                     (COPY, policy.copy),
                     (DELETE, policy.delete),
+                    (REPAIR, repairs),
                     (VERIFY, policy.verify),
                 )
                 if rule is not None
             )
         )
-        self._expanded: dict[int, tuple[tuple[str, str], ...]] = {}
+        self._expanded: dict[tuple[int, ...], tuple[tuple[str, str], ...]] = {}
         #: Where each connector's bit field lies: (which SUM, bit offset).
         self._slot = {
-            name: (position // FIELDS_PER_SUM, 3 * (position % FIELDS_PER_SUM))
+            name: (position // FIELDS_PER_SUM, FIELD_BITS * (position % FIELDS_PER_SUM))
             for position, name in enumerate(self.order)
         }
 
@@ -207,10 +227,11 @@ class Planner:
     #
     # An item has at most one location per connector (a unique index says
     # so), so a SUM over its locations of per-connector bit fields is their OR:
-    # each configured connector gets three bits (here, OK here, verification
-    # due here) in one of a few integer columns. SQLite computes an aggregate
-    # once however often the statement names it, so long as the repetitions
-    # are the very same expression; every test below reads these few sums.
+    # each configured connector gets four bits (here, OK here, verification
+    # due here, damaged here) in one of a few integer columns. SQLite computes
+    # an aggregate once however often the statement names it, so long as the
+    # repetitions are the very same expression; every test below reads these
+    # few sums.
 
     def _facts(self, chunk: int, now: datetime) -> _Sql:
         """The SUM of chunk ``chunk``'s bit fields over the item's locations."""
@@ -225,6 +246,7 @@ class Planner:
                 assert limit is not None
                 sql.add(" + CASE WHEN l.last_verified IS NULL OR l.last_verified < ")
                 sql.value(self._time(limit)).add(" THEN 4 ELSE 0 END")
+            sql.add(f" WHEN l.status = 'DM' THEN {DAMAGED_BIT}")
             sql.add(f" ELSE 0 END) * {1 << shift}")
         sql.add(" ELSE 0 END) AS BIGINT)")
         return sql
@@ -293,8 +315,11 @@ class Planner:
             " THEN CASE WHEN EXISTS (SELECT 1 FROM access_log a"
             " WHERE a.storage_location_id = l.id AND a.finished IS NULL)"
             " THEN 0 ELSE 1 END ELSE 0 END) = 1"
-            " AND SUM(CASE WHEN l.status = 'OK' THEN 1 ELSE 0 END) > "
+            # The copies that count: OK, on a connector we can confirm them on.
+            " AND SUM(CASE WHEN l.status = 'OK' AND "
         )
+        self._configured(sql, "l.connector_name")
+        sql.add(" THEN 1 ELSE 0 END) > ")
         self._override_case(
             sql, rule, "min_other_copies", DEFAULT_MIN_OTHER_COPIES, lambda value: value
         )
@@ -310,56 +335,139 @@ class Planner:
         self._any(sql, facts, [policy.name], VERIFY_BIT)
         return True
 
-    def _mask(self, sql: _Sql, facts: list[_Sql], now: datetime) -> bool:
-        """The sum of ``CASE WHEN <arm due> THEN 2**i``; False if no arm can fire."""
-        builders = {COPY: self._copy_due, DELETE: self._delete_due, VERIFY: self._verify_due}
-        terms = 0
-        for bit, (action, name) in enumerate(self.arms):
-            mark = (len(sql.text), len(sql.params))
-            sql.add(" + " if terms else "").add("CASE WHEN ")
-            if builders[action](sql, facts, self.policies[name], now):
-                sql.add(f" THEN {1 << bit} ELSE 0 END")
-                terms += 1
-            else:
-                sql.text = sql.text[: mark[0]]
-                del sql.params[mark[1] :]
-        return terms > 0
+    def _repair_due(
+        self, sql: _Sql, facts: list[_Sql], policy: ConnectorPolicy, now: datetime
+    ) -> bool:
+        """Damaged here, and a file bad here is good on another configured copy.
+
+        An OK copy elsewhere holds every file; without one, a damaged copy
+        elsewhere must hold one of the files bad here good. That probe runs
+        only for items with a damaged copy here, which are few.
+        """
+        self._any(sql, facts, [policy.name], DAMAGED_BIT)
+        sql.add(" AND (")
+        self._any(sql, facts, [name for name in self.order if name != policy.name], OK_BIT)
+        sql.add(
+            " OR EXISTS (SELECT 1 FROM storage_location t"
+            " JOIN referenced_path r ON r.file_storage_id = t.file_storage_id"
+            " WHERE t.file_storage_id = f.id AND t.connector_name = "
+        ).value(policy.name)
+        sql.add(" AND r.path NOT LIKE ").value("%/")
+        sql.add(
+            " AND NOT EXISTS (SELECT 1 FROM location_file x WHERE x.storage_location_id = t.id"
+            " AND x.referenced_path_id = r.id AND x.problem IS NULL)"
+            " AND EXISTS (SELECT 1 FROM storage_location m JOIN location_file y"
+            " ON y.storage_location_id = m.id WHERE m.file_storage_id = f.id AND m.id <> t.id"
+            " AND m.status = 'DM' AND y.referenced_path_id = r.id AND y.problem IS NULL AND "
+        )
+        self._configured(sql, "m.connector_name")
+        sql.add(")))")
+        return True
+
+    def _configured(self, sql: _Sql, column: str) -> None:
+        """``column`` names a configured connector."""
+        sql.add(f"{column} IN (")
+        for number, name in enumerate(self.order):
+            sql.add(", " if number else "").value(name)
+        sql.add(")")
+
+    def _masks(self, facts: list[_Sql], now: datetime) -> list[_Sql] | None:
+        """Per ``ARMS_PER_MASK`` arms, the sum of ``CASE WHEN <arm due> THEN 2**i``.
+
+        None if no arm can ever fire.
+        """
+        builders = {
+            COPY: self._copy_due,
+            DELETE: self._delete_due,
+            REPAIR: self._repair_due,
+            VERIFY: self._verify_due,
+        }
+        masks = []
+        fired = False
+        for start in range(0, len(self.arms), ARMS_PER_MASK):
+            sql = _Sql(param=self.database.param, inline=not self.postgres)
+            terms = 0
+            for bit, (action, name) in enumerate(self.arms[start : start + ARMS_PER_MASK]):
+                mark = (len(sql.text), len(sql.params))
+                sql.add(" + " if terms else "").add("CASE WHEN ")
+                if builders[action](sql, facts, self.policies[name], now):
+                    sql.add(f" THEN {1 << bit} ELSE 0 END")
+                    terms += 1
+                else:
+                    sql.text = sql.text[: mark[0]]
+                    del sql.params[mark[1] :]
+            if not terms:
+                sql.add("0")
+            fired = fired or terms > 0
+            masks.append(sql)
+        return masks if fired else None
 
     def compile(self, now: datetime) -> _Sql | None:
         """The whole plan as one statement, or None when no rule can ever fire.
 
-        Its rows are ``(key, id, source rank, mask)`` for the items with something
-        due, ordered by key (no key first), then id.
+        Its rows are ``(key, id, source rank, facts..., masks...)`` for the
+        items with something due, ordered by key (no key first), then id.
         """
         inline = not self.postgres
         chunks = (len(self.order) + FIELDS_PER_SUM - 1) // FIELDS_PER_SUM
         facts = [self._facts(chunk, now) for chunk in range(chunks)]
-        mask = _Sql(param=self.database.param, inline=inline)
-        if not self._mask(mask, facts, now):
+        masks = self._masks(facts, now)
+        if masks is None:
             return None
         sql = _Sql(param=self.database.param, inline=inline)
         sql.add("SELECT f.key, f.id, ")
         self._source(sql, facts)
-        sql.add(", ").add(mask.text, *mask.params).add(" AS mask")
+        for fact in facts:
+            sql.add(", ").add(fact.text, *fact.params)
+        for number, mask in enumerate(masks):
+            sql.add(", ").add(mask.text, *mask.params).add(f" AS mask{number}")
         sql.add(
             " FROM file_storage f JOIN storage_location l ON l.file_storage_id = f.id"
             " GROUP BY f.key, f.id HAVING "
         )
-        if self.postgres:
-            sql.add(mask.text, *mask.params).add(" <> 0")
-        else:
-            # SQLite names the result column here and computes it once.
-            sql.add("mask <> 0")
+        for number, mask in enumerate(masks):
+            sql.add(" OR " if number else "")
+            if self.postgres:
+                sql.add("(").add(mask.text, *mask.params).add(") <> 0")
+            else:
+                # SQLite names the result column here and computes it once.
+                sql.add(f"mask{number} <> 0")
         sql.add(" ORDER BY f.key NULLS FIRST, f.id" if self.postgres else " ORDER BY f.key, f.id")
         return sql
 
-    def expand(self, mask: int) -> tuple[tuple[str, str], ...]:
-        """The arms ``(action, connector)`` set in ``mask``, in output order."""
-        arms = self._expanded.get(mask)
+    def expand(self, masks: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
+        """The arms ``(action, connector)`` set in ``masks``, in output order."""
+        arms = self._expanded.get(masks)
         if arms is None:
-            arms = tuple(arm for bit, arm in enumerate(self.arms) if mask >> bit & 1)
-            self._expanded[mask] = arms
+            arms = tuple(
+                arm
+                for bit, arm in enumerate(self.arms)
+                if masks[bit // ARMS_PER_MASK] >> (bit % ARMS_PER_MASK) & 1
+            )
+            self._expanded[masks] = arms
         return arms
+
+    def _repair_sources(
+        self, arms: tuple[tuple[str, str], ...], source: str | None, facts: tuple[int, ...]
+    ) -> tuple[tuple[str, str | None], ...]:
+        """The source ``plan`` names for each due repair (``scheduler.policy.repair_source``)."""
+        repairs = []
+        for action, target in arms:
+            if action != REPAIR:
+                continue
+            found = source
+            if found is None:
+                found = next(
+                    (
+                        name
+                        for name in self.order
+                        if name != target
+                        and facts[self._slot[name][0]] >> self._slot[name][1] & DAMAGED_BIT
+                    ),
+                    None,
+                )
+            repairs.append((target, found))
+        return tuple(repairs)
 
     def due(self, *, now: datetime) -> Iterator[DueItem]:
         """Stream, per item with something due, its key, copy source and arms."""
@@ -367,18 +475,22 @@ class Planner:
         if sql is None:
             return
         order = self.order
+        chunks = (len(self.order) + FIELDS_PER_SUM - 1) // FIELDS_PER_SUM
         with self.database.atomic():
-            for key, item_id, src, mask in self._rows(sql):
+            for key, item_id, src, *rest in self._rows(sql):
                 source = order[src] if src is not None else None
-                yield DueItem(key, source, self.expand(mask), item_id)
+                facts, masks = tuple(rest[:chunks]), tuple(rest[chunks:])
+                arms = self.expand(masks)
+                repairs = ()
+                if any(action == REPAIR for action, _ in arms):
+                    repairs = self._repair_sources(arms, source, facts)
+                yield DueItem(key, source, arms, item_id, repairs)
 
     def plan(self, *, now: datetime) -> Iterator[PlannedAction]:
         """Stream the due actions in ``plan`` order (key, action, target)."""
         for item in self.due(now=now):
             for action, connector in item.arms:
-                yield PlannedAction(
-                    item.key, action, connector, item.source if action == COPY else None
-                )
+                yield PlannedAction(item.key, action, connector, item.source_of(action, connector))
 
     def _rows(self, sql: _Sql) -> Iterator[tuple[Any, ...]]:
         """Run ``sql`` inside the caller's transaction, fetching rows in batches."""
@@ -420,10 +532,20 @@ def item_facts(item: FileStorage) -> ItemFacts:
             last_update=location.last_update,
             last_verified=location.last_verified,
             open_access_logs=locks.get(location.id, 0),
+            damaged_files=frozenset(bad.path for bad in bad_files(location.id))
+            if location.status == STATUS_DAMAGED
+            else frozenset(),
         )
         for location in StorageLocation.select()
         .where(StorageLocation.file_storage == item)
         .order_by(StorageLocation.connector_name)
+    )
+    files = tuple(
+        path
+        for (path,) in ReferencedPath.select(ReferencedPath.path)
+        .where((ReferencedPath.file_storage == item) & ~ReferencedPath.path.endswith("/"))
+        .order_by(ReferencedPath.path)
+        .tuples()
     )
     return ItemFacts(
         key=item.key,
@@ -432,4 +554,5 @@ def item_facts(item: FileStorage) -> ItemFacts:
         status=item.status,
         created=item.created,
         locations=locations,
+        files=files,
     )

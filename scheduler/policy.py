@@ -22,11 +22,14 @@ from scheduler.rules import (
 
 COPY = "copy"
 DELETE = "delete"
+REPAIR = "repair"
 VERIFY = "verify"
-ACTIONS = (COPY, DELETE, VERIFY)
+ACTIONS = (COPY, DELETE, REPAIR, VERIFY)
 
 ITEM_STATUS_DONE = "OK"
 LOCATION_DONE = "OK"
+#: A copy of which some file is missing, different or stale (SPEC §3).
+LOCATION_DAMAGED = "DM"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class LocationFacts:
     last_update: datetime
     last_verified: datetime | None = None
     open_access_logs: int = 0
+    #: Of a damaged location (``DM``): the paths of its files that are not good.
+    damaged_files: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ class ItemFacts:
     status: str
     created: datetime
     locations: Sequence[LocationFacts] = field(default_factory=tuple)
+    #: The paths of the item's files (not folders); needed only to tell
+    #: which files of a damaged item are good somewhere.
+    files: Sequence[str] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True, order=True)
@@ -62,10 +70,10 @@ class PlannedAction:
     source: str | None = None
 
     def as_json(self) -> dict[str, str | None]:
-        """The shape of SPEC §6: copy has source and target, others connector."""
-        if self.action == COPY:
+        """The shape of SPEC §6: copy and repair have source and target, others connector."""
+        if self.action in (COPY, REPAIR):
             return {
-                "action": COPY,
+                "action": self.action,
                 "key": self.key,
                 "source": self.source,
                 "target": self.connector,
@@ -125,6 +133,39 @@ def preferred_location(
         if name in done:
             return done[name]
     return None
+
+
+def counted_copies(item: ItemFacts, policies: Mapping[str, ConnectorPolicy]) -> int:
+    """The item's copies that count: ``OK`` locations on configured connectors.
+
+    A damaged copy never counts, nor one on a connector the configuration
+    no longer names: a delete could not confirm it on its backend.
+    """
+    return sum(
+        1 for loc in item.locations if loc.status == LOCATION_DONE and loc.connector in policies
+    )
+
+
+def holds_good(location: LocationFacts, path: str) -> bool:
+    """Whether ``location`` holds file ``path`` good: it counts, or is damaged elsewhere."""
+    if location.status == LOCATION_DONE:
+        return True
+    return location.status == LOCATION_DAMAGED and path not in location.damaged_files
+
+
+def lost_files(item: ItemFacts) -> list[str]:
+    """The item's files that are good nowhere (SPEC §3 "lost"), in path order.
+
+    Only an item with a damaged location and no ``OK`` one can have any:
+    an ``OK`` copy holds every file.
+    """
+    if any(loc.status == LOCATION_DONE for loc in item.locations):
+        return []
+    if not any(loc.status == LOCATION_DAMAGED for loc in item.locations):
+        return []
+    return sorted(
+        path for path in item.files if not any(holds_good(loc, path) for loc in item.locations)
+    )
 
 
 def _delay_condition(what: str, moment: datetime, resolved: Resolved, now: datetime) -> Condition:
@@ -242,13 +283,13 @@ def explain_delete(
             )
         else:
             conditions.append(Condition("unlocked", True, "no open access log"))
-    copies = sum(1 for loc in item.locations if loc.status == LOCATION_DONE)
+    copies = counted_copies(item, policies)
     enough = copies > min_other.value
     conditions.append(
         Condition(
             "copies",
             enough,
-            f"{copies} OK location(s) counting this one, "
+            f"{copies} OK location(s) on configured connectors counting this one, "
             f"{'more than' if enough else 'not more than'} "
             f"{min_other.describe('min_other_copies')}",
         )
@@ -304,15 +345,84 @@ def explain_verify(item: ItemFacts, policy: ConnectorPolicy, now: datetime) -> D
     return Decision(VERIFY, policy.name, due, tuple(conditions), rule=f"interval {interval}")
 
 
+def repair_source(
+    item: ItemFacts, target: str, policies: Mapping[str, ConnectorPolicy]
+) -> LocationFacts | None:
+    """Where a repair of the copy on ``target`` takes its files from, as ``plan`` names it.
+
+    The preferred location; without one (no copy counts), the most
+    preferred other damaged copy on a configured connector. A worker picks
+    per file the most preferred copy that holds it good.
+    """
+    source = preferred_location(item, policies)
+    if source is not None:
+        return source
+    damaged = {
+        loc.connector: loc
+        for loc in item.locations
+        if loc.status == LOCATION_DAMAGED and loc.connector != target
+    }
+    for name in preference_order(policies):
+        if name in damaged:
+            return damaged[name]
+    return None
+
+
+def explain_repair(
+    item: ItemFacts, policy: ConnectorPolicy, policies: Mapping[str, ConnectorPolicy]
+) -> Decision:
+    """SPEC §5 "Repair": a damaged location with a file that is good on another copy."""
+    here = next((loc for loc in item.locations if loc.connector == policy.name), None)
+    if here is None or here.status != LOCATION_DAMAGED:
+        detail = (
+            f"the location on {policy.name} is {here.status}, not damaged"
+            if here is not None
+            else f"no location on {policy.name}"
+        )
+        return Decision(REPAIR, policy.name, False, (Condition("damaged", False, detail),))
+    bad = sorted(here.damaged_files)
+    conditions = [Condition("damaged", True, f"damaged on {policy.name}: {_some(bad)}")]
+    others = [
+        loc for loc in item.locations if loc.connector != policy.name and loc.connector in policies
+    ]
+    counting = [loc.connector for loc in others if loc.status == LOCATION_DONE]
+    fixable = [path for path in bad if any(holds_good(loc, path) for loc in others)]
+    if counting:
+        conditions.append(
+            Condition("source", True, f"the copy on {counting[0]} holds every file good")
+        )
+    elif fixable:
+        conditions.append(Condition("source", True, f"good on another copy: {_some(fixable)}"))
+    else:
+        conditions.append(
+            Condition("source", False, "no other copy on a configured connector holds them good")
+        )
+    source = repair_source(item, policy.name, policies)
+    due = all(condition.holds for condition in conditions)
+    return Decision(
+        REPAIR,
+        policy.name,
+        due,
+        tuple(conditions),
+        source=source.connector if source is not None and due else None,
+    )
+
+
+def _some(paths: Sequence[str]) -> str:
+    shown = ", ".join(paths[:3])
+    return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "") if paths else "none"
+
+
 def explain(
     item: ItemFacts, policies: Mapping[str, ConnectorPolicy], *, now: datetime
 ) -> list[Decision]:
-    """Every decision for ``item``: for each connector (by name), copy, delete, verify."""
+    """Every decision for ``item``: for each connector (by name), copy, delete, repair, verify."""
     decisions: list[Decision] = []
     for name in sorted(policies):
         policy = policies[name]
         decisions.append(explain_copy(item, policy, policies, now))
         decisions.append(explain_delete(item, policy, policies, now))
+        decisions.append(explain_repair(item, policy, policies))
         decisions.append(explain_verify(item, policy, now))
     return decisions
 

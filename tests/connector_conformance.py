@@ -76,7 +76,7 @@ class CorruptInTransit(Connector):
         data[self.at] ^= 0x01
         return self.inner.write(path, io.BytesIO(bytes(data)), size=size)
 
-    def delete(self, path: str) -> None:
+    def delete(self, path: str, *, within: str = "") -> None:
         self.inner.delete(path)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

@@ -32,11 +32,15 @@ last row the location.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+
+import peewee as pw
 
 from catalog.copying import (
     CopyFacts,
@@ -44,13 +48,23 @@ from catalog.copying import (
     Place,
     Proven,
     Record,
+    Recorded,
     Start,
     copy_facts,
     finish_copies,
     record_copies,
     start_copies,
 )
+from catalog.integrity import (
+    bad_files,
+    good_holders,
+    lost_files,
+    record_bad,
+    record_good,
+    settle,
+)
 from catalog.models import (
+    STATUS_DAMAGED,
     STATUS_DELETING,
     STATUS_DONE,
     STATUS_PREPARING,
@@ -72,9 +86,12 @@ from catalog.queries import (
     open_lock_count,
 )
 from connectors.base import Connector, Landing, ObjectInfo, copy_run, delete_all, landing
-from connectors.errors import PermanentError, TransientError
+from connectors.errors import ChecksumMismatch, ObjectNotFound, PermanentError, TransientError
 from connectors.transfer import UNKNOWN, Expected, copy_file
-from workers.verify import VerifyReport, object_path, verify_files
+from workers.confirm import confirm_copy
+from workers.verify import VerifyReport, object_path, read_and_compare, verify_files
+
+logger = logging.getLogger(__name__)
 
 #: Finds a configured connector by name.
 ConnectorLookup = Callable[[str], Connector]
@@ -96,6 +113,10 @@ class NoSourceError(PermanentError):
 
 class LocationGoneError(TransientError):
     """The location chosen a moment ago is no longer ``OK``; choosing again may work."""
+
+
+class ItemChangedError(TransientError):
+    """A file changed (a new version registered) while it was copied; copy it again."""
 
 
 @dataclass(frozen=True)
@@ -120,26 +141,32 @@ def preferred(locations: Sequence[StorageLocation], preference: Sequence[str]) -
     )
 
 
+#: Statuses of a location that an access lock may be taken on: a copy that
+#: counts, and, for its verification or repair, a damaged one.
+READABLE = (STATUS_DONE,)
+READABLE_OR_DAMAGED = (STATUS_DONE, STATUS_DAMAGED)
+
+
 def open_access_log(
-    location: StorageLocation, reason: str, *, expires: datetime | None = None
+    location: StorageLocation,
+    reason: str,
+    *,
+    expires: datetime | None = None,
+    statuses: Sequence[str] = READABLE,
 ) -> AccessLog:
     """Lock ``location`` with an open access log: it is not deleted until the log closes.
 
-    Taken under the item's catalog lock, after checking that the location is
-    still ``OK``: a delete decided a moment earlier raises ``LocationGoneError``.
+    Taken under the item's catalog lock, after checking that the location's
+    status is still one of ``statuses``: a delete decided a moment earlier
+    raises ``LocationGoneError``.
     """
     with locked_item(location.file_storage_id):
-        return _open_log_locked(location, reason, expires)
-
-
-def _open_log_locked(location: StorageLocation, reason: str, expires: datetime | None) -> AccessLog:
-    """``open_access_log`` for a caller that holds the item's catalog lock already."""
-    current = StorageLocation.get_or_none(StorageLocation.id == location.id)
-    if current is None or current.status != STATUS_DONE:
-        raise LocationGoneError(
-            f"{location.connector_name}: the copy at {location.url!r} is no longer OK"
-        )
-    return AccessLog.create(storage_location=current, reason=reason, expires=expires)
+        current = StorageLocation.get_or_none(StorageLocation.id == location.id)
+        if current is None or current.status not in statuses:
+            raise LocationGoneError(
+                f"{location.connector_name}: the copy at {location.url!r} is no longer OK"
+            )
+        return AccessLog.create(storage_location=current, reason=reason, expires=expires)
 
 
 def close_access_log(log: AccessLog) -> None:
@@ -155,14 +182,18 @@ def close_access_log(log: AccessLog) -> None:
 
 @contextmanager
 def access_lock(
-    location: StorageLocation, reason: str, *, expires: datetime | None = None
+    location: StorageLocation,
+    reason: str,
+    *,
+    expires: datetime | None = None,
+    statuses: Sequence[str] = READABLE,
 ) -> Iterator[AccessLog]:
     """``location`` locked by an open access log for the block (``open_access_log``).
 
     ``expires``: when the lock ends by itself should the block never end (a
     worker killed meanwhile); the scan closes it then.
     """
-    log = open_access_log(location, reason, expires=expires)
+    log = open_access_log(location, reason, expires=expires, statuses=statuses)
     try:
         yield log
     finally:
@@ -330,7 +361,7 @@ def copy_items(
             )
     started = [plan for plan in plans if plan.item.id in logs]
     proven: dict[int, list[Proven]] = {plan.item.id: [] for plan in started}
-    recorded: set[int] = set()
+    recorded = Recorded(set(), [])
     batch = Landing(landed=False)
     try:
         # The sources stay locked until the copies are recorded. The files
@@ -361,12 +392,17 @@ def copy_items(
             actor=actor,
             now=utcnow(),
         )
+    if recorded.changed:
+        item_id, path = recorded.changed[0]
+        problem = problem or ItemChangedError(
+            f"item {item_id}: {path!r} changed while it was copied; copying the new version"
+        )
     if problem is not None:
         raise problem
     return CopyReport(
-        copied=sum(len(proven[item_id]) for item_id in recorded),
+        copied=sum(len(proven[item_id]) for item_id in recorded.items),
         already_there=already_there,
-        not_wanted=not_wanted + len(started) - len(recorded),
+        not_wanted=not_wanted + len(started) - len(recorded.items),
     )
 
 
@@ -404,6 +440,7 @@ def _copy_one(
                 began,
                 exc,
             )
+            exc.recorded = True  # type: ignore[attr-defined]
         raise
     elapsed = int((time.monotonic() - began) * 1000)
     return Proven(entry, result.validated_by, result.size, elapsed)
@@ -462,23 +499,24 @@ def verify_item_files(
     actor: str = "worker",
     lock_expires: datetime | None = None,
 ) -> VerifyReport | None:
-    """Verify files ``paths`` (None: all) of the item's ``OK`` copy on ``connector_name``.
+    """Verify files ``paths`` (None: all) of the item's copy on ``connector_name``.
 
-    The copy is locked meanwhile (no delete under it; ``lock_expires`` as in
-    ``access_lock``). None when there is no ``OK`` copy there (any more):
-    nothing to verify.
+    A copy that counts (``OK``) or a damaged one (``DM``: found whole again,
+    it counts again). The copy is locked meanwhile (no delete under it;
+    ``lock_expires`` as in ``access_lock``). None when there is no such copy
+    there (any more): nothing to verify.
     """
     location = StorageLocation.get_or_none(
         (StorageLocation.file_storage == item_id)
         & (StorageLocation.connector_name == connector_name)
     )
-    if location is None or location.status != STATUS_DONE:
+    if location is None or location.status not in READABLE_OR_DAMAGED:
         return None
     entries = ReferencedPath.select().where(ReferencedPath.file_storage == item_id)
     if paths is not None:
         entries = entries.where(ReferencedPath.path.in_(list(paths)))
     try:
-        with access_lock(location, "verify", expires=lock_expires):
+        with access_lock(location, "verify", expires=lock_expires, statuses=READABLE_OR_DAMAGED):
             return verify_files(
                 location,
                 connectors(connector_name),
@@ -492,11 +530,12 @@ def verify_item_files(
 
 
 def why_not_delete(
-    location: StorageLocation, check: DeleteCheck, others: Sequence[StorageLocation]
+    location: StorageLocation, check: DeleteCheck, counted: Sequence[StorageLocation]
 ) -> str | None:
     """Why SPEC §5 conditions 3–6 forbid deleting ``location`` now; None if they allow it.
 
-    ``others`` are the item's ``OK`` locations, ``location`` among them.
+    ``counted`` are the item's copies that count (``OK``, on a configured
+    connector: ``counted_copies``), ``location`` among them if it counts.
     """
     if location.status != STATUS_DONE:
         return f"the location is {location.status}, not OK"
@@ -507,13 +546,20 @@ def why_not_delete(
     locks = open_lock_count(location.id)
     if locks:
         return f"locked by {locks} open access log(s)"
-    if len(others) <= check.min_other_copies:
+    if len(counted) <= check.min_other_copies:
         return (
-            f"{len(others)} OK copies, counting this one; more than {check.min_other_copies} needed"
+            f"{len(counted)} OK copies, counting this one; "
+            f"more than {check.min_other_copies} needed"
         )
-    if preferred(others, check.preference).id == location.id:
+    if preferred(counted, check.preference).id == location.id:
         return "it is the preferred copy"
     return None
+
+
+def counted_copies(item_id: int, check: DeleteCheck) -> list[StorageLocation]:
+    """The item's copies that count: ``OK``, on a configured connector (one we can confirm)."""
+    configured = set(check.preference)
+    return [loc for loc in ok_locations(item_id) if loc.connector_name in configured]
 
 
 def delete_location(
@@ -544,15 +590,24 @@ def delete_files(
 ) -> str:
     """Remove files ``paths`` (None: all) of the item's copy on ``connector_name``, if allowed.
 
-    The first job of a delete to run re-checks the rules under the item's
-    catalog lock, and if they allow it marks the location ``DE`` and each
-    of its files still to remove; a job that finds it ``DE`` goes on (the
-    decision is taken). Then the files go, then their rows, and with the
-    last row the location. Returns ``deleted`` (the location is gone),
-    ``files deleted`` (others are left to other jobs), ``refused`` (the
-    rules forbid it now: recorded in the history with the reason) or
-    ``gone`` (nothing to delete). A duplicate job removes nothing twice
-    that matters: deleting a missing object is not an error.
+    The first job of a delete to run decides. Under the item's catalog lock
+    it re-checks the rules against the catalog as it is now; then it
+    confirms on their backends that the other copies it counts hold every
+    file (``workers.confirm``); a copy that does not is marked damaged (and
+    will be repaired) and the delete refused. Then, under the lock again,
+    with the rules still allowing it and the copies counted still those
+    confirmed, it marks the location ``DE`` and each of its files still to
+    remove. A job that finds the location ``DE`` goes on while enough copies
+    still count; else the delete stops there and the location is damaged
+    (repair brings back what was removed). Files go, then their rows, and
+    with the last row the location. A delete never follows a symbolic link.
+
+    Returns ``deleted`` (the location is gone), ``files deleted`` (others
+    are left to other jobs), ``refused`` (the rules or a confirmation forbid
+    it now: recorded in the history with the reason) or ``gone`` (nothing
+    to delete). A duplicate job removes nothing twice that matters:
+    deleting a missing object is not an error. A failure for good is
+    recorded in the history before it is raised.
     """
     began = time.monotonic()
     with locked_item(item_id) as item:
@@ -562,45 +617,203 @@ def delete_files(
         )
         if item is None or location is None:
             return GONE
-        if location.status != STATUS_DELETING:
-            reason = why_not_delete(location, check, ok_locations(item_id))
+        key = item.key
+        deciding = location.status != STATUS_DELETING
+        if deciding:
+            counted = counted_copies(item_id, check)
+            reason = why_not_delete(location, check, counted)
             if reason is not None:
-                Action.create(
-                    actor=actor,
-                    action="delete",
-                    item_key=item.key,
-                    file_storage=item,
-                    target=connector_name,
-                    result="refused",
-                    error=reason,
-                )
+                _refuse(actor, item, connector_name, reason)
                 return REFUSED
-            now = utcnow()
-            StorageLocation.update(status=STATUS_DELETING, last_update=now).where(
-                StorageLocation.id == location.id
-            ).execute()
-            mark_files_to_delete(location.id, item_id, now=now)
-        elif not LocationFile.select().where(LocationFile.storage_location == location.id).exists():
-            # Marked DE elsewhere (an import, an earlier version): no row says
-            # what is left, so every file is, or the first job to end would
-            # take the location while others still have files to remove.
-            mark_files_to_delete(location.id, item_id, now=utcnow())
+            others = [loc for loc in counted if loc.id != location.id]
+        elif not _carry_on(item, location, check, actor):
+            return REFUSED
+    if deciding:
+        outcome = _confirm_and_decide(
+            FileStorage(id=item_id, key=key), location, others, check, connectors, actor
+        )
+        if outcome is not None:
+            return outcome
     entries = ReferencedPath.select(ReferencedPath.id, ReferencedPath.path).where(
         (ReferencedPath.file_storage == item_id) & ~ReferencedPath.path.endswith("/")
     )
     if paths is not None:
         entries = entries.where(ReferencedPath.path.in_(list(paths)))
     found = list(entries.tuples())
-    delete_all(connectors(connector_name), [object_path(location, path) for _, path in found])
-    with locked_item(item_id):
+    try:
+        delete_all(
+            connectors(connector_name),
+            [object_path(location, path) for _, path in found],
+            within=location.url.rstrip("/"),
+        )
+    except Exception as exc:
+        if not getattr(exc, "transient", False):
+            _history(
+                actor,
+                "delete",
+                FileStorage(id=item_id, key=key),
+                None,
+                connector_name,
+                _label(paths, False),
+                began,
+                exc,
+            )
+            exc.recorded = True  # type: ignore[attr-defined]
+        raise
+    with locked_item(item_id) as item:
         gone = forget_files(location.id, [path_id for path_id, _ in found])
         if not gone:
             # Progress: a delete whose location stops moving is resumed by the scan.
             StorageLocation.update(last_update=utcnow()).where(
                 StorageLocation.id == location.id
             ).execute()
-        _history(actor, "delete", item, None, connector_name, _label(paths, gone), began, None)
+        _history(
+            actor,
+            "delete",
+            item or FileStorage(id=item_id, key=key),
+            None,
+            connector_name,
+            _label(paths, gone),
+            began,
+            None,
+        )
     return DELETED if gone else FILES_DELETED
+
+
+def _refuse(actor: str, item: FileStorage, connector_name: str, reason: str) -> None:
+    Action.create(
+        actor=actor,
+        action="delete",
+        item_key=item.key,
+        file_storage=item,
+        target=connector_name,
+        result=REFUSED,
+        error=reason,
+    )
+
+
+def _carry_on(item: FileStorage, location: StorageLocation, check: DeleteCheck, actor: str) -> bool:
+    """Whether a delete under way (``DE``) may go on: enough other copies still count.
+
+    Decided with the item's lock held. Otherwise (a copy counted when the
+    delete was decided has been found damaged since) the delete stops: the
+    location becomes damaged, its files removed so far bad, for repair to
+    bring back.
+    """
+    if not LocationFile.select().where(LocationFile.storage_location == location.id).exists():
+        # Marked DE elsewhere (an import, an earlier version): no row says
+        # what is left, so every file is, or the first job to end would
+        # take the location while others still have files to remove.
+        mark_files_to_delete(location.id, item.id, now=utcnow())
+    others = [loc for loc in counted_copies(item.id, check) if loc.id != location.id]
+    if len(others) >= max(check.min_other_copies, 1):
+        return True
+    now = utcnow()
+    removed = [
+        (path_id, "missing: removed by a delete that was stopped")
+        for (path_id,) in ReferencedPath.select(ReferencedPath.id)
+        .where(
+            (ReferencedPath.file_storage == item.id)
+            & ~ReferencedPath.path.endswith("/")
+            & ~fn_exists_row(location.id)
+        )
+        .tuples()
+    ]
+    StorageLocation.update(status=STATUS_DAMAGED).where(StorageLocation.id == location.id).execute()
+    record_bad(location.id, removed, now=now)
+    settle(location.id, now=now)
+    _refuse(
+        actor,
+        item,
+        location.connector_name,
+        f"stopped: only {len(others)} other copy(ies) still count; "
+        f"{len(removed)} file(s) removed so far are to be repaired",
+    )
+    return False
+
+
+def fn_exists_row(location_id: int) -> pw.Expression:
+    """A row of ``location_id`` exists for the ``ReferencedPath`` of the outer query."""
+    return pw.fn.EXISTS(
+        LocationFile.select(LocationFile.id).where(
+            (LocationFile.storage_location == location_id)
+            & (LocationFile.referenced_path == ReferencedPath.id)
+        )
+    )
+
+
+def _confirm_and_decide(
+    item: FileStorage,
+    location: StorageLocation,
+    others: Sequence[StorageLocation],
+    check: DeleteCheck,
+    connectors: ConnectorLookup,
+    actor: str,
+) -> str | None:
+    """Confirm ``others`` on their backends, then decide under the item's lock.
+
+    None when the location is now being deleted (``DE``), else the outcome
+    (``refused``, ``gone``). The confirmation reads backends, so it runs
+    outside the catalog lock (on SQLite that lock is the whole catalog's);
+    the decision then requires that the copies counting are still among
+    those confirmed. An error reaching a backend is raised: no decision.
+    """
+    entries = list(
+        ReferencedPath.select()
+        .where(ReferencedPath.file_storage == item.id)
+        .order_by(ReferencedPath.path)
+    )
+    problems = {
+        other.id: confirm_copy(other, connectors(other.connector_name), entries) for other in others
+    }
+    confirmed = {other.id for other in others if not problems[other.id]}
+    paths = {entry.path: entry.id for entry in entries}
+    now = utcnow()
+    with locked_item(item.id) as current:
+        if current is None:
+            return GONE
+        damaged = [other for other in others if problems[other.id]]
+        for other in damaged:
+            record_bad(
+                other.id,
+                [(paths[p.path], p.problem) for p in problems[other.id]],
+                now=now,
+            )
+            settle(other.id, now=now)
+        if damaged:
+            first = damaged[0]
+            found = problems[first.id]
+            _refuse(
+                actor,
+                current,
+                location.connector_name,
+                f"the copy on {first.connector_name} is damaged: {found[0].path}: "
+                f"{found[0].problem}"
+                + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+                + "; it will be repaired",
+            )
+            return REFUSED
+        here = StorageLocation.get_or_none(StorageLocation.id == location.id)
+        if here is None:
+            return GONE
+        if here.status == STATUS_DELETING:
+            return None  # another job of this delete decided meanwhile
+        counted = counted_copies(item.id, check)
+        reason = why_not_delete(here, check, counted)
+        unconfirmed = [loc for loc in counted if loc.id != here.id and loc.id not in confirmed]
+        if reason is None and unconfirmed:
+            raise LocationGoneError(
+                f"the copy on {unconfirmed[0].connector_name} came to count while the others "
+                "were confirmed; deciding again"
+            )
+        if reason is not None:
+            _refuse(actor, current, location.connector_name, reason)
+            return REFUSED
+        StorageLocation.update(status=STATUS_DELETING, last_update=now).where(
+            StorageLocation.id == here.id
+        ).execute()
+        mark_files_to_delete(here.id, item.id, now=now)
+    return None
 
 
 def _label(paths: Sequence[str] | None, whole: bool) -> str | None:
@@ -634,3 +847,236 @@ def _history(
         duration_ms=int((time.monotonic() - began) * 1000),
         error=None if error is None else str(error),
     )
+
+
+@dataclass
+class RepairReport:
+    """What a repair did: files copied again (or found good after all), and what is left."""
+
+    repaired: int = 0
+    bytes: int = 0
+    #: Files of the location still bad: no copy anywhere holds them good (lost).
+    unrepairable: list[str] = field(default_factory=list)
+    #: The location's status after (``OK`` when whole again).
+    status: str | None = None
+
+
+@dataclass
+class _Fix:
+    """One bad file of a damaged location, and where it is good."""
+
+    entry: ReferencedPath
+    holders: list[StorageLocation]
+
+
+def repair_location(
+    item_id: int,
+    connector_name: str,
+    *,
+    connectors: ConnectorLookup,
+    preference: Sequence[str],
+    actor: str = "worker",
+    lock_expires: datetime | None = None,
+) -> RepairReport:
+    """Copy the bad files of the item's damaged copy on ``connector_name`` again, validated.
+
+    Each bad file comes from the most preferred configured copy where it is
+    good (an ``OK`` copy, or a damaged one where that file is good); the
+    sources and the damaged copy are locked meanwhile. What the damaged copy
+    holds already with the right hash is kept (``copy_file`` looks first).
+    A source whose bytes turn out not to be the catalog's, read twice, is
+    marked bad there and the next source tried. Once every file is good the
+    location is ``OK`` again. Files good nowhere are left (lost): the report
+    names them. Nothing to do when the location is not damaged (any more).
+    """
+    began = time.monotonic()
+    report = RepairReport()
+    configured = set(preference)
+    with locked_item(item_id) as item:
+        location = StorageLocation.get_or_none(
+            (StorageLocation.file_storage == item_id)
+            & (StorageLocation.connector_name == connector_name)
+        )
+        if item is None or location is None or location.status != STATUS_DAMAGED:
+            report.status = None if location is None else str(location.status)
+            return report
+        bad = bad_files(location.id)
+        holders = good_holders(item_id, [b.path_id for b in bad], exclude=location.id)
+        entries = {
+            entry.id: entry
+            for entry in ReferencedPath.select().where(
+                ReferencedPath.id.in_([b.path_id for b in bad])
+            )
+        }
+        fixes = []
+        for b in bad:
+            usable = [h for h in holders[b.path_id] if h.connector_name in configured]
+            if usable:
+                ranked = sorted(usable, key=lambda h: _rank(h, preference))
+                fixes.append(_Fix(entries[b.path_id], ranked))
+            else:
+                report.unrepairable.append(b.path)
+        sources = {h.id: h for fix in fixes for h in fix.holders}
+        logs = [
+            AccessLog.create(
+                storage_location=loc_id, reason=f"repair of {connector_name}", expires=lock_expires
+            )
+            for loc_id in [location.id, *sources]
+        ]
+        key = item.key
+    destination = connectors(connector_name)
+    proven: list[tuple[int, str]] = []
+    found_bad: dict[int, list[tuple[int, str]]] = {}
+    used: set[str] = set()
+    failure: BaseException | None = None
+    try:
+        for fix in fixes:
+            result = _repair_one(fix, location, destination, connectors, found_bad)
+            if result is not None:
+                used.add(result[0])
+                proven.append((fix.entry.id, result[1].validated_by))
+                report.bytes += result[1].size
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        report.status = _record_repair(
+            FileStorage(id=item_id, key=key),
+            location,
+            fixes,
+            proven,
+            found_bad,
+            logs,
+            actor=actor,
+            sources=sorted(used),
+            began=began,
+            report=report,
+            failure=failure,
+        )
+    return report
+
+
+def _rank(location: StorageLocation, preference: Sequence[str]) -> tuple[int, int, str]:
+    """Sources in order: copies that count first, then by preference."""
+    order = {name: index for index, name in enumerate(preference)}
+    return (
+        0 if location.status == STATUS_DONE else 1,
+        order.get(location.connector_name, len(order)),
+        location.connector_name,
+    )
+
+
+def _repair_one(
+    fix: _Fix,
+    target: StorageLocation,
+    destination: Connector,
+    connectors: ConnectorLookup,
+    found_bad: dict[int, list[tuple[int, str]]],
+) -> tuple[str, Any] | None:
+    """Copy one bad file from the first of its holders that really holds it; (source, result).
+
+    None when every holder turned out bad (recorded in ``found_bad``).
+    """
+    entry = fix.entry
+    expected = Expected(entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size)
+    for holder in fix.holders:
+        source = connectors(holder.connector_name)
+        try:
+            result = copy_file(
+                source,
+                object_path(holder, entry.path),
+                destination,
+                object_path(target, entry.path),
+                expected=expected,
+            )
+        except (ChecksumMismatch, ObjectNotFound) as exc:
+            # The source's bytes, read again on their own: the backend's answer decides.
+            problem, _ = read_and_compare(source, object_path(holder, entry.path), entry)
+            if problem is None:
+                raise  # damage on the way, or at the destination: tried again later
+            found_bad.setdefault(holder.id, []).append((entry.id, problem))
+            logger.warning(
+                "repair of %s on %s: the copy on %s is bad too (%s): %s",
+                entry.path,
+                target.connector_name,
+                holder.connector_name,
+                problem,
+                exc,
+            )
+            continue
+        return holder.connector_name, result
+    return None
+
+
+def _record_repair(
+    item: FileStorage,
+    location: StorageLocation,
+    fixes: Sequence[_Fix],
+    proven: Sequence[tuple[int, str]],
+    found_bad: dict[int, list[tuple[int, str]]],
+    logs: Sequence[AccessLog],
+    *,
+    actor: str,
+    sources: Sequence[str],
+    began: float,
+    report: RepairReport,
+    failure: BaseException | None,
+) -> str | None:
+    """Record a repair's outcome in one transaction; the location's status after."""
+    now = utcnow()
+    with locked_item(item.id) as current:
+        AccessLog.update(finished=now).where(
+            AccessLog.id.in_([log.id for log in logs]) & AccessLog.finished.is_null()
+        ).execute()
+        if current is None:
+            return None
+        for holder_id, problems in found_bad.items():
+            record_bad(holder_id, problems, now=now)
+            settle(holder_id, now=now)
+        here = StorageLocation.get_or_none(StorageLocation.id == location.id)
+        if here is None or here.status != STATUS_DAMAGED:
+            return None if here is None else str(here.status)
+        # A file changed meanwhile (a new version registered): not the bytes copied.
+        hashes = {fix.entry.id: _content(fix.entry) for fix in fixes}
+        still = {
+            entry.id
+            for entry in ReferencedPath.select().where(ReferencedPath.id.in_(list(hashes)))
+            if _content(entry) == hashes[entry.id]
+        }
+        kept = [(path_id, kind) for path_id, kind in proven if path_id in still]
+        record_good(location.id, kept, now=now, verified_at=now)
+        status = settle(location.id, now=now)
+        report.repaired = len(kept)
+        left = [b.path for b in bad_files(location.id)]
+        lost = lost_files([item.id]).get(item.id, [])
+        error = None
+        if failure is not None:
+            error = str(failure) or type(failure).__name__
+        elif lost:
+            error = "LOST: no good copy anywhere of " + files_label(lost)
+        elif left:
+            error = f"still damaged: {files_label(left)}"
+        if kept or error:
+            Action.create(
+                started=now,
+                finished=now,
+                actor=actor,
+                action="repair",
+                item_key=current.key,
+                file_storage=current,
+                source=", ".join(sources) or None,
+                target=location.connector_name,
+                path=files_label([fix.entry.path for fix in fixes]) if fixes else None,
+                result="ok" if error is None else "failed",
+                bytes=report.bytes,
+                duration_ms=int((time.monotonic() - began) * 1000),
+                error=error,
+            )
+        if failure is not None:
+            failure.recorded = True  # type: ignore[attr-defined]
+        report.unrepairable = sorted(set(report.unrepairable) | set(lost))
+        return status
+
+
+def _content(entry: ReferencedPath) -> tuple[object, ...]:
+    return (entry.size, entry.md5, entry.crc32c, entry.awss3etag)

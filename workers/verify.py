@@ -4,9 +4,15 @@ A job verifies some files of a location (``verify_files``; small files
 share a job, as copies do), the command line all of them at once
 (``verify_location``). Every file is checked, and every problem reported
 (not just the first). Each file's outcome is recorded on its own
-(``LocationFile.verified``); the location's ``last_verified`` is that of its
-least recently verified file, once every file has been found intact. Each
-run leaves one row in the action history.
+(``catalog.integrity``): one found intact is verified now; one missing, or
+of another size or checksum, is bad, and its copy damaged (``DM``) until
+repaired. The location's ``last_verified`` is that of its least recently
+verified file. Each run leaves one row in the action history.
+
+Only the backend's answer is evidence: an object that is not there, or
+whose bytes differ. An error reaching or reading it (a timeout, a refused
+credential) says nothing about the bytes: what was found before it is
+recorded, and the error raised, for the job to be retried.
 """
 
 from __future__ import annotations
@@ -16,12 +22,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from catalog.models import Action, ReferencedPath, StorageLocation
+from catalog.integrity import (
+    describe_lost,
+    keys_of,
+    lost_files,
+    record_bad,
+    record_good,
+    settle,
+)
+from catalog.models import STATUS_DAMAGED, Action, ReferencedPath, StorageLocation
 from catalog.paths import files_label
-from catalog.queries import record_verified, writing
+from catalog.queries import writing
 from connectors.base import Connector
-from connectors.errors import ConnectorError
+from connectors.errors import InvalidPath, ObjectNotFound
 from connectors.hashing import crc32c_stream, hash_stream
+
+#: ``Action.result`` of a verification that found a file not as the catalog says.
+DAMAGED = "damaged"
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,10 @@ class VerifyReport:
     files: int = 0
     bytes: int = 0
     problems: list[FileProblem] = field(default_factory=list)
+    #: The location's status after the verification (``OK``, or ``DM``: damaged).
+    status: str = ""
+    #: Files of the item that are good nowhere now (lost), if any.
+    lost: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -55,7 +76,9 @@ class VerifyReport:
             "files": self.files,
             "bytes": self.bytes,
             "ok": self.ok,
+            "status": self.status,
             "problems": [{"path": p.path, "problem": p.problem} for p in self.problems],
+            "lost": self.lost,
         }
 
 
@@ -88,28 +111,42 @@ def verify_files(
     """Re-hash the files ``entries`` of ``location`` on ``connector`` against the catalog.
 
     crc32c is compared where the catalog has it (it is the cheap one), else
-    md5; sizes always. Records each file as verified at ``now`` or not, and
-    the location as verified when every file of it is; one history row
-    (naming the files unless ``whole``: they are all of the item's).
+    md5; sizes always. Records each file as verified at ``now`` or bad, and
+    the location's status and ``last_verified`` as its files say; one
+    history row (naming the files unless ``whole``: they are all of the
+    item's). When the backend cannot be read, what was found so far is
+    recorded (no history row: the job is retried) and the error raised.
     """
     item = location.file_storage
     report = VerifyReport(item.key, location.connector_name, location.url)
     began = time.monotonic()
     intact: list[tuple[int, str]] = []
-    damaged: list[int] = []
-    for entry in entries:
-        if entry.path.endswith("/"):
-            continue  # a folder: nothing to hash
-        report.files += 1
-        problem, kind = _check(connector, object_path(location, entry.path), entry)
-        if problem is not None:
-            report.problems.append(FileProblem(entry.path, problem))
-            damaged.append(entry.id)
-        else:
-            intact.append((entry.id, kind))
-            report.bytes += entry.size or 0
+    damaged: list[tuple[int, str]] = []
+    try:
+        for entry in entries:
+            if entry.path.endswith("/"):
+                continue  # a folder: nothing to hash
+            report.files += 1
+            problem, kind = read_and_compare(connector, object_path(location, entry.path), entry)
+            if problem is not None:
+                report.problems.append(FileProblem(entry.path, problem))
+                damaged.append((entry.id, problem))
+            else:
+                intact.append((entry.id, kind))
+                report.bytes += entry.size or 0
+    except BaseException:
+        with writing(location._meta.database):
+            _record(location, intact, damaged, now=now)
+        raise
     with writing(location._meta.database):
-        record_verified(location.id, intact, damaged, now=now)
+        report.status = _record(location, intact, damaged, now=now) or ""
+        if report.status == STATUS_DAMAGED:
+            report.lost = lost_files([item.id]).get(item.id, [])
+        error = None
+        if not report.ok:
+            error = _summary(report)
+            if report.lost:
+                error += "; LOST: " + describe_lost({item.id: report.lost}, keys_of([item.id]))
         Action.create(
             actor=actor,
             action="verify",
@@ -117,12 +154,27 @@ def verify_files(
             file_storage=item,
             target=location.connector_name,
             path=None if whole else _paths(entries),
-            result="ok" if report.ok else "failed",
+            result="ok" if report.ok else DAMAGED,
             bytes=report.bytes,
             duration_ms=int((time.monotonic() - began) * 1000),
-            error=None if report.ok else _summary(report),
+            error=error,
         )
     return report
+
+
+def _record(
+    location: StorageLocation,
+    intact: Sequence[tuple[int, str]],
+    damaged: Sequence[tuple[int, str]],
+    *,
+    now: datetime,
+) -> str | None:
+    """Record what a verification found; the location's status after."""
+    if not intact and not damaged:
+        return settle(location.id, now=now)
+    record_good(location.id, intact, now=now, verified_at=now)
+    record_bad(location.id, damaged, now=now)
+    return settle(location.id, now=now)
 
 
 def _paths(entries: Sequence[ReferencedPath]) -> str | None:
@@ -132,26 +184,30 @@ def _paths(entries: Sequence[ReferencedPath]) -> str | None:
     return files_label([entry.path for entry in entries])
 
 
-def _check(connector: Connector, path: str, entry: ReferencedPath) -> tuple[str | None, str]:
+def read_and_compare(
+    connector: Connector, path: str, entry: ReferencedPath
+) -> tuple[str | None, str]:
     """Why the object at ``path`` is not the catalog's ``entry`` (None if it is), and the hash kind.
 
-    The kind is the strongest thing compared: ``crc32c``, ``md5`` or ``size``.
+    The kind is the strongest thing compared: ``crc32c``, ``md5`` or
+    ``size``. A problem is the backend's answer (no such object, other bytes);
+    any other error of the backend is raised.
     """
     wants_md5 = not entry.crc32c and bool(entry.md5)
     kind = "crc32c" if entry.crc32c else "md5" if wants_md5 else "size"
     try:
         stream = connector.open_read(path)
-    except ConnectorError as exc:
-        return (str(exc) if not exc.transient else f"could not read: {exc}"), kind
-    try:
-        with stream:
-            if wants_md5:
-                hashes = hash_stream(stream)
-                size, md5, crc = hashes.size, hashes.md5, hashes.crc32c
-            else:
-                size, crc = crc32c_stream(stream)
-    except ConnectorError as exc:
-        return f"could not read: {exc}", kind
+    except ObjectNotFound:
+        return "missing", kind
+    except InvalidPath as exc:
+        # A link leading out of the connector's root: its bytes are not there.
+        return f"not readable under the connector's root: {exc}", kind
+    with stream:
+        if wants_md5:
+            hashes = hash_stream(stream)
+            size, md5, crc = hashes.size, hashes.md5, hashes.crc32c
+        else:
+            size, crc = crc32c_stream(stream)
     if entry.size is not None and size != entry.size:
         return f"size {size}, catalog says {entry.size}", kind
     if wants_md5:

@@ -24,6 +24,7 @@ import dramatiq
 import peewee as pw
 import pytest
 
+from catalog.integrity import ASSERTED
 from catalog.models import AccessLog, Action, LocationFile, StorageLocation, utcnow
 from connectors.gcs import GCSConnector
 from connectors.hashing import hash_stream
@@ -43,6 +44,11 @@ from tests.servers.moto import RestartableMoto
 pytest_plugins = ["tests.servers.redis"]
 
 FILES = {f"part-{n}.txt": os.urandom(1000 + 37 * n) for n in range(5)}
+
+
+def copied_rows() -> pw.ModelSelect:
+    """Rows of files the workers copied (not those an ingest asserted on its folder)."""
+    return LocationFile.select().where(LocationFile.validated_by != ASSERTED)
 
 
 def write_config(
@@ -158,7 +164,7 @@ def test_copies_to_s3_and_gcs_then_deletes_that_keep_to_the_rules(
             for name, data in FILES.items():
                 with backend.open_read(f"files/{name}") as stream:
                     assert hash_stream(stream).md5 == hash_stream(io.BytesIO(data)).md5
-        assert LocationFile.select().count() == 2 * len(FILES)
+        assert copied_rows().count() == 2 * len(FILES)
 
         # Ten days on, deletes from S3 and GCS are due; each must leave two
         # other copies, so only one of them may go, whichever runs first.
@@ -294,7 +300,7 @@ def test_a_worker_killed_mid_copy_has_its_job_redelivered_and_completed(
             survivor.wait(timeout=60)
     assert redelivered_after < 30, f"copied {redelivered_after:.1f} s after the kill"
     with database.connection_context():
-        assert LocationFile.select().count() == 1
+        assert copied_rows().count() == 1
         assert StorageLocation.select().count() == 2
         # The killed worker's lock on the source stays until its job's time
         # limit has passed; then the scan closes it (tests/unit: test_jobs).
@@ -357,7 +363,7 @@ def test_a_redis_restarted_mid_run_loses_nothing(
         )
     finally:
         stop_worker(broker, running)
-    assert LocationFile.select().count() == 2 * len(FILES)
+    assert copied_rows().count() == 2 * len(FILES)
     for name, data in FILES.items():
         with s3_bucket.open_read(f"files/{name}") as stream:
             assert stream.read() == data
@@ -399,7 +405,7 @@ def assert_copied_intact(s3_bucket: S3Connector) -> None:
         with s3_bucket.open_read(f"files/{name}") as stream:
             assert stream.read() == data
     assert statuses() == {"local": "OK", "S3": "OK"}
-    assert LocationFile.select().count() == len(FILES)
+    assert copied_rows().count() == len(FILES)
     assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
 
 
@@ -418,7 +424,7 @@ def test_an_s3_outage_mid_run_holds_the_copy_back_and_loses_nothing(
             wait_for(lambda: len(proxy.requests("GET", r".")) >= 2, what="tries during the outage")
             time.sleep(1)
             assert statuses()["S3"] in ("PR", "UP")
-            assert LocationFile.select().count() == 0
+            assert copied_rows().count() == 0
             proxy.heal()  # back up, with everything it held before
             wait_for(lambda: statuses().get("S3") == "OK", seconds=60, what="the copy")
         finally:
@@ -457,9 +463,9 @@ def test_an_s3_server_restarted_mid_copy_loses_nothing(
             for method in ("GET", "HEAD", "PUT", "POST", "DELETE"):
                 proxy.fail(Fault(method, r".", drop=True, times=None))
             # The held upload fails; the three proven before it are recorded.
-            wait_for(lambda: LocationFile.select().count() == 3, what="the first three")
+            wait_for(lambda: copied_rows().count() == 3, what="the first three")
             time.sleep(1)  # the job's tries meanwhile fail too: the copy waits
-            assert statuses()["S3"] == "UP" and LocationFile.select().count() == 3
+            assert statuses()["S3"] == "UP" and copied_rows().count() == 3
             restartable_moto.start()  # the same server, with what it held ...
             proxy.heal()  # ... answers again
             wait_for(lambda: statuses().get("S3") == "OK", seconds=60, what="the copy")

@@ -13,6 +13,7 @@ from datetime import datetime
 import peewee as pw
 
 from catalog.copying import Place, Proven, Record, Start, copy_facts, record_copies, start_copies
+from catalog.integrity import ASSERTED, assert_location
 from catalog.models import (
     AccessLog,
     Action,
@@ -25,12 +26,18 @@ from catalog.models import (
 NOW = datetime(2026, 6, 1, 12, 0)
 
 
+def proven_rows() -> pw.ModelSelect:
+    """Rows of files copied or verified, not those the set-up asserted (as an import does)."""
+    return LocationFile.select().where(LocationFile.validated_by != ASSERTED)
+
+
 def item_with_copy(key: str, paths: tuple[str, ...] = ("a", "b")) -> FileStorage:
     """An item with ``paths`` on ``src`` (``OK``) and a reserved location on ``dst``."""
     item = FileStorage.create(key=key)
     for path in paths:
         ReferencedPath.create(file_storage=item, path=path, size=1, crc32c="00000000")
-    StorageLocation.create(file_storage=item, connector_name="src", url=key, status="OK")
+    source = StorageLocation.create(file_storage=item, connector_name="src", url=key, status="OK")
+    assert_location(source.id, now=NOW, verified_at=None)
     StorageLocation.create(file_storage=item, connector_name="dst", url=key, status="PR")
     return item
 
@@ -65,9 +72,9 @@ def test_a_copy_started_and_recorded(catalog_db: pw.Database) -> None:
     assert where(item, "dst").status == "UP"
     assert AccessLog.get_by_id(logs[item.id]).finished is None
 
-    assert record_copies([record(item, logs[item.id])], actor="test", now=NOW) == {item.id}
+    assert record_copies([record(item, logs[item.id])], actor="test", now=NOW).items == {item.id}
     assert where(item, "dst").status == "OK"
-    assert LocationFile.select().count() == 2
+    assert proven_rows().count() == 2
     assert AccessLog.get_by_id(logs[item.id]).finished == NOW
     assert [(a.item_key, a.path, a.bytes) for a in Action.select()] == [("one", "a and 1 more", 2)]
 
@@ -105,8 +112,8 @@ def test_nothing_is_recorded_on_a_target_being_deleted_or_gone(catalog_db: pw.Da
     ).execute()
     where(gone, "dst").delete_instance()
 
-    assert record_copies(records, actor="test", now=NOW) == {kept.id}
-    assert [lf.storage_location.id for lf in LocationFile.select()] == [where(kept, "dst").id] * 2
+    assert record_copies(records, actor="test", now=NOW).items == {kept.id}
+    assert [lf.storage_location.id for lf in proven_rows()] == [where(kept, "dst").id] * 2
     assert [a.item_key for a in Action.select()] == ["kept"]
     assert where(deleting, "dst").status == "DE"
     # The sources are unlocked all the same.
@@ -118,6 +125,6 @@ def test_a_record_for_a_location_of_another_item_is_refused(catalog_db: pw.Datab
     logs = start_copies([start(one)], expires=None, now=NOW)
     target = where(other, "dst")
     crossed = replace(record(one, logs[one.id]), target=Place(target.id, "dst", target.url, "PR"))
-    assert record_copies([crossed], actor="test", now=NOW) == set()
-    assert LocationFile.select().count() == 0
+    assert record_copies([crossed], actor="test", now=NOW).items == set()
+    assert proven_rows().count() == 0
     assert where(other, "dst").status == "PR"

@@ -15,7 +15,7 @@ from typing import BinaryIO
 import pytest
 
 from connectors import local as local_module
-from connectors.base import Connector, ObjectInfo, copy_run
+from connectors.base import Connector, ObjectInfo, copy_run, delete_all
 from connectors.errors import (
     BackendUnavailable,
     ChecksumMismatch,
@@ -56,10 +56,64 @@ def test_symlink_out_of_the_root_is_refused_before_io(tmp_path: Path) -> None:
             connector.stat(path)
         with pytest.raises(InvalidPath):
             connector.write(path, io.BytesIO(b"overwrite"))
-        with pytest.raises(InvalidPath):
+    for path in ["item/escape/secret", "item/escape/new"]:
+        with pytest.raises(InvalidPath, match="symbolic link; not deleting through it"):
             connector.delete(path)
+    # A link is deleted itself, never what it points to.
+    connector.delete("item/file-link")
+    assert not (root / "item" / "file-link").is_symlink()
     assert (outside / "secret").read_bytes() == b"secret"
     assert sorted(os.listdir(outside)) == ["secret"]
+
+
+def test_a_delete_removes_a_link_never_what_it_points_to(tmp_path: Path) -> None:
+    """Item a's file is a link into item b's folder: deleting a's copy leaves b's file."""
+    root = tmp_path / "root"
+    connector = LocalConnector("local", path=root)
+    connector.write("b/data.txt", io.BytesIO(b"b's only copy"))
+    (root / "a").mkdir()
+    (root / "a" / "link.txt").symlink_to("../b/data.txt")
+    (root / "a" / "own.txt").write_bytes(b"a's own")
+    delete_all(connector, ["a/link.txt", "a/own.txt"], within="a")
+    assert not (root / "a").exists()
+    assert (root / "b" / "data.txt").read_bytes() == b"b's only copy"
+
+
+def test_a_folder_reached_through_a_link_is_not_deleted_from(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    connector = LocalConnector("local", path=root)
+    connector.write("b/data.txt", io.BytesIO(b"b's only copy"))
+    (root / "a").symlink_to(root / "b")
+    with pytest.raises(InvalidPath, match="'a' is a symbolic link"):
+        connector.delete("a/data.txt", within="a")
+    assert (root / "b" / "data.txt").read_bytes() == b"b's only copy"
+
+
+def test_a_write_replaces_a_link_at_its_path_never_what_it_points_to(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    connector = LocalConnector("local", path=root)
+    connector.write("b/data.txt", io.BytesIO(b"b's only copy"))
+    (root / "a").mkdir()
+    (root / "a" / "link.txt").symlink_to("../b/data.txt")
+    connector.write("a/link.txt", io.BytesIO(b"a's repaired file"))
+    assert not (root / "a" / "link.txt").is_symlink()
+    assert (root / "a" / "link.txt").read_bytes() == b"a's repaired file"
+    assert (root / "b" / "data.txt").read_bytes() == b"b's only copy"
+
+
+def test_empty_folders_are_pruned_up_to_the_copy_and_no_further(tmp_path: Path) -> None:
+    connector = LocalConnector("local", path=tmp_path / "root")
+    connector.write("project/item/sub/f", io.BytesIO(b"x"))
+    connector.delete("project/item/sub/f", within="project/item")
+    assert not (tmp_path / "root" / "project" / "item").exists()
+    assert (tmp_path / "root" / "project").is_dir()
+
+
+def test_a_name_too_long_for_the_filesystem_is_permanent(tmp_path: Path) -> None:
+    connector = LocalConnector("local", path=tmp_path)
+    with pytest.raises(InvalidPath, match="too long") as caught:
+        connector.write("item/" + "n" * 300, io.BytesIO(b"x"))
+    assert caught.value.transient is False
 
 
 def test_a_symlink_within_the_root_is_followed(tmp_path: Path) -> None:
@@ -110,7 +164,7 @@ class Elsewhere(Connector):
     def write(self, path: str, stream: BinaryIO, *, size: int | None = None) -> ObjectInfo:
         return self.inner.write(path, stream, size=size)
 
-    def delete(self, path: str) -> None:
+    def delete(self, path: str, *, within: str = "") -> None:
         self.inner.delete(path)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

@@ -379,6 +379,9 @@ def test_status_json(setup: Setup, run: Any) -> None:
     assert json.loads(outcome.out) == {
         "items": {"total": 2, "by_status": {"ER": 1, "OK": 1}},
         "locations": {"S3": {"UP": 1}, "local": {"OK": 2}},
+        "damaged_locations": 0,
+        "lost_items": 0,
+        "lost": [],
         "open_access_logs": 1,
         "unconfigured_connectors": [],
     }
@@ -399,6 +402,9 @@ def test_status_json_of_an_empty_catalog(setup: Setup, run: Any) -> None:
     assert json.loads(outcome.out) == {
         "items": {"total": 0, "by_status": {}},
         "locations": {},
+        "damaged_locations": 0,
+        "lost_items": 0,
+        "lost": [],
         "open_access_logs": 0,
         "unconfigured_connectors": [],
     }

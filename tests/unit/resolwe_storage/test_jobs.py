@@ -20,6 +20,7 @@ import peewee as pw
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
+from catalog.integrity import ASSERTED, assert_location
 from catalog.models import (
     AccessLog,
     Action,
@@ -38,6 +39,11 @@ from resolwe_storage.runtime import open_catalog
 from resolwe_storage.scan import scan
 
 NOW = datetime(2026, 6, 1)
+
+
+def proven_rows() -> pw.ModelSelect:
+    """Rows of files copied or verified, not those the set-up asserted (as an import does)."""
+    return LocationFile.select().where(LocationFile.validated_by != ASSERTED)
 
 
 def write_config(tmp_path: Path, **backup_rules: object) -> Path:
@@ -90,8 +96,9 @@ def world(
 
 
 def add_item(tmp_path: Path, key: str, files: dict[str, bytes]) -> FileStorage:
+    """An item with ``files`` on ``local``, its copy there asserted as an import does."""
     item = FileStorage.create(key=key, created=NOW - timedelta(days=10))
-    StorageLocation.create(
+    location = StorageLocation.create(
         file_storage=item, connector_name="local", url=key, status="OK", last_update=item.created
     )
     folder = LocalConnector("local", path=tmp_path / "local")
@@ -101,6 +108,7 @@ def add_item(tmp_path: Path, key: str, files: dict[str, bytes]) -> FileStorage:
         item.files.model.create(
             file_storage=item, path=path, size=len(data), md5=hashes.md5, crc32c=hashes.crc32c
         )
+    assert_location(location.id, now=utcnow(), verified_at=None)
     return item
 
 
@@ -128,7 +136,7 @@ def test_one_scan_copies_every_file_and_the_location_becomes_ok(
     assert statuses == {"a": "OK", "b": "OK"}
     backup = LocalConnector("backup", path=tmp_path / "backup")
     assert sorted(info.path for info in backup.list()) == ["a/dir/two.txt", "a/one.txt"]
-    assert LocationFile.select().count() == 2
+    assert proven_rows().count() == 2
 
 
 def test_a_second_scan_queues_nothing_already_queued(
@@ -242,7 +250,7 @@ def test_a_copy_whose_jobs_were_lost_is_resumed_by_a_later_scan(
     assert (later.resumed, later.jobs) == (1, 1)
     drain(broker)
     assert StorageLocation.get(StorageLocation.connector_name == "backup").status == "OK"
-    assert LocationFile.select().count() == 2
+    assert proven_rows().count() == 2
 
 
 def test_only_the_missing_files_of_stalled_copies_are_queued_again(
@@ -274,7 +282,7 @@ def test_only_the_missing_files_of_stalled_copies_are_queued_again(
     ]
     worker.resume()
     drain(broker)
-    assert LocationFile.select().count() == 4
+    assert proven_rows().count() == 4
     assert {loc.status for loc in StorageLocation.select()} == {"OK"}
 
 
@@ -383,6 +391,8 @@ def test_the_scan_gives_verifications_and_deletes_time_for_the_items_size(
     for n, size in enumerate([40 * 1024**3, 2 * 1024**3, None]):
         ReferencedPath.create(file_storage=item, path=f"f{n}", size=size)
     ReferencedPath.create(file_storage=item, path="folder/")
+    for copy in StorageLocation.select():
+        assert_location(copy.id, now=utcnow(), verified_at=None)
     report = scan(config, database, broker, now=NOW)
     assert (report.verifies, report.deletes) == (1, 1)
     # Verified per file, each job given time to read its bytes back.
@@ -406,17 +416,19 @@ FIVE = {f"f{n}.txt": bytes([65 + n]) * (n + 1) for n in range(5)}
 
 
 def add_backup(tmp_path: Path, item: FileStorage, files: dict[str, bytes]) -> StorageLocation:
-    """An imported copy of ``item`` on ``backup`` (no per-file rows), last used 5 days ago."""
+    """An imported copy of ``item`` on ``backup`` (asserted, never verified), used 5 days ago."""
     folder = LocalConnector("backup", path=tmp_path / "backup")
     for path, data in files.items():
         folder.write(f"{item.key}/{path}", io.BytesIO(data))
-    return StorageLocation.create(
+    location = StorageLocation.create(
         file_storage=item,
         connector_name="backup",
         url=item.key,
         status="OK",
         last_update=NOW - timedelta(days=5),
     )
+    assert_location(location.id, now=utcnow(), verified_at=None)
+    return location
 
 
 @dataclass
@@ -474,8 +486,9 @@ def test_a_copy_is_verified_per_file_and_verified_when_every_file_is(
 
         copy = StorageLocation.get_by_id(copy.id)
         rows = list(LocationFile.select().where(LocationFile.storage_location == copy))
-        # An imported copy had no rows: each verified file has one now.
+        # An imported copy's rows were asserted, never verified: each is verified now.
         assert len(rows) == 5 and {row.validated_by for row in rows} == {"crc32c"}
+        assert all(row.verified is not None and row.problem is None for row in rows)
         assert copy.last_verified == min(row.verified for row in rows)
         history = Action.select().where(Action.action == "verify")
         assert [(a.result, a.path) for a in history.order_by(Action.path)] == [
@@ -489,7 +502,7 @@ def test_a_copy_is_verified_per_file_and_verified_when_every_file_is(
         assert (later.verifies, later.jobs) == (1, 3)
 
 
-def test_a_damaged_file_leaves_its_copy_unverified_and_is_named(
+def test_a_damaged_file_makes_its_copy_damaged_and_the_next_scan_repairs_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     damaged = {**FIVE, "f3.txt": b"DDDX"}
@@ -499,17 +512,27 @@ def test_a_damaged_file_leaves_its_copy_unverified_and_is_named(
         scan(config, database, broker, now=NOW)
         drain(broker)
 
-        assert StorageLocation.get_by_id(copy.id).last_verified is None
-        verified = {
-            row.referenced_path.path: row.verified is not None
+        copy = StorageLocation.get_by_id(copy.id)
+        assert copy.status == "DM" and copy.last_verified is None
+        rows = {
+            row.referenced_path.path: row
             for row in LocationFile.select().where(LocationFile.storage_location == copy)
         }
-        # The damaged file has no verification; the others do.
-        assert verified == {"f0.txt": True, "f1.txt": True, "f2.txt": True, "f4.txt": True}
-        [failed] = Action.select().where((Action.action == "verify") & (Action.result != "ok"))
-        assert failed.error.startswith("f3.txt: crc32c ")
-        # Still due: the next scan (its marker freed) queues it again.
-        assert scan(config, database, broker, now=NOW).verifies == 1
+        # The damaged file is bad, with why; the others are verified.
+        assert rows["f3.txt"].problem.startswith("crc32c ") and rows["f3.txt"].verified is None
+        assert all(rows[p].verified and rows[p].problem is None for p in FIVE if p != "f3.txt")
+        [found] = Action.select().where((Action.action == "verify") & (Action.result != "ok"))
+        assert found.result == "damaged" and found.error.startswith("f3.txt: crc32c ")
+        # Not verified again: repaired, from the copy on local, and whole again.
+        report = scan(config, database, broker, now=NOW)
+        assert (report.verifies, report.repairs) == (0, 1)
+        drain(broker)
+        copy = StorageLocation.get_by_id(copy.id)
+        assert copy.status == "OK" and copy.last_verified is not None
+        assert (tmp_path / "backup" / "a" / "f3.txt").read_bytes() == FIVE["f3.txt"]
+        [repair] = Action.select().where(Action.action == "repair")
+        assert (repair.result, repair.source, repair.path) == ("ok", "local", "f3.txt")
+        assert scan(config, database, broker, now=NOW).jobs == 0
 
 
 def test_a_delete_is_queued_per_file_and_the_location_goes_with_its_last_file(
@@ -529,7 +552,7 @@ def test_a_delete_is_queued_per_file_and_the_location_goes_with_its_last_file(
         drain(broker)
 
         assert StorageLocation.get_or_none(StorageLocation.id == copy.id) is None
-        assert LocationFile.select().count() == 0
+        assert proven_rows().count() == 0
         assert list(LocalConnector("backup", path=tmp_path / "backup").list()) == []
         local = LocalConnector("local", path=tmp_path / "local")
         assert len(list(local.list())) == 5  # the other copy untouched

@@ -55,7 +55,9 @@ def test_verify_a_whole_copy(
         "files": 3,
         "bytes": 17,
         "ok": True,
+        "status": "OK",
         "problems": [],
+        "lost": [],
     }
     with sqlite3.connect(db) as connection:
         (verified,) = connection.execute("SELECT last_verified FROM storage_location").fetchone()
@@ -77,8 +79,13 @@ def test_verify_reports_every_problem(
     assert report["ok"] is False
     assert [p["path"] for p in report["problems"]] == ["a.txt", "sub/c.txt"]
     assert "crc32c" in report["problems"][0]["problem"]
-    assert "does not exist" in report["problems"][1]["problem"]
-    assert captured.err == "error: 2 problem(s) in 1 copy(ies)\n"
+    assert report["problems"][1]["problem"] == "missing"
+    # The only copy: both files are good nowhere now, and it says so.
+    assert (report["status"], report["lost"]) == ("DM", ["a.txt", "sub/c.txt"])
+    assert captured.err == (
+        "error: 2 problem(s) in 1 copy(ies); item 'data-1' is LOST: "
+        "no good copy anywhere of a.txt, sub/c.txt\n"
+    )
     with sqlite3.connect(db) as connection:
         (verified,) = connection.execute("SELECT last_verified FROM storage_location").fetchone()
         (error,) = connection.execute("SELECT error FROM action WHERE action = 'verify'").fetchone()
@@ -91,7 +98,10 @@ def test_verify_reports_every_problem(
     [
         (["verify", "nope"], "error: no item with key 'nope' in the catalog"),
         (["verify", "data-1", "--connector", "tape"], "error: connector 'tape' is not configured"),
-        (["verify", "data-1", "--connector", "backup"], "error: item 'data-1' has no OK copy on"),
+        (
+            ["verify", "data-1", "--connector", "backup"],
+            "error: item 'data-1' has no OK or damaged copy on",
+        ),
         (["url", "data-1", "missing.txt"], "error: item 'data-1' has no file 'missing.txt'"),
         (["url", "data-1", "../a.txt"], "error: PATH"),
         (["url", "data-1", "a.txt", "--connector", "backup"], "error: item 'data-1' has no OK"),

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from catalog.models import AccessLog, FileStorage, StorageLocation
+from catalog.models import AccessLog, FileStorage, LocationFile, ReferencedPath, StorageLocation
 from scheduler.policy import ItemFacts
 
 
 def store(items: Iterable[ItemFacts]) -> None:
-    """Write ``items`` with their locations and open access logs to the bound catalog."""
+    """Write ``items`` with their locations, files and open access logs to the bound catalog.
+
+    An ``OK`` or ``DM`` location gets a good row for each file of the item
+    except its ``damaged_files``, which get a bad one (or none, every other
+    one, as a file never copied there).
+    """
     for facts in items:
         item = FileStorage.create(
             key=facts.key,
@@ -18,6 +23,10 @@ def store(items: Iterable[ItemFacts]) -> None:
             status=facts.status,
             created=facts.created,
         )
+        paths = {
+            path: ReferencedPath.create(file_storage=item, path=path, size=1).id
+            for path in facts.files
+        }
         for number, loc in enumerate(facts.locations):
             location = StorageLocation.create(
                 file_storage=item,
@@ -27,6 +36,17 @@ def store(items: Iterable[ItemFacts]) -> None:
                 last_update=loc.last_update,
                 last_verified=loc.last_verified,
             )
+            if loc.status in ("OK", "DM"):
+                for index, (path, path_id) in enumerate(sorted(paths.items())):
+                    bad = path in loc.damaged_files
+                    if bad and index % 2:
+                        continue  # never copied there
+                    LocationFile.create(
+                        storage_location=location,
+                        referenced_path=path_id,
+                        validated_by="crc32c",
+                        problem="missing" if bad else None,
+                    )
             for _ in range(loc.open_access_logs):
                 AccessLog.create(storage_location=location, reason="test")
             # A finished access log is history, never a lock.

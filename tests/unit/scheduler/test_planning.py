@@ -352,22 +352,32 @@ def random_item(rng: random.Random, key: str) -> ItemFacts:
         return rng.choice([rng.randint(-1, 60), rng.uniform(0, 60)])
 
     chosen = rng.sample(CONNECTORS, rng.randint(0, 4))
-    return item(
-        *(
-            loc(
-                name,
-                rng.choice(["OK", "OK", "OK", "PR", "UP", "DE"]),
-                updated=when(),
-                locks=rng.choice([0, 0, 0, 1, 2]),
-                verified=rng.choice([None, rng.uniform(0, 60)]),
+    files = tuple(f"f{number}" for number in range(rng.randint(0, 3)))
+
+    def damaged() -> frozenset[str]:
+        return frozenset(path for path in files if rng.random() < 0.5) or frozenset(files[:1])
+
+    locations = []
+    for name in chosen:
+        status = rng.choice(["OK", "OK", "OK", "PR", "UP", "DE", "DM", "DM"])
+        locations.append(
+            LocationFacts(
+                connector=name,
+                status=status,
+                last_update=ago(when()),
+                last_verified=rng.choice([None, ago(rng.uniform(0, 60))]),
+                open_access_logs=rng.choice([0, 0, 0, 1, 2]),
+                damaged_files=damaged() if status == "DM" else frozenset(),
             )
-            for name in chosen
-        ),
-        created=when(),
-        status=rng.choice(["OK", "OK", "OK", "PR", "ER"]),
-        slug=rng.choice(SLUGS),
-        ptype=rng.choice(TYPES),
+        )
+    return ItemFacts(
         key=key,
+        data_slug=rng.choice(SLUGS),
+        process_type=rng.choice(TYPES),
+        status=rng.choice(["OK", "OK", "OK", "PR", "ER"]),
+        created=ago(when()),
+        locations=tuple(locations),
+        files=files,
     )
 
 
@@ -385,4 +395,7 @@ def test_planner_agrees_with_rules_on_random_catalogs(
     expected = [action for facts in items for action in due_actions(facts, POLICIES, now=NOW)]
     actual = list(plan(POLICIES, catalog_db, now=NOW))
     assert len(expected) > 100, "the random catalog should exercise many rules"
+    repairs = [action for action in expected if action.action == "repair"]
+    assert len(repairs) > 10, "and repairs, from copies that count and from damaged ones"
+    assert any(action.source is not None for action in repairs)
     assert actual == sorted(expected, key=PlannedAction.sort_key)

@@ -1,0 +1,412 @@
+"""The integrity of copies: which count, which are damaged, which files are lost.
+
+A location counts as a copy of its item (for ``min_other_copies``, as the
+preferred location, as a source of copies and URLs) only while it is
+``OK``, and it is ``OK`` only while every file of the item's current version
+has a *good* row on it (``LocationFile.problem`` null): written by a
+validated transfer, found good by a verification, or asserted by an import.
+
+The states of a location (``StorageLocation.status``) and what moves it::
+
+    (reserved) PR --job starts--> UP --every file proven--> OK --delete decided--> DE --> (gone)
+                                                             |  ^
+          a file found missing, of another size or checksum, |  | every file good again:
+          or stale (the item's file changed after the copy)  v  | repaired, or re-verified
+                                                             DM
+
+A damaged location (``DM``) never counts and is never deleted by a rule: it
+is repaired, its bad files copied again from a copy where they are good. An
+item with a file that is good nowhere is **lost** (for that file): nothing of
+it is deleted, and the file is reported until an operator acts.
+
+Per file of a location, a row is good (``problem`` null), bad (``problem``
+says why), or absent (never copied there; on a ``DE`` location the rows are
+the files still to remove). Only an answer from a backend or a change of
+the item's content makes a row bad; an error reaching a backend never does.
+
+Every function here runs inside the caller's transaction, which holds the
+item's catalog lock (``catalog.queries.locked_item``) when it decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import peewee as pw
+
+from catalog.models import (
+    STATUS_DAMAGED,
+    STATUS_DONE,
+    STATUS_PREPARING,
+    STATUS_UPLOADING,
+    FileStorage,
+    LocationFile,
+    ReferencedPath,
+    StorageLocation,
+)
+
+#: ``validated_by`` of a row an import (or an ingest) asserted rather than proved.
+ASSERTED = "asserted"
+#: The problem of a file whose content changed after the copy was made.
+STALE = "stale: the item's file changed after this copy was made"
+#: The problem of a file added to the item after the copy was made.
+NOT_COPIED = "missing: added to the item after this copy was made"
+#: Rows written per statement.
+DEFAULT_BATCH = 500
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """One file that is not good on a location, and why."""
+
+    path_id: int
+    path: str
+    size: int | None
+    problem: str
+
+
+def _chunks(values: Sequence[object]) -> Iterable[list[object]]:
+    for start in range(0, len(values), DEFAULT_BATCH):
+        yield list(values[start : start + DEFAULT_BATCH])
+
+
+def _files_of(item_id: int) -> pw.Select:
+    return ReferencedPath.select(ReferencedPath.id).where(
+        (ReferencedPath.file_storage == item_id) & ~ReferencedPath.path.endswith("/")
+    )
+
+
+def record_good(
+    location_id: int,
+    proven: Sequence[tuple[int, str]],
+    *,
+    now: datetime,
+    verified_at: datetime | None,
+) -> None:
+    """Record files of a location as good: ``proven`` is (referenced path id, what proved it).
+
+    ``verified_at``: when the bytes were last looked at (a transfer
+    validated, a verification, an ingest's hashing); None for bytes only
+    asserted (an import), never verified yet. A file keeps the time it was
+    first recorded there (``copied``). Call ``settle`` after.
+    """
+    _upsert(
+        location_id,
+        [(path_id, kind, verified_at, None) for path_id, kind in proven],
+        now=now,
+        overwrite=(LocationFile.validated_by, LocationFile.verified),
+    )
+
+
+def record_bad(location_id: int, problems: Sequence[tuple[int, str]], *, now: datetime) -> None:
+    """Record files of a location as not good: ``problems`` is (referenced path id, why).
+
+    Only for evidence (a backend's answer, a change of content). Call
+    ``settle`` after.
+    """
+    _upsert(
+        location_id,
+        [(path_id, "", None, problem) for path_id, problem in problems],
+        now=now,
+        overwrite=(LocationFile.verified,),
+    )
+
+
+def _upsert(
+    location_id: int,
+    files: Sequence[tuple[int, str, datetime | None, str | None]],
+    *,
+    now: datetime,
+    overwrite: Sequence[pw.Field],
+) -> None:
+    """Write rows (path id, validated by, verified, problem) of a location, new or not.
+
+    A row there already gets its ``problem`` (and when it was found) and the
+    fields ``overwrite`` from the new one; it keeps the rest.
+    """
+    for chunk in _chunks(files):
+        rows = [
+            {
+                "storage_location": location_id,
+                "referenced_path": path_id,
+                "copied": now,
+                "validated_by": kind,
+                "verified": verified,
+                "problem": problem,
+                "problem_found": now if problem is not None else None,
+            }
+            for path_id, kind, verified, problem in chunk  # type: ignore[misc]
+        ]
+        update = {field: getattr(pw.EXCLUDED, field.column_name) for field in overwrite}
+        update[LocationFile.problem] = pw.EXCLUDED.problem
+        update[LocationFile.problem_found] = pw.EXCLUDED.problem_found
+        LocationFile.insert_many(rows).on_conflict(
+            conflict_target=[LocationFile.storage_location, LocationFile.referenced_path],
+            update=update,
+        ).execute()
+
+
+def settle(location_id: int, *, now: datetime) -> str | None:
+    """Make the location's status and ``last_verified`` follow its files; its status now.
+
+    ``OK`` with a file not good becomes ``DM``; ``DM`` with every file good
+    becomes ``OK``. With every file good, ``last_verified`` is the time of
+    the least recently verified one (none ever verified: null; no files:
+    ``now``). Other statuses are left alone. None when the location is gone.
+    """
+    location = StorageLocation.get_or_none(StorageLocation.id == location_id)
+    if location is None:
+        return None
+    if location.status not in (STATUS_DONE, STATUS_DAMAGED):
+        return str(location.status)
+    files = _files_of(location.file_storage_id)
+    good = LocationFile.select(
+        pw.fn.COUNT(LocationFile.id),
+        pw.fn.COUNT(LocationFile.verified),
+        pw.fn.MIN(LocationFile.verified),
+    ).where(
+        (LocationFile.storage_location == location_id)
+        & LocationFile.problem.is_null()
+        & LocationFile.referenced_path.in_(files)
+    )
+    good_count, verified_count, oldest = good.tuples().get()
+    total = files.count()
+    complete = good_count == total
+    values: dict[pw.Field, object] = {}
+    if complete:
+        values[StorageLocation.status] = STATUS_DONE
+        if total == 0:
+            values[StorageLocation.last_verified] = now
+        elif verified_count == total:
+            values[StorageLocation.last_verified] = (
+                StorageLocation.last_verified.python_value(oldest)
+                if isinstance(oldest, str)
+                else oldest
+            )
+        else:
+            values[StorageLocation.last_verified] = None
+    else:
+        values[StorageLocation.status] = STATUS_DAMAGED
+    StorageLocation.update(values).where(StorageLocation.id == location_id).execute()
+    return str(values[StorageLocation.status])
+
+
+def content_changed(
+    item_id: int,
+    path_ids: Sequence[int],
+    *,
+    asserted: Collection[int],
+    problem: str,
+    now: datetime,
+    verified_at: datetime | None = None,
+) -> None:
+    """Files ``path_ids`` of the item are a new version (or new): what each location holds now.
+
+    The locations ``asserted`` (ids: those an import document or an ingested
+    folder says hold the item) hold the new version: their rows become good
+    (``verified``: the bytes were just hashed there). Every other ``OK`` or
+    ``DM`` location holds the old version or nothing: its rows become bad
+    with ``problem`` (``STALE``, or ``NOT_COPIED`` for a new file) and it is
+    damaged until repaired from an asserted one. A copy under way (``PR``,
+    ``UP``) forgets those files, so they are copied again; a ``DE`` one is
+    left to its delete.
+    """
+    if not path_ids:
+        return
+    for location in StorageLocation.select().where(StorageLocation.file_storage == item_id):
+        if location.id in asserted:
+            record_good(
+                location.id, [(p, ASSERTED) for p in path_ids], now=now, verified_at=verified_at
+            )
+        elif location.status in (STATUS_DONE, STATUS_DAMAGED):
+            record_bad(location.id, [(p, problem) for p in path_ids], now=now)
+        elif location.status in (STATUS_PREPARING, STATUS_UPLOADING):
+            for chunk in _chunks(path_ids):
+                LocationFile.delete().where(
+                    (LocationFile.storage_location == location.id)
+                    & LocationFile.referenced_path.in_(chunk)
+                ).execute()
+            continue
+        else:
+            continue
+        settle(location.id, now=now)
+
+
+def assert_location(location_id: int, *, now: datetime, verified_at: datetime | None) -> bool:
+    """An import says this location holds every file of its item: rows good where absent.
+
+    A file known bad there stays bad: an assertion does not overrule a
+    backend's answer (re-importing an old document must not make a damaged
+    copy count again); a changed file goes through ``content_changed``.
+    Returns whether any row was added.
+    """
+    location = StorageLocation.get_by_id(location_id)
+    recorded = LocationFile.select(LocationFile.id).where(
+        (LocationFile.storage_location == location_id)
+        & (LocationFile.referenced_path == ReferencedPath.id)
+    )
+    missing = [
+        path_id
+        for (path_id,) in _files_of(location.file_storage_id)
+        .where(~pw.fn.EXISTS(recorded))
+        .tuples()
+    ]
+    record_good(location_id, [(p, ASSERTED) for p in missing], now=now, verified_at=verified_at)
+    return bool(missing)
+
+
+def bad_files(location_id: int) -> list[BadFile]:
+    """The files of the location's item that are not good on it, in path order."""
+    location = StorageLocation.get_or_none(StorageLocation.id == location_id)
+    if location is None:
+        return []
+    rows = (
+        ReferencedPath.select(
+            ReferencedPath.id, ReferencedPath.path, ReferencedPath.size, LocationFile.problem
+        )
+        .join(
+            LocationFile,
+            pw.JOIN.LEFT_OUTER,
+            on=(
+                (LocationFile.referenced_path == ReferencedPath.id)
+                & (LocationFile.storage_location == location_id)
+            ),
+        )
+        .where(
+            (ReferencedPath.file_storage == location.file_storage_id)
+            & ~ReferencedPath.path.endswith("/")
+            & (LocationFile.id.is_null() | LocationFile.problem.is_null(False))
+        )
+        .order_by(ReferencedPath.path)
+        .tuples()
+    )
+    return [
+        BadFile(path_id, path, size, problem or "missing: never copied here")
+        for path_id, path, size, problem in rows
+    ]
+
+
+def good_holders(
+    item_id: int, path_ids: Sequence[int], *, exclude: int | None = None
+) -> dict[int, list[StorageLocation]]:
+    """For each of ``path_ids``, the item's locations where it is good (``OK`` or ``DM``).
+
+    ``exclude``: a location id left out (the one being repaired).
+    """
+    holders: dict[int, list[StorageLocation]] = {path_id: [] for path_id in path_ids}
+    locations = {
+        location.id: location
+        for location in StorageLocation.select().where(
+            (StorageLocation.file_storage == item_id)
+            & StorageLocation.status.in_([STATUS_DONE, STATUS_DAMAGED])
+        )
+        if location.id != exclude
+    }
+    if not locations or not path_ids:
+        return holders
+    for chunk in _chunks(path_ids):
+        for location_id, path_id in (
+            LocationFile.select(LocationFile.storage_location, LocationFile.referenced_path)
+            .where(
+                LocationFile.storage_location.in_(list(locations))
+                & LocationFile.referenced_path.in_(chunk)
+                & LocationFile.problem.is_null()
+            )
+            .tuples()
+        ):
+            holders[path_id].append(locations[location_id])
+    return holders
+
+
+def lost_files(
+    item_ids: Sequence[int] | None = None, *, limit: int | None = None
+) -> dict[int, list[str]]:
+    """Items with a file that is good nowhere, and those files' paths; by item id.
+
+    Only an item with a damaged location and no ``OK`` one can be lost (an
+    ``OK`` copy holds every file), so only those are looked at. ``item_ids``:
+    only these items; ``limit``: at most so many items, by id.
+    """
+    damaged_items = StorageLocation.select(StorageLocation.file_storage).where(
+        StorageLocation.status == STATUS_DAMAGED
+    )
+    healthy = StorageLocation.select(StorageLocation.id).where(
+        (StorageLocation.file_storage == ReferencedPath.file_storage)
+        & (StorageLocation.status == STATUS_DONE)
+    )
+    holder = StorageLocation.alias("holder")
+    held = (
+        LocationFile.select(LocationFile.id)
+        .join(holder, on=(LocationFile.storage_location == holder.id))
+        .where(
+            (LocationFile.referenced_path == ReferencedPath.id)
+            & LocationFile.problem.is_null()
+            & (holder.status == STATUS_DAMAGED)
+        )
+    )
+    query = (
+        ReferencedPath.select(ReferencedPath.file_storage, ReferencedPath.path)
+        .where(
+            ReferencedPath.file_storage.in_(damaged_items)
+            & ~ReferencedPath.path.endswith("/")
+            & ~pw.fn.EXISTS(healthy)
+            & ~pw.fn.EXISTS(held)
+        )
+        .order_by(ReferencedPath.file_storage, ReferencedPath.path)
+    )
+    if item_ids is not None:
+        query = query.where(ReferencedPath.file_storage.in_(list(item_ids)))
+    lost: dict[int, list[str]] = {}
+    for item_id, path in query.tuples().iterator():
+        if item_id not in lost and limit is not None and len(lost) >= limit:
+            break
+        lost.setdefault(item_id, []).append(path)
+    return lost
+
+
+def lost_count() -> int:
+    """How many items have a file that is good nowhere."""
+    return len(lost_files())
+
+
+def keys_of(item_ids: Iterable[int]) -> dict[int, str | None]:
+    """The keys of items, by id."""
+    ids = list(item_ids)
+    found: dict[int, str | None] = {}
+    for chunk in _chunks(ids):
+        found.update(
+            FileStorage.select(FileStorage.id, FileStorage.key)
+            .where(FileStorage.id.in_(chunk))
+            .tuples()
+        )
+    return found
+
+
+def describe_lost(lost: Mapping[int, Sequence[str]], keys: Mapping[int, str | None]) -> str:
+    """``key (path, path), key (path)`` for a line of output."""
+    parts = []
+    for item_id, paths in lost.items():
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        parts.append(f"{keys.get(item_id) or f'#{item_id}'} ({shown})")
+    return "; ".join(parts)
+
+
+__all__ = [
+    "ASSERTED",
+    "NOT_COPIED",
+    "STALE",
+    "BadFile",
+    "assert_location",
+    "bad_files",
+    "content_changed",
+    "describe_lost",
+    "good_holders",
+    "keys_of",
+    "lost_count",
+    "lost_files",
+    "record_bad",
+    "record_good",
+    "settle",
+]

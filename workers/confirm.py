@@ -1,0 +1,100 @@
+"""Confirming copies on their backends before a delete counts on them (SPEC §5).
+
+Before a copy is deleted, the other copies it leaves are confirmed: each of
+their files exists with the catalog's size, and the checksum its backend
+states without reading the bytes matches where there is one. One listing of
+a copy's folder answers this for all its files (S3 lists sizes and ETags,
+GCS sizes, crc32c and md5, a local folder sizes).
+
+An ETag proves a file only when it is the catalog's md5 (one part) or its
+part-wise etag; any other ETag (another part size, server-side encryption
+with KMS) proves nothing either way, and the file is asked about alone
+(S3 states a full-object CRC32C on request where it keeps one), then, if
+still undecided, read back. A problem is only ever what the backend
+answered: an object missing, or of another size or checksum; an error
+reaching the backend is raised, never taken for one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from catalog.models import ReferencedPath, StorageLocation
+from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo
+from workers.verify import FileProblem, object_path, read_and_compare
+
+
+def confirm_copy(
+    location: StorageLocation, connector: Connector, entries: Sequence[ReferencedPath]
+) -> list[FileProblem]:
+    """The files of ``entries`` that ``location`` does not hold as the catalog says.
+
+    Empty when the copy is confirmed. Raises the connector's error when the
+    backend cannot answer (nothing is concluded then).
+    """
+    files = [entry for entry in entries if not entry.path.endswith("/")]
+    if not files:
+        return []
+    prefix = f"{location.url.rstrip('/')}/"
+    listed = {info.path: info for info in connector.list(prefix)}
+    problems = []
+    for entry in files:
+        where = object_path(location, entry.path)
+        info = listed.get(where)
+        if info is None:
+            # Not under the folder as listed (a folder reached through a
+            # link lists under its target's name): ask about the object.
+            info = connector.stat(where)
+        if info is None:
+            problems.append(FileProblem(entry.path, "missing"))
+            continue
+        problem = _judge(connector, where, info, entry)
+        if problem is not None:
+            problems.append(FileProblem(entry.path, problem))
+    return problems
+
+
+def _judge(connector: Connector, where: str, info: ObjectInfo, entry: ReferencedPath) -> str | None:
+    """What is wrong with the object ``info`` describes (None: nothing we can tell)."""
+    if entry.size is not None and info.size != entry.size:
+        return f"size {info.size}, catalog says {entry.size}"
+    stated = {kind: value for kind, value in info.hashes.items() if value}
+    if not stated:
+        return None  # a backend that states no hash: the size was all there is
+    verdict = _by_hashes(stated, entry)
+    if verdict is not _UNDECIDED:
+        return verdict  # type: ignore[return-value]
+    # An ETag that proves nothing either way: what the object alone states ...
+    alone = connector.stat(where)
+    if alone is None:
+        return "missing"
+    verdict = _by_hashes({k: v for k, v in alone.hashes.items() if v and k != ETAG}, entry)
+    if verdict is not _UNDECIDED:
+        return verdict  # type: ignore[return-value]
+    # ... and else its bytes.
+    problem, _ = read_and_compare(connector, where, entry)
+    return problem
+
+
+class _Undecided:
+    pass
+
+
+_UNDECIDED = _Undecided()
+
+
+def _by_hashes(hashes: dict[str, str], entry: ReferencedPath) -> str | _Undecided | None:
+    """A verdict from stated hashes: None (good), a problem, or undecided."""
+    if entry.crc32c and CRC32C in hashes:
+        if hashes[CRC32C] == entry.crc32c.lower():
+            return None
+        return f"crc32c {hashes[CRC32C]}, catalog says {entry.crc32c}"
+    if entry.md5 and MD5 in hashes:
+        if hashes[MD5] == entry.md5.lower():
+            return None
+        return f"md5 {hashes[MD5]}, catalog says {entry.md5}"
+    if ETAG in hashes:
+        known = {value.lower() for value in (entry.md5, entry.awss3etag) if value}
+        if hashes[ETAG] in known:
+            return None
+    return _UNDECIDED
