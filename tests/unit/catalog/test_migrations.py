@@ -171,7 +171,8 @@ def test_integrity_migration_on_a_catalog_holding_items(fresh: pw.Database) -> N
 
     def state(key: str, connector: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
         location = StorageLocation.get(
-            (StorageLocation.file_storage == ids[key]) & (StorageLocation.connector_name == connector)
+            (StorageLocation.file_storage == ids[key])
+            & (StorageLocation.connector_name == connector)
         )
         rows = {
             lf.referenced_path.path: (lf.validated_by, lf.problem)
