@@ -185,8 +185,13 @@ def test_integrity_migration_on_a_catalog_holding_items(fresh: pw.Database) -> N
         "OK",
         {"a.txt": (ASSERTED, None), "b.txt": (ASSERTED, None)},
     )
-    imported_s3 = LocationFile.select().join(StorageLocation).where(
-        (StorageLocation.file_storage == ids["imported"]) & (StorageLocation.connector_name == "S3")
+    imported_s3 = (
+        LocationFile.select()
+        .join(StorageLocation)
+        .where(
+            (StorageLocation.file_storage == ids["imported"])
+            & (StorageLocation.connector_name == "S3")
+        )
     )
     assert {str(lf.verified) for lf in imported_s3} == {"2026-01-10 00:00:00"}
     # A copy made and proven by a worker is as it was.
