@@ -7,12 +7,20 @@ import os
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import peewee as pw
 import pytest
 
 from catalog.errors import LocationConflictError
-from catalog.integrity import ASSERTED, assert_location
+from catalog.integrity import (
+    ASSERTED,
+    assert_location,
+    bad_files,
+    lost_files,
+    record_bad,
+    settle,
+)
 from catalog.models import (
     AccessLog,
     Action,
@@ -29,7 +37,7 @@ from catalog.queries import (
     reserve_locations,
 )
 from connectors import local as local_module
-from connectors.errors import BackendUnavailable, ChecksumMismatch, ObjectNotFound
+from connectors.errors import BackendUnavailable, ChecksumMismatch, InvalidPath, ObjectNotFound
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
 from workers.operations import (
@@ -41,6 +49,7 @@ from workers.operations import (
     NOT_WANTED,
     REFUSED,
     DeleteCheck,
+    ItemChangedError,
     NoSourceError,
     copy_item_file,
     copy_item_files,
@@ -48,6 +57,7 @@ from workers.operations import (
     delete_files,
     delete_location,
     finish_location,
+    repair_location,
     verify_item_files,
 )
 
@@ -552,7 +562,7 @@ def test_a_delete_in_parts_marks_the_copy_then_drops_it_with_its_last_file(
     assert part("reads.fastq") == FILES_DELETED
     copy = location(item, "backup")
     assert copy is not None and copy.status == "DE"
-    # An imported copy had no rows: the files still to remove got one each.
+    # The files still to remove keep their rows.
     left = LocationFile.select().where(LocationFile.storage_location == copy)
     assert [row.referenced_path.path for row in left] == ["sub/log.txt"]
     assert [info.path for info in folders["backup"].list()] == ["item-1/sub/log.txt"]
@@ -581,12 +591,15 @@ def test_a_verification_in_parts_settles_the_copy_once_every_file_is_verified(
     assert location(item, "backup").last_verified is None  # one file of two
     assert part("reads.fastq", at=NOW + timedelta(hours=1))
     assert location(item, "backup").last_verified == NOW  # as old as its oldest file
-    # A file found damaged unsettles nothing, but is no longer verified.
+    # A file found damaged is bad there, and the copy damaged: it no longer counts.
     folders["backup"].write("item-1/sub/log.txt", io.BytesIO(b"LOG"))
     assert not part("sub/log.txt", at=NOW + timedelta(days=1))
-    assert location(item, "backup").last_verified == NOW
-    row = LocationFile.get(LocationFile.referenced_path == ReferencedPath.get(path="sub/log.txt"))
-    assert row.verified is None
+    assert location(item, "backup").status == "DM"
+    row = LocationFile.get(
+        (LocationFile.referenced_path == ReferencedPath.get(path="sub/log.txt"))
+        & (LocationFile.storage_location == location(item, "backup"))
+    )
+    assert row.verified is None and row.problem.startswith("crc32c ")
     assert open_locks() == 0
     # A copy of no files is verified when verified.
     empty = make_item(folders, key="empty", files={}, on=("local", "backup"))
@@ -615,3 +628,275 @@ def test_a_location_marked_de_elsewhere_goes_only_with_its_last_file(
     assert [info.path for info in folders["backup"].list()] == ["item-1/sub/log.txt"]
     assert part("sub/log.txt") == DELETED
     assert location(item, "backup") is None and list(folders["backup"].list()) == []
+
+
+# -- integrity: confirmation before a delete, repair, evidence only ----------------
+
+
+def damage(item: FileStorage, name: str, path: str, problem: str = "missing") -> None:
+    """Record ``path`` of the item's copy on ``name`` as bad, as a verification would."""
+    here = location(item, name)
+    record_bad(here.id, [(ReferencedPath.get(path=path).id, problem)], now=NOW)
+    settle(here.id, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("harm", "found"),
+    [
+        (lambda root: (root / "item-1" / "reads.fastq").unlink(), "reads.fastq: missing"),
+        (
+            lambda root: (root / "item-1" / "sub" / "log.txt").write_bytes(b"lo"),
+            "sub/log.txt: size 2, catalog says 3",
+        ),
+    ],
+    ids=["missing", "other size"],
+)
+def test_a_delete_confirms_the_copies_it_counts_and_refuses_on_a_bad_one(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], harm: Any, found: str
+) -> None:
+    """The catalog says local holds every file; its folder says otherwise: backup stays."""
+    item = make_item(folders, on=("local", "backup"))
+    harm(folders["local"].root)
+    assert delete(item, "backup", folders) == REFUSED
+    assert len(list(folders["backup"].list())) == 2 and location(item, "backup").status == "OK"
+    # The copy that failed is damaged now (and will be repaired from backup).
+    assert location(item, "local").status == "DM"
+    refused = Action.get(Action.action == "delete")
+    assert refused.result == "refused" and f"the copy on local is damaged: {found}" in refused.error
+    assert open_locks() == 0
+
+
+def test_a_damaged_copy_never_counts_for_a_delete(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup", "archive"))
+    damage(item, "local", "reads.fastq")
+    # backup and archive count; local is damaged, so backup is the preferred copy.
+    assert delete(item, "archive", folders) == DELETED
+    assert delete(item, "backup", folders) == REFUSED
+    assert "1 OK copies, counting this one" in Action.get(Action.result == "refused").error
+
+
+def test_a_delete_removes_a_link_and_leaves_what_it_points_to(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    other = make_item(folders, key="b", files={"data.txt": b"b's only copy"}, on=("local",))
+    root = folders["local"].root
+    (root / "a").mkdir()
+    (root / "a" / "link.txt").symlink_to("../b/data.txt")
+    item = make_item(folders, key="a", files={"link.txt": b"b's only copy"}, on=("backup",))
+    here = StorageLocation.create(
+        file_storage=item,
+        connector_name="local",
+        url="a",
+        status="OK",
+        last_update=NOW - timedelta(days=20),
+    )
+    assert_location(here.id, now=NOW, verified_at=None)
+    assert delete(item, "local", folders, preference=("backup", "local")) == DELETED
+    assert not (root / "a").exists()
+    assert (root / "b" / "data.txt").read_bytes() == b"b's only copy"
+    assert location(other, "local").status == "OK"
+
+
+def test_a_delete_under_way_stops_when_the_copies_it_counted_no_longer_count(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+
+    def part(*paths: str) -> str:
+        return delete_files(
+            item.id, "backup", list(paths), check=check(), connectors=folders.__getitem__
+        )
+
+    assert part("reads.fastq") == FILES_DELETED
+    # The copy the delete counted on is found bad meanwhile.
+    damage(item, "local", "sub/log.txt")
+    assert part("sub/log.txt") == REFUSED
+    backup = location(item, "backup")
+    assert backup.status == "DM"
+    assert (folders["backup"].root / "item-1" / "sub" / "log.txt").exists()
+    problems = {bad.path: bad.problem for bad in bad_files(backup.id)}
+    assert problems == {"reads.fastq": "missing: removed by a delete that was stopped"}
+    assert "stopped" in Action.select().order_by(Action.id.desc()).get().error
+    # Nothing is lost: each file is good on one copy, and repair puts both right.
+    assert lost_files() == {}
+    lookup = folders.__getitem__
+    assert repair_location(item.id, "backup", connectors=lookup, preference=PREFERENCE).status == (
+        "OK"
+    )
+    assert repair_location(item.id, "local", connectors=lookup, preference=PREFERENCE).status == (
+        "OK"
+    )
+
+
+def test_a_delete_that_fails_for_good_is_recorded(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+    # Someone replaced the copy's folder by a link to another: not deleted through.
+    sub = folders["backup"].root / "item-1" / "sub"
+    (tmp_path / "elsewhere").mkdir()
+    sub.rename(tmp_path / "elsewhere" / "sub")
+    sub.symlink_to(tmp_path / "elsewhere" / "sub")
+    with pytest.raises(InvalidPath) as caught:
+        delete(item, "backup", folders)
+    failed = Action.get(Action.result == "failed")
+    assert (failed.action, failed.item_key, failed.target) == ("delete", "item-1", "backup")
+    assert "symbolic link" in failed.error and caught.value.recorded  # type: ignore[attr-defined]
+    assert (tmp_path / "elsewhere" / "sub" / "log.txt").exists()
+
+
+def test_a_repair_copies_the_bad_files_again_and_the_copy_counts_again(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+    (folders["backup"].root / "item-1" / "reads.fastq").unlink()
+    damage(item, "backup", "reads.fastq")
+    kept = (folders["backup"].root / "item-1" / "sub" / "log.txt").stat().st_ino
+    report = repair_location(
+        item.id, "backup", connectors=folders.__getitem__, preference=PREFERENCE
+    )
+    assert (report.repaired, report.unrepairable, report.status) == (1, [], "OK")
+    assert (folders["backup"].root / "item-1" / "sub" / "log.txt").stat().st_ino == kept
+    for info in folders["local"].list():
+        with (
+            folders["backup"].open_read(info.path) as copy,
+            folders["local"].open_read(info.path) as original,
+        ):
+            assert copy.read() == original.read()
+    repair = Action.get(Action.action == "repair")
+    assert (repair.result, repair.source, repair.target, repair.path) == (
+        "ok",
+        "local",
+        "backup",
+        "reads.fastq",
+    )
+    row = LocationFile.get(LocationFile.storage_location == location(item, "backup"))
+    assert all(
+        lf.problem is None and lf.verified is not None
+        for lf in LocationFile.select().where(LocationFile.storage_location == row.storage_location)
+        if lf.referenced_path.path == "reads.fastq"
+    )
+    assert open_locks() == 0
+    # Nothing left to do: a second repair does nothing.
+    again = repair_location(
+        item.id, "backup", connectors=folders.__getitem__, preference=PREFERENCE
+    )
+    assert (again.repaired, again.status) == (0, "OK")
+
+
+def test_a_repair_takes_each_file_from_a_copy_where_it_is_good(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    """No copy counts; each file is good on one of them: every copy is made whole."""
+    files = {"a": b"alpha", "b": b"bravo"}
+    item = make_item(folders, files=files, on=("local", "backup", "archive"))
+    (folders["local"].root / "item-1" / "a").write_bytes(b"ALPHA")
+    damage(item, "local", "a", "crc32c differs")
+    (folders["backup"].root / "item-1" / "b").unlink()
+    damage(item, "backup", "b")
+    for path in files:
+        (folders["archive"].root / "item-1" / path).unlink()
+        damage(item, "archive", path)
+    assert lost_files() == {}
+    lookup = folders.__getitem__
+    report = repair_location(item.id, "archive", connectors=lookup, preference=PREFERENCE)
+    assert (report.repaired, report.status) == (2, "OK")
+    repair = Action.get(Action.action == "repair")
+    assert repair.source == "backup, local"
+    for name in ("local", "backup"):
+        assert repair_location(item.id, name, connectors=lookup, preference=PREFERENCE).status == (
+            "OK"
+        )
+    for name in ("local", "backup", "archive"):
+        for path, data in files.items():
+            assert (folders[name].root / "item-1" / path).read_bytes() == data
+
+
+def test_a_source_found_bad_when_read_is_marked_and_the_file_reported_lost(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, files={"a": b"alpha"}, on=("local", "backup"))
+    (folders["backup"].root / "item-1" / "a").unlink()
+    damage(item, "backup", "a")
+    # local's bytes rotted behind our back; the catalog still counts it.
+    (folders["local"].root / "item-1" / "a").write_bytes(b"alphA")
+    report = repair_location(
+        item.id, "backup", connectors=folders.__getitem__, preference=PREFERENCE
+    )
+    assert (report.repaired, report.status, report.unrepairable) == (0, "DM", ["a"])
+    assert location(item, "local").status == "DM"
+    assert lost_files() == {item.id: ["a"]}
+    failed = Action.get(Action.action == "repair")
+    assert failed.result == "failed" and "LOST" in failed.error
+    # Nothing was written where a bad copy was read.
+    assert not (folders["backup"].root / "item-1" / "a").exists()
+
+
+class Unreachable(LocalConnector):
+    """A folder whose reads of some paths fail as a backend that does not answer."""
+
+    def __init__(self, *args: Any, failing: set[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failing = failing
+
+    def open_read(self, path: str) -> Any:
+        if path in self.failing:
+            raise BackendUnavailable(f"{self.name}: timed out reading {path!r}")
+        return super().open_read(path)
+
+
+def test_a_backend_that_does_not_answer_is_no_evidence(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    files = {"a": b"alpha", "b": b"bravo", "c": b"charlie"}
+    item = make_item(folders, files=files, on=("local", "backup"))
+    (folders["backup"].root / "item-1" / "a").write_bytes(b"ALPHA")  # found bad first
+    flaky = Unreachable("backup", path=folders["backup"].root, failing={"item-1/b"})
+    lookup = {**folders, "backup": flaky}.__getitem__
+    with pytest.raises(BackendUnavailable):
+        verify_item_files(item.id, "backup", None, connectors=lookup, now=NOW)
+    problems = {
+        lf.referenced_path.path: lf.problem
+        for lf in LocationFile.select().where(
+            LocationFile.storage_location == location(item, "backup")
+        )
+    }
+    # a: the evidence found before the outage; b, c: as they were (asserted good).
+    assert problems["a"].startswith("crc32c") and problems["b"] is None and problems["c"] is None
+    assert not Action.select().where(Action.action == "verify").exists()  # retried, not recorded
+    assert open_locks() == 0
+
+
+def test_a_damaged_copy_found_whole_again_counts_again(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+    damage(item, "backup", "reads.fastq", "suspect")
+    report = verify_item_files(item.id, "backup", None, connectors=folders.__getitem__, now=NOW)
+    assert report is not None and report.ok and report.status == "OK"
+    assert location(item, "backup").status == "OK"
+
+
+def test_a_file_changed_while_it_was_copied_is_not_recorded(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, files={"a": b"version 1"})
+    reserve_location(item.id, "backup", url=item.key)
+
+    class Reingesting(LocalConnector):
+        """The producer registers a new version while the old bytes are read."""
+
+        def _open_object(self, path: str) -> int:
+            descriptor = super()._open_object(path)
+            ReferencedPath.update(size=9, crc32c="ffffffff", md5=None).where(
+                ReferencedPath.path == "a"
+            ).execute()
+            return descriptor
+
+    racing = {**folders, "local": Reingesting("local", path=folders["local"].root)}
+    with pytest.raises(ItemChangedError):
+        copy(item, "backup", "a", racing)
+    assert proven_rows().count() == 0
+    assert location(item, "backup").status == "UP"
