@@ -52,6 +52,7 @@ def item(
     slug: str = "slug",
     ptype: str = "data:test:",
     key: str = "item",
+    files: tuple[str, ...] = (),
 ) -> ItemFacts:
     return ItemFacts(
         key=key,
@@ -60,7 +61,22 @@ def item(
         status=status,
         created=ago(created),
         locations=locations,
+        files=files,
     )
+
+
+def damaged(connector: str, *bad: str, updated: float = 100) -> LocationFacts:
+    """A damaged location: ``bad`` are its files that are not good."""
+    return LocationFacts(
+        connector=connector,
+        status="DM",
+        last_update=ago(updated),
+        last_verified=None,
+        damaged_files=frozenset(bad),
+    )
+
+
+AB = ("a", "b")
 
 
 POLICIES = {
@@ -109,6 +125,10 @@ def delete(connector: str) -> PlannedAction:
 
 def verify(connector: str) -> PlannedAction:
     return PlannedAction("item", "verify", connector)
+
+
+def repair(target: str, source: str | None = "local") -> PlannedAction:
+    return PlannedAction("item", "repair", target, source)
 
 
 class Case(NamedTuple):
@@ -246,6 +266,47 @@ CASES: dict[str, Case] = {
     "verify: only OK locations are verified": Case(
         item(loc("local"), loc("S3", "UP", verified=None), created=1), set()
     ),
+    "verify: a damaged copy is repaired, not verified": Case(
+        item(loc("local"), damaged("S3", "a"), created=1, files=AB), set()
+    ),
+    # -- damaged copies (SPEC §3): never counted, never preferred, repaired -------
+    "delete: a damaged copy does not count for min_other_copies": Case(
+        item(loc("local"), damaged("archive", "a"), loc("S3"), files=AB), {delete("S3")}
+    ),
+    "delete: with the other copy damaged nothing is deleted": Case(
+        item(damaged("local", "a"), loc("S3"), files=AB), set()
+    ),
+    "delete: a damaged copy is never the preferred one": Case(
+        item(damaged("local", "b"), loc("S3"), loc("GCS"), files=AB), {delete("GCS")}
+    ),
+    "delete: copies on unconfigured connectors do not count (a delete cannot confirm them)": Case(
+        item(loc("local"), loc("retired"), loc("S3"), slug="precious", files=AB), set()
+    ),
+    "copy: a damaged location on the target blocks the copy": Case(
+        item(loc("local"), damaged("S3", "a"), files=AB),
+        {copy("GCS"), copy("tape")},
+    ),
+    "copy: a damaged copy is never the source": Case(
+        item(damaged("local", "a"), loc("archive"), files=AB),
+        {copy("S3", "archive"), copy("GCS", "archive"), copy("tape", "archive")},
+    ),
+    "repair: due from the preferred copy": Case(
+        item(loc("local"), damaged("S3", "a"), files=AB), {repair("S3")}
+    ),
+    "repair: whatever the rules (archive has none)": Case(
+        item(loc("local"), damaged("archive", "a", "b"), files=AB), {repair("archive")}
+    ),
+    "repair: from another damaged copy holding the file": Case(
+        item(damaged("local", "b"), damaged("S3", "a"), files=AB),
+        {repair("S3", "local"), repair("local", "S3")},
+    ),
+    "repair: not due when the bad files are good nowhere else (lost)": Case(
+        item(damaged("local", "a"), damaged("S3", "a", "b"), files=AB),
+        {repair("S3", "local")},
+    ),
+    "repair: a copy on an unconfigured connector is no source": Case(
+        item(damaged("local", "a"), loc("retired"), files=AB), set()
+    ),
 }
 
 
@@ -267,6 +328,17 @@ def test_every_condition_of_spec_section_5_has_a_case() -> None:
     names = " ".join(CASES)
     for label in ("copy 2", "copy 3", "copy 4", *(f"delete {n}" for n in range(1, 7))):
         assert label in names, f"no case for {label}"
+
+
+def test_lost_files_are_those_good_nowhere() -> None:
+    from scheduler.policy import lost_files
+
+    assert lost_files(item(damaged("local", "a"), damaged("S3", "a", "b"), files=AB)) == ["a"]
+    assert lost_files(item(damaged("local", "a"), loc("S3"), files=AB)) == []
+    assert lost_files(item(damaged("local", "a", "b"), loc("S3", "UP"), files=AB)) == AB_LIST
+
+
+AB_LIST = ["a", "b"]
 
 
 # -- ordering and shapes -----------------------------------------------------
@@ -298,6 +370,12 @@ def test_json_shapes_follow_spec() -> None:
     }
     assert delete("S3").as_json() == {"action": "delete", "key": "item", "connector": "S3"}
     assert verify("S3").as_json() == {"action": "verify", "key": "item", "connector": "S3"}
+    assert repair("S3").as_json() == {
+        "action": "repair",
+        "key": "item",
+        "source": "local",
+        "target": "S3",
+    }
 
 
 def test_no_rules_plan_nothing(catalog_db: pw.Database) -> None:
