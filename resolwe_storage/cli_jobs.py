@@ -232,11 +232,16 @@ def scheduler(context: Context, interval: float, once: bool) -> None:
         click.echo(_summary(report))
 
     if once:
-        tick()
-        with contextlib.suppress(*UNREACHABLE):
-            lease.release()
-        if broker_down.down or catalog_down.down:
-            raise InputError("scheduler --once: the scan did not run (see above)")
+        # One pass, as a command: a broker or catalog out of reach is its error line.
+        with answering(broker, what="nothing was queued"):
+            if not lease.hold():
+                click.echo("another scheduler holds the lease; not scanning")
+                return
+            try:
+                with database.connection_context():
+                    click.echo(_summary(scan(context.config, database, broker, now=utcnow())))
+            finally:
+                lease.release()
         return
     from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -319,6 +324,10 @@ def run(
     moment = _parse_now(now) if now is not None else None
     broker = make_broker(context.config.broker)
     database = context.database
+    if isinstance(broker, RedisBroker):
+        # Out of reach, nothing is started: one line, not a worker's complaints.
+        with answering(broker, what="nothing was done"):
+            broker.client.ping()
     began = utcnow()
     # One pass should end: a failing job gets a couple of quick retries, not hours of them.
     retries = DEFAULT_ONCE_RETRIES if once else jobs.DEFAULT_MAX_RETRIES

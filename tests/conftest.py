@@ -89,6 +89,31 @@ def catalog_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pw.Da
 
 
 @pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database, dropped after the test."""
+    admin = open_database(POSTGRES_ADMIN_URL)
+    try:
+        admin.connect()
+    except pw.OperationalError as exc:
+        server_missing("PostgreSQL", str(exc).strip().splitlines()[0])
+    name = f"resolwe_storage_fresh_{uuid.uuid4().hex[:12]}"
+    admin.execute_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin.execute_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new catalog, not yet made: once SQLite, once PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
+    return str(request.getfixturevalue("fresh_postgres_url"))
+
+
+@pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[pw.Database]:
     """A migrated, empty, bound SQLite catalog."""
     database = open_database(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")

@@ -1,0 +1,161 @@
+"""Every command in a process of its own, as users run it; and with its servers out of reach.
+
+No command may depend on an earlier one having opened the catalog in the
+same process. With the broker or the database unreachable, every command
+says so in one ``error:`` line, exits non-zero, and leaves nothing reserved.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.processes import Cli
+from tests.servers.process import free_port
+
+pytest_plugins = ["tests.servers.redis"]
+
+
+def write_config(tmp_path: Path, *, broker: str | None, database: str | None = None) -> Path:
+    document = {
+        "database": database or f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+        "connectors": {
+            "local": {
+                "connector": "local",
+                "config": {"priority": 10, "path": str(tmp_path / "local"), "public_url": "/pub"},
+            },
+            "archive": {
+                "connector": "local",
+                "config": {
+                    "priority": 0,
+                    "path": str(tmp_path / "archive"),
+                    "copy": {"delay": 0},
+                    "verify": {"interval": 30},
+                },
+            },
+        },
+    }
+    if broker is not None:
+        document["broker"] = broker
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def item_folder(tmp_path: Path, key: str) -> Path:
+    folder = tmp_path / "local" / key
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text(f"a of {key}\n")
+    return folder
+
+
+def test_every_command_in_a_process_of_its_own(tmp_path: Path, redis_url: str) -> None:
+    cli = Cli(write_config(tmp_path, broker=redis_url))
+    assert "Usage" in cli.ok("--help").out
+    assert cli.ok("--version").out.strip()
+    assert "migration" in cli.ok("migrate").out
+    cli.ok("ingest", "local", item_folder(tmp_path, "item-1"), "--key", "item-1")
+    document = tmp_path / "items.json"
+    document.write_text(
+        json.dumps(
+            {"items": [{"key": "item-2", "created": "2026-01-01T00:00:00Z", "locations": []}]}
+        )
+    )
+    assert json.loads(cli.ok("import", document, "--json").out)["created"] == 1
+    assert "copy" in cli.ok("plan").out
+    assert json.loads(cli.ok("plan", "--json").out)[0]["action"] == "copy"
+    assert json.loads(cli.ok("plan", "--explain", "item-1", "--json").out)["key"] == "item-1"
+    assert "items: 2" in cli.ok("status").out
+    assert cli.ok("url", "item-1", "a.txt").out.strip() == "/pub/item-1/a.txt"
+    assert json.loads(cli.ok("verify", "item-1", "--json").out)[0]["ok"] is True
+    assert json.loads(cli.ok("scan", "--json").out)["copies"] == 1
+    assert "copy" in cli.ok("queues").out
+    worker = cli.start("worker", "--threads", "2", log=tmp_path / "worker.log")
+    try:
+        deadline = time.monotonic() + 60
+        while json.loads(cli.ok("status", "--json").out)["locations"].get("archive") != {"OK": 1}:
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            time.sleep(0.3)
+        cli.ok("request", "verify", "item-1", "--connector", "archive")
+        cli.ok("scheduler", "--once")
+        assert json.loads(cli.ok("queues", "--json").out)["workers"] >= 1
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0, (tmp_path / "worker.log").read_text()
+    log = (tmp_path / "worker.log").read_text()
+    assert "Traceback" not in log and "CRITICAL" not in log
+    cli.ok("ingest", "local", item_folder(tmp_path, "item-3"), "--key", "item-3")
+    assert (
+        json.loads(cli.ok("request", "copy", "item-3", "--to", "archive", "--json").out)["jobs"]
+        == 1
+    )
+    cli.ok("queues", "--retry-dead")
+    cli.ok("run", "--once")
+    assert json.loads(cli.ok("status", "--json").out)["locations"]["archive"] == {"OK": 2}
+
+
+@pytest.fixture
+def unreachable_broker() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["scan"],
+        ["scheduler", "--once"],
+        ["request", "copy", "item-1", "--to", "archive"],
+        ["request", "verify", "item-1"],
+        ["run", "--once"],
+        ["queues"],
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_an_unreachable_broker_is_one_line_and_reserves_nothing(
+    tmp_path: Path, unreachable_broker: str, args: list[str]
+) -> None:
+    cli = Cli(write_config(tmp_path, broker=unreachable_broker))
+    cli.ok("ingest", "local", item_folder(tmp_path, "item-1"), "--key", "item-1")
+    line = cli(*args).error_line
+    assert "127.0.0.1" in line and ("did not answer" in line or "not run" in line), line
+    with sqlite3.connect(tmp_path / "catalog.sqlite3") as connection:
+        statuses = connection.execute("SELECT connector_name, status FROM storage_location")
+        assert statuses.fetchall() == [("local", "OK")]
+    # Once the broker is back, nothing blocks the copy: it is planned again.
+    assert json.loads(cli.ok("plan", "--json").out) == [
+        {"action": "copy", "key": "item-1", "source": "local", "target": "archive"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["migrate"],
+        ["import", "items.json"],
+        ["plan"],
+        ["plan", "--explain", "item-1"],
+        ["status"],
+        ["verify", "item-1"],
+        ["url", "item-1", "a.txt"],
+        ["scan"],
+        ["run", "--once"],
+        ["request", "copy", "item-1", "--to", "archive"],
+        ["ingest", "local", "local/item-1", "--key", "item-1"],
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_an_unreachable_database_is_one_line(
+    tmp_path: Path, unreachable_broker: str, args: list[str]
+) -> None:
+    database = f"postgresql://postgres:secret-pw@127.0.0.1:{free_port()}/catalog"
+    cli = Cli(write_config(tmp_path, broker=unreachable_broker, database=database))
+    item_folder(tmp_path, "item-1")
+    (tmp_path / "items.json").write_text('{"items": []}')
+    line = cli(*args).error_line
+    assert line.startswith("error: database: cannot open postgresql://postgres:***@"), line
+    assert "secret-pw" not in line

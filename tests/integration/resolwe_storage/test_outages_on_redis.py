@@ -1,0 +1,151 @@
+"""Workers and the scheduler through a Redis outage, and messages that are not jobs.
+
+Each runs as a process of its own against a real ``redis-server``: a
+private one, stopped and started again, for the outages.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+import redis
+
+from tests.processes import Cli
+
+if TYPE_CHECKING:
+    from tests.servers.redis import PrivateRedis
+
+pytest_plugins = ["tests.servers.redis"]
+
+
+def write_config(tmp_path: Path, broker: str) -> Path:
+    document = {
+        "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+        "broker": broker,
+        "connectors": {
+            "local": {
+                "connector": "local",
+                "config": {"priority": 10, "path": str(tmp_path / "l")},
+            },
+            "archive": {
+                "connector": "local",
+                "config": {"priority": 0, "path": str(tmp_path / "a"), "copy": {"delay": 0}},
+            },
+        },
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def wait_for(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def add_item(cli: Cli, tmp_path: Path, key: str) -> None:
+    folder = tmp_path / "l" / key
+    folder.mkdir(parents=True)
+    (folder / "f.txt").write_text(key)
+    cli.ok("ingest", "local", folder, "--key", key)
+
+
+def copied(tmp_path: Path, key: str) -> bool:
+    return (tmp_path / "a" / key / "f.txt").exists()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+
+
+def test_a_worker_says_once_that_redis_is_gone_and_once_that_it_is_back(
+    tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    cli = Cli(write_config(tmp_path, private_redis.url))
+    log = tmp_path / "worker.log"
+    worker = cli.start("worker", "--threads", "2", log=log)
+    try:
+        add_item(cli, tmp_path, "before")
+        cli.ok("scan")
+        wait_for(lambda: copied(tmp_path, "before"), "the first copy")
+        private_redis.stop()
+        time.sleep(8)
+        private_redis.start()
+        add_item(cli, tmp_path, "after")
+        wait_for(lambda: cli("scan").code == 0, "a scan once Redis is back")
+        wait_for(lambda: copied(tmp_path, "after"), "a copy after the outage")
+    finally:
+        stop(worker)
+    lines = log.read_text().splitlines()
+    assert "Traceback" not in log.read_text() and not any("CRITICAL" in line for line in lines)
+    assert sum("does not answer" in line for line in lines) == 1, lines
+    assert sum("answers again" in line for line in lines) == 1, lines
+    assert len(lines) <= 4, lines
+
+
+def test_the_scheduler_says_once_that_redis_is_gone_and_scans_when_it_is_back(
+    tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    cli = Cli(write_config(tmp_path, private_redis.url))
+    log = tmp_path / "scheduler.log"
+    scheduler = cli.start("scheduler", "--interval", "1", log=log)
+    try:
+        wait_for(lambda: "scan:" in log.read_text(), "a first scan")
+        private_redis.stop()
+        time.sleep(6)
+        private_redis.start()
+        scans = log.read_text().count("scan:")
+        wait_for(lambda: log.read_text().count("scan:") > scans + 1, "scans after the outage")
+    finally:
+        stop(scheduler)
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert text.count("does not answer") == 1 and text.count("answers again") == 1, text
+    assert not [line for line in text.splitlines() if "ERROR" in line and "answer" not in line]
+
+
+def test_a_message_that_is_not_a_job_is_dead_lettered_and_holds_up_nothing(
+    tmp_path: Path, redis_url: str
+) -> None:
+    cli = Cli(write_config(tmp_path, redis_url))
+    add_item(cli, tmp_path, "item-1")
+    client = redis.Redis.from_url(redis_url)
+    # Put there by hand, or by a service with a bug: before the real job.
+    for body in (b"not json at all", json.dumps({"queue_name": "copy", "args": []}).encode()):
+        redis_id = str(uuid.uuid4())
+        client.hset("dramatiq:copy.msgs", redis_id, body)
+        client.rpush("dramatiq:copy", redis_id)
+    cli.ok("scan")
+    log = tmp_path / "worker.log"
+    worker = cli.start("worker", "--threads", "2", log=log)
+    try:
+        wait_for(lambda: copied(tmp_path, "item-1"), "the real job")
+    finally:
+        stop(worker)
+    [copy] = [
+        row
+        for row in json.loads(cli.ok("queues", "--json").out)["queues"]
+        if row["queue"] == "copy"
+    ]
+    assert (copy["queued"], copy["running"], copy["dead"]) == (0, 0, 2)
+    dead = json.loads(cli.ok("queues", "--json").out)["dead"]
+    assert {letter["actor"] for letter in dead} == {"(not a job)"}
+    text = log.read_text()
+    assert text.count("a message that is not a job") == 2 and "Traceback" not in text
+    # They stay dead when the others are retried, and a new worker starts clean.
+    assert json.loads(cli.ok("queues", "--retry-dead", "--json").out)["requeued"] == 0
+    again = cli.start("worker", log=tmp_path / "again.log")
+    time.sleep(2)
+    stop(again)
+    assert (tmp_path / "again.log").read_text() == "worker: 8 thread(s) on copy, delete, verify\n"

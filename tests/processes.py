@@ -1,0 +1,74 @@
+"""Running ``resolwe-storage`` as users do: each command in a process of its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Seconds a command may take before the test fails.
+DEFAULT_TIMEOUT = 120
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def error_line(self) -> str:
+        """The one line a failed command prints, checked to be one ``error:`` line."""
+        lines = self.err.splitlines()
+        assert self.code != 0, self
+        assert len(lines) == 1 and lines[0].startswith("error: "), self.err
+        return lines[0]
+
+
+class Cli:
+    """``resolwe-storage --config CONFIG ...`` in a new Python process each time."""
+
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RESOLWE_STORAGE_")},
+            **(env or {}),
+        }
+
+    def command(self, *args: object) -> list[str]:
+        return [sys.executable, "-m", "resolwe_storage", "--config", str(self.config)] + [
+            str(arg) for arg in args
+        ]
+
+    def __call__(self, *args: object, timeout: float = DEFAULT_TIMEOUT) -> Outcome:
+        done = subprocess.run(
+            self.command(*args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+            cwd=self.config.parent,
+            check=False,
+        )
+        outcome = Outcome(done.returncode, done.stdout, done.stderr)
+        assert "Traceback" not in outcome.err, outcome.err
+        return outcome
+
+    def ok(self, *args: object, timeout: float = DEFAULT_TIMEOUT) -> Outcome:
+        """Run and require success."""
+        outcome = self(*args, timeout=timeout)
+        assert outcome.code == 0, outcome
+        return outcome
+
+    def start(self, *args: object, log: Path) -> subprocess.Popen[bytes]:
+        """Start a long-running command (a worker, the scheduler) with its output in ``log``."""
+        with log.open("wb") as output:
+            return subprocess.Popen(
+                self.command(*args),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.config.parent,
+            )
