@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import redis
