@@ -149,12 +149,16 @@ class Outage:
 BROKER_OUTAGE = Outage("the broker (Redis)")
 
 
-class QuietOutages(logging.Filter):
-    """Drops Dramatiq's own line per failed attempt while the broker is down.
+class QuietLogs(logging.Filter):
+    """Keeps Dramatiq's logs to what an operator needs.
 
     Dramatiq's consumers log a CRITICAL line each time they find the broker
     gone (every second, per queue) and a warning each second per job whose
-    acknowledgement waits; ``BROKER_OUTAGE`` says it once instead.
+    acknowledgement waits: dropped, ``BROKER_OUTAGE`` says it once instead.
+    A try of a job that fails with an ``expected`` error (a backend, the
+    catalog or the broker out of reach) is an info line without traceback:
+    a job given up is said once, with its reason, by ``GiveUpHistory``. Any
+    other error keeps its traceback: it is a bug.
     """
 
     NOISE = (
@@ -163,18 +167,38 @@ class QuietOutages(logging.Filter):
         "Failed to post_process_message(",
     )
 
+    def __init__(self, expected: tuple[type[BaseException], ...] = ()) -> None:
+        super().__init__()
+        self.expected = expected
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("dramatiq.worker"):
+        if not record.name.startswith("dramatiq."):
             return True
         message = str(record.msg)
-        return not any(message.startswith(noise) for noise in self.NOISE)
+        if any(message.startswith(noise) for noise in self.NOISE):
+            return False
+        level = logging.getLogger().getEffectiveLevel()
+        if message.startswith("Retries exceeded"):
+            return level <= logging.INFO  # GiveUpHistory says so, with the reason
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and isinstance(error, self.expected):
+            # One try of a job that is retried, or given up (said once more then).
+            if level > logging.INFO:
+                return False
+            record.msg = f"{record.getMessage().rstrip('.')}: {type(error).__name__}: {error}"
+            record.msg = record.msg.replace(" with unhandled exception", "")
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
-def quiet_outages() -> None:
-    """Install ``QuietOutages`` on the root logger's handlers (once)."""
+def quiet_logs(expected: tuple[type[BaseException], ...] = ()) -> None:
+    """Install ``QuietLogs`` on the root logger's handlers (once)."""
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, QuietOutages) for f in handler.filters):
-            handler.addFilter(QuietOutages())
+        if not any(isinstance(f, QuietLogs) for f in handler.filters):
+            handler.addFilter(QuietLogs(expected))
 
 
 def wake_key(namespace: str, queue: str) -> str:

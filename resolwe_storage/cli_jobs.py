@@ -39,7 +39,7 @@ from resolwe_storage.broker import (
     live_workers,
     make_broker,
     queue_stats,
-    quiet_outages,
+    quiet_logs,
     requeue_dead,
 )
 from resolwe_storage.cli import Context, _now_option, _parse_now, cli, pass_context
@@ -91,7 +91,7 @@ def start_worker(
     ``now`` fixes the time the workers re-check the rules at (``run --now``).
     """
     jobs.declare_actors(broker)
-    quiet_outages()
+    quiet_logs(jobs.EXPECTED_FAILURES)
     clock = utcnow if now is None else (lambda: now)
     runtime = jobs.Runtime(config, database, broker, max_retries=max_retries, clock=clock)
     jobs.install(runtime)

@@ -51,12 +51,13 @@ from typing import Any, TypeVar
 
 import dramatiq
 import peewee as pw
-from dramatiq.middleware import CurrentMessage, Middleware
+from dramatiq.middleware import CurrentMessage, Middleware, Retries
 
+from catalog.errors import CatalogError
 from catalog.models import Action, FileStorage, utcnow
 from catalog.paths import files_label
 from connectors.base import Connector
-from connectors.errors import ChecksumMismatch, ConfigurationError
+from connectors.errors import ChecksumMismatch, ConfigurationError, ConnectorError
 from resolwe_storage.broker import UNREACHABLE, Pending, message
 from resolwe_storage.config import Config
 from resolwe_storage.storage import build_connector
@@ -644,7 +645,9 @@ def _paths_of(value: Any) -> str:
 def declare_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Actor]:
     """Declare every actor on ``broker`` (with the retry rules and the history middleware)."""
     if not any(isinstance(m, GiveUpHistory) for m in broker.middleware):
-        broker.add_middleware(GiveUpHistory())
+        # Its hook must run after the Retries middleware's, which decides
+        # that a message fails for good; "after" hooks run last added first.
+        broker.add_middleware(GiveUpHistory(), before=Retries)
     if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
         broker.add_middleware(CurrentMessage())
     declared = {}
@@ -661,3 +664,14 @@ def declare_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Actor]:
             retry_when=is_transient,
         )
     return declared
+
+
+#: Errors a job may end with in normal operation (a line each, no traceback:
+#: ``broker.QuietLogs``); anything else is a bug.
+EXPECTED_FAILURES = (
+    ConnectorError,
+    CatalogError,
+    pw.OperationalError,
+    pw.InterfaceError,
+    *UNREACHABLE,
+)

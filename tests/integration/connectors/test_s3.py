@@ -8,10 +8,14 @@ mismatch); it does not enforce the expiry of presigned URLs.
 from __future__ import annotations
 
 import io
+import json
 import os
+import subprocess
+import sys
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ from connectors.errors import (
 from connectors.hashing import MultiHasher
 from connectors.local import LocalConnector
 from connectors.s3 import S3Connector
+from connectors.s3_direct import Credentials, DirectPut
 from connectors.transfer import copy_file
 from tests.connector_conformance import (
     BAD_PATHS,
@@ -46,7 +51,7 @@ from tests.servers.moto import (
     checking_credentials,
     count_calls,
 )
-from tests.servers.process import free_port
+from tests.servers.process import free_port, wait_until_answering
 
 MIB = 1024 * 1024
 #: S3's smallest part, so that a few MiB already make a multipart upload.
@@ -565,3 +570,99 @@ def test_a_multipart_copy_is_proven_by_the_etag_the_catalog_predicts(
     # A retried copy finds the object in place and proves it without a write.
     again = copy_file(local_source, "m", connector, "m", expected=same_parts)
     assert again.how == "skipped"
+
+
+# -- the hand-signed direct PUTs, against a server that checks signatures ------------
+
+
+@pytest.fixture
+def checking_moto(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], str]]:
+    """A moto_server started with INITIAL_NO_AUTH_ACTION_COUNT: it checks every request after.
+
+    The unchecked actions make an IAM user allowed to use S3, its keys and a
+    bucket; returns the endpoint, the keys and the bucket.
+    """
+    binary = Path(sys.executable).parent / "moto_server"
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
+    with (tmp_path / "moto.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log, env=env
+        )
+    try:
+        problem = wait_until_answering(f"{endpoint}/moto-api/", process, "moto_server")
+        assert problem is None, problem
+        import boto3
+
+        setup = {
+            "endpoint_url": endpoint,
+            "aws_access_key_id": ACCESS_KEY,
+            "aws_secret_access_key": SECRET_KEY,
+            "region_name": REGION,
+        }
+        iam = boto3.client("iam", **setup)
+        iam.create_user(UserName="worker")
+        iam.put_user_policy(
+            UserName="worker",
+            PolicyName="s3",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+                }
+            ),
+        )
+        key = iam.create_access_key(UserName="worker")["AccessKey"]
+        keys = {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=keys["key"],
+            aws_secret_access_key=keys["secret"],
+            region_name=REGION,
+        ).create_bucket(Bucket="checked")
+        yield endpoint, keys, "checked"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_direct_puts_are_signed_as_a_checking_server_accepts(
+    checking_moto: tuple[str, dict[str, str], str], tmp_path: Path
+) -> None:
+    endpoint, keys, bucket = checking_moto
+    credentials = tmp_path / "worker.json"
+    credentials.write_text(
+        json.dumps({"AccessKeyId": keys["key"], "SecretAccessKey": keys["secret"]})
+    )
+    connector = make(endpoint, bucket, credentials)
+    puts = count_calls(connector, "PutObject")
+    connector.write("first.txt", io.BytesIO(b"botocore shows the way"))
+    assert connector._direct.ready
+    names = ["with space/a b.txt", "unicode/été ü 日本.txt", "plus/a+b+c.txt", "tilde~/x=y&z.txt"]
+    for name in names:
+        data = name.encode() * 50
+        connector.write(name, io.BytesIO(data))
+        assert read_all(connector, name) == data
+    assert len(puts) == 1  # the rest went up directly, each accepted as signed
+
+    # Signed with a wrong secret, the server refuses a direct PUT (and we send it nowhere else).
+    wrong = DirectPut(lambda: Credentials(keys["key"], "not-the-secret"), timeout=10, pool_size=1)
+    target = f"{endpoint}/{bucket}/probe.txt"
+    wrong.learn(
+        target,
+        "probe.txt",
+        f"AWS4-HMAC-SHA256 Credential={keys['key']}/20260101/{REGION}/s3/aws4_request",
+    )
+    assert wrong.ready
+    assert wrong.put("probe.txt", b"data", {}) is None
+    right = DirectPut(lambda: Credentials(keys["key"], keys["secret"]), timeout=10, pool_size=1)
+    right.learn(
+        target,
+        "probe.txt",
+        f"AWS4-HMAC-SHA256 Credential={keys['key']}/20260101/{REGION}/s3/aws4_request",
+    )
+    assert right.put("probe.txt", b"data", {}) is not None
+    assert connector.stat("probe.txt") is not None
+    assert "not-the-secret" not in repr(Credentials(keys["key"], "not-the-secret"))

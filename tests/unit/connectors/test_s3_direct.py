@@ -250,3 +250,10 @@ def test_an_unreachable_server_is_not_done(server: Recorder) -> None:
 def test_without_credentials_nothing_is_sent(server: Recorder) -> None:
     assert direct_to(server, keys=None).put("k", b"x", {}) is None
     assert server.seen == []
+
+
+def test_credentials_never_show_their_secrets() -> None:
+    keys = Credentials("AKIAUNITTESTKEYID000", "the-secret-key", "the-session-token")
+    shown = f"{keys!r} {keys} {[keys]}"
+    assert "AKIAUNITTESTKEYID000" in shown
+    assert "the-secret-key" not in shown and "the-session-token" not in shown

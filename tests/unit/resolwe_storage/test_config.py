@@ -579,3 +579,14 @@ def test_bad_values_of_our_s3_settings_are_refused(
     }
     with pytest.raises(ConfigError, match=f"connectors.S3.config.{setting}"):
         load_config(write(tmp_path, "c.json", json.dumps(document)), environ={})
+
+
+def test_the_configuration_never_shows_a_password(tmp_path: Path) -> None:
+    config = load_yaml_text(
+        tmp_path,
+        "database: postgresql://app:db-secret@db/catalog\n"
+        "broker: redis://:redis-secret@cache:6379/0\n",
+    )
+    shown = f"{config!r} {config} {[config]}"
+    assert "db-secret" not in shown and "redis-secret" not in shown
+    assert "postgresql://app:***@db/catalog" in shown and "redis://:***@cache:6379/0" in shown
