@@ -81,6 +81,8 @@ def test_every_command_in_a_process_of_its_own(tmp_path: Path, redis_url: str) -
         while json.loads(cli.ok("status", "--json").out)["locations"].get("archive") != {"OK": 1}:
             assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
             time.sleep(0.3)
+        # A validated copy is a verification: nothing is due to read it back.
+        assert json.loads(cli.ok("plan", "--json").out) == []
         cli.ok("request", "verify", "item-1", "--connector", "archive")
         cli.ok("scheduler", "--once")
         assert json.loads(cli.ok("queues", "--json").out)["workers"] >= 1
@@ -159,3 +161,14 @@ def test_an_unreachable_database_is_one_line(
     line = cli(*args).error_line
     assert line.startswith("error: database: cannot open postgresql://postgres:***@"), line
     assert "secret-pw" not in line
+
+
+def test_a_nul_in_a_key_is_one_line_on_either_catalog(tmp_path: Path, catalog_url: str) -> None:
+    cli = Cli(write_config(tmp_path, broker=None, database=catalog_url))
+    document = tmp_path / "items.json"
+    document.write_text(
+        json.dumps({"items": [{"key": "a\u0000b", "created": "2026-01-01T00:00:00Z"}]})
+    )
+    line = cli("import", document).error_line
+    assert "items.0.key" in line and "NUL character" in line
+    assert json.loads(cli.ok("status", "--json").out)["items"]["total"] == 0

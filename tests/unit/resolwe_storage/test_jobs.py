@@ -630,3 +630,21 @@ def test_a_delete_left_half_done_without_file_rows_removes_every_file(
         drain(broker)
         assert StorageLocation.get_or_none(StorageLocation.id == copy.id) is None
         assert list(LocalConnector("backup", path=tmp_path / "backup").list()) == []
+
+
+def test_a_validated_copy_is_not_read_back_at_the_next_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "DEFAULT_MIN_BACKOFF_MS", 10)
+    with running(tmp_path, verify={"interval": 30}) as (config, broker, _):
+        database = jobs.current().database
+        add_item(tmp_path, "a", {"one.txt": b"1" * 100, "two.txt": b"2" * 10})
+        assert scan(config, database, broker, now=NOW).copies == 1
+        drain(broker)
+        copy = StorageLocation.get(StorageLocation.connector_name == "backup")
+        assert copy.status == "OK" and copy.last_verified is not None
+        rows = LocationFile.select().where(LocationFile.storage_location == copy)
+        assert all(row.verified == copy.last_verified for row in rows)
+        later = scan(config, database, broker, now=utcnow() + timedelta(days=1))
+        assert (later.verifies, later.jobs) == (0, 0)
+        assert scan(config, database, broker, now=utcnow() + timedelta(days=31)).verifies == 1
