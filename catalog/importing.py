@@ -389,9 +389,15 @@ def _record_integrity(
         .where(StorageLocation.id.in_(list(asserted)))
         .tuples()
     )
+    # Settled below: those that got rows or damage (a re-import of an
+    # unchanged document settles nothing; content_changed settles its own).
+    unsettled = set()
     for location_id, doc in asserted.items():
         if assert_location(location_id, now=now, verified_at=doc.last_verified or verified_at):
             touched = True
+            unsettled.add(location_id)
+        if doc.damaged:
+            unsettled.add(location_id)
     when = {location_id: doc.last_verified or verified_at for location_id, doc in asserted.items()}
     stamp = min((t for t in when.values() if t is not None), default=None) if when else None
     if changed:
@@ -428,7 +434,7 @@ def _record_integrity(
                 [(paths[path], problem) for path, problem in sorted(doc.damaged.items())],
                 now=now,
             )
-        if settle(location_id, now=now) != before.get(location_id):
+        if location_id in unsettled and settle(location_id, now=now) != before.get(location_id):
             touched = True
     return touched
 

@@ -476,13 +476,31 @@ class Planner:
             return
         order = self.order
         chunks = (len(self.order) + FIELDS_PER_SUM - 1) // FIELDS_PER_SUM
+        # Which bits of each mask column are repairs: only those items need
+        # their facts decoded (a repair's source), and they are few.
+        repair_bits = [0] * ((len(self.arms) + ARMS_PER_MASK - 1) // ARMS_PER_MASK)
+        for bit, (action, _) in enumerate(self.arms):
+            if action == REPAIR:
+                repair_bits[bit // ARMS_PER_MASK] |= 1 << (bit % ARMS_PER_MASK)
         with self.database.atomic():
+            if chunks == 1 and len(repair_bits) == 1:
+                # The usual case (up to 15 connectors), without unpacking lists per row.
+                [repairing] = repair_bits
+                expanded = self._expanded
+                for key, item_id, src, fact, mask in self._rows(sql):
+                    source = order[src] if src is not None else None
+                    arms = expanded.get((mask,)) or self.expand((mask,))
+                    repairs = ()
+                    if mask & repairing:
+                        repairs = self._repair_sources(arms, source, (fact,))
+                    yield DueItem(key, source, arms, item_id, repairs)
+                return
             for key, item_id, src, *rest in self._rows(sql):
                 source = order[src] if src is not None else None
                 facts, masks = tuple(rest[:chunks]), tuple(rest[chunks:])
                 arms = self.expand(masks)
                 repairs = ()
-                if any(action == REPAIR for action, _ in arms):
+                if any(mask & bits for mask, bits in zip(masks, repair_bits, strict=True)):
                     repairs = self._repair_sources(arms, source, facts)
                 yield DueItem(key, source, arms, item_id, repairs)
 

@@ -385,11 +385,11 @@ def explain_repair(
     others = [
         loc for loc in item.locations if loc.connector != policy.name and loc.connector in policies
     ]
-    counting = [loc.connector for loc in others if loc.status == LOCATION_DONE]
+    preferred = preferred_location(item, policies)
     fixable = [path for path in bad if any(holds_good(loc, path) for loc in others)]
-    if counting:
+    if preferred is not None:
         conditions.append(
-            Condition("source", True, f"the copy on {counting[0]} holds every file good")
+            Condition("source", True, f"the copy on {preferred.connector} holds every file good")
         )
     elif fixable:
         conditions.append(Condition("source", True, f"good on another copy: {_some(fixable)}"))
