@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import peewee as pw
@@ -35,25 +36,28 @@ def server_missing(what: str, reason: str) -> None:
     pytest.skip(f"{what} not available: {reason}")
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """URL of a private PostgreSQL database, created for this test session."""
+@contextmanager
+def new_postgres_database(prefix: str) -> Iterator[str]:
+    """The URL of a new PostgreSQL database named ``prefix`` and a random part, dropped after."""
     admin = open_database(POSTGRES_ADMIN_URL)
     try:
         admin.connect()
     except pw.OperationalError as exc:
         server_missing("PostgreSQL", str(exc).strip().splitlines()[0])
-    name = f"resolwe_storage_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin.execute_sql(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
     try:
-        yield f"{base}/{name}"
+        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
-        admin.execute_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        admin.execute_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a private PostgreSQL database, created for this test session."""
+    with new_postgres_database("resolwe_storage_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -91,18 +95,8 @@ def catalog_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pw.Da
 @pytest.fixture
 def fresh_postgres_url() -> Iterator[str]:
     """URL of a new, empty PostgreSQL database, dropped after the test."""
-    admin = open_database(POSTGRES_ADMIN_URL)
-    try:
-        admin.connect()
-    except pw.OperationalError as exc:
-        server_missing("PostgreSQL", str(exc).strip().splitlines()[0])
-    name = f"resolwe_storage_fresh_{uuid.uuid4().hex[:12]}"
-    admin.execute_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        admin.execute_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with new_postgres_database("resolwe_storage_fresh") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

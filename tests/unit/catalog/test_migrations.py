@@ -7,7 +7,6 @@ copies under way, and history; on SQLite and on a new PostgreSQL database.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from peewee_migrate import Router
 from catalog.database import MIGRATIONS_DIR, bind, migrate, open_database
 from catalog.integrity import ASSERTED, lost_files
 from catalog.models import Action, LocationFile, StorageLocation
-from tests.conftest import POSTGRES_ADMIN_URL, server_missing
+from tests.conftest import new_postgres_database
 
 BEFORE_INTEGRITY = "005_file_verification"
 
@@ -32,21 +31,11 @@ def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pw.Databas
         yield database
         database.close()
         return
-    admin = open_database(POSTGRES_ADMIN_URL)
-    try:
-        admin.connect()
-    except pw.OperationalError as exc:
-        server_missing("PostgreSQL", str(exc).splitlines()[0])
-    name = f"resolwe_storage_migrate_{uuid.uuid4().hex[:10]}"
-    admin.execute_sql(f'CREATE DATABASE "{name}"')
-    database = open_database(f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}")
-    database.connect()
-    try:
+    with new_postgres_database("resolwe_storage_migrate") as url:
+        database = open_database(url)
+        database.connect()
         yield database
-    finally:
         database.close()
-        admin.execute_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def sql(database: pw.Database, text: str, *params: object) -> list[tuple[object, ...]]:

@@ -460,6 +460,13 @@ def check(**changes: object) -> DeleteCheck:
     return DeleteCheck(**values)  # type: ignore[arg-type]
 
 
+def delete_part(item: FileStorage, folders: dict[str, LocalConnector], *paths: str) -> str:
+    """One job of a delete of the item's copy on ``backup``: those of its files."""
+    return delete_files(
+        item.id, "backup", list(paths), check=check(), connectors=folders.__getitem__
+    )
+
+
 def delete(
     item: FileStorage, name: str, folders: dict[str, LocalConnector], **changes: object
 ) -> str:
@@ -555,9 +562,7 @@ def test_a_delete_in_parts_marks_the_copy_then_drops_it_with_its_last_file(
     item = make_item(folders, on=("local", "backup"))
 
     def part(*paths: str) -> str:
-        return delete_files(
-            item.id, "backup", list(paths), check=check(), connectors=folders.__getitem__
-        )
+        return delete_part(item, folders, *paths)
 
     assert part("reads.fastq") == FILES_DELETED
     copy = location(item, "backup")
@@ -619,9 +624,7 @@ def test_a_location_marked_de_elsewhere_goes_only_with_its_last_file(
     StorageLocation.update(status="DE").where(StorageLocation.connector_name == "backup").execute()
 
     def part(*paths: str) -> str:
-        return delete_files(
-            item.id, "backup", list(paths), check=check(), connectors=folders.__getitem__
-        )
+        return delete_part(item, folders, *paths)
 
     # No row said what was left: the first part must not take the location.
     assert part("reads.fastq") == FILES_DELETED
@@ -705,9 +708,7 @@ def test_a_delete_under_way_stops_when_the_copies_it_counted_no_longer_count(
     item = make_item(folders, on=("local", "backup"))
 
     def part(*paths: str) -> str:
-        return delete_files(
-            item.id, "backup", list(paths), check=check(), connectors=folders.__getitem__
-        )
+        return delete_part(item, folders, *paths)
 
     assert part("reads.fastq") == FILES_DELETED
     # The copy the delete counted on is found bad meanwhile.
