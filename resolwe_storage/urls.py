@@ -53,8 +53,9 @@ def file_url(
 ) -> str:
     """A URL of file ``path`` of item ``key``: public, or presigned for ``expires`` seconds.
 
-    From the item's preferred OK copy, or its copy on ``connector``. Signing
-    is local: nothing is contacted. InputError says why there is none.
+    From the item's most preferred OK copy on a connector that gives URLs,
+    or its copy on ``connector``. Signing is local: nothing is contacted.
+    InputError says why there is none.
     """
     check_relative_path(path, what="PATH")
     database = FileStorage._meta.database
@@ -70,13 +71,17 @@ def file_url(
     if not locations:
         where = f" on {connector!r}" if connector else ""
         raise InputError(f"item {key!r} has no OK copy{where} to give a URL of")
-    location = locations[0]
-    backend = connector_named(config, location.connector_name)
-    target = object_path(location, path)
-    if isinstance(backend, PublicUrls) and getattr(backend, "base_url", None):
-        return backend.public_url(target)
-    if isinstance(backend, PresignedUrls):
-        return backend.presigned_url(target, expires=expires)
+    # The most preferred copy whose connector gives URLs (a local folder
+    # without public_url gives none).
+    for location in locations:
+        backend = connector_named(config, location.connector_name)
+        target = object_path(location, path)
+        if isinstance(backend, PublicUrls) and getattr(backend, "base_url", None):
+            return backend.public_url(target)
+        if isinstance(backend, PresignedUrls):
+            return backend.presigned_url(target, expires=expires)
+    names = ", ".join(repr(location.connector_name) for location in locations)
     raise InputError(
-        f"connector {location.connector_name!r} gives no URLs (a local connector needs public_url)"
+        f"no copy of item {key!r} is on a connector that gives URLs ({names}; "
+        "a local connector needs public_url)"
     )

@@ -20,14 +20,22 @@ file that landed a ``LocationFile`` row, records the history, closes the
 access logs and makes each location whose every file is recorded ``OK``.
 While a source is locked it cannot be deleted under the copy.
 
-Verifications: a job re-hashes some files of an ``OK`` copy, locked with
-an access log meanwhile, and records each (``workers.verify``).
+Verifications: a job re-hashes some files of an ``OK`` (or damaged) copy,
+locked with an access log meanwhile, and records each (``workers.verify``):
+a file found bad makes the copy damaged (``catalog.integrity``).
 
 Deletes: a job removes some files of a copy. Under the item's catalog lock,
-SPEC §5 conditions 3–6 are checked against the catalog as it is then and
-the location marked ``DE`` (by the first job to run; the others find the
-decision taken); then its files are removed, then their rows, and with the
+SPEC §5 conditions 3–6 are checked against the catalog as it is then; the
+copies it counts are confirmed on their backends (``workers.confirm``; one
+that fails is marked damaged and the delete refused); under the lock again
+the location is marked ``DE`` (by the first job to run; the others find the
+decision taken, and go on while the copies it counted still count); then
+its files are removed (never through a link), then their rows, and with the
 last row the location.
+
+Repairs: a job copies the bad files of a damaged copy again, each from the
+most preferred copy where it is good, validated; the copy counts again once
+every file is good (``repair_location``).
 """
 
 from __future__ import annotations

@@ -132,9 +132,11 @@ def test_reading_a_copy_being_deleted_takes_another(service: StorageService) -> 
 
 def test_a_url_of_a_file_from_a_copy_that_has_urls(service: StorageService) -> None:
     assert service.url("data-1", "b/c.txt", connector="archive") == "/archive-data/1/b/c.txt"
-    # The preferred copy (local) has no public_url: a clear refusal, not a guess.
-    with pytest.raises(InputError, match="'local' gives no URLs"):
-        service.url("data-1", "a.txt")
+    # The preferred copy (local) has no public_url: the next copy that has URLs.
+    assert service.url("data-1", "a.txt") == "/archive-data/1/a.txt"
+    # Asked for the copy on local, a clear refusal.
+    with pytest.raises(InputError, match=r"\('local'; a local connector needs public_url\)"):
+        service.url("data-1", "a.txt", connector="local")
     with pytest.raises(InputError, match=r"has no file 'nope\.txt'"):
         service.url("data-1", "nope.txt")
     with pytest.raises(InputError, match="no OK copy on 'cold'"):
