@@ -599,19 +599,24 @@ class GiveUpHistory(Middleware):
             return
         action = "repair" if message.actor_name == ACTOR_REPAIR else queue or message.actor_name
         how = f"gave up after {retries} tries" if retries else "failed"
-        with _catalog(_runtime):
-            for item_id, target, paths in _work_of(message.actor_name, args):
-                item = FileStorage.get_or_none(FileStorage.id == item_id)
-                Action.create(
-                    actor=ACTOR_NAME,
-                    action=action,
-                    item_key=item.key if item is not None else None,
-                    file_storage=item,
-                    target=target,
-                    path=_paths_of(paths) if paths is not None else None,
-                    result="failed",
-                    error=f"{how}: {exception}",
-                )
+        try:
+            with _catalog(_runtime):
+                for item_id, target, paths in _work_of(message.actor_name, args):
+                    item = FileStorage.get_or_none(FileStorage.id == item_id)
+                    Action.create(
+                        actor=ACTOR_NAME,
+                        action=action,
+                        item_key=item.key if item is not None else None,
+                        file_storage=item,
+                        target=target,
+                        path=_paths_of(paths) if paths is not None else None,
+                        result="failed",
+                        error=f"{how}: {exception}",
+                    )
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            # The catalog is out of reach (most likely why the job failed):
+            # the dead letter keeps the job, the log says so once.
+            logger.warning("%s not recorded in the history: %s", message.actor_name, exc)
 
 
 def _marker(actor: str, args: list[Any]) -> str | None:
