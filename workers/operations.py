@@ -97,7 +97,13 @@ from connectors.base import Connector, Landing, ObjectInfo, copy_run, delete_all
 from connectors.errors import ChecksumMismatch, ObjectNotFound, PermanentError, TransientError
 from connectors.transfer import UNKNOWN, Expected, copy_file
 from workers.confirm import confirm_copy
-from workers.verify import VerifyReport, object_path, read_and_compare, verify_files
+from workers.verify import (
+    FileProblem,
+    VerifyReport,
+    object_path,
+    read_and_compare,
+    verify_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -598,24 +604,29 @@ def delete_files(
 ) -> str:
     """Remove files ``paths`` (None: all) of the item's copy on ``connector_name``, if allowed.
 
-    The first job of a delete to run decides. Under the item's catalog lock
-    it re-checks the rules against the catalog as it is now; then it
-    confirms on their backends that the other copies it counts hold every
-    file (``workers.confirm``); a copy that does not is marked damaged (and
-    will be repaired) and the delete refused. Then, under the lock again,
-    with the rules still allowing it and the copies counted still those
-    confirmed, it marks the location ``DE`` and each of its files still to
-    remove. A job that finds the location ``DE`` goes on while enough copies
-    still count; else the delete stops there and the location is damaged
-    (repair brings back what was removed). Files go, then their rows, and
-    with the last row the location. A delete never follows a symbolic link.
+    The first job of a delete to run decides: under the item's catalog lock
+    it re-checks the rules against the catalog as it is now, and lists the
+    other copies it counts. Every job then confirms on their backends
+    (``workers.confirm``) that those copies hold the files it is about to
+    remove (the first job: every file of the item), and decides under the
+    lock again:
 
-    Returns ``deleted`` (the location is gone), ``files deleted`` (others
-    are left to other jobs), ``refused`` (the rules or a confirmation forbid
-    it now: recorded in the history with the reason) or ``gone`` (nothing
-    to delete). A duplicate job removes nothing twice that matters:
-    deleting a missing object is not an error. A failure for good is
-    recorded in the history before it is raised.
+    - a copy that fails is marked damaged (repaired later); the first job
+      refuses the delete, and says why;
+    - the first job, the rules still allowing it and the copies counted
+      still those confirmed, marks the location ``DE`` and each of its files
+      still to remove;
+    - a later job goes on while enough of the copies it confirmed still
+      count; else the delete stops there: the location becomes damaged, the
+      files removed so far bad, for repair to bring back.
+
+    Then the files go (never through a symbolic link), then their rows, and
+    with the last row the location. Returns ``deleted`` (the location is
+    gone), ``files deleted`` (others are left to other jobs), ``refused``
+    (the rules or a confirmation forbid it now: in the history with the
+    reason) or ``gone`` (nothing to delete). A duplicate job removes nothing
+    twice that matters: deleting a missing object is not an error. A failure
+    for good is recorded in the history before it is raised.
     """
     began = time.monotonic()
     with locked_item(item_id) as item:
@@ -626,64 +637,56 @@ def delete_files(
         if item is None or location is None:
             return GONE
         key = item.key
-        deciding = location.status != STATUS_DELETING
-        if deciding:
-            counted = counted_copies(item_id, check)
+        counted = counted_copies(item_id, check)
+        if location.status != STATUS_DELETING:
             reason = why_not_delete(location, check, counted)
             if reason is not None:
                 _refuse(actor, item, connector_name, reason)
                 return REFUSED
-            others = [loc for loc in counted if loc.id != location.id]
-        elif not _carry_on(item, location, check, actor):
-            return REFUSED
-    if deciding:
-        outcome = _confirm_and_decide(
-            FileStorage(id=item_id, key=key), location, others, check, connectors, actor
-        )
-        if outcome is not None:
-            return outcome
-    entries = ReferencedPath.select(ReferencedPath.id, ReferencedPath.path).where(
+        elif not LocationFile.select().where(LocationFile.storage_location == location.id).exists():
+            # Marked DE elsewhere (an import, an earlier version): no row says
+            # what is left, so every file is, or the first job to end would
+            # take the location while others still have files to remove.
+            mark_files_to_delete(location.id, item_id, now=utcnow())
+        others = [loc for loc in counted if loc.id != location.id]
+    item = FileStorage(id=item_id, key=key)
+    entries = ReferencedPath.select().where(
         (ReferencedPath.file_storage == item_id) & ~ReferencedPath.path.endswith("/")
     )
-    if paths is not None:
-        entries = entries.where(ReferencedPath.path.in_(list(paths)))
-    found = list(entries.tuples())
+    every = list(entries.order_by(ReferencedPath.path))
+    found = every if paths is None else [entry for entry in every if entry.path in set(paths)]
+    # The first job confirms every file (it decides for the whole copy),
+    # a later one the files it removes. Backends are read outside the
+    # catalog lock (on SQLite it is the whole catalog's); an error reaching
+    # one is raised: nothing is concluded.
+    confirming = found if location.status == STATUS_DELETING else every
+    problems = {
+        other.id: confirm_copy(other, connectors(other.connector_name), confirming)
+        for other in others
+    }
+    outcome = _decide(item, location, others, problems, every, check, actor)
+    if outcome is not None:
+        return outcome
     try:
         delete_all(
             connectors(connector_name),
-            [object_path(location, path) for _, path in found],
+            [object_path(location, entry.path) for entry in found],
             within=location.url.rstrip("/"),
         )
     except Exception as exc:
         if not getattr(exc, "transient", False):
-            _history(
-                actor,
-                "delete",
-                FileStorage(id=item_id, key=key),
-                None,
-                connector_name,
-                _label(paths, False),
-                began,
-                exc,
-            )
+            _history(actor, "delete", item, None, connector_name, _label(paths, False), began, exc)
             exc.recorded = True  # type: ignore[attr-defined]
         raise
-    with locked_item(item_id) as item:
-        gone = forget_files(location.id, [path_id for path_id, _ in found])
+    with locked_item(item_id) as current:
+        gone = forget_files(location.id, [entry.id for entry in found])
         if not gone:
             # Progress: a delete whose location stops moving is resumed by the scan.
             StorageLocation.update(last_update=utcnow()).where(
                 StorageLocation.id == location.id
             ).execute()
         _history(
-            actor,
-            "delete",
-            item or FileStorage(id=item_id, key=key),
-            None,
-            connector_name,
-            _label(paths, gone),
-            began,
-            None,
+            actor, "delete", current or item, None, connector_name, _label(paths, gone), began, None
         )
     return DELETED if gone else FILES_DELETED
 
@@ -700,23 +703,78 @@ def _refuse(actor: str, item: FileStorage, connector_name: str, reason: str) -> 
     )
 
 
-def _carry_on(item: FileStorage, location: StorageLocation, check: DeleteCheck, actor: str) -> bool:
-    """Whether a delete under way (``DE``) may go on: enough other copies still count.
+def _decide(
+    item: FileStorage,
+    location: StorageLocation,
+    others: Sequence[StorageLocation],
+    problems: dict[int, list[FileProblem]],
+    entries: Sequence[ReferencedPath],
+    check: DeleteCheck,
+    actor: str,
+) -> str | None:
+    """Under the item's lock: record what the confirmation found, and decide.
 
-    Decided with the item's lock held. Otherwise (a copy counted when the
-    delete was decided has been found damaged since) the delete stops: the
-    location becomes damaged, its files removed so far bad, for repair to
-    bring back.
+    None when the files may go now (the location is ``DE``), else the
+    outcome (``refused``, ``gone``).
     """
-    if not LocationFile.select().where(LocationFile.storage_location == location.id).exists():
-        # Marked DE elsewhere (an import, an earlier version): no row says
-        # what is left, so every file is, or the first job to end would
-        # take the location while others still have files to remove.
-        mark_files_to_delete(location.id, item.id, now=utcnow())
-    others = [loc for loc in counted_copies(item.id, check) if loc.id != location.id]
-    if len(others) >= max(check.min_other_copies, 1):
-        return True
+    paths = {entry.path: entry.id for entry in entries}
     now = utcnow()
+    with locked_item(item.id) as current:
+        if current is None:
+            return GONE
+        damaged = [other for other in others if problems[other.id]]
+        for other in damaged:
+            record_bad(other.id, [(paths[p.path], p.problem) for p in problems[other.id]], now=now)
+            settle(other.id, now=now)
+        here = StorageLocation.get_or_none(StorageLocation.id == location.id)
+        if here is None:
+            return GONE
+        counted = counted_copies(item.id, check)
+        confirmed = {other.id for other in others if not problems[other.id]}
+        if here.status == STATUS_DELETING:
+            # Decided already (by this delete's first job, maybe just now).
+            holding = [loc for loc in counted if loc.id in confirmed]
+            if len(holding) >= max(check.min_other_copies, 1):
+                return None
+            _stop(current, here, len(holding), actor, now=now)
+            return REFUSED
+        if damaged:
+            first = damaged[0]
+            found = problems[first.id]
+            _refuse(
+                actor,
+                current,
+                location.connector_name,
+                f"the copy on {first.connector_name} is damaged: {found[0].path}: "
+                f"{found[0].problem}"
+                + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+                + "; it will be repaired",
+            )
+            return REFUSED
+        reason = why_not_delete(here, check, counted)
+        unconfirmed = [loc for loc in counted if loc.id != here.id and loc.id not in confirmed]
+        if reason is None and unconfirmed:
+            raise LocationGoneError(
+                f"the copy on {unconfirmed[0].connector_name} came to count while the others "
+                "were confirmed; deciding again"
+            )
+        if reason is not None:
+            _refuse(actor, current, location.connector_name, reason)
+            return REFUSED
+        StorageLocation.update(status=STATUS_DELETING, last_update=now).where(
+            StorageLocation.id == here.id
+        ).execute()
+        mark_files_to_delete(here.id, item.id, now=now)
+    return None
+
+
+def _stop(
+    item: FileStorage, location: StorageLocation, holding: int, actor: str, *, now: datetime
+) -> None:
+    """Stop a delete under way whose copies no longer hold enough: the location is damaged.
+
+    The files removed so far are bad there, for repair to bring back.
+    """
     removed = [
         (path_id, "missing: removed by a delete that was stopped")
         for (path_id,) in ReferencedPath.select(ReferencedPath.id)
@@ -734,10 +792,9 @@ def _carry_on(item: FileStorage, location: StorageLocation, check: DeleteCheck, 
         actor,
         item,
         location.connector_name,
-        f"stopped: only {len(others)} other copy(ies) still count; "
+        f"stopped: only {holding} other copy(ies) still hold its files; "
         f"{len(removed)} file(s) removed so far are to be repaired",
     )
-    return False
 
 
 def fn_exists_row(location_id: int) -> pw.Expression:
@@ -748,80 +805,6 @@ def fn_exists_row(location_id: int) -> pw.Expression:
             & (LocationFile.referenced_path == ReferencedPath.id)
         )
     )
-
-
-def _confirm_and_decide(
-    item: FileStorage,
-    location: StorageLocation,
-    others: Sequence[StorageLocation],
-    check: DeleteCheck,
-    connectors: ConnectorLookup,
-    actor: str,
-) -> str | None:
-    """Confirm ``others`` on their backends, then decide under the item's lock.
-
-    None when the location is now being deleted (``DE``), else the outcome
-    (``refused``, ``gone``). The confirmation reads backends, so it runs
-    outside the catalog lock (on SQLite that lock is the whole catalog's);
-    the decision then requires that the copies counting are still among
-    those confirmed. An error reaching a backend is raised: no decision.
-    """
-    entries = list(
-        ReferencedPath.select()
-        .where(ReferencedPath.file_storage == item.id)
-        .order_by(ReferencedPath.path)
-    )
-    problems = {
-        other.id: confirm_copy(other, connectors(other.connector_name), entries) for other in others
-    }
-    confirmed = {other.id for other in others if not problems[other.id]}
-    paths = {entry.path: entry.id for entry in entries}
-    now = utcnow()
-    with locked_item(item.id) as current:
-        if current is None:
-            return GONE
-        damaged = [other for other in others if problems[other.id]]
-        for other in damaged:
-            record_bad(
-                other.id,
-                [(paths[p.path], p.problem) for p in problems[other.id]],
-                now=now,
-            )
-            settle(other.id, now=now)
-        if damaged:
-            first = damaged[0]
-            found = problems[first.id]
-            _refuse(
-                actor,
-                current,
-                location.connector_name,
-                f"the copy on {first.connector_name} is damaged: {found[0].path}: "
-                f"{found[0].problem}"
-                + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
-                + "; it will be repaired",
-            )
-            return REFUSED
-        here = StorageLocation.get_or_none(StorageLocation.id == location.id)
-        if here is None:
-            return GONE
-        if here.status == STATUS_DELETING:
-            return None  # another job of this delete decided meanwhile
-        counted = counted_copies(item.id, check)
-        reason = why_not_delete(here, check, counted)
-        unconfirmed = [loc for loc in counted if loc.id != here.id and loc.id not in confirmed]
-        if reason is None and unconfirmed:
-            raise LocationGoneError(
-                f"the copy on {unconfirmed[0].connector_name} came to count while the others "
-                "were confirmed; deciding again"
-            )
-        if reason is not None:
-            _refuse(actor, current, location.connector_name, reason)
-            return REFUSED
-        StorageLocation.update(status=STATUS_DELETING, last_update=now).where(
-            StorageLocation.id == here.id
-        ).execute()
-        mark_files_to_delete(here.id, item.id, now=now)
-    return None
 
 
 def _label(paths: Sequence[str] | None, whole: bool) -> str | None:

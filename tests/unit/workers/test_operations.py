@@ -901,3 +901,22 @@ def test_a_file_changed_while_it_was_copied_is_not_recorded(
         copy(item, "backup", "a", racing)
     assert proven_rows().count() == 0
     assert location(item, "backup").status == "UP"
+
+
+def test_every_job_of_a_delete_confirms_the_files_it_removes(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    """A delete resumed later does not trust the first job's confirmation."""
+    item = make_item(folders, on=("local", "backup"))
+    assert delete_part(item, folders, "reads.fastq") == FILES_DELETED
+    # Gone behind the system's back between the jobs of the delete.
+    (folders["local"].root / "item-1" / "sub" / "log.txt").unlink()
+    assert delete_part(item, folders, "sub/log.txt") == REFUSED
+    assert (folders["backup"].root / "item-1" / "sub" / "log.txt").exists()
+    assert {bad.path for bad in bad_files(location(item, "local").id)} == {"sub/log.txt"}
+    assert {bad.path for bad in bad_files(location(item, "backup").id)} == {"reads.fastq"}
+    assert lost_files() == {}
+    lookup = folders.__getitem__
+    for name in ("local", "backup"):
+        report = repair_location(item.id, name, connectors=lookup, preference=PREFERENCE)
+        assert report.status == "OK"
