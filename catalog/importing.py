@@ -30,7 +30,6 @@ from catalog.errors import ImportDocumentError, InvalidPathError
 from catalog.integrity import (
     NOT_COPIED,
     STALE,
-    assert_location,
     content_changed,
     record_bad,
     settle,
@@ -378,63 +377,52 @@ def _record_integrity(
     added: list[int],
     verified_at: datetime | None,
 ) -> bool:
-    """What the asserted locations hold, and what changed content does to the others.
+    """What changed content does to the item's copies, and the damage a document states.
 
-    Returns whether any location's files or status changed.
+    The asserted locations hold the new version of ``changed`` and ``added``
+    files; the others are damaged. Returns whether any location's files or
+    status changed.
     """
     now = utcnow()
     touched = False
+    when = [doc.last_verified or verified_at for doc in asserted.values()]
+    stamp = min((moment for moment in when if moment is not None), default=None)
+    for paths, problem in ((changed, STALE), (added, NOT_COPIED)):
+        if paths:
+            content_changed(
+                storage.id,
+                paths,
+                asserted=set(asserted),
+                problem=problem,
+                now=now,
+                verified_at=stamp,
+            )
+            touched = True
+    damaged = {location_id: doc for location_id, doc in asserted.items() if doc.damaged}
+    if not damaged:
+        return touched
     before = dict(
         StorageLocation.select(StorageLocation.id, StorageLocation.status)
-        .where(StorageLocation.id.in_(list(asserted)))
+        .where(StorageLocation.id.in_(list(damaged)))
         .tuples()
     )
-    # Settled below: those that got rows or damage (a re-import of an
-    # unchanged document settles nothing; content_changed settles its own).
-    unsettled = set()
-    for location_id, doc in asserted.items():
-        if assert_location(location_id, now=now, verified_at=doc.last_verified or verified_at):
-            touched = True
-            unsettled.add(location_id)
-        if doc.damaged:
-            unsettled.add(location_id)
-    when = {location_id: doc.last_verified or verified_at for location_id, doc in asserted.items()}
-    stamp = min((t for t in when.values() if t is not None), default=None) if when else None
-    if changed:
-        content_changed(
-            storage.id, changed, asserted=set(asserted), problem=STALE, now=now, verified_at=stamp
-        )
-        touched = True
-    if added:
-        content_changed(
-            storage.id,
-            added,
-            asserted=set(asserted),
-            problem=NOT_COPIED,
-            now=now,
-            verified_at=stamp,
-        )
-        touched = True
-    paths: dict[str, int] | None = None
-    for location_id, doc in asserted.items():
-        if doc.damaged:
-            if paths is None:
-                paths = dict(
-                    ReferencedPath.select(ReferencedPath.path, ReferencedPath.id)
-                    .where(ReferencedPath.file_storage == storage)
-                    .tuples()
-                )
-            unknown = sorted(set(doc.damaged) - set(paths))
-            if unknown:
-                raise ImportDocumentError(
-                    f"item {storage.key!r}: damaged file {unknown[0]!r} is not a file of the item"
-                )
-            record_bad(
-                location_id,
-                [(paths[path], problem) for path, problem in sorted(doc.damaged.items())],
-                now=now,
+    paths_of = dict(
+        ReferencedPath.select(ReferencedPath.path, ReferencedPath.id)
+        .where(ReferencedPath.file_storage == storage)
+        .tuples()
+    )
+    for location_id, doc in damaged.items():
+        unknown = sorted(set(doc.damaged) - set(paths_of))
+        if unknown:
+            raise ImportDocumentError(
+                f"item {storage.key!r}: damaged file {unknown[0]!r} is not a file of the item"
             )
-        if location_id in unsettled and settle(location_id, now=now) != before.get(location_id):
+        record_bad(
+            location_id,
+            [(paths_of[path], problem) for path, problem in sorted(doc.damaged.items())],
+            now=now,
+        )
+        if settle(location_id, now=now) != before.get(location_id):
             touched = True
     return touched
 
@@ -450,10 +438,8 @@ def _import_location(
     values: dict[str, Any] = {
         "status": doc.status,
         "last_update": doc.last_update or storage.created,
+        "last_verified": doc.last_verified,
     }
-    if doc.status not in (STATUS_DONE, STATUS_DAMAGED):
-        # Copies that count take it from their files (``catalog.integrity.settle``).
-        values["last_verified"] = doc.last_verified
     location = StorageLocation.get_or_none(
         (StorageLocation.connector_name == doc.connector) & (StorageLocation.url == doc.url)
     )
@@ -480,6 +466,12 @@ def _import_location(
     else:
         if location.status == STATUS_DAMAGED and doc.status == STATUS_DONE:
             del values["status"]
+        if location.last_verified is not None and location.status in (
+            STATUS_DONE,
+            STATUS_DAMAGED,
+        ):
+            # What the catalog found by verifying wins over what a document says.
+            del values["last_verified"]
         if _assign(location, values):
             location.save()
             changed = True

@@ -3,8 +3,9 @@
 A location counts as a copy of its item (for ``min_other_copies``, as the
 preferred location, as a source of copies and URLs) only while it is
 ``OK``, and it is ``OK`` only while every file of the item's current version
-has a *good* row on it (``LocationFile.problem`` null): written by a
-validated transfer, found good by a verification, or asserted by an import.
+is good on it: written by a validated transfer, found good by a
+verification, or asserted by the import (or ingest) that registered it, and
+not since found missing, different or stale.
 
 The states of a location (``StorageLocation.status``) and what moves it::
 
@@ -19,10 +20,15 @@ is repaired, its bad files copied again from a copy where they are good. An
 item with a file that is good nowhere is **lost** (for that file): nothing of
 it is deleted, and the file is reported until an operator acts.
 
-Per file of a location, a row is good (``problem`` null), bad (``problem``
-says why), or absent (never copied there; on a ``DE`` location the rows are
-the files still to remove). Only an answer from a backend or a change of
-the item's content makes a row bad; an error reaching a backend never does.
+Per file of a location (``LocationFile``), a row is good (``problem`` null:
+copied or verified, and when), bad (``problem`` says why), or absent. What
+an absent row means depends on the location: on a copy that counts or a
+damaged one (``OK``, ``DM``) the file is as the import asserted it (a
+catalog of a million imported items holds no row for them); on a copy under
+way (``PR``, ``UP``) it is not copied yet; on a ``DE`` location the rows are
+the files still to remove. So what is known to be bad is always a row. Only
+an answer from a backend or a change of the item's content makes a row bad;
+an error reaching a backend never does.
 
 Every function here runs inside the caller's transaction, which holds the
 item's catalog lock (``catalog.queries.locked_item``) when it decides.
@@ -151,10 +157,12 @@ def _upsert(
 def settle(location_id: int, *, now: datetime) -> str | None:
     """Make the location's status and ``last_verified`` follow its files; its status now.
 
-    ``OK`` with a file not good becomes ``DM``; ``DM`` with every file good
-    becomes ``OK``. With every file good, ``last_verified`` is the time of
-    the least recently verified one (none ever verified: null; no files:
-    ``now``). Other statuses are left alone. None when the location is gone.
+    ``OK`` with a bad file becomes ``DM``; ``DM`` without one becomes
+    ``OK``. With every file good, ``last_verified`` is the time of the least
+    recently verified one: a file with no row counts as verified when the
+    location last was (as its import said, if it did), one never verified
+    makes it null; no files: ``now``. Other statuses are left alone. None
+    when the location is gone.
     """
     location = StorageLocation.get_or_none(StorageLocation.id == location_id)
     if location is None:
@@ -162,35 +170,41 @@ def settle(location_id: int, *, now: datetime) -> str | None:
     if location.status not in (STATUS_DONE, STATUS_DAMAGED):
         return str(location.status)
     files = _files_of(location.file_storage_id)
-    good = LocationFile.select(
+    rows = LocationFile.select(
         pw.fn.COUNT(LocationFile.id),
+        pw.fn.COUNT(LocationFile.problem),
         pw.fn.COUNT(LocationFile.verified),
         pw.fn.MIN(LocationFile.verified),
     ).where(
-        (LocationFile.storage_location == location_id)
-        & LocationFile.problem.is_null()
-        & LocationFile.referenced_path.in_(files)
+        (LocationFile.storage_location == location_id) & LocationFile.referenced_path.in_(files)
     )
-    good_count, verified_count, oldest = good.tuples().get()
+    recorded, bad, verified, oldest = rows.tuples().get()
+    if bad:
+        StorageLocation.update(status=STATUS_DAMAGED).where(
+            StorageLocation.id == location_id
+        ).execute()
+        return STATUS_DAMAGED
     total = files.count()
-    complete = good_count == total
-    values: dict[pw.Field, object] = {}
-    if complete:
-        values[StorageLocation.status] = STATUS_DONE
-        if total == 0:
-            values[StorageLocation.last_verified] = now
-        elif verified_count == total:
-            values[StorageLocation.last_verified] = (
-                StorageLocation.last_verified.python_value(oldest)
-                if isinstance(oldest, str)
-                else oldest
-            )
-        else:
-            values[StorageLocation.last_verified] = None
+    if isinstance(oldest, str):  # SQLite hands an aggregate back as text
+        oldest = StorageLocation.last_verified.python_value(oldest)
+    last: datetime | None
+    if total == 0:
+        last = now
+    elif verified < recorded:
+        last = None  # a file recorded but never verified
+    elif recorded < total:
+        # Files without a row: as verified as the copy was before.
+        last = (
+            None
+            if location.last_verified is None
+            else min([location.last_verified, *([oldest] if oldest is not None else [])])
+        )
     else:
-        values[StorageLocation.status] = STATUS_DAMAGED
-    StorageLocation.update(values).where(StorageLocation.id == location_id).execute()
-    return str(values[StorageLocation.status])
+        last = oldest
+    StorageLocation.update(status=STATUS_DONE, last_verified=last).where(
+        StorageLocation.id == location_id
+    ).execute()
+    return STATUS_DONE
 
 
 def content_changed(
@@ -234,58 +248,22 @@ def content_changed(
         settle(location.id, now=now)
 
 
-def assert_location(location_id: int, *, now: datetime, verified_at: datetime | None) -> bool:
-    """An import says this location holds every file of its item: rows good where absent.
-
-    A file known bad there stays bad: an assertion does not overrule a
-    backend's answer (re-importing an old document must not make a damaged
-    copy count again); a changed file goes through ``content_changed``.
-    Returns whether any row was added.
-    """
-    location = StorageLocation.get_by_id(location_id)
-    recorded = LocationFile.select(LocationFile.id).where(
-        (LocationFile.storage_location == location_id)
-        & (LocationFile.referenced_path == ReferencedPath.id)
-    )
-    missing = [
-        path_id
-        for (path_id,) in _files_of(location.file_storage_id)
-        .where(~pw.fn.EXISTS(recorded))
-        .tuples()
-    ]
-    record_good(location_id, [(p, ASSERTED) for p in missing], now=now, verified_at=verified_at)
-    return bool(missing)
-
-
 def bad_files(location_id: int) -> list[BadFile]:
-    """The files of the location's item that are not good on it, in path order."""
-    location = StorageLocation.get_or_none(StorageLocation.id == location_id)
-    if location is None:
-        return []
+    """The files of the location's item that are bad on it (rows with a problem), by path."""
     rows = (
         ReferencedPath.select(
             ReferencedPath.id, ReferencedPath.path, ReferencedPath.size, LocationFile.problem
         )
-        .join(
-            LocationFile,
-            pw.JOIN.LEFT_OUTER,
-            on=(
-                (LocationFile.referenced_path == ReferencedPath.id)
-                & (LocationFile.storage_location == location_id)
-            ),
-        )
+        .join(LocationFile, on=(LocationFile.referenced_path == ReferencedPath.id))
         .where(
-            (ReferencedPath.file_storage == location.file_storage_id)
+            (LocationFile.storage_location == location_id)
+            & LocationFile.problem.is_null(False)
             & ~ReferencedPath.path.endswith("/")
-            & (LocationFile.id.is_null() | LocationFile.problem.is_null(False))
         )
         .order_by(ReferencedPath.path)
         .tuples()
     )
-    return [
-        BadFile(path_id, path, size, problem or "missing: never copied here")
-        for path_id, path, size, problem in rows
-    ]
+    return [BadFile(path_id, path, size, problem) for path_id, path, size, problem in rows]
 
 
 def good_holders(
@@ -293,31 +271,34 @@ def good_holders(
 ) -> dict[int, list[StorageLocation]]:
     """For each of ``path_ids``, the item's locations where it is good (``OK`` or ``DM``).
 
-    ``exclude``: a location id left out (the one being repaired).
+    A copy that counts holds every file; a damaged one each file it has no
+    bad row for. ``exclude``: a location id left out (the one being repaired).
     """
-    holders: dict[int, list[StorageLocation]] = {path_id: [] for path_id in path_ids}
-    locations = {
-        location.id: location
+    locations = [
+        location
         for location in StorageLocation.select().where(
             (StorageLocation.file_storage == item_id)
             & StorageLocation.status.in_([STATUS_DONE, STATUS_DAMAGED])
         )
         if location.id != exclude
-    }
-    if not locations or not path_ids:
-        return holders
+    ]
+    bad: set[tuple[int, int]] = set()
+    damaged = [location.id for location in locations if location.status == STATUS_DAMAGED]
     for chunk in _chunks(path_ids):
-        for location_id, path_id in (
-            LocationFile.select(LocationFile.storage_location, LocationFile.referenced_path)
-            .where(
-                LocationFile.storage_location.in_(list(locations))
-                & LocationFile.referenced_path.in_(chunk)
-                & LocationFile.problem.is_null()
+        if damaged:
+            bad.update(
+                LocationFile.select(LocationFile.storage_location, LocationFile.referenced_path)
+                .where(
+                    LocationFile.storage_location.in_(damaged)
+                    & LocationFile.referenced_path.in_(chunk)
+                    & LocationFile.problem.is_null(False)
+                )
+                .tuples()
             )
-            .tuples()
-        ):
-            holders[path_id].append(locations[location_id])
-    return holders
+    return {
+        path_id: [location for location in locations if (location.id, path_id) not in bad]
+        for path_id in path_ids
+    }
 
 
 def lost_files(
@@ -326,7 +307,8 @@ def lost_files(
     """Items with a file that is good nowhere, and those files' paths; by item id.
 
     Only an item with a damaged location and no ``OK`` one can be lost (an
-    ``OK`` copy holds every file), so only those are looked at. ``item_ids``:
+    ``OK`` copy holds every file), so only those are looked at: a file of
+    theirs is lost when every damaged location has it bad. ``item_ids``:
     only these items; ``limit``: at most so many items, by id.
     """
     damaged_items = StorageLocation.select(StorageLocation.file_storage).where(
@@ -337,13 +319,15 @@ def lost_files(
         & (StorageLocation.status == STATUS_DONE)
     )
     holder = StorageLocation.alias("holder")
-    held = (
-        LocationFile.select(LocationFile.id)
-        .join(holder, on=(LocationFile.storage_location == holder.id))
-        .where(
-            (LocationFile.referenced_path == ReferencedPath.id)
-            & LocationFile.problem.is_null()
-            & (holder.status == STATUS_DAMAGED)
+    held = holder.select(holder.id).where(
+        (holder.file_storage == ReferencedPath.file_storage)
+        & (holder.status == STATUS_DAMAGED)
+        & ~pw.fn.EXISTS(
+            LocationFile.select(LocationFile.id).where(
+                (LocationFile.storage_location == holder.id)
+                & (LocationFile.referenced_path == ReferencedPath.id)
+                & LocationFile.problem.is_null(False)
+            )
         )
     )
     query = (
@@ -398,7 +382,6 @@ __all__ = [
     "NOT_COPIED",
     "STALE",
     "BadFile",
-    "assert_location",
     "bad_files",
     "content_changed",
     "describe_lost",

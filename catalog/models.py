@@ -155,16 +155,17 @@ class Action(BaseModel):
 
 
 class LocationFile(BaseModel):
-    """One file of one location: there and good, or known bad (new; per-location state).
+    """One file of one location: good there, or known bad (new; per-location state).
 
     A good row (``problem`` null) says the file's bytes on the location are
-    the item's current version: written by a validated transfer, found good
-    by a verification, or asserted by an import. ``validated_by`` is what
-    proved it. A row with a ``problem`` says what is wrong (missing,
-    different, stale); ``catalog.integrity`` keeps a location ``OK`` only
-    while every file of its item has a good row. On a location being
-    deleted (``DE``) the rows are the files not yet removed: the location
-    goes when the last one does.
+    the item's current version, written by a validated transfer or found
+    good by a verification (``validated_by`` says what proved it, and
+    ``verified`` when it was last looked at). A row with a ``problem`` says
+    what is wrong (missing, different, stale). No row means: on a copy that
+    counts or a damaged one, the file as the import asserted it; on a copy
+    under way, not copied yet; ``catalog.integrity`` draws the whole of it.
+    On a location being deleted (``DE``) the rows are the files not yet
+    removed: the location goes when the last one does.
     """
 
     id = pw.BigAutoField()

@@ -341,27 +341,27 @@ class Planner:
         """Damaged here, and a file bad here is good on another configured copy.
 
         An OK copy elsewhere holds every file; without one, a damaged copy
-        elsewhere must hold one of the files bad here good. That probe runs
-        only for items with a damaged copy here, which are few.
+        elsewhere must hold one of the files bad here good (have no bad row
+        for it). That probe runs only for items with a damaged copy here,
+        which are few.
         """
         self._any(sql, facts, [policy.name], DAMAGED_BIT)
         sql.add(" AND (")
         self._any(sql, facts, [name for name in self.order if name != policy.name], OK_BIT)
         sql.add(
-            " OR EXISTS (SELECT 1 FROM storage_location t"
-            " JOIN referenced_path r ON r.file_storage_id = t.file_storage_id"
+            " OR EXISTS (SELECT 1 FROM storage_location t JOIN location_file x"
+            " ON x.storage_location_id = t.id AND x.problem IS NOT NULL"
             " WHERE t.file_storage_id = f.id AND t.connector_name = "
         ).value(policy.name)
-        sql.add(" AND r.path NOT LIKE ").value("%/")
         sql.add(
-            " AND NOT EXISTS (SELECT 1 FROM location_file x WHERE x.storage_location_id = t.id"
-            " AND x.referenced_path_id = r.id AND x.problem IS NULL)"
-            " AND EXISTS (SELECT 1 FROM storage_location m JOIN location_file y"
-            " ON y.storage_location_id = m.id WHERE m.file_storage_id = f.id AND m.id <> t.id"
-            " AND m.status = 'DM' AND y.referenced_path_id = r.id AND y.problem IS NULL AND "
+            " AND EXISTS (SELECT 1 FROM storage_location m WHERE m.file_storage_id = f.id"
+            " AND m.id <> t.id AND m.status = 'DM' AND "
         )
         self._configured(sql, "m.connector_name")
-        sql.add(")))")
+        sql.add(
+            " AND NOT EXISTS (SELECT 1 FROM location_file y WHERE y.storage_location_id = m.id"
+            " AND y.referenced_path_id = x.referenced_path_id AND y.problem IS NOT NULL))))"
+        )
         return True
 
     def _configured(self, sql: _Sql, column: str) -> None:

@@ -16,7 +16,6 @@ import pytest
 from catalog.errors import ImportDocumentError
 from catalog.importing import ImportResult, import_document
 from catalog.integrity import (
-    ASSERTED,
     NOT_COPIED,
     STALE,
     bad_files,
@@ -76,12 +75,20 @@ def problems(connector: str) -> dict[str, str | None]:
 
 def test_an_imported_copy_holds_every_file_as_asserted(catalog_db: pw.Database) -> None:
     run(catalog_db, document(ok("local"), ok("S3", last_verified="2026-02-01T00:00:00Z")))
-    for name in ("local", "S3"):
-        rows = LocationFile.select().where(LocationFile.storage_location == where(name))
-        assert {(row.validated_by, row.problem) for row in rows} == {(ASSERTED, None)}
+    # Nothing to record per file: the import asserts them, and they count.
+    assert LocationFile.select().count() == 0
+    assert {where(name).status for name in ("local", "S3")} == {"OK"}
+    assert bad_files(where("S3").id) == []
     # Never verified, unless the document says when.
     assert where("local").last_verified is None
     assert where("S3").last_verified == datetime(2026, 2, 1)
+    # A verification of some files keeps the copy as old as its least recently verified.
+    s3 = where("S3")
+    record_good(s3.id, [(path_id("a.txt"), "crc32c")], now=NOW, verified_at=NOW)
+    assert settle(s3.id, now=NOW) == "OK" and where("S3").last_verified == datetime(2026, 2, 1)
+    record_good(s3.id, [(path_id("b.txt"), "crc32c")], now=NOW, verified_at=NOW)
+    settle(s3.id, now=NOW)
+    assert where("S3").last_verified == NOW
 
 
 def test_a_file_found_bad_makes_the_copy_damaged_and_good_again_ok(
@@ -97,7 +104,7 @@ def test_a_file_found_bad_makes_the_copy_damaged_and_good_again_ok(
     record_good(s3.id, [(path_id("a.txt"), "crc32c")], now=NOW, verified_at=NOW)
     assert settle(s3.id, now=NOW) == "OK"
     assert bad_files(s3.id) == []
-    # b.txt was never verified there: the copy is not verified as a whole.
+    # b.txt was never verified there (nor the copy, says its import): not verified as a whole.
     assert where("S3").last_verified is None
     record_good(s3.id, [(path_id("b.txt"), "crc32c")], now=NOW, verified_at=NOW)
     settle(s3.id, now=NOW)
@@ -136,7 +143,7 @@ def test_a_new_version_makes_the_other_copies_stale(catalog_db: pw.Database) -> 
     # The document says local holds the new version: it does, and only it.
     assert where("local").status == "OK" and set(problems("local").values()) == {None}
     assert where("S3").status == "DM"
-    assert problems("S3") == {"a.txt": STALE, "b.txt": None}
+    assert problems("S3") == {"a.txt": STALE}
     # The copy under way forgets the old bytes: they are copied again.
     assert problems("GCS") == {} and where("GCS").status == "UP"
     # Importing the same again changes nothing.
@@ -185,7 +192,7 @@ def test_a_damaged_copy_is_importable(catalog_db: pw.Database) -> None:
     damaged = {"connector": "S3", "url": "item", "status": "DM", "damaged": {"b.txt": "missing"}}
     run(catalog_db, document(ok("local"), damaged))
     assert where("S3").status == "DM"
-    assert problems("S3") == {"a.txt": None, "b.txt": "missing"}
+    assert problems("S3") == {"b.txt": "missing"}
     assert run(catalog_db, document(ok("local"), damaged)) == ImportResult(unchanged=1)
 
 

@@ -11,9 +11,9 @@ from scheduler.policy import ItemFacts
 def store(items: Iterable[ItemFacts]) -> None:
     """Write ``items`` with their locations, files and open access logs to the bound catalog.
 
-    An ``OK`` or ``DM`` location gets a good row for each file of the item
-    except its ``damaged_files``, which get a bad one (or none, every other
-    one, as a file never copied there).
+    An ``OK`` or ``DM`` location gets a bad row for each of its
+    ``damaged_files``, and for every other file of the item a good row or
+    (every other one) none: a file as its import asserted it.
     """
     for facts in items:
         item = FileStorage.create(
@@ -39,8 +39,8 @@ def store(items: Iterable[ItemFacts]) -> None:
             if loc.status in ("OK", "DM"):
                 for index, (path, path_id) in enumerate(sorted(paths.items())):
                     bad = path in loc.damaged_files
-                    if bad and index % 2:
-                        continue  # never copied there
+                    if not bad and index % 2:
+                        continue  # as imported: no row
                     LocationFile.create(
                         storage_location=location,
                         referenced_path=path_id,
