@@ -918,3 +918,23 @@ def test_every_job_of_a_delete_confirms_the_files_it_removes(
     for name in ("local", "backup"):
         report = repair_location(item.id, name, connectors=lookup, preference=PREFERENCE)
         assert report.status == "OK"
+
+
+class Unlistable(LocalConnector):
+    """A folder whose listings fail as a backend that does not answer."""
+
+    def list(self, prefix: str = "") -> Any:
+        raise BackendUnavailable(f"{self.name}: timed out listing {prefix!r}")
+
+
+def test_a_confirmation_the_backend_cannot_answer_deletes_nothing_and_concludes_nothing(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+    down = {**folders, "local": Unlistable("local", path=folders["local"].root)}
+    with pytest.raises(BackendUnavailable):
+        delete_location(item.id, "backup", check=check(), connectors=down.__getitem__)
+    assert {location(item, name).status for name in ("local", "backup")} == {"OK"}
+    assert LocationFile.select().count() == 0
+    assert len(list(folders["backup"].list())) == 2
+    assert not Action.select().where(Action.action == "delete").exists()
