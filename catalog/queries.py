@@ -126,6 +126,14 @@ def ok_locations(item_id: int) -> list[StorageLocation]:
     )
 
 
+def location_on(item_id: int, connector_name: str) -> StorageLocation | None:
+    """The item's location on ``connector_name`` (an item has at most one there), if any."""
+    return StorageLocation.get_or_none(
+        (StorageLocation.file_storage == item_id)
+        & (StorageLocation.connector_name == connector_name)
+    )
+
+
 def open_lock_count(location_id: int) -> int:
     """Open access logs (locks) of one location."""
     return (

@@ -45,6 +45,7 @@ from catalog.queries import (
     URL_TAKEN,
     close_expired_locks,
     item_files,
+    location_on,
     reserve_locations,
     writing,
 )
@@ -366,9 +367,7 @@ def _claim_others(
 
 def _repair_jobs(item_id: int, connector: str) -> list[dramatiq.Message]:
     """The job that repairs the item's damaged copy on ``connector``, sized by its bad files."""
-    location = StorageLocation.get_or_none(
-        (StorageLocation.file_storage == item_id) & (StorageLocation.connector_name == connector)
-    )
+    location = location_on(item_id, connector)
     bad = bad_files(location.id) if location is not None else []
     return repair_messages(item_id, connector, [(b.path, b.size) for b in bad])
 

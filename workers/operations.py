@@ -88,6 +88,7 @@ from catalog.models import (
 from catalog.paths import files_label
 from catalog.queries import (
     forget_files,
+    location_on,
     locked_item,
     mark_files_to_delete,
     ok_locations,
@@ -491,9 +492,7 @@ def finish_location(item_id: int, target: str) -> bool:
     location is ``OK`` now.
     """
     with locked_item(item_id) as item:
-        location = StorageLocation.get_or_none(
-            (StorageLocation.file_storage == item_id) & (StorageLocation.connector_name == target)
-        )
+        location = location_on(item_id, target)
         if item is None or location is None:
             return False
         if location.status == STATUS_DONE:
@@ -520,10 +519,7 @@ def verify_item_files(
     ``lock_expires`` as in ``access_lock``). None when there is no such copy
     there (any more): nothing to verify.
     """
-    location = StorageLocation.get_or_none(
-        (StorageLocation.file_storage == item_id)
-        & (StorageLocation.connector_name == connector_name)
-    )
+    location = location_on(item_id, connector_name)
     if location is None or location.status not in READABLE_OR_DAMAGED:
         return None
     entries = ReferencedPath.select().where(ReferencedPath.file_storage == item_id)
@@ -630,10 +626,7 @@ def delete_files(
     """
     began = time.monotonic()
     with locked_item(item_id) as item:
-        location = StorageLocation.get_or_none(
-            (StorageLocation.file_storage == item_id)
-            & (StorageLocation.connector_name == connector_name)
-        )
+        location = location_on(item_id, connector_name)
         if item is None or location is None:
             return GONE
         key = item.key
@@ -884,10 +877,7 @@ def repair_location(
     report = RepairReport()
     configured = set(preference)
     with locked_item(item_id) as item:
-        location = StorageLocation.get_or_none(
-            (StorageLocation.file_storage == item_id)
-            & (StorageLocation.connector_name == connector_name)
-        )
+        location = location_on(item_id, connector_name)
         if item is None or location is None or location.status != STATUS_DAMAGED:
             report.status = None if location is None else str(location.status)
             return report
