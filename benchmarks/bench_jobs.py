@@ -7,7 +7,7 @@ a free loopback port; PostgreSQL from ``$BENCH_POSTGRES``, default
 ``postgresql://postgres@127.0.0.1:5432/postgres``, in a database of our own):
 
 - ``enqueue``: 100,000 ``copy_file`` messages built and queued with
-  ``resolwe_storage.broker.enqueue_many`` (pipelined batches); jobs/s
+  ``workers.broker.enqueue_many`` (pipelined batches); jobs/s
   (target: at least 20,000).
 - ``scan``: a catalog of 20,000 items x 5 files, every item due for a copy
   (100,000 due files): one ``scan`` (plan, reserve the locations, queue a
@@ -231,8 +231,9 @@ def reset_copies(database: pw.Database) -> None:
 def enqueue_section(redis_url: str, repeat: int) -> list[tuple[str, float, float]]:
     import redis
 
-    from resolwe_storage.broker import enqueue_many, make_broker, message
-    from resolwe_storage.jobs import ACTOR_COPY, QUEUE_COPY, declare_actors, time_limit_ms
+    from workers.actors import declare_actors
+    from workers.broker import enqueue_many, make_broker
+    from workers.messages import ACTOR_COPY, QUEUE_COPY, message, time_limit_ms
 
     count = 100_000
     broker = make_broker(redis_url)
@@ -274,8 +275,8 @@ def scan_section(redis_url: str, repeat: int) -> list[tuple[str, float, float]]:
     import redis
 
     from catalog.models import utcnow
-    from resolwe_storage.broker import make_broker
-    from resolwe_storage.scan import scan
+    from scheduler.scan import scan
+    from workers.broker import make_broker
 
     fake = {"size": FILE_SIZE, "crc32c": "00000000"}
     document = catalog_document(SCAN_ITEMS, SCAN_FILES_PER_ITEM, hashes=lambda item, n: fake)
@@ -300,7 +301,7 @@ def scan_section(redis_url: str, repeat: int) -> list[tuple[str, float, float]]:
         for _ in range(repeat):
             reset_copies(database)
             client.flushdb()
-            report = scan(config, database, broker, now=utcnow() + timedelta(days=1))
+            report = scan(config.policies, database, broker, now=utcnow() + timedelta(days=1))
             assert report.copies == SCAN_ITEMS, report
             runs.append(report)
         broker.close()
@@ -416,8 +417,8 @@ def e2e_section(
 ) -> list[tuple[str, float, float]]:
 
     from catalog.models import STATUS_DONE, LocationFile, utcnow
-    from resolwe_storage.broker import make_broker
-    from resolwe_storage.scan import scan
+    from scheduler.scan import scan
+    from workers.broker import make_broker
 
     source = source_tree()
     destination = OUT / "dst"
@@ -543,7 +544,7 @@ def e2e_section(
                         settle()
                         busy = cpu_busy()
                         began = time.perf_counter()
-                        report = scan(config, database, broker, now=utcnow())
+                        report = scan(config.policies, database, broker, now=utcnow())
                         scanned = time.perf_counter() - began
                         # Written out: peewee would build the query anew 100
                         # times a second, on the cores the workers need.

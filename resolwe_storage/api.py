@@ -9,8 +9,8 @@
         ...
 
 Requests are queued on the configured broker as the scheduler's own jobs
-are (``resolwe_storage.jobs`` lists them); a service in another language
-enqueues the same messages (``resolwe_storage.broker`` documents the format).
+are (``workers.messages`` is their contract, documented for a service in
+another language that enqueues the same messages).
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ import peewee as pw
 from catalog.importing import ImportResult, import_document
 from catalog.models import STATUS_DONE, STATUS_PREPARING, StorageLocation
 from catalog.queries import item_by_key, item_files, reserve_location
-from resolwe_storage.broker import (
+from resolwe_storage.config import Config, load_config
+from resolwe_storage.errors import InputError
+from resolwe_storage.urls import DEFAULT_URL_EXPIRES, file_url
+from resolwe_storage.wiring import open_catalog
+from scheduler.rules import preference_order
+from workers.broker import (
     UNREACHABLE,
     BrokerUnavailable,
     Pending,
@@ -35,22 +40,9 @@ from resolwe_storage.broker import (
     enqueue_many,
     make_broker,
 )
-from resolwe_storage.config import Config, load_config
-from resolwe_storage.errors import InputError
-from resolwe_storage.jobs import (
-    QUEUE_VERIFY,
-    copy_messages,
-    verify_messages,
-)
-from resolwe_storage.runtime import open_catalog
-from resolwe_storage.urls import DEFAULT_URL_EXPIRES, file_url
-from scheduler.rules import preference_order
-from workers.operations import (
-    LocationGoneError,
-    close_access_log,
-    open_access_log,
-    preferred,
-)
+from workers.errors import LocationGoneError
+from workers.messages import QUEUE_VERIFY, copy_messages, verify_messages
+from workers.operations import close_access_log, open_access_log, preferred
 
 #: Tries to lock a copy for reading when the chosen one is being deleted meanwhile.
 DEFAULT_LOCK_ATTEMPTS = 3

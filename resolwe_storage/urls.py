@@ -14,7 +14,7 @@ from catalog.queries import item_by_key
 from connectors.base import PresignedUrls, PublicUrls
 from resolwe_storage.config import Config
 from resolwe_storage.errors import InputError
-from resolwe_storage.storage import connector_named
+from resolwe_storage.wiring import connector_named
 from scheduler.rules import preference_order
 from workers.verify import object_path
 

@@ -95,9 +95,10 @@ from catalog.queries import (
     open_lock_count,
 )
 from connectors.base import Connector, Landing, ObjectInfo, copy_run, delete_all, landing
-from connectors.errors import ChecksumMismatch, ObjectNotFound, PermanentError, TransientError
+from connectors.errors import ChecksumMismatch, ObjectNotFound
 from connectors.transfer import UNKNOWN, Expected, copy_file
 from workers.confirm import confirm_copy
+from workers.errors import ItemChangedError, LocationGoneError, NoSourceError
 from workers.verify import (
     FileProblem,
     VerifyReport,
@@ -120,18 +121,6 @@ DELETED = "deleted"
 FILES_DELETED = "files deleted"
 REFUSED = "refused"
 GONE = "gone"
-
-
-class NoSourceError(PermanentError):
-    """No ``OK`` copy of the item is left to copy from."""
-
-
-class LocationGoneError(TransientError):
-    """The location chosen a moment ago is no longer ``OK``; choosing again may work."""
-
-
-class ItemChangedError(TransientError):
-    """A file changed (a new version registered) while it was copied; copy it again."""
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from pathlib import Path
 import dramatiq
 import pytest
 
-from resolwe_storage.broker import enqueue_many, make_broker, message
 from resolwe_storage.cli import main
+from workers.broker import enqueue_many, make_broker
+from workers.messages import message
 
 pytest_plugins = ["tests.servers.redis"]
 

@@ -10,10 +10,10 @@ from dramatiq.brokers.stub import StubBroker
 
 from catalog.models import AccessLog, StorageLocation
 from resolwe_storage.api import StorageService
-from resolwe_storage.broker import make_broker
 from resolwe_storage.config import load_config
 from resolwe_storage.errors import InputError
-from resolwe_storage.runtime import open_catalog
+from resolwe_storage.wiring import open_catalog
+from workers.broker import make_broker
 
 ITEM = {
     "key": "data-1",
@@ -96,7 +96,7 @@ def test_a_verification_already_queued_is_not_queued_again(service: StorageServi
 def test_a_verification_of_a_large_item_gets_time_to_read_it_all(
     service: StorageService,
 ) -> None:
-    from resolwe_storage.jobs import DEFAULT_TIME_LIMIT_MS, time_limit_ms
+    from workers.messages import DEFAULT_TIME_LIMIT_MS, time_limit_ms
 
     big = 50 * 1024**3
     service.register(

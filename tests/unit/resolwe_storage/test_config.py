@@ -538,7 +538,7 @@ def test_a_home_folder_is_expanded_in_paths(
 def test_our_connector_settings_reach_the_connectors(tmp_path: Path) -> None:
     from connectors.gcs import DEFAULT_TIMEOUT, GCSConnector
     from connectors.s3 import DEFAULT_CONNECT_TIMEOUT, S3Connector
-    from resolwe_storage.storage import build_connector
+    from resolwe_storage.wiring import build_connector
 
     document = {
         "connectors": {

@@ -131,7 +131,7 @@ def test_url_of_a_public_local_copy(
 
 def test_the_local_fsync_setting_reaches_the_connector(tmp_path: Path) -> None:
     from resolwe_storage.config import load_config
-    from resolwe_storage.storage import connector_named
+    from resolwe_storage.wiring import connector_named
 
     config = tmp_path / "c.yaml"
     config.write_text(

@@ -1,53 +1,49 @@
-"""The jobs: Dramatiq actors over the worker operations, and what they run with.
+"""The Dramatiq actors: each decodes a job, runs one operation, and lets its error decide.
 
-Actors (queue, name, arguments), the message format other services use:
+=====================  ===================================================
+actor                  runs (``workers.operations``)
+=====================  ===================================================
+``copy_files``         ``copy_items`` for the files of one item: stream each
+                       from the item's preferred good copy, hash on the way,
+                       record it good once the checksum holds; the location
+                       is ``OK`` with its last file
+``copy_items``         the same for the files of several small items
+``copy_file``          ``copy_files`` of one file
+``finish_copy``        ``finish_location``: an item without files is copied
+``repair_location``    ``repair_location``: copy the bad files of a damaged
+                       copy again, each from the best copy that holds it good
+``delete_files``       ``delete_files``: re-check the delete rule under the
+                       item's lock, confirm the other copies on their
+                       backends, remove the files; the location goes with
+                       its last file
+``delete_location``    ``delete_files`` of every file of the copy
+``verify_files``       ``verify_item_files``: re-hash files of a copy, record
+                       what the backend answered (good, missing, different)
+``verify_location``    ``verify_files`` of every file of the copy
+=====================  ===================================================
 
-=========  ==================  ==================================
-queue      actor               args
-=========  ==================  ==================================
-``copy``   ``copy_files``      item id, target connector, [file paths]
-``copy``   ``copy_items``      target connector, [[item id, [file paths]], ...]
-``copy``   ``copy_file``       item id, target connector, file path
-``copy``   ``finish_copy``     item id, target connector
-``delete`` ``delete_files``    item id, connector, [file paths]
-``copy``   ``repair_location`` item id, connector (a damaged copy)
-``delete`` ``delete_files``    item id, connector, [file paths]
-``delete`` ``delete_location`` item id, connector
-``verify`` ``verify_files``    item id, connector, [file paths]
-``verify`` ``verify_location`` item id, connector
-=========  ==================  ==================================
-
-The scan queues work per file: copy jobs of up to ``DEFAULT_JOB_FILES``
-files and ``DEFAULT_JOB_BYTES`` bytes, shared across the items of one
-target (``copy_items``, or ``copy_files`` for the files of one item), as
-few as those limits allow and of equal size (``copy_jobs``; a larger file
-has a job of its own), so a job's catalog work is shared by its small
-files; ``verify_files`` jobs within the same limits per copy;
-``delete_files`` jobs of up to
-``DEFAULT_DELETE_JOB_FILES`` files (one request to S3). ``copy_file`` is
-``copy_files`` of one file; ``delete_location`` and ``verify_location``
-work on every file of the copy; ``repair_location`` copies the bad files of
-a damaged copy again (``workers.operations.repair_location``).
-
-Each actor decodes its message, calls one operation of ``workers`` and lets
-the error decide: transient errors (a connector's ``transient`` ones, a lost
-database connection) are retried with exponential backoff, up to
-``DEFAULT_MAX_RETRIES`` times; anything else fails the message at once. A
+Queues and arguments are the contract in ``workers.messages``. Retry rules
+are actor options: a transient error (a connector's ``transient`` ones, a
+lost database connection, the broker out of reach) is retried with
+exponential backoff from ``DEFAULT_MIN_BACKOFF_MS`` to
+``DEFAULT_MAX_BACKOFF_MS``, up to the runtime's ``max_retries``
+(``workers.runtime.DEFAULT_MAX_RETRIES``); a checksum mismatch is tried
+``DEFAULT_MISMATCH_RETRIES`` more times; anything else fails the message at
+once. A job is stopped at its time limit (``messages.time_limit_ms``). A
 message that fails for good is dead-lettered (Redis keeps it a week, under
 ``dramatiq:QUEUE.XQ``) and recorded in the action history with the item's
 key and the reason (``GiveUpHistory``, unless the operation recorded it).
+
+The actors use the ``Runtime`` installed in the process (``install``).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import dramatiq
 import peewee as pw
@@ -56,129 +52,46 @@ from dramatiq.middleware import CurrentMessage, Middleware, Retries
 from catalog.errors import CatalogError
 from catalog.models import Action, FileStorage, utcnow
 from catalog.paths import files_label
-from connectors.base import Connector
-from connectors.errors import ChecksumMismatch, ConfigurationError, ConnectorError
-from resolwe_storage.broker import UNREACHABLE, Pending, message
-from resolwe_storage.config import Config
-from resolwe_storage.storage import build_connector
-from scheduler.policy import cutoff
-from scheduler.rules import preference_order, resolve_delay, resolve_min_other_copies
+from connectors.errors import ChecksumMismatch, ConnectorError
+from workers.broker import UNREACHABLE, Pending
+from workers.messages import (
+    ACTOR_COPY,
+    ACTOR_COPY_ITEMS,
+    ACTOR_COPY_MANY,
+    ACTOR_DELETE,
+    ACTOR_DELETE_MANY,
+    ACTOR_FINISH,
+    ACTOR_REPAIR,
+    ACTOR_VERIFY,
+    ACTOR_VERIFY_MANY,
+    DEFAULT_TIME_LIMIT_MS,
+    PENDING_REPAIR,
+    QUEUE_COPY,
+    QUEUE_DELETE,
+    QUEUE_VERIFY,
+)
 from workers.operations import (
     GONE,
     CopyReport,
-    DeleteCheck,
     copy_items,
     delete_files,
     finish_location,
     repair_location,
     verify_item_files,
 )
+from workers.runtime import DEFAULT_MAX_RETRIES, Runtime
 
-QUEUE_COPY = "copy"
-QUEUE_DELETE = "delete"
-QUEUE_VERIFY = "verify"
-QUEUES = (QUEUE_COPY, QUEUE_DELETE, QUEUE_VERIFY)
-ACTOR_COPY = "copy_file"
-ACTOR_COPY_MANY = "copy_files"
-ACTOR_COPY_ITEMS = "copy_items"
-ACTOR_FINISH = "finish_copy"
-ACTOR_DELETE = "delete_location"
-ACTOR_DELETE_MANY = "delete_files"
-ACTOR_VERIFY = "verify_location"
-ACTOR_VERIFY_MANY = "verify_files"
-ACTOR_REPAIR = "repair_location"
-#: The marker (``broker.Pending``) of a repair queued or running.
-PENDING_REPAIR = "repair"
-
-#: Retries of a transient failure before a job is given up (dead-lettered).
-DEFAULT_MAX_RETRIES = 8
 #: Tries again after a checksum mismatch (damage on the way), then gives up.
 DEFAULT_MISMATCH_RETRIES = 2
 #: Backoff between retries, doubling from the first to the cap (milliseconds).
 DEFAULT_MIN_BACKOFF_MS = 1_000
 DEFAULT_MAX_BACKOFF_MS = 300_000
-#: A job's time limit: this much, plus its bytes at ``DEFAULT_SLOWEST_RATE``.
-DEFAULT_TIME_LIMIT_MS = 600_000
 #: How long after a job's time limit its locks end by themselves.
 DEFAULT_LOCK_MARGIN = timedelta(minutes=5)
-#: Milliseconds a delete job is given per file, on top of ``DEFAULT_TIME_LIMIT_MS``.
-DEFAULT_DELETE_MS_PER_FILE = 200
-#: Bytes per second below which a transfer is taken to be stuck.
-DEFAULT_SLOWEST_RATE = 2 * 1024 * 1024
-#: Files of one copy that share a job: at most this many ...
-DEFAULT_JOB_FILES = 128
-#: ... and at most this many bytes between them.
-DEFAULT_JOB_BYTES = 64 * 1024 * 1024
-#: Files of one delete that share a job (S3 deletes up to 1,000 in one request).
-DEFAULT_DELETE_JOB_FILES = 1_000
 #: Who the action history says did the work.
 ACTOR_NAME = "worker"
 
 logger = logging.getLogger(__name__)
-
-
-def time_limit_ms(size: int | None) -> int:
-    """The time limit of a job moving ``size`` bytes."""
-    return DEFAULT_TIME_LIMIT_MS + (size or 0) * 1000 // DEFAULT_SLOWEST_RATE
-
-
-@dataclass
-class Runtime:
-    """What the actors of one process run with: configuration, catalog, broker."""
-
-    config: Config
-    database: pw.Database
-    broker: dramatiq.Broker
-    #: Retries of a transient failure before the job is given up.
-    max_retries: int = DEFAULT_MAX_RETRIES
-    #: The time the rules are re-checked at (``run --now`` fixes it).
-    clock: Callable[[], datetime] = utcnow
-    pending: Pending = field(init=False)
-    _connectors: dict[str, Connector] = field(default_factory=dict, init=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-
-    def __post_init__(self) -> None:
-        self.pending = Pending(self.broker)
-        self.preference = tuple(preference_order(self.config.policies))
-
-    def connector(self, name: str) -> Connector:
-        """The configured connector ``name``, made once per process."""
-        with self._lock:
-            found = self._connectors.get(name)
-            if found is None:
-                entry = self.config.connectors.get(name)
-                if entry is None:
-                    raise ConfigurationError(f"connector {name!r} is not configured")
-                found = self._connectors[name] = build_connector(entry)
-            return found
-
-    def warm(self) -> None:
-        """Make every configured connector and its client now, not in the first jobs.
-
-        Building a client (boto3's takes a few hundred milliseconds of CPU)
-        contacts nothing; a connector that cannot be made now fails in its
-        jobs, with their retries, as before.
-        """
-        for name in self.config.connectors:
-            try:
-                getattr(self.connector(name), "client", None)
-            except Exception as exc:
-                logger.debug("connector %s not made in advance: %s", name, exc)
-
-    def delete_check(self, item: FileStorage, connector: str, now: datetime) -> DeleteCheck:
-        """The delete rule of ``connector`` for ``item``, as it stands at ``now``."""
-        policy = self.config.policies.get(connector)
-        rule = policy.delete if policy is not None else None
-        if rule is None:
-            return DeleteCheck(cutoff=None, min_other_copies=0, preference=self.preference)
-        facts = {"data_slug": item.data_slug, "process_type": item.process_type}
-        delay = resolve_delay(rule, **facts).value
-        return DeleteCheck(
-            cutoff=cutoff(now, delay),
-            min_other_copies=resolve_min_other_copies(rule, **facts).value,
-            preference=self.preference,
-        )
-
 
 _runtime: Runtime | None = None
 
@@ -191,179 +104,8 @@ def install(runtime: Runtime) -> None:
 
 def current() -> Runtime:
     if _runtime is None:
-        raise RuntimeError("no runtime installed: call resolwe_storage.jobs.install first")
+        raise RuntimeError("no runtime installed: call workers.actors.install first")
     return _runtime
-
-
-def copy_messages(
-    item_id: int, target: str, files: Sequence[tuple[str, int | None]]
-) -> list[dramatiq.Message]:
-    """The jobs that copy ``files`` (path, size) of one item to ``target`` (``copy_jobs``)."""
-    return copy_jobs(target, [(item_id, files)])
-
-
-def copy_jobs(
-    target: str, items: Sequence[tuple[int, Sequence[tuple[str, int | None]]]]
-) -> list[dramatiq.Message]:
-    """The jobs that copy to ``target`` the files (path, size) of ``items`` (item id, files).
-
-    Small files share jobs, across items (``copy_items``; ``copy_files``
-    when a job holds files of one item only), so a job's catalog work is
-    shared by all of them: as few jobs as ``DEFAULT_JOB_FILES`` files and
-    ``DEFAULT_JOB_BYTES`` bytes a job allow, and of equal size (2,000 files
-    make 16 jobs of 125, not 15 full ones and a straggler that a pool
-    waits on at the end). An item's files stay in order and together,
-    except where a job boundary falls inside the item: then its first files
-    end one job and the rest begin the next. A file larger than
-    ``DEFAULT_JOB_BYTES`` has a job of its own; an item without files gets
-    a ``finish_copy``.
-    """
-    messages = []
-    small: list[tuple[int, str, int]] = []
-    for item_id, item_files in items:
-        if not item_files:
-            messages.append(message(QUEUE_COPY, ACTOR_FINISH, item_id, target))
-            continue
-        for path, size in item_files:
-            if (size or 0) > DEFAULT_JOB_BYTES:
-                messages.append(_copy_files(item_id, target, [path], size or 0))
-            else:
-                small.append((item_id, path, size or 0))
-    for run, size in _even_runs(small):
-        group: list[list[Any]] = []
-        for item_id, path, _ in run:
-            if group and group[-1][0] == item_id:
-                group[-1][1].append(path)
-            else:
-                group.append([item_id, [path]])
-        if len(group) == 1:
-            [[item_id, paths]] = group
-            messages.append(_copy_files(item_id, target, paths, size))
-        else:
-            messages.append(
-                message(QUEUE_COPY, ACTOR_COPY_ITEMS, target, group, time_limit=time_limit_ms(size))
-            )
-    return messages
-
-
-#: Something to cut into runs: its size (or None) comes last.
-_Entry = TypeVar("_Entry", bound=tuple[Any, ...])
-
-
-def _even_runs(files: Sequence[_Entry]) -> list[tuple[list[_Entry], int]]:
-    """``files`` (..., size) cut in order into the fewest runs the limits allow, even; with bytes.
-
-    First into equal counts of files, as many runs as the file and byte
-    limits need between them; then a run still over the byte limit (sizes
-    uneven) is cut again where it fills (``_cut``).
-    """
-    if not files:
-        return []
-    total = sum(entry[-1] or 0 for entry in files)
-    wanted = max(-(-len(files) // DEFAULT_JOB_FILES), -(-total // DEFAULT_JOB_BYTES))
-    bounds = [len(files) * number // wanted for number in range(wanted + 1)]
-    return [
-        run
-        for begin, end in itertools.pairwise(bounds)
-        for run in _cut(files[begin:end], end - begin, DEFAULT_JOB_BYTES)
-    ]
-
-
-def _copy_files(item_id: int, target: str, paths: list[str], size: int) -> dramatiq.Message:
-    return message(
-        QUEUE_COPY, ACTOR_COPY_MANY, item_id, target, paths, time_limit=time_limit_ms(size)
-    )
-
-
-def verify_messages(
-    item_id: int, connector: str, files: Sequence[tuple[str, int | None]]
-) -> list[dramatiq.Message]:
-    """The jobs that verify ``files`` (path, size) of the item's copy on ``connector``.
-
-    Shared as a copy's are; each job's time limit grows with its bytes (they
-    are read back). An item without files gets one job of none, which
-    records the copy verified.
-    """
-    return [
-        message(
-            QUEUE_VERIFY,
-            ACTOR_VERIFY_MANY,
-            item_id,
-            connector,
-            paths,
-            time_limit=time_limit_ms(size),
-        )
-        for paths, size in _batches(files, DEFAULT_JOB_FILES, DEFAULT_JOB_BYTES) or [([], 0)]
-    ]
-
-
-def repair_messages(
-    item_id: int, connector: str, files: Sequence[tuple[str, int | None]]
-) -> list[dramatiq.Message]:
-    """The job that repairs the item's damaged copy on ``connector``, whose bad files are ``files``.
-
-    One job: its time limit grows with the bytes of the bad files.
-    """
-    size = sum(size or 0 for _, size in files)
-    return [message(QUEUE_COPY, ACTOR_REPAIR, item_id, connector, time_limit=time_limit_ms(size))]
-
-
-def delete_messages(
-    item_id: int, connector: str, files: Sequence[tuple[str, int | None]]
-) -> list[dramatiq.Message]:
-    """The jobs that delete the item's copy on ``connector``, whose files are ``files``.
-
-    Up to ``DEFAULT_DELETE_JOB_FILES`` files a job, each given
-    ``DEFAULT_DELETE_MS_PER_FILE`` on top of the base time limit (each is a
-    request to the store, or part of one). An item without files gets one
-    job of none, which removes the location.
-    """
-    batches = _batches(files, DEFAULT_DELETE_JOB_FILES, None) or [([], 0)]
-    return [
-        message(
-            QUEUE_DELETE,
-            ACTOR_DELETE_MANY,
-            item_id,
-            connector,
-            paths,
-            time_limit=DEFAULT_TIME_LIMIT_MS + len(paths) * DEFAULT_DELETE_MS_PER_FILE,
-        )
-        for paths, _ in batches
-    ]
-
-
-def _batches(
-    files: Sequence[tuple[str, int | None]], max_files: int, max_bytes: int | None
-) -> list[tuple[list[str], int]]:
-    """``files`` (path, size) cut, in order, into runs of at most so many files and bytes.
-
-    A file larger than ``max_bytes`` has a run of its own. Returns each
-    run's paths and bytes.
-    """
-    return [([path for path, _ in run], size) for run, size in _cut(files, max_files, max_bytes)]
-
-
-def _cut(
-    entries: Sequence[_Entry], max_files: int, max_bytes: int | None
-) -> list[tuple[list[_Entry], int]]:
-    """``entries`` cut, in order, into runs of at most so many entries and bytes; with bytes.
-
-    An entry larger than ``max_bytes`` has a run of its own.
-    """
-    runs: list[tuple[list[_Entry], int]] = []
-    run: list[_Entry] = []
-    total = 0
-    for entry in entries:
-        size = entry[-1] or 0
-        full = len(run) >= max_files or (max_bytes is not None and total + size > max_bytes)
-        if run and full:
-            runs.append((run, total))
-            run, total = [], 0
-        run.append(entry)
-        total += size
-    if run:
-        runs.append((run, total))
-    return runs
 
 
 def look_first(paths: Sequence[str], *, retries: int) -> bool:

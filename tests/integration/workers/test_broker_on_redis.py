@@ -11,8 +11,9 @@ import pytest
 import redis
 from dramatiq.middleware import Middleware
 
-from resolwe_storage import broker as broker_module
-from resolwe_storage.broker import enqueue_many, make_broker, message
+from workers import broker as broker_module
+from workers.broker import enqueue_many, make_broker
+from workers.messages import message
 
 pytest_plugins = ["tests.servers.redis"]
 
@@ -94,7 +95,7 @@ def test_the_in_process_broker_takes_them_one_by_one() -> None:
 
 @pytest.mark.parametrize("on_redis", [True, False], ids=["redis", "in-process"])
 def test_a_marker_lasts_until_the_last_of_its_jobs_is_done(redis_url: str, on_redis: bool) -> None:
-    from resolwe_storage.broker import Pending
+    from workers.broker import Pending
 
     pending = Pending(make_broker(redis_url if on_redis else None))
     key = Pending.key("verify", 7, "S3")

@@ -6,10 +6,10 @@ is in memory, as in ``resolwe-storage run``.
 
 from __future__ import annotations
 
+import functools
 import io
-import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -20,6 +20,7 @@ import peewee as pw
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
+from catalog.database import bind, migrate, open_database
 from catalog.integrity import ASSERTED
 from catalog.models import (
     AccessLog,
@@ -32,11 +33,10 @@ from catalog.models import (
 )
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
-from resolwe_storage import jobs
-from resolwe_storage.broker import make_broker
-from resolwe_storage.config import Config, load_config
-from resolwe_storage.runtime import open_catalog
-from resolwe_storage.scan import scan
+from resolwe_storage.wiring import delete_rules
+from scheduler.rules import ConnectorPolicy, Rule, VerifyRule
+from scheduler.scan import scan
+from workers import actors, messages, process, runtime
 
 NOW = datetime(2026, 6, 1)
 
@@ -46,41 +46,55 @@ def proven_rows() -> pw.ModelSelect:
     return LocationFile.select().where(LocationFile.validated_by != ASSERTED)
 
 
-def write_config(tmp_path: Path, **backup_rules: object) -> Path:
+def backup_policies(**backup_rules: dict[str, int]) -> dict[str, ConnectorPolicy]:
+    """``local`` (preferred) and ``backup``, which copies after a day and has ``backup_rules``."""
     rules = {"copy": {"delay": 1}, **backup_rules}
-    document = {
-        "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
-        "connectors": {
-            "local": {
-                "connector": "local",
-                "config": {"priority": 0, "path": str(tmp_path / "local")},
-            },
-            "backup": {
-                "connector": "local",
-                "config": {"priority": 10, "path": str(tmp_path / "backup"), **rules},
-            },
-        },
+    return {
+        "local": ConnectorPolicy("local", priority=0),
+        "backup": ConnectorPolicy(
+            "backup",
+            priority=10,
+            copy=Rule(**rules["copy"]) if "copy" in rules else None,
+            delete=Rule(**rules["delete"]) if "delete" in rules else None,
+            verify=VerifyRule(**rules["verify"]) if "verify" in rules else None,
+        ),
     }
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(document))
-    return path
+
+
+def folders(tmp_path: Path) -> dict[str, Callable[[], LocalConnector]]:
+    """The connectors by name, as a runtime makes them: a folder each."""
+    return {
+        name: functools.partial(LocalConnector, name, path=tmp_path / name)
+        for name in ("local", "backup")
+    }
 
 
 @contextmanager
 def running(
-    tmp_path: Path, **backup_rules: object
-) -> Iterator[tuple[Config, StubBroker, dramatiq.Worker]]:
-    """A catalog, the in-process broker and a worker of 4 threads, with ``backup_rules``."""
-    config = load_config(write_config(tmp_path, **backup_rules))
-    database = open_catalog(config.database)
-    broker = make_broker(None)
-    assert isinstance(broker, StubBroker)
-    jobs.declare_actors(broker)
-    jobs.install(jobs.Runtime(config, database, broker))
-    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
-    worker.start()
+    tmp_path: Path, **backup_rules: dict[str, int]
+) -> Iterator[tuple[dict[str, ConnectorPolicy], StubBroker, dramatiq.Worker]]:
+    """A catalog, the in-process broker and a worker of 4 threads, with ``backup_rules``.
+
+    The runtime is built here, as the wiring would from a configuration.
+    """
+    policies = backup_policies(**backup_rules)
+    database = open_database(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    database.connect()
+    migrate(database)
+    bind(database)
+    broker = StubBroker()
+    worker = process.start(
+        runtime.Runtime(
+            database=database,
+            broker=broker,
+            connectors=folders(tmp_path),
+            preference=("local", "backup"),
+            delete_rules=delete_rules(policies),
+        ),
+        threads=4,
+    )
     try:
-        yield config, broker, worker
+        yield policies, broker, worker
     finally:
         worker.stop()
         database.close()
@@ -89,8 +103,8 @@ def running(
 @pytest.fixture
 def world(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[Config, StubBroker, dramatiq.Worker]]:
-    monkeypatch.setattr(jobs, "DEFAULT_MIN_BACKOFF_MS", 10)  # retries at once, in tests
+) -> Iterator[tuple[dict[str, ConnectorPolicy], StubBroker, dramatiq.Worker]]:
+    monkeypatch.setattr(actors, "DEFAULT_MIN_BACKOFF_MS", 10)  # retries at once, in tests
     with running(tmp_path) as started:
         yield started
 
@@ -112,20 +126,20 @@ def add_item(tmp_path: Path, key: str, files: dict[str, bytes]) -> FileStorage:
 
 
 def drain(broker: StubBroker) -> None:
-    for queue in jobs.QUEUES:
+    for queue in messages.QUEUES:
         broker.declare_queue(queue)
-    for queue in jobs.QUEUES:
+    for queue in messages.QUEUES:
         broker.join(queue, fail_fast=True)
 
 
 def test_one_scan_copies_every_file_and_the_location_becomes_ok(
-    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+    world: tuple[dict[str, ConnectorPolicy], StubBroker, dramatiq.Worker], tmp_path: Path
 ) -> None:
-    config, broker, _ = world
-    database = jobs.current().database
+    policies, broker, _ = world
+    database = actors.current().database
     add_item(tmp_path, "a", {"one.txt": b"1" * 100, "dir/two.txt": b"2" * 200})
     add_item(tmp_path, "b", {})
-    report = scan(config, database, broker, now=NOW)
+    report = scan(policies, database, broker, now=NOW)
     assert (report.items, report.copies, report.jobs) == (2, 2, 2)  # 2 files in 1 job + 1 finish
     drain(broker)
     statuses = {
@@ -139,29 +153,29 @@ def test_one_scan_copies_every_file_and_the_location_becomes_ok(
 
 
 def test_a_second_scan_queues_nothing_already_queued(
-    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+    world: tuple[dict[str, ConnectorPolicy], StubBroker, dramatiq.Worker], tmp_path: Path
 ) -> None:
-    config, broker, worker = world
-    database = jobs.current().database
+    policies, broker, worker = world
+    database = actors.current().database
     worker.pause()
     add_item(tmp_path, "a", {"one.txt": b"1"})
-    first = scan(config, database, broker, now=NOW)
-    second = scan(config, database, broker, now=NOW)
+    first = scan(policies, database, broker, now=NOW)
+    second = scan(policies, database, broker, now=NOW)
     assert first.jobs == 1 and second.jobs == 0 and second.items == 0
     worker.resume()
     drain(broker)
-    assert scan(config, database, broker, now=NOW).jobs == 0
+    assert scan(policies, database, broker, now=NOW).jobs == 0
 
 
 def test_a_permanent_failure_is_not_retried_and_is_recorded(
-    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+    world: tuple[dict[str, ConnectorPolicy], StubBroker, dramatiq.Worker], tmp_path: Path
 ) -> None:
-    config, broker, _ = world
-    database = jobs.current().database
+    policies, broker, _ = world
+    database = actors.current().database
     add_item(tmp_path, "a", {"one.txt": b"good"})
     (tmp_path / "local" / "a" / "one.txt").unlink()  # lost at the source
-    scan(config, database, broker, now=NOW)
-    for queue in jobs.QUEUES:
+    scan(policies, database, broker, now=NOW)
+    for queue in messages.QUEUES:
         broker.join(queue, fail_fast=False)
     failed = Action.get(Action.action == "copy")
     assert failed.result == "failed" and "does not exist" in failed.error
@@ -172,80 +186,74 @@ def test_a_permanent_failure_is_not_retried_and_is_recorded(
 
 
 def test_a_mismatch_is_tried_again_twice_then_given_up(
-    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+    world: tuple[dict[str, ConnectorPolicy], StubBroker, dramatiq.Worker], tmp_path: Path
 ) -> None:
-    config, broker, _ = world
-    database = jobs.current().database
+    policies, broker, _ = world
+    database = actors.current().database
     add_item(tmp_path, "a", {"one.txt": b"good"})
     (tmp_path / "local" / "a" / "one.txt").write_bytes(b"evil")  # damaged at the source
-    scan(config, database, broker, now=NOW)
-    for queue in jobs.QUEUES:
+    scan(policies, database, broker, now=NOW)
+    for queue in messages.QUEUES:
         broker.join(queue, fail_fast=False)
     failures = Action.select().where(Action.action == "copy")
-    assert [a.result for a in failures] == ["failed"] * (1 + jobs.DEFAULT_MISMATCH_RETRIES)
+    assert [a.result for a in failures] == ["failed"] * (1 + actors.DEFAULT_MISMATCH_RETRIES)
     assert all("does not match" in a.error for a in failures)
     assert [m.options.get("retries") for m in broker.dead_letters] == [
-        1 + jobs.DEFAULT_MISMATCH_RETRIES
+        1 + actors.DEFAULT_MISMATCH_RETRIES
     ]
     assert not (tmp_path / "backup" / "a" / "one.txt").exists()
 
 
 def test_a_jobs_lock_expires_after_its_time_limit_and_the_scan_then_closes_it(
-    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+    world: tuple[dict[str, ConnectorPolicy], StubBroker, dramatiq.Worker], tmp_path: Path
 ) -> None:
-    config, broker, _ = world
-    database = jobs.current().database
+    policies, broker, _ = world
+    database = actors.current().database
     item = add_item(tmp_path, "a", {"one.txt": b"1"})
     began = utcnow()
-    scan(config, database, broker, now=NOW)
+    scan(policies, database, broker, now=NOW)
     drain(broker)
     [used] = AccessLog.select()
-    limit = timedelta(milliseconds=jobs.time_limit_ms(1)) + jobs.DEFAULT_LOCK_MARGIN
+    limit = timedelta(milliseconds=messages.time_limit_ms(1)) + actors.DEFAULT_LOCK_MARGIN
     assert used.finished is not None and began + limit <= used.expires <= utcnow() + limit
 
     # A worker killed mid-job leaves its lock open; a service's lock has no expiry.
     local = StorageLocation.get(StorageLocation.connector_name == "local")
     dead = AccessLog.create(storage_location=local, reason="copy", expires=utcnow())
     held = AccessLog.create(storage_location=local, reason="a service reads")
-    report = scan(config, database, broker, now=NOW)
+    report = scan(policies, database, broker, now=NOW)
     assert report.unlocked == 1
     assert AccessLog.get_by_id(dead.id).finished is not None
     assert AccessLog.get_by_id(held.id).finished is None
     unlock = Action.get(Action.action == "unlock")
     assert unlock.file_storage_id == item.id and "expired" in unlock.error
-    assert scan(config, database, broker, now=NOW).unlocked == 0
+    assert scan(policies, database, broker, now=NOW).unlocked == 0
 
 
 def test_transient_errors_are_retried_and_permanent_ones_are_not() -> None:
     from connectors.errors import BackendUnavailable, ChecksumMismatch
 
-    assert jobs.is_transient(0, BackendUnavailable("x"))
-    assert not jobs.is_transient(jobs.DEFAULT_MAX_RETRIES, BackendUnavailable("x"))
+    assert actors.is_transient(0, BackendUnavailable("x"))
+    assert not actors.is_transient(runtime.DEFAULT_MAX_RETRIES, BackendUnavailable("x"))
     # Damage on the way: tried again a couple of times, then given up.
-    assert jobs.is_transient(0, ChecksumMismatch("x"))
-    assert not jobs.is_transient(jobs.DEFAULT_MISMATCH_RETRIES, ChecksumMismatch("x"))
-    assert not jobs.is_transient(0, ValueError("x"))
-
-
-def test_time_limits_grow_with_the_file() -> None:
-    small = jobs.time_limit_ms(1)
-    large = jobs.time_limit_ms(10 * 1024**3)
-    assert small == jobs.DEFAULT_TIME_LIMIT_MS and large > small + 3_600_000
+    assert actors.is_transient(0, ChecksumMismatch("x"))
+    assert not actors.is_transient(actors.DEFAULT_MISMATCH_RETRIES, ChecksumMismatch("x"))
+    assert not actors.is_transient(0, ValueError("x"))
 
 
 def test_a_copy_whose_jobs_were_lost_is_resumed_by_a_later_scan(
-    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+    world: tuple[dict[str, ConnectorPolicy], StubBroker, dramatiq.Worker], tmp_path: Path
 ) -> None:
-    config, broker, worker = world
-    database = jobs.current().database
+    policies, broker, worker = world
+    database = actors.current().database
     worker.pause()
     add_item(tmp_path, "a", {"one.txt": b"1", "two.txt": b"2"})
-    assert scan(config, database, broker, now=NOW).jobs == 1
+    assert scan(policies, database, broker, now=NOW).jobs == 1
     broker.flush_all()  # the broker lost its queues
     worker.resume()
     # Within the hour the copy counts as under way; after it, as stalled.
-    assert scan(config, database, broker, now=utcnow()).resumed == 0
-    later = scan(config, database, broker, now=utcnow() + timedelta(hours=2))
+    assert scan(policies, database, broker, now=utcnow()).resumed == 0
+    later = scan(policies, database, broker, now=utcnow() + timedelta(hours=2))
     assert (later.resumed, later.jobs) == (1, 1)
     drain(broker)
     assert StorageLocation.get(StorageLocation.connector_name == "backup").status == "OK"
@@ -253,14 +261,14 @@ def test_a_copy_whose_jobs_were_lost_is_resumed_by_a_later_scan(
 
 
 def test_only_the_missing_files_of_stalled_copies_are_queued_again(
-    world: tuple[Config, StubBroker, dramatiq.Worker], tmp_path: Path
+    world: tuple[dict[str, ConnectorPolicy], StubBroker, dramatiq.Worker], tmp_path: Path
 ) -> None:
-    config, broker, worker = world
-    database = jobs.current().database
+    policies, broker, worker = world
+    database = actors.current().database
     worker.pause()
     first = add_item(tmp_path, "a", {"one.txt": b"1", "two.txt": b"2", "three.txt": b"3"})
     add_item(tmp_path, "b", {"four.txt": b"4"})
-    scan(config, database, broker, now=NOW)
+    scan(policies, database, broker, now=NOW)
     broker.flush_all()
     # One file of "a" was copied and recorded before the jobs were lost.
     target = StorageLocation.get(
@@ -271,7 +279,7 @@ def test_only_the_missing_files_of_stalled_copies_are_queued_again(
     )
     LocationFile.create(storage_location=target, referenced_path=two, validated_by="crc32c")
 
-    later = scan(config, database, broker, now=utcnow() + timedelta(hours=2))
+    later = scan(policies, database, broker, now=utcnow() + timedelta(hours=2))
 
     # Both small: they share one job.
     assert (later.resumed, later.jobs) == (2, 1)
@@ -285,99 +293,21 @@ def test_only_the_missing_files_of_stalled_copies_are_queued_again(
     assert {loc.status for loc in StorageLocation.select()} == {"OK"}
 
 
-def job_files(messages: list[dramatiq.Message]) -> list[list[tuple[int, str]]]:
-    """Each copy job's files, as (item id, path), in order."""
-    found = []
-    for m in messages:
-        if m.actor_name == jobs.ACTOR_COPY_MANY:
-            item_id, _, paths = m.args
-            found.append([(item_id, path) for path in paths])
-        else:
-            assert m.actor_name == jobs.ACTOR_COPY_ITEMS
-            found.append([(item_id, path) for item_id, paths in m.args[1] for path in paths])
-    return found
-
-
-def test_small_files_share_jobs_up_to_a_count_and_a_size() -> None:
-    mib = 1024 * 1024
-    limit = jobs.DEFAULT_JOB_FILES
-    files = [(f"s{n:03d}", 10) for n in range(limit + 1)]
-    files += [("big", jobs.DEFAULT_JOB_BYTES + 1), ("after-1", 40 * mib), ("after-2", 40 * mib)]
-    messages = jobs.copy_messages(7, "S3", files)
-
-    assert {m.actor_name for m in messages} == {jobs.ACTOR_COPY_MANY}
-    assert all(m.args[:2] == (7, "S3") for m in messages)
-    groups = [m.args[2] for m in messages]
-    # A file above DEFAULT_JOB_BYTES alone; the rest in as few jobs as the
-    # limits allow (two), even; the second cut again where its bytes fill.
-    assert groups[0] == ["big"]
-    small = [path for path, size in files if size < jobs.DEFAULT_JOB_BYTES]
-    assert [path for group in groups[1:] for path in group] == small
-    assert [len(group) for group in groups[1:]] == [65, 65, 1]
-    assert groups[-1] == ["after-2"]
-    # The time limit grows with the job's bytes.
-    assert messages[0].options["time_limit"] > messages[1].options["time_limit"]
-    assert [m.actor_name for m in jobs.copy_messages(7, "S3", [])] == [jobs.ACTOR_FINISH]
-
-
-def test_small_items_share_jobs_as_few_and_as_even_as_the_limits_allow() -> None:
-    limit = jobs.DEFAULT_JOB_FILES
-    items = [(item, [(f"f{n:02d}", 16_384) for n in range(10)]) for item in range(200)]
-    messages = jobs.copy_jobs("S3", items)
-    groups = job_files(messages)
-
-    # 2,000 files: the fewest jobs the limit allows, their sizes a file apart
-    # at most (no straggler the pool would wait on at the end).
-    assert len(groups) == -(-2000 // limit)
-    sizes = [len(group) for group in groups]
-    assert max(sizes) <= limit
-    assert max(sizes) - min(sizes) <= 1
-    # Every file once, in order; an item is cut only where a job ends.
-    flat = [entry for group in groups for entry in group]
-    assert flat == [(item, path) for item, files in items for path, _ in files]
-    for first, second in itertools.pairwise(groups):
-        shared = {item for item, _ in first} & {item for item, _ in second}
-        assert shared <= {first[-1][0]}
-    assert all(
-        m.options["time_limit"] == jobs.time_limit_ms(16_384 * len(g))
-        for m, g in zip(messages, groups, strict=True)
-    )
-
-
-def test_items_without_files_finish_and_large_files_go_alone() -> None:
-    small = [("a.txt", 10), ("b.txt", 10)]
-    items = [
-        (1, small),
-        (2, []),
-        (3, small),
-        (5, [("huge", jobs.DEFAULT_JOB_BYTES + 1)]),
-        (6, small),
-    ]
-    summary = [(m.actor_name, m.args) for m in jobs.copy_jobs("S3", items)]
-    pair = ["a.txt", "b.txt"]
-    assert summary == [
-        (jobs.ACTOR_FINISH, (2, "S3")),
-        (jobs.ACTOR_COPY_MANY, (5, "S3", ["huge"])),
-        (jobs.ACTOR_COPY_ITEMS, ("S3", [[1, pair], [3, pair], [6, pair]])),
-    ]
-    [one] = jobs.copy_jobs("S3", [(4, small)])
-    assert (one.actor_name, one.args) == (jobs.ACTOR_COPY_MANY, (4, "S3", pair))
-    assert one.options["time_limit"] == jobs.time_limit_ms(20)
-
-
 def test_a_first_try_of_small_files_writes_without_looking_a_retry_looks() -> None:
-    assert not jobs.look_first(["a", "b"], retries=0)
-    assert jobs.look_first(["a", "b"], retries=1)
-    assert jobs.look_first(["big"], retries=0)
+    assert not actors.look_first(["a", "b"], retries=0)
+    assert actors.look_first(["a", "b"], retries=1)
+    assert actors.look_first(["big"], retries=0)
 
 
 def test_the_scan_gives_verifications_and_deletes_time_for_the_items_size(
     tmp_path: Path,
 ) -> None:
     rules = {"verify": {"interval": 1}, "delete": {"delay": 1}}
-    config = load_config(write_config(tmp_path, **rules))
-    database = open_catalog(config.database)
-    broker = make_broker(None)
+    policies = backup_policies(**rules)
+    database = open_database(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    migrate(database)
+    bind(database)
+    broker = StubBroker()
     item = FileStorage.create(key="big", created=NOW - timedelta(days=10))
     for name in ("local", "backup"):
         StorageLocation.create(
@@ -390,19 +320,19 @@ def test_the_scan_gives_verifications_and_deletes_time_for_the_items_size(
     for n, size in enumerate([40 * 1024**3, 2 * 1024**3, None]):
         ReferencedPath.create(file_storage=item, path=f"f{n}", size=size)
     ReferencedPath.create(file_storage=item, path="folder/")
-    report = scan(config, database, broker, now=NOW)
+    report = scan(policies, database, broker, now=NOW)
     assert (report.verifies, report.deletes) == (1, 1)
     # Verified per file, each job given time to read its bytes back.
     verifies = [json.loads(body) for body in broker.queues["verify"].queue]
     assert {tuple(job["args"][2]): job["options"]["time_limit"] for job in verifies} == {
-        ("f0",): jobs.time_limit_ms(40 * 1024**3),
-        ("f1",): jobs.time_limit_ms(2 * 1024**3),
-        ("f2",): jobs.time_limit_ms(0),
+        ("f0",): messages.time_limit_ms(40 * 1024**3),
+        ("f1",): messages.time_limit_ms(2 * 1024**3),
+        ("f2",): messages.time_limit_ms(0),
     }
     # Deleted in one job (up to a thousand files share one), given time per file.
     [delete] = [json.loads(body) for body in broker.queues["delete"].queue]
     assert delete["args"] == [item.id, "backup", ["f0", "f1", "f2"]]
-    expected = jobs.DEFAULT_TIME_LIMIT_MS + 3 * jobs.DEFAULT_DELETE_MS_PER_FILE
+    expected = messages.DEFAULT_TIME_LIMIT_MS + 3 * messages.DEFAULT_DELETE_MS_PER_FILE
     assert delete["options"]["time_limit"] == expected
     database.close()
 
@@ -431,7 +361,7 @@ def add_backup(tmp_path: Path, item: FileStorage, files: dict[str, bytes]) -> St
 class Backed:
     """An item of five files with an imported copy on ``backup``, and the jobs' world."""
 
-    config: Config
+    policies: dict[str, ConnectorPolicy]
     broker: StubBroker
     worker: dramatiq.Worker
     database: pw.Database
@@ -450,13 +380,13 @@ def backed_up(
     **rules: object,
 ) -> Iterator[Backed]:
     """``Backed`` with ``rules`` on ``backup``; two files share a job; the worker paused."""
-    monkeypatch.setattr(jobs, "DEFAULT_JOB_FILES", 2)
-    monkeypatch.setattr(jobs, "DEFAULT_DELETE_JOB_FILES", 2)
-    with running(tmp_path, **rules) as (config, broker, worker):
+    monkeypatch.setattr(messages, "DEFAULT_JOB_FILES", 2)
+    monkeypatch.setattr(messages, "DEFAULT_DELETE_JOB_FILES", 2)
+    with running(tmp_path, **rules) as (policies, broker, worker):
         item = add_item(tmp_path, "a", FIVE)
         copy = add_backup(tmp_path, item, backup)
         worker.pause()
-        yield Backed(config, broker, worker, jobs.current().database, item, copy)
+        yield Backed(policies, broker, worker, actors.current().database, item, copy)
 
 
 def queued_args(broker: StubBroker, queue: str) -> list[list[object]]:
@@ -467,8 +397,8 @@ def test_a_copy_is_verified_per_file_and_verified_when_every_file_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with backed_up(tmp_path, monkeypatch, verify={"interval": 1}) as world:
-        config, broker, worker, database, item, copy = world
-        report = scan(config, database, broker, now=NOW)
+        policies, broker, worker, database, item, copy = world
+        report = scan(policies, database, broker, now=NOW)
         assert (report.verifies, report.jobs) == (1, 3)
         assert queued_args(broker, "verify") == [
             [item.id, "backup", ["f0.txt", "f1.txt"]],
@@ -476,7 +406,7 @@ def test_a_copy_is_verified_per_file_and_verified_when_every_file_is(
             [item.id, "backup", ["f4.txt"]],
         ]
         # Queued, not yet run: a scan queues nothing more.
-        assert scan(config, database, broker, now=NOW).jobs == 0
+        assert scan(policies, database, broker, now=NOW).jobs == 0
         worker.resume()
         drain(broker)
 
@@ -494,7 +424,7 @@ def test_a_copy_is_verified_per_file_and_verified_when_every_file_is(
         ]
         assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
         # The last job freed the marker: due again, queued again.
-        later = scan(config, database, broker, now=utcnow() + timedelta(days=2))
+        later = scan(policies, database, broker, now=utcnow() + timedelta(days=2))
         assert (later.verifies, later.jobs) == (1, 3)
 
 
@@ -503,9 +433,9 @@ def test_a_damaged_file_makes_its_copy_damaged_and_the_next_scan_repairs_it(
 ) -> None:
     damaged = {**FIVE, "f3.txt": b"DDDX"}
     with backed_up(tmp_path, monkeypatch, damaged, verify={"interval": 1}) as world:
-        config, broker, worker, database, _item, copy = world
+        policies, broker, worker, database, _item, copy = world
         worker.resume()
-        scan(config, database, broker, now=NOW)
+        scan(policies, database, broker, now=NOW)
         drain(broker)
 
         copy = StorageLocation.get_by_id(copy.id)
@@ -520,7 +450,7 @@ def test_a_damaged_file_makes_its_copy_damaged_and_the_next_scan_repairs_it(
         [found] = Action.select().where((Action.action == "verify") & (Action.result != "ok"))
         assert found.result == "damaged" and found.error.startswith("f3.txt: crc32c ")
         # Not verified again: repaired, from the copy on local, and whole again.
-        report = scan(config, database, broker, now=NOW)
+        report = scan(policies, database, broker, now=NOW)
         assert (report.verifies, report.repairs) == (0, 1)
         drain(broker)
         copy = StorageLocation.get_by_id(copy.id)
@@ -528,22 +458,22 @@ def test_a_damaged_file_makes_its_copy_damaged_and_the_next_scan_repairs_it(
         assert (tmp_path / "backup" / "a" / "f3.txt").read_bytes() == FIVE["f3.txt"]
         [repair] = Action.select().where(Action.action == "repair")
         assert (repair.result, repair.source, repair.path) == ("ok", "local", "f3.txt")
-        assert scan(config, database, broker, now=NOW).jobs == 0
+        assert scan(policies, database, broker, now=NOW).jobs == 0
 
 
 def test_a_delete_is_queued_per_file_and_the_location_goes_with_its_last_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with backed_up(tmp_path, monkeypatch, delete={"delay": 1}) as world:
-        config, broker, worker, database, _item, copy = world
-        report = scan(config, database, broker, now=NOW)
+        policies, broker, worker, database, _item, copy = world
+        report = scan(policies, database, broker, now=NOW)
         assert (report.deletes, report.jobs) == (1, 3)
         assert [args[2] for args in queued_args(broker, "delete")] == [
             ["f0.txt", "f1.txt"],
             ["f2.txt", "f3.txt"],
             ["f4.txt"],
         ]
-        assert scan(config, database, broker, now=NOW).jobs == 0
+        assert scan(policies, database, broker, now=NOW).jobs == 0
         worker.resume()
         drain(broker)
 
@@ -560,10 +490,10 @@ def test_a_delete_cut_short_is_finished_by_a_later_scan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with backed_up(tmp_path, monkeypatch, delete={"delay": 1}) as world:
-        config, broker, worker, database, _item, copy = world
-        scan(config, database, broker, now=NOW)
+        policies, broker, worker, database, _item, copy = world
+        scan(policies, database, broker, now=NOW)
         first = queued_args(broker, "delete")[0]
-        jobs.delete_files_job(*first)  # one job ran ...
+        actors.delete_files_job(*first)  # one job ran ...
         broker.flush_all()  # ... then the broker lost the others
 
         copy = StorageLocation.get_by_id(copy.id)
@@ -573,8 +503,8 @@ def test_a_delete_cut_short_is_finished_by_a_later_scan(
         backup = LocalConnector("backup", path=tmp_path / "backup")
         assert sorted(info.path for info in backup.list()) == ["a/f2.txt", "a/f3.txt", "a/f4.txt"]
         # A delete under way is not planned again; once stalled, what is left is queued.
-        assert scan(config, database, broker, now=utcnow()).jobs == 0
-        later = scan(config, database, broker, now=utcnow() + timedelta(hours=2))
+        assert scan(policies, database, broker, now=utcnow()).jobs == 0
+        later = scan(policies, database, broker, now=utcnow() + timedelta(hours=2))
         assert (later.resumed, later.jobs) == (1, 2)
         assert [args[2] for args in queued_args(broker, "delete")] == [
             ["f2.txt", "f3.txt"],
@@ -590,8 +520,8 @@ def test_every_job_of_a_delete_refused_at_run_time_leaves_every_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with backed_up(tmp_path, monkeypatch, delete={"delay": 1}) as world:
-        config, broker, worker, database, _item, copy = world
-        assert scan(config, database, broker, now=NOW).jobs == 3
+        policies, broker, worker, database, _item, copy = world
+        assert scan(policies, database, broker, now=NOW).jobs == 3
         AccessLog.create(storage_location=copy, reason="a reader came after the scan")
         worker.resume()
         drain(broker)
@@ -603,14 +533,14 @@ def test_every_job_of_a_delete_refused_at_run_time_leaves_every_file(
 
 
 def test_a_job_given_up_is_recorded_for_each_item_it_held() -> None:
-    work = jobs._work_of
-    assert work(jobs.ACTOR_COPY_ITEMS, ["S3", [[1, ["a", "b"]], [2, ["c"]]]]) == [
+    work = actors._work_of
+    assert work(messages.ACTOR_COPY_ITEMS, ["S3", [[1, ["a", "b"]], [2, ["c"]]]]) == [
         (1, "S3", ["a", "b"]),
         (2, "S3", ["c"]),
     ]
-    assert work(jobs.ACTOR_COPY_MANY, [7, "S3", ["a"]]) == [(7, "S3", ["a"])]
-    assert work(jobs.ACTOR_DELETE, [7, "S3"]) == [(7, "S3", None)]
-    assert work(jobs.ACTOR_COPY_MANY, []) == []
+    assert work(messages.ACTOR_COPY_MANY, [7, "S3", ["a"]]) == [(7, "S3", ["a"])]
+    assert work(messages.ACTOR_DELETE, [7, "S3"]) == [(7, "S3", None)]
+    assert work(messages.ACTOR_COPY_MANY, []) == []
 
 
 def test_a_delete_left_half_done_without_file_rows_removes_every_file(
@@ -618,9 +548,9 @@ def test_a_delete_left_half_done_without_file_rows_removes_every_file(
 ) -> None:
     # Marked DE by an import or an earlier version: no row says what is left.
     with backed_up(tmp_path, monkeypatch, delete={"delay": 1}) as world:
-        config, broker, worker, database, _, copy = world
+        policies, broker, worker, database, _, copy = world
         StorageLocation.update(status="DE").where(StorageLocation.id == copy.id).execute()
-        later = scan(config, database, broker, now=utcnow() + timedelta(hours=2))
+        later = scan(policies, database, broker, now=utcnow() + timedelta(hours=2))
         assert (later.resumed, later.jobs) == (1, 3)  # every file, two to a job
         worker.resume()
         drain(broker)
@@ -631,16 +561,16 @@ def test_a_delete_left_half_done_without_file_rows_removes_every_file(
 def test_a_validated_copy_is_not_read_back_at_the_next_scan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs, "DEFAULT_MIN_BACKOFF_MS", 10)
-    with running(tmp_path, verify={"interval": 30}) as (config, broker, _):
-        database = jobs.current().database
+    monkeypatch.setattr(actors, "DEFAULT_MIN_BACKOFF_MS", 10)
+    with running(tmp_path, verify={"interval": 30}) as (policies, broker, _):
+        database = actors.current().database
         add_item(tmp_path, "a", {"one.txt": b"1" * 100, "two.txt": b"2" * 10})
-        assert scan(config, database, broker, now=NOW).copies == 1
+        assert scan(policies, database, broker, now=NOW).copies == 1
         drain(broker)
         copy = StorageLocation.get(StorageLocation.connector_name == "backup")
         assert copy.status == "OK" and copy.last_verified is not None
         rows = LocationFile.select().where(LocationFile.storage_location == copy)
         assert all(row.verified == copy.last_verified for row in rows)
-        later = scan(config, database, broker, now=utcnow() + timedelta(days=1))
+        later = scan(policies, database, broker, now=utcnow() + timedelta(days=1))
         assert (later.verifies, later.jobs) == (0, 0)
-        assert scan(config, database, broker, now=utcnow() + timedelta(days=31)).verifies == 1
+        assert scan(policies, database, broker, now=utcnow() + timedelta(days=31)).verifies == 1

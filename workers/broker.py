@@ -1,21 +1,15 @@
 """The message broker: Redis in production, in-process for the embedded default.
 
-Jobs are Dramatiq messages (``dramatiq.Message``): actor name, queue, and
-JSON arguments. ``enqueue_many`` sends many at once, in one Redis pipeline
-per batch. ``Pending`` keeps one marker per queued delete or verification
-of a location (counting its jobs), so that repeated scans do not queue the
-same work twice.
-
-Message format, for services that enqueue from another language (Redis
-broker, namespace ``dramatiq``): a JSON object
-``{"queue_name": Q, "actor_name": A, "args": [...], "kwargs": {},
-"options": {"redis_message_id": R}, "message_id": M, "message_timestamp": T}``
-stored with ``HSET dramatiq:Q.msgs R <json>`` then ``RPUSH dramatiq:Q R``
-(``R`` and ``M`` fresh UUIDs, ``T`` milliseconds since the epoch), then
-optionally ``RPUSH dramatiq:Q.wake 1`` and ``EXPIRE dramatiq:Q.wake 5``: idle
-workers wait on that list and start at once (``WakingRedisBroker``), else
-within their idle timeout. The actors and their arguments are listed in
-``resolwe_storage.jobs``.
+Jobs are Dramatiq messages (``workers.messages`` is their contract).
+``make_broker`` makes the broker: ``WakingRedisBroker`` on Redis, whose idle
+consumers wait for a wake-up token rather than sleep blind, and which
+dead-letters a message that is not a job; Dramatiq's ``StubBroker`` in
+process. ``enqueue_many`` sends many messages at once, in one Redis pipeline
+per batch. ``Pending`` keeps one marker per queued delete, verification or
+repair of a location (counting its jobs), so that repeated scans do not
+queue the same work twice. ``answering``, ``Outage`` and ``QuietLogs`` say
+an outage of Redis once, in one line. ``workers.monitor`` reads the queues
+for operators.
 """
 
 from __future__ import annotations
@@ -27,8 +21,6 @@ import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
@@ -41,7 +33,6 @@ from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
 from catalog.database import redact_url
-from resolwe_storage.errors import UserError
 
 #: Milliseconds without a heartbeat after which a worker's messages go back
 #: to the queue (Dramatiq's default is a minute; a killed worker's job is
@@ -71,8 +62,12 @@ logger = logging.getLogger(__name__)
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError)
 
 
-class BrokerUnavailable(UserError):
-    """The broker (Redis) did not answer; nothing that needed it was done."""
+class BrokerUnavailable(Exception):
+    """The broker (Redis) did not answer; nothing that needed it was done.
+
+    The message is one line naming the broker (its password hidden), the
+    cause, and what was not done.
+    """
 
 
 @contextmanager
@@ -406,19 +401,6 @@ def _hooks(broker: dramatiq.Broker, name: str) -> list[Any]:
     ]
 
 
-def message(queue: str, actor: str, *args: Any, **options: Any) -> dramatiq.Message:
-    """A message for ``actor`` on ``queue`` with positional ``args``."""
-    return dramatiq.Message(
-        queue_name=queue,
-        actor_name=actor,
-        args=args,
-        kwargs={},
-        options=options,
-        message_id=str(uuid.uuid4()),
-        message_timestamp=int(time.time() * 1000),
-    )
-
-
 #: The in-process markers of each in-process broker.
 _LOCAL_MARKERS: weakref.WeakKeyDictionary[dramatiq.Broker, dict[str, int]] = (
     weakref.WeakKeyDictionary()
@@ -492,158 +474,3 @@ class Pending:
                 self._local.pop(key, None)
             return
         self._client.delete(key)
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """How much work one queue holds, on Redis."""
-
-    queue: str
-    #: Waiting for a worker.
-    queued: int
-    #: Waiting out a retry's backoff (Dramatiq's delay queue).
-    delayed: int
-    #: Taken by a worker and not yet acknowledged: running, or prefetched.
-    running: int
-    #: Given up (dead-lettered); Redis keeps them for ``DEFAULT_DEAD_MESSAGE_TTL_MS``.
-    dead: int
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """One dead-lettered job."""
-
-    queue: str
-    died: datetime
-    actor: str
-    args: list[Any]
-    retries: int
-    message_id: str
-
-
-def queue_stats(broker: RedisBroker, queues: Sequence[str]) -> list[QueueStats]:
-    """Counts of queued, delayed, running and dead jobs per queue (a few Redis reads)."""
-    client, namespace = broker.client, broker.namespace
-    taken: dict[str, int] = dict.fromkeys(queues, 0)
-    held: dict[str, int] = dict.fromkeys(queues, 0)
-    ack_sets = list(client.scan_iter(match=f"{namespace}:__acks__.*", count=1000))
-    sizes = _pipelined(client, [("scard", key) for key in ack_sets])
-    for key, size in zip(ack_sets, sizes, strict=True):
-        # __acks__.<worker id>.<queue>: taken by that worker. From <queue>.DQ:
-        # a retry the worker holds until its backoff ends, so still delayed.
-        queue = key.decode().split(".", 2)[-1]
-        if queue.endswith(".DQ") and queue.removesuffix(".DQ") in held:
-            held[queue.removesuffix(".DQ")] += size
-        elif queue in taken:
-            taken[queue] += size
-    counts = _pipelined(
-        client,
-        [
-            command
-            for queue in queues
-            for command in (
-                ("llen", f"{namespace}:{queue}"),
-                ("llen", f"{namespace}:{queue}.DQ"),
-                ("zcard", f"{namespace}:{queue}.XQ"),
-            )
-        ],
-    )
-    return [
-        QueueStats(
-            queue=queue,
-            queued=counts[3 * n],
-            delayed=counts[3 * n + 1] + held[queue],
-            running=taken[queue],
-            dead=counts[3 * n + 2],
-        )
-        for n, queue in enumerate(queues)
-    ]
-
-
-def dead_letters(broker: RedisBroker, queue: str, *, limit: int) -> list[DeadLetter]:
-    """The ``limit`` most recently dead-lettered jobs of ``queue``, newest first."""
-    client, namespace = broker.client, broker.namespace
-    found = client.zrevrange(f"{namespace}:{queue}.XQ", 0, limit - 1, withscores=True)
-    if not found:
-        return []
-    bodies = client.hmget(f"{namespace}:{queue}.XQ.msgs", [redis_id for redis_id, _ in found])
-    letters = []
-    for (redis_id, score), body in zip(found, bodies, strict=True):
-        if body is None:
-            continue  # expired meanwhile
-        died = datetime.fromtimestamp(score / 1000, tz=UTC)
-        try:
-            decoded = dramatiq.Message.decode(body)
-        except DecodeError:
-            # Not a job at all (``_WakingConsumer._quarantine``).
-            letters.append(
-                DeadLetter(
-                    queue,
-                    died,
-                    "(not a job)",
-                    [body[:80].decode("utf-8", "replace")],
-                    0,
-                    redis_id.decode(),
-                )
-            )
-            continue
-        letters.append(
-            DeadLetter(
-                queue=queue,
-                died=died,
-                actor=decoded.actor_name,
-                args=list(decoded.args),
-                retries=int(decoded.options.get("retries", 0)),
-                message_id=decoded.message_id,
-            )
-        )
-    return letters
-
-
-def requeue_dead(broker: RedisBroker, queue: str) -> int:
-    """Put ``queue``'s dead-lettered jobs back on it, with their retries reset; how many.
-
-    For after the cause is fixed (a store back up, a credential renewed).
-    Each job moves in one transaction: it is on the queue or dead, never
-    both, never neither. Jobs are idempotent, so one requeued twice by two
-    operators at once costs time, not data.
-    """
-    client, namespace = broker.client, broker.namespace
-    dead_key, bodies_key = f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
-    moved = 0
-    for redis_id in client.zrange(dead_key, 0, -1):
-        body = client.hget(bodies_key, redis_id)
-        if body is None:
-            client.zrem(dead_key, redis_id)  # its body expired
-            continue
-        try:
-            revived = dramatiq.Message.decode(body)
-        except DecodeError:
-            continue  # not a job: it stays dead, for an operator to look at
-
-        revived = revived.copy(options={**revived.options, "retries": 0})
-        pipe = client.pipeline(transaction=True)
-        pipe.hset(f"{namespace}:{queue}.msgs", redis_id, revived.encode())
-        pipe.rpush(f"{namespace}:{queue}", redis_id)
-        pipe.zrem(dead_key, redis_id)
-        pipe.hdel(bodies_key, redis_id)
-        pipe.execute()
-        moved += 1
-    return moved
-
-
-def live_workers(broker: RedisBroker) -> int:
-    """Worker processes whose heartbeat is recent (those that would not be declared dead)."""
-    now_ms = int(time.time() * 1000)
-    return int(
-        broker.client.zcount(
-            f"{broker.namespace}:__heartbeats__", now_ms - broker.heartbeat_timeout, "+inf"
-        )
-    )
-
-
-def _pipelined(client: Any, commands: Sequence[tuple[str, str]]) -> list[int]:
-    pipe = client.pipeline(transaction=False)
-    for name, key in commands:
-        getattr(pipe, name)(key)
-    return [int(value) for value in pipe.execute()]

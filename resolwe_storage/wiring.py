@@ -1,11 +1,92 @@
-"""Building connectors from the configuration (the only place that knows both)."""
+"""Start-up wiring: from the configuration to what each process runs with.
+
+The only place that knows both the configuration and the packages below it:
+
+- ``open_catalog``: the catalog database, opened, bound, migrated;
+- ``build_connector``: a connector from its configuration entry;
+- ``worker_runtime``: the ``workers.runtime.Runtime`` a worker process runs
+  with (connectors by name, preference order, the delete rules);
+- the scheduler needs only the policies (``Config.policies``), the catalog
+  and the broker (``workers.broker.make_broker``).
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+import dramatiq
+import peewee as pw
+
+from catalog.database import bind, migrate, open_database, redact_url
+from catalog.models import utcnow
 from connectors.base import Connector
 from connectors.registry import GCS, LOCAL, S3
 from resolwe_storage.config import Config, ConnectorConfig
 from resolwe_storage.errors import InputError
+from scheduler.policy import cutoff
+from scheduler.rules import (
+    ConnectorPolicy,
+    preference_order,
+    resolve_delay,
+    resolve_min_other_copies,
+)
+from workers.runtime import DEFAULT_MAX_RETRIES, DeleteLimits, DeleteRules, Runtime
+
+
+def open_catalog(url: str, *, auto_migrate: bool = True) -> pw.Database:
+    """Open the catalog at ``url``, bind the models to it, and bring its schema up to date."""
+    database = open_database(url)
+    try:
+        database.connect(reuse_if_open=True)
+    except (pw.OperationalError, pw.InterfaceError, pw.ProgrammingError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise pw.OperationalError(f"cannot open {redact_url(url)}: {detail}") from None
+    bind(database)
+    if auto_migrate:
+        migrate(database)
+    return database
+
+
+def worker_runtime(
+    config: Config,
+    database: pw.Database,
+    broker: dramatiq.Broker,
+    *,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    clock: Callable[[], datetime] = utcnow,
+) -> Runtime:
+    """What the workers of this configuration run with; nothing is contacted yet."""
+    return Runtime(
+        database=database,
+        broker=broker,
+        connectors={
+            name: functools.partial(build_connector, entry)
+            for name, entry in config.connectors.items()
+        },
+        preference=preference_order(config.policies),
+        delete_rules=delete_rules(config.policies),
+        max_retries=max_retries,
+        clock=clock,
+    )
+
+
+def delete_rules(policies: Mapping[str, ConnectorPolicy]) -> DeleteRules:
+    """The delete rules of ``policies`` as the workers re-check them (SPEC §5)."""
+
+    def limits(connector: str, *, data_slug: str, process_type: str, now: datetime) -> DeleteLimits:
+        policy = policies.get(connector)
+        rule = policy.delete if policy is not None else None
+        if rule is None:
+            return DeleteLimits(cutoff=None, min_other_copies=0)
+        facts = {"data_slug": data_slug, "process_type": process_type}
+        return DeleteLimits(
+            cutoff=cutoff(now, resolve_delay(rule, **facts).value),
+            min_other_copies=resolve_min_other_copies(rule, **facts).value,
+        )
+
+    return limits
 
 
 def build_connector(config: ConnectorConfig) -> Connector:

@@ -29,17 +29,16 @@ from catalog.models import AccessLog, Action, LocationFile, StorageLocation, utc
 from connectors.gcs import GCSConnector
 from connectors.hashing import hash_stream
 from connectors.s3 import S3Connector
-from resolwe_storage import jobs
 from resolwe_storage.api import StorageService
-from resolwe_storage.broker import make_broker
 from resolwe_storage.cli import main
-from resolwe_storage.cli_jobs import start_worker, stop_worker
 from resolwe_storage.config import Config, load_config
-from resolwe_storage.lease import Lease
-from resolwe_storage.runtime import open_catalog
-from resolwe_storage.scan import scan
+from resolwe_storage.wiring import open_catalog, worker_runtime
+from scheduler.lease import Lease
+from scheduler.scan import scan
 from tests.servers.faulty import Fault, FaultyProxy, faulty_proxy
 from tests.servers.moto import RestartableMoto
+from workers import actors, messages, process
+from workers.broker import make_broker
 
 pytest_plugins = ["tests.servers.redis"]
 
@@ -151,12 +150,12 @@ def test_copies_to_s3_and_gcs_then_deletes_that_keep_to_the_rules(
     gcs_bucket: str,
 ) -> None:
     config, database, broker = world
-    report = scan(config, database, broker, now=utcnow())
+    report = scan(config.policies, database, broker, now=utcnow())
     assert report.copies == 2 and report.jobs == 2  # the small files of a copy share a job
     # A second scheduler pass finds nothing new to queue.
-    assert scan(config, database, broker, now=utcnow()).jobs == 0
+    assert scan(config.policies, database, broker, now=utcnow()).jobs == 0
 
-    running = start_worker(config, database, broker, threads=4)
+    running = process.start(worker_runtime(config, database, broker), threads=4)
     try:
         wait_for(lambda: statuses() == {"local": "OK", "S3": "OK", "GCS": "OK"}, what="copies")
         gcs = GCSConnector("GCS", bucket=gcs_bucket, endpoint_url=fake_gcs_server)
@@ -169,15 +168,15 @@ def test_copies_to_s3_and_gcs_then_deletes_that_keep_to_the_rules(
         # Ten days on, deletes from S3 and GCS are due; each must leave two
         # other copies, so only one of them may go, whichever runs first.
         later = utcnow() + timedelta(days=10)
-        jobs.current().clock = lambda: later
-        report = scan(config, database, broker, now=later)
+        actors.current().clock = lambda: later
+        report = scan(config.policies, database, broker, now=later)
         assert report.deletes == 2
         wait_for(
             lambda: Action.select().where(Action.action == "delete").count() == 2,
             what="both delete jobs",
         )
     finally:
-        stop_worker(broker, running)
+        process.stop(running)
     outcomes = sorted(a.result for a in Action.select().where(Action.action == "delete"))
     assert outcomes == ["ok", "refused"]
     left = statuses()
@@ -190,14 +189,14 @@ def test_a_copy_locked_after_the_scan_is_not_deleted_by_its_job(
     gcs_bucket: str,
 ) -> None:
     config, database, broker = world
-    scan(config, database, broker, now=utcnow())
-    running = start_worker(config, database, broker, threads=4)
+    scan(config.policies, database, broker, now=utcnow())
+    running = process.start(worker_runtime(config, database, broker), threads=4)
     try:
         wait_for(lambda: statuses() == {"local": "OK", "S3": "OK", "GCS": "OK"}, what="copies")
         later = utcnow() + timedelta(days=10)
-        jobs.current().clock = lambda: later
+        actors.current().clock = lambda: later
         running.pause()
-        assert scan(config, database, broker, now=later).deletes == 2
+        assert scan(config.policies, database, broker, now=later).deletes == 2
         # A service starts reading the GCS copy after the scan planned its deletion.
         service = StorageService(config, database, broker)
         with service.reading("k", connector="GCS", reason="a reader"):
@@ -207,7 +206,7 @@ def test_a_copy_locked_after_the_scan_is_not_deleted_by_its_job(
                 what="both delete jobs",
             )
     finally:
-        stop_worker(broker, running)
+        process.stop(running)
     outcomes = {
         a.target: (a.result, a.error) for a in Action.select().where(Action.action == "delete")
     }
@@ -244,7 +243,7 @@ def test_two_schedulers_at_once_queue_each_job_once(
     def one() -> None:
         database.connect(reuse_if_open=True)
         try:
-            reports.append(scan(config, database, broker, now=utcnow()))
+            reports.append(scan(config.policies, database, broker, now=utcnow()))
         finally:
             database.close()
 
@@ -303,9 +302,11 @@ def test_a_worker_killed_mid_copy_has_its_job_redelivered_and_completed(
         assert copied_rows().count() == 1
         assert StorageLocation.select().count() == 2
         # The killed worker's lock on the source stays until its job's time
-        # limit has passed; then the scan closes it (tests/unit: test_jobs).
+        # limit has passed; then the scan closes it (tests/unit/workers/test_actors).
         [left] = AccessLog.select().where(AccessLog.finished.is_null())
-        longest = timedelta(milliseconds=jobs.time_limit_ms(300_000)) + jobs.DEFAULT_LOCK_MARGIN
+        longest = (
+            timedelta(milliseconds=messages.time_limit_ms(300_000)) + actors.DEFAULT_LOCK_MARGIN
+        )
         assert left.expires is not None and left.expires <= utcnow() + longest
     with s3_bucket.open_read("files/big.bin") as stream:
         assert stream.read() == (sample / "big.bin").read_bytes()
@@ -343,10 +344,10 @@ def test_a_redis_restarted_mid_run_loses_nothing(
     config = load_config(config_path)
     database = open_catalog(config.database)
     broker = make_broker(config.broker)
-    running = start_worker(config, database, broker, threads=2)
+    running = process.start(worker_runtime(config, database, broker), threads=2)
     try:
         running.pause()
-        assert scan(config, database, broker, now=utcnow()).jobs == 2
+        assert scan(config.policies, database, broker, now=utcnow()).jobs == 2
         # Redis dies with the jobs queued, and comes back empty.
         private_redis.stop()
         private_redis.start()
@@ -362,7 +363,7 @@ def test_a_redis_restarted_mid_run_loses_nothing(
             what="the copies after the restart",
         )
     finally:
-        stop_worker(broker, running)
+        process.stop(running)
     assert copied_rows().count() == 2 * len(FILES)
     for name, data in FILES.items():
         with s3_bucket.open_read(f"files/{name}") as stream:
@@ -377,7 +378,7 @@ def _scan_quietly(
     import redis
 
     try:
-        return scan(config, database, broker, now=utcnow() + ahead).resumed
+        return scan(config.policies, database, broker, now=utcnow() + ahead).resumed
     except redis.ConnectionError:
         return 0
 
@@ -392,7 +393,7 @@ def copying_through(
     config = load_config(config_path)
     database = open_catalog(config.database)
     broker = make_broker(config.broker)
-    assert scan(config, database, broker, now=utcnow()).copies == 1
+    assert scan(config.policies, database, broker, now=utcnow()).copies == 1
     try:
         yield config, database, broker
     finally:
@@ -419,7 +420,7 @@ def test_an_s3_outage_mid_run_holds_the_copy_back_and_loses_nothing(
         # The server goes away: every request's connection is cut.
         for method in ("GET", "HEAD", "PUT", "POST"):
             proxy.fail(Fault(method, r".", drop=True, times=None))
-        running = start_worker(config, database, broker, threads=2)
+        running = process.start(worker_runtime(config, database, broker), threads=2)
         try:
             wait_for(lambda: len(proxy.requests("GET", r".")) >= 2, what="tries during the outage")
             time.sleep(1)
@@ -428,7 +429,7 @@ def test_an_s3_outage_mid_run_holds_the_copy_back_and_loses_nothing(
             proxy.heal()  # back up, with everything it held before
             wait_for(lambda: statuses().get("S3") == "OK", seconds=60, what="the copy")
         finally:
-            stop_worker(broker, running)
+            process.stop(running)
         assert_copied_intact(s3_bucket)
         # Transient failures retried to success leave no failure in the history.
         assert Action.select().where(Action.result == "failed").count() == 0
@@ -453,7 +454,7 @@ def test_an_s3_server_restarted_mid_copy_loses_nothing(
     ):
         # The fourth file's upload is held on the way while the server dies.
         held = proxy.fail(Fault("PUT", r"part-3\.txt", hang=3.0))
-        running = start_worker(config, database, broker, threads=2)
+        running = process.start(worker_runtime(config, database, broker), threads=2)
         try:
             wait_for(lambda: held.hits == 1, what="the fourth upload")
             before = len(proxy.requests("PUT", r"part-"))
@@ -470,7 +471,7 @@ def test_an_s3_server_restarted_mid_copy_loses_nothing(
             proxy.heal()  # ... answers again
             wait_for(lambda: statuses().get("S3") == "OK", seconds=60, what="the copy")
         finally:
-            stop_worker(broker, running)
+            process.stop(running)
         assert_copied_intact(s3)
         # The retries sent only what was not recorded; what was is still
         # there, intact (checked above against every file's bytes).
@@ -493,11 +494,11 @@ def test_a_byte_damaged_on_the_way_is_caught_removed_and_copied_again(
         ),
     ):
         proxy.fail(Fault("PUT", r"/files/part-2\.txt", flip=7, times=1))
-        running = start_worker(config, database, broker, threads=2)
+        running = process.start(worker_runtime(config, database, broker), threads=2)
         try:
             wait_for(lambda: statuses().get("S3") == "OK", seconds=60, what="the copy")
         finally:
-            stop_worker(broker, running)
+            process.stop(running)
         assert_copied_intact(s3_bucket)
         assert len(proxy.requests("PUT", r"/files/part-2\.txt")) >= 2
         [failed] = Action.select().where(Action.result == "failed")

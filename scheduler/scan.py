@@ -1,11 +1,11 @@
 """One scheduler pass: plan, then enqueue the due work per file, in batches.
 
 For a due copy the target location is reserved (``PR``) in the catalog and
-its files are queued (``jobs.copy_jobs``: small files share a job, and so
+its files are queued (``workers.messages.copy_jobs``: small files share a job, and so
 do small items; a ``finish_copy`` job for an item without files); a reserved location is
 never planned again, so repeated scans do not queue a copy twice. Deletes
 and verifications are queued per file too, and carry a marker per
-location (``broker.Pending``, counting their jobs) until their last job
+location (``workers.broker.Pending``, counting their jobs) until their last job
 ends. Copies and deletes under way that stopped moving (their jobs lost)
 have what is left of them queued again.
 Locations are reserved in a transaction that commits before their jobs are
@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -49,15 +49,11 @@ from catalog.queries import (
     reserve_locations,
     writing,
 )
-from resolwe_storage.broker import (
-    UNREACHABLE,
-    BrokerUnavailable,
-    Pending,
-    answering,
-    enqueue_many,
-)
-from resolwe_storage.config import Config
-from resolwe_storage.jobs import (
+from scheduler.planning import DueItem, Planner
+from scheduler.policy import COPY, DELETE, REPAIR, VERIFY
+from scheduler.rules import ConnectorPolicy
+from workers.broker import UNREACHABLE, BrokerUnavailable, Pending, answering, enqueue_many
+from workers.messages import (
     PENDING_REPAIR,
     QUEUE_DELETE,
     QUEUE_VERIFY,
@@ -66,8 +62,6 @@ from resolwe_storage.jobs import (
     repair_messages,
     verify_messages,
 )
-from scheduler.planning import DueItem, Planner
-from scheduler.policy import COPY, DELETE, REPAIR, VERIFY
 
 #: Items whose work is reserved and queued per transaction and Redis round trip.
 DEFAULT_SCAN_BATCH = 1_000
@@ -100,6 +94,17 @@ class ScanReport:
     plan_seconds: float = 0.0
     seconds: float = 0.0
 
+    def summary(self) -> str:
+        """One line for an operator."""
+        return (
+            f"scan: {self.items} item(s) due; queued {self.jobs} job(s): "
+            f"{self.copies} copies, {self.deletes} deletes, {self.verifies} verifications, "
+            f"{self.repairs} repairs; "
+            f"{self.pending} already queued; {self.resumed} stalled copies resumed; "
+            f"{self.unlocked} expired locks closed; "
+            f"{self.seconds:.2f} s"
+        )
+
     def as_json(self) -> dict[str, int | float]:
         return {
             "items": self.items,
@@ -118,14 +123,14 @@ class ScanReport:
 
 
 def scan(
-    config: Config,
+    policies: Mapping[str, ConnectorPolicy],
     database: pw.Database,
     broker: dramatiq.Broker,
     *,
     now: datetime,
     resume_after: timedelta = DEFAULT_RESUME_AFTER,
 ) -> ScanReport:
-    """Plan at ``now`` and queue every due job; returns what was done.
+    """Plan ``policies`` at ``now`` and queue every due job; returns what was done.
 
     Also resumes copies under way that have not moved since ``now - resume_after``.
     """
@@ -134,7 +139,7 @@ def scan(
     # First, so the plan sees the locations those locks held as free. Real
     # time: a lock's end is a moment, whatever ``now`` the plan is made at.
     report.unlocked = _close_expired_locks()
-    due = list(Planner(config.policies, database).due(now=now))
+    due = list(Planner(policies, database).due(now=now))
     report.plan_seconds = time.monotonic() - began
     report.items = len(due)
     # Before this scan reserves anything: its own reservations are not stalled.

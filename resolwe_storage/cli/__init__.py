@@ -1,0 +1,63 @@
+"""The ``resolwe-storage`` command line (SPEC §6): one module per command group.
+
+==============  ==========================================================
+module          commands
+==============  ==========================================================
+``base``        the ``cli`` group, its ``Context``, the shared options
+``catalog``     ``migrate``, ``import``, ``status``, ``ingest``
+``plan``        ``plan`` (``--explain KEY``)
+``files``       ``url``, ``verify``
+``jobs``        ``scan``, ``scheduler``, ``worker``, ``run``
+``requests``    ``request copy``, ``request verify``
+``queues``      ``queues``
+==============  ==========================================================
+
+Each command module imports ``base`` and registers its commands on ``cli``;
+this package imports them all, and nothing imports it but the entry points
+(``resolwe-storage``, ``python -m resolwe_storage``, ``python -m
+resolwe_storage.cli``). Every command exits non-zero with a one-line
+``error: ...`` on bad input, and its ``--json`` output is machine-readable
+and stable.
+"""
+
+from __future__ import annotations
+
+import click
+import peewee as pw
+
+from catalog.errors import CatalogError
+from connectors.errors import ConnectorError
+from resolwe_storage.cli import catalog, files, jobs, plan, queues, requests
+from resolwe_storage.cli.base import cli
+from resolwe_storage.errors import UserError
+from workers.broker import BrokerUnavailable
+
+__all__ = ["cli", "main"]
+#: The command modules, registered on ``cli`` by being imported.
+COMMAND_MODULES = (catalog, files, jobs, plan, queues, requests)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the command line, turning every known error into one line."""
+    try:
+        code = cli.main(args=argv, prog_name="resolwe-storage", standalone_mode=False)
+        if isinstance(code, int):  # click hands back an Exit's code here
+            return code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        return 1
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return 2
+    except (UserError, CatalogError, ConnectorError, BrokerUnavailable) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except pw.DatabaseError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"error: database: {first}", err=True)
+        return 1
+    except BrokenPipeError:
+        return 0
+    return 0

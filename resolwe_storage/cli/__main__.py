@@ -1,0 +1,7 @@
+"""``python -m resolwe_storage.cli``: the command line, as ``resolwe-storage``."""
+
+import sys
+
+from resolwe_storage.cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""What every command shares: the ``cli`` group, its context, the common options.
+
+Command modules register on ``cli``; ``resolwe_storage.cli`` imports them all.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import click
+import peewee as pw
+
+from catalog.importing import parse_time
+from catalog.models import utcnow
+from resolwe_storage.config import Config, load_config
+from resolwe_storage.errors import InputError
+from resolwe_storage.wiring import open_catalog
+
+
+class Context:
+    """What every command shares: the configuration, and the catalog once opened."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+        self._database: pw.Database | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def database(self) -> pw.Database:
+        if self._database is None:
+            self._database = open_catalog(self.config.database)
+        return self._database
+
+    def open_unmigrated(self) -> pw.Database:
+        """The catalog, opened and bound but not migrated (for ``migrate`` itself)."""
+        if self._database is None:
+            self._database = open_catalog(self.config.database, auto_migrate=False)
+        return self._database
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def now_option(func: Any) -> Any:
+    return click.option(
+        "--now",
+        "now",
+        metavar="ISO-8601",
+        help="Evaluate the policies at this time instead of the current one (UTC if no zone).",
+    )(func)
+
+
+def parse_now(value: str | None) -> datetime:
+    if value is None:
+        return utcnow()
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise InputError(f"--now: {exc}") from None
+
+
+#: Levels ``--log-level`` takes.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    envvar="RESOLWE_STORAGE_CONFIG",
+    help="Configuration file (YAML, TOML or JSON); also $RESOLWE_STORAGE_CONFIG.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="warning",
+    show_default=True,
+    envvar="RESOLWE_STORAGE_LOG_LEVEL",
+    help="What goes to stderr: info tells of every job; also $RESOLWE_STORAGE_LOG_LEVEL.",
+)
+@click.version_option(package_name="resolwe-storage")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+    """Resolwe storage: a catalog of data copies and the policies that move them."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+    )
+    ctx.obj = Context(config_path)
+
+
+def broker_url(context: Context, command: str) -> str:
+    url = context.config.broker
+    if url is None:
+        raise InputError(
+            f"{command} needs a broker that workers share: set broker: redis://... "
+            "(or RESOLWE_STORAGE_BROKER); `run` works in one process without one"
+        )
+    return url

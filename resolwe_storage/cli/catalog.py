@@ -1,0 +1,157 @@
+"""Catalog commands: migrate, import, status, ingest."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from catalog.importing import import_document
+from catalog.queries import status_summary
+from resolwe_storage.cli.base import Context, cli, pass_context
+from resolwe_storage.errors import InputError
+
+
+@cli.command()
+@pass_context
+def migrate(context: Context) -> None:
+    """Create or upgrade the catalog schema (also done on first use)."""
+    from catalog.database import migrate as run_migrations
+
+    applied = run_migrations(context.open_unmigrated())
+    if applied:
+        click.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        click.echo("the catalog schema is up to date")
+
+
+@cli.command("import")
+@click.argument("source", metavar="FILE|-")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_context
+def import_command(context: Context, source: str, as_json: bool) -> None:
+    """Register items from a JSON import document; idempotent by key."""
+    document = _read_json(source)
+    config = context.config
+    result = import_document(document, connectors=set(config.connectors), database=context.database)
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    else:
+        click.echo(
+            f"imported: {result.created} created, {result.updated} updated, "
+            f"{result.unchanged} unchanged"
+        )
+
+
+def _read_json(source: str) -> Any:
+    name = "standard input" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a directory") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"{name}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{name}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+
+
+#: What the location status codes mean, for ``status``.
+LOCATION_STATES = {
+    "PR": "preparing",
+    "UP": "uploading",
+    "OK": "ok",
+    "DE": "deleting",
+    "DM": "damaged",
+}
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_context
+def status(context: Context, as_json: bool) -> None:
+    """Items by status; locations per connector and status; damaged copies, lost items."""
+    with context.database.atomic():
+        summary = status_summary()
+    unknown = sorted(set(summary["locations"]) - set(context.config.connectors))
+    summary["unconfigured_connectors"] = unknown
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    items = summary["items"]
+    by_status = ", ".join(f"{s} {n}" for s, n in items["by_status"].items()) or "none"
+    click.echo(f"items: {items['total']} ({by_status})")
+    names = sorted(set(context.config.connectors) | set(summary["locations"]))
+    for name in names:
+        counts = summary["locations"].get(name, {})
+        detail = (
+            ", ".join(f"{s} {n} ({LOCATION_STATES.get(s, s)})" for s, n in counts.items())
+            or "no locations"
+        )
+        flag = "  (not in the configuration)" if name in unknown else ""
+        click.echo(f"  {name}: {detail}{flag}")
+    if summary["damaged_locations"]:
+        click.echo(
+            f"damaged copies: {summary['damaged_locations']} (not counted; repaired by the scan)"
+        )
+    click.echo(f"open access logs: {summary['open_access_logs']}")
+    if summary["lost_items"]:
+        shown = "; ".join(
+            f"{lost['key']} ({', '.join(lost['files'][:3])}"
+            + (f" and {len(lost['files']) - 3} more)" if len(lost["files"]) > 3 else ")")
+            for lost in summary["lost"][:10]
+        )
+        more = summary["lost_items"] - min(len(summary["lost"]), 10)
+        click.echo(
+            f"LOST: {summary['lost_items']} item(s) with a file that has no good copy anywhere: "
+            f"{shown}{f' and {more} more' if more > 0 else ''}"
+        )
+
+
+@cli.command()
+@click.argument("connector")
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--key", required=True, help="The item's unique key.")
+@click.option("--slug", "data_slug", default="", help="The item's data slug.")
+@click.option("--process-type", default="", help="The item's process type, e.g. data:reads:")
+@click.option("--json", "as_json", is_flag=True, help="Print the registered item as JSON.")
+@pass_context
+def ingest(
+    context: Context,
+    connector: str,
+    directory: Path,
+    key: str,
+    data_slug: str,
+    process_type: str,
+    as_json: bool,
+) -> None:
+    """Hash the files of DIR under a local connector and register them as one item."""
+    from resolwe_storage.ingest import ingest_directory
+
+    summary = ingest_directory(
+        context.config,
+        context.database,
+        connector=connector,
+        directory=directory,
+        key=key,
+        data_slug=data_slug,
+        process_type=process_type,
+        progress=sys.stderr.isatty(),
+    )
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"ingested {summary['files']} file(s), {summary['bytes']} bytes, as item "
+            f"{key!r} on {connector}:{summary['url']} ({summary['result']})"
+        )

@@ -1,0 +1,312 @@
+"""The processes: ``scan`` once, the ``scheduler``, the ``worker`` pool, ``run`` (both in one).
+
+The commands build what each process runs with from the configuration
+(``resolwe_storage.wiring``) and hand it to ``scheduler.loop`` and
+``workers.process``, which do the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+import dramatiq
+import peewee as pw
+from dramatiq.brokers.redis import RedisBroker
+
+from catalog.models import Action, utcnow
+from resolwe_storage.cli.base import Context, broker_url, cli, now_option, parse_now, pass_context
+from resolwe_storage.errors import InputError, UserError
+from resolwe_storage.wiring import worker_runtime
+from scheduler.lease import Lease
+from scheduler.loop import DEFAULT_SCAN_INTERVAL, SCHEDULER_LEASE, ScanLoop
+from scheduler.scan import ScanReport, scan
+from workers import process
+from workers.broker import UNREACHABLE, answering, make_broker
+from workers.messages import QUEUES
+from workers.runtime import DEFAULT_MAX_RETRIES
+
+#: Retries of a transient failure in ``run --once``.
+DEFAULT_ONCE_RETRIES = 2
+
+
+def _until_signalled() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (as Kubernetes and Ctrl-C stop us)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _print(report: ScanReport) -> None:
+    click.echo(report.summary())
+
+
+_interval_option = click.option(
+    "--interval",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_SCAN_INTERVAL,
+    show_default=True,
+    help="Seconds between scans.",
+)
+_threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=process.DEFAULT_THREADS,
+    show_default=True,
+    help="Worker threads per process.",
+)
+
+
+def _queues(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return QUEUES
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = sorted(set(names) - set(QUEUES))
+    if unknown or not names:
+        raise InputError(
+            f"--queues: unknown queue(s) {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(QUEUES)}"
+        )
+    return names
+
+
+@cli.command("scan")
+@now_option
+@click.option("--json", "as_json", is_flag=True, help="Print what was queued as JSON.")
+@pass_context
+def scan_command(context: Context, now: str | None, as_json: bool) -> None:
+    """One scheduler pass: queue every due copy, delete and verification, per file."""
+    moment = parse_now(now)
+    broker = make_broker(broker_url(context, "scan"))
+    report = scan(context.config.policies, context.database, broker, now=moment)
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+    else:
+        _print(report)
+
+
+@cli.command()
+@_interval_option
+@click.option("--once", is_flag=True, help="Scan once (if holding the lease), then exit.")
+@pass_context
+def scheduler(context: Context, interval: float, once: bool) -> None:
+    """Scan the catalog every --interval seconds and queue the due jobs.
+
+    Any number of replicas may run: a lease in Redis lets one scan at a time,
+    and another takes over within seconds when its holder dies.
+    """
+    broker = make_broker(broker_url(context, "scheduler"))
+    loop = ScanLoop(
+        context.config.policies,
+        context.database,
+        broker,
+        lease=Lease(broker.client, SCHEDULER_LEASE),  # type: ignore[attr-defined]
+        report=_print,
+    )
+    if once:
+        # One pass, as a command: a broker or catalog out of reach is its error line.
+        if loop.once() is None:
+            click.echo("another scheduler holds the lease; not scanning")
+        return
+    loop.run(_until_signalled(), interval=interval)
+
+
+@cli.command()
+@click.option(
+    "--processes", type=click.IntRange(min=1), default=1, show_default=True, help="Processes."
+)
+@_threads_option
+@click.option("--queues", metavar="Q[,Q...]", help="Only these queues (copy, delete, verify).")
+@pass_context
+def worker(context: Context, processes: int, threads: int, queues: str | None) -> None:
+    """Run jobs from the broker until stopped (SIGTERM lets running jobs finish)."""
+    chosen = _queues(queues)
+    url = broker_url(context, "worker")
+    if processes > 1:
+        _fork_workers(context, processes, threads, chosen)
+        return
+    runtime = worker_runtime(context.config, context.database, make_broker(url))
+    running = process.start(runtime, threads=threads, queues=chosen)
+    click.echo(f"worker: {threads} thread(s) on {', '.join(chosen)}", err=True)
+    try:
+        _until_signalled().wait()
+    finally:
+        process.stop(running)
+
+
+def _fork_workers(context: Context, processes: int, threads: int, queues: Sequence[str]) -> None:
+    """Run ``processes`` single-process workers; pass SIGTERM and SIGINT on to them."""
+    command = [sys.executable, "-m", "resolwe_storage"]
+    if context.config_path:
+        command += ["--config", context.config_path]
+    command += ["worker", "--threads", str(threads), "--queues", ",".join(queues)]
+    # They log as this one does (``--log-level``).
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    env = {**os.environ, "RESOLWE_STORAGE_LOG_LEVEL": level}
+    children = [subprocess.Popen(command, env=env) for _ in range(processes)]
+    stop = _until_signalled()
+    while not stop.is_set() and all(child.poll() is None for child in children):
+        stop.wait(1)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    failed = [child.wait() for child in children]
+    if stop.is_set():
+        return
+    raise InputError(f"a worker process exited ({', '.join(map(str, failed))}); stopped the rest")
+
+
+@cli.command()
+@now_option
+@click.option("--once", is_flag=True, help="Scan once, run every job, print the outcome, exit.")
+@_interval_option
+@_threads_option
+@click.option("--json", "as_json", is_flag=True, help="With --once: print the outcome as JSON.")
+@pass_context
+def run(
+    context: Context,
+    now: str | None,
+    once: bool,
+    interval: float,
+    threads: int,
+    as_json: bool,
+) -> None:
+    """Scheduler and workers in one process (the embedded default needs no servers)."""
+    moment = parse_now(now) if now is not None else None
+    broker = make_broker(context.config.broker)
+    database = context.database
+    if isinstance(broker, RedisBroker):
+        # Out of reach, nothing is started: one line, not a worker's complaints.
+        with answering(broker, what="nothing was done"):
+            broker.client.ping()
+    began = utcnow()
+    clock = utcnow if moment is None else (lambda: moment)
+    # One pass should end: a failing job gets a couple of quick retries, not hours of them.
+    retries = DEFAULT_ONCE_RETRIES if once else DEFAULT_MAX_RETRIES
+    runtime = worker_runtime(context.config, database, broker, max_retries=retries, clock=clock)
+    running = process.start(runtime, threads=threads)
+    try:
+        if once:
+            report = scan(context.config.policies, database, broker, now=clock())
+            with answering(broker, what="the jobs queued may not all have run"):
+                for queue in QUEUES:
+                    _join(broker, queue)
+            outcome = _outcome(began)
+            failures = _failures(began)
+            lost = _lost()
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        {
+                            "scan": report.as_json(),
+                            "actions": outcome,
+                            "failed": failures,
+                            "lost": lost,
+                        }
+                    )
+                )
+            else:
+                _print(report)
+                click.echo(_describe(outcome))
+            if failures or lost:
+                raise UserError(_trouble(failures, lost))
+            return
+        ScanLoop(context.config.policies, database, broker, clock=clock, report=_print).run(
+            _until_signalled(), interval=interval
+        )
+    finally:
+        with contextlib.suppress(*UNREACHABLE):
+            process.stop(running)
+
+
+def _failures(since: datetime) -> list[dict[str, Any]]:
+    """The failures for good recorded since ``since``: what, of which item, where, why."""
+    rows = (
+        Action.select()
+        .where((Action.started >= since) & (Action.result == "failed"))
+        .order_by(Action.id)
+    )
+    return [
+        {
+            "action": row.action,
+            "key": row.item_key,
+            "target": row.target,
+            "path": row.path,
+            "error": row.error,
+        }
+        for row in rows
+    ]
+
+
+def _lost() -> list[dict[str, Any]]:
+    from catalog.integrity import keys_of, lost_files
+
+    lost = lost_files(limit=100)
+    keys = keys_of(lost)
+    return [{"key": keys.get(item_id), "files": paths} for item_id, paths in lost.items()]
+
+
+def _trouble(failures: list[dict[str, Any]], lost: list[dict[str, Any]]) -> str:
+    """One line: the jobs that failed for good, and the items lost."""
+    parts = []
+    if failures:
+        first = failures[0]
+        where = (
+            f" to {first['target']}"
+            if first["action"] == "copy"
+            else (f" on {first['target']}" if first["target"] else "")
+        )
+        parts.append(
+            f"{len(failures)} job(s) failed for good, first: {first['action']} of "
+            f"{first['key']!r}{where}: {first['error']}"
+        )
+    if lost:
+        parts.append(
+            f"{len(lost)} item(s) LOST (a file with no good copy anywhere): "
+            + ", ".join(str(entry["key"]) for entry in lost[:5])
+        )
+    return "; ".join(parts)
+
+
+def _join(broker: dramatiq.Broker, queue: str) -> None:
+    if hasattr(broker, "dead_letters"):  # the in-process broker
+        broker.join(queue, fail_fast=False)  # type: ignore[call-arg]
+    else:
+        broker.join(queue)
+        time.sleep(0.1)
+
+
+def _outcome(since: Any) -> dict[str, dict[str, int]]:
+    """Counts of the actions recorded since ``since``, by action and result."""
+    counts: dict[str, dict[str, int]] = {}
+    rows = (
+        Action.select(Action.action, Action.result, pw.fn.COUNT(Action.id))
+        .where(Action.started >= since)
+        .group_by(Action.action, Action.result)
+        .tuples()
+    )
+    for action, result, count in rows:
+        counts.setdefault(action, {})[result] = count
+    return counts
+
+
+def _describe(outcome: dict[str, dict[str, int]]) -> str:
+    if not outcome:
+        return "done: nothing to do"
+    parts = [
+        f"{action} " + ", ".join(f"{count} {result}" for result, count in sorted(results.items()))
+        for action, results in sorted(outcome.items())
+    ]
+    return "done: " + "; ".join(parts)

@@ -1,0 +1,138 @@
+"""The scheduler process: a scan every interval, by whichever replica holds the lease.
+
+Any number of replicas may run: a lease in Redis (``scheduler.lease``)
+lets one scan at a time, and another takes over within seconds when its
+holder dies. APScheduler runs the scan every ``interval`` seconds (a run
+that overlaps the last is skipped, not queued) and extends the lease three
+times per its time to live, during a long scan too. An outage of the
+broker or the catalog is logged once when it starts and once when it ends;
+the loop carries on meanwhile. ``run`` (one process, no lease) uses the
+same loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+import dramatiq
+import peewee as pw
+
+from catalog.models import utcnow
+from scheduler.lease import Lease
+from scheduler.rules import ConnectorPolicy
+from scheduler.scan import ScanReport, scan
+from workers.broker import UNREACHABLE, BrokerUnavailable, Outage, answering
+
+#: Seconds between scans.
+DEFAULT_SCAN_INTERVAL = 60
+#: Name of the scheduler's lease in Redis.
+SCHEDULER_LEASE = "resolwe-storage:scheduler-lease"
+
+logger = logging.getLogger(__name__)
+
+
+class ScanLoop:
+    """Scans ``policies`` into ``broker``: once, or every interval until stopped.
+
+    ``lease``: scan only while holding it (None: this process is the only
+    scheduler). ``clock`` gives the time the policies are evaluated at;
+    ``report`` receives each scan's report.
+    """
+
+    def __init__(
+        self,
+        policies: Mapping[str, ConnectorPolicy],
+        database: pw.Database,
+        broker: dramatiq.Broker,
+        *,
+        lease: Lease | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        report: Callable[[ScanReport], None] = lambda _: None,
+    ) -> None:
+        self.policies = policies
+        self.database = database
+        self.broker = broker
+        self.lease = lease
+        self.clock = clock
+        self.report = report
+        self.broker_down = Outage("the broker (Redis)", logger)
+        self.catalog_down = Outage("the catalog database", logger)
+
+    def keep_lease(self) -> bool:
+        """Take or extend the lease; True while this replica holds it (or needs none)."""
+        if self.lease is None:
+            return True
+        try:
+            held = self.lease.hold()
+        except UNREACHABLE as exc:
+            self.broker_down.failed(exc)
+            return False
+        self.broker_down.ok()
+        return held
+
+    def tick(self) -> ScanReport | None:
+        """One scan if this replica holds the lease; outages are logged, not raised."""
+        if not self.keep_lease():
+            logger.info("not holding the lease; not scanning")
+            return None
+        try:
+            with self.database.connection_context():
+                done = scan(self.policies, self.database, self.broker, now=self.clock())
+        except BrokerUnavailable as exc:
+            self.broker_down.failed(exc)
+            return None
+        except (pw.DatabaseError, pw.InterfaceError) as exc:
+            self.catalog_down.failed(exc)
+            return None
+        self.broker_down.ok()
+        self.catalog_down.ok()
+        self.report(done)
+        return done
+
+    def once(self) -> ScanReport | None:
+        """One scan, as a command: an outage raises; None when another replica holds the lease."""
+        with answering(self.broker, what="nothing was queued"):
+            if self.lease is not None and not self.lease.hold():
+                return None
+            try:
+                with self.database.connection_context():
+                    done = scan(self.policies, self.database, self.broker, now=self.clock())
+            finally:
+                if self.lease is not None:
+                    self.lease.release()
+        self.report(done)
+        return done
+
+    def run(self, stop: threading.Event, *, interval: float = DEFAULT_SCAN_INTERVAL) -> None:
+        """Scan now, then every ``interval`` seconds, until ``stop`` is set; then free the lease."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        # APScheduler tells of every run of every job at info.
+        logging.getLogger("apscheduler").setLevel(
+            max(logging.WARNING, logging.getLogger().getEffectiveLevel())
+        )
+        runner = BackgroundScheduler(timezone="UTC")
+        # The first scan now; a scan still running when the next is due skips it.
+        runner.add_job(
+            self.tick,
+            "interval",
+            seconds=interval,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
+        if self.lease is not None:
+            # Keep the lease between scans (and during a long one).
+            runner.add_job(self.keep_lease, "interval", seconds=max(self.lease.ttl_ms / 3000, 1))
+        runner.start()
+        try:
+            stop.wait()
+        finally:
+            runner.shutdown(wait=False)
+            if self.lease is not None:
+                with contextlib.suppress(*UNREACHABLE):
+                    self.lease.release()

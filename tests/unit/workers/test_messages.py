@@ -1,0 +1,95 @@
+"""The queue contract's builders: how work is cut into jobs, and each job's time limit."""
+
+from __future__ import annotations
+
+import itertools
+
+import dramatiq
+
+from workers import messages
+
+
+def test_time_limits_grow_with_the_file() -> None:
+    small = messages.time_limit_ms(1)
+    large = messages.time_limit_ms(10 * 1024**3)
+    assert small == messages.DEFAULT_TIME_LIMIT_MS and large > small + 3_600_000
+
+
+def job_files(queued: list[dramatiq.Message]) -> list[list[tuple[int, str]]]:
+    """Each copy job's files, as (item id, path), in order."""
+    found = []
+    for m in queued:
+        if m.actor_name == messages.ACTOR_COPY_MANY:
+            item_id, _, paths = m.args
+            found.append([(item_id, path) for path in paths])
+        else:
+            assert m.actor_name == messages.ACTOR_COPY_ITEMS
+            found.append([(item_id, path) for item_id, paths in m.args[1] for path in paths])
+    return found
+
+
+def test_small_files_share_jobs_up_to_a_count_and_a_size() -> None:
+    mib = 1024 * 1024
+    limit = messages.DEFAULT_JOB_FILES
+    files = [(f"s{n:03d}", 10) for n in range(limit + 1)]
+    files += [("big", messages.DEFAULT_JOB_BYTES + 1), ("after-1", 40 * mib), ("after-2", 40 * mib)]
+    queued = messages.copy_messages(7, "S3", files)
+
+    assert {m.actor_name for m in queued} == {messages.ACTOR_COPY_MANY}
+    assert all(m.args[:2] == (7, "S3") for m in queued)
+    groups = [m.args[2] for m in queued]
+    # A file above DEFAULT_JOB_BYTES alone; the rest in as few jobs as the
+    # limits allow (two), even; the second cut again where its bytes fill.
+    assert groups[0] == ["big"]
+    small = [path for path, size in files if size < messages.DEFAULT_JOB_BYTES]
+    assert [path for group in groups[1:] for path in group] == small
+    assert [len(group) for group in groups[1:]] == [65, 65, 1]
+    assert groups[-1] == ["after-2"]
+    # The time limit grows with the job's bytes.
+    assert queued[0].options["time_limit"] > queued[1].options["time_limit"]
+    assert [m.actor_name for m in messages.copy_messages(7, "S3", [])] == [messages.ACTOR_FINISH]
+
+
+def test_small_items_share_jobs_as_few_and_as_even_as_the_limits_allow() -> None:
+    limit = messages.DEFAULT_JOB_FILES
+    items = [(item, [(f"f{n:02d}", 16_384) for n in range(10)]) for item in range(200)]
+    queued = messages.copy_jobs("S3", items)
+    groups = job_files(queued)
+
+    # 2,000 files: the fewest jobs the limit allows, their sizes a file apart
+    # at most (no straggler the pool would wait on at the end).
+    assert len(groups) == -(-2000 // limit)
+    sizes = [len(group) for group in groups]
+    assert max(sizes) <= limit
+    assert max(sizes) - min(sizes) <= 1
+    # Every file once, in order; an item is cut only where a job ends.
+    flat = [entry for group in groups for entry in group]
+    assert flat == [(item, path) for item, files in items for path, _ in files]
+    for first, second in itertools.pairwise(groups):
+        shared = {item for item, _ in first} & {item for item, _ in second}
+        assert shared <= {first[-1][0]}
+    assert all(
+        m.options["time_limit"] == messages.time_limit_ms(16_384 * len(g))
+        for m, g in zip(queued, groups, strict=True)
+    )
+
+
+def test_items_without_files_finish_and_large_files_go_alone() -> None:
+    small = [("a.txt", 10), ("b.txt", 10)]
+    items = [
+        (1, small),
+        (2, []),
+        (3, small),
+        (5, [("huge", messages.DEFAULT_JOB_BYTES + 1)]),
+        (6, small),
+    ]
+    summary = [(m.actor_name, m.args) for m in messages.copy_jobs("S3", items)]
+    pair = ["a.txt", "b.txt"]
+    assert summary == [
+        (messages.ACTOR_FINISH, (2, "S3")),
+        (messages.ACTOR_COPY_MANY, (5, "S3", ["huge"])),
+        (messages.ACTOR_COPY_ITEMS, ("S3", [[1, pair], [3, pair], [6, pair]])),
+    ]
+    [one] = messages.copy_jobs("S3", [(4, small)])
+    assert (one.actor_name, one.args) == (messages.ACTOR_COPY_MANY, (4, "S3", pair))
+    assert one.options["time_limit"] == messages.time_limit_ms(20)
