@@ -33,7 +33,6 @@ from resolwe_storage.api import StorageService
 from resolwe_storage.cli import main
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.wiring import open_catalog, worker_runtime
-from scheduler.lease import Lease
 from scheduler.scan import scan
 from tests.servers.faulty import Fault, FaultyProxy, faulty_proxy
 from tests.servers.moto import RestartableMoto
@@ -218,20 +217,6 @@ def test_a_copy_locked_after_the_scan_is_not_deleted_by_its_job(
     for name, data in FILES.items():
         with gcs.open_read(f"files/{name}") as stream:
             assert stream.read() == data
-
-
-def test_lease_one_holder_and_a_quick_takeover(redis_url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    first = Lease(client, "test-lease", ttl_ms=300)
-    second = Lease(client, "test-lease", ttl_ms=300)
-    assert first.hold() and not second.hold()
-    assert first.hold()  # extended by its holder
-    time.sleep(0.4)  # the holder died: nobody extends it
-    assert second.hold() and not first.hold()
-    second.release()
-    assert first.hold()
 
 
 def test_two_schedulers_at_once_queue_each_job_once(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import dramatiq
 
@@ -93,3 +94,48 @@ def test_items_without_files_finish_and_large_files_go_alone() -> None:
     [one] = messages.copy_jobs("S3", [(4, small)])
     assert (one.actor_name, one.args) == (messages.ACTOR_COPY_MANY, (4, "S3", pair))
     assert one.options["time_limit"] == messages.time_limit_ms(20)
+
+
+#: The keys of a job on Redis (``workers.messages`` documents them).
+STORED_KEYS = {
+    "queue_name",
+    "actor_name",
+    "args",
+    "kwargs",
+    "options",
+    "message_id",
+    "message_timestamp",
+}
+
+
+def body(job: dramatiq.Message) -> tuple[str, str, list[object]]:
+    """(queue, actor, args) of a job as it is stored on Redis; the other keys checked."""
+    stored = json.loads(job.encode())
+    assert set(stored) == STORED_KEYS
+    assert stored["kwargs"] == {}
+    return stored["queue_name"], stored["actor_name"], stored["args"]
+
+
+def test_the_builders_write_the_documented_format() -> None:
+    """Literal names and argument orders: a rename here breaks every service that enqueues."""
+    files = [("a.txt", 10), ("b.txt", 20)]
+    [one] = messages.copy_jobs("S3", [(7, files)])
+    assert body(one) == ("copy", "copy_files", [7, "S3", ["a.txt", "b.txt"]])
+    [two] = messages.copy_jobs("S3", [(7, files[:1]), (8, files[1:])])
+    assert body(two) == ("copy", "copy_items", ["S3", [[7, ["a.txt"]], [8, ["b.txt"]]]])
+    [empty] = messages.copy_jobs("S3", [(9, [])])
+    assert body(empty) == ("copy", "finish_copy", [9, "S3"])
+    [verify] = messages.verify_messages(7, "GCS", files)
+    assert body(verify) == ("verify", "verify_files", [7, "GCS", ["a.txt", "b.txt"]])
+    [delete] = messages.delete_messages(7, "local", files)
+    assert body(delete) == ("delete", "delete_files", [7, "local", ["a.txt", "b.txt"]])
+    [repair] = messages.repair_messages(7, "S3", files)
+    assert body(repair) == ("copy", "repair_location", [7, "S3"])
+    assert messages.QUEUES == ("copy", "delete", "verify")
+    assert (messages.ACTOR_COPY, messages.ACTOR_DELETE, messages.ACTOR_VERIFY) == (
+        "copy_file",
+        "delete_location",
+        "verify_location",
+    )
+    # Every job carries its time limit, grown with its bytes.
+    assert json.loads(one.encode())["options"]["time_limit"] == messages.time_limit_ms(30)

@@ -1,0 +1,142 @@
+"""The scheduler's lease and loop on a real Redis: one replica scans, another takes over.
+
+The runtime is built here, as the wiring would from a configuration: the
+policies as ``scheduler.rules`` values, a SQLite catalog, the Redis broker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import peewee as pw
+import pytest
+import redis
+
+from catalog.database import bind, migrate, open_database
+from catalog.models import FileStorage, ReferencedPath, StorageLocation, utcnow
+from scheduler.lease import Lease
+from scheduler.loop import ScanLoop
+from scheduler.rules import ConnectorPolicy, Rule
+from scheduler.scan import ScanReport
+from workers.broker import make_broker
+from workers.messages import QUEUE_COPY
+
+pytest_plugins = ["tests.servers.redis"]
+
+#: Generous: a slow machine passes; the waits end as soon as the thing happens.
+DEADLINE_S = 30.0
+POLICIES = {
+    "local": ConnectorPolicy("local", priority=0),
+    "backup": ConnectorPolicy("backup", priority=10, copy=Rule(delay=0)),
+}
+
+
+def wait_for(condition: Callable[[], bool], what: str, *, within: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {within} s: {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[pw.Database]:
+    database = open_database(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    database.connect()
+    migrate(database)
+    bind(database)
+    yield database
+    database.close()
+
+
+def add_item(key: str) -> None:
+    item = FileStorage.create(key=key, created=utcnow() - timedelta(days=1))
+    StorageLocation.create(
+        file_storage=item, connector_name="local", url=key, status="OK", last_update=item.created
+    )
+    ReferencedPath.create(file_storage=item, path="a.txt", size=3)
+
+
+def test_a_lease_has_one_holder_and_is_taken_over_once_it_lapses(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    first = Lease(client, "test-lease", ttl_ms=300)
+    second = Lease(client, "test-lease", ttl_ms=300)
+    assert first.hold() and not second.hold()
+    assert first.hold()  # extended by its holder
+    # The holder dies: nobody extends it, and the key lapses by itself.
+    wait_for(lambda: client.exists("test-lease") == 0, "the lease lapsed")
+    assert second.hold() and not first.hold()
+    second.release()
+    assert first.hold()
+    client.close()
+
+
+def test_only_the_replica_holding_the_lease_scans_and_another_takes_over(
+    redis_url: str, catalog: pw.Database
+) -> None:
+    add_item("one")
+    broker = make_broker(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    scans: dict[str, list[ScanReport]] = {"a": [], "b": []}
+    loops = {
+        name: ScanLoop(
+            POLICIES,
+            catalog,
+            broker,
+            lease=Lease(client, "test-scheduler", ttl_ms=1_000),
+            report=scans[name].append,
+        )
+        for name in scans
+    }
+    stops = {name: threading.Event() for name in scans}
+    threads = {
+        name: threading.Thread(target=loops[name].run, args=(stops[name],), kwargs={"interval": 1})
+        for name in scans
+    }
+    try:
+        threads["a"].start()
+        wait_for(lambda: bool(scans["a"]), "the first replica scanned")
+        threads["b"].start()
+        # A few intervals: the holder scans again, the other never.
+        wait_for(lambda: len(scans["a"]) >= 3, "the holder scanned every interval")
+        assert scans["b"] == []
+        assert sum(report.copies for report in scans["a"]) == 1  # queued once
+        assert broker.client.llen(f"dramatiq:{QUEUE_COPY}") == 1  # type: ignore[attr-defined]
+        # The holder stops (its lease released): the other takes over.
+        stops["a"].set()
+        threads["a"].join(DEADLINE_S)
+        wait_for(lambda: bool(scans["b"]), "the other replica took over")
+        add_item("two")
+        wait_for(lambda: sum(r.copies for r in scans["b"]) == 1, "the new item was queued")
+        assert broker.client.llen(f"dramatiq:{QUEUE_COPY}") == 2  # type: ignore[attr-defined]
+    finally:
+        for stop in stops.values():
+            stop.set()
+        for thread in threads.values():
+            if thread.is_alive():
+                thread.join(DEADLINE_S)
+        client.close()
+        broker.close()
+
+
+def test_one_scan_as_a_command_waits_for_no_one_and_frees_the_lease(
+    redis_url: str, catalog: pw.Database
+) -> None:
+    add_item("one")
+    broker = make_broker(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    other = Lease(client, "test-scheduler", ttl_ms=60_000)
+    loop = ScanLoop(POLICIES, catalog, broker, lease=Lease(client, "test-scheduler"))
+    assert other.hold()
+    assert loop.once() is None  # another replica holds it: nothing scanned
+    assert broker.client.llen(f"dramatiq:{QUEUE_COPY}") == 0  # type: ignore[attr-defined]
+    other.release()
+    report = loop.once()
+    assert report is not None and report.copies == 1
+    assert client.exists("test-scheduler") == 0  # freed for the replicas that run on
+    client.close()
+    broker.close()
