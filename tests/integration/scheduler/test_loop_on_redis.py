@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import peewee as pw
 import pytest
 import redis
 
-from catalog.database import bind, migrate, open_database
 from catalog.models import FileStorage, ReferencedPath, StorageLocation, utcnow
 from scheduler.lease import Lease
 from scheduler.loop import ScanLoop
@@ -43,16 +41,6 @@ def wait_for(condition: Callable[[], bool], what: str, *, within: float = DEADLI
         time.sleep(0.02)
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[pw.Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
-    database.connect()
-    migrate(database)
-    bind(database)
-    yield database
-    database.close()
-
-
 def add_item(key: str) -> None:
     item = FileStorage.create(key=key, created=utcnow() - timedelta(days=1))
     StorageLocation.create(
@@ -76,7 +64,7 @@ def test_a_lease_has_one_holder_and_is_taken_over_once_it_lapses(redis_url: str)
 
 
 def test_only_the_replica_holding_the_lease_scans_and_another_takes_over(
-    redis_url: str, catalog: pw.Database
+    redis_url: str, sqlite_db: pw.Database
 ) -> None:
     add_item("one")
     broker = make_broker(redis_url)
@@ -85,7 +73,7 @@ def test_only_the_replica_holding_the_lease_scans_and_another_takes_over(
     loops = {
         name: ScanLoop(
             POLICIES,
-            catalog,
+            sqlite_db,
             broker,
             lease=Lease(client, "test-scheduler", ttl_ms=1_000),
             report=scans[name].append,
@@ -124,13 +112,13 @@ def test_only_the_replica_holding_the_lease_scans_and_another_takes_over(
 
 
 def test_one_scan_as_a_command_waits_for_no_one_and_frees_the_lease(
-    redis_url: str, catalog: pw.Database
+    redis_url: str, sqlite_db: pw.Database
 ) -> None:
     add_item("one")
     broker = make_broker(redis_url)
     client = redis.Redis.from_url(redis_url)
     other = Lease(client, "test-scheduler", ttl_ms=60_000)
-    loop = ScanLoop(POLICIES, catalog, broker, lease=Lease(client, "test-scheduler"))
+    loop = ScanLoop(POLICIES, sqlite_db, broker, lease=Lease(client, "test-scheduler"))
     assert other.hold()
     assert loop.once() is None  # another replica holds it: nothing scanned
     assert broker.client.llen(f"dramatiq:{QUEUE_COPY}") == 0  # type: ignore[attr-defined]

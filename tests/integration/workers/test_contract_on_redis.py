@@ -12,7 +12,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ import peewee as pw
 import pytest
 import redis
 
-from catalog.database import bind, migrate, open_database
 from catalog.models import Action, FileStorage, ReferencedPath, StorageLocation, utcnow
 from catalog.queries import reserve_location
 from connectors.hashing import hash_stream
@@ -74,16 +73,6 @@ def delete_from_backup(
     return DeleteLimits(cutoff=now, min_other_copies=1)
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[pw.Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
-    database.connect()
-    migrate(database)
-    bind(database)
-    yield database
-    database.close()
-
-
 def start(tmp_path: Path, database: pw.Database, url: str, rules: Any) -> Any:
     return process.start(
         Runtime(
@@ -124,7 +113,7 @@ def status_on(item: FileStorage, connector: str) -> str | None:
 
 
 def test_copies_and_a_verification_written_by_hand_are_run(
-    tmp_path: Path, redis_url: str, catalog: pw.Database
+    tmp_path: Path, redis_url: str, sqlite_db: pw.Database
 ) -> None:
     one, two, three = (an_item(tmp_path, key) for key in ("one", "two", "three"))
     for item in (one, two, three):
@@ -134,7 +123,7 @@ def test_copies_and_a_verification_written_by_hand_are_run(
     push(client, "copy", "copy_items", "backup", [[two.id, ["reads.fastq", "deep/counts.tsv"]]])
     push(client, "copy", "copy_file", three.id, "backup", "reads.fastq")
     push(client, "copy", "copy_file", three.id, "backup", "deep/counts.tsv")
-    worker = start(tmp_path, catalog, redis_url, never_delete)
+    worker = start(tmp_path, sqlite_db, redis_url, never_delete)
     try:
         wait_for(
             lambda: {status_on(item, "backup") for item in (one, two, three)} == {"OK"},
@@ -159,13 +148,13 @@ def test_copies_and_a_verification_written_by_hand_are_run(
 
 
 def test_a_delete_written_by_hand_keeps_to_the_rules(
-    tmp_path: Path, redis_url: str, catalog: pw.Database
+    tmp_path: Path, redis_url: str, sqlite_db: pw.Database
 ) -> None:
     item = an_item(tmp_path, "one")
     reserve_location(item.id, "backup", url="one")
     client = redis.Redis.from_url(redis_url)
     push(client, "copy", "copy_files", item.id, "backup", sorted(FILES))
-    worker = start(tmp_path, catalog, redis_url, delete_from_backup)
+    worker = start(tmp_path, sqlite_db, redis_url, delete_from_backup)
     try:
         wait_for(lambda: status_on(item, "backup") == "OK", "the copy was made")
         # The preferred copy (local) is never deleted, whatever the message says.
