@@ -19,7 +19,7 @@ import peewee as pw
 from peewee_migrate import Router
 
 from catalog.errors import DatabaseURLError
-from catalog.models import ALL_MODELS, database_proxy
+from catalog.models import database_proxy
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -217,10 +217,3 @@ def _router(database: pw.Database) -> Router:
     quiet = logging.getLogger("peewee_migrate.quiet")
     quiet.setLevel(logging.WARNING)
     return Router(database, migrate_dir=MIGRATIONS_DIR, logger=quiet)
-
-
-def drop_all(database: pw.Database) -> None:
-    """Drop every catalog table and the migration history (tests only)."""
-    with database.atomic():
-        database.drop_tables(list(ALL_MODELS), safe=True, cascade=is_postgres(database))
-        database.execute_sql("DROP TABLE IF EXISTS migratehistory")

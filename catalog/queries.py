@@ -234,25 +234,6 @@ def close_expired_locks(now: datetime) -> list[AccessLog]:
     return expired
 
 
-def item_totals(item_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
-    """Files and bytes (a missing size counts as 0) of each item, by item id."""
-    totals: dict[int, tuple[int, int]] = {}
-    for start in range(0, len(item_ids), DEFAULT_RESERVE_BATCH):
-        chunk = list(item_ids[start : start + DEFAULT_RESERVE_BATCH])
-        for item_id, files, size in (
-            ReferencedPath.select(
-                ReferencedPath.file_storage,
-                pw.fn.COUNT(ReferencedPath.id),
-                pw.fn.COALESCE(pw.fn.SUM(ReferencedPath.size), 0),
-            )
-            .where(ReferencedPath.file_storage.in_(chunk) & ~ReferencedPath.path.endswith("/"))
-            .group_by(ReferencedPath.file_storage)
-            .tuples()
-        ):
-            totals[item_id] = (int(files), int(size))
-    return {item_id: totals.get(item_id, (0, 0)) for item_id in item_ids}
-
-
 def item_files(item_ids: Sequence[int]) -> dict[int, list[tuple[str, int | None]]]:
     """The files (not folders) of each item as (path, size), in path order, by item id.
 

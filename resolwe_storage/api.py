@@ -25,13 +25,12 @@ import dramatiq
 import peewee as pw
 
 from catalog.importing import ImportResult, import_document
-from catalog.models import STATUS_DONE, STATUS_PREPARING, StorageLocation
-from catalog.queries import item_by_key, item_files, reserve_location
+from catalog.models import STATUS_PREPARING, StorageLocation
+from catalog.queries import item_files, reserve_location
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
-from resolwe_storage.urls import DEFAULT_URL_EXPIRES, file_url
-from resolwe_storage.wiring import open_catalog
-from scheduler.rules import preference_order
+from resolwe_storage.urls import DEFAULT_URL_EXPIRES, file_url, ok_copies
+from resolwe_storage.wiring import configured, open_catalog
 from workers.broker import (
     UNREACHABLE,
     BrokerUnavailable,
@@ -42,7 +41,7 @@ from workers.broker import (
 )
 from workers.errors import LocationGoneError
 from workers.messages import QUEUE_VERIFY, copy_messages, verify_messages
-from workers.operations import close_access_log, open_access_log, preferred
+from workers.operations import close_access_log, open_access_log
 
 #: Tries to lock a copy for reading when the chosen one is being deleted meanwhile.
 DEFAULT_LOCK_ATTEMPTS = 3
@@ -55,7 +54,6 @@ class StorageService:
         self.config = config
         self.database = database
         self.broker = broker
-        self.preference = tuple(preference_order(config.policies))
 
     @classmethod
     def from_config(cls, path: str | Path | None = None) -> StorageService:
@@ -83,17 +81,10 @@ class StorageService:
         Refused when the item has no ``OK`` copy to copy from, or already has a
         location on ``to`` (of any status: a copy there is done or under way).
         """
-        self._known(to)
+        configured(self.config, to)
         with self.database.atomic():
-            item = item_by_key(key)
-            sources = [
-                loc
-                for loc in _ok_copies(item, key, None, "to copy from")
-                if loc.connector_name in self.config.connectors
-            ]
-            if not sources:
-                raise InputError(f"item {key!r} has no OK copy to copy from")
-            source = preferred(sources, self.preference)
+            item, sources = ok_copies(self.config, key, purpose="to copy from")
+            source = sources[0]
             if reserve_location(item.id, to, url=source.url) is None:
                 there = StorageLocation.get(
                     (StorageLocation.file_storage == item) & (StorageLocation.connector_name == to)
@@ -118,9 +109,9 @@ class StorageService:
         Returns the jobs queued; a verification already queued is not queued again.
         """
         if connector is not None:
-            self._known(connector)
-        item = item_by_key(key)
-        names = [loc.connector_name for loc in _ok_copies(item, key, connector, "to verify")]
+            configured(self.config, connector)
+        item, copies = ok_copies(self.config, key, connector=connector, purpose="to verify")
+        names = [loc.connector_name for loc in copies]
         pending = Pending(self.broker)
         keys = [Pending.key(QUEUE_VERIFY, item.id, name) for name in names]
         files = item_files([item.id])[item.id]
@@ -154,11 +145,10 @@ class StorageService:
         The location is not deleted while the block runs (an open access log,
         as the original's); yields it, so the caller knows where to read.
         """
-        item = item_by_key(key)
         for attempt in range(DEFAULT_LOCK_ATTEMPTS):
-            locations = _ok_copies(item, key, connector, "to read")
+            _, locations = ok_copies(self.config, key, connector=connector, purpose="to read")
             try:
-                log = open_access_log(preferred(locations, self.preference), reason)
+                log = open_access_log(locations[0], reason)
             except LocationGoneError:
                 if attempt + 1 == DEFAULT_LOCK_ATTEMPTS:
                     raise
@@ -182,23 +172,3 @@ class StorageService:
         From the preferred OK copy, or the one on ``connector``; as ``url KEY PATH``.
         """
         return file_url(self.config, key, path, expires=expires, connector=connector)
-
-    def _known(self, name: str) -> None:
-        if name not in self.config.connectors:
-            named = ", ".join(sorted(self.config.connectors)) or "none"
-            raise InputError(f"connector {name!r} is not configured (configured: {named})")
-
-
-def _ok_copies(item: Any, key: str, connector: str | None, purpose: str) -> list[StorageLocation]:
-    """The item's OK locations (only the one on ``connector``, if named); InputError if none."""
-    found = [
-        loc
-        for loc in StorageLocation.select().where(
-            (StorageLocation.file_storage == item) & (StorageLocation.status == STATUS_DONE)
-        )
-        if connector is None or loc.connector_name == connector
-    ]
-    if not found:
-        where = f" on {connector!r}" if connector else ""
-        raise InputError(f"item {key!r} has no OK copy{where} {purpose}")
-    return found

@@ -23,11 +23,18 @@ DEFAULT_URL_EXPIRES = 3600
 
 
 def ok_copies(
-    config: Config, key: str, *, damaged: bool = False
+    config: Config,
+    key: str,
+    *,
+    damaged: bool = False,
+    connector: str | None = None,
+    purpose: str | None = None,
 ) -> tuple[FileStorage, list[StorageLocation]]:
     """The item ``key`` and its OK locations on configured connectors, preferred first.
 
-    ``damaged``: its damaged ones (``DM``) too, after them.
+    ``damaged``: its damaged ones (``DM``) too, after them. ``connector``:
+    only the one there. ``purpose`` (e.g. "to read"): InputError saying so
+    when there is none.
     """
     item = item_by_key(key)
     rank = {name: n for n, name in enumerate(preference_order(config.policies))}
@@ -39,6 +46,12 @@ def ok_copies(
         )
         if location.connector_name in rank
     ]
+    if connector is not None:
+        locations = [loc for loc in locations if loc.connector_name == connector]
+    if purpose is not None and not locations:
+        where = f" on {connector!r}" if connector else ""
+        kind = "OK or damaged" if damaged else "OK"
+        raise InputError(f"item {key!r} has no {kind} copy{where} {purpose}")
     locations.sort(key=lambda loc: (loc.status != STATUS_DONE, rank[loc.connector_name]))
     return item, locations
 
@@ -60,14 +73,12 @@ def file_url(
     check_relative_path(path, what="PATH")
     database = FileStorage._meta.database
     with database.atomic():
-        item, locations = ok_copies(config, key)
+        item, locations = ok_copies(config, key, connector=connector)
         known = ReferencedPath.get_or_none(
             (ReferencedPath.file_storage == item) & (ReferencedPath.path == path)
         )
     if known is None:
         raise InputError(f"item {key!r} has no file {path!r}")
-    if connector is not None:
-        locations = [loc for loc in locations if loc.connector_name == connector]
     if not locations:
         where = f" on {connector!r}" if connector else ""
         raise InputError(f"item {key!r} has no OK copy{where} to give a URL of")

@@ -140,10 +140,15 @@ def _given(**settings: object) -> dict[str, object]:
     return {name: value for name, value in settings.items() if value is not None}
 
 
-def connector_named(config: Config, name: str) -> Connector:
-    """The configured connector ``name``; InputError naming the choices otherwise."""
+def configured(config: Config, name: str) -> ConnectorConfig:
+    """The configuration of connector ``name``; InputError naming the choices otherwise."""
     entry = config.connectors.get(name)
     if entry is None:
         named = ", ".join(sorted(config.connectors)) or "none"
         raise InputError(f"connector {name!r} is not configured (configured: {named})")
-    return build_connector(entry)
+    return entry
+
+
+def connector_named(config: Config, name: str) -> Connector:
+    """The configured connector ``name``; InputError naming the choices otherwise."""
+    return build_connector(configured(config, name))

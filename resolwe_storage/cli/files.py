@@ -46,19 +46,16 @@ def verify(
     again counts again. Exit 1 when a file is not as the catalog says.
     """
     from resolwe_storage.urls import ok_copies
-    from resolwe_storage.wiring import connector_named
+    from resolwe_storage.wiring import configured, connector_named
     from workers.verify import verify_location
 
     moment = parse_now(now)
-    if connector_name is not None and connector_name not in context.config.connectors:
-        connector_named(context.config, connector_name)  # raises, naming the choices
-    with context.database.atomic():
-        _, locations = ok_copies(context.config, key, damaged=True)
     if connector_name is not None:
-        locations = [loc for loc in locations if loc.connector_name == connector_name]
-    if not locations:
-        where = f" on {connector_name!r}" if connector_name else ""
-        raise InputError(f"item {key!r} has no OK or damaged copy{where} to verify")
+        configured(context.config, connector_name)
+    with context.database.atomic():
+        _, locations = ok_copies(
+            context.config, key, damaged=True, connector=connector_name, purpose="to verify"
+        )
     reports = []
     for loc in locations:
         try:
