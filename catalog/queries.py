@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import peewee as pw
@@ -24,6 +24,31 @@ from catalog.models import (
     utcnow,
 )
 from catalog.sql import is_sqlite
+
+#: A copy's last access is written at most this often: reads in a burst share one write.
+DEFAULT_ACCESS_RESOLUTION = timedelta(minutes=1)
+
+
+def record_access(location_ids: Sequence[int], *, now: datetime) -> int:
+    """Record that the copies ``location_ids`` were used at ``now``: their ``last_update``.
+
+    Delete delays count from it (SPEC §5, "last access"). Only a copy that
+    counts (``OK``) is touched: on a copy under way ``last_update`` marks its
+    progress. A copy used within ``DEFAULT_ACCESS_RESOLUTION`` is left as it
+    is, so at most one write per copy per minute; ``last_update`` never moves
+    back. Returns how many were written.
+    """
+    if not location_ids:
+        return 0
+    return int(
+        StorageLocation.update(last_update=now)
+        .where(
+            StorageLocation.id.in_(list(location_ids))
+            & (StorageLocation.status == STATUS_DONE)
+            & (StorageLocation.last_update < now - DEFAULT_ACCESS_RESOLUTION)
+        )
+        .execute()
+    )
 
 
 def item_by_key(key: str) -> FileStorage:

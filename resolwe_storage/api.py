@@ -25,8 +25,8 @@ import dramatiq
 import peewee as pw
 
 from catalog.importing import ImportResult, import_document
-from catalog.models import STATUS_PREPARING, StorageLocation
-from catalog.queries import item_files, reserve_location
+from catalog.models import STATUS_PREPARING, StorageLocation, utcnow
+from catalog.queries import item_files, record_access, reserve_location
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
 from resolwe_storage.urls import DEFAULT_URL_EXPIRES, file_url, ok_copies
@@ -85,6 +85,7 @@ class StorageService:
         with self.database.atomic():
             item, sources = ok_copies(self.config, key, purpose="to copy from")
             source = sources[0]
+            record_access([source.id], now=utcnow())
             if reserve_location(item.id, to, url=source.url) is None:
                 there = StorageLocation.get(
                     (StorageLocation.file_storage == item) & (StorageLocation.connector_name == to)
@@ -143,7 +144,8 @@ class StorageService:
         """Lock item ``key``'s preferred OK copy (or the one on ``connector``) for the block.
 
         The location is not deleted while the block runs (an open access log,
-        as the original's); yields it, so the caller knows where to read.
+        as the original's); yields it, so the caller knows where to read. The
+        read is the copy's last access (``catalog.queries.record_access``).
         """
         for attempt in range(DEFAULT_LOCK_ATTEMPTS):
             _, locations = ok_copies(self.config, key, connector=connector, purpose="to read")
@@ -154,6 +156,7 @@ class StorageService:
                     raise
                 continue
             break
+        record_access([log.storage_location.id], now=utcnow())
         try:
             yield log.storage_location
         finally:

@@ -8,9 +8,10 @@ from catalog.models import (
     FileStorage,
     ReferencedPath,
     StorageLocation,
+    utcnow,
 )
 from catalog.paths import check_relative_path
-from catalog.queries import item_by_key
+from catalog.queries import item_by_key, record_access
 from connectors.base import PresignedUrls, PublicUrls
 from resolwe_storage.config import Config
 from resolwe_storage.errors import InputError
@@ -68,7 +69,7 @@ def file_url(
 
     From the item's most preferred OK copy on a connector that gives URLs,
     or its copy on ``connector``. Signing is local: nothing is contacted.
-    InputError says why there is none.
+    The copy's last access is recorded. InputError says why there is none.
     """
     check_relative_path(path, what="PATH")
     database = FileStorage._meta.database
@@ -88,9 +89,15 @@ def file_url(
         backend = connector_named(config, location.connector_name)
         target = object_path(location, path)
         if isinstance(backend, PublicUrls) and getattr(backend, "base_url", None):
-            return backend.public_url(target)
-        if isinstance(backend, PresignedUrls):
-            return backend.presigned_url(target, expires=expires)
+            url = backend.public_url(target)
+        elif isinstance(backend, PresignedUrls):
+            url = backend.presigned_url(target, expires=expires)
+        else:
+            continue
+        # A URL handed out is a read of that copy: its last access.
+        with database.atomic():
+            record_access([location.id], now=utcnow())
+        return url
     names = ", ".join(repr(location.connector_name) for location in locations)
     raise InputError(
         f"no copy of item {key!r} is on a connector that gives URLs ({names}; "

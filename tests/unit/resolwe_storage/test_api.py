@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from catalog.models import AccessLog, StorageLocation
+from catalog.models import AccessLog, StorageLocation, utcnow
+from catalog.queries import DEFAULT_ACCESS_RESOLUTION, record_access
 from resolwe_storage.api import StorageService
 from resolwe_storage.config import load_config
 from resolwe_storage.errors import InputError
 from resolwe_storage.wiring import open_catalog
 from workers.broker import make_broker
 
+ITEM_CREATED = datetime(2026, 1, 1)
 ITEM = {
     "key": "data-1",
     "created": "2026-01-01T00:00:00Z",
@@ -141,3 +144,52 @@ def test_a_url_of_a_file_from_a_copy_that_has_urls(service: StorageService) -> N
         service.url("data-1", "nope.txt")
     with pytest.raises(InputError, match="no OK copy on 'cold'"):
         service.url("data-1", "a.txt", connector="cold")
+
+
+def last_access() -> dict[str, datetime]:
+    return {loc.connector_name: loc.last_update for loc in StorageLocation.select()}
+
+
+def test_reading_a_url_and_a_copy_request_record_the_last_access(
+    service: StorageService,
+) -> None:
+    """Delete delays count from the last access (SPEC §5), as the original's listener has it."""
+    imported = last_access()
+    assert imported == {"local": ITEM_CREATED, "archive": ITEM_CREATED}
+    began = utcnow()
+    with service.reading("data-1") as location:
+        assert location.connector_name == "local"
+    after_read = last_access()
+    assert after_read["local"] >= began and after_read["archive"] == ITEM_CREATED
+    service.url("data-1", "a.txt")  # from archive: local gives no URLs
+    after_url = last_access()
+    assert after_url["archive"] >= began and after_url["local"] == after_read["local"]
+    service.request_copy("data-1", to="cold")
+    assert last_access()["local"] == after_read["local"]  # read a moment ago: not written again
+
+
+def test_a_burst_of_reads_writes_the_last_access_once_a_minute(
+    service: StorageService,
+) -> None:
+    with service.reading("data-1"):
+        pass
+    first = last_access()["local"]
+    for _ in range(5):
+        with service.reading("data-1"):
+            pass
+    assert last_access()["local"] == first
+    # A minute later, the next read is written.
+    StorageLocation.update(last_update=first - DEFAULT_ACCESS_RESOLUTION).where(
+        StorageLocation.connector_name == "local"
+    ).execute()
+    with service.reading("data-1"):
+        pass
+    assert last_access()["local"] > first - DEFAULT_ACCESS_RESOLUTION
+
+
+def test_a_copy_under_way_keeps_its_progress_mark(service: StorageService) -> None:
+    assert record_access([loc.id for loc in StorageLocation.select()], now=utcnow()) == 2
+    service.request_copy("data-1", to="cold")
+    reserved = StorageLocation.get(StorageLocation.connector_name == "cold")
+    later = utcnow() + timedelta(hours=1)
+    assert record_access([reserved.id], now=later) == 0  # PR: not a copy that counts
