@@ -58,13 +58,24 @@ def now_option(func: Any) -> Any:
     )(func)
 
 
-def parse_now(value: str | None) -> datetime:
+def parse_now(value: str | None, *, option: str = "--now") -> datetime:
+    """``value`` (ISO-8601, UTC without a zone) as a time; now for None; errors name ``option``."""
     if value is None:
         return utcnow()
     try:
         return parse_time(value)
     except ValueError as exc:
-        raise InputError(f"--now: {exc}") from None
+        raise InputError(f"{option}: {exc}") from None
+
+
+#: What the location status codes mean.
+LOCATION_STATES = {
+    "PR": "preparing",
+    "UP": "uploading",
+    "OK": "ok",
+    "DE": "deleting",
+    "DM": "damaged",
+}
 
 
 #: Levels ``--log-level`` takes.

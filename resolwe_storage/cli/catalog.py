@@ -11,7 +11,7 @@ import click
 
 from catalog.importing import import_document
 from catalog.queries import status_summary
-from resolwe_storage.cli.base import Context, cli, pass_context
+from resolwe_storage.cli.base import LOCATION_STATES, Context, cli, pass_context
 from resolwe_storage.errors import InputError
 
 
@@ -64,16 +64,6 @@ def _read_json(source: str) -> Any:
         raise InputError(
             f"{name}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
-
-
-#: What the location status codes mean, for ``status``.
-LOCATION_STATES = {
-    "PR": "preparing",
-    "UP": "uploading",
-    "OK": "ok",
-    "DE": "deleting",
-    "DM": "damaged",
-}
 
 
 @cli.command()

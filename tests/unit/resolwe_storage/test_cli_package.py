@@ -25,6 +25,8 @@ COMMANDS = {
     "url",
     "verify",
     "worker",
+    "show",
+    "history",
 }
 
 

@@ -1,0 +1,58 @@
+"""``show`` and ``history``, each in a process of its own, after a real copy by ``run --once``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.processes import Cli
+
+
+def test_show_and_history_tell_what_happened_to_an_item(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+                "connectors": {
+                    "local": {"connector": "local", "config": {"priority": 0, "path": "local"}},
+                    "archive": {
+                        "connector": "local",
+                        "config": {"priority": 10, "path": "archive", "copy": {"delay": 0}},
+                    },
+                },
+            }
+        )
+    )
+    folder = tmp_path / "local" / "sample-1"
+    (folder / "deep").mkdir(parents=True)
+    (folder / "reads.fastq").write_bytes(b"ACGT\n" * 10)
+    (folder / "deep" / "counts.tsv").write_bytes(b"a\t1\n")
+    cli = Cli(config)
+    cli.ok("ingest", "local", folder, "--key", "sample-1")
+    cli.ok("run", "--once")
+
+    story = json.loads(cli.ok("show", "sample-1", "--json").out)
+    assert [entry["path"] for entry in story["files"]] == ["deep/counts.tsv", "reads.fastq"]
+    locations = {loc["connector"]: loc for loc in story["locations"]}
+    assert locations["archive"]["status"] == "OK"
+    assert {state["state"] for state in locations["archive"]["files"].values()} == {"good"}
+    assert {state["by"] for state in locations["archive"]["files"].values()} != {None}
+    assert [row["action"] for row in story["history"]].count("copy") >= 1
+
+    text = cli.ok("show", "sample-1").out
+    assert "item 'sample-1': status OK" in text
+    assert "location archive:sample-1: OK (ok)" in text
+    assert "files: 2 good" in text
+    assert " copy 'sample-1' local -> archive" in text
+
+    actions = json.loads(cli.ok("history", "sample-1", "--json").out)
+    assert actions and all(row["key"] == "sample-1" for row in actions)
+    assert json.loads(cli.ok("history", "--failed", "--json").out) == []
+    assert json.loads(cli.ok("history", "--action", "delete", "--json").out) == []
+    later = json.loads(cli.ok("history", "--since", "2999-01-01", "--json").out)
+    assert later == []
+    assert "history of 'sample-1':" in cli.ok("history", "sample-1").out
+
+    assert "no item with key 'nope'" in cli("show", "nope").error_line
+    assert cli("history", "--since", "yesterday").error_line.startswith("error: --since:")
