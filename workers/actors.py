@@ -53,7 +53,7 @@ from catalog.errors import CatalogError
 from catalog.models import Action, FileStorage, utcnow
 from catalog.paths import files_label
 from connectors.errors import ChecksumMismatch, ConnectorError
-from workers.broker import UNREACHABLE, Pending
+from workers.broker import UNREACHABLE, Pending, note_dead
 from workers.messages import (
     ACTOR_COPY,
     ACTOR_COPY_ITEMS,
@@ -337,14 +337,19 @@ class GiveUpHistory(Middleware):
         marker = _marker(message.actor_name, args)
         if marker is not None:
             _runtime.pending.done(marker)
-        if getattr(exception, "recorded", False):
-            return
         action = "repair" if message.actor_name == ACTOR_REPAIR else queue or message.actor_name
-        how = f"gave up after {retries} tries" if retries else "failed"
+        # A permanent error fails at its first try; Dramatiq counts that try too.
+        how = f"gave up after {retries} tries" if is_transient(0, exception) else "failed"
+        reason = f"{how}: {exception}"
+        keys: list[str] = []
         try:
             with _catalog(_runtime):
                 for item_id, target, paths in _work_of(message.actor_name, args):
                     item = FileStorage.get_or_none(FileStorage.id == item_id)
+                    if item is not None and item.key is not None:
+                        keys.append(item.key)
+                    if getattr(exception, "recorded", False):
+                        continue  # the operation recorded it, with what it was doing
                     Action.create(
                         actor=ACTOR_NAME,
                         action=action,
@@ -353,12 +358,14 @@ class GiveUpHistory(Middleware):
                         target=target,
                         path=_paths_of(paths) if paths is not None else None,
                         result="failed",
-                        error=f"{how}: {exception}",
+                        error=reason,
                     )
         except (pw.OperationalError, pw.InterfaceError) as exc:
             # The catalog is out of reach (most likely why the job failed):
             # the dead letter keeps the job, the log says so once.
             logger.warning("%s not recorded in the history: %s", message.actor_name, exc)
+        # Beside the dead letter, for ``queues``: whose job it was, and why it died.
+        note_dead(broker, message.message_id, keys=keys, reason=reason)
 
 
 def _marker(actor: str, args: list[Any]) -> str | None:

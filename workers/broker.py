@@ -14,6 +14,7 @@ for operators.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -321,6 +322,28 @@ def wake(broker: RedisBroker, counts: dict[str, int], pipe: Any = None) -> None:
         pipe.expire(key, DEFAULT_WAKE_TTL)
     if own:
         pipe.execute()
+
+
+def dead_note_key(message_id: str) -> str:
+    """The Redis key of what is known of a dead-lettered job: its items' keys, why it died."""
+    return f"{KEY_PREFIX}:dead:{message_id}"
+
+
+def note_dead(
+    broker: dramatiq.Broker, message_id: str, *, keys: Sequence[str], reason: str
+) -> None:
+    """Keep, beside a job given up, its items' keys and the reason, as long as the dead letter.
+
+    On Redis only (``workers.monitor.dead_letters`` reads it); a broker that
+    does not answer loses the note, not the job.
+    """
+    if not isinstance(broker, RedisBroker):
+        return
+    note = json.dumps({"keys": list(keys), "reason": reason})
+    try:
+        broker.client.set(dead_note_key(message_id), note, px=DEFAULT_DEAD_MESSAGE_TTL_MS)
+    except UNREACHABLE as exc:
+        BROKER_OUTAGE.failed(exc)
 
 
 def make_broker(url: str | None) -> dramatiq.Broker:

@@ -9,15 +9,18 @@ took in ``__acks__.<worker>.<queue>`` and beats in ``__heartbeats__``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import DecodeError
+
+from workers.broker import dead_note_key
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class DeadLetter:
     args: list[Any]
     retries: int
     message_id: str
+    #: The keys of the items the job worked on, and why it was given up
+    #: (``workers.broker.note_dead``); empty when not known.
+    keys: list[str] = field(default_factory=list)
+    reason: str | None = None
 
 
 def queue_stats(broker: RedisBroker, queues: Sequence[str]) -> list[QueueStats]:
@@ -123,7 +130,21 @@ def dead_letters(broker: RedisBroker, queue: str, *, limit: int) -> list[DeadLet
                 message_id=decoded.message_id,
             )
         )
-    return letters
+    return _with_notes(client, letters)
+
+
+def _with_notes(client: Any, letters: list[DeadLetter]) -> list[DeadLetter]:
+    """``letters`` with their items' keys and the reason they died, where noted (one MGET)."""
+    if not letters:
+        return letters
+    notes = client.mget([dead_note_key(letter.message_id) for letter in letters])
+    found = []
+    for letter, note in zip(letters, notes, strict=True):
+        if note is not None:
+            known = json.loads(note)
+            letter = replace(letter, keys=list(known["keys"]), reason=known["reason"])
+        found.append(letter)
+    return found
 
 
 def requeue_dead(broker: RedisBroker, queue: str) -> int:

@@ -75,7 +75,9 @@ def queues(context: Context, dead_limit: int, retry_dead: bool, as_json: bool) -
         )
     for letter in dead:
         arguments = ", ".join(json.dumps(arg) for arg in letter.args)
+        keys = f" of {', '.join(repr(key) for key in letter.keys)}" if letter.keys else ""
         click.echo(
             f"dead {letter.died:%Y-%m-%dT%H:%M:%SZ} {letter.queue}: "
-            f"{letter.actor}({arguments}) after {letter.retries} retries"
+            f"{letter.actor}({arguments}){keys} after {letter.retries} retries"
+            + (f": {letter.reason}" if letter.reason else "")
         )
