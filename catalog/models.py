@@ -189,6 +189,22 @@ class LocationFile(BaseModel):
         indexes = ((("storage_location", "referenced_path"), True),)
 
 
+class Setting(BaseModel):
+    """A switch an operator sets at run time, kept in the catalog so that every process sees it.
+
+    ``catalog.settings`` names them (deletes paused, ...).
+    """
+
+    name = pw.TextField(primary_key=True)
+    value = pw.TextField()
+    #: Who set it and why, for ``status``.
+    note = pw.TextField(default="")
+    updated = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "setting"
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     FileStorage,
     StorageLocation,
@@ -196,4 +212,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     AccessLog,
     Action,
     LocationFile,
+    Setting,
 )

@@ -22,7 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from catalog.database import DATABASE_SCHEMES, redact_url
 from connectors.registry import ALIASES, GCS, LOCAL, S3, connector_kind
 from resolwe_storage.errors import ConfigError
-from scheduler.rules import DEFAULT_PRIORITY, ConnectorPolicy, Override, Rule, VerifyRule
+from scheduler.rules import (
+    DEFAULT_MAX_DELETE_BYTES_PER_SCAN,
+    DEFAULT_MAX_DELETES_PER_SCAN,
+    DEFAULT_PRIORITY,
+    ConnectorPolicy,
+    Override,
+    Rule,
+    VerifyRule,
+)
 
 ENV_CONFIG = "RESOLWE_STORAGE_CONFIG"
 ENV_DATABASE = "RESOLWE_STORAGE_DATABASE"
@@ -58,6 +66,9 @@ class CopyRuleSettings(_Strict):
 class DeleteRuleSettings(_Strict):
     delay: Days | None = None
     min_other_copies: NonNegative | None = None
+    #: ``null``: no cap.
+    max_per_scan: NonNegative | None = DEFAULT_MAX_DELETES_PER_SCAN
+    max_bytes_per_scan: NonNegative | None = DEFAULT_MAX_DELETE_BYTES_PER_SCAN
     data_slug: dict[StrictStr, DeleteOverride] = {}
     process_type: dict[StrictStr, DeleteOverride] = {}
 
@@ -185,6 +196,8 @@ def _rule(settings: CopyRuleSettings | DeleteRuleSettings | None) -> Rule | None
         min_other_copies=getattr(settings, "min_other_copies", None),
         data_slug={key: override(value) for key, value in settings.data_slug.items()},
         process_type={key: override(value) for key, value in settings.process_type.items()},
+        max_per_scan=getattr(settings, "max_per_scan", None),
+        max_bytes_per_scan=getattr(settings, "max_bytes_per_scan", None),
     )
 
 

@@ -15,6 +15,11 @@ from types import MappingProxyType
 DEFAULT_PRIORITY = 100
 #: Copies that must remain elsewhere when a delete rule gives no number.
 DEFAULT_MIN_OTHER_COPIES = 1
+#: Deletes from one connector a scan queues at most (items), unless the rule says otherwise:
+#: a policy typo does not delete every copy at once.
+DEFAULT_MAX_DELETES_PER_SCAN = 1_000
+#: ... and at most this many bytes of them (1 TiB).
+DEFAULT_MAX_DELETE_BYTES_PER_SCAN = 1024**4
 
 
 @dataclass(frozen=True)
@@ -34,13 +39,18 @@ class Rule:
     """A copy or delete rule: a delay in days with per-item overrides.
 
     A missing delay is 0 (due at once); a negative delay means never.
-    ``min_other_copies`` only matters for delete rules.
+    ``min_other_copies`` and the caps per scan only matter for delete rules:
+    a scan queues at most ``max_per_scan`` items' deletes from the
+    connector, of at most ``max_bytes_per_scan`` bytes (None: no cap); the
+    rest wait for the next scans, and the scan says so.
     """
 
     delay: int | None = None
     min_other_copies: int | None = None
     data_slug: Mapping[str, Override] = field(default_factory=dict)
     process_type: Mapping[str, Override] = field(default_factory=dict)
+    max_per_scan: int | None = None
+    max_bytes_per_scan: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_slug", _frozen(self.data_slug))

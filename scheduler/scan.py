@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import dramatiq
@@ -49,6 +49,7 @@ from catalog.queries import (
     reserve_locations,
     writing,
 )
+from catalog.settings import deletes_paused
 from scheduler.planning import DueItem, Planner
 from scheduler.policy import COPY, DELETE, REPAIR, VERIFY
 from scheduler.rules import ConnectorPolicy
@@ -91,6 +92,11 @@ class ScanReport:
     resumed: int = 0
     #: Locks of workers that died mid-job, closed as their time ran out.
     unlocked: int = 0
+    #: Due deletes held back by a guard (deletes paused, or a cap per scan
+    #: reached), by connector: a later scan queues them.
+    held: dict[str, int] = field(default_factory=dict)
+    #: Deletes are paused (``catalog.settings``): none was queued.
+    deletes_paused: bool = False
     plan_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -102,7 +108,13 @@ class ScanReport:
             f"{self.repairs} repairs; "
             f"{self.pending} already queued; {self.resumed} stalled copies resumed; "
             f"{self.unlocked} expired locks closed; "
-            f"{self.seconds:.2f} s"
+            + (
+                f"{sum(self.held.values())} deletes held back "
+                f"({'deletes paused' if self.deletes_paused else 'cap per scan'}); "
+                if self.held
+                else ""
+            )
+            + f"{self.seconds:.2f} s"
         )
 
     def as_json(self) -> dict[str, int | float]:
@@ -117,6 +129,8 @@ class ScanReport:
             "conflicts": self.conflicts,
             "resumed": self.resumed,
             "unlocked": self.unlocked,
+            "held_deletes": dict(sorted(self.held.items())),
+            "deletes_paused": self.deletes_paused,
             "plan_seconds": round(self.plan_seconds, 3),
             "seconds": round(self.seconds, 3),
         }
@@ -142,8 +156,11 @@ def scan(
     due = list(Planner(policies, database).due(now=now))
     report.plan_seconds = time.monotonic() - began
     report.items = len(due)
+    paused = deletes_paused()
+    report.deletes_paused = paused is not None
+    budget = DeleteBudget(policies, paused=report.deletes_paused)
     # Before this scan reserves anything: its own reservations are not stalled.
-    resumed, stalled = _resume_stale(database, now - resume_after, report)
+    resumed, stalled = _resume_stale(database, now - resume_after, report, budget)
     with answering(broker, what="nothing was queued"):
         report.jobs += enqueue_many(broker, resumed)
     if stalled:
@@ -159,7 +176,7 @@ def scan(
         claimed: list[str] = []
         try:
             with answering(broker, what=f"{report.jobs} job(s) were queued before it stopped"):
-                others, claimed = _claim_others(pending, batch, report)
+                others, claimed = _claim_others(pending, batch, report, budget)
                 report.jobs += enqueue_many(broker, [*messages, *others])
         except BrokerUnavailable:
             # Nothing stays reserved that was not queued: the next scan plans it again.
@@ -168,8 +185,66 @@ def scan(
                 for key in claimed:
                     pending.release(key)
             raise
+    report.held = budget.held
+    for connector, count in sorted(budget.held.items()):
+        logger.warning(
+            "%s: %d due delete(s) held back: %s",
+            connector,
+            count,
+            paused.describe() if paused is not None else budget.describe(connector),
+        )
     report.seconds = time.monotonic() - began
     return report
+
+
+class DeleteBudget:
+    """What the deletion guards let one scan queue, per connector.
+
+    Deletes paused: nothing. Else a connector's delete rule caps the items
+    (``max_per_scan``) and their bytes (``max_bytes_per_scan``) a scan
+    queues; a delete that would pass either cap is held back, counted in
+    ``held``, and a later scan queues it. The first delete of a scan is
+    always let through, however large, so a cap never holds an item back
+    for good.
+    """
+
+    def __init__(self, policies: Mapping[str, ConnectorPolicy], *, paused: bool) -> None:
+        self.paused = paused
+        self.caps = {
+            name: (policy.delete.max_per_scan, policy.delete.max_bytes_per_scan)
+            for name, policy in policies.items()
+            if policy.delete is not None
+        }
+        self.items: dict[str, int] = {}
+        self.bytes: dict[str, int] = {}
+        self.held: dict[str, int] = {}
+
+    def take(self, connector: str, size: int) -> bool:
+        """Whether one more delete of ``size`` bytes from ``connector`` may be queued now."""
+        items, total = self.items.get(connector, 0), self.bytes.get(connector, 0)
+        max_items, max_bytes = self.caps.get(connector, (None, None))
+        over = (
+            self.paused
+            or (max_items is not None and items + 1 > max_items)
+            or (max_bytes is not None and items > 0 and total + size > max_bytes)
+        )
+        if over:
+            self.held[connector] = self.held.get(connector, 0) + 1
+            return False
+        self.items[connector] = items + 1
+        self.bytes[connector] = total + size
+        return True
+
+    def describe(self, connector: str) -> str:
+        max_items, max_bytes = self.caps.get(connector, (None, None))
+        caps = [
+            f"{max_items} item(s)" if max_items is not None else "",
+            f"{max_bytes} bytes" if max_bytes is not None else "",
+        ]
+        return (
+            f"its cap per scan ({' and '.join(cap for cap in caps if cap)}) was reached; "
+            "the next scans queue them in turn"
+        )
 
 
 def _unreserve(database: pw.Database, reserved: Sequence[tuple[int, str]]) -> None:
@@ -210,7 +285,7 @@ def _close_expired_locks() -> int:
 
 
 def _resume_stale(
-    database: pw.Database, before: datetime, report: ScanReport
+    database: pw.Database, before: datetime, report: ScanReport, budget: DeleteBudget
 ) -> tuple[list[dramatiq.Message], list[int]]:
     """Jobs for the work left of copies and deletes under way that stopped before ``before``.
 
@@ -266,17 +341,22 @@ def _resume_stale(
     ]
     every_file = item_files(unmarked) if unmarked else {}
     copies: dict[str, list[tuple[int, list[tuple[str, int | None]]]]] = {}
+    resumed: list[int] = []
     for location in stale:
         files = left.get(location.id, [])
         if location.status == STATUS_DELETING:
             files = files or every_file.get(location.file_storage_id, [])
+            if budget.paused:  # a delete under way waits too; the caps are for new ones
+                budget.take(location.connector_name, 0)
+                continue
             messages += delete_messages(location.file_storage_id, location.connector_name, files)
         else:
             copies.setdefault(location.connector_name, []).append((location.file_storage_id, files))
         report.resumed += 1
+        resumed.append(location.id)
     for target, items in copies.items():
         messages += copy_jobs(target, items)
-    return messages, [location.id for location in stale]
+    return messages, resumed
 
 
 def _reserve_copies(
@@ -332,15 +412,20 @@ def _reserve_copies(
 
 
 def _claim_others(
-    pending: Pending, batch: Sequence[DueItem], report: ScanReport
+    pending: Pending, batch: Sequence[DueItem], report: ScanReport, budget: DeleteBudget
 ) -> tuple[list[dramatiq.Message], list[str]]:
-    """The jobs of the due deletes, verifications and repairs not queued yet; their markers."""
-    wanted = [
-        (action, item.item_id, connector)
-        for item in batch
-        for action, connector in item.arms
-        if action in (DELETE, VERIFY, REPAIR)
-    ]
+    """The jobs of the due deletes, verifications and repairs not queued yet; their markers.
+
+    A delete the guards hold back (``DeleteBudget``) is not queued, and its
+    marker is freed for a later scan.
+    """
+    wanted = []
+    for item in batch:
+        for action, connector in item.arms:
+            if action == DELETE and budget.paused:
+                budget.take(connector, 0)  # counted as held
+            elif action in (DELETE, VERIFY, REPAIR):
+                wanted.append((action, item.item_id, connector))
     if not wanted:
         return [], []
     files = item_files(sorted({item_id for action, item_id, _ in wanted if action != REPAIR}))
@@ -355,11 +440,17 @@ def _claim_others(
     keys = [Pending.key(_QUEUES[action], item_id, name) for action, item_id, name in wanted]
     fresh = pending.claim(keys, [len(location_jobs) for location_jobs in jobs])
     messages = []
-    claimed = [key for key, new in zip(keys, fresh, strict=True) if new]
-    for (action, _, _), location_jobs, new in zip(wanted, jobs, fresh, strict=True):
+    claimed, held = [], []
+    for (action, item_id, connector), key, location_jobs, new in zip(
+        wanted, keys, jobs, fresh, strict=True
+    ):
         if not new:
             report.pending += 1
             continue
+        if action == DELETE and not budget.take(connector, _size(files[item_id])):
+            held.append(key)
+            continue
+        claimed.append(key)
         if action == DELETE:
             report.deletes += 1
         elif action == VERIFY:
@@ -367,7 +458,12 @@ def _claim_others(
         else:
             report.repairs += 1
         messages += location_jobs
+    pending.release_many(held)
     return messages, claimed
+
+
+def _size(files: Sequence[tuple[str, int | None]]) -> int:
+    return sum(size or 0 for _, size in files)
 
 
 def _repair_jobs(item_id: int, connector: str) -> list[dramatiq.Message]:

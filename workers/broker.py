@@ -492,8 +492,15 @@ class Pending:
 
     def release(self, key: str) -> None:
         """Free the marker ``key`` now, whatever jobs it still counts."""
+        self.release_many([key])
+
+    def release_many(self, keys: Sequence[str]) -> None:
+        """Free the markers ``keys`` now (one Redis round trip)."""
+        if not keys:
+            return
         if self._client is None:
             with self._lock:
-                self._local.pop(key, None)
+                for key in keys:
+                    self._local.pop(key, None)
             return
-        self._client.delete(key)
+        self._client.delete(*keys)

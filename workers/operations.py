@@ -25,7 +25,8 @@ locked with an access log meanwhile, and records each (``workers.verify``):
 a file found bad makes the copy damaged (``catalog.integrity``).
 
 Deletes: a job removes some files of a copy. Under the item's catalog lock,
-SPEC §5 conditions 3–6 are checked against the catalog as it is then; the
+it is refused while deletes are paused (``catalog.settings``), and SPEC §5
+conditions 3–6 are checked against the catalog as it is then; the
 copies it counts are confirmed on their backends (``workers.confirm``; one
 that fails is marked damaged and the delete refused); under the lock again
 the location is marked ``DE`` (by the first job to run; the others find the
@@ -94,6 +95,7 @@ from catalog.queries import (
     ok_locations,
     open_lock_count,
 )
+from catalog.settings import deletes_paused
 from connectors.base import Connector, Landing, ObjectInfo, copy_run, delete_all, landing
 from connectors.errors import ChecksumMismatch, ObjectNotFound
 from connectors.transfer import UNKNOWN, Expected, copy_file
@@ -618,6 +620,11 @@ def delete_files(
         location = location_on(item_id, connector_name)
         if item is None or location is None:
             return GONE
+        paused = deletes_paused()
+        if paused is not None:
+            # Whatever was queued before the pause: nothing is removed while it lasts.
+            _refuse(actor, item, connector_name, paused.describe())
+            return REFUSED
         key = item.key
         counted = counted_copies(item_id, check)
         if location.status != STATUS_DELETING:

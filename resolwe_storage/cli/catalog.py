@@ -11,6 +11,7 @@ import click
 
 from catalog.importing import import_document
 from catalog.queries import status_summary
+from catalog.settings import deletes_paused
 from resolwe_storage.cli.base import LOCATION_STATES, Context, cli, pass_context
 from resolwe_storage.errors import InputError
 
@@ -73,6 +74,8 @@ def status(context: Context, as_json: bool) -> None:
     """Items by status; locations per connector and status; damaged copies, lost items."""
     with context.database.atomic():
         summary = status_summary()
+        paused = deletes_paused()
+    summary["deletes_paused"] = paused is not None
     unknown = sorted(set(summary["locations"]) - set(context.config.connectors))
     summary["unconfigured_connectors"] = unknown
     if as_json:
@@ -95,6 +98,8 @@ def status(context: Context, as_json: bool) -> None:
             f"damaged copies: {summary['damaged_locations']} (not counted; repaired by the scan)"
         )
     click.echo(f"open access logs: {summary['open_access_logs']}")
+    if paused is not None:
+        click.echo(f"{paused.describe()} (resolwe-storage deletes resume)")
     if summary["lost_items"]:
         shown = "; ".join(
             f"{lost['key']} ({', '.join(lost['files'][:3])}"

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 
 import click
 
 from catalog.queries import item_by_key
+from catalog.settings import deletes_paused
 from resolwe_storage.cli.base import Context, cli, now_option, parse_now, pass_context
 from resolwe_storage.planout import write_plan_json, write_plan_table
-from scheduler.planning import Planner, item_facts
-from scheduler.policy import explain, fmt_time, lost_files
+from scheduler.planning import DueItem, Planner, item_facts
+from scheduler.policy import DELETE, explain, fmt_time, lost_files
+from scheduler.rules import ConnectorPolicy
 
 
 @cli.command()
@@ -33,19 +37,50 @@ def plan(context: Context, now: str | None, as_json: bool, explain_key: str | No
     if explain_key is not None:
         _explain(context, explain_key, moment, as_json)
         return
-    items = Planner(policies, context.database).due(now=moment)
+    deletes: Counter[str] = Counter()
+    items = _counting_deletes(Planner(policies, context.database).due(now=moment), deletes)
     out = sys.stdout
     if as_json:
         write_plan_json(out, items)
         out.flush()
-        _warn_lost()
-        return
-    counts = write_plan_table(out, items, width=max((len(n) for n in policies), default=6))
-    out.flush()
-    total = sum(counts.values())
-    detail = ", ".join(f"{counts[name]} {name}" for name in sorted(counts))
-    click.echo(f"{total} due action(s){': ' + detail if detail else ''}", err=True)
+    else:
+        counts = write_plan_table(out, items, width=max((len(n) for n in policies), default=6))
+        out.flush()
+        total = sum(counts.values())
+        detail = ", ".join(f"{counts[name]} {name}" for name in sorted(counts))
+        click.echo(f"{total} due action(s){': ' + detail if detail else ''}", err=True)
+    _warn_guards(policies, deletes)
     _warn_lost()
+
+
+def _counting_deletes(items: Iterable[DueItem], deletes: Counter[str]) -> Iterator[DueItem]:
+    """``items`` as they stream out, their due deletes counted per connector."""
+    for item in items:
+        for action, connector in item.arms:
+            if action == DELETE:
+                deletes[connector] += 1
+        yield item
+
+
+def _warn_guards(policies: Mapping[str, ConnectorPolicy], deletes: Counter[str]) -> None:
+    """Say on stderr what the deletion guards will hold back of the due deletes."""
+    paused = deletes_paused()
+    if paused is not None:
+        click.echo(
+            f"warning: {paused.describe()}: no delete is queued or run "
+            f"({sum(deletes.values())} due); resolwe-storage deletes resume",
+            err=True,
+        )
+        return
+    for connector, count in sorted(deletes.items()):
+        rule = policies[connector].delete if connector in policies else None
+        cap = rule.max_per_scan if rule is not None else None
+        if cap is not None and count > cap:
+            click.echo(
+                f"warning: {connector}: {count} deletes due; a scan queues at most {cap} "
+                "(delete.max_per_scan), the next scans the rest",
+                err=True,
+            )
 
 
 def _warn_lost() -> None:

@@ -384,6 +384,7 @@ def test_status_json(setup: Setup, run: Any) -> None:
         "lost": [],
         "open_access_logs": 1,
         "unconfigured_connectors": [],
+        "deletes_paused": False,
     }
 
 
@@ -407,6 +408,7 @@ def test_status_json_of_an_empty_catalog(setup: Setup, run: Any) -> None:
         "lost": [],
         "open_access_logs": 0,
         "unconfigured_connectors": [],
+        "deletes_paused": False,
     }
 
 

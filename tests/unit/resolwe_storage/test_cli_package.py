@@ -27,6 +27,7 @@ COMMANDS = {
     "worker",
     "show",
     "history",
+    "deletes",
 }
 
 

@@ -150,7 +150,10 @@ def test_the_loaded_values(tmp_path: Path) -> None:
             "local",
             priority=0,
             copy=Rule(delay=10, data_slug={"00hrfastqgz-66": Override(delay=0)}),
-            delete=Rule(delay=2, min_other_copies=2),
+            # The caps per scan a rule does not name are the defaults.
+            delete=Rule(
+                delay=2, min_other_copies=2, max_per_scan=1_000, max_bytes_per_scan=1024**4
+            ),
         ),
         "S3": ConnectorPolicy("S3", priority=10, copy=Rule(delay=5), verify=VerifyRule(30)),
         "GCS": ConnectorPolicy(
@@ -159,6 +162,22 @@ def test_the_loaded_values(tmp_path: Path) -> None:
             copy=Rule(delay=2, process_type={"data:alignment:": Override(delay=-1)}),
         ),
     }
+
+
+def test_caps_on_deletes_per_scan_are_set_or_lifted() -> None:
+    def delete_rule(**rule: object) -> Rule | None:
+        config = build_config(
+            minimal(x={"connector": "local", "config": {"path": "/d", "delete": rule}}),
+            environ={},
+        )
+        return config.policies["x"].delete
+
+    capped = delete_rule(max_per_scan=10, max_bytes_per_scan=2048)
+    assert capped is not None and (capped.max_per_scan, capped.max_bytes_per_scan) == (10, 2048)
+    lifted = delete_rule(max_per_scan=None, max_bytes_per_scan=None)
+    assert lifted is not None and (lifted.max_per_scan, lifted.max_bytes_per_scan) == (None, None)
+    with pytest.raises(ConfigError, match=r"connectors\.x\.config\.delete\.max_per_scan"):
+        delete_rule(max_per_scan=-1)
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ def configured(root: Path) -> Config:
 
 def snapshot() -> dict[str, list[tuple[Any, ...]]]:
     return {
-        model._meta.table_name: list(model.select().order_by(model.id).tuples())
+        model._meta.table_name: list(model.select().order_by(model._meta.primary_key).tuples())
         for model in ALL_MODELS
     }
 

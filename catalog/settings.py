@@ -1,0 +1,67 @@
+"""Switches an operator sets at run time, kept in the catalog: every process reads them there.
+
+``deletes_paused`` is read by the scan (no delete is queued) and by every
+delete job under the item's lock (no file is removed), so a pause holds
+whatever is already queued or running. The switches are rows of the
+``setting`` table; setting one records who and why, and the history says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from catalog.models import Action, Setting, utcnow
+
+#: The switch that stops every delete.
+DELETES_PAUSED = "deletes_paused"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Deletes are paused: since when, and the note left with it."""
+
+    since: datetime
+    note: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "deletes_paused": True,
+            "since": f"{self.since:%Y-%m-%dT%H:%M:%SZ}",
+            "note": self.note,
+        }
+
+    def describe(self) -> str:
+        why = f": {self.note}" if self.note else ""
+        return f"deletes are paused since {self.since:%Y-%m-%dT%H:%M:%SZ}{why}"
+
+
+def deletes_paused() -> Pause | None:
+    """The pause of deletes, if deletes are paused."""
+    row = Setting.get_or_none(Setting.name == DELETES_PAUSED)
+    if row is None or row.value != "yes":
+        return None
+    return Pause(since=row.updated, note=row.note)
+
+
+def pause_deletes(*, note: str = "", actor: str = "operator") -> Pause:
+    """Pause every delete (idempotent: a pause already set keeps its time and note)."""
+    current = deletes_paused()
+    if current is not None:
+        return current
+    now = utcnow()
+    Setting.insert(name=DELETES_PAUSED, value="yes", note=note, updated=now).on_conflict(
+        conflict_target=[Setting.name],
+        update={Setting.value: "yes", Setting.note: note, Setting.updated: now},
+    ).execute()
+    Action.create(actor=actor, action="pause deletes")
+    return Pause(since=now, note=note)
+
+
+def resume_deletes(*, actor: str = "operator") -> bool:
+    """Let deletes run again; False if they were not paused."""
+    if deletes_paused() is None:
+        return False
+    Setting.update(value="no", updated=utcnow()).where(Setting.name == DELETES_PAUSED).execute()
+    Action.create(actor=actor, action="resume deletes")
+    return True
