@@ -13,7 +13,9 @@ endpoint on the first request.
 
 Objects up to the threshold (and any object that fits in one part) go up in
 one PutObject; larger ones as a multipart upload with parts of exactly
-``multipart_chunksize``, a few in flight at once, so memory stays bounded.
+``multipart_chunksize`` (doubled for a file too large for 10,000 such
+parts, up to S3's 5 TiB: ``part_size_for``), a few in flight at once and at
+most ``DEFAULT_BYTES_IN_FLIGHT`` of them, so memory stays bounded.
 Every upload request carries the CRC32C of its bytes (``ChecksumAlgorithm``
 ``CRC32C``; a multipart upload's checksum is the composite of its parts',
 the kind S3-compatible stores have supported longest), so the store refuses
@@ -60,6 +62,7 @@ from connectors.errors import (
     ObjectNotFound,
     PermanentError,
     Throttled,
+    Unsupported,
 )
 from connectors.hashing import crc32c
 from connectors.s3_direct import DEFAULT_DIRECT_PUT_LIMIT, Credentials, DirectPut
@@ -75,6 +78,8 @@ DEFAULT_MAX_POOL_CONNECTIONS = 10
 #: Parts uploaded at once by one write; memory is about (this + 2) parts per
 #: write, and the connector's requests are bounded by ``max_pool_connections``.
 DEFAULT_PARTS_IN_FLIGHT = 4
+#: Bytes of parts held in memory by one upload at most (fewer parts in flight when large).
+DEFAULT_BYTES_IN_FLIGHT = 256 * MIB
 #: Bodies up to this size are sent without asking first (``Expect: 100-continue``).
 DEFAULT_EXPECT_THRESHOLD = 1 * MIB
 #: Seconds to open a connection.
@@ -92,6 +97,7 @@ DEFAULT_ROLE_SESSION_NAME = "resolwe-storage"
 S3_MIN_PART_SIZE = 5 * MIB
 S3_MAX_PART_SIZE = 5 * 1024 * MIB
 S3_MAX_PARTS = 10_000
+S3_MAX_OBJECT_SIZE = 5 * 1024**4
 S3_MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
 #: Keys per DeleteObjects request (S3's limit).
 S3_DELETE_BATCH = 1_000
@@ -415,15 +421,33 @@ class S3Connector(LazyClient, Connector):
         aborts the upload.
         """
         check_path(path)
-        if size is not None and size > S3_MAX_PARTS * self.part_size:
-            raise ConfigurationError(
-                f"S3 {self.name!r}: {path!r} has {size} bytes, more than {S3_MAX_PARTS} "
-                f"parts of {self.part_size}; raise multipart_chunksize"
+        if size is not None and size > S3_MAX_OBJECT_SIZE:
+            raise Unsupported(
+                f"S3 {self.name!r}: {path!r} has {size} bytes, more than S3 stores in one "
+                f"object ({S3_MAX_OBJECT_SIZE})"
             )
         head = read_full(stream, self._single_put_limit + 1)
         if len(head) <= self._single_put_limit:
             return ObjectInfo(path, len(head), self._put(path, head))
-        return self._multipart(path, Prefixed(head, stream), resume=resume)
+        part_size = self.part_size_for(size)
+        return self._multipart(path, Prefixed(head, stream), resume=resume, part_size=part_size)
+
+    def part_size_for(self, size: int | None) -> int:
+        """The part size an upload of ``size`` bytes uses: any object S3 takes fits.
+
+        The configured ``multipart_chunksize``, doubled until ``size`` fits in
+        ``S3_MAX_PARTS`` parts (as aws-cli's s3transfer chooses, so the
+        multipart ETag is the one other tools predict); 8 MiB parts hold up
+        to 78 GiB, 16 MiB up to 156 GiB, and so on. An unknown size gets the
+        configured one (more than ``S3_MAX_PARTS`` of them then fail the
+        upload). The transfer engine hashes with the same choice.
+        """
+        part = self.part_size
+        if size is None:
+            return part
+        while part * S3_MAX_PARTS < size and part * 2 <= S3_MAX_PART_SIZE:
+            part *= 2
+        return part
 
     def _put(self, path: str, body: bytes) -> dict[str, str]:
         """One PutObject (direct when small and possible); the hashes S3 states."""
@@ -448,8 +472,12 @@ class S3Connector(LazyClient, Connector):
             self._direct.learn(sent[0], path, sent[1])
         return _hashes(answer)
 
-    def _multipart(self, path: str, stream: BinaryIO, *, resume: bool) -> ObjectInfo:
+    def _multipart(
+        self, path: str, stream: BinaryIO, *, resume: bool, part_size: int
+    ) -> ObjectInfo:
         what = f"writing {path!r}"
+        # Parts held in memory at once: large parts, fewer of them.
+        in_flight = max(1, min(DEFAULT_PARTS_IN_FLIGHT, DEFAULT_BYTES_IN_FLIGHT // part_size))
         upload_id, stored = self._resumable(path) if resume else (None, {})
         if upload_id is None:
             upload_id = self._call(
@@ -458,18 +486,19 @@ class S3Connector(LazyClient, Connector):
         parts: list[dict[str, Any]] = []
         total = 0
         try:
-            with ThreadPoolExecutor(DEFAULT_PARTS_IN_FLIGHT) as pool:
+            with ThreadPoolExecutor(in_flight) as pool:
                 pending: set[Future[dict[str, Any]]] = set()
                 number = 0
                 while True:
-                    data = read_full(stream, self.part_size)
+                    data = read_full(stream, part_size)
                     if not data and number:
                         break
                     number += 1
                     if number > S3_MAX_PARTS:
                         raise ConfigurationError(
                             f"S3 {self.name!r}: {path!r} needs more than {S3_MAX_PARTS} parts "
-                            f"of {self.part_size} bytes; raise multipart_chunksize"
+                            f"of {part_size} bytes (its size was not known in advance); "
+                            "raise multipart_chunksize"
                         )
                     total += len(data)
                     reused = self._reused(stored.get(number), number, data)
@@ -478,13 +507,13 @@ class S3Connector(LazyClient, Connector):
                     else:
                         # Collect finished parts (a failed one stops us now);
                         # when all slots are busy, wait for one.
-                        full = len(pending) >= DEFAULT_PARTS_IN_FLIGHT
+                        full = len(pending) >= in_flight
                         finished, pending = wait(
                             pending, timeout=None if full else 0, return_when=FIRST_COMPLETED
                         )
                         parts.extend(future.result() for future in finished)
                         pending.add(pool.submit(self._part, path, upload_id, number, data))
-                    if len(data) < self.part_size:
+                    if len(data) < part_size:
                         break
                 parts.extend(future.result() for future in pending)
             parts.sort(key=lambda part: part["PartNumber"])

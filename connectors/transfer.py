@@ -191,7 +191,7 @@ def copy_file(
     wants_md5 = (
         bool({ETAG, MD5} & destination.write_hashes) and CRC32C not in destination.write_hashes
     ) or (not expected.crc32c and bool(expected.md5))
-    chunk_size = getattr(destination, "part_size", None) or expected.chunk_size
+    chunk_size = part_size_of(destination, expected.size) or expected.chunk_size
     stream = _open(source, source_path)
     reader: BinaryIO | HashingReader = stream
     if not proof_by_destination:
@@ -216,6 +216,18 @@ def copy_file(
     return TransferResult(
         destination_path, info.size, "streamed", proof, computed, time.monotonic() - began
     )
+
+
+def part_size_of(destination: Connector, size: int | None) -> int | None:
+    """The part size ``destination`` uploads ``size`` bytes with (None: it has no parts).
+
+    A multipart ETag is the md5 of the md5s of parts of that size: hashing
+    in passing with it lets the ETag S3 returns prove the bytes.
+    """
+    choose = getattr(destination, "part_size_for", None)
+    if choose is not None:
+        return int(choose(size))
+    return getattr(destination, "part_size", None)
 
 
 def _judgeable(expected: Expected) -> bool:
@@ -284,7 +296,7 @@ def _expected_etags(destination: Connector, expected: Expected) -> set[str]:
     etags = set()
     if expected.md5:
         etags.add(expected.md5.lower())
-    part_size = getattr(destination, "part_size", None)
+    part_size = part_size_of(destination, expected.size)
     if expected.awss3etag and part_size and expected.chunk_size == part_size:
         etags.add(expected.awss3etag.lower())
     return etags
@@ -298,7 +310,7 @@ def _provable_by_destination(destination: Connector, expected: Expected) -> bool
         return False
     # An object of one part gets the md5 as its ETag; a larger one needs the
     # catalog's part-wise etag at the destination's part size.
-    part_size = getattr(destination, "part_size", None)
+    part_size = part_size_of(destination, expected.size)
     single = part_size is not None and expected.size <= part_size
     return single or len(_expected_etags(destination, expected)) == 2
 
