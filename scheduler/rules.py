@@ -144,3 +144,76 @@ def resolve_min_other_copies(rule: Rule, *, data_slug: str, process_type: str) -
 def preference_order(policies: Mapping[str, ConnectorPolicy]) -> list[str]:
     """Connector names from most to least preferred: by priority, then by name."""
     return sorted(policies, key=lambda name: (policies[name].priority, name))
+
+
+def ineffective_rules(policies: Mapping[str, ConnectorPolicy]) -> list[str]:
+    """What in ``policies`` cannot do what it says, one line each naming the key path.
+
+    - a delete rule on the most preferred connector: its copy is always the
+      item's preferred one, which is never deleted;
+    - a ``min_other_copies`` no item can have, with the connectors configured;
+    - a copy rule with no other connector to copy from;
+    - a rule whose every delay is negative (never due);
+    - ``process_type`` overrides of which one is a prefix of another: the
+      longest matching one applies here, the first in order did in the
+      original, so an item may get another delay than there.
+    """
+    found: list[str] = []
+    order = preference_order(policies)
+    for name in order:
+        policy = policies[name]
+        where = f"connectors.{name}.config"
+        if policy.delete is not None and name == order[0]:
+            found.append(
+                f"{where}.delete never applies: {name} has the lowest priority "
+                f"({policy.priority}), so its copy is always an item's preferred one, "
+                "which is never deleted (give another connector a lower priority)"
+            )
+        if policy.delete is not None:
+            others = len(policies) - 1
+            wanted = [
+                (f"{where}.delete{path}", value)
+                for path, value in _values(policy.delete, "min_other_copies")
+            ]
+            for path, value in wanted:
+                if value > others:
+                    found.append(
+                        f"{path}: {value} other copies can never exist with {others} other "
+                        "connector(s) configured: never deleted"
+                    )
+        if policy.copy is not None and len(policies) == 1:
+            found.append(
+                f"{where}.copy never applies: no other connector is configured to copy from"
+            )
+        for kind, rule in (("copy", policy.copy), ("delete", policy.delete)):
+            if rule is None:
+                continue
+            # An item no override matches gets the rule's own delay (0 when unset).
+            own = rule.delay if rule.delay is not None else 0
+            delays = [own] + [value for path, value in _values(rule, "delay") if path != ".delay"]
+            if all(delay < 0 for delay in delays):
+                found.append(f"{where}.{kind} never applies: every delay is negative")
+            keys = sorted(rule.process_type)
+            for shorter in keys:
+                for longer in keys:
+                    if longer != shorter and longer.startswith(shorter):
+                        found.append(
+                            f"{where}.{kind}.process_type: {shorter!r} and {longer!r} overlap: "
+                            f"the longest matching key applies here (the original took the "
+                            "first in order)"
+                        )
+    return found
+
+
+def _values(rule: Rule, attribute: str) -> list[tuple[str, int]]:
+    """Where ``attribute`` is set in ``rule`` (its own value, its overrides'), and to what."""
+    found = []
+    own = getattr(rule, attribute)
+    if own is not None:
+        found.append((f".{attribute}", own))
+    for kind in ("data_slug", "process_type"):
+        for key, override in getattr(rule, kind).items():
+            value = getattr(override, attribute)
+            if value is not None:
+                found.append((f".{kind}.{key}.{attribute}", value))
+    return found

@@ -12,6 +12,7 @@ module          commands
 ``queues``      ``queues``
 ``story``       ``show``, ``history``
 ``deletes``     ``deletes pause``, ``deletes resume``, ``deletes status``
+``checks``      ``check-config``
 ==============  ==========================================================
 
 Each command module imports ``base`` and registers its commands on ``cli``;
@@ -29,14 +30,24 @@ import peewee as pw
 
 from catalog.errors import CatalogError
 from connectors.errors import ConnectorError
-from resolwe_storage.cli import catalog, deletes, files, jobs, plan, queues, requests, story
+from resolwe_storage.cli import (
+    catalog,
+    checks,
+    deletes,
+    files,
+    jobs,
+    plan,
+    queues,
+    requests,
+    story,
+)
 from resolwe_storage.cli.base import cli
 from resolwe_storage.errors import UserError
 from workers.broker import BrokerUnavailable
 
 __all__ = ["cli", "main"]
 #: The command modules, registered on ``cli`` by being imported.
-COMMAND_MODULES = (catalog, deletes, files, jobs, plan, queues, requests, story)
+COMMAND_MODULES = (catalog, checks, deletes, files, jobs, plan, queues, requests, story)
 
 
 def main(argv: list[str] | None = None) -> int:

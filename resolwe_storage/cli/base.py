@@ -17,6 +17,9 @@ from catalog.models import utcnow
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
 from resolwe_storage.wiring import open_catalog
+from scheduler.rules import ineffective_rules
+
+logger = logging.getLogger("resolwe_storage")
 
 
 class Context:
@@ -26,6 +29,7 @@ class Context:
         self.config_path = config_path
         self._config: Config | None = None
         self._database: pw.Database | None = None
+        self._warned = False
 
     @property
     def config(self) -> Config:
@@ -38,6 +42,14 @@ class Context:
         if self._database is None:
             self._database = open_catalog(self.config.database)
         return self._database
+
+    def warn_ineffective_rules(self) -> None:
+        """Log, once, each rule of the configuration that can never apply (``check-config``)."""
+        if self._warned:
+            return
+        self._warned = True
+        for warning in ineffective_rules(self.config.policies):
+            logger.warning("configuration: %s", warning)
 
     def open_unmigrated(self) -> pw.Database:
         """The catalog, opened and bound but not migrated (for ``migrate`` itself)."""

@@ -89,6 +89,7 @@ def _queues(value: str | None) -> tuple[str, ...]:
 def scan_command(context: Context, now: str | None, as_json: bool) -> None:
     """One scheduler pass: queue every due copy, delete and verification, per file."""
     moment = parse_now(now)
+    context.warn_ineffective_rules()
     broker = make_broker(broker_url(context, "scan"))
     report = scan(context.config.policies, context.database, broker, now=moment)
     if as_json:
@@ -108,6 +109,7 @@ def scheduler(context: Context, interval: float, once: bool) -> None:
     and another takes over within seconds when its holder dies.
     """
     broker = make_broker(broker_url(context, "scheduler"))
+    context.warn_ineffective_rules()
     loop = ScanLoop(
         context.config.policies,
         context.database,
@@ -137,6 +139,7 @@ def worker(context: Context, processes: int, threads: int, queues: str | None) -
     if processes > 1:
         _fork_workers(context, processes, threads, chosen)
         return
+    context.warn_ineffective_rules()
     runtime = worker_runtime(context.config, context.database, make_broker(url))
     running = process.start(runtime, threads=threads, queues=chosen)
     click.echo(f"worker: {threads} thread(s) on {', '.join(chosen)}", err=True)
@@ -185,6 +188,7 @@ def run(
 ) -> None:
     """Scheduler and workers in one process (the embedded default needs no servers)."""
     moment = parse_now(now) if now is not None else None
+    context.warn_ineffective_rules()
     broker = make_broker(context.config.broker)
     database = context.database
     if isinstance(broker, RedisBroker):

@@ -34,6 +34,7 @@ def plan(context: Context, now: str | None, as_json: bool, explain_key: str | No
     """
     moment = parse_now(now)
     policies = context.config.policies
+    context.warn_ineffective_rules()
     if explain_key is not None:
         _explain(context, explain_key, moment, as_json)
         return

@@ -342,9 +342,7 @@ def test_without_upload_checksums_parts_are_listed_without_one(credentials: Path
 # -- refused before any request ----------------------------------------------
 
 
-def test_an_object_too_large_for_the_part_size_is_refused_up_front(offline: S3Connector) -> None:
-    with pytest.raises(ConfigurationError, match="raise multipart_chunksize"):
-        offline.write("huge", io.BytesIO(b""), size=10_000 * offline.part_size + 1)
+# An object larger than S3 takes: tests/unit/connectors/test_s3_part_size.py.
 
 
 def test_presigning_is_local_and_bounded(offline: S3Connector) -> None:

@@ -28,6 +28,7 @@ COMMANDS = {
     "show",
     "history",
     "deletes",
+    "check-config",
 }
 
 
