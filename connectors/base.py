@@ -16,7 +16,8 @@ import abc
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from connectors.errors import InvalidPath
@@ -33,12 +34,15 @@ class ObjectInfo:
 
     ``hashes`` holds only what the backend itself keeps (no second read):
     S3 gives its ``etag`` (and ``crc32c`` where it stored one), GCS ``md5``
-    (single uploads) and ``crc32c``, a local folder nothing.
+    (single uploads) and ``crc32c``, a local folder nothing. ``modified``:
+    when the object was last written (UTC, naive), where the backend said
+    (listings always do).
     """
 
     path: str
     size: int
     hashes: dict[str, str]
+    modified: datetime | None = field(default=None, compare=False)
 
 
 def check_path(path: str) -> str:
@@ -100,7 +104,12 @@ class Connector(abc.ABC):
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under ``prefix`` (a folder: ``x/`` lists x's tree), by path."""
+        """Every object under ``prefix`` (a folder: ``x/`` lists x's tree), with ``modified``.
+
+        In path order, as Python compares strings (S3's order, UTF-8 byte
+        order): ``a-b/x`` before ``a/x``. A consumer may merge two listings,
+        or a listing and the catalog, in one pass.
+        """
 
     def capabilities(self) -> frozenset[str]:
         """Names of the optional interfaces this connector implements; found once."""

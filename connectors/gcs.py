@@ -19,7 +19,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -387,7 +387,9 @@ def _info(path: str, blob: Any) -> ObjectInfo:
         hashes[CRC32C] = base64.b64decode(blob.crc32c).hex()
     if blob.md5_hash:
         hashes[MD5] = base64.b64decode(blob.md5_hash).hex()
-    return ObjectInfo(path, int(blob.size or 0), hashes)
+    updated = blob.updated
+    modified = updated.astimezone(UTC).replace(tzinfo=None) if updated is not None else None
+    return ObjectInfo(path, int(blob.size or 0), hashes, modified)
 
 
 class _Reader(io.RawIOBase):

@@ -26,6 +26,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
@@ -531,25 +532,45 @@ class LocalConnector(Connector):
         root = self._real_root()
         if prefix:
             check_path(prefix)
-        top = root
+        top, base = root, ""
         if "/" in prefix:
-            top = self._resolve(prefix[: prefix.rindex("/") + 1])
+            base = prefix[: prefix.rindex("/") + 1]
+            top = self._resolve(base)
         if not os.path.isdir(top):
             return
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if name.endswith(PARTIAL_SUFFIX):
-                    continue
-                full = os.path.join(dirpath, name)
-                relative = os.path.relpath(full, root).replace(os.sep, "/")
-                if not relative.startswith(prefix):
-                    continue
-                try:
-                    size = os.stat(full).st_size
-                except FileNotFoundError:
-                    continue
-                yield ObjectInfo(relative, size, {})
+        yield from self._walk(top, base, prefix)
+
+    def _walk(self, folder: str, relative: str, prefix: str) -> Iterator[ObjectInfo]:
+        """``folder``'s tree under ``prefix`` in path order; links to folders are not followed.
+
+        A folder's entries are sorted as their paths compare: a folder as
+        ``name/``, so ``a-b/x`` comes before ``a/x`` (``-`` sorts before
+        ``/``), as in S3's listings. One folder's entries are held at a time
+        per level.
+        """
+        try:
+            with os.scandir(folder) as found:
+                entries = [
+                    (entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name, entry)
+                    for entry in found
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return  # removed meanwhile
+        entries.sort(key=lambda pair: pair[0])
+        for key, entry in entries:
+            path = relative + key
+            if key.endswith("/"):
+                if path.startswith(prefix) or prefix.startswith(path):
+                    yield from self._walk(entry.path, path, prefix)
+                continue
+            if key.endswith(PARTIAL_SUFFIX) or not path.startswith(prefix):
+                continue
+            try:
+                info = entry.stat()  # a link to a file: the file's
+            except FileNotFoundError:
+                continue
+            modified = datetime.fromtimestamp(info.st_mtime, UTC).replace(tzinfo=None)
+            yield ObjectInfo(path, info.st_size, {}, modified)
 
     def _sweep(self, folder: str) -> bool:
         """Remove the stale temporary files of dead writers from ``folder``; whether any went.

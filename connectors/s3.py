@@ -49,6 +49,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import UTC
 from hashlib import md5 as md5_hash
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -666,7 +667,13 @@ class S3Connector(LazyClient, Connector):
             )
             for entry in page.get("Contents", []):
                 etag = entry.get("ETag", "").strip('"').lower()
-                yield ObjectInfo(entry["Key"], int(entry["Size"]), {ETAG: etag} if etag else {})
+                modified = entry.get("LastModified")
+                yield ObjectInfo(
+                    entry["Key"],
+                    int(entry["Size"]),
+                    {ETAG: etag} if etag else {},
+                    modified.astimezone(UTC).replace(tzinfo=None) if modified else None,
+                )
             if not page.get("IsTruncated"):
                 return
             token = page["NextContinuationToken"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
 import pytest
@@ -142,6 +143,16 @@ class ConformanceSuite:
             "b/5",
         ]
         assert list(connector.list("nothing/")) == []
+
+    def test_a_listing_comes_in_path_order_with_times(self, connector: Connector) -> None:
+        """As strings compare (S3's order): a listing merges with the catalog in one pass."""
+        paths = ["t/a/x", "t/a-b/x", "t/a.txt", "t/a/b/c", "t/Z", "t/é", "t/a0", "t/a!"]
+        began = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=5)
+        for path in paths:
+            connector.write(path, io.BytesIO(b"1"))
+        listed = list(connector.list("t/"))
+        assert [info.path for info in listed] == sorted(paths)
+        assert all(info.modified is not None and info.modified > began for info in listed)
 
     def test_a_failed_write_leaves_nothing(self, connector: Connector) -> None:
         with pytest.raises(OSError, match="went away"):
