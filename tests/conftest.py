@@ -4,6 +4,12 @@ PostgreSQL tests use ``$RESOLWE_STORAGE_TEST_POSTGRES`` (default: the local
 server's ``postgres`` database as user ``postgres``) to create a private
 database for the session. Without a server they are skipped, except under
 ``CI=true``, where a missing server is a failure.
+
+No test sees the developer's ``RESOLWE_STORAGE_*`` settings (the catalog,
+the broker, the configuration file, the log level...): they are taken out of
+the environment for the session and again for every test, so neither the
+code under test nor the processes the tests start read them. Only the
+settings of the tests themselves, ``RESOLWE_STORAGE_TEST_*``, stay.
 """
 
 from __future__ import annotations
@@ -27,6 +33,35 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "RESOLWE_STORAGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: Our settings, which no test may inherit from the developer's shell ...
+OUR_PREFIX = "RESOLWE_STORAGE_"
+#: ... except those of the tests themselves.
+TEST_PREFIX = "RESOLWE_STORAGE_TEST_"
+
+
+def our_settings() -> list[str]:
+    """The names of ``RESOLWE_STORAGE_*`` variables in the environment, but the test ones."""
+    return [
+        name
+        for name in os.environ
+        if name.startswith(OUR_PREFIX) and not name.startswith(TEST_PREFIX)
+    ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _without_our_settings_for_the_session() -> Iterator[None]:
+    """Out of the environment before any session fixture starts a server or process."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in our_settings():
+            patch.delenv(name)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _without_our_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of the environment for every test (were one put back since)."""
+    for name in our_settings():
+        monkeypatch.delenv(name)
 
 
 def server_missing(what: str, reason: str) -> None:

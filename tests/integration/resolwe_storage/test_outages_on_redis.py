@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.servers.redis"]
 
+#: Seconds a new worker is watched for anything it should not say.
+QUIET_SECONDS = 2
+
 
 def write_config(tmp_path: Path, broker: str) -> Path:
     document = {
@@ -52,6 +55,18 @@ def wait_for(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
         time.sleep(0.2)
 
 
+def outage(private_redis: PrivateRedis, log: Path, seconds: float) -> None:
+    """Redis down until the process in ``log`` has said so, and for ``seconds`` at least.
+
+    Long enough for many failed tries, none of which it may tell again.
+    """
+    private_redis.stop()
+    back_at = time.monotonic() + seconds
+    wait_for(lambda: "does not answer" in log.read_text(), "the outage to be told")
+    time.sleep(max(0.0, back_at - time.monotonic()))
+    private_redis.start()
+
+
 def add_item(cli: Cli, tmp_path: Path, key: str) -> None:
     folder = tmp_path / "l" / key
     folder.mkdir(parents=True)
@@ -78,9 +93,7 @@ def test_a_worker_says_once_that_redis_is_gone_and_once_that_it_is_back(
         add_item(cli, tmp_path, "before")
         cli.ok("scan")
         wait_for(lambda: copied(tmp_path, "before"), "the first copy")
-        private_redis.stop()
-        time.sleep(8)
-        private_redis.start()
+        outage(private_redis, log, seconds=8)
         add_item(cli, tmp_path, "after")
         wait_for(lambda: cli("scan").code == 0, "a scan once Redis is back")
         wait_for(lambda: copied(tmp_path, "after"), "a copy after the outage")
@@ -101,9 +114,7 @@ def test_the_scheduler_says_once_that_redis_is_gone_and_scans_when_it_is_back(
     scheduler = cli.start("scheduler", "--interval", "1", log=log)
     try:
         wait_for(lambda: "scan:" in log.read_text(), "a first scan")
-        private_redis.stop()
-        time.sleep(6)
-        private_redis.start()
+        outage(private_redis, log, seconds=6)
         scans = log.read_text().count("scan:")
         wait_for(lambda: log.read_text().count("scan:") > scans + 1, "scans after the outage")
     finally:
@@ -144,7 +155,11 @@ def test_a_message_that_is_not_a_job_is_dead_lettered_and_holds_up_nothing(
     assert text.count("a message that is not a job") == 2 and "Traceback" not in text
     # They stay dead when the others are retried, and a new worker starts clean.
     assert json.loads(cli.ok("queues", "--retry-dead", "--json").out)["requeued"] == 0
-    again = cli.start("worker", log=tmp_path / "again.log")
-    time.sleep(2)
-    stop(again)
-    assert (tmp_path / "again.log").read_text() == "worker: 8 thread(s) on copy, delete, verify\n"
+    again_log = tmp_path / "again.log"
+    again = cli.start("worker", log=again_log)
+    try:
+        wait_for(lambda: "worker:" in again_log.read_text(), "the new worker to start")
+        time.sleep(QUIET_SECONDS)  # it would say something by now, were there anything to say
+    finally:
+        stop(again)
+    assert again_log.read_text() == "worker: 8 thread(s) on copy, delete, verify\n"

@@ -27,6 +27,11 @@ from connectors.local import PARTIAL_SUFFIX, LocalConnector, _beneath, _copy_in_
 from connectors.transfer import copy_file
 from tests.connector_conformance import ConformanceSuite, CorruptInTransit, hashes_of, read_all
 
+#: Seconds to wait for what a thread will do (generous: a loaded machine is slow).
+EVENT_SECONDS = 30
+#: Seconds a thread is given to do what it must not (it would take a few milliseconds).
+BLOCKED_SECONDS = 0.5
+
 
 @pytest.fixture
 def connector(tmp_path: Path) -> LocalConnector:
@@ -525,32 +530,40 @@ def test_temporary_names_are_unique_and_a_forked_child_has_its_own() -> None:
 
 def test_the_gate_lets_one_thread_through_at_a_time_until_it_leaves() -> None:
     gate = local_module._Gate()
-    inside = threading.Event()
-    release = threading.Event()
+    inside = threading.Event()  # the first is through the gate
+    knocking = threading.Event()  # the second is about to go through
+    second_in = threading.Event()  # ... and is through
+    release = threading.Event()  # the first may leave
     order: list[str] = []
 
     def first() -> None:
         with gate.passing(("a", "b")) as leave:
             inside.set()
-            release.wait(5)
+            release.wait(EVENT_SECONDS)
             order.append("first leaves")
             leave()
-            time.sleep(0.05)
+            # Still in its block: the second gets through all the same.
+            second_in.wait(EVENT_SECONDS)
             order.append("first ends")
 
     def second() -> None:
-        inside.wait(5)
+        inside.wait(EVENT_SECONDS)
+        knocking.set()
         with gate.passing(("a", "b")):
             order.append("second in")
+            second_in.set()
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for thread in threads:
         thread.start()
-    time.sleep(0.05)
-    assert order == []  # the second waits at the gate
+    assert inside.wait(EVENT_SECONDS) and knocking.wait(EVENT_SECONDS)
+    # A while at the gate, and the second is not through: it waits there.
+    assert not second_in.wait(BLOCKED_SECONDS)
+    assert order == []
     release.set()
     for thread in threads:
-        thread.join(5)
+        thread.join(EVENT_SECONDS)
+    assert not any(thread.is_alive() for thread in threads)
     assert order == ["first leaves", "second in", "first ends"]
 
 
@@ -593,10 +606,10 @@ def test_a_held_gate_lets_its_holder_pass_again_and_again_and_the_others_wait() 
             with gate.passing(("a", "b")):
                 pass
         other = waits_at(gate, ("a", "b"))
-        assert not other.wait(0.1)  # held between the passes too
+        assert not other.wait(BLOCKED_SECONDS)  # held between the passes too
         with gate.passing(("a", "b")):
             pass
-    assert other.wait(5)
+    assert other.wait(EVENT_SECONDS)
     with gate.passing(("a", "b")):  # nothing is left held
         pass
 
@@ -607,9 +620,9 @@ def test_leaving_a_held_pass_ends_the_hold() -> None:
     with gate.holding(("a", "b")):
         with gate.passing(("a", "b")) as leave:
             other = waits_at(gate, ("a", "b"))
-            assert not other.wait(0.1)
+            assert not other.wait(BLOCKED_SECONDS)
             leave()
-            assert other.wait(5)
+            assert other.wait(EVENT_SECONDS)
         with gate.passing(("a", "b")):  # taken again for this pass only
             pass
     assert not gate._lock.locked()

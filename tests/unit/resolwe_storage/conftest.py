@@ -1,4 +1,8 @@
-"""Every test here starts in an empty working folder, without our environment variables."""
+"""Every test here starts in an empty working folder.
+
+The developer's ``RESOLWE_STORAGE_*`` settings are kept out of every test by
+``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from resolwe_storage.config import ENV_BROKER, ENV_CONFIG, ENV_DATABASE
-
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keep the developer's settings out, and the default catalog file out of the checkout."""
-    for name in (ENV_CONFIG, ENV_DATABASE, ENV_BROKER):
-        monkeypatch.delenv(name, raising=False)
+    """Keep the default catalog file (``resolwe-storage.sqlite3``) out of the checkout."""
     monkeypatch.chdir(tmp_path)
