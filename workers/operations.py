@@ -711,7 +711,20 @@ def _decide(
     with locked_item(item.id) as current:
         if current is None:
             return GONE
-        damaged = [other for other in others if problems[other.id]]
+        # A copy deleted, or being deleted, since it was confirmed (another
+        # delete of the item, at once) lacks its files for that reason: it is
+        # not damaged, it just no longer counts (``counted_copies`` below).
+        still = {
+            loc.id: loc.status
+            for loc in StorageLocation.select(StorageLocation.id, StorageLocation.status).where(
+                StorageLocation.id.in_([other.id for other in others])
+            )
+        }
+        damaged = [
+            other
+            for other in others
+            if problems[other.id] and still.get(other.id) in (STATUS_DONE, STATUS_DAMAGED)
+        ]
         for other in damaged:
             record_bad(other.id, [(paths[p.path], p.problem) for p in problems[other.id]], now=now)
             settle(other.id, now=now)

@@ -938,3 +938,32 @@ def test_a_confirmation_the_backend_cannot_answer_deletes_nothing_and_concludes_
     assert LocationFile.select().count() == 0
     assert len(list(folders["backup"].list())) == 2
     assert not Action.select().where(Action.action == "delete").exists()
+
+
+def test_two_deletes_at_once_one_goes_the_other_is_refused_not_failed(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    """While one delete confirms the copies it counts, another delete removes one of them.
+
+    The copy gone meanwhile is not damaged (its files went with it): it no
+    longer counts, and the second delete is refused for want of copies.
+    """
+    item = make_item(folders, on=("local", "backup", "archive"))
+    ran = []
+
+    def connectors(name: str) -> LocalConnector:
+        if name == "backup" and not ran:
+            # The archive's delete asks for backup to confirm it: right then,
+            # the backup's own delete runs to its end.
+            ran.append(delete(item, "backup", folders, min_other_copies=1))
+        return folders[name]
+
+    outcome = delete_location(
+        item.id, "archive", check=check(min_other_copies=2), connectors=connectors
+    )
+    assert ran == [DELETED] and location(item, "backup") is None
+    assert outcome == REFUSED
+    assert location(item, "archive").status == "OK"  # type: ignore[union-attr]
+    assert location(item, "local").status == "OK"  # type: ignore[union-attr]
+    assert len(list(folders["archive"].list())) == 2
+    assert [row.result for row in Action.select().order_by(Action.id)] == ["ok", "refused"]
