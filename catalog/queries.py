@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import peewee as pw
 
@@ -325,3 +325,43 @@ def forget_files(location_id: int, path_ids: Sequence[int]) -> bool:
         .where((StorageLocation.id == location_id) & ~pw.fn.EXISTS(left))
         .execute()
     )
+
+
+class ExpectedObject(NamedTuple):
+    """A file the catalog says a location holds, as an object key on its connector."""
+
+    key: str
+    size: int | None
+    md5: str | None
+    crc32c: str | None
+    location_id: int
+    path_id: int
+    status: str
+    item_id: int
+    item_key: str | None
+    path: str
+
+
+def expected_objects(connector_name: str) -> Iterator[ExpectedObject]:
+    """Every file of every location on ``connector_name``, as object keys, in key order.
+
+    The key is the location's url and the file's path joined by ``/``
+    (``workers.verify.object_path``); the order is the one strings compare
+    in, a backend's listing's (``connectors.base.Connector.list``), so the
+    two merge in one pass. Streamed in batches inside the caller's
+    transaction: memory stays flat for any number of files.
+    """
+    catalog = sql.database()
+    key = "rtrim(l.url, '/') || '/' || r.path"
+    text = (
+        f"SELECT {key} AS object_key, r.size, r.md5, r.crc32c, l.id, r.id, l.status,"
+        " f.id, f.key, r.path FROM storage_location AS l"
+        " JOIN referenced_path AS r ON r.file_storage_id = l.file_storage_id"
+        " JOIN file_storage AS f ON f.id = l.file_storage_id"
+        f" WHERE l.connector_name = {catalog.param} AND r.path NOT LIKE {catalog.param}"
+        # In the order strings compare (code points: UTF-8 bytes), on either engine.
+        f" ORDER BY {key}" + ("" if is_sqlite(catalog) else ' COLLATE "C"')
+    )
+    params = [connector_name, "%/"]  # a folder (its path ends in /) is no object
+    for row in sql.stream(catalog, text, params, name="resolwe_storage_expected"):
+        yield ExpectedObject(*row)

@@ -17,7 +17,7 @@ server; as four arrays, 0.11 ms and 2.4 ms (measured here).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +54,38 @@ def run(sql: str, params: Sequence[Any]) -> Any:
     else:
         sql = _for_postgres(sql)
     return catalog.execute_sql(sql, params)
+
+
+#: Rows fetched per round trip when streaming a long result.
+DEFAULT_FETCH_ROWS = 20_000
+
+
+def stream(
+    catalog: pw.Database, sql: str, params: Sequence[Any], *, name: str = "resolwe_storage_rows"
+) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``sql`` (the database's own placeholders), in batches: memory stays flat.
+
+    Runs inside the caller's transaction. On PostgreSQL through a server-side
+    cursor (``name``), so the server does not send the whole result at once;
+    peewee runs psycopg2 in autocommit mode with explicit transactions, so
+    the cursor is declared in SQL rather than by name.
+    """
+    cursor = catalog.cursor()
+    if is_sqlite(catalog):
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(DEFAULT_FETCH_ROWS):
+            yield from rows
+        return
+    cursor.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {sql}", params)
+    try:
+        while True:
+            cursor.execute(f"FETCH FORWARD {DEFAULT_FETCH_ROWS} FROM {name}")
+            rows = cursor.fetchall()
+            if not rows:
+                break
+            yield from rows
+    finally:
+        cursor.execute(f"CLOSE {name}")
 
 
 def run_all(statements: Sequence[Statement]) -> Any:

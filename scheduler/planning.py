@@ -26,6 +26,7 @@ import peewee as pw
 from catalog.integrity import bad_files
 from catalog.models import STATUS_DAMAGED, FileStorage, ReferencedPath, StorageLocation
 from catalog.queries import open_lock_counts
+from catalog.sql import stream
 from scheduler.policy import (
     COPY,
     DELETE,
@@ -38,8 +39,6 @@ from scheduler.policy import (
 )
 from scheduler.rules import DEFAULT_MIN_OTHER_COPIES, ConnectorPolicy, Rule, preference_order
 
-#: Rows fetched per round trip from PostgreSQL's server-side cursor.
-DEFAULT_FETCH_ROWS = 20_000
 #: Bits of a connector's field in the per-item sums: a location there (any
 #: status), an OK one, one whose verification is due, a damaged one.
 HERE_BIT, OK_BIT, VERIFY_BIT, DAMAGED_BIT = 1, 2, 4, 8
@@ -512,25 +511,7 @@ class Planner:
 
     def _rows(self, sql: _Sql) -> Iterator[tuple[Any, ...]]:
         """Run ``sql`` inside the caller's transaction, fetching rows in batches."""
-        cursor = self.database.cursor()
-        if not self.postgres:
-            cursor.execute(sql.text, sql.params)
-            while rows := cursor.fetchmany(DEFAULT_FETCH_ROWS):
-                yield from rows
-            return
-        # A server-side cursor keeps PostgreSQL from sending the whole result
-        # at once; peewee runs psycopg2 in autocommit mode with explicit
-        # transactions, so the cursor is declared in SQL rather than by name.
-        cursor.execute(f"DECLARE resolwe_storage_plan NO SCROLL CURSOR FOR {sql.text}", sql.params)
-        try:
-            while True:
-                cursor.execute(f"FETCH FORWARD {DEFAULT_FETCH_ROWS} FROM resolwe_storage_plan")
-                rows = cursor.fetchall()
-                if not rows:
-                    break
-                yield from rows
-        finally:
-            cursor.execute("CLOSE resolwe_storage_plan")
+        return stream(self.database, sql.text, sql.params, name="resolwe_storage_plan")
 
 
 def plan(

@@ -13,6 +13,7 @@ module          commands
 ``story``       ``show``, ``history``
 ``deletes``     ``deletes pause``, ``deletes resume``, ``deletes status``
 ``checks``      ``check-config``
+``audit``       ``audit``
 ==============  ==========================================================
 
 Each command module imports ``base`` and registers its commands on ``cli``;
@@ -31,6 +32,7 @@ import peewee as pw
 from catalog.errors import CatalogError
 from connectors.errors import ConnectorError
 from resolwe_storage.cli import (
+    audit,
     catalog,
     checks,
     deletes,
@@ -47,7 +49,7 @@ from workers.broker import BrokerUnavailable
 
 __all__ = ["cli", "main"]
 #: The command modules, registered on ``cli`` by being imported.
-COMMAND_MODULES = (catalog, checks, deletes, files, jobs, plan, queues, requests, story)
+COMMAND_MODULES = (audit, catalog, checks, deletes, files, jobs, plan, queues, requests, story)
 
 
 def main(argv: list[str] | None = None) -> int:

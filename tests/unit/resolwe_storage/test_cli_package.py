@@ -29,6 +29,7 @@ COMMANDS = {
     "history",
     "deletes",
     "check-config",
+    "audit",
 }
 
 
