@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,30 @@ class Outcome:
         assert self.code != 0, self
         assert len(lines) == 1 and lines[0].startswith("error: "), self.err
         return lines[0]
+
+
+def local_pair(folder: Path, **archive: object) -> Path:
+    """A configuration file in ``folder``: a SQLite catalog there, two local connectors.
+
+    ``local`` (preferred, priority 0) and ``archive`` (priority 10, with the
+    settings ``archive``: rules, ``public_url``...), folders beside it.
+    """
+    config = folder / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "database": f"sqlite:///{folder / 'catalog.sqlite3'}",
+                "connectors": {
+                    "local": {"connector": "local", "config": {"priority": 0, "path": "local"}},
+                    "archive": {
+                        "connector": "local",
+                        "config": {"priority": 10, "path": "archive", **archive},
+                    },
+                },
+            }
+        )
+    )
+    return config
 
 
 class Cli:

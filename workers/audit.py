@@ -131,7 +131,7 @@ def audit_connector(
         for batch in _batches(pending):
             judged = [c for c in batch if c["kind"] != DARK]
             if judged:
-                _record(connector, database, judged, report, now=now, found=found)
+                _record(connector, judged, report, now=now, found=found)
             dark = [c for c in batch if c["kind"] == DARK]
             if dark:
                 _dark(
@@ -254,7 +254,6 @@ def _confirm(connector: Connector, candidate: Finding) -> str | None:
 
 def _record(
     connector: Connector,
-    database: pw.Database,
     candidates: Sequence[Finding],
     report: AuditReport,
     *,
@@ -311,10 +310,7 @@ def _record(
                     "problem": problem,
                 }
             )
-    logger.debug(
-        "%s: %d candidate(s), %d confirmed", connector.name, len(candidates), len(confirmed)
-    )
-    del database  # the models are bound to it
+    logger.debug("%s: %d candidate(s) asked about again", connector.name, len(candidates))
 
 
 def _dark(

@@ -25,9 +25,10 @@ from catalog.models import Action, FileStorage, ReferencedPath, StorageLocation,
 from catalog.queries import reserve_location
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
+from tests.runtimes import folder_runtime, never_delete
 from workers import process
 from workers.broker import make_broker
-from workers.runtime import DeleteLimits, Runtime
+from workers.runtime import DeleteLimits
 
 pytest_plugins = ["tests.servers.redis"]
 
@@ -61,10 +62,6 @@ def push(client: redis.Redis, queue: str, actor: str, *args: Any) -> None:
     client.expire(f"dramatiq:{queue}.wake", 5)
 
 
-def never_delete(connector: str, *, data_slug: str, process_type: str, now: Any) -> DeleteLimits:
-    return DeleteLimits(cutoff=None, min_other_copies=1)
-
-
 def delete_from_backup(
     connector: str, *, data_slug: str, process_type: str, now: Any
 ) -> DeleteLimits:
@@ -74,19 +71,8 @@ def delete_from_backup(
 
 
 def start(tmp_path: Path, database: pw.Database, url: str, rules: Any) -> Any:
-    return process.start(
-        Runtime(
-            database=database,
-            broker=make_broker(url),
-            connectors={
-                name: (lambda name=name: LocalConnector(name, path=tmp_path / name))
-                for name in ("local", "backup")
-            },
-            preference=("local", "backup"),
-            delete_rules=rules,
-        ),
-        threads=2,
-    )
+    runtime = folder_runtime(database, make_broker(url), tmp_path, delete_rules=rules)
+    return process.start(runtime, threads=2)
 
 
 def an_item(tmp_path: Path, key: str) -> FileStorage:

@@ -12,18 +12,13 @@ import pytest
 import redis
 
 from catalog.models import FileStorage, ReferencedPath, StorageLocation, utcnow
-from connectors.local import LocalConnector
 from tests.processes import Cli
+from tests.runtimes import folder_runtime
 from workers import process
 from workers.broker import make_broker
 from workers.messages import copy_jobs
-from workers.runtime import DeleteLimits, Runtime
 
 pytest_plugins = ["tests.servers.redis"]
-
-
-def never(connector: str, *, data_slug: str, process_type: str, now: object) -> DeleteLimits:
-    return DeleteLimits(cutoff=None, min_other_copies=1)
 
 
 def test_queues_names_the_item_and_the_reason_of_a_dead_letter(
@@ -34,19 +29,7 @@ def test_queues_names_the_item_and_the_reason_of_a_dead_letter(
     ReferencedPath.create(file_storage=item, path="a.txt", size=3)
     StorageLocation.create(file_storage=item, connector_name="backup", url="data-1", status="PR")
     broker = make_broker(redis_url)
-    worker = process.start(
-        Runtime(
-            database=sqlite_db,
-            broker=broker,
-            connectors={
-                name: (lambda name=name: LocalConnector(name, path=tmp_path / name))
-                for name in ("local", "backup")
-            },
-            preference=("local", "backup"),
-            delete_rules=never,
-        ),
-        threads=1,
-    )
+    worker = process.start(folder_runtime(sqlite_db, broker, tmp_path), threads=1)
     client = redis.Redis.from_url(redis_url)
     try:
         for job in copy_jobs("backup", [(item.id, [("a.txt", 3)])]):

@@ -8,30 +8,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.processes import Cli
+from tests.processes import Cli, local_pair
 
 
 def test_a_pause_is_kept_in_the_catalog_and_said_by_status_and_plan(tmp_path: Path) -> None:
-    config = tmp_path / "config.json"
-    backup = {"priority": 10, "path": "backup", "delete": {"delay": 1, "max_per_scan": 1}}
-    config.write_text(
-        json.dumps(
-            {
-                "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
-                "connectors": {
-                    "local": {"connector": "local", "config": {"priority": 0, "path": "local"}},
-                    "backup": {"connector": "local", "config": backup},
-                },
-            }
-        )
-    )
+    config = local_pair(tmp_path, delete={"delay": 1, "max_per_scan": 1})
     items = [
         {
             "key": f"data-{n}",
             "created": "2020-01-01T00:00:00Z",
             "locations": [
                 {"connector": "local", "url": str(n), "status": "OK"},
-                {"connector": "backup", "url": str(n), "status": "OK"},
+                {"connector": "archive", "url": str(n), "status": "OK"},
             ],
             "files": [{"path": "a.txt", "size": 3}],
         }
@@ -42,7 +30,7 @@ def test_a_pause_is_kept_in_the_catalog_and_said_by_status_and_plan(tmp_path: Pa
     cli.ok("import", "items.json")
     planned = cli.ok("plan", "--json")
     assert len(json.loads(planned.out)) == 3
-    assert "backup: 3 deletes due; a scan queues at most 1 (delete.max_per_scan)" in planned.err
+    assert "archive: 3 deletes due; a scan queues at most 1 (delete.max_per_scan)" in planned.err
 
     assert json.loads(cli.ok("deletes", "status", "--json").out)["deletes_paused"] is False
     paused = cli.ok("deletes", "pause", "--note", "checking the policy")

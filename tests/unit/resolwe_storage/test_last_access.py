@@ -8,30 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.processes import Cli
+from tests.processes import Cli, local_pair
 
 
 def test_a_url_handed_out_postpones_the_delete_of_that_copy(tmp_path: Path) -> None:
-    config = tmp_path / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
-                "connectors": {
-                    "local": {"connector": "local", "config": {"priority": 0, "path": "local"}},
-                    "archive": {
-                        "connector": "local",
-                        "config": {
-                            "priority": 10,
-                            "path": "archive",
-                            "public_url": "/archive",
-                            "delete": {"delay": 30},
-                        },
-                    },
-                },
-            }
-        )
-    )
+    config = local_pair(tmp_path, public_url="/archive", delete={"delay": 30})
     item = {
         "key": "data-1",
         "created": "2020-01-01T00:00:00Z",

@@ -5,25 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.processes import Cli
+from tests.processes import Cli, local_pair
 
 
 def test_show_and_history_tell_what_happened_to_an_item(tmp_path: Path) -> None:
-    config = tmp_path / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
-                "connectors": {
-                    "local": {"connector": "local", "config": {"priority": 0, "path": "local"}},
-                    "archive": {
-                        "connector": "local",
-                        "config": {"priority": 10, "path": "archive", "copy": {"delay": 0}},
-                    },
-                },
-            }
-        )
-    )
+    config = local_pair(tmp_path, copy={"delay": 0})
     folder = tmp_path / "local" / "sample-1"
     (folder / "deep").mkdir(parents=True)
     (folder / "reads.fastq").write_bytes(b"ACGT\n" * 10)

@@ -20,10 +20,11 @@ from catalog.settings import deletes_paused, pause_deletes, resume_deletes
 from connectors.local import LocalConnector
 from scheduler.rules import ConnectorPolicy, Rule
 from scheduler.scan import scan
+from tests.runtimes import folder_runtime
 from workers import process
 from workers.messages import QUEUE_DELETE
 from workers.operations import REFUSED
-from workers.runtime import DeleteLimits, Runtime
+from workers.runtime import DeleteLimits
 
 NOW = datetime(2026, 6, 1)
 
@@ -113,17 +114,12 @@ def test_paused_no_scan_queues_a_delete_and_no_queued_delete_runs(
             LocalConnector(name, path=tmp_path / name).write(
                 f"{location.url}/a.txt", io.BytesIO(b"abcd")
             )
+
+    def due(connector: str, **_: object) -> DeleteLimits:
+        return DeleteLimits(cutoff=NOW, min_other_copies=1)
+
     worker = process.start(
-        Runtime(
-            database=catalog_db,
-            broker=broker,
-            connectors={
-                name: (lambda name=name: LocalConnector(name, path=tmp_path / name))
-                for name in ("local", "backup")
-            },
-            preference=("local", "backup"),
-            delete_rules=lambda connector, **_: DeleteLimits(cutoff=NOW, min_other_copies=1),
-        ),
+        folder_runtime(catalog_db, broker, tmp_path, delete_rules=due),  # type: ignore[arg-type]
         threads=2,
     )
     try:
