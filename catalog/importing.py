@@ -36,6 +36,7 @@ from catalog.integrity import (
 )
 from catalog.models import (
     DEFAULT_CHUNK_SIZE,
+    ITEM_STATUS_DONE,
     STATUS_DAMAGED,
     STATUS_DONE,
     AccessLog,
@@ -47,6 +48,7 @@ from catalog.models import (
 )
 from catalog.paths import check_relative_path
 from catalog.queries import writing
+from catalog.removal import REMOVED_STATUS, mark_removed
 from catalog.sql import is_sqlite
 
 #: Reason recorded on the access logs an import document asks for.
@@ -320,18 +322,27 @@ def _import_item(
         "status": item.status,
         "created": item.created,
     }
+    removing = item.status == REMOVED_STATUS
+    if removing:
+        # "removed" is no producer status: the item keeps the one it had.
+        fields["status"] = ITEM_STATUS_DONE
     query = FileStorage.select().where(FileStorage.key == item.key)
     if not is_sqlite(FileStorage._meta.database):
         query = query.for_update()
     storage = query.first()
     existed = storage is not None
     outcome = "unchanged"
+    if removing and storage is not None:
+        del fields["status"]
     if storage is None:
         storage = FileStorage.create(key=item.key, **fields)
         outcome = "created"
     elif _assign(storage, fields):
         storage.save()
         outcome = "updated"
+    if removing and storage.removed is None:
+        mark_removed(storage, now=utcnow(), actor=actor)
+        outcome = "updated" if outcome == "unchanged" else outcome
 
     changed: list[int] = []
     added: list[int] = []

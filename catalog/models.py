@@ -60,6 +60,9 @@ class FileStorage(BaseModel):
     process_type = pw.TextField(default="")
     status = pw.TextField(default=ITEM_STATUS_DONE)
     created = pw.DateTimeField(default=utcnow)
+    #: When the producer said the item is gone (None: it is not); every copy
+    #: is deleted after the removal grace, then the item (``catalog.removal``).
+    removed = pw.DateTimeField(null=True)
 
     class Meta:
         table_name = "file_storage"

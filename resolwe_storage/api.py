@@ -27,6 +27,7 @@ import peewee as pw
 from catalog.importing import ImportResult, import_document
 from catalog.models import STATUS_PREPARING, StorageLocation, utcnow
 from catalog.queries import item_files, record_access, reserve_location
+from catalog.removal import Removal, remove_items, restore_item
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
 from resolwe_storage.urls import DEFAULT_URL_EXPIRES, file_url, ok_copies
@@ -74,6 +75,19 @@ class StorageService:
             database=self.database,
             actor="api",
         )
+
+    def remove(self, *keys: str) -> list[Removal]:
+        """Remove items (SPEC §5 "unreferenced"): they count nowhere; copies go after the grace.
+
+        All or nothing: an unknown key removes none. Idempotent.
+        """
+        with self.database.atomic():
+            return remove_items(keys, now=utcnow(), actor="api")
+
+    def restore(self, key: str) -> None:
+        """Undo the removal of item ``key`` while its grace lasts (``RestoreRefused`` after)."""
+        with self.database.atomic():
+            restore_item(key, now=utcnow(), removal_delay=self.config.removal_delay, actor="api")
 
     def request_copy(self, key: str, *, to: str) -> int:
         """Queue a copy of item ``key`` to connector ``to`` now; returns the jobs queued.

@@ -132,9 +132,15 @@ class _ConnectorEntry(_Strict):
     config: dict[StrictStr, Any]
 
 
+class RemovalSettings(_Strict):
+    #: Days after an item's removal that its copies go (negative: never).
+    delay: Days = 0
+
+
 class _Document(_Strict):
     database: StrictStr | None = None
     broker: StrictStr | None = None
+    removal: RemovalSettings = RemovalSettings()
     connectors: dict[StrictStr, _ConnectorEntry] = {}
 
 
@@ -167,6 +173,8 @@ class Config:
     broker: str | None = None
     connectors: Mapping[str, ConnectorConfig] = field(default_factory=dict)
     source: str | None = None
+    #: Days after an item's removal that its copies go (``removal: {delay}``).
+    removal_delay: int = 0
 
     @property
     def policies(self) -> dict[str, ConnectorPolicy]:
@@ -315,7 +323,13 @@ def build_config(
     if broker is not None:
         origin = ENV_BROKER if environ.get(ENV_BROKER) else "broker"
         _check_url(source, origin, broker, ("redis", "rediss"))
-    return Config(database=database, broker=broker, connectors=connectors, source=source)
+    return Config(
+        database=database,
+        broker=broker,
+        connectors=connectors,
+        source=source,
+        removal_delay=parsed.removal.delay,
+    )
 
 
 def _resolve_paths(settings: _ConnectorSettings, base_dir: Path | None) -> _ConnectorSettings:

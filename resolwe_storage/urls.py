@@ -38,6 +38,10 @@ def ok_copies(
     when there is none.
     """
     item = item_by_key(key)
+    if item.removed is not None:
+        raise InputError(
+            f"item {key!r} was removed {item.removed:%Y-%m-%dT%H:%M:%SZ}: it has no copy to use"
+        )
     rank = {name: n for n, name in enumerate(preference_order(config.policies))}
     statuses = [STATUS_DONE, STATUS_DAMAGED] if damaged else [STATUS_DONE]
     locations = [

@@ -52,6 +52,7 @@ class ScanLoop:
         lease: Lease | None = None,
         clock: Callable[[], datetime] = utcnow,
         report: Callable[[ScanReport], None] = lambda _: None,
+        removal_delay: int = 0,
     ) -> None:
         self.policies = policies
         self.database = database
@@ -59,6 +60,7 @@ class ScanLoop:
         self.lease = lease
         self.clock = clock
         self.report = report
+        self.removal_delay = removal_delay
         self.broker_down = Outage("the broker (Redis)", logger)
         self.catalog_down = Outage("the catalog database", logger)
 
@@ -81,7 +83,13 @@ class ScanLoop:
             return None
         try:
             with self.database.connection_context():
-                done = scan(self.policies, self.database, self.broker, now=self.clock())
+                done = scan(
+                    self.policies,
+                    self.database,
+                    self.broker,
+                    now=self.clock(),
+                    removal_delay=self.removal_delay,
+                )
         except BrokerUnavailable as exc:
             self.broker_down.failed(exc)
             return None
@@ -100,7 +108,13 @@ class ScanLoop:
                 return None
             try:
                 with self.database.connection_context():
-                    done = scan(self.policies, self.database, self.broker, now=self.clock())
+                    done = scan(
+                        self.policies,
+                        self.database,
+                        self.broker,
+                        now=self.clock(),
+                        removal_delay=self.removal_delay,
+                    )
             finally:
                 if self.lease is not None:
                     self.lease.release()

@@ -30,6 +30,7 @@ from catalog.sql import stream
 from scheduler.policy import (
     COPY,
     DELETE,
+    REMOVE,
     REPAIR,
     VERIFY,
     ItemFacts,
@@ -124,9 +125,17 @@ class Planner:
     order, which is the ``(action, target)`` order of SPEC §6.
     """
 
-    def __init__(self, policies: Mapping[str, ConnectorPolicy], database: pw.Database) -> None:
+    def __init__(
+        self,
+        policies: Mapping[str, ConnectorPolicy],
+        database: pw.Database,
+        *,
+        removal_delay: int = 0,
+    ) -> None:
         self.policies = dict(policies)
         self.database = database
+        #: Days after its removal that a removed item's copies go (negative: never).
+        self.removal_delay = removal_delay
         self.postgres = isinstance(database, pw.PostgresqlDatabase)
         self.order = preference_order(self.policies)
         self.rank = {name: position for position, name in enumerate(self.order)}
@@ -142,6 +151,7 @@ class Planner:
                 for action, rule in (
                     (COPY, policy.copy),
                     (DELETE, policy.delete),
+                    (REMOVE, True),  # every connector: a removed item's copies all go
                     (REPAIR, repairs),
                     (VERIFY, policy.verify),
                 )
@@ -285,7 +295,7 @@ class Planner:
         assert rule is not None
         if self._never(rule):
             return False
-        sql.add("f.status = 'OK' AND ")
+        sql.add("f.removed IS NULL AND f.status = 'OK' AND ")
         self._older(sql, "f.created", rule, now)
         sql.add(" AND NOT ")
         self._any(sql, facts, [policy.name], HERE_BIT)
@@ -303,7 +313,7 @@ class Planner:
         if self._never(rule) or not better:
             # The most preferred connector always holds the preferred copy.
             return False
-        sql.add("f.status = 'OK' AND ")
+        sql.add("f.removed IS NULL AND f.status = 'OK' AND ")
         self._older(sql, "f.created", rule, now)
         # The location here is OK, idle long enough and unlocked; the lock
         # probe runs only for locations that pass the cheaper tests.
@@ -331,7 +341,26 @@ class Planner:
         self, sql: _Sql, facts: list[_Sql], policy: ConnectorPolicy, now: datetime
     ) -> bool:
         assert policy.verify is not None
+        sql.add("f.removed IS NULL AND ")
         self._any(sql, facts, [policy.name], VERIFY_BIT)
+        return True
+
+    def _remove_due(
+        self, sql: _Sql, facts: list[_Sql], policy: ConnectorPolicy, now: datetime
+    ) -> bool:
+        """Removed before the grace, and a location here not being deleted, unlocked."""
+        limit = cutoff(now, self.removal_delay)
+        if limit is None:
+            return False
+        sql.add("f.removed IS NOT NULL AND f.removed < ").value(self._time(limit))
+        if self.postgres:
+            sql.add("::timestamp")
+        sql.add(" AND MAX(CASE WHEN l.connector_name = ").value(policy.name)
+        sql.add(
+            " AND l.status <> 'DE' THEN CASE WHEN EXISTS (SELECT 1 FROM access_log a"
+            " WHERE a.storage_location_id = l.id AND a.finished IS NULL)"
+            " THEN 0 ELSE 1 END ELSE 0 END) = 1"
+        )
         return True
 
     def _repair_due(
@@ -344,6 +373,7 @@ class Planner:
         for it). That probe runs only for items with a damaged copy here,
         which are few.
         """
+        sql.add("f.removed IS NULL AND ")
         self._any(sql, facts, [policy.name], DAMAGED_BIT)
         sql.add(" AND (")
         self._any(sql, facts, [name for name in self.order if name != policy.name], OK_BIT)
@@ -378,6 +408,7 @@ class Planner:
         builders = {
             COPY: self._copy_due,
             DELETE: self._delete_due,
+            REMOVE: self._remove_due,
             REPAIR: self._repair_due,
             VERIFY: self._verify_due,
         }
@@ -515,10 +546,14 @@ class Planner:
 
 
 def plan(
-    policies: Mapping[str, ConnectorPolicy], database: pw.Database, *, now: datetime
+    policies: Mapping[str, ConnectorPolicy],
+    database: pw.Database,
+    *,
+    now: datetime,
+    removal_delay: int = 0,
 ) -> Iterator[PlannedAction]:
     """Stream every due action of the catalog in ``database`` at ``now``."""
-    return Planner(policies, database).plan(now=now)
+    return Planner(policies, database, removal_delay=removal_delay).plan(now=now)
 
 
 def item_facts(item: FileStorage) -> ItemFacts:
@@ -554,4 +589,5 @@ def item_facts(item: FileStorage) -> ItemFacts:
         created=item.created,
         locations=locations,
         files=files,
+        removed=item.removed,
     )

@@ -22,9 +22,12 @@ from scheduler.rules import (
 
 COPY = "copy"
 DELETE = "delete"
+REMOVE = "remove"
 REPAIR = "repair"
 VERIFY = "verify"
-ACTIONS = (COPY, DELETE, REPAIR, VERIFY)
+ACTIONS = (COPY, DELETE, REMOVE, REPAIR, VERIFY)
+#: A location being deleted already (a removal leaves it alone: its job is under way).
+LOCATION_DELETING = "DE"
 
 ITEM_STATUS_DONE = "OK"
 LOCATION_DONE = "OK"
@@ -58,6 +61,8 @@ class ItemFacts:
     #: The paths of the item's files (not folders); needed only to tell
     #: which files of a damaged item are good somewhere.
     files: Sequence[str] = field(default_factory=tuple)
+    #: When the producer said the item is gone (None: it is not).
+    removed: datetime | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -413,23 +418,94 @@ def _some(paths: Sequence[str]) -> str:
     return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "") if paths else "none"
 
 
+def explain_remove(
+    item: ItemFacts, name: str, now: datetime, removal_delay: int
+) -> Decision | None:
+    """SPEC §5 "unreferenced items": the copy on ``name`` of a removed item goes after the grace.
+
+    Every copy goes, the preferred and the last included, but never a
+    locked one (it waits for the lock). None for an item not removed, or
+    without a location on ``name``.
+    """
+    if item.removed is None:
+        return None
+    here = next((loc for loc in item.locations if loc.connector == name), None)
+    if here is None:
+        return None
+    limit = cutoff(now, removal_delay)
+    ended = limit is not None and item.removed < limit
+    conditions = [
+        Condition(
+            "grace",
+            ended,
+            f"removed {fmt_time(item.removed)}, "
+            + ("the removal grace of " if ended else "within the removal grace of ")
+            + f"{removal_delay} day(s)"
+            + ("" if ended else (" (never over: negative)" if limit is None else "")),
+        ),
+        Condition(
+            "not deleting",
+            here.status != LOCATION_DELETING,
+            f"the location on {name} is {here.status}",
+        ),
+        Condition(
+            "unlocked",
+            not here.open_access_logs,
+            f"{here.open_access_logs} open access log(s) lock it"
+            if here.open_access_logs
+            else "no open access log",
+        ),
+    ]
+    due = all(condition.holds for condition in conditions)
+    return Decision(REMOVE, name, due, tuple(conditions), rule=f"removal delay {removal_delay}")
+
+
 def explain(
-    item: ItemFacts, policies: Mapping[str, ConnectorPolicy], *, now: datetime
+    item: ItemFacts,
+    policies: Mapping[str, ConnectorPolicy],
+    *,
+    now: datetime,
+    removal_delay: int = 0,
 ) -> list[Decision]:
-    """Every decision for ``item``: for each connector (by name), copy, delete, repair, verify."""
+    """Every decision for ``item``: per connector (by name), copy, delete, remove, repair, verify.
+
+    A removed item has none due but its removals: it counts nowhere.
+    """
     decisions: list[Decision] = []
     for name in sorted(policies):
         policy = policies[name]
-        decisions.append(explain_copy(item, policy, policies, now))
-        decisions.append(explain_delete(item, policy, policies, now))
-        decisions.append(explain_repair(item, policy, policies))
-        decisions.append(explain_verify(item, policy, now))
+        per_connector = [
+            explain_copy(item, policy, policies, now),
+            explain_delete(item, policy, policies, now),
+            explain_remove(item, name, now, removal_delay),
+            explain_repair(item, policy, policies),
+            explain_verify(item, policy, now),
+        ]
+        for decision in per_connector:
+            if decision is None:
+                continue
+            if item.removed is not None and decision.action != REMOVE:
+                gone = Condition("not removed", False, f"removed {fmt_time(item.removed)}")
+                decision = Decision(
+                    decision.action,
+                    decision.connector,
+                    False,
+                    (gone, *decision.conditions),
+                    rule=decision.rule,
+                )
+            decisions.append(decision)
     return decisions
 
 
 def due_actions(
-    item: ItemFacts, policies: Mapping[str, ConnectorPolicy], *, now: datetime
+    item: ItemFacts,
+    policies: Mapping[str, ConnectorPolicy],
+    *,
+    now: datetime,
+    removal_delay: int = 0,
 ) -> list[PlannedAction]:
     """The due actions for ``item``, in ``plan`` order."""
-    planned = [d.planned(item.key) for d in explain(item, policies, now=now)]
+    planned = [
+        d.planned(item.key) for d in explain(item, policies, now=now, removal_delay=removal_delay)
+    ]
     return sorted((p for p in planned if p is not None), key=PlannedAction.sort_key)

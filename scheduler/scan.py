@@ -35,6 +35,7 @@ from catalog.models import (
     STATUS_PREPARING,
     STATUS_UPLOADING,
     Action,
+    FileStorage,
     LocationFile,
     ReferencedPath,
     StorageLocation,
@@ -51,15 +52,17 @@ from catalog.queries import (
 )
 from catalog.settings import deletes_paused
 from scheduler.planning import DueItem, Planner
-from scheduler.policy import COPY, DELETE, REPAIR, VERIFY
+from scheduler.policy import COPY, DELETE, REMOVE, REPAIR, VERIFY, cutoff
 from scheduler.rules import ConnectorPolicy
 from workers.broker import UNREACHABLE, BrokerUnavailable, Pending, answering, enqueue_many
 from workers.messages import (
+    PENDING_REMOVE,
     PENDING_REPAIR,
     QUEUE_DELETE,
     QUEUE_VERIFY,
     copy_jobs,
     delete_messages,
+    remove_messages,
     repair_messages,
     verify_messages,
 )
@@ -83,6 +86,10 @@ class ScanReport:
     deletes: int = 0
     verifies: int = 0
     repairs: int = 0
+    #: Copies of removed items queued for deletion, and removed items
+    #: without a copy left whose catalog rows went.
+    removals: int = 0
+    forgotten: int = 0
     jobs: int = 0
     #: Work already queued or running (not queued again).
     pending: int = 0
@@ -105,7 +112,7 @@ class ScanReport:
         return (
             f"scan: {self.items} item(s) due; queued {self.jobs} job(s): "
             f"{self.copies} copies, {self.deletes} deletes, {self.verifies} verifications, "
-            f"{self.repairs} repairs; "
+            f"{self.repairs} repairs, {self.removals} removals; "
             f"{self.pending} already queued; {self.resumed} stalled copies resumed; "
             f"{self.unlocked} expired locks closed; "
             + (
@@ -124,6 +131,8 @@ class ScanReport:
             "deletes": self.deletes,
             "verifies": self.verifies,
             "repairs": self.repairs,
+            "removals": self.removals,
+            "forgotten": self.forgotten,
             "jobs": self.jobs,
             "pending": self.pending,
             "conflicts": self.conflicts,
@@ -143,17 +152,20 @@ def scan(
     *,
     now: datetime,
     resume_after: timedelta = DEFAULT_RESUME_AFTER,
+    removal_delay: int = 0,
 ) -> ScanReport:
     """Plan ``policies`` at ``now`` and queue every due job; returns what was done.
 
-    Also resumes copies under way that have not moved since ``now - resume_after``.
+    Also resumes copies under way that have not moved since ``now - resume_after``,
+    and forgets removed items past ``removal_delay`` days that have no copy left.
     """
     began = time.monotonic()
     report = ScanReport()
     # First, so the plan sees the locations those locks held as free. Real
     # time: a lock's end is a moment, whatever ``now`` the plan is made at.
     report.unlocked = _close_expired_locks()
-    due = list(Planner(policies, database).due(now=now))
+    report.forgotten = _forget_removed(database, cutoff(now, removal_delay))
+    due = list(Planner(policies, database, removal_delay=removal_delay).due(now=now))
     report.plan_seconds = time.monotonic() - began
     report.items = len(due)
     paused = deletes_paused()
@@ -245,6 +257,43 @@ class DeleteBudget:
             f"its cap per scan ({' and '.join(cap for cap in caps if cap)}) was reached; "
             "the next scans queue them in turn"
         )
+
+
+def _forget_removed(database: pw.Database, before: datetime | None) -> int:
+    """Drop removed items past the grace that have no location left; their history stays.
+
+    The usual way an item goes is with its last copy (``workers.operations.
+    remove_location``); this takes those that had none, or lost their last
+    one otherwise. How many went.
+    """
+    if before is None:
+        return 0
+    with writing(database):
+        gone = list(
+            FileStorage.select(FileStorage.id, FileStorage.key).where(
+                (FileStorage.removed < before)
+                & ~pw.fn.EXISTS(
+                    StorageLocation.select(StorageLocation.id).where(
+                        StorageLocation.file_storage == FileStorage.id
+                    )
+                )
+            )
+        )
+        if gone:
+            Action.insert_many(
+                [
+                    {
+                        "actor": "scheduler",
+                        "action": "remove",
+                        "item_key": item.key,
+                        "result": "ok",
+                        "error": None,
+                    }
+                    for item in gone
+                ]
+            ).execute()
+            FileStorage.delete().where(FileStorage.id.in_([item.id for item in gone])).execute()
+    return len(gone)
 
 
 def _unreserve(database: pw.Database, reserved: Sequence[tuple[int, str]]) -> None:
@@ -341,6 +390,13 @@ def _resume_stale(
     ]
     every_file = item_files(unmarked) if unmarked else {}
     copies: dict[str, list[tuple[int, list[tuple[str, int | None]]]]] = {}
+    removed = {
+        item.id
+        for item in FileStorage.select(FileStorage.id).where(
+            FileStorage.id.in_([location.file_storage_id for location in stale])
+            & FileStorage.removed.is_null(False)
+        )
+    }
     resumed: list[int] = []
     for location in stale:
         files = left.get(location.id, [])
@@ -349,7 +405,8 @@ def _resume_stale(
             if budget.paused:  # a delete under way waits too; the caps are for new ones
                 budget.take(location.connector_name, 0)
                 continue
-            messages += delete_messages(location.file_storage_id, location.connector_name, files)
+            build = remove_messages if location.file_storage_id in removed else delete_messages
+            messages += build(location.file_storage_id, location.connector_name, files)
         else:
             copies.setdefault(location.connector_name, []).append((location.file_storage_id, files))
         report.resumed += 1
@@ -422,19 +479,18 @@ def _claim_others(
     wanted = []
     for item in batch:
         for action, connector in item.arms:
-            if action == DELETE and budget.paused:
+            if action in (DELETE, REMOVE) and budget.paused:
                 budget.take(connector, 0)  # counted as held
-            elif action in (DELETE, VERIFY, REPAIR):
+            elif action in (DELETE, REMOVE, VERIFY, REPAIR):
                 wanted.append((action, item.item_id, connector))
     if not wanted:
         return [], []
     files = item_files(sorted({item_id for action, item_id, _ in wanted if action != REPAIR}))
+    builders = {DELETE: delete_messages, REMOVE: remove_messages, VERIFY: verify_messages}
     jobs = [
         _repair_jobs(item_id, connector)
         if action == REPAIR
-        else (delete_messages if action == DELETE else verify_messages)(
-            item_id, connector, files[item_id]
-        )
+        else builders[action](item_id, connector, files[item_id])
         for action, item_id, connector in wanted
     ]
     keys = [Pending.key(_QUEUES[action], item_id, name) for action, item_id, name in wanted]
@@ -453,6 +509,8 @@ def _claim_others(
         claimed.append(key)
         if action == DELETE:
             report.deletes += 1
+        elif action == REMOVE:
+            report.removals += 1
         elif action == VERIFY:
             report.verifies += 1
         else:
@@ -473,7 +531,12 @@ def _repair_jobs(item_id: int, connector: str) -> list[dramatiq.Message]:
     return repair_messages(item_id, connector, [(b.path, b.size) for b in bad])
 
 
-_QUEUES = {DELETE: QUEUE_DELETE, VERIFY: QUEUE_VERIFY, REPAIR: PENDING_REPAIR}
+_QUEUES = {
+    DELETE: QUEUE_DELETE,
+    REMOVE: PENDING_REMOVE,
+    VERIFY: QUEUE_VERIFY,
+    REPAIR: PENDING_REPAIR,
+}
 
 
 def _chunks(items: Sequence[DueItem], size: int) -> Iterator[Sequence[DueItem]]:

@@ -20,6 +20,9 @@ actor                  runs (``workers.operations``)
 ``verify_files``       ``verify_item_files``: re-hash files of a copy, record
                        what the backend answered (good, missing, different)
 ``verify_location``    ``verify_files`` of every file of the copy
+``remove_location``    ``remove_location``: a removed item's copy goes whole
+                       (no delete rule, no confirmation; never a locked
+                       copy), and the item with its last copy
 =====================  ===================================================
 
 Queues and arguments are the contract in ``workers.messages``. Retry rules
@@ -61,10 +64,12 @@ from workers.messages import (
     ACTOR_DELETE,
     ACTOR_DELETE_MANY,
     ACTOR_FINISH,
+    ACTOR_REMOVE,
     ACTOR_REPAIR,
     ACTOR_VERIFY,
     ACTOR_VERIFY_MANY,
     DEFAULT_TIME_LIMIT_MS,
+    PENDING_REMOVE,
     PENDING_REPAIR,
     QUEUE_COPY,
     QUEUE_DELETE,
@@ -76,6 +81,7 @@ from workers.operations import (
     copy_items,
     delete_files,
     finish_location,
+    remove_location,
     repair_location,
     verify_item_files,
 )
@@ -256,6 +262,17 @@ def verify_location_job(item_id: int, connector: str) -> None:
     verify_files_job(item_id, connector, None)
 
 
+def remove_location_job(item_id: int, connector: str) -> None:
+    """Delete the copy on ``connector`` of a removed item (and the item with its last copy)."""
+    runtime = current()
+    with _catalog(runtime):
+        outcome = remove_location(
+            item_id, connector, connectors=runtime.connector, actor=ACTOR_NAME
+        )
+    runtime.pending.done(Pending.key(PENDING_REMOVE, item_id, connector))
+    logger.info("removal of item %s from %s: %s", item_id, connector, outcome)
+
+
 def repair_location_job(item_id: int, connector: str) -> None:
     """Copy the bad files of the item's damaged copy on ``connector`` again."""
     runtime = current()
@@ -307,6 +324,7 @@ ACTORS: dict[str, tuple[str, Callable[..., Any]]] = {
     ACTOR_VERIFY_MANY: (QUEUE_VERIFY, verify_files_job),
     ACTOR_VERIFY: (QUEUE_VERIFY, verify_location_job),
     ACTOR_REPAIR: (QUEUE_COPY, repair_location_job),
+    ACTOR_REMOVE: (QUEUE_DELETE, remove_location_job),
 }
 
 
@@ -337,7 +355,9 @@ class GiveUpHistory(Middleware):
         marker = _marker(message.actor_name, args)
         if marker is not None:
             _runtime.pending.done(marker)
-        action = "repair" if message.actor_name == ACTOR_REPAIR else queue or message.actor_name
+        action = {ACTOR_REPAIR: "repair", ACTOR_REMOVE: "remove"}.get(
+            message.actor_name, queue or message.actor_name
+        )
         # A permanent error fails at its first try; Dramatiq counts that try too.
         how = f"gave up after {retries} tries" if is_transient(0, exception) else "failed"
         reason = f"{how}: {exception}"
@@ -374,6 +394,8 @@ def _marker(actor: str, args: list[Any]) -> str | None:
         return None
     if actor == ACTOR_REPAIR:
         return Pending.key(PENDING_REPAIR, args[0], args[1])
+    if actor == ACTOR_REMOVE:
+        return Pending.key(PENDING_REMOVE, args[0], args[1])
     queue, _ = ACTORS.get(actor, ("", None))
     if queue in (QUEUE_DELETE, QUEUE_VERIFY):
         return Pending.key(queue, args[0], args[1])

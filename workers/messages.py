@@ -14,6 +14,7 @@ queue      actor               args
 ``copy``   ``repair_location`` item id, connector (a damaged copy)
 ``delete`` ``delete_files``    item id, connector, [file paths]
 ``delete`` ``delete_location`` item id, connector
+``delete`` ``remove_location`` item id, connector (a removed item's copy)
 ``verify`` ``verify_files``    item id, connector, [file paths]
 ``verify`` ``verify_location`` item id, connector
 =========  ==================  ==================================================
@@ -68,8 +69,11 @@ ACTOR_DELETE_MANY = "delete_files"
 ACTOR_VERIFY = "verify_location"
 ACTOR_VERIFY_MANY = "verify_files"
 ACTOR_REPAIR = "repair_location"
+ACTOR_REMOVE = "remove_location"
 #: The marker (``workers.broker.Pending``) of a repair queued or running.
 PENDING_REPAIR = "repair"
+#: The marker of a removal (of a removed item's copy) queued or running.
+PENDING_REMOVE = "remove"
 
 #: A job's time limit: this much, plus its bytes at ``DEFAULT_SLOWEST_RATE``.
 DEFAULT_TIME_LIMIT_MS = 600_000
@@ -237,6 +241,25 @@ def delete_messages(
             time_limit=DEFAULT_TIME_LIMIT_MS + len(paths) * DEFAULT_DELETE_MS_PER_FILE,
         )
         for paths, _ in batches
+    ]
+
+
+def remove_messages(
+    item_id: int, connector: str, files: Sequence[tuple[str, int | None]]
+) -> list[dramatiq.Message]:
+    """The job that deletes the copy on ``connector`` of a removed item, whose files are ``files``.
+
+    One job (the copy goes whole, without the delete rules), given
+    ``DEFAULT_DELETE_MS_PER_FILE`` a file on top of the base time limit.
+    """
+    return [
+        message(
+            QUEUE_DELETE,
+            ACTOR_REMOVE,
+            item_id,
+            connector,
+            time_limit=DEFAULT_TIME_LIMIT_MS + len(files) * DEFAULT_DELETE_MS_PER_FILE,
+        )
     ]
 
 

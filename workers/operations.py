@@ -123,6 +123,8 @@ DELETED = "deleted"
 FILES_DELETED = "files deleted"
 REFUSED = "refused"
 GONE = "gone"
+#: The history's name for the removal of a removed item's copy.
+REMOVE_ACTION = "remove"
 
 
 @dataclass(frozen=True)
@@ -1070,3 +1072,74 @@ def _record_repair(
 
 def _content(entry: ReferencedPath) -> tuple[object, ...]:
     return (entry.size, entry.md5, entry.crc32c, entry.awss3etag)
+
+
+def remove_location(
+    item_id: int,
+    connector_name: str,
+    *,
+    connectors: Callable[[str], Connector],
+    actor: str = "worker",
+) -> str:
+    """Delete the copy on ``connector_name`` of a removed item; the item goes with its last copy.
+
+    SPEC §5 "unreferenced items": the producer said the item is gone, so
+    every copy goes, the preferred and the last included, without the delete
+    rules and without confirming the others. Under the item's lock it is
+    refused when the item was restored meanwhile, when deletes are paused,
+    or when the copy is locked (an open access log: the scan plans it again
+    once the lock is gone). The location is marked ``DE`` first, so a job
+    that dies midway is finished by a later one. When the item has no
+    location left, its catalog rows go too; its history stays, by key.
+    Returns ``deleted``, ``refused`` or ``gone``.
+    """
+    began = time.monotonic()
+    now = utcnow()
+    with locked_item(item_id) as item:
+        location = location_on(item_id, connector_name)
+        if item is None or location is None:
+            return GONE
+        reason = None
+        if item.removed is None:
+            reason = "the item is no longer removed (restored)"
+        elif (paused := deletes_paused()) is not None:
+            reason = paused.describe()
+        elif open_lock_count(location.id):
+            reason = "the copy is locked (an open access log); it goes once the lock is closed"
+        if reason is not None:
+            _refuse(actor, item, connector_name, reason)
+            return REFUSED
+        if location.status != STATUS_DELETING:
+            StorageLocation.update(status=STATUS_DELETING, last_update=now).where(
+                StorageLocation.id == location.id
+            ).execute()
+            mark_files_to_delete(location.id, item_id, now=now)
+        key = item.key
+    entries = list(
+        ReferencedPath.select(ReferencedPath.id, ReferencedPath.path).where(
+            (ReferencedPath.file_storage == item_id) & ~ReferencedPath.path.endswith("/")
+        )
+    )
+    delete_all(
+        connectors(connector_name),
+        [object_path(location, entry.path) for entry in entries],
+        within=location.url.rstrip("/"),
+    )
+    with locked_item(item_id) as current:
+        forget_files(location.id, [entry.id for entry in entries])
+        StorageLocation.delete().where(StorageLocation.id == location.id).execute()
+        last = not StorageLocation.select().where(StorageLocation.file_storage == item_id).exists()
+        Action.create(
+            actor=actor,
+            action=REMOVE_ACTION,
+            item_key=key,
+            file_storage=None if last else current,
+            target=connector_name,
+            result="ok",
+            duration_ms=int((time.monotonic() - began) * 1000),
+            error=None,
+        )
+        if last and current is not None:
+            # Its rows go; the history keeps its key (``action.file_storage`` is set null).
+            FileStorage.delete().where(FileStorage.id == item_id).execute()
+    return DELETED

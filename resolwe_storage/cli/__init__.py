@@ -14,6 +14,7 @@ module          commands
 ``deletes``     ``deletes pause``, ``deletes resume``, ``deletes status``
 ``checks``      ``check-config``
 ``audit``       ``audit``
+``removal``     ``remove``, ``restore``
 ==============  ==========================================================
 
 Each command module imports ``base`` and registers its commands on ``cli``;
@@ -40,6 +41,7 @@ from resolwe_storage.cli import (
     jobs,
     plan,
     queues,
+    removal,
     requests,
     story,
 )
@@ -49,7 +51,19 @@ from workers.broker import BrokerUnavailable
 
 __all__ = ["cli", "main"]
 #: The command modules, registered on ``cli`` by being imported.
-COMMAND_MODULES = (audit, catalog, checks, deletes, files, jobs, plan, queues, requests, story)
+COMMAND_MODULES = (
+    audit,
+    catalog,
+    checks,
+    deletes,
+    files,
+    jobs,
+    plan,
+    queues,
+    removal,
+    requests,
+    story,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

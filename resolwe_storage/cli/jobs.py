@@ -91,7 +91,10 @@ def scan_command(context: Context, now: str | None, as_json: bool) -> None:
     moment = parse_now(now)
     context.warn_ineffective_rules()
     broker = make_broker(broker_url(context, "scan"))
-    report = scan(context.config.policies, context.database, broker, now=moment)
+    config = context.config
+    report = scan(
+        config.policies, context.database, broker, now=moment, removal_delay=config.removal_delay
+    )
     if as_json:
         click.echo(json.dumps(report.as_json()))
     else:
@@ -116,6 +119,7 @@ def scheduler(context: Context, interval: float, once: bool) -> None:
         broker,
         lease=Lease(broker.client, SCHEDULER_LEASE),  # type: ignore[attr-defined]
         report=_print,
+        removal_delay=context.config.removal_delay,
     )
     if once:
         # One pass, as a command: a broker or catalog out of reach is its error line.
@@ -203,7 +207,13 @@ def run(
     running = process.start(runtime, threads=threads)
     try:
         if once:
-            report = scan(context.config.policies, database, broker, now=clock())
+            report = scan(
+                context.config.policies,
+                database,
+                broker,
+                now=clock(),
+                removal_delay=context.config.removal_delay,
+            )
             with answering(broker, what="the jobs queued may not all have run"):
                 for queue in QUEUES:
                     _join(broker, queue)
@@ -227,9 +237,14 @@ def run(
             if failures or lost:
                 raise UserError(_trouble(failures, lost))
             return
-        ScanLoop(context.config.policies, database, broker, clock=clock, report=_print).run(
-            _until_signalled(), interval=interval
-        )
+        ScanLoop(
+            context.config.policies,
+            database,
+            broker,
+            clock=clock,
+            report=_print,
+            removal_delay=context.config.removal_delay,
+        ).run(_until_signalled(), interval=interval)
     finally:
         with contextlib.suppress(*UNREACHABLE):
             process.stop(running)

@@ -39,7 +39,8 @@ def plan(context: Context, now: str | None, as_json: bool, explain_key: str | No
         _explain(context, explain_key, moment, as_json)
         return
     deletes: Counter[str] = Counter()
-    items = _counting_deletes(Planner(policies, context.database).due(now=moment), deletes)
+    planner = Planner(policies, context.database, removal_delay=context.config.removal_delay)
+    items = _counting_deletes(planner.due(now=moment), deletes)
     out = sys.stdout
     if as_json:
         write_plan_json(out, items)
@@ -102,7 +103,8 @@ def _warn_lost() -> None:
 def _explain(context: Context, key: str, now: datetime, as_json: bool) -> None:
     with context.database.atomic():
         facts = item_facts(item_by_key(key))
-    decisions = explain(facts, context.config.policies, now=now)
+    config = context.config
+    decisions = explain(facts, config.policies, now=now, removal_delay=config.removal_delay)
     lost = lost_files(facts)
     if as_json:
         click.echo(

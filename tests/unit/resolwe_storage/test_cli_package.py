@@ -30,6 +30,8 @@ COMMANDS = {
     "deletes",
     "check-config",
     "audit",
+    "remove",
+    "restore",
 }
 
 

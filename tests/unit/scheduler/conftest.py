@@ -22,6 +22,7 @@ def store(items: Iterable[ItemFacts]) -> None:
             process_type=facts.process_type,
             status=facts.status,
             created=facts.created,
+            removed=facts.removed,
         )
         paths = {
             path: ReferencedPath.create(file_storage=item, path=path, size=1).id

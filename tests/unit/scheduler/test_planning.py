@@ -53,6 +53,7 @@ def item(
     ptype: str = "data:test:",
     key: str = "item",
     files: tuple[str, ...] = (),
+    removed: float | None = None,
 ) -> ItemFacts:
     return ItemFacts(
         key=key,
@@ -62,6 +63,7 @@ def item(
         created=ago(created),
         locations=locations,
         files=files,
+        removed=ago(removed) if removed is not None else None,
     )
 
 
@@ -125,6 +127,10 @@ def delete(connector: str) -> PlannedAction:
 
 def verify(connector: str) -> PlannedAction:
     return PlannedAction("item", "verify", connector)
+
+
+def remove(connector: str) -> PlannedAction:
+    return PlannedAction("item", "remove", connector)
 
 
 def repair(target: str, source: str | None = "local") -> PlannedAction:
@@ -307,6 +313,28 @@ CASES: dict[str, Case] = {
     "repair: a copy on an unconfigured connector is no source": Case(
         item(damaged("local", "a"), loc("retired"), files=AB), set()
     ),
+    # -- removed items (SPEC §5 "unreferenced"): every copy goes, nothing else --
+    "remove: every copy of a removed item goes, the preferred and the last included": Case(
+        item(loc("local"), loc("S3"), damaged("GCS", "a"), files=AB, removed=1),
+        {remove("local"), remove("S3"), remove("GCS")},
+    ),
+    "remove: a locked copy waits, one being deleted is under way already": Case(
+        item(loc("local", locks=1), loc("S3", "DE"), loc("GCS", "UP"), removed=1),
+        {remove("GCS")},
+    ),
+    "remove: a copy on an unconfigured connector cannot be removed": Case(
+        item(loc("retired"), removed=1), set()
+    ),
+    "copy: a removed item is copied nowhere": Case(item(loc("local"), removed=1), set()),
+    "delete: a removed item's copies go by removal, not by the delete rules": Case(
+        item(loc("local"), loc("S3"), loc("GCS", updated=100), removed=1), set()
+    ),
+    "verify: a removed item is not verified": Case(
+        item(loc("local"), loc("S3", verified=None), removed=1), set()
+    ),
+    "repair: a removed item is not repaired": Case(
+        item(loc("local"), damaged("S3", "a"), files=AB, removed=1), set()
+    ),
 }
 
 
@@ -378,10 +406,15 @@ def test_json_shapes_follow_spec() -> None:
     }
 
 
-def test_no_rules_plan_nothing(catalog_db: pw.Database) -> None:
+def test_no_rules_plan_nothing_but_removals(catalog_db: pw.Database) -> None:
     store([item(loc("local"))])
-    assert Planner({"local": ConnectorPolicy("local")}, catalog_db).compile(NOW) is None
-    assert list(plan({"local": ConnectorPolicy("local")}, catalog_db, now=NOW)) == []
+    bare = {"local": ConnectorPolicy("local")}
+    assert list(plan(bare, catalog_db, now=NOW)) == []
+    # A removal needs no rule: the item is gone, so are its copies.
+    store([item(loc("local"), key="gone", removed=1)])
+    assert list(plan(bare, catalog_db, now=NOW)) == [PlannedAction("gone", "remove", "local")]
+    # Without removals (a negative delay: never), no statement at all.
+    assert Planner(bare, catalog_db, removal_delay=-1).compile(NOW) is None
 
 
 def test_locations_on_unconfigured_connectors_are_never_a_source(
@@ -456,6 +489,7 @@ def random_item(rng: random.Random, key: str) -> ItemFacts:
         created=ago(when()),
         locations=tuple(locations),
         files=files,
+        removed=ago(rng.choice([0.5, 2, 3, 10])) if rng.random() < 0.2 else None,
     )
 
 
@@ -470,10 +504,16 @@ def test_planner_agrees_with_rules_on_random_catalogs(
     items = [random_item(rng, f"item-{number:04d}") for number in range(400)]
     with catalog_db.atomic():
         store(items)
-    expected = [action for facts in items for action in due_actions(facts, POLICIES, now=NOW)]
-    actual = list(plan(POLICIES, catalog_db, now=NOW))
+    # Removed items: some within the grace of two days, some past it.
+    expected = [
+        action
+        for facts in items
+        for action in due_actions(facts, POLICIES, now=NOW, removal_delay=2)
+    ]
+    actual = list(plan(POLICIES, catalog_db, now=NOW, removal_delay=2))
     assert len(expected) > 100, "the random catalog should exercise many rules"
     repairs = [action for action in expected if action.action == "repair"]
     assert len(repairs) > 10, "and repairs, from copies that count and from damaged ones"
     assert any(action.source is not None for action in repairs)
+    assert len([action for action in expected if action.action == "remove"]) > 10
     assert actual == sorted(expected, key=PlannedAction.sort_key)
