@@ -99,8 +99,13 @@ def status_summary() -> dict[str, Any]:
     locks = AccessLog.select().where(AccessLog.finished.is_null()).count()
     lost = lost_files()
     keys = keys_of(list(lost)[:DEFAULT_LOST_SHOWN])
+    removed = FileStorage.select().where(FileStorage.removed.is_null(False)).count()
     return {
-        "items": {"total": sum(items.values()), "by_status": dict(sorted(items.items()))},
+        "items": {
+            "total": sum(items.values()),
+            "by_status": dict(sorted(items.items())),
+            "removed": removed,
+        },
         "locations": {name: dict(sorted(v.items())) for name, v in sorted(locations.items())},
         "damaged_locations": sum(v.get(STATUS_DAMAGED, 0) for v in locations.values()),
         "lost_items": len(lost),

@@ -86,6 +86,7 @@ def item_story(key: str, *, history: int = DEFAULT_STORY_HISTORY) -> dict[str, A
         "process_type": item.process_type,
         "status": item.status,
         "created": when(item.created),
+        "removed": when(item.removed),
         "files": [
             {
                 "path": entry.path,

@@ -83,7 +83,8 @@ def status(context: Context, as_json: bool) -> None:
         return
     items = summary["items"]
     by_status = ", ".join(f"{s} {n}" for s, n in items["by_status"].items()) or "none"
-    click.echo(f"items: {items['total']} ({by_status})")
+    removed = f"; {items['removed']} removed, their copies going" if items["removed"] else ""
+    click.echo(f"items: {items['total']} ({by_status}{removed})")
     names = sorted(set(context.config.connectors) | set(summary["locations"]))
     for name in names:
         counts = summary["locations"].get(name, {})

@@ -37,6 +37,7 @@ def show(context: Context, key: str, history_limit: int, as_json: bool) -> None:
     click.echo(
         f"item {story['key']!r}: status {story['status']}, data_slug {story['data_slug']!r}, "
         f"process_type {story['process_type']!r}, created {story['created']}"
+        + (f", REMOVED {story['removed']}" if story["removed"] else "")
     )
     files = story["files"]
     total = sum(entry["size"] or 0 for entry in files)

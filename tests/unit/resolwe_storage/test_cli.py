@@ -377,7 +377,7 @@ def test_status_json(setup: Setup, run: Any) -> None:
     outcome = run("--config", setup.config, "status", "--json")
     assert (outcome.code, outcome.err) == (0, "")
     assert json.loads(outcome.out) == {
-        "items": {"total": 2, "by_status": {"ER": 1, "OK": 1}},
+        "items": {"total": 2, "by_status": {"ER": 1, "OK": 1}, "removed": 0},
         "locations": {"S3": {"UP": 1}, "local": {"OK": 2}},
         "damaged_locations": 0,
         "lost_items": 0,
@@ -401,7 +401,7 @@ def test_status_json_names_connectors_the_configuration_dropped(setup: Setup, ru
 def test_status_json_of_an_empty_catalog(setup: Setup, run: Any) -> None:
     outcome = run("--config", setup.config, "status", "--json")
     assert json.loads(outcome.out) == {
-        "items": {"total": 0, "by_status": {}},
+        "items": {"total": 0, "by_status": {}, "removed": 0},
         "locations": {},
         "damaged_locations": 0,
         "lost_items": 0,

@@ -47,6 +47,8 @@ def test_a_removed_item_loses_every_copy_and_then_its_rows(tmp_path: Path) -> No
     assert "error: no item with key 'nope'" in cli("remove", "gone", "nope").error_line
     assert json.loads(cli.ok("show", "gone", "--json").out)["key"] == "gone"  # nothing removed
     removed = json.loads(cli.ok("remove", "gone", "locked", "--json").out)
+    assert json.loads(cli.ok("status", "--json").out)["items"]["removed"] == 2
+    assert "REMOVED" in cli.ok("show", "gone").out
     assert [(entry["key"], entry["new"]) for entry in removed] == [("gone", True), ("locked", True)]
     assert "was removed" in cli("url", "gone", "reads.fastq").error_line
     planned = json.loads(cli.ok("plan", "--json").out)
