@@ -15,6 +15,8 @@ from catalog.models import Action, Setting, utcnow
 
 #: The switch that stops every delete.
 DELETES_PAUSED = "deletes_paused"
+#: The last finished audit of a connector: ``audit:<connector>``, its time.
+AUDITED = "audit:"
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,7 @@ def pause_deletes(*, note: str = "", actor: str = "operator") -> Pause:
     if current is not None:
         return current
     now = utcnow()
-    Setting.insert(name=DELETES_PAUSED, value="yes", note=note, updated=now).on_conflict(
-        conflict_target=[Setting.name],
-        update={Setting.value: "yes", Setting.note: note, Setting.updated: now},
-    ).execute()
+    _set(DELETES_PAUSED, "yes", note=note, when=now)
     Action.create(actor=actor, action="pause deletes")
     return Pause(since=now, note=note)
 
@@ -65,3 +64,22 @@ def resume_deletes(*, actor: str = "operator") -> bool:
     Setting.update(value="no", updated=utcnow()).where(Setting.name == DELETES_PAUSED).execute()
     Action.create(actor=actor, action="resume deletes")
     return True
+
+
+def last_audit(connector: str) -> datetime | None:
+    """When the last audit of ``connector`` finished (None: never)."""
+    row = Setting.get_or_none(Setting.name == AUDITED + connector)
+    return None if row is None else row.updated
+
+
+def record_audit(connector: str, *, finished: datetime, note: str) -> None:
+    """Record that an audit of ``connector`` finished at ``finished``; ``note``: what it found."""
+    _set(AUDITED + connector, "done", note=note, when=finished)
+
+
+def _set(name: str, value: str, *, note: str, when: datetime) -> None:
+    """Set the switch ``name`` (made if new)."""
+    Setting.insert(name=name, value=value, note=note, updated=when).on_conflict(
+        conflict_target=[Setting.name],
+        update={Setting.value: value, Setting.note: note, Setting.updated: when},
+    ).execute()

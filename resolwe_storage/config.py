@@ -82,6 +82,7 @@ class _ConnectorSettings(_Strict):
     copy_rule: CopyRuleSettings | None = Field(default=None, alias="copy")
     delete: DeleteRuleSettings | None = None
     verify: VerifyRuleSettings | None = None
+    audit: VerifyRuleSettings | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -162,6 +163,7 @@ class ConnectorConfig:
             copy=_rule(s.copy_rule),
             delete=_rule(s.delete),
             verify=VerifyRule(s.verify.interval) if s.verify else None,
+            audit=VerifyRule(s.audit.interval) if s.audit else None,
         )
 
 

@@ -73,6 +73,8 @@ class ConnectorPolicy:
     copy: Rule | None = None
     delete: Rule | None = None
     verify: VerifyRule | None = None
+    #: Audit the connector's objects against the catalog every ``interval`` days.
+    audit: VerifyRule | None = None
 
 
 @dataclass(frozen=True)

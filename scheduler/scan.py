@@ -50,16 +50,18 @@ from catalog.queries import (
     reserve_locations,
     writing,
 )
-from catalog.settings import deletes_paused
+from catalog.settings import deletes_paused, last_audit
 from scheduler.planning import DueItem, Planner
 from scheduler.policy import COPY, DELETE, REMOVE, REPAIR, VERIFY, cutoff
 from scheduler.rules import ConnectorPolicy
 from workers.broker import UNREACHABLE, BrokerUnavailable, Pending, answering, enqueue_many
 from workers.messages import (
+    PENDING_AUDIT,
     PENDING_REMOVE,
     PENDING_REPAIR,
     QUEUE_DELETE,
     QUEUE_VERIFY,
+    audit_messages,
     copy_jobs,
     delete_messages,
     remove_messages,
@@ -90,6 +92,8 @@ class ScanReport:
     #: without a copy left whose catalog rows went.
     removals: int = 0
     forgotten: int = 0
+    #: Connectors whose audit was queued (``audit: {interval}``).
+    audits: int = 0
     jobs: int = 0
     #: Work already queued or running (not queued again).
     pending: int = 0
@@ -112,7 +116,7 @@ class ScanReport:
         return (
             f"scan: {self.items} item(s) due; queued {self.jobs} job(s): "
             f"{self.copies} copies, {self.deletes} deletes, {self.verifies} verifications, "
-            f"{self.repairs} repairs, {self.removals} removals; "
+            f"{self.repairs} repairs, {self.removals} removals, {self.audits} audits; "
             f"{self.pending} already queued; {self.resumed} stalled copies resumed; "
             f"{self.unlocked} expired locks closed; "
             + (
@@ -133,6 +137,7 @@ class ScanReport:
             "repairs": self.repairs,
             "removals": self.removals,
             "forgotten": self.forgotten,
+            "audits": self.audits,
             "jobs": self.jobs,
             "pending": self.pending,
             "conflicts": self.conflicts,
@@ -197,6 +202,10 @@ def scan(
                 for key in claimed:
                     pending.release(key)
             raise
+    with answering(broker, what=f"{report.jobs} job(s) were queued before it stopped"):
+        audits = _due_audits(policies, pending, now=now)
+        report.audits = len(audits)
+        report.jobs += enqueue_many(broker, audits)
     report.held = budget.held
     for connector, count in sorted(budget.held.items()):
         logger.warning(
@@ -257,6 +266,32 @@ class DeleteBudget:
             f"its cap per scan ({' and '.join(cap for cap in caps if cap)}) was reached; "
             "the next scans queue them in turn"
         )
+
+
+def _due_audits(
+    policies: Mapping[str, ConnectorPolicy], pending: Pending, *, now: datetime
+) -> list[dramatiq.Message]:
+    """The audit jobs due (``audit: {interval}``): one a connector, never two at once.
+
+    Due when the connector's last audit finished more than ``interval`` days
+    before ``now`` (or never); its marker keeps a second one from being
+    queued while one is queued or running.
+    """
+    due = []
+    for name, policy in sorted(policies.items()):
+        if policy.audit is None:
+            continue
+        last = last_audit(name)
+        limit = cutoff(now, policy.audit.interval)
+        if last is not None and (limit is None or last >= limit):
+            continue
+        due.append(name)
+    if not due:
+        return []
+    fresh = pending.claim([Pending.key(PENDING_AUDIT, 0, name) for name in due])
+    return [
+        job for name, new in zip(due, fresh, strict=True) if new for job in audit_messages(name)
+    ]
 
 
 def _forget_removed(database: pw.Database, before: datetime | None) -> int:

@@ -20,6 +20,10 @@ actor                  runs (``workers.operations``)
 ``verify_files``       ``verify_item_files``: re-hash files of a copy, record
                        what the backend answered (good, missing, different)
 ``verify_location``    ``verify_files`` of every file of the copy
+``audit_connector``    ``workers.audit.audit_connector``: the connector's
+                       objects against the catalog; lost and mismatched
+                       files recorded (their copies damaged, repaired by
+                       the scan), dark objects reported, none removed
 ``remove_location``    ``remove_location``: a removed item's copy goes whole
                        (no delete rule, no confirmation; never a locked
                        copy), and the item with its last copy
@@ -55,9 +59,12 @@ from dramatiq.middleware import CurrentMessage, Middleware, Retries
 from catalog.errors import CatalogError
 from catalog.models import Action, FileStorage, utcnow
 from catalog.paths import files_label
+from catalog.settings import record_audit
 from connectors.errors import ChecksumMismatch, ConnectorError
+from workers.audit import audit_connector
 from workers.broker import UNREACHABLE, Pending, note_dead
 from workers.messages import (
+    ACTOR_AUDIT,
     ACTOR_COPY,
     ACTOR_COPY_ITEMS,
     ACTOR_COPY_MANY,
@@ -69,6 +76,7 @@ from workers.messages import (
     ACTOR_VERIFY,
     ACTOR_VERIFY_MANY,
     DEFAULT_TIME_LIMIT_MS,
+    PENDING_AUDIT,
     PENDING_REMOVE,
     PENDING_REPAIR,
     QUEUE_COPY,
@@ -262,6 +270,31 @@ def verify_location_job(item_id: int, connector: str) -> None:
     verify_files_job(item_id, connector, None)
 
 
+def audit_connector_job(connector: str) -> None:
+    """Audit ``connector`` against the catalog, as ``resolwe-storage audit`` does (no removal)."""
+    runtime = current()
+    with _catalog(runtime):
+        report = audit_connector(runtime.connector(connector), runtime.database, now=utcnow())
+        summary = (
+            f"{report.objects} object(s), {report.expected} expected: {report.lost} lost, "
+            f"{report.mismatched} mismatched, {report.dark} dark ({report.dark_bytes} bytes)"
+        )
+        with runtime.database.atomic():
+            record_audit(connector, finished=utcnow(), note=summary)
+            Action.create(
+                actor=ACTOR_NAME,
+                action="audit",
+                target=connector,
+                result="ok" if report.ok else "damaged",
+                duration_ms=int(report.seconds * 1000),
+                error=None if report.ok else summary,
+            )
+    # Freed once done (or given up: ``GiveUpHistory``), not between tries: one at a time.
+    runtime.pending.done(Pending.key(PENDING_AUDIT, 0, connector))
+    log = logger.info if report.ok else logger.error
+    log("audit of %s: %s", connector, summary)
+
+
 def remove_location_job(item_id: int, connector: str) -> None:
     """Delete the copy on ``connector`` of a removed item (and the item with its last copy)."""
     runtime = current()
@@ -325,6 +358,7 @@ ACTORS: dict[str, tuple[str, Callable[..., Any]]] = {
     ACTOR_VERIFY: (QUEUE_VERIFY, verify_location_job),
     ACTOR_REPAIR: (QUEUE_COPY, repair_location_job),
     ACTOR_REMOVE: (QUEUE_DELETE, remove_location_job),
+    ACTOR_AUDIT: (QUEUE_VERIFY, audit_connector_job),
 }
 
 
@@ -390,6 +424,8 @@ class GiveUpHistory(Middleware):
 
 def _marker(actor: str, args: list[Any]) -> str | None:
     """The pending marker a job of ``actor`` frees when it ends, if any."""
+    if actor == ACTOR_AUDIT and args:
+        return Pending.key(PENDING_AUDIT, 0, args[0])
     if len(args) < 2:
         return None
     if actor == ACTOR_REPAIR:

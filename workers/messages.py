@@ -17,6 +17,7 @@ queue      actor               args
 ``delete`` ``remove_location`` item id, connector (a removed item's copy)
 ``verify`` ``verify_files``    item id, connector, [file paths]
 ``verify`` ``verify_location`` item id, connector
+``verify`` ``audit_connector`` connector (its objects against the catalog)
 =========  ==================  ==================================================
 
 What each actor does is in ``workers.actors``. A copy job expects its
@@ -70,10 +71,15 @@ ACTOR_VERIFY = "verify_location"
 ACTOR_VERIFY_MANY = "verify_files"
 ACTOR_REPAIR = "repair_location"
 ACTOR_REMOVE = "remove_location"
+ACTOR_AUDIT = "audit_connector"
 #: The marker (``workers.broker.Pending``) of a repair queued or running.
 PENDING_REPAIR = "repair"
 #: The marker of a removal (of a removed item's copy) queued or running.
 PENDING_REMOVE = "remove"
+#: The marker of a connector's audit queued or running (item id 0): one at a time.
+PENDING_AUDIT = "audit"
+#: An audit's time limit: it lists the whole connector (a million objects: minutes).
+DEFAULT_AUDIT_TIME_LIMIT_MS = 12 * 3600 * 1000
 
 #: A job's time limit: this much, plus its bytes at ``DEFAULT_SLOWEST_RATE``.
 DEFAULT_TIME_LIMIT_MS = 600_000
@@ -261,6 +267,11 @@ def remove_messages(
             time_limit=DEFAULT_TIME_LIMIT_MS + len(files) * DEFAULT_DELETE_MS_PER_FILE,
         )
     ]
+
+
+def audit_messages(connector: str) -> list[dramatiq.Message]:
+    """The job that audits ``connector`` against the catalog (reports; removes nothing)."""
+    return [message(QUEUE_VERIFY, ACTOR_AUDIT, connector, time_limit=DEFAULT_AUDIT_TIME_LIMIT_MS)]
 
 
 def _batches(

@@ -164,6 +164,17 @@ def test_the_loaded_values(tmp_path: Path) -> None:
     }
 
 
+def test_an_audit_rule_is_read_per_connector() -> None:
+    settings = {"path": "/d", "audit": {"interval": 7}}
+    config = build_config(minimal(x={"connector": "local", "config": settings}), environ={})
+    assert config.policies["x"].audit == VerifyRule(7)
+    with pytest.raises(ConfigError, match=r"connectors\.x\.config\.audit\.interval"):
+        build_config(
+            minimal(x={"connector": "local", "config": {"path": "/d", "audit": {"interval": 0}}}),
+            environ={},
+        )
+
+
 def test_caps_on_deletes_per_scan_are_set_or_lifted() -> None:
     def delete_rule(**rule: object) -> Rule | None:
         config = build_config(

@@ -54,9 +54,10 @@ def backup_policies(**backup_rules: dict[str, int]) -> dict[str, ConnectorPolicy
         "backup": ConnectorPolicy(
             "backup",
             priority=10,
-            copy=Rule(**rules["copy"]) if "copy" in rules else None,
+            copy=Rule(**rules["copy"]) if rules.get("copy") is not None else None,
             delete=Rule(**rules["delete"]) if "delete" in rules else None,
             verify=VerifyRule(**rules["verify"]) if "verify" in rules else None,
+            audit=VerifyRule(**rules["audit"]) if "audit" in rules else None,
         ),
     }
 
@@ -574,3 +575,23 @@ def test_a_validated_copy_is_not_read_back_at_the_next_scan(
         later = scan(policies, database, broker, now=utcnow() + timedelta(days=1))
         assert (later.verifies, later.jobs) == (0, 0)
         assert scan(policies, database, broker, now=utcnow() + timedelta(days=31)).verifies == 1
+
+
+def test_a_connector_is_audited_every_interval_one_audit_at_a_time(tmp_path: Path) -> None:
+    with running(tmp_path, copy=None, audit={"interval": 1}) as (policies, broker, worker):
+        database = actors.current().database
+        item = add_item(tmp_path, "a", FIVE)
+        copy = add_backup(tmp_path, item, FIVE)
+        (tmp_path / "backup" / "a" / "f0.txt").unlink()  # behind the catalog's back
+        worker.pause()
+        first = scan(policies, database, broker, now=NOW)
+        assert first.audits == 1 and queued_args(broker, "verify") == [["backup"]]
+        assert scan(policies, database, broker, now=NOW).audits == 0  # one at a time
+        worker.resume()
+        drain(broker)
+        copy = StorageLocation.get_by_id(copy.id)
+        assert copy.status == "DM"  # found by the audit, repaired by a later scan
+        [run] = Action.select().where((Action.action == "audit") & (Action.actor == "worker"))
+        assert run.result == "damaged" and "1 lost" in run.error
+        assert scan(policies, database, broker, now=utcnow()).audits == 0  # audited just now
+        assert scan(policies, database, broker, now=utcnow() + timedelta(days=2)).audits == 1
