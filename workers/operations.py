@@ -682,10 +682,12 @@ def delete_files(
     return DELETED if gone else FILES_DELETED
 
 
-def _refuse(actor: str, item: FileStorage, connector_name: str, reason: str) -> None:
+def _refuse(
+    actor: str, item: FileStorage, connector_name: str, reason: str, *, action: str = "delete"
+) -> None:
     Action.create(
         actor=actor,
-        action="delete",
+        action=action,
         item_key=item.key,
         file_storage=item,
         target=connector_name,
@@ -1107,7 +1109,7 @@ def remove_location(
         elif open_lock_count(location.id):
             reason = "the copy is locked (an open access log); it goes once the lock is closed"
         if reason is not None:
-            _refuse(actor, item, connector_name, reason)
+            _refuse(actor, item, connector_name, reason, action=REMOVE_ACTION)
             return REFUSED
         if location.status != STATUS_DELETING:
             StorageLocation.update(status=STATUS_DELETING, last_update=now).where(

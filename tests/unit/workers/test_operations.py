@@ -35,6 +35,8 @@ from catalog.queries import (
     reserve_location,
     reserve_locations,
 )
+from catalog.removal import remove_items
+from catalog.settings import pause_deletes
 from connectors import local as local_module
 from connectors.errors import BackendUnavailable, ChecksumMismatch, InvalidPath, ObjectNotFound
 from connectors.hashing import hash_stream
@@ -50,12 +52,15 @@ from workers.operations import (
     DeleteCheck,
     ItemChangedError,
     NoSourceError,
+    close_access_log,
     copy_item_file,
     copy_item_files,
     copy_items,
     delete_files,
     delete_location,
     finish_location,
+    open_access_log,
+    remove_location,
     repair_location,
     verify_item_files,
 )
@@ -967,3 +972,38 @@ def test_two_deletes_at_once_one_goes_the_other_is_refused_not_failed(
     assert location(item, "local").status == "OK"  # type: ignore[union-attr]
     assert len(list(folders["archive"].list())) == 2
     assert [row.result for row in Action.select().order_by(Action.id)] == ["ok", "refused"]
+
+
+def test_a_removed_items_copies_go_whole_the_locked_one_waits_then_the_item(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+    assert remove_location(item.id, "backup", connectors=folders.__getitem__) == REFUSED
+    assert "no longer removed" in Action.get(Action.result == "refused").error  # not removed yet
+    remove_items(["item-1"], now=NOW, actor="test")
+    log = open_access_log(location(item, "local"), "reading")  # type: ignore[arg-type]
+    assert remove_location(item.id, "local", connectors=folders.__getitem__) == REFUSED
+    assert len(list(folders["local"].list())) == 2  # locked: untouched
+    # The preferred copy and the last go all the same, once unlocked.
+    assert remove_location(item.id, "backup", connectors=folders.__getitem__) == DELETED
+    assert list(folders["backup"].list()) == [] and location(item, "backup") is None
+    close_access_log(log)
+    assert remove_location(item.id, "local", connectors=folders.__getitem__) == DELETED
+    assert list(folders["local"].list()) == []
+    assert FileStorage.get_or_none(FileStorage.id == item.id) is None  # with its last copy
+    removals = Action.select().where((Action.action == "remove") & (Action.result == "ok"))
+    assert [(row.item_key, row.target) for row in removals.order_by(Action.id)] == [
+        ("item-1", "backup"),
+        ("item-1", "local"),
+    ]
+    assert remove_location(item.id, "local", connectors=folders.__getitem__) == GONE
+
+
+def test_a_removal_is_refused_while_deletes_are_paused(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local",))
+    remove_items(["item-1"], now=NOW, actor="test")
+    pause_deletes(note="hold everything")
+    assert remove_location(item.id, "local", connectors=folders.__getitem__) == REFUSED
+    assert len(list(folders["local"].list())) == 2
