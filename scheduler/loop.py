@@ -82,14 +82,7 @@ class ScanLoop:
             logger.info("not holding the lease; not scanning")
             return None
         try:
-            with self.database.connection_context():
-                done = scan(
-                    self.policies,
-                    self.database,
-                    self.broker,
-                    now=self.clock(),
-                    removal_delay=self.removal_delay,
-                )
+            done = self._scan()
         except BrokerUnavailable as exc:
             self.broker_down.failed(exc)
             return None
@@ -107,19 +100,22 @@ class ScanLoop:
             if self.lease is not None and not self.lease.hold():
                 return None
             try:
-                with self.database.connection_context():
-                    done = scan(
-                        self.policies,
-                        self.database,
-                        self.broker,
-                        now=self.clock(),
-                        removal_delay=self.removal_delay,
-                    )
+                done = self._scan()
             finally:
                 if self.lease is not None:
                     self.lease.release()
         self.report(done)
         return done
+
+    def _scan(self) -> ScanReport:
+        with self.database.connection_context():
+            return scan(
+                self.policies,
+                self.database,
+                self.broker,
+                now=self.clock(),
+                removal_delay=self.removal_delay,
+            )
 
     def run(self, stop: threading.Event, *, interval: float = DEFAULT_SCAN_INTERVAL) -> None:
         """Scan now, then every ``interval`` seconds, until ``stop`` is set; then free the lease."""
