@@ -80,6 +80,9 @@ class Proven:
     validated_by: str
     size: int
     duration_ms: int
+    #: The S3 etag of the bytes at the part size the copy was uploaded with,
+    #: and that part size, when it is not the catalog's ``chunk_size``.
+    etag: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,17 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> Re
                 )
                 for r in kept
             ]
+        # The etag of a file uploaded in larger parts than the catalog's was
+        # computed with, recorded with its part size (``chunk_size``).
+        etags = [
+            (
+                "UPDATE referenced_path SET awss3etag = ?, chunk_size = ? WHERE id = ?",
+                [done.etag[0], done.etag[1], done.entry.id],
+            )
+            for r in kept
+            for done in r.proven
+            if done.etag is not None
+        ]
         files = _insert_statements(
             "location_file"
             " (storage_location_id, referenced_path_id, copied, validated_by, verified)",
@@ -315,7 +329,14 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> Re
                 if r.proven
             ],
         )
-        _run_all([*files, *history, _finishing([r.target.id for r in kept], now=now, touch=True)])
+        _run_all(
+            [
+                *etags,
+                *files,
+                *history,
+                _finishing([r.target.id for r in kept], now=now, touch=True),
+            ]
+        )
     return Recorded({r.item_id for r in kept}, changed)
 
 

@@ -451,7 +451,14 @@ def _copy_one(
             exc.recorded = True  # type: ignore[attr-defined]
         raise
     elapsed = int((time.monotonic() - began) * 1000)
-    return Proven(entry, result.validated_by, result.size, elapsed)
+    etag = None
+    computed = result.hashes
+    if computed is not None and computed.awss3etag and computed.chunk_size != entry.chunk_size:
+        # Uploaded in parts of another size than the catalog's etag was
+        # computed with (a file too large for 10,000 of them): the etag of
+        # these bytes at the parts used, so the store's ETag proves them later.
+        etag = (computed.awss3etag, computed.chunk_size)
+    return Proven(entry, result.validated_by, result.size, elapsed, etag)
 
 
 def _reason(target: str, todo: Sequence[Entry]) -> str:
