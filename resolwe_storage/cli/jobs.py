@@ -92,9 +92,16 @@ def scan_command(context: Context, now: str | None, as_json: bool) -> None:
     context.warn_ineffective_rules()
     broker = make_broker(broker_url(context, "scan"))
     config = context.config
-    report = scan(
-        config.policies, context.database, broker, now=moment, removal_delay=config.removal_delay
-    )
+    try:
+        report = scan(
+            config.policies,
+            context.database,
+            broker,
+            now=moment,
+            removal_delay=config.removal_delay,
+        )
+    finally:
+        broker.close()
     if as_json:
         click.echo(json.dumps(report.as_json()))
     else:
@@ -121,12 +128,15 @@ def scheduler(context: Context, interval: float, once: bool) -> None:
         report=_print,
         removal_delay=context.config.removal_delay,
     )
-    if once:
-        # One pass, as a command: a broker or catalog out of reach is its error line.
-        if loop.once() is None:
-            click.echo("another scheduler holds the lease; not scanning")
-        return
-    loop.run(_until_signalled(), interval=interval)
+    try:
+        if once:
+            # One pass, as a command: a broker or catalog out of reach is its error line.
+            if loop.once() is None:
+                click.echo("another scheduler holds the lease; not scanning")
+            return
+        loop.run(_until_signalled(), interval=interval)
+    finally:
+        broker.close()
 
 
 @cli.command()

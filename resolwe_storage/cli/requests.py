@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -24,8 +26,8 @@ def request() -> None:
 @pass_context
 def request_copy(context: Context, key: str, target: str, as_json: bool) -> None:
     """Queue a copy of item KEY to --to, per file (small files share a job)."""
-    service = _service(context, "request copy")
-    queued = service.request_copy(key, to=target)
+    with _service(context, "request copy") as service:
+        queued = service.request_copy(key, to=target)
     _report_request(as_json, {"key": key, "action": "copy", "target": target, "jobs": queued})
 
 
@@ -36,16 +38,21 @@ def request_copy(context: Context, key: str, target: str, as_json: bool) -> None
 @pass_context
 def request_verify(context: Context, key: str, connector: str | None, as_json: bool) -> None:
     """Queue a verification of item KEY's OK copies (or of one)."""
-    service = _service(context, "request verify")
-    queued = service.request_verify(key, connector=connector)
+    with _service(context, "request verify") as service:
+        queued = service.request_verify(key, connector=connector)
     _report_request(
         as_json, {"key": key, "action": "verify", "connector": connector, "jobs": queued}
     )
 
 
-def _service(context: Context, command: str) -> StorageService:
-    url = broker_url(context, command)
-    return StorageService(context.config, context.database, make_broker(url))
+@contextmanager
+def _service(context: Context, command: str) -> Iterator[StorageService]:
+    """The API on the configured broker, which is closed after (no connection left behind)."""
+    broker = make_broker(broker_url(context, command))
+    try:
+        yield StorageService(context.config, context.database, broker)
+    finally:
+        broker.close()
 
 
 def _report_request(as_json: bool, outcome: dict[str, Any]) -> None:
