@@ -16,7 +16,7 @@ another language that enqueues the same messages).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,13 +76,15 @@ class StorageService:
             actor="api",
         )
 
-    def remove(self, *keys: str) -> list[Removal]:
+    def remove(self, keys: str | Iterable[str]) -> list[Removal]:
         """Remove items (SPEC §5 "unreferenced"): they count nowhere; copies go after the grace.
 
-        All or nothing: an unknown key removes none. Idempotent.
+        ``keys``: one key, or several. All or nothing: an unknown key removes
+        none. Idempotent.
         """
+        chosen = [keys] if isinstance(keys, str) else list(keys)
         with self.database.atomic():
-            return remove_items(keys, now=utcnow(), actor="api")
+            return remove_items(chosen, now=utcnow(), actor="api")
 
     def restore(self, key: str) -> None:
         """Undo the removal of item ``key`` while its grace lasts (``RestoreRefused`` after)."""

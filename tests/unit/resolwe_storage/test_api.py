@@ -193,3 +193,20 @@ def test_a_copy_under_way_keeps_its_progress_mark(service: StorageService) -> No
     reserved = StorageLocation.get(StorageLocation.connector_name == "cold")
     later = utcnow() + timedelta(hours=1)
     assert record_access([reserved.id], now=later) == 0  # PR: not a copy that counts
+
+
+def test_a_removed_item_is_refused_and_restored_within_the_grace(service: StorageService) -> None:
+    from catalog.errors import ItemNotFoundError
+    from catalog.removal import RestoreRefused
+
+    with pytest.raises(ItemNotFoundError):
+        service.remove(["data-1", "nope"])
+    assert StorageLocation.select().count() == 2  # nothing removed
+    [removal] = service.remove(["data-1"])
+    assert removal.new and not service.remove("data-1")[0].new  # idempotent
+    with pytest.raises(InputError, match="was removed"):
+        service.url("data-1", "a.txt")
+    with pytest.raises(InputError, match="was removed"), service.reading("data-1"):
+        pass
+    with pytest.raises(RestoreRefused, match="grace of 0 day"):
+        service.restore("data-1")  # the default grace: none
