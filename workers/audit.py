@@ -322,13 +322,19 @@ def _dark(
     delete_before: datetime | None,
     found: Callable[[Finding], None],
 ) -> None:
-    """Report the dark objects; remove those asked for that no location in motion covers."""
+    """Report the dark objects; remove those asked for that no location in motion covers.
+
+    Asked again of the catalog as it is now: an object that became a file of
+    an item since the pass began (an import meanwhile) is not dark.
+    """
     holders = _holders(connector.name, [candidate["key"] for candidate in candidates])
     removed: list[Finding] = []
     for candidate in candidates:
+        holder = holders.get(candidate["key"])
+        if holder is not None and holder.pop("expected"):
+            continue  # catalogued since the pass began (an import meanwhile): not dark
         report.dark += 1
         report.dark_bytes += candidate["size"]
-        holder = holders.get(candidate["key"])
         finding = {
             "connector": connector.name,
             "kind": DARK,
@@ -398,6 +404,13 @@ def _holders(connector_name: str, keys: Sequence[str]) -> dict[str, dict[str, An
                     "item": location.file_storage.key,
                     "status": location.status,
                     "locked": location.id in locked,
+                    # A file of the item now (registered since the pass began).
+                    "expected": ReferencedPath.select()
+                    .where(
+                        (ReferencedPath.file_storage == location.file_storage_id)
+                        & (ReferencedPath.path == key[len(url.rstrip("/")) + 1 :])
+                    )
+                    .exists(),
                 }
                 break
     return held

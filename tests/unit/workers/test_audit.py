@@ -162,3 +162,31 @@ def test_dark_objects_go_only_when_asked_old_enough_and_not_in_motion(
     removed = Action.select().where(Action.action == "delete dark")
     assert sorted(row.path for row in removed) == ["kept/old", "stray/old"]
     assert status_of("kept") == "OK"  # its own files untouched
+
+
+def test_an_object_catalogued_while_the_audit_ran_is_not_dark_nor_removed(
+    catalog_db: pw.Database, folder: LocalConnector, tmp_path: Path
+) -> None:
+    """The pass saw no record of it; by the time it would go, an import registered it."""
+    add_item(folder, "kept")
+    late = tmp_path / "local" / "late" / "reads.fastq"
+    late.parent.mkdir(parents=True)
+    late.write_bytes(FILES["reads.fastq"])
+    aged(late, 30)
+
+    class ImportMeanwhile(LocalConnector):
+        def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+            yield from super().list(prefix)
+            add_item_record("late")  # the listing is done: the catalog changes now
+
+    def add_item_record(key: str) -> None:
+        item = FileStorage.create(key=key, created=NOW)
+        ReferencedPath.create(file_storage=item, path="reads.fastq", size=len(FILES["reads.fastq"]))
+        StorageLocation.create(file_storage=item, connector_name="local", url=key, status="OK")
+
+    racing = ImportMeanwhile("local", path=folder.root)
+    report = audit_connector(
+        racing, catalog_db, now=utcnow(), delete_dark_before=utcnow() - timedelta(days=7)
+    )
+    assert (report.dark, report.dark_deleted) == (0, 0)
+    assert late.exists()
