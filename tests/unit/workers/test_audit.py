@@ -23,6 +23,7 @@ from catalog.models import (
     utcnow,
 )
 from connectors.base import ObjectInfo
+from connectors.errors import BackendUnavailable
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
 from workers.audit import audit_connector
@@ -190,3 +191,20 @@ def test_an_object_catalogued_while_the_audit_ran_is_not_dark_nor_removed(
     )
     assert (report.dark, report.dark_deleted) == (0, 0)
     assert late.exists()
+
+
+def test_a_backend_that_stops_answering_concludes_nothing(
+    catalog_db: pw.Database, folder: LocalConnector, tmp_path: Path
+) -> None:
+    """The listing lacks a file; asked again, the backend does not answer: nothing is recorded."""
+    add_item(folder, "one")
+    (tmp_path / "local" / "one" / "reads.fastq").unlink()
+
+    class Down(LocalConnector):
+        def stat(self, path: str) -> ObjectInfo | None:
+            raise BackendUnavailable(f"{self.name}: the store does not answer")
+
+    with pytest.raises(BackendUnavailable):
+        audit_connector(Down("local", path=folder.root), catalog_db, now=NOW)
+    assert status_of("one") == "OK"
+    assert LocationFile.select().count() == 0 and Action.select().count() == 0
