@@ -87,15 +87,7 @@ def status_summary() -> dict[str, Any]:
         .group_by(FileStorage.status)
         .tuples()
     }
-    locations: dict[str, dict[str, int]] = {}
-    for connector, status, count in (
-        StorageLocation.select(
-            StorageLocation.connector_name, StorageLocation.status, pw.fn.COUNT(StorageLocation.id)
-        )
-        .group_by(StorageLocation.connector_name, StorageLocation.status)
-        .tuples()
-    ):
-        locations.setdefault(connector, {})[status] = count
+    locations = location_counts()
     locks = AccessLog.select().where(AccessLog.finished.is_null()).count()
     lost = lost_files()
     keys = keys_of(list(lost)[:DEFAULT_LOST_SHOWN])
@@ -115,6 +107,20 @@ def status_summary() -> dict[str, Any]:
         ],
         "open_access_logs": locks,
     }
+
+
+def location_counts() -> dict[str, dict[str, int]]:
+    """Locations per connector and status (``OK``, ``DM``, ...), in one grouped query."""
+    counts: dict[str, dict[str, int]] = {}
+    for connector, status, count in (
+        StorageLocation.select(
+            StorageLocation.connector_name, StorageLocation.status, pw.fn.COUNT(StorageLocation.id)
+        )
+        .group_by(StorageLocation.connector_name, StorageLocation.status)
+        .tuples()
+    ):
+        counts.setdefault(connector, {})[status] = count
+    return counts
 
 
 @contextmanager

@@ -147,10 +147,13 @@ def history(
     key: str | None = None,
     since: datetime | None = None,
     action: str | None = None,
+    connector: str | None = None,
     failed: bool = False,
     limit: int = DEFAULT_HISTORY_LIMIT,
 ) -> list[dict[str, Any]]:
     """The latest ``limit`` actions, newest first: of item ``key``, since, of a kind, failed.
+
+    ``connector``: only actions with it as their source or target.
 
     By the key the history recorded, so the actions of an item since
     removed from the catalog are found too. ``failed``: only the jobs that
@@ -168,6 +171,8 @@ def history(
         where &= Action.started >= since
     if action is not None:
         where &= Action.action == action
+    if connector is not None:
+        where &= (Action.target == connector) | (Action.source == connector)
     if failed:
         where &= Action.result == FAILED
     return _actions(where, limit=limit)

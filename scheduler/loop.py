@@ -40,7 +40,8 @@ class ScanLoop:
 
     ``lease``: scan only while holding it (None: this process is the only
     scheduler). ``clock`` gives the time the policies are evaluated at;
-    ``report`` receives each scan's report.
+    ``report`` receives each scan's report, ``failure`` the error of each
+    scan an outage stopped.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class ScanLoop:
         lease: Lease | None = None,
         clock: Callable[[], datetime] = utcnow,
         report: Callable[[ScanReport], None] = lambda _: None,
+        failure: Callable[[BaseException], None] = lambda _: None,
         removal_delay: int = 0,
     ) -> None:
         self.policies = policies
@@ -60,7 +62,10 @@ class ScanLoop:
         self.lease = lease
         self.clock = clock
         self.report = report
+        self.failure = failure
         self.removal_delay = removal_delay
+        #: Whether this replica held the lease when it last asked.
+        self.holding = lease is None
         self.broker_down = Outage("the broker (Redis)", logger)
         self.catalog_down = Outage("the catalog database", logger)
 
@@ -72,8 +77,10 @@ class ScanLoop:
             held = self.lease.hold()
         except UNREACHABLE as exc:
             self.broker_down.failed(exc)
+            self.holding = False
             return False
         self.broker_down.ok()
+        self.holding = held
         return held
 
     def tick(self) -> ScanReport | None:
@@ -85,9 +92,11 @@ class ScanLoop:
             done = self._scan()
         except BrokerUnavailable as exc:
             self.broker_down.failed(exc)
+            self.failure(exc)
             return None
         except (pw.DatabaseError, pw.InterfaceError) as exc:
             self.catalog_down.failed(exc)
+            self.failure(exc)
             return None
         self.broker_down.ok()
         self.catalog_down.ok()

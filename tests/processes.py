@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +55,45 @@ def local_pair(folder: Path, **archive: object) -> Path:
     return config
 
 
+def copying_pair(
+    folder: Path,
+    *,
+    broker: str | None = None,
+    database: str | None = None,
+    local: dict[str, object] | None = None,
+    archive: dict[str, object] | None = None,
+) -> Path:
+    """A configuration file in ``folder`` for jobs: ``local`` copied at once to ``archive``.
+
+    Folders ``folder/local`` (priority 10) and ``folder/archive`` (priority 0,
+    preferred, ``copy: {delay: 0}``), plus the settings ``local`` and
+    ``archive``; a SQLite catalog in ``folder`` unless ``database``; ``broker``.
+    """
+    document: dict[str, object] = {
+        "database": database or f"sqlite:///{folder / 'catalog.sqlite3'}",
+        "connectors": {
+            "local": {
+                "connector": "local",
+                "config": {"priority": 10, "path": str(folder / "local"), **(local or {})},
+            },
+            "archive": {
+                "connector": "local",
+                "config": {
+                    "priority": 0,
+                    "path": str(folder / "archive"),
+                    "copy": {"delay": 0},
+                    **(archive or {}),
+                },
+            },
+        },
+    }
+    if broker is not None:
+        document["broker"] = broker
+    path = folder / "config.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
 class Cli:
     """``resolwe-storage --config CONFIG ...`` in a new Python process each time."""
 
@@ -59,6 +101,9 @@ class Cli:
         self.config = config
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("RESOLWE_STORAGE_")},
+            # Tests run many workers and schedulers, at once too: none serves
+            # metrics on the default port unless the test asks (--metrics-bind).
+            "RESOLWE_STORAGE_METRICS_BIND": "off",
             **(env or {}),
         }
 
@@ -97,3 +142,31 @@ class Cli:
                 env=self.env,
                 cwd=self.config.parent,
             )
+
+
+def wait_for(check: Callable[[], object], what: str, seconds: float = 60) -> None:
+    """Until ``check()`` is true; fails naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def fetch(url: str, *, data: bytes | None = None, timeout: float = 10) -> tuple[int, str]:
+    """``GET`` (or ``POST`` of ``data``) ``url``: status and body; 0 when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, ""
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as an orchestrator stops a process; it must end cleanly within a minute."""
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0

@@ -84,6 +84,8 @@ from workers.messages import (
     QUEUE_VERIFY,
 )
 from workers.operations import (
+    DELETED,
+    FILES_DELETED,
     GONE,
     CopyReport,
     copy_items,
@@ -94,6 +96,7 @@ from workers.operations import (
     verify_item_files,
 )
 from workers.runtime import DEFAULT_MAX_RETRIES, Runtime
+from workers.telemetry import Done, JobLog, Work, WorkerMetrics, reporting
 
 #: Tries again after a checksum mismatch (damage on the way), then gives up.
 DEFAULT_MISMATCH_RETRIES = 2
@@ -171,37 +174,33 @@ def is_transient(retries: int, exc: BaseException) -> bool:
 # -- the actors' bodies ----------------------------------------------------------
 
 
-# Actors return nothing (Dramatiq keeps no results); outcomes go to the log
-# and, for what was done, to the action history.
+# Actors return what they did (``telemetry.Done``: Dramatiq keeps no results),
+# for the job's log line and the metrics (``telemetry.JobLog``); what was
+# done goes to the action history too.
 
 
-def copy_file_job(item_id: int, target: str, path: str) -> None:
-    copy_files_job(item_id, target, [path])
+def copy_file_job(item_id: int, target: str, path: str) -> Done:
+    return copy_files_job(item_id, target, [path])
 
 
-def copy_files_job(item_id: int, target: str, paths: list[str]) -> None:
+def copy_files_job(item_id: int, target: str, paths: list[str]) -> Done:
     report = _copy(target, [(item_id, paths)], look=look_first(paths, retries=_current_retries()))
-    logger.info(
-        "copy of %d file(s) of item %s to %s: %d copied, %d there already%s",
-        len(paths),
-        item_id,
-        target,
-        report.copied,
-        report.already_there,
-        ", not wanted" if report.not_wanted else "",
-    )
+    return _copied(report)
 
 
-def copy_items_job(target: str, items: list[list[Any]]) -> None:
+def copy_items_job(target: str, items: list[list[Any]]) -> Done:
     wanted = [(item_id, paths) for item_id, paths in items]
-    report = _copy(target, wanted, look=_current_retries() > 0)
-    logger.info(
-        "copy of %d item(s) to %s: %d file(s) copied, %d there already, %d not wanted",
-        len(wanted),
-        target,
-        report.copied,
-        report.already_there,
-        report.not_wanted,
+    return _copied(_copy(target, wanted, look=_current_retries() > 0))
+
+
+def _copied(report: CopyReport) -> Done:
+    parts = [f"{report.copied} copied"]
+    if report.already_there:
+        parts.append(f"{report.already_there} there already")
+    if report.not_wanted:
+        parts.append(f"{report.not_wanted} item(s) not wanted")
+    return Done(
+        files=report.copied + report.already_there, bytes=report.bytes, result=", ".join(parts)
     )
 
 
@@ -220,13 +219,13 @@ def _copy(target: str, wanted: list[tuple[int, list[str]]], *, look: bool) -> Co
         )
 
 
-def finish_copy_job(item_id: int, target: str) -> None:
+def finish_copy_job(item_id: int, target: str) -> Done:
     with _catalog(current()):
         done = finish_location(item_id, target)
-    logger.info("copy of item %s to %s finished: %s", item_id, target, done)
+    return Done(result="finished" if done else "not wanted")
 
 
-def delete_files_job(item_id: int, connector: str, paths: list[str] | None) -> None:
+def delete_files_job(item_id: int, connector: str, paths: list[str] | None) -> Done:
     runtime = current()
     with _catalog(runtime):
         item = FileStorage.get_or_none(FileStorage.id == item_id)
@@ -241,14 +240,15 @@ def delete_files_job(item_id: int, connector: str, paths: list[str] | None) -> N
                 actor=ACTOR_NAME,
             )
     runtime.pending.done(Pending.key(QUEUE_DELETE, item_id, connector))
-    logger.info("delete of item %s from %s: %s", item_id, connector, outcome)
+    deleted = outcome in (DELETED, FILES_DELETED)
+    return Done(files=len(paths) if deleted and paths is not None else 0, result=outcome)
 
 
-def delete_location_job(item_id: int, connector: str) -> None:
-    delete_files_job(item_id, connector, None)
+def delete_location_job(item_id: int, connector: str) -> Done:
+    return delete_files_job(item_id, connector, None)
 
 
-def verify_files_job(item_id: int, connector: str, paths: list[str] | None) -> None:
+def verify_files_job(item_id: int, connector: str, paths: list[str] | None) -> Done:
     """Verify files of the item's OK copy on ``connector``, locked meanwhile (no delete)."""
     runtime = current()
     with _catalog(runtime):
@@ -262,15 +262,20 @@ def verify_files_job(item_id: int, connector: str, paths: list[str] | None) -> N
             lock_expires=lock_expiry(),
         )
     runtime.pending.done(Pending.key(QUEUE_VERIFY, item_id, connector))
-    outcome = "no OK copy" if report is None else "ok" if report.ok else "failed"
-    logger.info("verification of item %s on %s: %s", item_id, connector, outcome)
+    if report is None:
+        return Done(result="no OK copy")
+    return Done(
+        files=report.files,
+        bytes=report.bytes,
+        result="ok" if report.ok else f"{len(report.problems)} bad file(s): {report.status}",
+    )
 
 
-def verify_location_job(item_id: int, connector: str) -> None:
-    verify_files_job(item_id, connector, None)
+def verify_location_job(item_id: int, connector: str) -> Done:
+    return verify_files_job(item_id, connector, None)
 
 
-def audit_connector_job(connector: str) -> None:
+def audit_connector_job(connector: str) -> Done:
     """Audit ``connector`` against the catalog, as ``resolwe-storage audit`` does (no removal)."""
     runtime = current()
     with _catalog(runtime):
@@ -291,11 +296,12 @@ def audit_connector_job(connector: str) -> None:
             )
     # Freed once done (or given up: ``GiveUpHistory``), not between tries: one at a time.
     runtime.pending.done(Pending.key(PENDING_AUDIT, 0, connector))
-    log = logger.info if report.ok else logger.error
-    log("audit of %s: %s", connector, summary)
+    if not report.ok:
+        logger.error("audit of %s: %s", connector, summary)
+    return Done(files=report.objects, result=summary)
 
 
-def remove_location_job(item_id: int, connector: str) -> None:
+def remove_location_job(item_id: int, connector: str) -> Done:
     """Delete the copy on ``connector`` of a removed item (and the item with its last copy)."""
     runtime = current()
     with _catalog(runtime):
@@ -303,10 +309,10 @@ def remove_location_job(item_id: int, connector: str) -> None:
             item_id, connector, connectors=runtime.connector, actor=ACTOR_NAME
         )
     runtime.pending.done(Pending.key(PENDING_REMOVE, item_id, connector))
-    logger.info("removal of item %s from %s: %s", item_id, connector, outcome)
+    return Done(result=str(outcome))
 
 
-def repair_location_job(item_id: int, connector: str) -> None:
+def repair_location_job(item_id: int, connector: str) -> Done:
     """Copy the bad files of the item's damaged copy on ``connector`` again."""
     runtime = current()
     with _catalog(runtime):
@@ -326,12 +332,10 @@ def repair_location_job(item_id: int, connector: str) -> None:
             files_label(report.unrepairable),
             connector,
         )
-    logger.info(
-        "repair of item %s on %s: %d file(s) repaired, now %s",
-        item_id,
-        connector,
-        report.repaired,
-        report.status,
+    return Done(
+        files=report.repaired,
+        bytes=report.bytes,
+        result=f"{report.repaired} repaired, now {report.status}",
     )
 
 
@@ -422,6 +426,10 @@ class GiveUpHistory(Middleware):
         note_dead(broker, message.message_id, keys=keys, reason=reason)
 
 
+def _database() -> pw.Database | None:
+    return _runtime.database if _runtime is not None else None
+
+
 def _marker(actor: str, args: list[Any]) -> str | None:
     """The pending marker a job of ``actor`` frees when it ends, if any."""
     if actor == ACTOR_AUDIT and args:
@@ -447,6 +455,31 @@ def _work_of(actor: str, args: list[Any]) -> list[tuple[Any, Any, Any]]:
     return [(args[0], args[1], args[2] if len(args) > 2 else None)]
 
 
+#: The action a job of each actor does, as the history and the log name it.
+_ACTIONS = {ACTOR_REPAIR: "repair", ACTOR_REMOVE: "remove", ACTOR_AUDIT: "audit"}
+
+
+def describe(message: dramatiq.Message) -> Work | None:
+    """What ``message`` asks: queue, action, connector, items; None when not one of ours."""
+    queue, _ = ACTORS.get(message.actor_name, ("", None))
+    args = list(message.args)
+    if not queue or not args:
+        return None
+    action = _ACTIONS.get(message.actor_name, queue)
+    if message.actor_name == ACTOR_AUDIT:
+        return Work(queue, action, str(args[0]))
+    work = _work_of(message.actor_name, args)
+    if not work:
+        return None
+    named = [paths for _, _, paths in work]
+    files = None
+    if all(isinstance(paths, list) for paths in named):
+        files = sum(len(paths) for paths in named)
+    elif all(isinstance(paths, str) for paths in named):
+        files = len(named)
+    return Work(queue, action, str(work[0][1]), [item for item, _, _ in work], files)
+
+
 def _paths_of(value: Any) -> str:
     """The file path(s) of a copy job, for the history."""
     if isinstance(value, list) and value:
@@ -454,8 +487,19 @@ def _paths_of(value: Any) -> str:
     return str(value)
 
 
-def declare_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Actor]:
-    """Declare every actor on ``broker`` (with the retry rules and the history middleware)."""
+def declare_actors(
+    broker: dramatiq.Broker, *, metrics: WorkerMetrics | None = None
+) -> dict[str, dramatiq.Actor]:
+    """Declare every actor on ``broker`` (with the retry rules, the history and the job log).
+
+    ``metrics``: where the job log counts jobs (None: it only logs).
+    """
+    logs = [m for m in broker.middleware if isinstance(m, JobLog)]
+    if logs:
+        logs[0].metrics = metrics or logs[0].metrics
+    else:
+        # Its "after" hook must run after Retries' too, to tell a retry from a failure.
+        broker.add_middleware(JobLog(describe, _database, metrics), before=Retries)
     if not any(isinstance(m, GiveUpHistory) for m in broker.middleware):
         # Its hook must run after the Retries middleware's, which decides
         # that a message fails for good; "after" hooks run last added first.
@@ -465,7 +509,7 @@ def declare_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Actor]:
     declared = {}
     for name, (queue, body) in ACTORS.items():
         declared[name] = dramatiq.actor(
-            body,
+            reporting(body),
             broker=broker,
             actor_name=name,
             queue_name=queue,

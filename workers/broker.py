@@ -50,6 +50,8 @@ DEFAULT_ENQUEUE_BATCH = 1_000
 DEFAULT_PENDING_TTL = 24 * 3600
 #: Prefix of our own Redis keys (Dramatiq's live under ``dramatiq:``).
 KEY_PREFIX = "resolwe-storage"
+#: Where the scheduler leaves its last scan's report, for the dashboard.
+LAST_SCAN_KEY = f"{KEY_PREFIX}:last-scan"
 #: Wake-up tokens pushed for one batch of new jobs, at most (one per job
 #: below that): each wakes one idle consumer.
 DEFAULT_WAKE_TOKENS = 64

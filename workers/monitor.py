@@ -9,6 +9,7 @@ took in ``__acks__.<worker>.<queue>`` and beats in ``__heartbeats__``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -52,6 +53,8 @@ class DeadLetter:
     #: (``workers.broker.note_dead``); empty when not known.
     keys: list[str] = field(default_factory=list)
     reason: str | None = None
+    #: Its id in the dead-letter set (what ``requeue_dead`` and ``discard_dead`` take).
+    redis_id: str = ""
 
 
 def queue_stats(broker: RedisBroker, queues: Sequence[str]) -> list[QueueStats]:
@@ -117,6 +120,7 @@ def dead_letters(broker: RedisBroker, queue: str, *, limit: int) -> list[DeadLet
                     [body[:80].decode("utf-8", "replace")],
                     0,
                     redis_id.decode(),
+                    redis_id=redis_id.decode(),
                 )
             )
             continue
@@ -128,6 +132,7 @@ def dead_letters(broker: RedisBroker, queue: str, *, limit: int) -> list[DeadLet
                 args=list(decoded.args),
                 retries=int(decoded.options.get("retries", 0)),
                 message_id=decoded.message_id,
+                redis_id=redis_id.decode(),
             )
         )
     return _with_notes(client, letters)
@@ -147,21 +152,21 @@ def _with_notes(client: Any, letters: list[DeadLetter]) -> list[DeadLetter]:
     return found
 
 
-def requeue_dead(broker: RedisBroker, queue: str) -> int:
-    """Put ``queue``'s dead-lettered jobs back on it, with their retries reset; how many.
+def requeue_dead(broker: RedisBroker, queue: str, redis_id: str | None = None) -> int:
+    """Put ``queue``'s dead-lettered jobs (or the one ``redis_id``) back on it; how many.
 
-    For after the cause is fixed (a store back up, a credential renewed).
-    Each job moves in one transaction: it is on the queue or dead, never
-    both, never neither. Jobs are idempotent, so one requeued twice by two
-    operators at once costs time, not data.
+    Their retries are reset. For after the cause is fixed (a store back up,
+    a credential renewed). Each job moves in one transaction: it is on the
+    queue or dead, never both, never neither. Jobs are idempotent, so one
+    requeued twice by two operators at once costs time, not data.
     """
     client, namespace = broker.client, broker.namespace
     dead_key, bodies_key = f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
     moved = 0
-    for redis_id in client.zrange(dead_key, 0, -1):
-        body = client.hget(bodies_key, redis_id)
+    for found in _dead_ids(client, dead_key, redis_id):
+        body = client.hget(bodies_key, found)
         if body is None:
-            client.zrem(dead_key, redis_id)  # its body expired
+            client.zrem(dead_key, found)  # its body expired
             continue
         try:
             revived = dramatiq.Message.decode(body)
@@ -170,13 +175,69 @@ def requeue_dead(broker: RedisBroker, queue: str) -> int:
 
         revived = revived.copy(options={**revived.options, "retries": 0})
         pipe = client.pipeline(transaction=True)
-        pipe.hset(f"{namespace}:{queue}.msgs", redis_id, revived.encode())
-        pipe.rpush(f"{namespace}:{queue}", redis_id)
-        pipe.zrem(dead_key, redis_id)
-        pipe.hdel(bodies_key, redis_id)
+        pipe.hset(f"{namespace}:{queue}.msgs", found, revived.encode())
+        pipe.rpush(f"{namespace}:{queue}", found)
+        pipe.zrem(dead_key, found)
+        pipe.hdel(bodies_key, found)
         pipe.execute()
         moved += 1
     return moved
+
+
+def discard_dead(broker: RedisBroker, queue: str, redis_id: str | None = None) -> int:
+    """Forget ``queue``'s dead-lettered jobs (or the one ``redis_id``); how many went.
+
+    The job's history in the catalog stays: only the dead letter goes.
+    """
+    client, namespace = broker.client, broker.namespace
+    dead_key, bodies_key = f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
+    gone = 0
+    for found in _dead_ids(client, dead_key, redis_id):
+        body = client.hget(bodies_key, found)
+        pipe = client.pipeline(transaction=True)
+        pipe.zrem(dead_key, found)
+        pipe.hdel(bodies_key, found)
+        if body is not None:
+            with contextlib.suppress(DecodeError):  # not a job: no note
+                pipe.delete(dead_note_key(dramatiq.Message.decode(body).message_id))
+        removed, *_ = pipe.execute()
+        gone += int(removed)
+    return gone
+
+
+def _dead_ids(client: Any, dead_key: str, redis_id: str | None) -> list[bytes]:
+    """The Redis ids of the dead letters to act on: all, or the one (if it is dead)."""
+    if redis_id is None:
+        return list(client.zrange(dead_key, 0, -1))
+    return [redis_id.encode()] if client.zscore(dead_key, redis_id) is not None else []
+
+
+def oldest_queued(broker: RedisBroker, queue: str) -> datetime | None:
+    """When the job first in line on ``queue`` was queued; None when none waits."""
+    client, namespace = broker.client, broker.namespace
+    first = client.lindex(f"{namespace}:{queue}", 0)
+    if first is None:
+        return None
+    body = client.hget(f"{namespace}:{queue}.msgs", first)
+    if body is None:
+        return None
+    try:
+        stamp = dramatiq.Message.decode(body).message_timestamp
+    except DecodeError:
+        return None
+    return datetime.fromtimestamp(stamp / 1000, tz=UTC)
+
+
+def heartbeats(broker: RedisBroker) -> list[tuple[str, float]]:
+    """Live worker processes and the seconds since each one's last heartbeat."""
+    now_ms = time.time() * 1000
+    beats = broker.client.zrangebyscore(
+        f"{broker.namespace}:__heartbeats__",
+        now_ms - broker.heartbeat_timeout,
+        "+inf",
+        withscores=True,
+    )
+    return [(worker.decode(), max(0.0, (now_ms - score) / 1000)) for worker, score in beats]
 
 
 def live_workers(broker: RedisBroker) -> int:

@@ -214,6 +214,8 @@ class CopyReport:
 
     copied: int = 0
     already_there: int = 0
+    #: Bytes of the files copied.
+    bytes: int = 0
     #: Items whose copy is not wanted: the item, its files or the reserved
     #: location are gone, or the location is OK or ``DE``.
     not_wanted: int = 0
@@ -410,6 +412,7 @@ def copy_items(
     return CopyReport(
         copied=sum(len(proven[item_id]) for item_id in recorded.items),
         already_there=already_there,
+        bytes=sum(done.size for item_id in recorded.items for done in proven[item_id]),
         not_wanted=not_wanted + len(started) - len(recorded.items),
     )
 

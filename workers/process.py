@@ -17,6 +17,7 @@ from workers.actors import EXPECTED_FAILURES, declare_actors, install
 from workers.broker import quiet_logs
 from workers.messages import QUEUES
 from workers.runtime import Runtime
+from workers.telemetry import WorkerMetrics
 
 #: Worker threads per process.
 DEFAULT_THREADS = 8
@@ -29,11 +30,18 @@ DEFAULT_REDIS_IDLE_MS = 100
 
 
 def start(
-    runtime: Runtime, *, threads: int = DEFAULT_THREADS, queues: Sequence[str] = QUEUES
+    runtime: Runtime,
+    *,
+    threads: int = DEFAULT_THREADS,
+    queues: Sequence[str] = QUEUES,
+    metrics: WorkerMetrics | None = None,
 ) -> dramatiq.Worker:
-    """Install ``runtime``, declare the actors on its broker, start ``threads`` threads."""
+    """Install ``runtime``, declare the actors on its broker, start ``threads`` threads.
+
+    ``metrics``: where the jobs are counted (``workers.telemetry``).
+    """
     broker = runtime.broker
-    declare_actors(broker)
+    declare_actors(broker, metrics=metrics)
     quiet_logs(EXPECTED_FAILURES)
     install(runtime)
     threading.Thread(target=runtime.warm, name="warm-connectors", daemon=True).start()

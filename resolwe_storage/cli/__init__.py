@@ -15,6 +15,7 @@ module          commands
 ``checks``      ``check-config``
 ``audit``       ``audit``
 ``removal``     ``remove``, ``restore``
+``dashboard``   ``dashboard``
 ==============  ==========================================================
 
 Each command module imports ``base`` and registers its commands on ``cli``;
@@ -36,6 +37,7 @@ from resolwe_storage.cli import (
     audit,
     catalog,
     checks,
+    dashboard,
     deletes,
     files,
     jobs,
@@ -55,6 +57,7 @@ COMMAND_MODULES = (
     audit,
     catalog,
     checks,
+    dashboard,
     deletes,
     files,
     jobs,

@@ -16,6 +16,7 @@ from catalog.importing import parse_time
 from catalog.models import utcnow
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
+from resolwe_storage.logs import LOG_FORMATS, configure
 from resolwe_storage.wiring import open_catalog
 from scheduler.rules import ineffective_rules
 
@@ -30,6 +31,8 @@ class Context:
         self._config: Config | None = None
         self._database: pw.Database | None = None
         self._warned = False
+        #: ``--log-format``: text, or json for a log collector.
+        self.log_format = "text"
 
     @property
     def config(self) -> Config:
@@ -110,15 +113,22 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     envvar="RESOLWE_STORAGE_LOG_LEVEL",
     help="What goes to stderr: info tells of every job; also $RESOLWE_STORAGE_LOG_LEVEL.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    default="text",
+    show_default=True,
+    envvar="RESOLWE_STORAGE_LOG_FORMAT",
+    help="Lines of text, or one JSON object per line for log collectors; "
+    "also $RESOLWE_STORAGE_LOG_FORMAT.",
+)
 @click.version_option(package_name="resolwe-storage")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format: str) -> None:
     """Resolwe storage: a catalog of data copies and the policies that move them."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-    )
+    configure(log_level, log_format.lower())
     ctx.obj = Context(config_path)
+    ctx.obj.log_format = log_format.lower()
 
 
 def broker_url(context: Context, command: str) -> str:

@@ -26,6 +26,7 @@ import peewee as pw
 from dramatiq.brokers.redis import RedisBroker
 
 from catalog.models import Action, utcnow
+from resolwe_storage import telemetry
 from resolwe_storage.cli.base import Context, broker_url, cli, now_option, parse_now, pass_context
 from resolwe_storage.errors import InputError, UserError
 from resolwe_storage.wiring import worker_runtime
@@ -33,9 +34,11 @@ from scheduler.lease import Lease
 from scheduler.loop import DEFAULT_SCAN_INTERVAL, SCHEDULER_LEASE, ScanLoop
 from scheduler.scan import ScanReport, scan
 from workers import process
-from workers.broker import UNREACHABLE, answering, make_broker
+from workers.broker import LAST_SCAN_KEY, UNREACHABLE, answering, make_broker
 from workers.messages import QUEUES
 from workers.runtime import DEFAULT_MAX_RETRIES
+
+logger = logging.getLogger("scheduler")
 
 #: Retries of a transient failure in ``run --once``.
 DEFAULT_ONCE_RETRIES = 2
@@ -108,26 +111,84 @@ def scan_command(context: Context, now: str | None, as_json: bool) -> None:
         _print(report)
 
 
+def _metrics_option(default: str) -> Any:
+    return click.option(
+        "--metrics-bind",
+        metavar="HOST:PORT",
+        default=default,
+        show_default=True,
+        envvar="RESOLWE_STORAGE_METRICS_BIND",
+        help="Serve /metrics, /healthz and /readyz here (off: not at all); "
+        "0.0.0.0:PORT in a container; also $RESOLWE_STORAGE_METRICS_BIND.",
+    )
+
+
+def _bind(value: str) -> tuple[str, int] | None:
+    try:
+        return telemetry.parse_bind(value)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 @cli.command()
 @_interval_option
 @click.option("--once", is_flag=True, help="Scan once (if holding the lease), then exit.")
+@_metrics_option(telemetry.DEFAULT_SCHEDULER_METRICS)
 @pass_context
-def scheduler(context: Context, interval: float, once: bool) -> None:
+def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) -> None:
     """Scan the catalog every --interval seconds and queue the due jobs.
 
     Any number of replicas may run: a lease in Redis lets one scan at a time,
     and another takes over within seconds when its holder dies.
     """
+    bind = None if once else _bind(metrics_bind)
     broker = make_broker(broker_url(context, "scheduler"))
     context.warn_ineffective_rules()
+    config = context.config
+    metrics: telemetry.SchedulerMetrics | None = None
+    server = None
+    if bind is not None:
+        registry = telemetry.new_registry()
+        metrics = telemetry.SchedulerMetrics(registry)
+        registry.register(
+            telemetry.CatalogCollector(
+                context.database, broker, config.policies, removal_delay=config.removal_delay
+            )
+        )
+
+    def scanned(report: ScanReport) -> None:
+        if context.log_format == "json":
+            logger.info(report.summary(), extra={"scan": report.as_json()})
+        else:
+            _print(report)
+        if metrics is not None:
+            metrics.scanned(report)
+        # For the dashboard: what the last scan queued, and held back.
+        with contextlib.suppress(*UNREACHABLE):
+            broker.client.set(  # type: ignore[attr-defined]
+                LAST_SCAN_KEY,
+                json.dumps(
+                    {**report.as_json(), "finished": utcnow().isoformat(timespec="seconds")}
+                ),
+                ex=max(int(interval) * 10, 3600),
+            )
+
     loop = ScanLoop(
-        context.config.policies,
+        config.policies,
         context.database,
         broker,
         lease=Lease(broker.client, SCHEDULER_LEASE),  # type: ignore[attr-defined]
-        report=_print,
-        removal_delay=context.config.removal_delay,
+        report=scanned,
+        failure=lambda _: metrics.failed() if metrics is not None else None,
+        removal_delay=config.removal_delay,
     )
+    if bind is not None:
+        assert metrics is not None
+        health = telemetry.standard_health(context.database, broker)
+        health.facts = {"lease": lambda: "held" if loop.holding else "standby"}
+        lease_gauge = metrics.lease
+        lease_gauge.set_function(lambda: 1.0 if loop.holding else 0.0)
+        server = telemetry.serve(bind, registry, health)
     try:
         if once:
             # One pass, as a command: a broker or catalog out of reach is its error line.
@@ -136,6 +197,8 @@ def scheduler(context: Context, interval: float, once: bool) -> None:
             return
         loop.run(_until_signalled(), interval=interval)
     finally:
+        if server is not None:
+            server.stop()
         broker.close()
 
 
@@ -145,41 +208,120 @@ def scheduler(context: Context, interval: float, once: bool) -> None:
 )
 @_threads_option
 @click.option("--queues", metavar="Q[,Q...]", help="Only these queues (copy, delete, verify).")
+@_metrics_option(telemetry.DEFAULT_WORKER_METRICS)
 @pass_context
-def worker(context: Context, processes: int, threads: int, queues: str | None) -> None:
+def worker(
+    context: Context, processes: int, threads: int, queues: str | None, metrics_bind: str
+) -> None:
     """Run jobs from the broker until stopped (SIGTERM lets running jobs finish)."""
     chosen = _queues(queues)
+    bind = _bind(metrics_bind)
     url = broker_url(context, "worker")
     if processes > 1:
-        _fork_workers(context, processes, threads, chosen)
+        _fork_workers(context, processes, threads, chosen, bind)
         return
     context.warn_ineffective_rules()
-    runtime = worker_runtime(context.config, context.database, make_broker(url))
-    running = process.start(runtime, threads=threads, queues=chosen)
+    broker = make_broker(url)
+    runtime = worker_runtime(context.config, context.database, broker)
+    shared = os.environ.get(MULTIPROCESS_DIR)
+    metrics = None
+    if bind is not None or shared:
+        from workers.telemetry import WorkerMetrics
+
+        # A process of a pool writes its values to the pool's files
+        # (prometheus-client's multiprocess mode); one alone keeps them.
+        registry = None if shared else telemetry.new_registry()
+        metrics = WorkerMetrics(registry)
+    running = process.start(runtime, threads=threads, queues=chosen, metrics=metrics)
+    server = None
+    if bind is not None:
+        health = telemetry.standard_health(
+            context.database, broker, alive=lambda: _threads_alive(running)
+        )
+        server = telemetry.serve(bind, registry if not shared else _pooled(shared), health)
     click.echo(f"worker: {threads} thread(s) on {', '.join(chosen)}", err=True)
     try:
         _until_signalled().wait()
     finally:
+        if server is not None:
+            server.stop()
         process.stop(running)
 
 
-def _fork_workers(context: Context, processes: int, threads: int, queues: Sequence[str]) -> None:
-    """Run ``processes`` single-process workers; pass SIGTERM and SIGINT on to them."""
+#: Where the processes of a pool keep their metrics (prometheus-client's variable).
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _pooled(path: str) -> Any:
+    """A registry serving the sum of the metrics the pool's processes write under ``path``."""
+    from prometheus_client import multiprocess
+
+    registry = telemetry.new_registry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return registry
+
+
+def _threads_alive(running: dramatiq.Worker) -> bool:
+    """Whether a worker's consumers and job threads all still run."""
+    threads = [*running.consumers.values(), *running.workers]
+    return bool(threads) and all(thread.is_alive() for thread in threads)
+
+
+def _fork_workers(
+    context: Context,
+    processes: int,
+    threads: int,
+    queues: Sequence[str],
+    bind: tuple[str, int] | None,
+) -> None:
+    """Run ``processes`` single-process workers; pass SIGTERM and SIGINT on to them.
+
+    They write their metrics to files in a folder of the pool's, and this
+    process serves their sum (and the pool's health) on ``bind``.
+    """
     command = [sys.executable, "-m", "resolwe_storage"]
     if context.config_path:
         command += ["--config", context.config_path]
     command += ["worker", "--threads", str(threads), "--queues", ",".join(queues)]
-    # They log as this one does (``--log-level``).
+    command += ["--metrics-bind", "off"]
+    # They log as this one does (``--log-level``, ``--log-format``).
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-    env = {**os.environ, "RESOLWE_STORAGE_LOG_LEVEL": level}
-    children = [subprocess.Popen(command, env=env) for _ in range(processes)]
-    stop = _until_signalled()
-    while not stop.is_set() and all(child.poll() is None for child in children):
-        stop.wait(1)
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    failed = [child.wait() for child in children]
+    env = {
+        **os.environ,
+        "RESOLWE_STORAGE_LOG_LEVEL": level,
+        "RESOLWE_STORAGE_LOG_FORMAT": context.log_format,
+    }
+    with contextlib.ExitStack() as cleanup:
+        server = None
+        if bind is not None:
+            import tempfile
+
+            from prometheus_client import multiprocess
+
+            folder = os.environ.get(MULTIPROCESS_DIR) or cleanup.enter_context(
+                tempfile.TemporaryDirectory(prefix="resolwe-storage-metrics-")
+            )
+            env[MULTIPROCESS_DIR] = folder
+        children = [subprocess.Popen(command, env=env) for _ in range(processes)]
+        if bind is not None:
+            health = telemetry.standard_health(
+                context.database,
+                make_broker(broker_url(context, "worker")),
+                alive=lambda: all(child.poll() is None for child in children),
+            )
+            server = telemetry.serve(bind, _pooled(folder), health)
+            if server is not None:
+                cleanup.callback(server.stop)
+        stop = _until_signalled()
+        while not stop.is_set() and all(child.poll() is None for child in children):
+            stop.wait(1)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        failed = [child.wait() for child in children]
+        if bind is not None:
+            for child in children:
+                multiprocess.mark_process_dead(child.pid, folder)
     if stop.is_set():
         return
     raise InputError(f"a worker process exited ({', '.join(map(str, failed))}); stopped the rest")

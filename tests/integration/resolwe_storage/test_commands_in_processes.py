@@ -15,36 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import Cli
+from tests.processes import Cli, copying_pair
 from tests.servers.process import free_port
 
 pytest_plugins = ["tests.servers.redis"]
 
 
 def write_config(tmp_path: Path, *, broker: str | None, database: str | None = None) -> Path:
-    document = {
-        "database": database or f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
-        "connectors": {
-            "local": {
-                "connector": "local",
-                "config": {"priority": 10, "path": str(tmp_path / "local"), "public_url": "/pub"},
-            },
-            "archive": {
-                "connector": "local",
-                "config": {
-                    "priority": 0,
-                    "path": str(tmp_path / "archive"),
-                    "copy": {"delay": 0},
-                    "verify": {"interval": 30},
-                },
-            },
-        },
-    }
-    if broker is not None:
-        document["broker"] = broker
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(document))
-    return path
+    return copying_pair(
+        tmp_path,
+        broker=broker,
+        database=database,
+        local={"public_url": "/pub"},
+        archive={"verify": {"interval": 30}},
+    )
 
 
 def item_folder(tmp_path: Path, key: str) -> Path:

@@ -7,17 +7,14 @@ private one, stopped and started again, for the outages.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
 
-from tests.processes import Cli
+from tests.processes import Cli, copying_pair, stop, wait_for
 
 if TYPE_CHECKING:
     from tests.servers.redis import PrivateRedis
@@ -26,33 +23,6 @@ pytest_plugins = ["tests.servers.redis"]
 
 #: Seconds a new worker is watched for anything it should not say.
 QUIET_SECONDS = 2
-
-
-def write_config(tmp_path: Path, broker: str) -> Path:
-    document = {
-        "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
-        "broker": broker,
-        "connectors": {
-            "local": {
-                "connector": "local",
-                "config": {"priority": 10, "path": str(tmp_path / "l")},
-            },
-            "archive": {
-                "connector": "local",
-                "config": {"priority": 0, "path": str(tmp_path / "a"), "copy": {"delay": 0}},
-            },
-        },
-    }
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(document))
-    return path
-
-
-def wait_for(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def outage(private_redis: PrivateRedis, log: Path, seconds: float) -> None:
@@ -68,25 +38,20 @@ def outage(private_redis: PrivateRedis, log: Path, seconds: float) -> None:
 
 
 def add_item(cli: Cli, tmp_path: Path, key: str) -> None:
-    folder = tmp_path / "l" / key
+    folder = tmp_path / "local" / key
     folder.mkdir(parents=True)
     (folder / "f.txt").write_text(key)
     cli.ok("ingest", "local", folder, "--key", key)
 
 
 def copied(tmp_path: Path, key: str) -> bool:
-    return (tmp_path / "a" / key / "f.txt").exists()
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    return (tmp_path / "archive" / key / "f.txt").exists()
 
 
 def test_a_worker_says_once_that_redis_is_gone_and_once_that_it_is_back(
     tmp_path: Path, private_redis: PrivateRedis
 ) -> None:
-    cli = Cli(write_config(tmp_path, private_redis.url))
+    cli = Cli(copying_pair(tmp_path, broker=private_redis.url))
     log = tmp_path / "worker.log"
     worker = cli.start("worker", "--threads", "2", log=log)
     try:
@@ -109,7 +74,7 @@ def test_a_worker_says_once_that_redis_is_gone_and_once_that_it_is_back(
 def test_the_scheduler_says_once_that_redis_is_gone_and_scans_when_it_is_back(
     tmp_path: Path, private_redis: PrivateRedis
 ) -> None:
-    cli = Cli(write_config(tmp_path, private_redis.url))
+    cli = Cli(copying_pair(tmp_path, broker=private_redis.url))
     log = tmp_path / "scheduler.log"
     scheduler = cli.start("scheduler", "--interval", "1", log=log)
     try:
@@ -128,7 +93,7 @@ def test_the_scheduler_says_once_that_redis_is_gone_and_scans_when_it_is_back(
 def test_a_message_that_is_not_a_job_is_dead_lettered_and_holds_up_nothing(
     tmp_path: Path, redis_url: str
 ) -> None:
-    cli = Cli(write_config(tmp_path, redis_url))
+    cli = Cli(copying_pair(tmp_path, broker=redis_url))
     add_item(cli, tmp_path, "item-1")
     client = redis.Redis.from_url(redis_url)
     # Put there by hand, or by a service with a bug: before the real job.

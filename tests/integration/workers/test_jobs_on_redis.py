@@ -261,7 +261,7 @@ def test_a_worker_killed_mid_copy_has_its_job_redelivered_and_completed(
 
         # The first upload hangs at the proxy; the worker is killed meanwhile.
         proxy.fail(Fault("PUT", r"/files/big\.bin", hang=60, times=1))
-        victim = subprocess.Popen([*command, "worker", "--threads", "1"])
+        victim = subprocess.Popen([*command, "worker", "--threads", "1", "--metrics-bind", "off"])
         wait_for(lambda: proxy.requests("PUT", r"/files/big\.bin") != [], what="the upload")
         victim.kill()
         victim.wait()
@@ -270,7 +270,9 @@ def test_a_worker_killed_mid_copy_has_its_job_redelivered_and_completed(
         log = tmp_path / "survivor.log"
         with log.open("wb") as output:
             survivor = subprocess.Popen(
-                [*command, "worker", "--threads", "2"], stdout=output, stderr=subprocess.STDOUT
+                [*command, "worker", "--threads", "2", "--metrics-bind", "off"],
+                stdout=output,
+                stderr=subprocess.STDOUT,
             )
         try:
             config = load_config(config_path)

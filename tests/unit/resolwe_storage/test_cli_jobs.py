@@ -115,4 +115,21 @@ def test_log_level_info_tells_of_every_job(config: str, tmp_path: Path) -> None:
     sample = str(tmp_path / "local" / "sample-2")
     subprocess.run([*base, "ingest", "local", sample, "--key", "s2"], check=True, **run)
     told = subprocess.run([*base, "--log-level", "info", "run", "--once"], check=True, **run)
-    assert " INFO " in told.stderr and "copy of 1 file(s) of item 2 to archive" in told.stderr
+    jobs = [line for line in told.stderr.splitlines() if " workers.jobs: " in line]
+    # One line per job: key, action, connector, files, bytes, seconds, result.
+    assert len(jobs) == 1, told.stderr
+    assert " INFO " in jobs[0] and "copy of 's2' to archive: 1 file(s), 1 B in " in jobs[0]
+    assert jobs[0].endswith(": 1 copied")
+
+    (tmp_path / "local" / "sample-3").mkdir()
+    (tmp_path / "local" / "sample-3" / "y").write_bytes(b"yy")
+    sample = str(tmp_path / "local" / "sample-3")
+    subprocess.run([*base, "ingest", "local", sample, "--key", "s3"], check=True, **run)
+    collected = subprocess.run(
+        [*base, "--log-level", "info", "--log-format", "json", "run", "--once"], check=True, **run
+    )
+    records = [json.loads(line) for line in collected.stderr.splitlines()]
+    [job] = [record["job"] for record in records if "job" in record]
+    assert job["keys"] == ["s3"] and job["action"] == "copy" and job["connector"] == "archive"
+    assert (job["files"], job["bytes"], job["result"]) == (1, 2, "1 copied")
+    assert job["seconds"] >= 0 and all(record["level"] for record in records)

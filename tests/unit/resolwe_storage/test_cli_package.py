@@ -32,6 +32,7 @@ COMMANDS = {
     "audit",
     "remove",
     "restore",
+    "dashboard",
 }
 
 

@@ -37,6 +37,7 @@ from resolwe_storage.wiring import delete_rules
 from scheduler.rules import ConnectorPolicy, Rule, VerifyRule
 from scheduler.scan import scan
 from workers import actors, messages, process, runtime
+from workers.telemetry import WorkerMetrics
 
 NOW = datetime(2026, 6, 1)
 
@@ -72,11 +73,16 @@ def folders(tmp_path: Path) -> dict[str, Callable[[], LocalConnector]]:
 
 @contextmanager
 def running(
-    tmp_path: Path, **backup_rules: dict[str, int]
+    tmp_path: Path,
+    *,
+    threads: int = 4,
+    metrics: WorkerMetrics | None = None,
+    **backup_rules: dict[str, int],
 ) -> Iterator[tuple[dict[str, ConnectorPolicy], StubBroker, dramatiq.Worker]]:
-    """A catalog, the in-process broker and a worker of 4 threads, with ``backup_rules``.
+    """A catalog, the in-process broker and a worker of ``threads``, with ``backup_rules``.
 
-    The runtime is built here, as the wiring would from a configuration.
+    The runtime is built here, as the wiring would from a configuration;
+    ``metrics``: where the worker counts its jobs.
     """
     policies = backup_policies(**backup_rules)
     database = open_database(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
@@ -92,7 +98,8 @@ def running(
             preference=("local", "backup"),
             delete_rules=delete_rules(policies),
         ),
-        threads=4,
+        threads=threads,
+        metrics=metrics,
     )
     try:
         yield policies, broker, worker

@@ -1,0 +1,261 @@
+"""The dashboard: queues, dead letters, storage and history, on pages rendered by the server.
+
+A Starlette application with Jinja2 templates, served by uvicorn
+(``resolwe-storage dashboard``). Pages work without JavaScript and
+refresh themselves. Every figure is read from Redis or the catalog when the
+page is asked for (``facts``).
+
+=========================  ===============================================
+page                       shows
+=========================  ===============================================
+``/``                      queues (queued, delayed, running, dead, oldest
+                           wait, actions done lately), live workers, items
+                           by status, copies per connector and state with
+                           bytes, under-replicated, damaged and lost items,
+                           deletes held back
+``/dead``                  dead letters: item keys, actor, files, reason,
+                           when; retry or discard one or all
+``/history``               the latest actions, by action, connector,
+                           failed only
+``/items/{key}``           one item's story (as ``resolwe-storage show``)
+``/metrics``               the catalog and queue gauges (Prometheus)
+``/healthz``, ``/readyz``  alive; catalog and broker answer
+=========================  ===============================================
+
+Retry and discard are POSTs that need the dashboard started with
+``--allow-actions`` and the token of ``RESOLWE_STORAGE_DASHBOARD_TOKEN`` in
+the form; otherwise the pages are read-only (no buttons, and a POST is
+refused with 403).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import peewee as pw
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from resolwe_storage import telemetry
+from resolwe_storage.config import Config
+from resolwe_storage.dashboard import facts
+
+#: Seconds between a page's refreshes.
+DEFAULT_REFRESH_SECONDS = 10
+#: Dead letters listed per queue.
+DEAD_SHOWN = 100
+#: History rows on a page, at most.
+HISTORY_LIMIT = 200
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class Dashboard:
+    """What the pages read from and whether they may act."""
+
+    config: Config
+    database: pw.Database
+    broker: Any
+    #: Token a retry or discard must carry; None: the pages are read-only.
+    token: str | None = None
+    refresh: int = DEFAULT_REFRESH_SECONDS
+
+    def __post_init__(self) -> None:
+        self.redact = facts.Redactor(self.config)
+        self.templates = Jinja2Templates(directory=str(TEMPLATES))
+        self.templates.env.filters["size"] = _size
+        self.templates.env.filters["age"] = _age
+        self.registry = telemetry.new_registry()
+        self.registry.register(
+            telemetry.CatalogCollector(
+                self.database,
+                self.broker,
+                self.config.policies,
+                removal_delay=self.config.removal_delay,
+            )
+        )
+        self.health = telemetry.standard_health(self.database, self.broker)
+
+    # -- pages --------------------------------------------------------------
+
+    def _page(
+        self, request: Request, template: str, *, status_code: int = 200, **context: Any
+    ) -> Response:
+        return self.templates.TemplateResponse(
+            request,
+            template,
+            {
+                "refresh": self.refresh,
+                "actions": self.token is not None,
+                "message": request.query_params.get("done"),
+                **context,
+            },
+            status_code=status_code,
+        )
+
+    def overview(self, request: Request) -> Response:
+        from workers.monitor import heartbeats
+
+        now = facts.now()
+        with self.database.connection_context():
+            queues = facts.queue_rows(self.broker, now)
+            stored = facts.storage(self.config, self.database)
+        workers = heartbeats(self.broker)
+        return self._page(
+            request,
+            "overview.html",
+            queues=queues,
+            windows=facts.THROUGHPUT_WINDOWS,
+            workers=workers,
+            storage=stored,
+            scan=facts.last_scan(self.broker),
+            now=now,
+        )
+
+    def dead(self, request: Request) -> Response:
+        from workers.monitor import dead_letters
+
+        letters = []
+        for queue in facts._queues():
+            for letter in dead_letters(self.broker, queue, limit=DEAD_SHOWN):
+                letters.append(
+                    {
+                        "queue": letter.queue,
+                        "redis_id": letter.redis_id,
+                        "died": letter.died,
+                        "actor": letter.actor,
+                        "keys": [self.redact(key) for key in letter.keys],
+                        "files": facts.file_count(letter.actor, letter.args),
+                        "reason": self.redact(letter.reason),
+                        "retries": letter.retries,
+                    }
+                )
+        return self._page(request, "dead.html", letters=letters, queues=facts._queues())
+
+    def history(self, request: Request) -> Response:
+        from catalog.story import history
+
+        query = request.query_params
+        chosen = {
+            "action": query.get("action") or None,
+            "connector": query.get("connector") or None,
+            "failed": query.get("failed") == "1",
+        }
+        with self.database.connection_context():
+            rows = history(**chosen, limit=HISTORY_LIMIT)
+            actions = [
+                name
+                for (name,) in facts.Action.select(facts.Action.action)
+                .distinct()
+                .order_by(facts.Action.action)
+                .tuples()
+            ]
+        return self._page(
+            request,
+            "history.html",
+            rows=[facts.redacted(row, self.redact) for row in rows],
+            chosen=chosen,
+            actions=actions,
+            connectors=sorted(self.config.connectors),
+            limit=HISTORY_LIMIT,
+        )
+
+    def item(self, request: Request) -> Response:
+        from catalog.errors import ItemNotFoundError
+        from catalog.story import item_story
+
+        key = request.path_params.get("key") or request.query_params.get("key", "")
+        with self.database.connection_context():
+            try:
+                story = item_story(key)
+            except ItemNotFoundError:
+                return self._page(request, "missing.html", key=key, status_code=404)
+        story["history"] = [facts.redacted(row, self.redact) for row in story["history"]]
+        return self._page(request, "item.html", story=story)
+
+    # -- actions ------------------------------------------------------------
+
+    async def act(self, request: Request) -> Response:
+        """Retry or discard dead letters: one (``id``) or all of a queue."""
+        form = {key: values[0] for key, values in parse_qs((await request.body()).decode()).items()}
+        if self.token is None:
+            return PlainTextResponse(
+                "refused: actions are off (start the dashboard with --allow-actions)\n", 403
+            )
+        if not hmac.compare_digest(form.get("token", "").encode(), self.token.encode()):
+            return PlainTextResponse("refused: wrong or missing token\n", 403)
+        queue, what = form.get("queue", ""), request.path_params["what"]
+        if what not in ("retry", "discard"):
+            return PlainTextResponse(f"no such action: {what!r}\n", 404)
+        if queue not in facts._queues():
+            return PlainTextResponse(f"no such queue: {queue!r}\n", 400)
+        done = await run_in_threadpool(self._act, what, queue, form.get("id") or None)
+        return RedirectResponse("/dead?" + urlencode({"done": done}), status_code=303)
+
+    def _act(self, what: str, queue: str, redis_id: str | None) -> str:
+        from workers.monitor import discard_dead, requeue_dead
+
+        if what == "retry":
+            return f"requeued {requeue_dead(self.broker, queue, redis_id)} job(s) on {queue}"
+        return f"discarded {discard_dead(self.broker, queue, redis_id)} dead letter(s) of {queue}"
+
+    # -- machines -----------------------------------------------------------
+
+    def metrics(self, request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    def readyz(self, request: Request) -> Response:
+        ok, found = self.health.ready()
+        return Response(
+            json.dumps({"ready": ok, **found}) + "\n",
+            status_code=200 if ok else 503,
+            media_type="application/json",
+        )
+
+
+def make_app(dashboard: Dashboard) -> Starlette:
+    """The web application of ``dashboard``."""
+    return Starlette(
+        routes=[
+            Route("/", dashboard.overview),
+            Route("/dead", dashboard.dead),
+            Route("/dead/{what:str}", dashboard.act, methods=["POST"]),
+            Route("/history", dashboard.history),
+            Route("/items", dashboard.item),
+            Route("/items/{key:path}", dashboard.item),
+            Route("/metrics", dashboard.metrics),
+            Route("/healthz", dashboard.healthz),
+            Route("/readyz", dashboard.readyz),
+        ]
+    )
+
+
+def _size(value: int | None) -> str:
+    from workers.telemetry import human_bytes
+
+    return "" if value is None else human_bytes(int(value))
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"

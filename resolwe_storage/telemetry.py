@@ -1,0 +1,503 @@
+"""Metrics and health over HTTP: ``/metrics``, ``/healthz``, ``/readyz``.
+
+``worker``, ``scheduler`` and ``dashboard`` serve them (``--metrics-bind``,
+loopback by default). ``/healthz`` answers 200 while the process works
+(a worker's threads or processes run); ``/readyz`` answers 200 when the
+catalog and the broker answer, 503 otherwise, with a JSON body saying what
+each check found (the scheduler's also says whether it holds the lease; a
+standby replica is ready too).
+
+What is exported (Prometheus text format; ``exported_metric_names`` lists
+every sample name):
+
+- the workers' job counters (``workers.telemetry.WorkerMetrics``);
+- the scheduler's scans (``SchedulerMetrics``);
+- catalog and queue gauges (``CatalogCollector``), read at scrape time from
+  the catalog and Redis, at most once per ``DEFAULT_CATALOG_CACHE_SECONDS``
+  (one scan of the catalog each: a scrape every few seconds must not load
+  a catalog of millions of items). The scheduler and the dashboard serve
+  them; several replicas serve the same values (query them with ``max``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import peewee as pw
+
+logger = logging.getLogger(__name__)
+
+
+def new_registry() -> Any:
+    """A registry to serve, without ``_created`` series (they would double the output)."""
+    from prometheus_client import CollectorRegistry, disable_created_metrics
+
+    disable_created_metrics()
+    return CollectorRegistry()
+
+
+#: Where metrics and health are served unless told otherwise (loopback only).
+DEFAULT_WORKER_METRICS = "127.0.0.1:9191"
+DEFAULT_SCHEDULER_METRICS = "127.0.0.1:9192"
+#: Seconds the catalog gauges are reused between scrapes.
+DEFAULT_CATALOG_CACHE_SECONDS = 5.0
+#: What ``--metrics-bind`` takes to serve nothing.
+OFF = ("off", "none", "")
+#: The location states as metrics name them.
+STATE_NAMES = {
+    "OK": "ok",
+    "DM": "damaged",
+    "PR": "in_progress",
+    "UP": "uploading",
+    "DE": "deleting",
+}
+
+
+def parse_bind(value: str | None, *, option: str = "--metrics-bind") -> tuple[str, int] | None:
+    """``HOST:PORT`` as a pair; None for ``off``. Raises ValueError naming ``option``."""
+    if value is None or value.strip().lower() in OFF:
+        return None
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{option}: expected HOST:PORT (or off), not {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+# -- readiness --------------------------------------------------------------
+
+
+def catalog_answers(database: pw.Database) -> str:
+    """``ok``, or why the catalog did not answer (one line, no credentials)."""
+    try:
+        with database.connection_context():
+            database.execute_sql("SELECT 1")
+    except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
+        return _first_line(exc)
+    return "ok"
+
+
+def broker_answers(broker: Any) -> str:
+    """``ok``, or why Redis did not answer; an in-process broker always answers."""
+    client = getattr(broker, "client", None)
+    if client is None:
+        return "ok"
+    import redis
+
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        return _first_line(exc)
+    return "ok"
+
+
+def _first_line(exc: BaseException) -> str:
+    from catalog.database import redact_url
+
+    text = str(exc).strip().splitlines()
+    return redact_url(text[0] if text else type(exc).__name__)
+
+
+@dataclass
+class Health:
+    """What the probes ask: ``alive`` for /healthz, ``checks`` (name → ``ok`` or why) for /readyz.
+
+    ``facts``: more to tell in /readyz's body that does not decide it (the lease).
+    """
+
+    alive: Callable[[], bool]
+    checks: Mapping[str, Callable[[], str]]
+    facts: Mapping[str, Callable[[], Any]] | None = None
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        found: dict[str, Any] = {name: check() for name, check in self.checks.items()}
+        ok = all(value == "ok" for value in found.values())
+        for name, fact in (self.facts or {}).items():
+            found[name] = fact()
+        return ok, found
+
+
+def standard_health(
+    database: pw.Database, broker: Any, *, alive: Callable[[], bool] = lambda: True
+) -> Health:
+    """Ready when the catalog and the broker answer."""
+    return Health(
+        alive=alive,
+        checks={
+            "catalog": lambda: catalog_answers(database),
+            "broker": lambda: broker_answers(broker),
+        },
+    )
+
+
+# -- the server -------------------------------------------------------------
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """``/metrics``, ``/healthz`` and ``/readyz`` from a thread of their own."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], registry: Any, health: Health) -> None:
+        self.registry = registry
+        self.health = health
+        super().__init__(address, _Handler)
+        self.thread = threading.Thread(target=self.serve_forever, name="metrics", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> MetricsServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MetricsServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            self._send(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            alive = self.server.health.alive()
+            self._send(200 if alive else 503, b"ok\n" if alive else b"not alive\n")
+        elif path == "/readyz":
+            ok, found = self.server.health.ready()
+            body = json.dumps({"ready": ok, **found}).encode() + b"\n"
+            self._send(200 if ok else 503, body, "application/json")
+        else:
+            self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
+
+    def _send(self, status: int, body: bytes, kind: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("metrics: " + format, *args)
+
+
+def serve(bind: tuple[str, int] | None, registry: Any, health: Health) -> MetricsServer | None:
+    """Serve metrics and health on ``bind`` (None: not at all).
+
+    A port in use is logged, not raised: a worker's jobs matter more than
+    its metrics (and its readiness probe tells the orchestrator).
+    """
+    if bind is None:
+        return None
+    try:
+        server = MetricsServer(bind, registry, health)
+    except OSError as exc:
+        logger.error(
+            "metrics: cannot listen on %s:%d (%s); serving no metrics or health",
+            bind[0],
+            bind[1],
+            exc.strerror or exc,
+        )
+        return None
+    logger.info("metrics and health on %s (/metrics, /healthz, /readyz)", server.url)
+    return server.start()
+
+
+# -- the scheduler's metrics --------------------------------------------------
+
+
+class SchedulerMetrics:
+    """Scans: how long, how many, the jobs they queued, the deletes they held back."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.duration = Histogram(
+            "resolwe_storage_scan_duration_seconds",
+            "Run time of scans.",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=registry,
+        )
+        self.scans = Counter(
+            "resolwe_storage_scans", "Scans, by result (ok, failed).", ["result"], registry=registry
+        )
+        self.queued = Counter(
+            "resolwe_storage_scan_jobs_queued",
+            "Jobs scans queued, by action.",
+            ["action"],
+            registry=registry,
+        )
+        self.held = Gauge(
+            "resolwe_storage_scan_deletes_held",
+            "Due deletes the last scan held back (deletes paused or a cap reached), by connector.",
+            ["connector"],
+            registry=registry,
+        )
+        self.lease = Gauge(
+            "resolwe_storage_scheduler_lease_held",
+            "1 while this scheduler holds the lease (it is the one scanning).",
+            registry=registry,
+        )
+        self.last = Gauge(
+            "resolwe_storage_last_scan_timestamp_seconds",
+            "When the last scan of this scheduler ended (Unix time).",
+            registry=registry,
+        )
+        for result in ("ok", "failed"):
+            self.scans.labels(result)
+        for action in ("copy", "delete", "verify", "repair", "remove", "audit"):
+            self.queued.labels(action)
+
+    def scanned(self, report: Any) -> None:
+        """Count one scan (a ``scheduler.scan.ScanReport``)."""
+        self.duration.observe(report.seconds)
+        self.scans.labels("ok").inc()
+        for action, count in (
+            ("copy", report.copies),
+            ("delete", report.deletes),
+            ("verify", report.verifies),
+            ("repair", report.repairs),
+            ("remove", report.removals),
+            ("audit", report.audits),
+        ):
+            self.queued.labels(action).inc(count)
+        self.held.clear()
+        for connector, count in report.held.items():
+            self.held.labels(connector).set(count)
+        self.last.set(time.time())
+
+    def failed(self) -> None:
+        self.scans.labels("failed").inc()
+
+
+# -- catalog and queue gauges --------------------------------------------------
+
+
+class CatalogCollector:
+    """Gauges read from the catalog and Redis when scraped (cached for ``cache_seconds``).
+
+    ``policies`` and ``removal_delay``: the rules, to count under-replicated
+    items (those with a copy due: ``scheduler.planning``). ``broker``: Redis
+    (None or in-process: no queue gauges).
+    """
+
+    def __init__(
+        self,
+        database: pw.Database,
+        broker: Any,
+        policies: Mapping[str, Any],
+        *,
+        removal_delay: int = 0,
+        cache_seconds: float = DEFAULT_CATALOG_CACHE_SECONDS,
+    ) -> None:
+        self.database = database
+        self.broker = broker
+        self.policies = policies
+        self.removal_delay = removal_delay
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[Any]] | None = None
+
+    def collect(self) -> Iterable[Any]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= self.cache_seconds:
+                self._cached = (now, self._families())
+            return list(self._cached[1])
+
+    def describe(self) -> Iterable[Any]:
+        return []  # not known before a scrape: no checks at registration
+
+    def _families(self) -> list[Any]:
+        families: list[Any] = []
+        try:
+            with self.database.connection_context():
+                facts = catalog_facts(
+                    self.policies, self.database, removal_delay=self.removal_delay
+                )
+            families += catalog_families(facts)
+        except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
+            logger.warning("metrics: the catalog did not answer: %s", _first_line(exc))
+        client = getattr(self.broker, "client", None)
+        if client is None:
+            return families
+        import redis
+
+        from workers.messages import QUEUES
+        from workers.monitor import live_workers, oldest_queued, queue_stats
+
+        try:
+            stats = queue_stats(self.broker, QUEUES)
+            oldest = {queue: oldest_queued(self.broker, queue) for queue in QUEUES}
+            alive = live_workers(self.broker)
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("metrics: the broker did not answer: %s", _first_line(exc))
+            return families
+        return families + queue_families(stats, oldest, alive)
+
+
+def catalog_families(facts: Mapping[str, Any]) -> list[Any]:
+    """The catalog gauges of ``facts`` (``catalog_facts``)."""
+    from prometheus_client.core import GaugeMetricFamily as Family
+
+    items = Family("resolwe_storage_items", "Items in the catalog, by status.", labels=["status"])
+    for status, count in facts.get("items", {}).items():
+        items.add_metric([status], count)
+    copies = Family(
+        "resolwe_storage_copies",
+        "Copies (locations), by connector and state.",
+        labels=["connector", "state"],
+    )
+    copy_bytes = Family(
+        "resolwe_storage_copy_bytes", "Bytes of the OK copies, by connector.", labels=["connector"]
+    )
+    for connector, states in facts.get("copies", {}).items():
+        for state, count in states.items():
+            copies.add_metric([connector, state], count)
+        copy_bytes.add_metric([connector], facts["bytes"].get(connector, 0))
+    return [
+        items,
+        copies,
+        copy_bytes,
+        Family(
+            "resolwe_storage_under_replicated_items",
+            "Items the rules want copied where they have no copy yet.",
+            value=facts.get("under_replicated", 0),
+        ),
+        Family(
+            "resolwe_storage_damaged_items",
+            "Items with a damaged copy.",
+            value=facts.get("damaged", 0),
+        ),
+        Family(
+            "resolwe_storage_lost_items",
+            "Items with a file that is good nowhere.",
+            value=facts.get("lost", 0),
+        ),
+        Family(
+            "resolwe_storage_deletes_paused",
+            "1 while deletes are paused (resolwe-storage deletes pause).",
+            value=1 if facts.get("deletes_paused") else 0,
+        ),
+    ]
+
+
+def queue_families(stats: Iterable[Any], oldest: Mapping[str, Any], alive: int) -> list[Any]:
+    """The queue gauges: jobs per queue and state, the oldest one's age, live workers."""
+    from prometheus_client.core import GaugeMetricFamily as Family
+
+    jobs = Family(
+        "resolwe_storage_queue_jobs",
+        "Jobs on the queues, by queue and state (queued, delayed, running, dead).",
+        labels=["queue", "state"],
+    )
+    age = Family(
+        "resolwe_storage_queue_oldest_job_age_seconds",
+        "How long the oldest job waiting on the queue has waited (0: none waits).",
+        labels=["queue"],
+    )
+    now = time.time()
+    for row in stats:
+        for state in ("queued", "delayed", "running", "dead"):
+            jobs.add_metric([row.queue, state], getattr(row, state))
+        since = oldest.get(row.queue)
+        age.add_metric([row.queue], max(0.0, now - since.timestamp()) if since else 0.0)
+    workers = Family(
+        "resolwe_storage_workers_alive", "Worker processes with a recent heartbeat.", value=alive
+    )
+    return [jobs, age, workers]
+
+
+def catalog_facts(
+    policies: Mapping[str, Any], database: pw.Database, *, removal_delay: int = 0
+) -> dict[str, Any]:
+    """Items by status; copies and OK bytes per connector; under-replicated, damaged, lost items.
+
+    One grouped query per figure; under-replicated items take one plan of
+    the catalog (``scheduler.planning``), as a scan does.
+    """
+    from catalog.integrity import lost_files
+    from catalog.models import FileStorage, ReferencedPath, StorageLocation, utcnow
+    from catalog.queries import location_counts
+    from catalog.settings import deletes_paused
+    from scheduler.planning import Planner
+    from scheduler.policy import COPY
+
+    items: dict[str, int] = dict(
+        FileStorage.select(FileStorage.status, pw.fn.COUNT(FileStorage.id))
+        .where(FileStorage.removed.is_null())
+        .group_by(FileStorage.status)
+        .tuples()
+    )
+    removed = FileStorage.select().where(FileStorage.removed.is_null(False)).count()
+    if removed:
+        items["removed"] = removed
+    copies = {
+        connector: {STATE_NAMES.get(status, status.lower()): n for status, n in states.items()}
+        for connector, states in location_counts().items()
+    }
+    # An OK copy holds every file of its item.
+    sizes = dict(
+        StorageLocation.select(
+            StorageLocation.connector_name, pw.fn.COALESCE(pw.fn.SUM(ReferencedPath.size), 0)
+        )
+        .join(ReferencedPath, on=ReferencedPath.file_storage == StorageLocation.file_storage)
+        .where((StorageLocation.status == "OK") & (ReferencedPath.size > 0))
+        .group_by(StorageLocation.connector_name)
+        .tuples()
+    )
+    damaged = (
+        StorageLocation.select(pw.fn.COUNT(StorageLocation.file_storage.distinct()))
+        .where(StorageLocation.status == "DM")
+        .scalar()
+    )
+    under = 0
+    if policies:
+        planner = Planner(policies, database, removal_delay=removal_delay)
+        under = sum(
+            1 for due in planner.due(now=utcnow()) if any(action == COPY for action, _ in due.arms)
+        )
+    return {
+        "items": dict(sorted(items.items())),
+        "copies": {name: dict(sorted(states.items())) for name, states in sorted(copies.items())},
+        "bytes": {name: int(size) for name, size in sizes.items()},
+        "under_replicated": under,
+        "damaged": int(damaged or 0),
+        "lost": len(lost_files()),
+        "deletes_paused": deletes_paused() is not None,
+    }
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name the code exports: the workers', the scheduler's, the catalog's.
+
+    Read off the real metric objects and gauge builders, so a renamed
+    metric changes this set.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from workers.telemetry import WorkerMetrics
+
+    registry = CollectorRegistry()
+    WorkerMetrics(registry)
+    SchedulerMetrics(registry)
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "gauge": ("",),
+    }
+    families = [*registry.collect(), *catalog_families({}), *queue_families([], {}, 0)]
+    return {family.name + suffix for family in families for suffix in suffixes[family.type]}

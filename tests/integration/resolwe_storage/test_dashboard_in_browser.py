@@ -1,0 +1,261 @@
+"""The dashboard as an operator sees it: a ``dashboard`` process, taken by headless Chromium.
+
+The catalog and Redis hold known work (queued, delayed, running and dead
+jobs, damaged and lost items); the page must show the numbers Redis and
+the catalog hold, read here with their own commands (``LLEN``, ``SCARD``,
+SQL), not with the code under test. Retry and discard go through the
+page's own forms, with and without the token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import server_missing
+from tests.processes import Cli, copying_pair, fetch, wait_for
+from tests.servers.process import free_port
+
+pytest_plugins = ["tests.servers.redis"]
+
+TOKEN = "a-token-of-the-operators-0123456789"
+#: Where the test also leaves its screenshot, when set (the README's picture).
+SCREENSHOT_VARIABLE = "DASHBOARD_SCREENSHOT"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's ``chromium`` and ``chromium-driver``) under Selenium."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        server_missing("Chromium", "install Debian's chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1100"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.implicitly_wait(5)  # an element looked for may be on a page still loading
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def dead_letter(client: redis.Redis, queue: str, item_id: int, key: str, reason: str) -> str:
+    """A copy job of item ``item_id`` given up, as a worker leaves it; its Redis id."""
+    redis_id = message_id = str(uuid.uuid4())
+    body = {
+        "queue_name": queue,
+        "actor_name": "copy_files",
+        "args": [item_id, "archive", ["f.txt", "g.txt"]],
+        "kwargs": {},
+        "options": {"redis_message_id": redis_id, "retries": 5},
+        "message_id": message_id,
+        "message_timestamp": int(time.time() * 1000) - 60_000,
+    }
+    client.hset(f"dramatiq:{queue}.XQ.msgs", redis_id, json.dumps(body))
+    client.zadd(f"dramatiq:{queue}.XQ", {redis_id: int(time.time() * 1000)})
+    client.set(f"resolwe-storage:dead:{message_id}", json.dumps({"keys": [key], "reason": reason}))
+    return redis_id
+
+
+def start_dashboard(
+    cli: Cli, tmp_path: Path, *args: str, name: str = "dashboard"
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = cli.start(
+        "dashboard", "--bind", f"127.0.0.1:{port}", *args, log=tmp_path / f"{name}.log"
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: fetch(f"{base}/healthz")[0] == 200, "the dashboard to answer")
+    return process, base
+
+
+def cell(browser: Any, selector: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(browser.find_element(By.CSS_SELECTOR, selector).text).strip()
+
+
+def catalog_rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(tmp_path / "catalog.sqlite3") as connection:
+        return list(connection.execute(sql))
+
+
+def test_the_dashboard_shows_what_redis_and_the_catalog_hold_and_acts_only_with_the_token(
+    tmp_path: Path, redis_url: str, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    cli = Cli(
+        copying_pair(tmp_path, broker=redis_url), env={"RESOLWE_STORAGE_DASHBOARD_TOKEN": TOKEN}
+    )
+    for key in ("a1", "a2", "a3", "broken"):
+        folder = tmp_path / "local" / key
+        folder.mkdir(parents=True)
+        (folder / "f.txt").write_text(key * 100)
+        (folder / "g.txt").write_text("g")
+        cli.ok("ingest", "local", folder, "--key", key)
+    # Its only copy loses a file, which a verification finds: damaged, and lost.
+    (tmp_path / "local" / "broken" / "f.txt").unlink()
+    assert cli("verify", "broken").code != 0
+    cli.ok("scan")  # copies of a1..a3 reserved (in progress) and queued
+    client = redis.Redis.from_url(redis_url)
+    now_ms = int(time.time() * 1000)
+    # A worker that took a job (running), and a job waiting out a retry's backoff.
+    client.zadd("dramatiq:__heartbeats__", {"worker-one": now_ms})
+    client.sadd("dramatiq:__acks__.worker-one.copy", "running-job")
+    client.rpush("dramatiq:copy.DQ", "delayed-job")
+    secret = str(tmp_path / "archive")
+    dead = [
+        dead_letter(client, "copy", 1, "a1", f"failed: Permission denied: '{secret}/a1/f.txt'"),
+        dead_letter(client, "copy", 2, "a2", "gave up after 5 tries: timed out"),
+    ]
+    dashboard, base = start_dashboard(cli, tmp_path, "--allow-actions", "--refresh", "0")
+    try:
+        browser.get(base + "/")
+        for queue in ("copy", "delete", "verify"):
+            row = f'tr[data-queue="{queue}"] td[data-field='
+            assert cell(browser, row + '"queued"]') == str(client.llen(f"dramatiq:{queue}"))
+            assert cell(browser, row + '"delayed"]') == str(client.llen(f"dramatiq:{queue}.DQ"))
+            running = sum(
+                client.scard(name) for name in client.scan_iter(f"dramatiq:__acks__.*.{queue}")
+            )
+            assert cell(browser, row + '"running"]') == str(running)
+            assert cell(browser, row + '"dead"]') == str(client.zcard(f"dramatiq:{queue}.XQ"))
+        assert (cell(browser, 'tr[data-queue="copy"] td[data-field="queued"]')) == "1"
+        assert cell(browser, 'tr[data-queue="copy"] td[data-field="dead"]') == "2"
+        assert cell(browser, "#workers").startswith("1 worker process(es) alive")
+
+        for status, count in catalog_rows(
+            tmp_path, "SELECT status, COUNT(*) FROM file_storage GROUP BY status"
+        ):
+            assert cell(browser, f'#items tr[data-status="{status}"] td.n') == str(count)
+        states = {"OK": "ok", "DM": "damaged", "PR": "in_progress", "UP": "uploading"}
+        for connector, status, count in catalog_rows(
+            tmp_path,
+            "SELECT connector_name, status, COUNT(*) FROM storage_location"
+            " GROUP BY connector_name, status",
+        ):
+            shown = cell(
+                browser, f'tr[data-connector="{connector}"] td[data-state="{states[status]}"]'
+            )
+            assert shown == str(count)
+        [(ok_bytes,)] = catalog_rows(
+            tmp_path,
+            "SELECT SUM(p.size) FROM storage_location l JOIN referenced_path p"
+            " ON p.file_storage_id = l.file_storage_id"
+            " WHERE l.status = 'OK' AND l.connector_name = 'local'",
+        )
+        shown_bytes = browser.find_element(
+            By.CSS_SELECTOR, 'tr[data-connector="local"] td[data-state="bytes"]'
+        ).get_attribute("title")
+        assert shown_bytes == f"{ok_bytes} bytes"
+        assert cell(browser, 'tr[data-field="damaged"] td.n') == "1"
+        assert cell(browser, 'tr[data-field="lost"] td.n') == "1"
+        assert "broken" in cell(browser, "#lost")
+        screenshot = tmp_path / "dashboard.png"
+        browser.save_screenshot(str(screenshot))
+        assert screenshot.stat().st_size > 10_000
+        if os.environ.get(SCREENSHOT_VARIABLE):
+            shutil.copyfile(screenshot, os.environ[SCREENSHOT_VARIABLE])
+
+        # Dead letters: who, what, why; no backend path on the page.
+        browser.get(base + "/dead")
+        page = browser.page_source
+        assert secret not in page and str(tmp_path) not in page
+        first = f'tr[data-id="{dead[0]}"]'
+        assert "a1" in cell(browser, first) and "<archive>/a1/f.txt" in cell(browser, first)
+        assert cell(browser, f"{first} td.n") == "2"  # its files
+
+        def press(row: str, button: str, token: str) -> None:
+            """Give ``token`` and press ``button`` of ``row``; return once the answer is shown."""
+            from selenium.webdriver.support import expected_conditions
+            from selenium.webdriver.support.wait import WebDriverWait
+
+            browser.get(base + "/dead")
+            form = browser.find_element(By.CSS_SELECTOR, f"{row} form:has(button.{button})")
+            form.find_element(By.NAME, "token").send_keys(token)
+            form.find_element(By.CSS_SELECTOR, f"button.{button}").click()
+            WebDriverWait(browser, 30).until(expected_conditions.staleness_of(form))
+
+        press(first, "retry", "not-the-token")
+        assert "refused: wrong or missing token" in browser.page_source
+        assert client.zcard("dramatiq:copy.XQ") == 2 and client.llen("dramatiq:copy") == 1
+
+        press(first, "retry", TOKEN)
+        assert cell(browser, "#message") == "requeued 1 job(s) on copy"
+        assert client.zcard("dramatiq:copy.XQ") == 1 and client.llen("dramatiq:copy") == 2
+        revived = json.loads(client.hget("dramatiq:copy.msgs", dead[0]))
+        assert revived["args"][0] == 1 and revived["options"]["retries"] == 0
+
+        press(f'tr[data-id="{dead[1]}"]', "discard", TOKEN)
+        assert cell(browser, "#message") == "discarded 1 dead letter(s) of copy"
+        assert client.zcard("dramatiq:copy.XQ") == 0 and client.llen("dramatiq:copy") == 2
+        assert "No dead letters." in browser.page_source
+
+        # The history, filtered, and an item's story.
+        browser.get(base + "/history")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#history tr")[1:]
+        assert len(rows) == 5  # four registered, one verified
+        browser.get(base + "/history?action=verify&connector=local&failed=")
+        [row] = browser.find_elements(By.CSS_SELECTOR, "#history tr")[1:]
+        assert "broken" in row.text and "damaged" in row.text
+        browser.get(base + "/history?failed=1")
+        assert "Nothing recorded that matches." in cell(browser, "#history")
+        browser.get(base + "/items/a2")
+        assert cell(browser, 'tr[data-connector="archive"]').split()[1] == "PR"
+        assert browser.find_elements(By.CSS_SELECTOR, "#files tr")[1].text.startswith("f.txt")
+    finally:
+        client.close()
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+
+def test_a_dashboard_without_actions_is_read_only(
+    tmp_path: Path, redis_url: str, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    cli = Cli(
+        copying_pair(tmp_path, broker=redis_url), env={"RESOLWE_STORAGE_DASHBOARD_TOKEN": TOKEN}
+    )
+    cli.ok("migrate")
+    client = redis.Redis.from_url(redis_url)
+    redis_id = dead_letter(client, "copy", 1, "a1", "failed")
+    dashboard, base = start_dashboard(cli, tmp_path)
+    try:
+        browser.get(base + "/dead")
+        assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-id="{redis_id}"]')
+        assert not browser.find_elements(By.CSS_SELECTOR, "form[method=post]")
+        # Even with the token: actions are off.
+        body = f"queue=copy&id={redis_id}&token={TOKEN}".encode()
+        status, text = fetch(base + "/dead/retry", data=body)
+        assert status == 403 and "actions are off" in text
+        assert client.zcard("dramatiq:copy.XQ") == 1
+    finally:
+        client.close()
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+
+def test_allow_actions_without_a_token_is_refused_in_one_line(tmp_path: Path) -> None:
+    cli = Cli(copying_pair(tmp_path, broker="redis://127.0.0.1:1/0"))
+    outcome = cli("dashboard", "--allow-actions")
+    assert "RESOLWE_STORAGE_DASHBOARD_TOKEN" in outcome.error_line
