@@ -115,7 +115,9 @@ def test_the_dashboard_shows_what_redis_and_the_catalog_hold_and_acts_only_with_
     # Its only copy loses a file, which a verification finds: damaged, and lost.
     (tmp_path / "local" / "broken" / "f.txt").unlink()
     assert cli("verify", "broken").code != 0
-    cli.ok("scan")  # copies of a1..a3 reserved (in progress) and queued
+    cli.ok("deletes", "pause", "--note", "storage migration")
+    # One pass of the scheduler: copies of a1..a3 reserved (in progress) and queued.
+    cli.ok("scheduler", "--once")
     client = redis.Redis.from_url(redis_url)
     now_ms = int(time.time() * 1000)
     # A worker that took a job (running), and a job waiting out a retry's backoff.
@@ -170,6 +172,9 @@ def test_the_dashboard_shows_what_redis_and_the_catalog_hold_and_acts_only_with_
         assert cell(browser, 'tr[data-field="damaged"] td.n') == "1"
         assert cell(browser, 'tr[data-field="lost"] td.n') == "1"
         assert "broken" in cell(browser, "#lost")
+        deletes = cell(browser, "#deletes")
+        assert "Deletes are paused" in deletes and "storage migration" in deletes
+        assert "1 job(s) queued; no delete held back." in deletes
         screenshot = tmp_path / "dashboard.png"
         browser.save_screenshot(str(screenshot))
         assert screenshot.stat().st_size > 10_000
@@ -210,10 +215,18 @@ def test_the_dashboard_shows_what_redis_and_the_catalog_hold_and_acts_only_with_
         assert client.zcard("dramatiq:copy.XQ") == 0 and client.llen("dramatiq:copy") == 2
         assert "No dead letters." in browser.page_source
 
+        # All at once, with the token.
+        later = [dead_letter(client, "copy", n, f"a{n}", "failed") for n in (1, 2, 3)]
+        press("#bulk", "retry-all-copy", TOKEN)
+        assert cell(browser, "#message") == "requeued 3 job(s) on copy"
+        assert client.zcard("dramatiq:copy.XQ") == 0 and client.llen("dramatiq:copy") == 5
+        assert all(client.hexists("dramatiq:copy.msgs", redis_id) for redis_id in later)
+
         # The history, filtered, and an item's story.
         browser.get(base + "/history")
         rows = browser.find_elements(By.CSS_SELECTOR, "#history tr")[1:]
-        assert len(rows) == 5  # four registered, one verified
+        [(recorded,)] = catalog_rows(tmp_path, "SELECT COUNT(*) FROM action")
+        assert len(rows) == recorded >= 5  # four registered, one verified, ...
         browser.get(base + "/history?action=verify&connector=local&failed=")
         [row] = browser.find_elements(By.CSS_SELECTOR, "#history tr")[1:]
         assert "broken" in row.text and "damaged" in row.text
