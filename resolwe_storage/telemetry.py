@@ -14,8 +14,8 @@ every sample name):
 - the scheduler's scans (``SchedulerMetrics``);
 - catalog and queue gauges (``CatalogCollector``), read at scrape time from
   the catalog and Redis, at most once per ``DEFAULT_CATALOG_CACHE_SECONDS``
-  (one scan of the catalog each: a scrape every few seconds must not load
-  a catalog of millions of items). The scheduler and the dashboard serve
+  (a few grouped queries, seconds on a catalog of millions of items: a
+  scrape every few seconds must not repeat them). The scheduler and the dashboard serve
   them; several replicas serve the same values (query them with ``max``).
 """
 
@@ -289,24 +289,18 @@ class SchedulerMetrics:
 class CatalogCollector:
     """Gauges read from the catalog and Redis when scraped (cached for ``cache_seconds``).
 
-    ``policies`` and ``removal_delay``: the rules, to count under-replicated
-    items (those with a copy due: ``scheduler.planning``). ``broker``: Redis
-    (None or in-process: no queue gauges).
+    ``broker``: Redis (None or in-process: no queue gauges).
     """
 
     def __init__(
         self,
         database: pw.Database,
         broker: Any,
-        policies: Mapping[str, Any],
         *,
-        removal_delay: int = 0,
         cache_seconds: float = DEFAULT_CATALOG_CACHE_SECONDS,
     ) -> None:
         self.database = database
         self.broker = broker
-        self.policies = policies
-        self.removal_delay = removal_delay
         self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
         self._cached: tuple[float, list[Any]] | None = None
@@ -325,9 +319,7 @@ class CatalogCollector:
         families: list[Any] = []
         try:
             with self.database.connection_context():
-                facts = catalog_facts(
-                    self.policies, self.database, removal_delay=self.removal_delay
-                )
+                facts = catalog_facts(self.database)
             families += catalog_families(facts)
         except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
             logger.warning("metrics: the catalog did not answer: %s", _first_line(exc))
@@ -374,7 +366,7 @@ def catalog_families(facts: Mapping[str, Any]) -> list[Any]:
         copy_bytes,
         Family(
             "resolwe_storage_under_replicated_items",
-            "Items the rules want copied where they have no copy yet.",
+            "Items with a copy not whole yet: being made or damaged.",
             value=facts.get("under_replicated", 0),
         ),
         Family(
@@ -421,20 +413,19 @@ def queue_families(stats: Iterable[Any], oldest: Mapping[str, Any], alive: int) 
     return [jobs, age, workers]
 
 
-def catalog_facts(
-    policies: Mapping[str, Any], database: pw.Database, *, removal_delay: int = 0
-) -> dict[str, Any]:
+def catalog_facts(database: pw.Database) -> dict[str, Any]:
     """Items by status; copies and OK bytes per connector; under-replicated, damaged, lost items.
 
-    One grouped query per figure; under-replicated items take one plan of
-    the catalog (``scheduler.planning``), as a scan does.
+    A few grouped queries, none of them a plan of the catalog: on a million
+    items with two million files, about 3.5 s on SQLite, most of it the bytes.
+    Under-replicated items are those with a copy not whole yet: being made
+    (``PR``, ``UP``) or damaged (``DM``); a copy the rules ask for is reserved
+    (``PR``) by the next scan, so it counts from then.
     """
     from catalog.integrity import lost_files
-    from catalog.models import FileStorage, ReferencedPath, StorageLocation, utcnow
+    from catalog.models import FileStorage, StorageLocation
     from catalog.queries import location_counts
     from catalog.settings import deletes_paused
-    from scheduler.planning import Planner
-    from scheduler.policy import COPY
 
     items: dict[str, int] = dict(
         FileStorage.select(FileStorage.status, pw.fn.COUNT(FileStorage.id))
@@ -449,33 +440,32 @@ def catalog_facts(
         connector: {STATE_NAMES.get(status, status.lower()): n for status, n in states.items()}
         for connector, states in location_counts().items()
     }
-    # An OK copy holds every file of its item.
+    # An OK copy holds every file of its item: its bytes are the item's, summed once per item.
     sizes = dict(
-        StorageLocation.select(
-            StorageLocation.connector_name, pw.fn.COALESCE(pw.fn.SUM(ReferencedPath.size), 0)
-        )
-        .join(ReferencedPath, on=ReferencedPath.file_storage == StorageLocation.file_storage)
-        .where((StorageLocation.status == "OK") & (ReferencedPath.size > 0))
-        .group_by(StorageLocation.connector_name)
-        .tuples()
+        database.execute_sql(
+            "SELECT l.connector_name, SUM(s.total) FROM storage_location l"
+            " JOIN (SELECT file_storage_id, SUM(size) AS total FROM referenced_path"
+            " WHERE size > 0 GROUP BY file_storage_id) s"
+            " ON s.file_storage_id = l.file_storage_id"
+            " WHERE l.status = 'OK' GROUP BY l.connector_name"
+        ).fetchall()
     )
-    damaged = (
-        StorageLocation.select(pw.fn.COUNT(StorageLocation.file_storage.distinct()))
-        .where(StorageLocation.status == "DM")
-        .scalar()
-    )
-    under = 0
-    if policies:
-        planner = Planner(policies, database, removal_delay=removal_delay)
-        under = sum(
-            1 for due in planner.due(now=utcnow()) if any(action == COPY for action, _ in due.arms)
+
+    def items_with(*statuses: str) -> int:
+        return int(
+            StorageLocation.select(pw.fn.COUNT(StorageLocation.file_storage.distinct()))
+            .join(FileStorage)
+            .where(StorageLocation.status.in_(statuses) & FileStorage.removed.is_null())
+            .scalar()
+            or 0
         )
+
     return {
         "items": dict(sorted(items.items())),
         "copies": {name: dict(sorted(states.items())) for name, states in sorted(copies.items())},
-        "bytes": {name: int(size) for name, size in sizes.items()},
-        "under_replicated": under,
-        "damaged": int(damaged or 0),
+        "bytes": {name: int(size or 0) for name, size in sizes.items()},
+        "under_replicated": items_with("PR", "UP", "DM"),
+        "damaged": items_with("DM"),
         "lost": len(lost_files()),
         "deletes_paused": deletes_paused() is not None,
     }

@@ -150,11 +150,7 @@ def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) 
     if bind is not None:
         registry = telemetry.new_registry()
         metrics = telemetry.SchedulerMetrics(registry)
-        registry.register(
-            telemetry.CatalogCollector(
-                context.database, broker, config.policies, removal_delay=config.removal_delay
-            )
-        )
+        registry.register(telemetry.CatalogCollector(context.database, broker))
 
     def scanned(report: ScanReport) -> None:
         if context.log_format == "json":

@@ -75,14 +75,7 @@ class Dashboard:
         self.templates.env.filters["size"] = _size
         self.templates.env.filters["age"] = _age
         self.registry = telemetry.new_registry()
-        self.registry.register(
-            telemetry.CatalogCollector(
-                self.database,
-                self.broker,
-                self.config.policies,
-                removal_delay=self.config.removal_delay,
-            )
-        )
+        self.registry.register(telemetry.CatalogCollector(self.database, self.broker))
         self.health = telemetry.standard_health(self.database, self.broker)
 
     # -- pages --------------------------------------------------------------

@@ -141,7 +141,7 @@ def storage(config: Config, database: pw.Database) -> dict[str, Any]:
     from catalog.models import StorageLocation
     from catalog.settings import deletes_paused
 
-    facts = catalog_facts(config.policies, database, removal_delay=config.removal_delay)
+    facts = catalog_facts(database)
     damaged_ids = [
         item
         for (item,) in StorageLocation.select(StorageLocation.file_storage)

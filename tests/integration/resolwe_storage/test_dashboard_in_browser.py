@@ -169,6 +169,12 @@ def test_the_dashboard_shows_what_redis_and_the_catalog_hold_and_acts_only_with_
             By.CSS_SELECTOR, 'tr[data-connector="local"] td[data-state="bytes"]'
         ).get_attribute("title")
         assert shown_bytes == f"{ok_bytes} bytes"
+        [(unfinished,)] = catalog_rows(
+            tmp_path,
+            "SELECT COUNT(DISTINCT file_storage_id) FROM storage_location"
+            " WHERE status IN ('PR', 'UP', 'DM')",
+        )
+        assert cell(browser, 'tr[data-field="under_replicated"] td.n') == str(unfinished) == "4"
         assert cell(browser, 'tr[data-field="damaged"] td.n') == "1"
         assert cell(browser, 'tr[data-field="lost"] td.n') == "1"
         assert "broken" in cell(browser, "#lost")
