@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import dramatiq
 import peewee as pw
 
 from catalog.database import bind, migrate, open_database, redact_url
@@ -32,7 +32,15 @@ from scheduler.rules import (
     resolve_delay,
     resolve_min_other_copies,
 )
-from workers.runtime import DEFAULT_MAX_RETRIES, DeleteLimits, DeleteRules, Runtime
+
+if TYPE_CHECKING:
+    import dramatiq
+
+    from workers.runtime import DeleteRules, Runtime
+
+# The workers' stack (Dramatiq, Redis) is imported by the functions that
+# build what a worker runs with, not here: commands that only read the
+# catalog (``status``, ``plan``) start without it.
 
 
 def open_catalog(url: str, *, auto_migrate: bool = True) -> pw.Database:
@@ -54,10 +62,15 @@ def worker_runtime(
     database: pw.Database,
     broker: dramatiq.Broker,
     *,
-    max_retries: int = DEFAULT_MAX_RETRIES,
+    max_retries: int | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> Runtime:
-    """What the workers of this configuration run with; nothing is contacted yet."""
+    """What the workers of this configuration run with; nothing is contacted yet.
+
+    ``max_retries``: of a transient failure (None: ``workers.runtime``'s default).
+    """
+    from workers.runtime import DEFAULT_MAX_RETRIES, Runtime
+
     return Runtime(
         database=database,
         broker=broker,
@@ -67,13 +80,14 @@ def worker_runtime(
         },
         preference=preference_order(config.policies),
         delete_rules=delete_rules(config.policies),
-        max_retries=max_retries,
+        max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
         clock=clock,
     )
 
 
 def delete_rules(policies: Mapping[str, ConnectorPolicy]) -> DeleteRules:
     """The delete rules of ``policies`` as the workers re-check them (SPEC §5)."""
+    from workers.runtime import DeleteLimits
 
     def limits(connector: str, *, data_slug: str, process_type: str, now: datetime) -> DeleteLimits:
         policy = policies.get(connector)

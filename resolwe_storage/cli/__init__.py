@@ -28,8 +28,9 @@ and stable.
 
 from __future__ import annotations
 
+import sys
+
 import click
-import peewee as pw
 
 from catalog.errors import CatalogError
 from connectors.errors import ConnectorError
@@ -49,7 +50,6 @@ from resolwe_storage.cli import (
 )
 from resolwe_storage.cli.base import cli
 from resolwe_storage.errors import UserError
-from workers.broker import BrokerUnavailable
 
 __all__ = ["cli", "main"]
 #: The command modules, registered on ``cli`` by being imported.
@@ -69,6 +69,22 @@ COMMAND_MODULES = (
 )
 
 
+def _broker_unavailable() -> tuple[type[BaseException], ...]:
+    """``BrokerUnavailable``, if a command loaded the broker (only then can it be raised).
+
+    Commands that never touch the broker do not import Dramatiq and Redis
+    just to name an error they cannot meet.
+    """
+    broker = sys.modules.get("workers.broker")
+    return (broker.BrokerUnavailable,) if broker is not None else ()
+
+
+def _database_error() -> tuple[type[BaseException], ...]:
+    """peewee's ``DatabaseError``, if a command opened the catalog (as above)."""
+    peewee = sys.modules.get("peewee")
+    return (peewee.DatabaseError,) if peewee is not None else ()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command line, turning every known error into one line."""
     try:
@@ -83,10 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     except click.UsageError as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         return 2
-    except (UserError, CatalogError, ConnectorError, BrokerUnavailable) as exc:
+    except (UserError, CatalogError, ConnectorError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
-    except pw.DatabaseError as exc:
+    except _broker_unavailable() as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except _database_error() as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         click.echo(f"error: database: {first}", err=True)
         return 1

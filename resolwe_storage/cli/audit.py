@@ -7,16 +7,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 
-from catalog.models import utcnow
 from connectors.errors import ConnectorError
 from resolwe_storage.cli.base import Context, cli, pass_context
 from resolwe_storage.errors import InputError, UserError
-from resolwe_storage.wiring import configured, connector_named
-from workers.audit import AuditReport, Finding, audit_connector
+
+if TYPE_CHECKING:
+    from workers.audit import AuditReport, Finding
 
 #: Findings the text and ``--json`` show, at most (``--report`` has them all).
 DEFAULT_SHOWN_FINDINGS = 1_000
@@ -59,6 +59,10 @@ def audit(
     """
     if delete_dark != (older_than is not None):
         raise InputError("--delete-dark and --older-than DAYS go together (the grace period)")
+    from catalog.models import utcnow
+    from resolwe_storage.wiring import configured, connector_named
+    from workers.audit import audit_connector
+
     config = context.config
     chosen = list(names) or list(config.connectors)
     for name in chosen:

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import peewee as pw
 
-from catalog.importing import parse_time
-from catalog.models import utcnow
-from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
 from resolwe_storage.logs import LOG_FORMATS, configure
-from resolwe_storage.wiring import open_catalog
-from scheduler.rules import ineffective_rules
+
+if TYPE_CHECKING:
+    import peewee as pw
+
+    from resolwe_storage.config import Config
+
+# What a command needs is imported when it runs: ``--help`` and the commands
+# that only read the catalog start without the configuration's validators,
+# the migrations, or the workers' stack (``tests/unit/resolwe_storage/test_startup.py``).
 
 logger = logging.getLogger("resolwe_storage")
 
@@ -37,12 +40,16 @@ class Context:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from resolwe_storage.config import load_config
+
             self._config = load_config(self.config_path)
         return self._config
 
     @property
     def database(self) -> pw.Database:
         if self._database is None:
+            from resolwe_storage.wiring import open_catalog
+
             self._database = open_catalog(self.config.database)
         return self._database
 
@@ -51,12 +58,16 @@ class Context:
         if self._warned:
             return
         self._warned = True
+        from scheduler.rules import ineffective_rules
+
         for warning in ineffective_rules(self.config.policies):
             logger.warning("configuration: %s", warning)
 
     def open_unmigrated(self) -> pw.Database:
         """The catalog, opened and bound but not migrated (for ``migrate`` itself)."""
         if self._database is None:
+            from resolwe_storage.wiring import open_catalog
+
             self._database = open_catalog(self.config.database, auto_migrate=False)
         return self._database
 
@@ -76,8 +87,12 @@ def now_option(func: Any) -> Any:
 def parse_now(value: str | None, *, option: str = "--now") -> datetime:
     """``value`` (ISO-8601, UTC without a zone) as a time; now for None; errors name ``option``."""
     if value is None:
+        from catalog.models import utcnow
+
         return utcnow()
     try:
+        from catalog.importing import parse_time
+
         return parse_time(value)
     except ValueError as exc:
         raise InputError(f"{option}: {exc}") from None

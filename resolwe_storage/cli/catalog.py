@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from catalog.importing import import_document
 from catalog.queries import status_summary
 from catalog.settings import deletes_paused
 from resolwe_storage.cli.base import LOCATION_STATES, Context, cli, pass_context
@@ -35,6 +34,8 @@ def migrate(context: Context) -> None:
 @pass_context
 def import_command(context: Context, source: str, as_json: bool) -> None:
     """Register items from a JSON import document; idempotent by key."""
+    from catalog.importing import import_document
+
     document = _read_json(source)
     config = context.config
     result = import_document(document, connectors=set(config.connectors), database=context.database)

@@ -6,7 +6,6 @@ import json
 
 import click
 
-from catalog.database import redact_url
 from resolwe_storage.cli.base import Context, cli, pass_context
 from resolwe_storage.errors import UserError
 from scheduler.rules import ineffective_rules, preference_order
@@ -21,6 +20,8 @@ def check_config(context: Context, as_json: bool) -> None:
     Exit 1 if any rule cannot do what it says (the same lines are logged as
     warnings when the scheduler, a worker, run, scan or plan start).
     """
+    from catalog.database import redact_url
+
     config = context.config
     warnings = ineffective_rules(config.policies)
     if as_json:

@@ -1,60 +1,25 @@
 """The processes: ``scan`` once, the ``scheduler``, the ``worker`` pool, ``run`` (both in one).
 
-The commands build what each process runs with from the configuration
-(``resolwe_storage.wiring``) and hand it to ``scheduler.loop`` and
-``workers.process``, which do the work.
+Declared here with their options; what they do is in ``running``, imported
+when one of them runs (``--help`` does not load the workers' stack).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import click
-import dramatiq
-import peewee as pw
-from dramatiq.brokers.redis import RedisBroker
 
-from catalog.models import Action, utcnow
-from resolwe_storage import telemetry
-from resolwe_storage.cli.base import Context, broker_url, cli, now_option, parse_now, pass_context
-from resolwe_storage.errors import InputError, UserError
-from resolwe_storage.wiring import worker_runtime
-from scheduler.lease import Lease
-from scheduler.loop import DEFAULT_SCAN_INTERVAL, SCHEDULER_LEASE, ScanLoop
-from scheduler.scan import ScanReport, scan
-from workers import process
-from workers.broker import LAST_SCAN_KEY, UNREACHABLE, answering, make_broker
-from workers.messages import QUEUES
-from workers.runtime import DEFAULT_MAX_RETRIES
+from resolwe_storage.cli.base import Context, cli, now_option, pass_context
 
-logger = logging.getLogger("scheduler")
-
-#: Retries of a transient failure in ``run --once``.
-DEFAULT_ONCE_RETRIES = 2
-
-
-def _until_signalled() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (as Kubernetes and Ctrl-C stop us)."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    return stop
-
-
-def _print(report: ScanReport) -> None:
-    click.echo(report.summary())
-
+#: Defaults of the processes, here so that ``--help`` does not import the
+#: workers' stack to show them; a test keeps them equal to
+#: ``scheduler.loop.DEFAULT_SCAN_INTERVAL``, ``workers.process.DEFAULT_THREADS``
+#: and ``resolwe_storage.telemetry``'s binds.
+DEFAULT_SCAN_INTERVAL = 60
+DEFAULT_THREADS = 8
+DEFAULT_WORKER_METRICS = "127.0.0.1:9191"
+DEFAULT_SCHEDULER_METRICS = "127.0.0.1:9192"
 
 _interval_option = click.option(
     "--interval",
@@ -66,49 +31,10 @@ _interval_option = click.option(
 _threads_option = click.option(
     "--threads",
     type=click.IntRange(min=1),
-    default=process.DEFAULT_THREADS,
+    default=DEFAULT_THREADS,
     show_default=True,
     help="Worker threads per process.",
 )
-
-
-def _queues(value: str | None) -> tuple[str, ...]:
-    if value is None:
-        return QUEUES
-    names = tuple(name.strip() for name in value.split(",") if name.strip())
-    unknown = sorted(set(names) - set(QUEUES))
-    if unknown or not names:
-        raise InputError(
-            f"--queues: unknown queue(s) {', '.join(unknown) or '(none)'}; "
-            f"choose from {', '.join(QUEUES)}"
-        )
-    return names
-
-
-@cli.command("scan")
-@now_option
-@click.option("--json", "as_json", is_flag=True, help="Print what was queued as JSON.")
-@pass_context
-def scan_command(context: Context, now: str | None, as_json: bool) -> None:
-    """One scheduler pass: queue every due copy, delete and verification, per file."""
-    moment = parse_now(now)
-    context.warn_ineffective_rules()
-    broker = make_broker(broker_url(context, "scan"))
-    config = context.config
-    try:
-        report = scan(
-            config.policies,
-            context.database,
-            broker,
-            now=moment,
-            removal_delay=config.removal_delay,
-        )
-    finally:
-        broker.close()
-    if as_json:
-        click.echo(json.dumps(report.as_json()))
-    else:
-        _print(report)
 
 
 def _metrics_option(default: str) -> Any:
@@ -123,17 +49,21 @@ def _metrics_option(default: str) -> Any:
     )
 
 
-def _bind(value: str) -> tuple[str, int] | None:
-    try:
-        return telemetry.parse_bind(value)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+@cli.command("scan")
+@now_option
+@click.option("--json", "as_json", is_flag=True, help="Print what was queued as JSON.")
+@pass_context
+def scan_command(context: Context, now: str | None, as_json: bool) -> None:
+    """One scheduler pass: queue every due copy, delete and verification, per file."""
+    from resolwe_storage.cli.running import scan_once
+
+    scan_once(context, now, as_json)
 
 
 @cli.command()
 @_interval_option
 @click.option("--once", is_flag=True, help="Scan once (if holding the lease), then exit.")
-@_metrics_option(telemetry.DEFAULT_SCHEDULER_METRICS)
+@_metrics_option(DEFAULT_SCHEDULER_METRICS)
 @pass_context
 def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) -> None:
     """Scan the catalog every --interval seconds and queue the due jobs.
@@ -141,61 +71,9 @@ def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) 
     Any number of replicas may run: a lease in Redis lets one scan at a time,
     and another takes over within seconds when its holder dies.
     """
-    bind = None if once else _bind(metrics_bind)
-    broker = make_broker(broker_url(context, "scheduler"))
-    context.warn_ineffective_rules()
-    config = context.config
-    metrics: telemetry.SchedulerMetrics | None = None
-    server = None
-    if bind is not None:
-        registry = telemetry.new_registry()
-        metrics = telemetry.SchedulerMetrics(registry)
-        registry.register(telemetry.CatalogCollector(context.database, broker))
+    from resolwe_storage.cli.running import scheduler as run_scheduler
 
-    def scanned(report: ScanReport) -> None:
-        if context.log_format == "json":
-            logger.info(report.summary(), extra={"scan": report.as_json()})
-        else:
-            _print(report)
-        if metrics is not None:
-            metrics.scanned(report)
-        # For the dashboard: what the last scan queued, and held back.
-        with contextlib.suppress(*UNREACHABLE):
-            broker.client.set(  # type: ignore[attr-defined]
-                LAST_SCAN_KEY,
-                json.dumps(
-                    {**report.as_json(), "finished": utcnow().isoformat(timespec="seconds")}
-                ),
-                ex=max(int(interval) * 10, 3600),
-            )
-
-    loop = ScanLoop(
-        config.policies,
-        context.database,
-        broker,
-        lease=Lease(broker.client, SCHEDULER_LEASE),  # type: ignore[attr-defined]
-        report=scanned,
-        failure=lambda _: metrics.failed() if metrics is not None else None,
-        removal_delay=config.removal_delay,
-    )
-    if bind is not None:
-        assert metrics is not None
-        health = telemetry.standard_health(context.database, broker)
-        health.facts = {"lease": lambda: "held" if loop.holding else "standby"}
-        lease_gauge = metrics.lease
-        lease_gauge.set_function(lambda: 1.0 if loop.holding else 0.0)
-        server = telemetry.serve(bind, registry, health)
-    try:
-        if once:
-            # One pass, as a command: a broker or catalog out of reach is its error line.
-            if loop.once() is None:
-                click.echo("another scheduler holds the lease; not scanning")
-            return
-        loop.run(_until_signalled(), interval=interval)
-    finally:
-        if server is not None:
-            server.stop()
-        broker.close()
+    run_scheduler(context, interval, once, metrics_bind)
 
 
 @cli.command()
@@ -204,123 +82,15 @@ def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) 
 )
 @_threads_option
 @click.option("--queues", metavar="Q[,Q...]", help="Only these queues (copy, delete, verify).")
-@_metrics_option(telemetry.DEFAULT_WORKER_METRICS)
+@_metrics_option(DEFAULT_WORKER_METRICS)
 @pass_context
 def worker(
     context: Context, processes: int, threads: int, queues: str | None, metrics_bind: str
 ) -> None:
     """Run jobs from the broker until stopped (SIGTERM lets running jobs finish)."""
-    chosen = _queues(queues)
-    bind = _bind(metrics_bind)
-    url = broker_url(context, "worker")
-    if processes > 1:
-        _fork_workers(context, processes, threads, chosen, bind)
-        return
-    context.warn_ineffective_rules()
-    broker = make_broker(url)
-    runtime = worker_runtime(context.config, context.database, broker)
-    shared = os.environ.get(MULTIPROCESS_DIR)
-    metrics = None
-    if bind is not None or shared:
-        from workers.telemetry import WorkerMetrics
+    from resolwe_storage.cli.running import worker as run_worker
 
-        # A process of a pool writes its values to the pool's files
-        # (prometheus-client's multiprocess mode); one alone keeps them.
-        registry = None if shared else telemetry.new_registry()
-        metrics = WorkerMetrics(registry)
-    running = process.start(runtime, threads=threads, queues=chosen, metrics=metrics)
-    server = None
-    if bind is not None:
-        health = telemetry.standard_health(
-            context.database, broker, alive=lambda: _threads_alive(running)
-        )
-        server = telemetry.serve(bind, registry if not shared else _pooled(shared), health)
-    click.echo(f"worker: {threads} thread(s) on {', '.join(chosen)}", err=True)
-    try:
-        _until_signalled().wait()
-    finally:
-        if server is not None:
-            server.stop()
-        process.stop(running)
-
-
-#: Where the processes of a pool keep their metrics (prometheus-client's variable).
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def _pooled(path: str) -> Any:
-    """A registry serving the sum of the metrics the pool's processes write under ``path``."""
-    from prometheus_client import multiprocess
-
-    registry = telemetry.new_registry()
-    multiprocess.MultiProcessCollector(registry, path=path)
-    return registry
-
-
-def _threads_alive(running: dramatiq.Worker) -> bool:
-    """Whether a worker's consumers and job threads all still run."""
-    threads = [*running.consumers.values(), *running.workers]
-    return bool(threads) and all(thread.is_alive() for thread in threads)
-
-
-def _fork_workers(
-    context: Context,
-    processes: int,
-    threads: int,
-    queues: Sequence[str],
-    bind: tuple[str, int] | None,
-) -> None:
-    """Run ``processes`` single-process workers; pass SIGTERM and SIGINT on to them.
-
-    They write their metrics to files in a folder of the pool's, and this
-    process serves their sum (and the pool's health) on ``bind``.
-    """
-    command = [sys.executable, "-m", "resolwe_storage"]
-    if context.config_path:
-        command += ["--config", context.config_path]
-    command += ["worker", "--threads", str(threads), "--queues", ",".join(queues)]
-    command += ["--metrics-bind", "off"]
-    # They log as this one does (``--log-level``, ``--log-format``).
-    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-    env = {
-        **os.environ,
-        "RESOLWE_STORAGE_LOG_LEVEL": level,
-        "RESOLWE_STORAGE_LOG_FORMAT": context.log_format,
-    }
-    with contextlib.ExitStack() as cleanup:
-        server = None
-        if bind is not None:
-            import tempfile
-
-            from prometheus_client import multiprocess
-
-            folder = os.environ.get(MULTIPROCESS_DIR) or cleanup.enter_context(
-                tempfile.TemporaryDirectory(prefix="resolwe-storage-metrics-")
-            )
-            env[MULTIPROCESS_DIR] = folder
-        children = [subprocess.Popen(command, env=env) for _ in range(processes)]
-        if bind is not None:
-            health = telemetry.standard_health(
-                context.database,
-                make_broker(broker_url(context, "worker")),
-                alive=lambda: all(child.poll() is None for child in children),
-            )
-            server = telemetry.serve(bind, _pooled(folder), health)
-            if server is not None:
-                cleanup.callback(server.stop)
-        stop = _until_signalled()
-        while not stop.is_set() and all(child.poll() is None for child in children):
-            stop.wait(1)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        failed = [child.wait() for child in children]
-        if bind is not None:
-            for child in children:
-                multiprocess.mark_process_dead(child.pid, folder)
-    if stop.is_set():
-        return
-    raise InputError(f"a worker process exited ({', '.join(map(str, failed))}); stopped the rest")
+    run_worker(context, processes, threads, queues, metrics_bind)
 
 
 @cli.command()
@@ -339,141 +109,6 @@ def run(
     as_json: bool,
 ) -> None:
     """Scheduler and workers in one process (the embedded default needs no servers)."""
-    moment = parse_now(now) if now is not None else None
-    context.warn_ineffective_rules()
-    broker = make_broker(context.config.broker)
-    database = context.database
-    if isinstance(broker, RedisBroker):
-        # Out of reach, nothing is started: one line, not a worker's complaints.
-        with answering(broker, what="nothing was done"):
-            broker.client.ping()
-    began = utcnow()
-    clock = utcnow if moment is None else (lambda: moment)
-    # One pass should end: a failing job gets a couple of quick retries, not hours of them.
-    retries = DEFAULT_ONCE_RETRIES if once else DEFAULT_MAX_RETRIES
-    runtime = worker_runtime(context.config, database, broker, max_retries=retries, clock=clock)
-    running = process.start(runtime, threads=threads)
-    try:
-        if once:
-            report = scan(
-                context.config.policies,
-                database,
-                broker,
-                now=clock(),
-                removal_delay=context.config.removal_delay,
-            )
-            with answering(broker, what="the jobs queued may not all have run"):
-                for queue in QUEUES:
-                    _join(broker, queue)
-            outcome = _outcome(began)
-            failures = _failures(began)
-            lost = _lost()
-            if as_json:
-                click.echo(
-                    json.dumps(
-                        {
-                            "scan": report.as_json(),
-                            "actions": outcome,
-                            "failed": failures,
-                            "lost": lost,
-                        }
-                    )
-                )
-            else:
-                _print(report)
-                click.echo(_describe(outcome))
-            if failures or lost:
-                raise UserError(_trouble(failures, lost))
-            return
-        ScanLoop(
-            context.config.policies,
-            database,
-            broker,
-            clock=clock,
-            report=_print,
-            removal_delay=context.config.removal_delay,
-        ).run(_until_signalled(), interval=interval)
-    finally:
-        with contextlib.suppress(*UNREACHABLE):
-            process.stop(running)
+    from resolwe_storage.cli.running import run as run_all
 
-
-def _failures(since: datetime) -> list[dict[str, Any]]:
-    """The failures for good recorded since ``since``: what, of which item, where, why."""
-    rows = (
-        Action.select()
-        .where((Action.started >= since) & (Action.result == "failed"))
-        .order_by(Action.id)
-    )
-    return [
-        {
-            "action": row.action,
-            "key": row.item_key,
-            "target": row.target,
-            "path": row.path,
-            "error": row.error,
-        }
-        for row in rows
-    ]
-
-
-def _lost() -> list[dict[str, Any]]:
-    from catalog.integrity import keys_of, lost_files
-
-    lost = lost_files(limit=100)
-    keys = keys_of(lost)
-    return [{"key": keys.get(item_id), "files": paths} for item_id, paths in lost.items()]
-
-
-def _trouble(failures: list[dict[str, Any]], lost: list[dict[str, Any]]) -> str:
-    """One line: the jobs that failed for good, and the items lost."""
-    parts = []
-    if failures:
-        first = failures[0]
-        where = (
-            f" to {first['target']}"
-            if first["action"] == "copy"
-            else (f" on {first['target']}" if first["target"] else "")
-        )
-        parts.append(
-            f"{len(failures)} job(s) failed for good, first: {first['action']} of "
-            f"{first['key']!r}{where}: {first['error']}"
-        )
-    if lost:
-        parts.append(
-            f"{len(lost)} item(s) LOST (a file with no good copy anywhere): "
-            + ", ".join(str(entry["key"]) for entry in lost[:5])
-        )
-    return "; ".join(parts)
-
-
-def _join(broker: dramatiq.Broker, queue: str) -> None:
-    if hasattr(broker, "dead_letters"):  # the in-process broker
-        broker.join(queue, fail_fast=False)  # type: ignore[call-arg]
-    else:
-        broker.join(queue)
-        time.sleep(0.1)
-
-
-def _outcome(since: Any) -> dict[str, dict[str, int]]:
-    """Counts of the actions recorded since ``since``, by action and result."""
-    counts: dict[str, dict[str, int]] = {}
-    rows = (
-        Action.select(Action.action, Action.result, pw.fn.COUNT(Action.id))
-        .where(Action.started >= since)
-        .group_by(Action.action, Action.result)
-        .tuples()
-    )
-    for action, result, count in rows:
-        counts.setdefault(action, {})[result] = count
-    return counts
-
-
-def _describe(outcome: dict[str, dict[str, int]]) -> str:
-    if not outcome:
-        return "done: nothing to do"
-    parts = [
-        f"{action} " + ", ".join(f"{count} {result}" for result, count in sorted(results.items()))
-        for action, results in sorted(outcome.items())
-    ]
-    return "done: " + "; ".join(parts)
+    run_all(context, now, once, interval, threads, as_json)

@@ -6,14 +6,9 @@ import json
 from dataclasses import asdict
 
 import click
-import redis
-from dramatiq.brokers.redis import RedisBroker
 
 from resolwe_storage.cli.base import Context, broker_url, cli, pass_context
 from resolwe_storage.errors import InputError
-from workers.broker import make_broker
-from workers.messages import QUEUES
-from workers.monitor import dead_letters, live_workers, queue_stats, requeue_dead
 
 
 @cli.command()
@@ -34,6 +29,13 @@ from workers.monitor import dead_letters, live_workers, queue_stats, requeue_dea
 @pass_context
 def queues(context: Context, dead_limit: int, retry_dead: bool, as_json: bool) -> None:
     """Jobs per queue on Redis: queued, delayed for a retry, running, dead-lettered."""
+    import redis
+    from dramatiq.brokers.redis import RedisBroker
+
+    from workers.broker import make_broker
+    from workers.messages import QUEUES
+    from workers.monitor import dead_letters, live_workers, queue_stats, requeue_dead
+
     broker = make_broker(broker_url(context, "queues"))
     assert isinstance(broker, RedisBroker)
     requeued = 0

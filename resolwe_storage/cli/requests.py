@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from resolwe_storage.api import StorageService
 from resolwe_storage.cli.base import Context, broker_url, cli, pass_context
-from workers.broker import make_broker
+
+if TYPE_CHECKING:
+    from resolwe_storage.api import StorageService
 
 
 @cli.group()
@@ -48,6 +49,9 @@ def request_verify(context: Context, key: str, connector: str | None, as_json: b
 @contextmanager
 def _service(context: Context, command: str) -> Iterator[StorageService]:
     """The API on the configured broker, which is closed after (no connection left behind)."""
+    from resolwe_storage.api import StorageService
+    from workers.broker import make_broker
+
     broker = make_broker(broker_url(context, command))
     try:
         yield StorageService(context.config, context.database, broker)
