@@ -47,7 +47,6 @@ from catalog.models import (
     utcnow,
 )
 from catalog.paths import check_relative_path
-from catalog.queries import writing
 from catalog.removal import REMOVED_STATUS, mark_removed
 from catalog.sql import is_sqlite
 
@@ -190,6 +189,20 @@ def _location_of(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def describe_error(exc: ValidationError, *, prefix: str = "") -> str:
+    """The first problem ``exc`` found, as one line naming its place (after ``prefix``)."""
+    first = exc.errors()[0]
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    place = ".".join(part for part in (prefix, _location_of(first["loc"])) if part)
+    return f"{place}: {message}{tail}"
+
+
 def validate_document(document: Any, *, connectors: Collection[str]) -> ImportDocument:
     """Validate a parsed import document; raise ImportDocumentError naming the spot."""
     if not isinstance(document, dict):
@@ -199,15 +212,7 @@ def validate_document(document: Any, *, connectors: Collection[str]) -> ImportDo
     try:
         parsed = ImportDocument.model_validate(document)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif first["type"] == "missing":
-            message = "required key is missing"
-        more = len(exc.errors()) - 1
-        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ImportDocumentError(f"{_location_of(first['loc'])}: {message}{tail}") from None
+        raise ImportDocumentError(describe_error(exc)) from None
 
     keys: dict[str, int] = {}
     places: dict[tuple[str, str], str] = {}
@@ -265,7 +270,7 @@ def import_document(
     actor: str = "import",
     verified_at: datetime | None = None,
 ) -> ImportResult:
-    """Validate ``document`` and register its items in one transaction.
+    """Check ``document`` and register its items in one transaction.
 
     ``connectors`` are the configured connector names; a location on any other
     is an error. Nothing is stored unless everything is valid.
@@ -277,31 +282,42 @@ def import_document(
     a file known bad on a location stays so whatever the document says.
     ``verified_at``: when the asserted copies' bytes were hashed (an ingest
     reads every file), else they are unverified unless the document says.
+    Documents of any size go through ``catalog.streaming`` (the command
+    line reads them as they come).
     """
-    parsed = validate_document(document, connectors=connectors)
-    created = updated = unchanged = 0
-    try:
-        # Takes the write lock up front on SQLite; items are locked one by one
-        # on PostgreSQL, so that no copy job records an old version meanwhile.
-        with writing(database):
-            for index, item in enumerate(parsed.items):
-                outcome = _import_item(
-                    item, where=f"items.{index}", actor=actor, verified_at=verified_at
-                )
-                if outcome == "created":
-                    created += 1
-                elif outcome == "updated":
-                    updated += 1
-                else:
-                    unchanged += 1
-    except pw.IntegrityError:
-        # The checks above read the catalog first; a concurrent writer can
-        # still register the same key or location between read and write.
+    from catalog.streaming import import_items
+
+    if not isinstance(document, dict):
         raise ImportDocumentError(
-            "another writer registered one of these items or locations at the same time; "
-            "nothing was stored, import again"
-        ) from None
-    return ImportResult(created, updated, unchanged)
+            f"expected a JSON object with an 'items' list, got {type(document).__name__}"
+        )
+    unknown = sorted(set(document) - {"items"})
+    if unknown:
+        raise ImportDocumentError(f"{unknown[0]}: unknown key")
+    if "items" not in document:
+        raise ImportDocumentError("items: required key is missing")
+    if not isinstance(document["items"], list):
+        raise ImportDocumentError("items: Input should be a valid list")
+    counts = import_items(
+        ((f"items.{index}", raw) for index, raw in enumerate(document["items"])),
+        connectors=connectors,
+        database=database,
+        actor=actor,
+        verified_at=verified_at,
+    )
+    return ImportResult(counts.created, counts.updated, counts.unchanged)
+
+
+def import_one(raw: dict[str, Any], *, where: str, actor: str, verified_at: datetime | None) -> str:
+    """Register one item (checked before) with every rule, in the caller's transaction.
+
+    ``created``, ``updated`` or ``unchanged``.
+    """
+    try:
+        item = ItemDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise ImportDocumentError(describe_error(exc, prefix=where)) from None
+    return _import_item(item, where=where, actor=actor, verified_at=verified_at)
 
 
 def _assign(model: pw.Model, values: dict[str, Any]) -> bool:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -30,42 +34,89 @@ def migrate(context: Context) -> None:
 
 @cli.command("import")
 @click.argument("source", metavar="FILE|-")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["json", "jsonl"]),
+    help="A JSON document, or JSON Lines (one item a line); "
+    "default: by the file's extension (.jsonl, .ndjson), else json.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @pass_context
-def import_command(context: Context, source: str, as_json: bool) -> None:
-    """Register items from a JSON import document; idempotent by key."""
-    from catalog.importing import import_document
+def import_command(context: Context, source: str, format_: str | None, as_json: bool) -> None:
+    """Register items from a JSON import document or JSON Lines; idempotent by key.
 
-    document = _read_json(source)
+    Read as it comes, in batches, in one transaction: a wrong item stores
+    nothing (the first few problems are named, with their place).
+    """
+    from catalog.streaming import import_items, read_items, sniff_format
+
+    name = "standard input" if source == "-" else source
+    chosen = format_ or ("json" if source == "-" else sniff_format(source))
     config = context.config
-    result = import_document(document, connectors=set(config.connectors), database=context.database)
+    with _opened(source, name) as stream:
+        items = read_items(stream, format=chosen, name=name)
+        # The first item read before the catalog is opened: a file that is
+        # not a document at all leaves no catalog behind.
+        first = list(itertools.islice(items, 1))
+        progress = _Progress() if sys.stderr.isatty() else None
+        counts = import_items(
+            itertools.chain(first, items),
+            connectors=set(config.connectors),
+            database=context.database,
+            progress=progress,
+        )
+        if progress is not None:
+            progress.finish()
+    result = {"created": counts.created, "updated": counts.updated, "unchanged": counts.unchanged}
     if as_json:
-        click.echo(json.dumps(result.as_json()))
+        click.echo(json.dumps(result))
     else:
         click.echo(
-            f"imported: {result.created} created, {result.updated} updated, "
-            f"{result.unchanged} unchanged"
+            f"imported: {counts.created} created, {counts.updated} updated, "
+            f"{counts.unchanged} unchanged"
         )
 
 
-def _read_json(source: str) -> Any:
-    name = "standard input" if source == "-" else source
+@contextmanager
+def _opened(source: str, name: str) -> Iterator[IO[bytes]]:
+    """The bytes of ``source`` (``-``: standard input); InputError naming what went wrong."""
+    if source == "-":
+        yield sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin  # type: ignore[misc]
+        return
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        stream = open(source, "rb")  # noqa: SIM115 (closed below)
     except FileNotFoundError:
         raise InputError(f"{name}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{name}: is a directory") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{name}: not UTF-8 text") from None
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{name}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
+    with stream:
+        yield stream
+
+
+class _Progress:
+    """Items imported so far, and how fast, on one line of a terminal."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.shown = False
+
+    def __call__(self, counts: Any) -> None:
+        seconds = max(time.monotonic() - self.began, 1e-6)
+        click.echo(
+            f"\rimporting: {counts.items:,} items ({counts.items / seconds:,.0f}/s): "
+            f"{counts.created:,} created, {counts.updated:,} updated, "
+            f"{counts.unchanged:,} unchanged ",
+            err=True,
+            nl=False,
+        )
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            click.echo(err=True)
 
 
 @cli.command()

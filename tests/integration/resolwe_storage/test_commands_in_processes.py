@@ -156,3 +156,31 @@ def test_a_nul_in_a_key_is_one_line_on_either_catalog(tmp_path: Path, catalog_ur
     line = cli("import", document).error_line
     assert "items.0.key" in line and "NUL character" in line
     assert json.loads(cli.ok("status", "--json").out)["items"]["total"] == 0
+
+
+def test_import_reads_json_lines_by_extension_and_counts_what_it_did(tmp_path: Path) -> None:
+    cli = Cli(write_config(tmp_path, broker=None))
+    items = [
+        {
+            "key": f"line-{n}",
+            "created": "2026-01-01T00:00:00Z",
+            "locations": [{"connector": "local", "url": f"line-{n}", "open_access_logs": n}],
+            "files": [{"path": "f.txt", "size": n, "md5": f"{n:032x}"}],
+        }
+        for n in range(3)
+    ]
+    lines = tmp_path / "items.jsonl"
+    lines.write_text("\n".join(json.dumps(item) for item in items) + "\n")
+    assert json.loads(cli.ok("import", lines, "--json").out) == {
+        "created": 3,
+        "updated": 0,
+        "unchanged": 0,
+    }
+    assert json.loads(cli.ok("import", lines, "--json").out)["unchanged"] == 3
+    document = tmp_path / "items.txt"  # no telling extension: --format says
+    document.write_text("\n".join(json.dumps({**item, "status": "ER"}) for item in items))
+    assert cli("import", document).code != 0  # read as one JSON document: not one
+    outcome = cli.ok("import", document, "--format", "jsonl")
+    assert outcome.out.strip() == "imported: 0 created, 3 updated, 0 unchanged"
+    shown = json.loads(cli.ok("show", "line-2", "--json").out)
+    assert shown["status"] == "ER" and len(shown["locations"][0]["locks"]) == 2

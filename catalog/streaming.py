@@ -1,0 +1,849 @@
+"""Importing a stream of items in batches: a JSON document or JSON Lines, any size.
+
+The document is read item by item (``read_items``): memory holds one batch,
+not the document. Each item is checked as it comes (``checked_item``): the
+common, plain item by a fast check of our own, anything else by the
+document's models (``catalog.importing``), which name what is wrong. Then,
+per batch of ``DEFAULT_BATCH`` items (``import_items``):
+
+- items new to the catalog are written with a few bulk statements
+  (``catalog.sql.insert``: arrays on PostgreSQL, long ``VALUES`` on SQLite);
+- items the catalog holds exactly as the document describes them are
+  counted unchanged, read back in bulk;
+- every other item (changed, removed, damaged copies) goes through the
+  item-by-item import of ``catalog.importing``, with all its rules.
+
+Everything happens in one transaction: an item that is wrong stores nothing
+of the whole import; the first ``DEFAULT_MAX_ERRORS`` problems are reported
+together, each with its place (``items.N...`` or ``line N``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import re
+from array import array
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any, NamedTuple
+
+import peewee as pw
+
+from catalog import sql
+from catalog.errors import ImportDocumentError
+from catalog.models import DEFAULT_CHUNK_SIZE, STATUS_DAMAGED, STATUS_DONE, utcnow
+from catalog.paths import MAX_PATH_LENGTH
+from catalog.queries import writing
+
+#: Items written per batch.
+DEFAULT_BATCH = 2_000
+#: Problems reported before an import gives up reading on.
+DEFAULT_MAX_ERRORS = 5
+#: Characters read from the document at a time.
+READ_CHUNK = 1 << 20
+#: Characters one item of a document may take, at most.
+MAX_ITEM_CHARS = 64 << 20
+#: Formats ``read_items`` reads.
+FORMATS = ("json", "jsonl")
+
+_LOCATION_STATES = frozenset({"PR", "UP", "OK", "DE", "DM"})
+_ITEM_KEYS = frozenset(
+    {"key", "data_slug", "process_type", "status", "created", "locations", "files"}
+)
+_LOCATION_KEYS = frozenset(
+    {"connector", "url", "status", "last_update", "last_verified", "open_access_logs", "damaged"}
+)
+_FILE_KEYS = frozenset({"path", "size", "md5", "crc32c", "awss3etag", "chunk_size"})
+
+
+class Location(NamedTuple):
+    connector: str
+    url: str
+    status: str
+    last_update: datetime | None
+    last_verified: datetime | None
+    open_access_logs: int
+    damaged: bool
+
+
+class File(NamedTuple):
+    path: str
+    size: int | None
+    md5: str | None
+    crc32c: str | None
+    awss3etag: str | None
+    chunk_size: int
+    #: The fields the document gives (what it leaves out is kept on update).
+    given: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One checked item of a document, and where it stood (``items.N``, ``line N``)."""
+
+    where: str
+    key: str
+    data_slug: str
+    process_type: str
+    status: str
+    created: datetime
+    locations: tuple[Location, ...]
+    files: tuple[File, ...]
+    #: The item as the document gave it (for the item-by-item import).
+    raw: dict[str, Any]
+
+    @property
+    def simple(self) -> bool:
+        """Whether bulk statements can write it: not removed, no damaged copy."""
+        return self.status != "removed" and not any(loc.damaged for loc in self.locations)
+
+
+# -- reading --------------------------------------------------------------
+
+
+def read_items(
+    stream: IO[bytes], *, format: str = "json", name: str = "the document"
+) -> Iterator[tuple[str, Any]]:
+    """``(where, item)`` of each item of the document in ``stream``, read as it comes.
+
+    ``json``: a document ``{"items": [...]}``; ``jsonl``: one item per line
+    (blank lines skipped). Text that is not JSON raises ImportDocumentError
+    naming ``name`` and the line and column.
+    """
+    if format == "jsonl":
+        yield from _lines(stream, name)
+    elif format == "json":
+        yield from _document(_Text(stream, name))
+    else:
+        raise ValueError(f"unknown format {format!r}: choose from {', '.join(FORMATS)}")
+
+
+def _lines(stream: IO[bytes], name: str) -> Iterator[tuple[str, Any]]:
+    number = 0
+    while True:
+        try:
+            line = stream.readline()
+        except UnicodeDecodeError:
+            raise ImportDocumentError(f"{name}: not UTF-8 text") from None
+        if not line:
+            return
+        number += 1
+        if not line.strip():
+            continue
+        try:
+            yield f"line {number}", json.loads(line)
+        except UnicodeDecodeError:
+            raise ImportDocumentError(f"{name}: line {number}: not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise ImportDocumentError(
+                f"{name}: malformed JSON at line {number} column {exc.colno}: {exc.msg}"
+            ) from None
+
+
+class _Text:
+    """A stream's text, decoded a chunk at a time, with a read position."""
+
+    def __init__(self, stream: IO[bytes], name: str) -> None:
+        self.name = name
+        self.reader: IO[str] = (
+            stream  # type: ignore[assignment]
+            if isinstance(stream, io.TextIOBase)
+            else io.TextIOWrapper(stream, encoding="utf-8")
+        )
+        self.text = ""
+        self.at = 0
+        self.done = False
+        #: Lines and characters of the text already dropped (for error positions).
+        self.lines_before = 0
+        self.column_before = 0
+
+    def more(self) -> bool:
+        """Read the next chunk; False at the end of the stream."""
+        if self.done:
+            return False
+        try:
+            chunk = self.reader.read(READ_CHUNK)
+        except UnicodeDecodeError:
+            raise ImportDocumentError(f"{self.name}: not UTF-8 text") from None
+        if not chunk:
+            self.done = True
+            return False
+        dropped = self.text[: self.at]
+        newlines = dropped.count("\n")
+        if newlines:
+            self.lines_before += newlines
+            self.column_before = len(dropped) - dropped.rindex("\n") - 1
+        else:
+            self.column_before += len(dropped)
+        self.text = self.text[self.at :] + chunk
+        self.at = 0
+        return True
+
+    def rest(self) -> str:
+        """Everything from the read position to the end of the stream."""
+        while self.more():
+            pass
+        return self.text[self.at :]
+
+    def skip_space(self) -> str:
+        """The next character that is not white space ('' at the end)."""
+        while True:
+            while self.at < len(self.text) and self.text[self.at] in " \t\r\n":
+                self.at += 1
+            if self.at < len(self.text):
+                return self.text[self.at]
+            if not self.more():
+                return ""
+
+    def malformed(self, message: str, at: int | None = None) -> ImportDocumentError:
+        """The error of text that is not JSON at ``at`` (default: the read position)."""
+        at = self.at if at is None else at
+        newlines = self.text.count("\n", 0, at)
+        if newlines:
+            line = self.lines_before + newlines + 1
+            column = at - self.text.rindex("\n", 0, at)
+        else:
+            line = self.lines_before + 1
+            column = self.column_before + at + 1
+        return ImportDocumentError(
+            f"{self.name}: malformed JSON at line {line} column {column}: {message}"
+        )
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _document(text: _Text) -> Iterator[tuple[str, Any]]:
+    """The items of ``{"items": [...]}``, each decoded on its own (``raw_decode``)."""
+    if text.skip_space() != "{":
+        # Not the document's shape: read it whole, to tell what it is.
+        yield from _whole(text)
+        return
+    text.at += 1
+    first = text.skip_space()
+    if first == "}":
+        raise ImportDocumentError("items: required key is missing")
+    if first != '"':
+        raise text.malformed("Expecting property name enclosed in double quotes")
+    name = _decode(text)
+    if name != "items":
+        raise ImportDocumentError(f"{name}: unknown key")
+    if text.skip_space() != ":":
+        raise text.malformed("Expecting ':' delimiter")
+    text.at += 1
+    if text.skip_space() != "[":
+        value = _decode(text)
+        raise ImportDocumentError(f"items: expected a list, got {type(value).__name__}")
+    text.at += 1
+    index = 0
+    if text.skip_space() == "]":
+        text.at += 1
+    else:
+        while True:
+            yield f"items.{index}", _decode(text)
+            index += 1
+            following = text.skip_space()
+            if following == "]":
+                text.at += 1
+                break
+            if following != ",":
+                raise text.malformed("Expecting ',' delimiter")
+            text.at += 1
+    following = text.skip_space()
+    if following == ",":
+        text.at += 1
+        if text.skip_space() == '"':
+            raise ImportDocumentError(f"{_decode(text)}: unknown key")
+    if following != "}":
+        raise text.malformed("Expecting ',' delimiter")
+    text.at += 1
+    if text.skip_space() != "":
+        raise text.malformed("Extra data")
+
+
+def _whole(text: _Text) -> Iterator[tuple[str, Any]]:
+    """A document that is not an object: its error, as the whole text tells it."""
+    whole = text.rest()
+    try:
+        value = json.loads(whole)
+    except json.JSONDecodeError as exc:
+        raise text.malformed(exc.msg, at=text.at + exc.pos) from None
+    raise ImportDocumentError(
+        f"expected a JSON object with an 'items' list, got {type(value).__name__}"
+    )
+    yield  # a generator (never reached)
+
+
+def _decode(text: _Text) -> Any:
+    """The JSON value at the read position, reading more text until it is whole."""
+    text.skip_space()
+    while True:
+        try:
+            value, text.at = _DECODER.raw_decode(text.text, text.at)
+            return value
+        except json.JSONDecodeError as exc:
+            # A value cut by the end of what was read looks malformed too: read
+            # on (as much again as is pending, so long values are parsed a few
+            # times, not once a chunk), up to ``MAX_ITEM_CHARS`` of one item.
+            pending = len(text.text) - text.at
+            if pending <= MAX_ITEM_CHARS and text.more():
+                while len(text.text) - text.at < 2 * pending and text.more():
+                    pass
+                continue
+            raise text.malformed(exc.msg, at=exc.pos) from None
+
+
+def sniff_format(name: str) -> str:
+    """The format a file's name says: ``jsonl`` for ``.jsonl`` and ``.ndjson``, else ``json``."""
+    lowered = name.lower().removesuffix(".gz")
+    return "jsonl" if lowered.endswith((".jsonl", ".ndjson")) else "json"
+
+
+# -- checking ---------------------------------------------------------------
+
+
+def checked_item(raw: Any, where: str, *, connectors: Collection[str]) -> Item:
+    """``raw`` as an ``Item``; ImportDocumentError naming the place of what is wrong."""
+    item = _fast(raw, where)
+    if item is None:
+        item = _by_the_models(raw, where)
+    _check_item(item, connectors)
+    return item
+
+
+def _fast(raw: Any, where: str) -> Item | None:
+    """The item, when it is plain and well formed; None for anything to look at closely."""
+    from catalog.importing import parse_time
+
+    try:
+        if type(raw) is not dict or not raw.keys() <= _ITEM_KEYS:
+            return None
+        key = raw["key"]
+        data_slug = raw.get("data_slug", "")
+        process_type = raw.get("process_type", "")
+        status = raw.get("status", "OK")
+        for text in (key, data_slug, process_type, status):
+            if type(text) is not str or "\x00" in text:
+                return None
+        if not key or not status:
+            return None
+        created = parse_time(raw["created"])
+        locations = []
+        for loc in raw.get("locations", ()):
+            if type(loc) is not dict or not loc.keys() <= _LOCATION_KEYS or "damaged" in loc:
+                return None
+            connector, url = loc["connector"], loc["url"]
+            state = loc.get("status", "OK")
+            locks = loc.get("open_access_logs", 0)
+            if type(connector) is not str or "\x00" in connector or type(url) is not str:
+                return None
+            if state not in _LOCATION_STATES or state == STATUS_DAMAGED:
+                return None
+            if type(locks) is not int or locks < 0 or not _url(url):
+                return None
+            last_update, last_verified = loc.get("last_update"), loc.get("last_verified")
+            locations.append(
+                Location(
+                    connector,
+                    url,
+                    state,
+                    parse_time(last_update) if last_update is not None else None,
+                    parse_time(last_verified) if last_verified is not None else None,
+                    locks,
+                    False,
+                )
+            )
+        files = []
+        for doc in raw.get("files", ()):
+            if type(doc) is not dict or not doc.keys() <= _FILE_KEYS:
+                return None
+            get = doc.get
+            path, size, chunk = doc["path"], get("size"), get("chunk_size", DEFAULT_CHUNK_SIZE)
+            md5, crc, etag = get("md5"), get("crc32c"), get("awss3etag")
+            if (
+                not _path(path)
+                or (size is not None and (type(size) is not int or size < 0))
+                or type(chunk) is not int
+                or chunk < 1
+                or (md5 is not None and md5 != "" and not _md5(md5))
+                or (crc is not None and crc != "" and not _crc32c(crc))
+                or (etag is not None and etag != "" and not _etag(etag))
+            ):
+                return None
+            files.append(
+                File(path, size, md5 or None, crc or None, etag or None, chunk, frozenset(doc))
+            )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return Item(
+        where, key, data_slug, process_type, status, created, tuple(locations), tuple(files), raw
+    )
+
+
+# The fast check's patterns: what they refuse, the models look at closely
+# (and ``catalog.paths.check_relative_path`` names). A path: relative,
+# ``/``-separated, no empty, ``.`` or ``..`` segment, no backslash or NUL,
+# not a drive (``X:``), at most ``MAX_PATH_LENGTH``; a url the same without
+# a trailing ``/``.
+_SEGMENT = r"(?!\.\.?(?:/|$))[^/\\\x00]+"
+_PATH = re.compile(rf"(?!.:)(?=.{{1,{MAX_PATH_LENGTH}}}$){_SEGMENT}(?:/{_SEGMENT})*/?", re.DOTALL)
+_URL = re.compile(rf"(?!.:)(?=.{{1,{MAX_PATH_LENGTH}}}$){_SEGMENT}(?:/{_SEGMENT})*", re.DOTALL)
+_path = _PATH.fullmatch
+_url = _URL.fullmatch
+_md5 = re.compile(r"[0-9a-f]{32}").fullmatch
+_crc32c = re.compile(r"[0-9a-f]{8}").fullmatch
+_etag = re.compile(r"[0-9a-f]{32}(?:-[1-9][0-9]*)?").fullmatch
+
+
+def _by_the_models(raw: Any, where: str) -> Item:
+    """The item through the document's models: their normalizing, their error messages."""
+    from pydantic import ValidationError
+
+    from catalog.importing import ItemDocument, describe_error
+
+    if not isinstance(raw, dict):
+        raise ImportDocumentError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    try:
+        doc = ItemDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise ImportDocumentError(describe_error(exc, prefix=where)) from None
+    return Item(
+        where,
+        doc.key,
+        doc.data_slug,
+        doc.process_type,
+        doc.status,
+        doc.created,
+        tuple(
+            Location(
+                loc.connector,
+                loc.url,
+                loc.status,
+                loc.last_update,
+                loc.last_verified,
+                loc.open_access_logs,
+                bool(loc.damaged),
+            )
+            for loc in doc.locations
+        ),
+        tuple(
+            File(
+                f.path,
+                f.size,
+                f.md5,
+                f.crc32c,
+                f.awss3etag,
+                f.chunk_size,
+                frozenset(f.model_fields_set),
+            )
+            for f in doc.files
+        ),
+        raw,
+    )
+
+
+def _check_item(item: Item, connectors: Collection[str]) -> None:
+    """What one item must be, beyond its shape: configured connectors, no duplicates."""
+    on_connector: set[str] = set()
+    for number, location in enumerate(item.locations):
+        spot = f"{item.where}.locations.{number}"
+        if location.connector not in connectors:
+            named = ", ".join(sorted(connectors)) or "none"
+            raise ImportDocumentError(
+                f"{spot}.connector: {location.connector!r} is not a configured connector "
+                f"(configured: {named})"
+            )
+        if location.connector in on_connector:
+            raise ImportDocumentError(
+                f"{spot}: a second location on {location.connector!r} for one item"
+            )
+        on_connector.add(location.connector)
+        damaged = item.raw["locations"][number].get("damaged")
+        if location.status == STATUS_DAMAGED and not damaged:
+            raise ImportDocumentError(
+                f"{spot}.damaged: a damaged location (DM) names its damaged files"
+            )
+        if damaged and location.status != STATUS_DAMAGED:
+            raise ImportDocumentError(
+                f"{spot}.damaged: only a damaged location (status DM) has damaged files"
+            )
+    paths: set[str] = set()
+    for number, file in enumerate(item.files):
+        if file.path in paths:
+            raise ImportDocumentError(
+                f"{item.where}.files.{number}.path: {file.path!r} appears twice"
+            )
+        paths.add(file.path)
+
+
+# -- writing --------------------------------------------------------------
+
+
+@dataclass
+class ImportCounts:
+    """What an import did so far: items created, updated, and left as they were."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    @property
+    def items(self) -> int:
+        return self.created + self.updated + self.unchanged
+
+
+def import_items(
+    items: Iterable[tuple[str, Any]],
+    *,
+    connectors: Collection[str],
+    database: pw.Database,
+    actor: str = "import",
+    verified_at: datetime | None = None,
+    batch: int = DEFAULT_BATCH,
+    max_errors: int = DEFAULT_MAX_ERRORS,
+    progress: Callable[[ImportCounts], None] | None = None,
+) -> ImportCounts:
+    """Check and register ``items`` (``(where, item)`` pairs) in one transaction.
+
+    Nothing is stored unless every item is right; then ImportDocumentError
+    names up to ``max_errors`` problems, each with its place. ``progress``
+    is called after each batch.
+    """
+    counts = ImportCounts()
+    errors: list[str] = []
+    keys = _Keys()
+    pending: list[Item] = []
+    try:
+        with writing(database):
+            for where, raw in items:
+                try:
+                    item = checked_item(raw, where, connectors=connectors)
+                    keys.add(item)
+                except ImportDocumentError as exc:
+                    errors.append(str(exc))
+                    if len(errors) >= max_errors:
+                        break
+                    continue
+                if errors:
+                    continue  # only looking for more problems now
+                pending.append(item)
+                if len(pending) >= batch:
+                    _write(pending, counts, actor=actor, verified_at=verified_at)
+                    pending = []
+                    keys.batch_done()
+                    if progress is not None:
+                        progress(counts)
+            if not errors and pending:
+                _write(pending, counts, actor=actor, verified_at=verified_at)
+                if progress is not None:
+                    progress(counts)
+            if len(errors) < max_errors:
+                errors += keys.repeated(max_errors - len(errors))
+            if errors:
+                raise ImportDocumentError(_together(errors, max_errors))
+    except pw.IntegrityError:
+        # The checks read the catalog first; a concurrent writer can still
+        # register the same key or location between read and write.
+        raise ImportDocumentError(
+            "another writer registered one of these items or locations at the same time; "
+            "nothing was stored, import again"
+        ) from None
+    return counts
+
+
+class _Keys:
+    """The keys of an import, to refuse one that comes twice, in 16 bytes a key.
+
+    A key repeated within a batch is refused at once, with both places. One
+    that comes again in a later batch is found at the end, before the
+    transaction commits, among the digests (8 bytes a key) and the numbers
+    of the places (8 more): a million keys take 16 MB, not the keys' text.
+    """
+
+    def __init__(self) -> None:
+        self.digests = array("Q")
+        self.numbers = array("Q")
+        #: How the places are written, by their number (``items.N``, ``line N``).
+        self.form = ""
+        self.recent: dict[str, str] = {}
+
+    def add(self, item: Item) -> None:
+        first = self.recent.get(item.key)
+        if first is not None:
+            raise ImportDocumentError(
+                f"{item.where}.key: {item.key!r} appears twice (also {first})"
+            )
+        self.recent[item.key] = item.where
+        digest = hashlib.blake2b(item.key.encode(), digest_size=8).digest()
+        self.digests.append(int.from_bytes(digest, "big"))
+        where = item.where
+        number = where[max(where.rfind(" "), where.rfind(".")) + 1 :]
+        self.form = where[: len(where) - len(number)]
+        self.numbers.append(int(number))
+
+    def batch_done(self) -> None:
+        self.recent = {}
+
+    def repeated(self, limit: int) -> list[str]:
+        """The places of keys that came twice (two digests alike), up to ``limit``."""
+        ordered = sorted(self.digests)
+        twice = {a for a, b in itertools.pairwise(ordered) if a == b}
+        del ordered
+        if not twice:
+            return []
+        first: dict[int, int] = {}
+        found = []
+        for digest, number in zip(self.digests, self.numbers, strict=True):
+            if digest not in twice:
+                continue
+            if digest in first:
+                found.append(
+                    f"{self.form}{number}.key: appears twice (also {self.form}{first[digest]})"
+                )
+                if len(found) >= limit:
+                    break
+            else:
+                first[digest] = number
+        return found
+
+
+def _together(errors: Sequence[str], limit: int) -> str:
+    if len(errors) == 1:
+        return errors[0]
+    more = "; and maybe more" if len(errors) >= limit else ""
+    return "; ".join(errors) + more
+
+
+def _write(
+    batch: Sequence[Item], counts: ImportCounts, *, actor: str, verified_at: datetime | None
+) -> None:
+    """Register one batch: new items in bulk, unchanged ones counted, the rest item by item."""
+    from catalog.importing import import_one
+
+    existing = _existing([item.key for item in batch])
+    _check_places(batch, existing)
+    new = [item for item in batch if item.key not in existing and item.simple]
+    _insert(new, actor=actor)
+    counts.created += len(new)
+    known = [item for item in batch if item.key in existing and item.simple]
+    same = _unchanged(known, existing)
+    counts.unchanged += len(same)
+    written = {item.key for item in new} | same
+    for item in batch:
+        if item.key in written:
+            continue
+        outcome = import_one(item.raw, where=item.where, actor=actor, verified_at=verified_at)
+        if outcome == "created":
+            counts.created += 1
+        elif outcome == "updated":
+            counts.updated += 1
+        else:
+            counts.unchanged += 1
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _existing(keys: Sequence[str]) -> dict[str, int]:
+    """The ids of the items of ``keys`` the catalog holds."""
+    found: dict[str, int] = {}
+    for chunk in _chunks(keys):
+        marks = ", ".join("?" * len(chunk))
+        cursor = sql.run(f"SELECT key, id FROM file_storage WHERE key IN ({marks})", list(chunk))
+        found.update(cursor.fetchall())
+    return found
+
+
+def _check_places(batch: Sequence[Item], existing: dict[str, int]) -> None:
+    """Refuse a location (connector, url) that belongs to another item, here or in the catalog."""
+    owners: dict[tuple[str, str], Item] = {}
+    for item in batch:
+        for number, loc in enumerate(item.locations):
+            place = (loc.connector, loc.url)
+            other = owners.setdefault(place, item)
+            if other is not item:
+                raise ImportDocumentError(
+                    f"{item.where}.locations.{number}: {loc.connector}:{loc.url} also belongs "
+                    f"to item {other.key!r}"
+                )
+    places = list(owners)
+    for chunk in _chunks(places, 400):
+        pairs = ", ".join(["(?, ?)"] * len(chunk))
+        cursor = sql.run(
+            "SELECT l.connector_name, l.url, f.key FROM storage_location l"
+            " JOIN file_storage f ON f.id = l.file_storage_id"
+            f" WHERE (l.connector_name, l.url) IN (VALUES {pairs})",
+            [value for place in chunk for value in place],
+        )
+        for connector, url, key in cursor.fetchall():
+            item = owners[(connector, url)]
+            if key != item.key:
+                number = next(
+                    n
+                    for n, loc in enumerate(item.locations)
+                    if (loc.connector, loc.url) == (connector, url)
+                )
+                raise ImportDocumentError(
+                    f"{item.where}.locations.{number}: {connector}:{url} already belongs to "
+                    f"item {key!r}"
+                )
+
+
+def _insert(items: Sequence[Item], *, actor: str) -> None:
+    """Write new items, their locations, files, locks and history rows in bulk."""
+    if not items:
+        return
+    ids = dict(
+        (key, id_)
+        for id_, key in sql.insert(
+            "file_storage (key, data_slug, process_type, status, created)",
+            [(i.key, i.data_slug, i.process_type, i.status, i.created) for i in items],
+            returning="id, key",
+        )
+    )
+    located = sql.insert(
+        "storage_location (file_storage_id, connector_name, url, status, last_update,"
+        " last_verified)",
+        [
+            (
+                ids[i.key],
+                loc.connector,
+                loc.url,
+                loc.status,
+                loc.last_update or i.created,
+                loc.last_verified,
+            )
+            for i in items
+            for loc in i.locations
+        ],
+        returning="id, file_storage_id, connector_name",
+    )
+    sql.insert(
+        "referenced_path (file_storage_id, path, size, md5, crc32c, awss3etag, chunk_size)",
+        [
+            (ids[i.key], f.path, f.size, f.md5, f.crc32c, f.awss3etag, f.chunk_size)
+            for i in items
+            for f in i.files
+        ],
+    )
+    locks = {
+        (ids[i.key], loc.connector): loc.open_access_logs for i in items for loc in i.locations
+    }
+    now = utcnow()
+    from catalog.importing import IMPORT_LOCK_REASON
+
+    sql.insert(
+        "access_log (storage_location_id, started, reason)",
+        [
+            (location_id, now, IMPORT_LOCK_REASON)
+            for location_id, item_id, connector in located
+            for _ in range(locks[(item_id, connector)])
+        ],
+    )
+    sql.insert(
+        "action (started, finished, actor, action, item_key, file_storage_id, result)",
+        [(now, now, actor, "register", i.key, ids[i.key], "created") for i in items],
+    )
+
+
+def _unchanged(items: Sequence[Item], existing: dict[str, int]) -> set[str]:
+    """The keys of ``items`` the catalog holds exactly as described (an import changes nothing)."""
+    if not items:
+        return set()
+    from catalog.importing import IMPORT_LOCK_REASON
+
+    ids = [existing[item.key] for item in items]
+    stored: dict[int, tuple[Any, ...]] = {}
+    places: dict[int, dict[str, tuple[Any, ...]]] = {}
+    paths: dict[int, dict[str, tuple[Any, ...]]] = {}
+    for chunk in _chunks(ids):
+        marks = ", ".join("?" * len(chunk))
+        for row in sql.run(
+            "SELECT id, data_slug, process_type, status, created, removed FROM file_storage"
+            f" WHERE id IN ({marks})",
+            list(chunk),
+        ).fetchall():
+            stored[row[0]] = row[1:]
+        for item_id, connector, url, status, last_update, last_verified, locks in sql.run(
+            "SELECT l.file_storage_id, l.connector_name, l.url, l.status, l.last_update,"
+            " l.last_verified, (SELECT COUNT(*) FROM access_log a WHERE"
+            " a.storage_location_id = l.id AND a.finished IS NULL AND a.reason = ?)"
+            f" FROM storage_location l WHERE l.file_storage_id IN ({marks})",
+            [IMPORT_LOCK_REASON, *chunk],
+        ).fetchall():
+            places.setdefault(item_id, {})[connector] = (
+                url,
+                status,
+                _time(last_update),
+                _time(last_verified),
+                locks,
+            )
+        for item_id, path, *values in sql.run(
+            "SELECT file_storage_id, path, size, md5, crc32c, awss3etag, chunk_size"
+            f" FROM referenced_path WHERE file_storage_id IN ({marks})",
+            list(chunk),
+        ).fetchall():
+            paths.setdefault(item_id, {})[path] = tuple(values)
+    same = set()
+    for item in items:
+        item_id = existing[item.key]
+        slug, process, status, created, removed = stored[item_id]
+        if removed is not None or (slug, process, status) != (
+            item.data_slug,
+            item.process_type,
+            item.status,
+        ):
+            continue
+        if _time(created) != item.created:
+            continue
+        if all(
+            _same_location(places.get(item_id, {}).get(loc.connector), loc, item.created)
+            for loc in item.locations
+        ) and all(_same_file(paths.get(item_id, {}).get(f.path), f) for f in item.files):
+            same.add(item.key)
+    return same
+
+
+_FILE_FIELDS = ("size", "md5", "crc32c", "awss3etag", "chunk_size")
+
+
+def _same_location(stored: tuple[Any, ...] | None, loc: Location, created: datetime) -> bool:
+    if stored is None:
+        return False
+    url, status, last_update, last_verified, locks = stored
+    verified_kept = last_verified is not None and status in (STATUS_DONE, STATUS_DAMAGED)
+    return (
+        url == loc.url
+        and status == loc.status
+        and last_update == (loc.last_update or created)
+        and (last_verified == loc.last_verified or verified_kept)
+        and locks == loc.open_access_logs
+    )
+
+
+def _same_file(stored: tuple[Any, ...] | None, file: File) -> bool:
+    if stored is None:
+        return False
+    given = dict(zip(_FILE_FIELDS, file[1:6], strict=True))
+    return all(
+        stored[number] == given[name]
+        for number, name in enumerate(_FILE_FIELDS)
+        if name in file.given
+    )
+
+
+def _time(value: Any) -> Any:
+    """A time as the catalog returns it (text on SQLite) as a naive datetime."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        from datetime import UTC
+
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value

@@ -1,0 +1,371 @@
+"""Importing a stream: the reader of documents and JSON Lines, and the batched writer.
+
+The writer must leave the catalog exactly as the item-by-item import does
+(``catalog.importing.import_one``), whichever way each item takes: bulk
+statements for new plain items, a bulk comparison for unchanged ones, the
+item-by-item rules for the rest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import peewee as pw
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from catalog import streaming
+from catalog.errors import ImportDocumentError, InvalidPathError
+from catalog.importing import IMPORT_LOCK_REASON, import_one
+from catalog.models import (
+    AccessLog,
+    Action,
+    FileStorage,
+    LocationFile,
+    ReferencedPath,
+    StorageLocation,
+)
+from catalog.paths import check_relative_path
+from catalog.queries import writing
+from catalog.streaming import import_items, read_items, sniff_format
+
+CONNECTORS = {"local", "S3"}
+MD5 = "0123456789abcdef0123456789abcdef"
+
+
+def variety(prefix: str) -> list[dict[str, Any]]:
+    """Items of every kind an import meets, keys and urls starting with ``prefix``."""
+    return [
+        {
+            "key": f"{prefix}plain",
+            "data_slug": "reads",
+            "process_type": "data:reads:",
+            "created": "2026-01-01T00:00:00Z",
+            "locations": [{"connector": "local", "url": f"{prefix}plain", "status": "OK"}],
+            "files": [
+                {"path": "a.txt", "size": 3, "md5": MD5, "crc32c": "364b3fb7"},
+                {"path": "dir/", "size": 0},
+            ],
+        },
+        {
+            "key": f"{prefix}two-copies-locked",
+            "status": "ER",
+            "created": "2026-01-02T03:04:05+02:00",
+            "locations": [
+                {
+                    "connector": "local",
+                    "url": f"{prefix}two",
+                    "last_update": "2026-01-03T00:00:00",
+                    "open_access_logs": 2,
+                },
+                {
+                    "connector": "S3",
+                    "url": f"{prefix}two",
+                    "status": "UP",
+                    "last_verified": "2026-01-04T00:00:00Z",
+                },
+            ],
+            "files": [{"path": "b.bin"}],
+        },
+        {
+            # Normalized by the models: upper-case hashes, a quoted etag.
+            "key": f"{prefix}normalized",
+            "created": "2026-01-01T00:00:00Z",
+            "locations": [{"connector": "local", "url": f"{prefix}norm"}],
+            "files": [
+                {"path": "c", "size": 1, "md5": MD5.upper(), "awss3etag": f'"{MD5}-2"'},
+                {"path": "e", "md5": ""},
+            ],
+        },
+        {
+            "key": f"{prefix}damaged",
+            "created": "2026-01-01T00:00:00Z",
+            "locations": [
+                {
+                    "connector": "local",
+                    "url": f"{prefix}dm",
+                    "status": "DM",
+                    "damaged": {"d": "gone"},
+                },
+                {"connector": "S3", "url": f"{prefix}dm"},
+            ],
+            "files": [{"path": "d", "size": 2}],
+        },
+        {
+            "key": f"{prefix}removed",
+            "status": "removed",
+            "created": "2026-01-01T00:00:00Z",
+            "locations": [{"connector": "S3", "url": f"{prefix}removed"}],
+            "files": [{"path": "r", "size": 5}],
+        },
+        {"key": f"{prefix}bare", "created": "2026-02-01T00:00:00Z"},
+    ]
+
+
+def story(prefix: str) -> dict[str, Any]:
+    """What the catalog holds of the items of ``prefix``, without ids, times of writing, prefix."""
+    found = {}
+    for item in FileStorage.select().where(FileStorage.key.startswith(prefix)):
+        locations = []
+        for loc in StorageLocation.select().where(StorageLocation.file_storage == item):
+            locks = (
+                AccessLog.select()
+                .where(
+                    (AccessLog.storage_location == loc)
+                    & AccessLog.finished.is_null()
+                    & (AccessLog.reason == IMPORT_LOCK_REASON)
+                )
+                .count()
+            )
+            bad = sorted(
+                (row.referenced_path.path, row.problem)
+                for row in LocationFile.select().where(LocationFile.storage_location == loc)
+            )
+            locations.append(
+                (
+                    loc.connector_name,
+                    loc.url.removeprefix(prefix),
+                    loc.status,
+                    loc.last_update,
+                    loc.last_verified,
+                    locks,
+                    bad,
+                )
+            )
+        files = sorted(
+            (f.path, f.size, f.md5, f.crc32c, f.awss3etag, f.chunk_size)
+            for f in ReferencedPath.select().where(ReferencedPath.file_storage == item)
+        )
+        history = sorted(
+            (a.action, a.result) for a in Action.select().where(Action.file_storage == item)
+        )
+        found[item.key.removeprefix(prefix)] = (
+            item.data_slug,
+            item.process_type,
+            item.status,
+            item.created,
+            item.removed is not None,
+            sorted(locations),
+            files,
+            history,
+        )
+    return found
+
+
+def one_by_one(items: list[dict[str, Any]]) -> None:
+    with writing(FileStorage._meta.database):
+        for index, raw in enumerate(items):
+            import_one(raw, where=f"items.{index}", actor="import", verified_at=None)
+
+
+def stream_of(items: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
+    return ((f"items.{index}", raw) for index, raw in enumerate(items))
+
+
+def test_the_batched_writer_leaves_what_the_item_by_item_import_leaves(
+    catalog_db: pw.Database,
+) -> None:
+    counts = import_items(
+        stream_of(variety("bulk-")), connectors=CONNECTORS, database=catalog_db, batch=2
+    )
+    assert (counts.created, counts.updated, counts.unchanged) == (6, 0, 0)
+    one_by_one(variety("each-"))
+    assert story("bulk-") == story("each-")
+    assert story("bulk-")["two-copies-locked"][2] == "ER"
+
+    # Again, unchanged: nothing written, nothing recorded.
+    before = Action.select().count()
+    again = import_items(
+        stream_of(variety("bulk-")), connectors=CONNECTORS, database=catalog_db, batch=4
+    )
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 6)
+    assert Action.select().count() == before and story("bulk-") == story("each-")
+
+
+def test_an_item_that_changed_goes_through_every_rule(catalog_db: pw.Database) -> None:
+    import_items(stream_of(variety("x-")), connectors=CONNECTORS, database=catalog_db)
+    changed = variety("x-")
+    changed[0]["files"][0]["size"] = 4  # a new version of a.txt
+    changed[0]["locations"].append({"connector": "S3", "url": "x-plain"})
+    changed[1]["locations"][0]["open_access_logs"] = 0
+    counts = import_items(stream_of(changed), connectors=CONNECTORS, database=catalog_db)
+    assert (counts.created, counts.updated, counts.unchanged) == (0, 2, 4)
+    one_by_one(variety("y-"))
+    reference = variety("y-")
+    reference[0]["files"][0]["size"] = 4
+    reference[0]["locations"].append({"connector": "S3", "url": "y-plain"})
+    reference[1]["locations"][0]["open_access_logs"] = 0
+    one_by_one(reference)
+    assert story("x-") == story("y-")
+
+
+def test_several_problems_are_named_and_nothing_is_stored(catalog_db: pw.Database) -> None:
+    items = variety("p-")
+    items[1]["files"][0]["md5"] = "nope"
+    items[3]["locations"][1]["connector"] = "GCS"
+    items.append({"key": "p-plain", "created": "2026-01-01T00:00:00Z"})
+    with pytest.raises(ImportDocumentError) as raised:
+        import_items(stream_of(items), connectors=CONNECTORS, database=catalog_db, batch=1)
+    message = str(raised.value)
+    assert message.startswith("items.1.files.0.md5: expected 32 hex digits")
+    assert "items.3.locations.1.connector: 'GCS' is not a configured connector" in message
+    assert message.endswith("items.6.key: appears twice (also items.0)")  # batches apart
+    assert FileStorage.select().count() == 0 and Action.select().count() == 0
+
+
+def test_a_location_of_another_item_is_refused_in_a_batch_and_across_them(
+    catalog_db: pw.Database,
+) -> None:
+    mine = variety("m-")[0]
+    import_items(stream_of([mine]), connectors=CONNECTORS, database=catalog_db)
+    thief = {**variety("t-")[0], "locations": [{"connector": "local", "url": "m-plain"}]}
+    with pytest.raises(ImportDocumentError, match="already belongs to item 'm-plain'"):
+        import_items(stream_of([thief]), connectors=CONNECTORS, database=catalog_db)
+    twins = [
+        variety("u-")[0],
+        {**variety("v-")[0], "locations": [{"connector": "local", "url": "u-plain"}]},
+    ]
+    with pytest.raises(
+        ImportDocumentError, match=r"items\.1\.locations\.0: local:u-plain also belongs"
+    ):
+        import_items(stream_of(twins), connectors=CONNECTORS, database=catalog_db)
+    assert [item.key for item in FileStorage.select()] == ["m-plain"]
+
+
+# -- reading -------------------------------------------------------------------
+
+
+def document_bytes(items: list[Any], *, indent: int | None = None) -> bytes:
+    return json.dumps({"items": items}, indent=indent).encode()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+def test_a_document_is_read_item_by_item_whatever_the_chunks(
+    monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(streaming, "READ_CHUNK", chunk)
+    items = [*variety("r-"), {"key": "é ü 中文", "created": "2026-01-01T00:00:00Z"}]
+    for indent in (None, 2):
+        read = list(read_items(io.BytesIO(document_bytes(items, indent=indent))))
+        assert read == [(f"items.{n}", item) for n, item in enumerate(items)]
+    assert list(read_items(io.BytesIO(b' {"items" : [ ] } \n'))) == []
+
+
+def test_json_lines_are_read_line_by_line() -> None:
+    items = variety("l-")
+    text = "\n".join(json.dumps(item) for item in items[:2]) + "\n\n" + json.dumps(items[2])
+    read = list(read_items(io.BytesIO(text.encode()), format="jsonl"))
+    assert read == [("line 1", items[0]), ("line 2", items[1]), ("line 4", items[2])]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"items": [{"key": 1}, {"key": }]}',
+        '{"items": [\n  {},\n  {"a": 1,}\n]}',
+        '{"items": [{}] "x"}',
+        '{"items": []} []',
+        '{"items": [{}',
+        '{"items": [{}, {"a": "b\\x"}]}',
+        "[1, 2,",
+    ],
+)
+def test_malformed_json_is_named_where_the_standard_library_names_it(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    monkeypatch.setattr(streaming, "READ_CHUNK", 5)  # errors found across chunks too
+    with pytest.raises(json.JSONDecodeError) as oracle:
+        json.loads(text)
+    expected = oracle.value
+    with pytest.raises(ImportDocumentError) as raised:
+        list(read_items(io.BytesIO(text.encode()), name="doc"))
+    assert str(raised.value) == (
+        f"doc: malformed JSON at line {expected.lineno} column {expected.colno}: {expected.msg}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("[1, 2]", "expected a JSON object with an 'items' list, got list"),
+        ("{}", "items: required key is missing"),
+        ('{"things": []}', "things: unknown key"),
+        ('{"items": [], "more": 1}', "more: unknown key"),
+        ('{"items": {}}', "items: expected a list, got dict"),
+    ],
+)
+def test_json_that_is_not_a_document_is_named(
+    monkeypatch: pytest.MonkeyPatch, text: str, complaint: str
+) -> None:
+    monkeypatch.setattr(streaming, "READ_CHUNK", 5)
+    with pytest.raises(ImportDocumentError) as raised:
+        list(read_items(io.BytesIO(text.encode()), name="doc"))
+    assert str(raised.value) == complaint
+
+
+def test_bytes_that_are_not_utf8_are_named() -> None:
+    for form in ("json", "jsonl"):
+        with pytest.raises(ImportDocumentError, match=r"doc: .*not UTF-8 text"):
+            list(read_items(io.BytesIO(b'{"items": ["\xff\xfe"]}'), format=form, name="doc"))
+
+
+def test_a_line_that_is_not_json_is_named() -> None:
+    with pytest.raises(ImportDocumentError, match="doc: malformed JSON at line 2 column 9"):
+        list(read_items(io.BytesIO(b'{"a": 1}\n{"key": }\n'), format="jsonl", name="doc"))
+
+
+@pytest.mark.parametrize(
+    ("name", "form"),
+    [("a.json", "json"), ("a.jsonl", "jsonl"), ("A.NDJSON", "jsonl"), ("x", "json")],
+)
+def test_the_format_follows_the_extension(name: str, form: str) -> None:
+    assert sniff_format(name) == form
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="ab./\\:\x00é 1", max_size=10))
+def test_the_fast_checks_accept_only_paths_the_rules_accept(value: str) -> None:
+    # What the fast path lets through must be what check_relative_path lets
+    # through; what it refuses goes to the models, which name the problem.
+    if streaming._path(value):
+        check_relative_path(value)
+    if streaming._url(value):
+        check_relative_path(value, what="url")
+        assert not value.endswith("/")
+    try:
+        check_relative_path(value)
+    except InvalidPathError:
+        return
+    if value[:2].isascii() and not (len(value) > 1 and value[1] == ":"):
+        assert streaming._path(value), value  # the common, plain path takes the fast way
+
+
+def test_every_file_the_fast_check_refuses_gets_the_models_verdict() -> None:
+    item = variety("f-")[0]
+    for bad, message in (
+        ({"path": "a//b"}, "empty segment"),
+        ({"path": "x", "md5": "ABC"}, "expected 32 hex digits"),
+        ({"path": "x", "size": -1}, "greater than or equal to 0"),
+        ({"path": "x", "size": True}, "valid integer"),
+        ({"path": "x", "crc32c": 12345678}, "valid string"),
+    ):
+        with pytest.raises(ImportDocumentError, match=message):
+            streaming.checked_item({**item, "files": [bad]}, "items.0", connectors=CONNECTORS)
+
+
+def test_a_key_that_comes_again_in_a_later_batch_is_found_before_the_commit(
+    catalog_db: pw.Database,
+) -> None:
+    items = [*variety("k-"), {"key": "k-bare", "created": "2026-03-01T00:00:00Z"}]
+    with pytest.raises(
+        ImportDocumentError, match=r"^items\.6\.key: appears twice \(also items\.5\)$"
+    ):
+        import_items(stream_of(items), connectors=CONNECTORS, database=catalog_db, batch=2)
+    lines = ((f"line {n + 3}", raw) for n, raw in enumerate(items))
+    with pytest.raises(ImportDocumentError, match=r"^line 9\.key: appears twice \(also line 8\)$"):
+        import_items(lines, connectors=CONNECTORS, database=catalog_db, batch=2)
+    assert FileStorage.select().count() == 0
