@@ -78,6 +78,45 @@ def import_command(context: Context, source: str, format_: str | None, as_json: 
         )
 
 
+@cli.command("export")
+@click.argument("target", metavar="[FILE|-]", default="-")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["json", "jsonl"]),
+    help="A JSON document, or JSON Lines (one item a line); "
+    "default: by the file's extension (.jsonl, .ndjson), else json.",
+)
+@pass_context
+def export_command(context: Context, target: str, format_: str | None) -> None:
+    """Write every item of the catalog as an import document (or JSON Lines), in key order.
+
+    What import reads back: export | import into an empty catalog holds the
+    same items, copies, files, locks and damage. Streamed: any catalog size.
+    """
+    from catalog.export import export_items, snapshot, write_items
+    from catalog.streaming import sniff_format
+
+    chosen = format_ or ("json" if target == "-" else sniff_format(target))
+    database = context.database
+    if target == "-":
+        with snapshot(database):
+            write_items(export_items(), sys.stdout, format=chosen)
+        return
+    partial = Path(f"{target}.partial")
+    try:
+        with partial.open("w", encoding="utf-8") as out, snapshot(database):
+            count = write_items(export_items(), out, format=chosen)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise InputError(f"{target}: {exc.strerror}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(target)  # all or nothing: no half-written export under its name
+    click.echo(f"exported {count} item(s) to {target}", err=True)
+
+
 @contextmanager
 def _opened(source: str, name: str) -> Iterator[IO[bytes]]:
     """The bytes of ``source`` (``-``: standard input); InputError naming what went wrong."""

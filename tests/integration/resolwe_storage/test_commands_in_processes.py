@@ -8,8 +8,10 @@ says so in one ``error:`` line, exits non-zero, and leaves nothing reserved.
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -184,3 +186,30 @@ def test_import_reads_json_lines_by_extension_and_counts_what_it_did(tmp_path: P
     assert outcome.out.strip() == "imported: 0 created, 3 updated, 0 unchanged"
     shown = json.loads(cli.ok("show", "line-2", "--json").out)
     assert shown["status"] == "ER" and len(shown["locations"][0]["locks"]) == 2
+
+
+def test_export_piped_into_import_of_an_empty_catalog_round_trips(tmp_path: Path) -> None:
+    source = Cli(write_config(tmp_path, broker=None))
+    for key in ("a", "b"):
+        source.ok("ingest", "local", item_folder(tmp_path, key), "--key", key)
+    source.ok("run", "--once")  # copied to archive and proven there
+    target_folder = tmp_path / "target"
+    target_folder.mkdir()
+    target = Cli(write_config(target_folder, broker=None))
+    pipe = subprocess.run(
+        f"{shlex.join(source.command('export'))} | {shlex.join(target.command('import', '-'))}",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert pipe.returncode == 0, pipe.stderr
+    assert pipe.stdout.strip() == "imported: 2 created, 0 updated, 0 unchanged"
+    assert target.ok("export").out == source.ok("export").out
+    lines = tmp_path / "out" / "all.jsonl"
+    assert source("export", lines).error_line == f"error: {lines}: No such file or directory"
+    assert not lines.parent.exists()
+    lines.parent.mkdir()
+    source.ok("export", lines)
+    assert [json.loads(line)["key"] for line in lines.read_text().splitlines()] == ["a", "b"]
+    assert not list(lines.parent.glob("*.partial"))
