@@ -202,7 +202,7 @@ def open_catalog(url: str) -> pw.Database:
 
 
 def load_catalog(database: pw.Database, document: dict[str, object]) -> None:
-    from catalog.importing import import_document
+    from catalog.streaming import import_document
 
     import_document(document, connectors={"src", "dst"}, database=database, actor="bench")
 

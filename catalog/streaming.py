@@ -847,3 +847,59 @@ def _time(value: Any) -> Any:
 
         return value.astimezone(UTC).replace(tzinfo=None)
     return value
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import did: items created, updated, and left as they were."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged}
+
+
+def import_document(
+    document: Any,
+    *,
+    connectors: Collection[str],
+    database: pw.Database,
+    actor: str = "import",
+    verified_at: datetime | None = None,
+) -> ImportResult:
+    """Check ``document`` and register its items in one transaction.
+
+    ``connectors`` are the configured connector names; a location on any other
+    is an error. Nothing is stored unless everything is valid.
+
+    The ``OK`` (and ``DM``) locations of an item are what the document
+    asserts: they hold its files as the document describes them. Where a
+    file's content changed (another size or hash) or a file is new, every
+    other copy of the item is damaged until repaired (``catalog.integrity``);
+    a file known bad on a location stays so whatever the document says.
+    ``verified_at``: when the asserted copies' bytes were hashed (an ingest
+    reads every file), else they are unverified unless the document says.
+    Documents of any size go through ``catalog.streaming`` (the command
+    line reads them as they come).
+    """
+    if not isinstance(document, dict):
+        raise ImportDocumentError(
+            f"expected a JSON object with an 'items' list, got {type(document).__name__}"
+        )
+    unknown = sorted(set(document) - {"items"})
+    if unknown:
+        raise ImportDocumentError(f"{unknown[0]}: unknown key")
+    if "items" not in document:
+        raise ImportDocumentError("items: required key is missing")
+    if not isinstance(document["items"], list):
+        raise ImportDocumentError("items: Input should be a valid list")
+    counts = import_items(
+        ((f"items.{index}", raw) for index, raw in enumerate(document["items"])),
+        connectors=connectors,
+        database=database,
+        actor=actor,
+        verified_at=verified_at,
+    )
+    return ImportResult(counts.created, counts.updated, counts.unchanged)

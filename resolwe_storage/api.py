@@ -24,10 +24,10 @@ from typing import Any
 import dramatiq
 import peewee as pw
 
-from catalog.importing import ImportResult, import_document
 from catalog.models import STATUS_PREPARING, StorageLocation, utcnow
 from catalog.queries import item_files, record_access, reserve_location
 from catalog.removal import Removal, remove_items, restore_item
+from catalog.streaming import ImportResult, import_document
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
 from resolwe_storage.urls import DEFAULT_URL_EXPIRES, file_url, ok_copies

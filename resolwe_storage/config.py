@@ -138,10 +138,17 @@ class RemovalSettings(_Strict):
     delay: Days = 0
 
 
+class ResolweSettings(_Strict):
+    #: Resolwe's connector names to ours (``import --from-resolwe``); a name
+    #: not listed is ours too.
+    connectors: dict[StrictStr, StrictStr] = {}
+
+
 class _Document(_Strict):
     database: StrictStr | None = None
     broker: StrictStr | None = None
     removal: RemovalSettings = RemovalSettings()
+    resolwe: ResolweSettings = ResolweSettings()
     connectors: dict[StrictStr, _ConnectorEntry] = {}
 
 
@@ -177,6 +184,8 @@ class Config:
     source: str | None = None
     #: Days after an item's removal that its copies go (``removal: {delay}``).
     removal_delay: int = 0
+    #: Resolwe's connector names to ours (``resolwe: {connectors}``).
+    resolwe_connectors: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def policies(self) -> dict[str, ConnectorPolicy]:
@@ -325,12 +334,21 @@ def build_config(
     if broker is not None:
         origin = ENV_BROKER if environ.get(ENV_BROKER) else "broker"
         _check_url(source, origin, broker, ("redis", "rediss"))
+    for theirs, ours in parsed.resolwe.connectors.items():
+        if ours not in connectors:
+            named = ", ".join(sorted(connectors)) or "none"
+            _raise(
+                source,
+                f"resolwe.connectors.{theirs}: {ours!r} is not a configured connector "
+                f"(configured: {named})",
+            )
     return Config(
         database=database,
         broker=broker,
         connectors=connectors,
         source=source,
         removal_delay=parsed.removal.delay,
+        resolwe_connectors=dict(parsed.resolwe.connectors),
     )
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import click
 import peewee as pw
 
-from catalog.importing import import_document
 from catalog.models import utcnow
+from catalog.streaming import import_document
 from connectors.hashing import DEFAULT_CHUNK_SIZE, hash_stream
 from connectors.registry import LOCAL
 from resolwe_storage.config import Config

@@ -13,7 +13,7 @@ import peewee as pw
 import pytest
 
 from catalog.errors import CatalogError, ImportDocumentError
-from catalog.importing import IMPORT_LOCK_REASON, ImportResult, import_document
+from catalog.importing import IMPORT_LOCK_REASON
 from catalog.models import (
     ALL_MODELS,
     AccessLog,
@@ -22,6 +22,7 @@ from catalog.models import (
     ReferencedPath,
     StorageLocation,
 )
+from catalog.streaming import ImportResult, import_document
 
 CONNECTORS = frozenset({"local", "S3"})
 MD5 = "0123456789abcdef0123456789abcdef"

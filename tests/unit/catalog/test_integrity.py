@@ -14,7 +14,6 @@ import peewee as pw
 import pytest
 
 from catalog.errors import ImportDocumentError
-from catalog.importing import ImportResult, import_document
 from catalog.integrity import (
     NOT_COPIED,
     STALE,
@@ -27,6 +26,7 @@ from catalog.integrity import (
     settle,
 )
 from catalog.models import FileStorage, LocationFile, ReferencedPath, StorageLocation
+from catalog.streaming import ImportResult, import_document
 
 CONNECTORS = frozenset({"local", "S3", "GCS"})
 NOW = datetime(2026, 6, 1, 12, 0)

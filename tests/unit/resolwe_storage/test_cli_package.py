@@ -33,6 +33,7 @@ COMMANDS = {
     "remove",
     "restore",
     "dashboard",
+    "export",
 }
 
 

@@ -620,3 +620,17 @@ def test_the_configuration_never_shows_a_password(tmp_path: Path) -> None:
     shown = f"{config!r} {config} {[config]}"
     assert "db-secret" not in shown and "redis-secret" not in shown
     assert "postgresql://app:***@db/catalog" in shown and "redis://:***@cache:6379/0" in shown
+
+
+def test_resolwe_connector_names_map_to_configured_connectors(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    connectors = {"local": {"connector": "local", "config": {"path": "x"}}}
+    path.write_text(
+        json.dumps({"connectors": connectors, "resolwe": {"connectors": {"S3": "local"}}})
+    )
+    assert load_config(path).resolwe_connectors == {"S3": "local"}
+    path.write_text(
+        json.dumps({"connectors": connectors, "resolwe": {"connectors": {"S3": "nope"}}})
+    )
+    with pytest.raises(ConfigError, match=r"resolwe\.connectors\.S3: 'nope' is not a configured"):
+        load_config(path)

@@ -1,0 +1,202 @@
+"""Reading an existing Resolwe database as import items (``import --from-resolwe DSN``).
+
+Resolwe keeps its copies in the tables of ``resolwe/storage`` (described in
+``resolwe-schema.md``): ``storage_filestorage`` (one per Data run),
+``storage_storagelocation`` (its copies), ``storage_referencedpath`` with its
+many-to-many link to the locations (rows shared between copies), and
+``storage_accesslog`` (a lock while ``finished`` is NULL); ``flow_data`` and
+``flow_process`` give the slug and process type. Each FileStorage becomes
+one item of the import document (SPEC §6):
+
+- key ``resolwe:<file_storage id>`` (stable: run again, it is the same item);
+  ``created`` the FileStorage's;
+- ``data_slug``, ``process_type`` and ``status`` from one Data row: the
+  original (``duplicated IS NULL``) of lowest id, else the lowest id;
+- no Data row points to it (unreferenced): ``"status": "removed"``, so that
+  its unlocked copies go as Resolwe's own cleanup would have them go;
+- a location per ``storage_storagelocation`` row on a connector configured
+  here (Resolwe's names mapped by ``resolwe: {connectors}``), with its
+  status, url, last update and open locks; one on any other connector is
+  left out and reported;
+- its files: the distinct paths linked to any of its locations, directory
+  entries included; size ``-1`` and empty hashes (unknown) as unknown.
+
+The source is only read: one ``REPEATABLE READ READ ONLY`` transaction,
+pages of FileStorages by id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from catalog.database import redact_url
+from catalog.errors import ImportDocumentError
+
+#: FileStorages read per round trip.
+DEFAULT_PAGE = 2_000
+#: The prefix of the keys of items read from Resolwe.
+KEY_PREFIX = "resolwe:"
+
+
+@dataclass
+class Skipped:
+    """Locations left out: on connectors not configured here, by connector."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    first: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, key: str, connector: str, url: str, status: str) -> None:
+        self.counts[connector] = self.counts.get(connector, 0) + 1
+        if len(self.first) < 5:
+            self.first.append({"key": key, "connector": connector, "url": url, "status": status})
+
+
+def resolwe_items(
+    dsn: str,
+    *,
+    connectors: Mapping[str, str],
+    skipped: Skipped | None = None,
+    page: int = DEFAULT_PAGE,
+    connect: Callable[[str], Any] | None = None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, item)`` of each FileStorage of the Resolwe database at ``dsn``, by id.
+
+    ``connectors``: Resolwe's connector name → ours, for every connector to
+    import (a location on any other is left out and counted in ``skipped``).
+    """
+    import psycopg2
+
+    try:
+        connection = (connect or psycopg2.connect)(dsn)
+    except psycopg2.Error as exc:
+        raise _unreadable(dsn, exc) from None
+    try:
+        connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with connection.cursor() as cursor:
+            after = 0
+            while True:
+                try:
+                    cursor.execute(
+                        "SELECT id, created FROM storage_filestorage"
+                        " WHERE id > %s ORDER BY id LIMIT %s",
+                        (after, page),
+                    )
+                    rows = cursor.fetchall()
+                    if not rows:
+                        return
+                    found = list(_page(cursor, rows, connectors, skipped or Skipped()))
+                except psycopg2.Error as exc:
+                    raise _unreadable(dsn, exc) from None
+                yield from found
+                after = rows[-1][0]
+    finally:
+        if not connection.closed:
+            connection.rollback()
+            connection.close()
+
+
+def _unreadable(dsn: str, exc: Exception) -> ImportDocumentError:
+    """One line: which Resolwe database (its password hidden) could not be read, and why."""
+    lines = str(exc).strip().splitlines()
+    return ImportDocumentError(
+        f"--from-resolwe {redact_url(dsn)}: {lines[0] if lines else type(exc).__name__}"
+    )
+
+
+def _page(
+    cursor: Any,
+    rows: list[tuple[int, datetime]],
+    connectors: Mapping[str, str],
+    skipped: Skipped,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    ids = [row[0] for row in rows]
+    cursor.execute(
+        "SELECT DISTINCT ON (d.location_id) d.location_id, d.slug, p.type, d.status"
+        " FROM flow_data d JOIN flow_process p ON p.id = d.process_id"
+        " WHERE d.location_id = ANY(%s)"
+        " ORDER BY d.location_id, d.duplicated IS NOT NULL, d.id",
+        (ids,),
+    )
+    data = {row[0]: row[1:] for row in cursor.fetchall()}
+    cursor.execute(
+        "SELECT sl.file_storage_id, sl.connector_name, sl.url, sl.status, sl.last_update,"
+        " (SELECT count(*) FROM storage_accesslog al"
+        "  WHERE al.storage_location_id = sl.id AND al.finished IS NULL)"
+        " FROM storage_storagelocation sl WHERE sl.file_storage_id = ANY(%s) ORDER BY sl.id",
+        (ids,),
+    )
+    locations: dict[int, list[tuple[Any, ...]]] = {}
+    for item_id, *location in cursor.fetchall():
+        locations.setdefault(item_id, []).append(tuple(location))
+    cursor.execute(
+        "SELECT DISTINCT ON (sl.file_storage_id, rp.path) sl.file_storage_id, rp.path, rp.size,"
+        " rp.md5, rp.crc32c, rp.awss3etag, rp.chunk_size"
+        " FROM storage_storagelocation sl"
+        " JOIN storage_referencedpath_storage_locations m ON m.storagelocation_id = sl.id"
+        " JOIN storage_referencedpath rp ON rp.id = m.referencedpath_id"
+        " WHERE sl.file_storage_id = ANY(%s)"
+        " ORDER BY sl.file_storage_id, rp.path, rp.id",
+        (ids,),
+    )
+    files: dict[int, list[dict[str, Any]]] = {}
+    for item_id, path, size, md5, crc32c, etag, chunk_size in cursor.fetchall():
+        files.setdefault(item_id, []).append(
+            {
+                "path": path,
+                "size": size if size is not None and size >= 0 else None,
+                "md5": md5 or None,
+                "crc32c": crc32c or None,
+                "awss3etag": etag or None,
+                "chunk_size": chunk_size,
+            }
+        )
+    for item_id, created in rows:
+        key = f"{KEY_PREFIX}{item_id}"
+        found = data.get(item_id)
+        slug, process_type, status = found if found is not None else ("", "", "removed")
+        item_locations = []
+        for connector, url, state, last_update, locks in locations.get(item_id, []):
+            ours = connectors.get(connector)
+            if ours is None:
+                skipped.add(key, connector, url, state)
+                continue
+            item_locations.append(
+                {
+                    "connector": ours,
+                    "url": url,
+                    "status": state,
+                    "last_update": _time(last_update),
+                    "open_access_logs": locks,
+                }
+            )
+        yield (
+            f"FileStorage {item_id}",
+            {
+                "key": key,
+                "data_slug": slug,
+                "process_type": process_type,
+                "status": status,
+                "created": _time(created),
+                "locations": item_locations,
+                "files": files.get(item_id, []),
+            },
+        )
+
+
+def _time(value: datetime) -> str:
+    """A time of the source (with a zone) as ISO 8601 in UTC with ``Z``."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat() + "Z"
+
+
+def connector_map(
+    resolwe_names: Mapping[str, str], configured: Mapping[str, Any]
+) -> dict[str, str]:
+    """Resolwe's names → ours: the configured mapping, and every configured name as itself."""
+    names = {name: name for name in configured}
+    names.update(resolwe_names)
+    return names
