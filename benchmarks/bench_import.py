@@ -166,11 +166,16 @@ def main() -> None:
     parser.add_argument(
         "--folder", help="keep inputs and catalogs here (default: a temporary folder)"
     )
+    parser.add_argument(
+        "--reuse", action="store_true", help="use the inputs already in --folder (same --items)"
+    )
     args = parser.parse_args()
     folder = Path(args.folder or tempfile.mkdtemp(prefix="bench-import-"))
     folder.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    inputs = write_inputs(folder, args.items, args.files)
+    inputs = {"json": folder / "items.json", "jsonl": folder / "items.jsonl"}
+    if not (args.reuse and all(path.exists() for path in inputs.values())):
+        inputs = write_inputs(folder, args.items, args.files)
     size = inputs["json"].stat().st_size / 1e6
     print(
         f"{args.items:,} items × {args.files} files: {size:,.0f} MB of JSON, "

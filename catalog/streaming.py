@@ -672,27 +672,32 @@ def _check_places(batch: Sequence[Item], existing: dict[str, int]) -> None:
                     f"{item.where}.locations.{number}: {loc.connector}:{loc.url} also belongs "
                     f"to item {other.key!r}"
                 )
-    places = list(owners)
-    for chunk in _chunks(places, 400):
-        pairs = ", ".join(["(?, ?)"] * len(chunk))
-        cursor = sql.run(
-            "SELECT l.connector_name, l.url, f.key FROM storage_location l"
-            " JOIN file_storage f ON f.id = l.file_storage_id"
-            f" WHERE (l.connector_name, l.url) IN (VALUES {pairs})",
-            [value for place in chunk for value in place],
-        )
-        for connector, url, key in cursor.fetchall():
-            item = owners[(connector, url)]
-            if key != item.key:
-                number = next(
-                    n
-                    for n, loc in enumerate(item.locations)
-                    if (loc.connector, loc.url) == (connector, url)
-                )
-                raise ImportDocumentError(
-                    f"{item.where}.locations.{number}: {connector}:{url} already belongs to "
-                    f"item {key!r}"
-                )
+    # By connector, so that the lookup uses the (connector_name, url) index
+    # (a row-value IN list scans the whole table on SQLite).
+    by_connector: dict[str, list[str]] = {}
+    for connector, url in owners:
+        by_connector.setdefault(connector, []).append(url)
+    for connector, urls in by_connector.items():
+        for chunk in _chunks(urls):
+            marks = ", ".join("?" * len(chunk))
+            cursor = sql.run(
+                "SELECT l.url, f.key FROM storage_location l"
+                " JOIN file_storage f ON f.id = l.file_storage_id"
+                f" WHERE l.connector_name = ? AND l.url IN ({marks})",
+                [connector, *chunk],
+            )
+            for url, key in cursor.fetchall():
+                item = owners[(connector, url)]
+                if key != item.key:
+                    number = next(
+                        n
+                        for n, loc in enumerate(item.locations)
+                        if (loc.connector, loc.url) == (connector, url)
+                    )
+                    raise ImportDocumentError(
+                        f"{item.where}.locations.{number}: {connector}:{url} already belongs "
+                        f"to item {key!r}"
+                    )
 
 
 def _insert(items: Sequence[Item], *, actor: str) -> None:
