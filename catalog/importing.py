@@ -9,7 +9,6 @@ the same document twice leaves the catalog as the first import did.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -168,10 +167,6 @@ class ItemDocument(_Strict):
         return _no_nul(value)
 
 
-class ImportDocument(_Strict):
-    items: list[ItemDocument]
-
-
 def _location_of(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
@@ -188,65 +183,6 @@ def describe_error(exc: ValidationError, *, prefix: str = "") -> str:
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     place = ".".join(part for part in (prefix, _location_of(first["loc"])) if part)
     return f"{place}: {message}{tail}"
-
-
-def validate_document(document: Any, *, connectors: Collection[str]) -> ImportDocument:
-    """Validate a parsed import document; raise ImportDocumentError naming the spot."""
-    if not isinstance(document, dict):
-        raise ImportDocumentError(
-            f"expected a JSON object with an 'items' list, got {type(document).__name__}"
-        )
-    try:
-        parsed = ImportDocument.model_validate(document)
-    except ValidationError as exc:
-        raise ImportDocumentError(describe_error(exc)) from None
-
-    keys: dict[str, int] = {}
-    places: dict[tuple[str, str], str] = {}
-    for index, item in enumerate(parsed.items):
-        where = f"items.{index}"
-        if item.key in keys:
-            raise ImportDocumentError(
-                f"{where}.key: {item.key!r} appears twice (also items.{keys[item.key]})"
-            )
-        keys[item.key] = index
-        on_connector: set[str] = set()
-        for number, location in enumerate(item.locations):
-            spot = f"{where}.locations.{number}"
-            if location.connector not in connectors:
-                named = ", ".join(sorted(connectors)) or "none"
-                raise ImportDocumentError(
-                    f"{spot}.connector: {location.connector!r} is not a configured connector "
-                    f"(configured: {named})"
-                )
-            if location.connector in on_connector:
-                raise ImportDocumentError(
-                    f"{spot}: a second location on {location.connector!r} for one item"
-                )
-            on_connector.add(location.connector)
-            place = (location.connector, location.url)
-            if place in places and places[place] != item.key:
-                raise ImportDocumentError(
-                    f"{spot}: {location.connector}:{location.url} also belongs to "
-                    f"item {places[place]!r}"
-                )
-            places[place] = item.key
-            if location.status == STATUS_DAMAGED and not location.damaged:
-                raise ImportDocumentError(
-                    f"{spot}.damaged: a damaged location (DM) names its damaged files"
-                )
-            if location.damaged and location.status != STATUS_DAMAGED:
-                raise ImportDocumentError(
-                    f"{spot}.damaged: only a damaged location (status DM) has damaged files"
-                )
-        paths: set[str] = set()
-        for number, file in enumerate(item.files):
-            if file.path in paths:
-                raise ImportDocumentError(
-                    f"{where}.files.{number}.path: {file.path!r} appears twice"
-                )
-            paths.add(file.path)
-    return parsed
 
 
 def import_one(raw: dict[str, Any], *, where: str, actor: str, verified_at: datetime | None) -> str:
@@ -521,9 +457,7 @@ def _import_file(storage: FileStorage, doc: FileDocument) -> tuple[str | None, i
 
 
 __all__ = [
-    "ImportDocument",
     "InvalidPathError",
     "import_one",
     "parse_time",
-    "validate_document",
 ]

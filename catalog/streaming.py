@@ -480,6 +480,36 @@ def _check_item(item: Item, connectors: Collection[str]) -> None:
         paths.add(file.path)
 
 
+def validate_document(document: Any, *, connectors: Collection[str]) -> list[Item]:
+    """Check a whole import document held in memory; its items, or ImportDocumentError.
+
+    The checks of ``import_items`` that need no catalog: each item, keys
+    and locations not repeated.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("items"), list):
+        raise ImportDocumentError("expected a JSON object with an 'items' list")
+    unknown = sorted(set(document) - {"items"})
+    if unknown:
+        raise ImportDocumentError(f"{unknown[0]}: unknown key")
+    items = [
+        checked_item(raw, f"items.{index}", connectors=connectors)
+        for index, raw in enumerate(document["items"])
+    ]
+    keys = _Keys()
+    for item in items:
+        keys.add(item)
+    places: dict[tuple[str, str], str] = {}
+    for item in items:
+        for number, loc in enumerate(item.locations):
+            owner = places.setdefault((loc.connector, loc.url), item.key)
+            if owner != item.key:
+                raise ImportDocumentError(
+                    f"{item.where}.locations.{number}: {loc.connector}:{loc.url} also "
+                    f"belongs to item {owner!r}"
+                )
+    return items
+
+
 # -- writing --------------------------------------------------------------
 
 

@@ -511,7 +511,7 @@ def fill_awkward(db: ResolweDb) -> dict[str, Any]:
 
     - ``connectors``: the configured connectors the expectations assume;
     - ``document``: the import document, ``{"items": [...]}`` in FileStorage id
-      order (``catalog.importing.validate_document`` accepts it);
+      order (``catalog.streaming.validate_document`` accepts it);
     - ``skipped_locations``: ``{"key", "connector", "url", "status"}`` of each
       location on a connector that is not configured;
     - ``file_storage_ids``: the id of each named FileStorage (below);

@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 from psycopg2 import errors
 
-from catalog.importing import validate_document
+from catalog.streaming import validate_document
 from tests.conftest import new_postgres_database
 from tests.resolwe_db import (
     AWKWARD_CONNECTORS,
@@ -505,10 +505,8 @@ def test_awkward_times_keep_their_instant(url: str, awkward: dict[str, Any]) -> 
 
 def test_the_expected_document_is_a_valid_import_document(awkward: dict[str, Any]) -> None:
     parsed = validate_document(awkward["document"], connectors=awkward["connectors"])
-    assert [item.key for item in parsed.items] == [
-        item["key"] for item in awkward["document"]["items"]
-    ]
-    assert len(parsed.items) == len(awkward["file_storage_ids"])
+    assert [item.key for item in parsed] == [item["key"] for item in awkward["document"]["items"]]
+    assert len(parsed) == len(awkward["file_storage_ids"])
     assert awkward["rules"].startswith("What a correct")
 
 

@@ -369,3 +369,19 @@ def test_a_key_that_comes_again_in_a_later_batch_is_found_before_the_commit(
     with pytest.raises(ImportDocumentError, match=r"^line 9\.key: appears twice \(also line 8\)$"):
         import_items(lines, connectors=CONNECTORS, database=catalog_db, batch=2)
     assert FileStorage.select().count() == 0
+
+
+def test_a_whole_document_is_checked_without_the_catalog() -> None:
+    from catalog.streaming import validate_document
+
+    items = variety("w-")
+    assert [item.key for item in validate_document({"items": items}, connectors=CONNECTORS)] == [
+        item["key"] for item in items
+    ]
+    twice = [items[0], {**items[1], "locations": [{"connector": "local", "url": "w-plain"}]}]
+    with pytest.raises(ImportDocumentError, match=r"^items\.1\.locations\.0: local:w-plain also"):
+        validate_document({"items": twice}, connectors=CONNECTORS)
+    with pytest.raises(ImportDocumentError, match=r"^items\.1\.key: 'w-plain' appears twice"):
+        validate_document({"items": [items[0], items[0]]}, connectors=CONNECTORS)
+    with pytest.raises(ImportDocumentError, match="^extra: unknown key$"):
+        validate_document({"items": [], "extra": 1}, connectors=CONNECTORS)
