@@ -383,5 +383,5 @@ def test_a_whole_document_is_checked_without_the_catalog() -> None:
         validate_document({"items": twice}, connectors=CONNECTORS)
     with pytest.raises(ImportDocumentError, match=r"^items\.1\.key: 'w-plain' appears twice"):
         validate_document({"items": [items[0], items[0]]}, connectors=CONNECTORS)
-    with pytest.raises(ImportDocumentError, match="^extra: unknown key$"):
+    with pytest.raises(ImportDocumentError, match=r"^extra: unknown key$"):
         validate_document({"items": [], "extra": 1}, connectors=CONNECTORS)
