@@ -35,6 +35,13 @@ import peewee as pw
 
 from catalog import sql
 from catalog.errors import ImportDocumentError
+from catalog.importing import (
+    IMPORT_LOCK_REASON,
+    ItemDocument,
+    describe_error,
+    import_one,
+    parse_time,
+)
 from catalog.models import DEFAULT_CHUNK_SIZE, STATUS_DAMAGED, STATUS_DONE, utcnow
 from catalog.paths import MAX_PATH_LENGTH
 from catalog.queries import writing
@@ -317,8 +324,6 @@ def checked_item(raw: Any, where: str, *, connectors: Collection[str]) -> Item:
 
 def _fast(raw: Any, where: str) -> Item | None:
     """The item, when it is plain and well formed; None for anything to look at closely."""
-    from catalog.importing import parse_time
-
     try:
         if type(raw) is not dict or not raw.keys() <= _ITEM_KEYS:
             return None
@@ -402,8 +407,6 @@ _etag = re.compile(r"[0-9a-f]{32}(?:-[1-9][0-9]*)?").fullmatch
 def _by_the_models(raw: Any, where: str) -> Item:
     """The item through the document's models: their normalizing, their error messages."""
     from pydantic import ValidationError
-
-    from catalog.importing import ItemDocument, describe_error
 
     if not isinstance(raw, dict):
         raise ImportDocumentError(f"{where}: expected a JSON object, got {type(raw).__name__}")
@@ -652,8 +655,6 @@ def _write(
     batch: Sequence[Item], counts: ImportCounts, *, actor: str, verified_at: datetime | None
 ) -> None:
     """Register one batch: new items in bulk, unchanged ones counted, the rest item by item."""
-    from catalog.importing import import_one
-
     existing = _existing([item.key for item in batch])
     _check_places(batch, existing)
     new = [item for item in batch if item.key not in existing and item.simple]
@@ -771,8 +772,6 @@ def _insert(items: Sequence[Item], *, actor: str) -> None:
         (ids[i.key], loc.connector): loc.open_access_logs for i in items for loc in i.locations
     }
     now = utcnow()
-    from catalog.importing import IMPORT_LOCK_REASON
-
     sql.insert(
         "access_log (storage_location_id, started, reason)",
         [
@@ -791,7 +790,6 @@ def _unchanged(items: Sequence[Item], existing: dict[str, int]) -> set[str]:
     """The keys of ``items`` the catalog holds exactly as described (an import changes nothing)."""
     if not items:
         return set()
-    from catalog.importing import IMPORT_LOCK_REASON
 
     ids = [existing[item.key] for item in items]
     stored: dict[int, tuple[Any, ...]] = {}
