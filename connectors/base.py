@@ -206,6 +206,18 @@ def landing(connector: Connector) -> AbstractContextManager[Landing]:
     return nullcontext(Landing())
 
 
+def concurrent_writes(connector: Connector) -> int:
+    """Writes of small objects worth having under way at once on ``connector`` (at least 1).
+
+    A store answers each request after a round trip (10–100 ms on S3 or GCS),
+    so many small objects go up in about the time of one when sent side by
+    side; such a connector says how many its connection pool carries
+    (``concurrent_writes``). The local connector says nothing: its writes
+    are bound by the disk, and land in batches per thread (``BatchedLanding``).
+    """
+    return max(1, int(getattr(connector, "concurrent_writes", 1)))
+
+
 def copy_run(destination: Connector, source: Connector) -> AbstractContextManager[None]:
     """A block of several copies from ``source`` into ``destination``, one after another.
 

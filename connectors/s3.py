@@ -74,11 +74,14 @@ MIB = 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD = 8 * MIB
 #: Size of every part but the last (boto3's default).
 DEFAULT_MULTIPART_CHUNKSIZE = 8 * MIB
-#: HTTP connections per connector (botocore's default).
-DEFAULT_MAX_POOL_CONNECTIONS = 10
-#: Parts uploaded at once by one write; memory is about (this + 2) parts per
-#: write, and the connector's requests are bounded by ``max_pool_connections``.
-DEFAULT_PARTS_IN_FLIGHT = 4
+#: HTTP connections per connector, and its requests under way at once, across
+#: threads (botocore's default is 10: at 100 ms a round trip that caps a
+#: process at 100 small objects a second; ``benchmarks/LATENCY.md``).
+DEFAULT_MAX_POOL_CONNECTIONS = 64
+#: Parts uploaded at once by one write (aws-cli's 10); memory is about (this +
+#: 2) parts per write, and the connector's requests are bounded by
+#: ``max_pool_connections``.
+DEFAULT_PARTS_IN_FLIGHT = 10
 #: Bytes of parts held in memory by one upload at most (fewer parts in flight when large).
 DEFAULT_BYTES_IN_FLIGHT = 256 * MIB
 #: Bodies up to this size are sent without asking first (``Expect: 100-continue``).
@@ -178,6 +181,8 @@ class S3Connector(LazyClient, Connector):
         #: Requests under way at once, across every thread using this connector:
         #: more than the pool's connections would open (and drop) extra ones.
         self._requests = threading.BoundedSemaphore(self.max_pool_connections)
+        #: Small objects are worth writing side by side, as many as requests.
+        self.concurrent_writes = self.max_pool_connections
         self.upload_checksums = upload_checksums
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout

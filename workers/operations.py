@@ -42,8 +42,10 @@ every file is good (``repair_location``).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -96,7 +98,16 @@ from catalog.queries import (
     open_lock_count,
 )
 from catalog.settings import deletes_paused
-from connectors.base import Connector, Landing, ObjectInfo, copy_run, delete_all, landing
+from connectors.base import (
+    BatchedLanding,
+    Connector,
+    Landing,
+    ObjectInfo,
+    concurrent_writes,
+    copy_run,
+    delete_all,
+    landing,
+)
 from connectors.errors import ChecksumMismatch, ObjectNotFound
 from connectors.transfer import UNKNOWN, Expected, copy_file
 from workers.confirm import confirm_copy
@@ -304,10 +315,12 @@ def copy_items(
     However many items, the catalog is read once, the sources locked in one
     transaction, and what was copied recorded in one more. Files recorded
     before (a duplicate or redelivered job) are skipped; the rest are
-    copied, in order, from each item's preferred ``OK`` location as the
-    catalog says now. When a file fails, those copied before it are
-    recorded, then the error is raised: a retry carries on from the failed
-    one. An item with no ``OK`` copy to copy from, or whose source went
+    copied from each item's preferred ``OK`` location as the catalog says
+    now: small files side by side where the destination takes several
+    writes at once (``_copy_side_by_side``), the others in order. When a
+    file fails, those copied before it (or beside it) are recorded, then
+    the error is raised: a retry carries on from what was not recorded.
+    An item with no ``OK`` copy to copy from, or whose source went
     meanwhile, does not hold the others back: they are copied, then its
     error is raised. ``lock_expires``: when the sources' locks end should
     this job never end. ``look_first``: find what the destination holds
@@ -377,8 +390,13 @@ def copy_items(
         # The sources stay locked until the copies are recorded. The files
         # land (durable) together where the destination can do that.
         with landing(destination) as batch:
-            for plan in started:
-                source = connectors(plan.source.connector_name)
+            sources = {plan.item.id: connectors(plan.source.connector_name) for plan in started}
+            rest = started
+            width = 1 if destination.can(BatchedLanding) else concurrent_writes(destination)
+            if width > 1:
+                rest = _copy_side_by_side(started, sources, destination, target, actor, proven)
+            for plan in rest:
+                source = sources[plan.item.id]
                 with copy_run(destination, source):
                     for entry in plan.todo:
                         proven[plan.item.id].append(
@@ -417,6 +435,93 @@ def copy_items(
     )
 
 
+def _copy_side_by_side(
+    plans: Sequence[_Plan],
+    sources: dict[int, Connector],
+    destination: Connector,
+    target: str,
+    actor: str,
+    proven: dict[int, list[Proven]],
+) -> list[_Plan]:
+    """Copy the small files of ``plans`` side by side; the plans with larger files are returned.
+
+    A store answers each write after a round trip: one file after another,
+    a job of 125 small files waits 125 of them (12.5 s at 100 ms); side by
+    side, a few (``benchmarks/LATENCY.md``). The bytes move on the process's
+    transfer threads; the catalog is written here, on the job's thread. The
+    files proven are added to ``proven`` whatever happens to the others.
+    After a failure no further file is begun; those under way end, then the
+    first failure is raised, as one after another would (a retry carries on
+    from what was not recorded). Larger files keep to one at a time (an S3
+    upload of one sends its parts side by side already).
+    """
+    small = [
+        (plan, entry)
+        for plan in plans
+        for entry in plan.todo
+        if entry.size is not None and entry.size <= DEFAULT_SIDE_BY_SIDE_MAX_SIZE
+    ]
+    if len(small) < 2:
+        return list(plans)
+    stop = threading.Event()
+
+    def attempt(plan: _Plan, entry: Entry) -> tuple[float, Proven | Exception | None]:
+        """(seconds a failure took, the file proven, its failure, or None: not begun)."""
+        if stop.is_set():
+            return 0.0, None
+        began = time.monotonic()
+        try:
+            return 0.0, _transfer(plan, entry, sources[plan.item.id], destination)
+        except Exception as exc:
+            stop.set()
+            return time.monotonic() - began, exc
+
+    pool = _transfer_pool()
+    futures = [pool.submit(attempt, plan, entry) for plan, entry in small]
+    try:
+        wait(futures)
+    except BaseException:
+        stop.set()  # the job is being stopped: begin nothing more
+        raise
+    problem: Exception | None = None
+    for (plan, entry), future in zip(small, futures, strict=True):
+        seconds, outcome = future.result()
+        if isinstance(outcome, Exception):
+            _note_failure(plan, entry, outcome, seconds, target, actor)
+            problem = problem or outcome
+        elif outcome is not None:
+            proven[plan.item.id].append(outcome)
+    if problem is not None:
+        raise problem
+    sent = {id(entry) for _, entry in small}
+    rest = []
+    for plan in plans:
+        left = [entry for entry in plan.todo if id(entry) not in sent]
+        if left:
+            rest.append(_Plan(plan.item, plan.location, plan.source, left, plan.present))
+    return rest
+
+
+#: Files up to this size go side by side (``_copy_side_by_side``): their
+#: bytes are held in memory by the write, so at most this times the
+#: connector's ``concurrent_writes`` per process.
+DEFAULT_SIDE_BY_SIDE_MAX_SIZE = 2 * 1024 * 1024
+#: Threads of a worker process that move the bytes of small files side by
+#: side, shared by its jobs; each connector bounds its own requests besides.
+DEFAULT_TRANSFER_THREADS = 64
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _transfer_pool() -> ThreadPoolExecutor:
+    """The process's transfer threads, started on first use."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(DEFAULT_TRANSFER_THREADS, thread_name_prefix="transfer")
+        return _pool
+
+
 def _copy_one(
     plan: _Plan,
     entry: Entry,
@@ -427,32 +532,44 @@ def _copy_one(
 ) -> Proven:
     """Copy one file of ``plan`` and prove it; a permanent failure goes to the history."""
     began = time.monotonic()
-    where = object_path(plan.location, entry.path)
     try:
-        result = copy_file(
-            source,
-            object_path(plan.source, entry.path),
-            destination,
-            where,
-            expected=Expected(
-                entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size
-            ),
-            present=plan.present.get(where) if plan.present is not None else UNKNOWN,
-        )
+        return _transfer(plan, entry, source, destination)
     except Exception as exc:
-        if not getattr(exc, "transient", True):
-            _history(
-                actor,
-                "copy",
-                FileStorage(id=plan.item.id, key=plan.item.key),
-                plan.source.connector_name,
-                target,
-                entry.path,
-                began,
-                exc,
-            )
-            exc.recorded = True  # type: ignore[attr-defined]
+        _note_failure(plan, entry, exc, time.monotonic() - began, target, actor)
         raise
+
+
+def _note_failure(
+    plan: _Plan, entry: Entry, exc: Exception, seconds: float, target: str, actor: str
+) -> None:
+    """A permanent failure to copy a file goes to the history (and is marked as recorded there)."""
+    if getattr(exc, "transient", True):
+        return
+    _history(
+        actor,
+        "copy",
+        FileStorage(id=plan.item.id, key=plan.item.key),
+        plan.source.connector_name,
+        target,
+        entry.path,
+        time.monotonic() - seconds,
+        exc,
+    )
+    exc.recorded = True  # type: ignore[attr-defined]
+
+
+def _transfer(plan: _Plan, entry: Entry, source: Connector, destination: Connector) -> Proven:
+    """Copy one file of ``plan`` and prove it; touches no catalog (runs on any thread)."""
+    began = time.monotonic()
+    where = object_path(plan.location, entry.path)
+    result = copy_file(
+        source,
+        object_path(plan.source, entry.path),
+        destination,
+        where,
+        expected=Expected(entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size),
+        present=plan.present.get(where) if plan.present is not None else UNKNOWN,
+    )
     elapsed = int((time.monotonic() - began) * 1000)
     etag = None
     computed = result.hashes

@@ -433,6 +433,12 @@ def test_an_s3_outage_mid_run_holds_the_copy_back_and_loses_nothing(
         assert Action.select().where(Action.result == "failed").count() == 0
 
 
+def on_server(client: Any) -> set[str]:
+    """Names of the files the bucket ``restarted`` holds, asked of the server itself."""
+    listed = client.list_objects_v2(Bucket="restarted", Prefix="files/")
+    return {entry["Key"].removeprefix("files/") for entry in listed.get("Contents", [])}
+
+
 def test_an_s3_server_restarted_mid_copy_loses_nothing(
     tmp_path: Path, redis_url: str, restartable_moto: RestartableMoto, s3_credentials: Path
 ) -> None:
@@ -455,26 +461,37 @@ def test_an_s3_server_restarted_mid_copy_loses_nothing(
         running = process.start(worker_runtime(config, database, broker), threads=2)
         try:
             wait_for(lambda: held.hits == 1, what="the fourth upload")
+            # Small files go side by side: the others land on the server
+            # beside the held one (asked directly, not through the proxy).
+            server = raw_client(restartable_moto.endpoint)
+            wait_for(
+                lambda: on_server(server) == set(FILES) - {"part-3.txt"},
+                what="the uploads beside the held one",
+            )
+            time.sleep(0.5)  # their answers on the way back
+            landed = on_server(server)
             before = len(proxy.requests("PUT", r"part-"))
-            restartable_moto.kill()  # three files are on the server
+            restartable_moto.kill()
             # Unreachable until it is back whole (moto rebuilds its state by
             # replaying what it was sent, which a real server need not do).
             for method in ("GET", "HEAD", "PUT", "POST", "DELETE"):
                 proxy.fail(Fault(method, r".", drop=True, times=None))
-            # The held upload fails; the three proven before it are recorded.
-            wait_for(lambda: copied_rows().count() == 3, what="the first three")
+            # The held upload fails; those proven beside or before it are recorded.
+            wait_for(lambda: copied_rows().count() == len(landed), what="the landed files")
             time.sleep(1)  # the job's tries meanwhile fail too: the copy waits
-            assert statuses()["S3"] == "UP" and copied_rows().count() == 3
+            recorded = {row.referenced_path.path for row in copied_rows()}
+            assert statuses()["S3"] == "UP" and recorded == landed
+            assert "part-3.txt" not in recorded
             restartable_moto.start()  # the same server, with what it held ...
             proxy.heal()  # ... answers again
             wait_for(lambda: statuses().get("S3") == "OK", seconds=60, what="the copy")
         finally:
             process.stop(running)
         assert_copied_intact(s3)
-        # The retries sent only what was not recorded; what was is still
+        # The retries sent exactly what was not recorded; what was is still
         # there, intact (checked above against every file's bytes).
         again = set(proxy.requests("PUT", r"part-")[before:])
-        assert again == {"/restarted/files/part-3.txt", "/restarted/files/part-4.txt"}
+        assert again == {f"/restarted/files/{name}" for name in FILES if name not in recorded}
         assert Action.select().where(Action.result == "failed").count() == 0
 
 
