@@ -19,7 +19,8 @@ module          commands
 ==============  ==========================================================
 
 Each command module imports ``base`` and registers its commands on ``cli``;
-this package imports them all, and nothing imports it but the entry points
+``cli`` imports the module of the command a command line names, and only
+that one (``base.COMMANDS``). Nothing imports this package but the entry points
 (``resolwe-storage``, ``python -m resolwe_storage``, ``python -m
 resolwe_storage.cli``). Every command exits non-zero with a one-line
 ``error: ...`` on bad input, and its ``--json`` output is machine-readable
@@ -34,39 +35,10 @@ import click
 
 from catalog.errors import CatalogError
 from connectors.errors import ConnectorError
-from resolwe_storage.cli import (
-    audit,
-    catalog,
-    checks,
-    dashboard,
-    deletes,
-    files,
-    jobs,
-    plan,
-    queues,
-    removal,
-    requests,
-    story,
-)
 from resolwe_storage.cli.base import cli
 from resolwe_storage.errors import UserError
 
 __all__ = ["cli", "main"]
-#: The command modules, registered on ``cli`` by being imported.
-COMMAND_MODULES = (
-    audit,
-    catalog,
-    checks,
-    dashboard,
-    deletes,
-    files,
-    jobs,
-    plan,
-    queues,
-    removal,
-    requests,
-    story,
-)
 
 
 def _broker_unavailable() -> tuple[type[BaseException], ...]:

@@ -1,10 +1,12 @@
 """What every command shares: the ``cli`` group, its context, the common options.
 
-Command modules register on ``cli``; ``resolwe_storage.cli`` imports them all.
+Command modules register on ``cli``; the group imports the one a command
+line names (``COMMANDS``).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -112,7 +114,116 @@ LOCATION_STATES = {
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Every command: the module that declares it, and the line ``--help`` shows.
+#: Only the module of the command that runs is imported; a test keeps this
+#: table equal to the commands the modules declare.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "audit": ("audit", "Compare the catalog with each connector's objects (all, or those named)."),
+    "check-config": (
+        "checks",
+        "Load and validate the configuration; name every rule that can never apply.",
+    ),
+    "dashboard": (
+        "dashboard",
+        "Serve the dashboard: queues, dead letters, storage, history, an item's story.",
+    ),
+    "deletes": ("deletes", "Pause or resume every delete (scheduler and workers alike)."),
+    "export": (
+        "catalog",
+        "Write every item of the catalog as an import document (or JSON Lines), in key order.",
+    ),
+    "history": ("story", "The action history, newest first: of item KEY, or of everything."),
+    "import": (
+        "catalog",
+        "Register items from an import document, JSON Lines or a Resolwe database; idempotent.",
+    ),
+    "ingest": (
+        "catalog",
+        "Hash the files of DIR under a local connector and register them as one item.",
+    ),
+    "migrate": ("catalog", "Create or upgrade the catalog schema (also done on first use)."),
+    "plan": (
+        "plan",
+        "List the due copies, deletes, repairs and verifications without doing anything.",
+    ),
+    "queues": (
+        "queues",
+        "Jobs per queue on Redis: queued, delayed for a retry, running, dead-lettered.",
+    ),
+    "remove": (
+        "removal",
+        "Remove the items KEY...: they count nowhere now; every copy goes after the grace.",
+    ),
+    "request": ("requests", "Queue work now, whatever the policies say."),
+    "restore": ("removal", "Undo the removal of item KEY, while its grace lasts."),
+    "run": (
+        "jobs",
+        "Scheduler and workers in one process (the embedded default needs no servers).",
+    ),
+    "scan": (
+        "jobs",
+        "One scheduler pass: queue every due copy, delete and verification, per file.",
+    ),
+    "scheduler": ("jobs", "Scan the catalog every --interval seconds and queue the due jobs."),
+    "show": (
+        "story",
+        "The story of item KEY: its files, its copies, each file's state on them, locks, history.",
+    ),
+    "status": (
+        "catalog",
+        "Items by status; locations per connector and status; damaged copies, lost items.",
+    ),
+    "url": (
+        "files",
+        "Print a URL of one file of an item: public, or presigned, from its preferred copy.",
+    ),
+    "verify": ("files", "Re-hash an item's copies against the catalog; report every mismatch."),
+    "worker": (
+        "jobs",
+        "Run jobs from the broker until stopped (SIGTERM lets running jobs finish).",
+    ),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when named (``COMMANDS``), not all at start-up.
+
+    ``--help`` lists them from the table, importing none: a command module
+    brings its own dependencies (peewee, the planner, the dashboard's
+    server), and a command should pay only for its own.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(f"resolwe_storage.cli.{COMMANDS[cmd_name][0]}")
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [(name, _shortened(COMMANDS[name][1], limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _shortened(line: str, limit: int) -> str:
+    """``line`` cut at a word to fit ``limit`` characters, as click shortens a command's help."""
+    if len(line) <= limit:
+        return line
+    return line[: max(0, limit - 3)].rsplit(" ", 1)[0] + "..."
+
+
+def load_all_commands() -> dict[str, click.Command]:
+    """Every command, its module imported (for tests and tools that walk them all)."""
+    for module in sorted({module for module, _ in COMMANDS.values()}):
+        importlib.import_module(f"resolwe_storage.cli.{module}")
+    return cli.commands
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",

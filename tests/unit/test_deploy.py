@@ -29,7 +29,7 @@ import yaml
 from cloudcoil.models.keda.v1alpha1 import ScaledObject
 from pydantic import ValidationError
 
-from resolwe_storage.cli import cli
+from resolwe_storage.cli.base import load_all_commands
 from resolwe_storage.config import load_config
 from workers.messages import QUEUES
 
@@ -159,7 +159,7 @@ def test_app_services_run_commands_that_exist_with_database_and_broker(
     compose: dict[str, Any], name: str
 ) -> None:
     service = compose["services"][name]
-    assert service["command"][0] in cli.commands
+    assert service["command"][0] in load_all_commands()
     environment = service["environment"]
     assert environment["RESOLWE_STORAGE_BROKER"].startswith("redis://redis:")
     assert environment["RESOLWE_STORAGE_DATABASE"].startswith("postgresql://")
@@ -267,7 +267,7 @@ def test_the_kubernetes_manifest_runs_the_scheduler_workers_and_dashboard(
     assert migrate["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
     for _, pod in _pods(manifest):
         for container in pod["spec"]["containers"]:
-            assert container["args"][0] in cli.commands
+            assert container["args"][0] in load_all_commands()
             names = {variable["name"] for variable in container["env"]}
             assert {"RESOLWE_STORAGE_BROKER", "RESOLWE_STORAGE_DATABASE"} <= names
             for variable in container["env"]:

@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from resolwe_storage.cli import COMMAND_MODULES, cli
+from resolwe_storage.cli.base import COMMANDS as TABLE
+from resolwe_storage.cli.base import load_all_commands
 
 #: SPEC §6 and the issues since: what users script against.
 COMMANDS = {
@@ -57,12 +58,33 @@ def test_every_entry_point_offers_every_command() -> None:
 
 
 def test_each_command_is_registered_by_its_own_module() -> None:
+    commands = load_all_commands()
     owners = {
         name: command.callback.__module__
-        for name, command in cli.commands.items()
+        for name, command in commands.items()
         if command.callback is not None
     }
     assert set(owners) == COMMANDS
-    modules = {module.__name__ for module in COMMAND_MODULES}
-    assert set(owners.values()) == modules  # each module registers something
-    assert isinstance(cli.commands["request"], click.Group)
+    assert isinstance(commands["request"], click.Group)
+    # The table the group loads commands from, and --help lists them from,
+    # says what the modules declare.
+    assert {name: module for name, (module, _) in TABLE.items()} == {
+        name: owner.rsplit(".", 1)[1] for name, owner in owners.items()
+    }
+    assert {name: line for name, (_, line) in TABLE.items()} == {
+        name: command.get_short_help_str(10_000) for name, command in commands.items()
+    }
+
+
+def test_a_command_imports_its_own_module_and_no_other() -> None:
+    code = (
+        "import sys\n"
+        "from resolwe_storage.cli import main\n"
+        "main(['request', '--help'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('resolwe_storage.cli.')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = done.stdout.strip().splitlines()[-1]
+    assert loaded == "['resolwe_storage.cli.base', 'resolwe_storage.cli.requests']"

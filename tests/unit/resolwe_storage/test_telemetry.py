@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from resolwe_storage.cli import cli
+from resolwe_storage.cli.base import load_all_commands
 from resolwe_storage.config import load_config
 from resolwe_storage.dashboard.facts import Redactor
 from resolwe_storage.logs import JsonFormatter
@@ -23,13 +23,13 @@ from resolwe_storage.telemetry import exported_metric_names, parse_bind
 def test_what_serves_http_listens_on_loopback_unless_told_otherwise(
     command: str, option: str
 ) -> None:
-    [param] = [p for p in cli.commands[command].params if p.name == option]
+    [param] = [p for p in load_all_commands()[command].params if p.name == option]
     bind = parse_bind(param.default)
     assert bind is not None and ipaddress.ip_address(bind[0]).is_loopback
 
 
 def test_the_dashboards_extra_metrics_listener_is_off_unless_asked() -> None:
-    [param] = [p for p in cli.commands["dashboard"].params if p.name == "metrics_bind"]
+    [param] = [p for p in load_all_commands()["dashboard"].params if p.name == "metrics_bind"]
     assert parse_bind(param.default) is None
 
 
