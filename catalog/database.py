@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -25,6 +26,11 @@ from catalog.errors import DatabaseURLError
 from catalog.models import database_proxy
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# A datetime goes to SQLite as its text (``2026-01-05 00:00:00+00:00``), as
+# sqlite3's own adapter did before it was deprecated (Python 3.12), for
+# peewee's statements and the written-out ones (``catalog.sql``) alike.
+sqlite3.register_adapter(datetime, str)
 
 #: How long an SQLite writer waits for a lock held by another process.
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000

@@ -23,6 +23,7 @@ from typing import Any
 
 import peewee as pw
 
+import catalog.database  # noqa: F401  (its SQLite datetime adapter)
 from catalog.models import BaseModel, FileStorage
 
 #: Rows per ``INSERT`` (SQLite takes at most 32,766 parameters a statement).
@@ -47,12 +48,9 @@ Statement = tuple[str, Sequence[Any]]
 def run(sql: str, params: Sequence[Any]) -> Any:
     """Execute ``sql`` (``?`` placeholders) on the catalog; the cursor."""
     catalog = database()
-    if is_sqlite(catalog):
-        # What peewee stores for a datetime in SQLite (sqlite3's own adapter
-        # is deprecated): its text, which peewee reads back.
-        params = [str(value) if isinstance(value, datetime) else value for value in params]
-    else:
+    if not is_sqlite(catalog):
         sql = _for_postgres(sql)
+    # On SQLite a datetime goes as its text (``catalog.database``'s adapter).
     return catalog.execute_sql(sql, params)
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from catalog.database import DATABASE_SCHEMES, redact_url
@@ -268,11 +267,14 @@ def parse_text(text: str, *, name: str) -> Any:
             return tomllib.loads(text)
         if suffix == ".json":
             return json.loads(text)
-        return yaml.safe_load(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{name}: malformed JSON at line {exc.lineno}: {exc.msg}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name}: malformed TOML: {exc}") from exc
+    import yaml  # only for YAML: its import is a tenth of a command's start-up
+
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

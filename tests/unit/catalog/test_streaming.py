@@ -385,3 +385,14 @@ def test_a_whole_document_is_checked_without_the_catalog() -> None:
         validate_document({"items": [items[0], items[0]]}, connectors=CONNECTORS)
     with pytest.raises(ImportDocumentError, match=r"^extra: unknown key$"):
         validate_document({"items": [], "extra": 1}, connectors=CONNECTORS)
+
+
+def test_input_that_breaks_after_batches_were_written_stores_nothing(
+    catalog_db: pw.Database,
+) -> None:
+    # The batches before the break were written, and are rolled back with it.
+    text = document_bytes(variety("late-"))[:-40] + b"}, oops"
+    items = streaming.read_items(io.BytesIO(text), format="json", name="doc.json")
+    with pytest.raises(ImportDocumentError, match=r"^doc\.json: malformed JSON at line 1"):
+        import_items(items, connectors=CONNECTORS, database=catalog_db, batch=1)
+    assert FileStorage.select().count() == 0 and Action.select().count() == 0
