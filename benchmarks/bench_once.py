@@ -147,6 +147,8 @@ def run_case(case: str, rounds: int, trash: Path, aside: Iterator[int]) -> tuple
 
     def ours() -> Run:
         empty()
+        for suffix in ("-wal", "-shm"):  # the last run's, which belong to another file
+            Path(f"{catalog}{suffix}").unlink(missing_ok=True)
         shutil.copy(template, catalog)
         command = [sys.executable, "-m", "resolwe_storage", "--config", str(config)]
         run = measure([*command, "run", "--once"], source=source)

@@ -20,6 +20,7 @@ together, each with its place (``items.N...`` or ``line N``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -142,13 +143,28 @@ def _lines(stream: IO[bytes], name: str) -> Iterator[tuple[str, Any]]:
         if not line.strip():
             continue
         try:
-            yield f"line {number}", json.loads(line)
+            yield f"line {number}", _one_value(line)
         except UnicodeDecodeError:
             raise ImportDocumentError(f"{name}: line {number}: not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise ImportDocumentError(
                 f"{name}: malformed JSON at line {number} column {exc.colno}: {exc.msg}"
             ) from None
+
+
+_scan = json.JSONDecoder().raw_decode
+
+
+def _one_value(line: bytes) -> Any:
+    """``json.loads(line)``, without its wrappers' cost for a valid line; its errors otherwise."""
+    text = line.decode().strip(" \t\n\r")  # JSON's whitespace
+    try:
+        value, end = _scan(text)
+        if end == len(text):
+            return value
+    except json.JSONDecodeError:
+        pass
+    return json.loads(line)  # raises, as the reference does, naming the place
 
 
 class _Text:
@@ -352,14 +368,16 @@ def _fast(raw: Any, where: str) -> Item | None:
                 return None
             last_update, last_verified = loc.get("last_update"), loc.get("last_verified")
             locations.append(
-                Location(
-                    connector,
-                    url,
-                    state,
-                    parse_time(last_update) if last_update is not None else None,
-                    parse_time(last_verified) if last_verified is not None else None,
-                    locks,
-                    False,
+                _location(
+                    (
+                        connector,
+                        url,
+                        state,
+                        parse_time(last_update) if last_update is not None else None,
+                        parse_time(last_verified) if last_verified is not None else None,
+                        locks,
+                        False,
+                    )
                 )
             )
         files = []
@@ -379,9 +397,8 @@ def _fast(raw: Any, where: str) -> Item | None:
                 or (etag is not None and etag != "" and not _etag(etag))
             ):
                 return None
-            files.append(
-                File(path, size, md5 or None, crc or None, etag or None, chunk, frozenset(doc))
-            )
+            given = _FILE_KEYS if len(doc) == len(_FILE_KEYS) else frozenset(doc)
+            files.append(_file((path, size, md5 or None, crc or None, etag or None, chunk, given)))
     except (KeyError, TypeError, ValueError):
         return None
     return Item(
@@ -397,6 +414,9 @@ def _fast(raw: Any, where: str) -> Item | None:
 _SEGMENT = r"(?!\.\.?(?:/|$))[^/\\\x00]+"
 _PATH = re.compile(rf"(?!.:)(?=.{{1,{MAX_PATH_LENGTH}}}$){_SEGMENT}(?:/{_SEGMENT})*/?", re.DOTALL)
 _URL = re.compile(rf"(?!.:)(?=.{{1,{MAX_PATH_LENGTH}}}$){_SEGMENT}(?:/{_SEGMENT})*", re.DOTALL)
+# Made from a tuple in C, not through the classes' keyword-taking ``__new__``.
+_file = File._make
+_location = Location._make
 _path = _PATH.fullmatch
 _url = _URL.fullmatch
 _md5 = re.compile(r"[0-9a-f]{32}").fullmatch
@@ -551,7 +571,7 @@ def import_items(
     keys = _Keys()
     pending: list[Item] = []
     try:
-        with writing(database):
+        with _import_cache(database), writing(database):
             for where, raw in items:
                 try:
                     item = checked_item(raw, where, connectors=connectors)
@@ -586,6 +606,27 @@ def import_items(
             "nothing was stored, import again"
         ) from None
     return counts
+
+
+#: SQLite's page cache during an import (KiB): the writes append to the
+#: tables and their indexes, and the catalog's usual cache (sized for the
+#: planner's reads) only added its size to the peak memory (measured here on
+#: 200,000 items: 11.7 s and 140 MB with this, 11.8 s and 293 MB without).
+DEFAULT_IMPORT_CACHE_KIB = 64_000
+
+
+@contextlib.contextmanager
+def _import_cache(database: pw.Database) -> Iterator[None]:
+    """On SQLite, the import's page cache for the block, the usual one after."""
+    if not sql.is_sqlite(database):
+        yield
+        return
+    (before,) = database.execute_sql("PRAGMA cache_size").fetchone()
+    database.execute_sql(f"PRAGMA cache_size = -{DEFAULT_IMPORT_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        database.execute_sql(f"PRAGMA cache_size = {int(before)}")
 
 
 class _Keys:

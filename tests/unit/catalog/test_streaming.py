@@ -396,3 +396,30 @@ def test_input_that_breaks_after_batches_were_written_stores_nothing(
     with pytest.raises(ImportDocumentError, match=r"^doc\.json: malformed JSON at line 1"):
         import_items(items, connectors=CONNECTORS, database=catalog_db, batch=1)
     assert FileStorage.select().count() == 0 and Action.select().count() == 0
+
+
+@given(
+    st.one_of(
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+            lambda children: (
+                st.lists(children, max_size=3)
+                | st.dictionaries(st.text(max_size=5), children, max_size=3)
+            ),
+            max_leaves=8,
+        ).map(json.dumps),
+        st.text(max_size=30),
+    ),
+    st.sampled_from(["", " ", "\t", "\r", "\x0c", " \r"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_line_is_read_as_json_loads_reads_it(text: str, around: str) -> None:
+    line = (around + text + around + "\n").encode()
+    try:
+        expected: Any = json.loads(line)
+    except json.JSONDecodeError as exc:
+        with pytest.raises(json.JSONDecodeError) as raised:
+            streaming._one_value(line)
+        assert (raised.value.msg, raised.value.pos) == (exc.msg, exc.pos)
+    else:
+        assert streaming._one_value(line) == expected
