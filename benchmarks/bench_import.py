@@ -115,7 +115,10 @@ def timed(command: list[str]) -> tuple[float, float, str]:
 
 def fresh_database(kind: str, folder: Path, label: str) -> tuple[str, object]:
     if kind == "sqlite":
-        return f"sqlite:///{folder / f'catalog-{label}.sqlite3'}", None
+        path = folder / f"catalog-{label}.sqlite3"
+        for suffix in ("", "-wal", "-shm"):  # an earlier run's (--reuse)
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return f"sqlite:///{path}", None
     import psycopg2
 
     name = f"bench_import_{label}_{os.getpid()}"

@@ -9,7 +9,7 @@ the same document twice leaves the catalog as the first import did.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import peewee as pw
@@ -64,7 +64,8 @@ def parse_time(value: Any) -> datetime:
     else:
         raise ValueError(f"expected an ISO-8601 time string, got {value!r}")
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        offset = moment.utcoffset()
+        moment = (moment - offset if offset else moment).replace(tzinfo=None)
     return moment
 
 

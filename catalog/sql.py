@@ -152,7 +152,7 @@ def insert_statements(
     if not rows:
         return []
     width = into.count(",") + 1
-    if any(len(values) != width for values in rows):
+    if set(map(len, rows)) != {width}:
         raise ValueError(
             f"insert into {into.partition(' ')[0]}: every row must have {width} values"
         )

@@ -21,6 +21,8 @@ together, each with its place (``items.N...`` or ``line N``).
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 import hashlib
 import io
 import itertools
@@ -414,9 +416,10 @@ def _fast(raw: Any, where: str) -> Item | None:
 _SEGMENT = r"(?!\.\.?(?:/|$))[^/\\\x00]+"
 _PATH = re.compile(rf"(?!.:)(?=.{{1,{MAX_PATH_LENGTH}}}$){_SEGMENT}(?:/{_SEGMENT})*/?", re.DOTALL)
 _URL = re.compile(rf"(?!.:)(?=.{{1,{MAX_PATH_LENGTH}}}$){_SEGMENT}(?:/{_SEGMENT})*", re.DOTALL)
-# Made from a tuple in C, not through the classes' keyword-taking ``__new__``.
-_file = File._make
-_location = Location._make
+# Made from a tuple in C, not through the classes' keyword-taking ``__new__``
+# (nor ``_make``, which checks the length in Python).
+_file = functools.partial(tuple.__new__, File)
+_location = functools.partial(tuple.__new__, Location)
 _path = _PATH.fullmatch
 _url = _URL.fullmatch
 _md5 = re.compile(r"[0-9a-f]{32}").fullmatch
@@ -571,7 +574,7 @@ def import_items(
     keys = _Keys()
     pending: list[Item] = []
     try:
-        with _import_cache(database), writing(database):
+        with _no_cycle_collection(), _import_cache(database), writing(database):
             for where, raw in items:
                 try:
                     item = checked_item(raw, where, connectors=connectors)
@@ -613,6 +616,24 @@ def import_items(
 #: planner's reads) only added its size to the peak memory (measured here on
 #: 200,000 items: 11.7 s and 140 MB with this, 11.8 s and 293 MB without).
 DEFAULT_IMPORT_CACHE_KIB = 64_000
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector off for the block (reference counting frees as ever).
+
+    An import makes millions of short-lived objects that hold no cycles
+    (decoded JSON, checked items, rows); the collector's passes over them
+    took 9 % of an import (measured here on 200,000 items: 11.3 s with, 10.3 s
+    without, the same peak memory).
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @contextlib.contextmanager
@@ -810,7 +831,10 @@ def _insert(items: Sequence[Item], *, actor: str) -> None:
         ],
     )
     locks = {
-        (ids[i.key], loc.connector): loc.open_access_logs for i in items for loc in i.locations
+        (ids[i.key], loc.connector): loc.open_access_logs
+        for i in items
+        for loc in i.locations
+        if loc.open_access_logs
     }
     now = utcnow()
     sql.insert(
@@ -818,6 +842,7 @@ def _insert(items: Sequence[Item], *, actor: str) -> None:
         [
             (location_id, now, IMPORT_LOCK_REASON)
             for location_id, item_id, connector in located
+            if (item_id, connector) in locks
             for _ in range(locks[(item_id, connector)])
         ],
     )
