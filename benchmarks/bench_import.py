@@ -2,6 +2,7 @@
 
     python benchmarks/bench_import.py [--items N] [--files F] [--database sqlite|postgres]
                                       [--formats json,jsonl] [--reference N]
+    python benchmarks/bench_import.py --from-resolwe DSN [--database sqlite|postgres]
 
 Each import runs as a whole process, as users run it (``resolwe-storage import``),
 into an empty catalog, then again unchanged; wall time and the peak resident
@@ -10,8 +11,12 @@ item-by-item import (``catalog.importing.import_one``), the way every item
 went before the batched writer, timed on ``--reference`` items and scaled:
 the ratio says how many times faster the whole import is now.
 
+With ``--from-resolwe DSN`` it times ``import --from-resolwe`` instead, of a
+Resolwe database that ``benchmarks/generate_resolwe.py`` filled.
+
 Targets (issue 21): 1,000,000 items × 5 files ≤ 60 s and ≤ 300 MB on SQLite,
-≤ 120 s on PostgreSQL; re-import unchanged ≤ 0.5 × the first import.
+≤ 120 s on PostgreSQL; re-import unchanged ≤ 0.5 × the first import;
+``--from-resolwe`` of 1,000,000 generated rows sets ≤ 120 s.
 """
 
 from __future__ import annotations
@@ -172,7 +177,16 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="use the inputs already in --folder (same --items)"
     )
+    parser.add_argument(
+        "--from-resolwe",
+        metavar="DSN",
+        help="instead: time import --from-resolwe DSN (a database benchmarks/"
+        "generate_resolwe.py filled) into an empty catalog, then again",
+    )
     args = parser.parse_args()
+    if args.from_resolwe:
+        from_resolwe(args)
+        return
     folder = Path(args.folder or tempfile.mkdtemp(prefix="bench-import-"))
     folder.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
@@ -224,6 +238,33 @@ def main() -> None:
                 )
         finally:
             drop(handle)
+
+
+def from_resolwe(args: argparse.Namespace) -> None:
+    """``import --from-resolwe`` as a whole process: first into an empty catalog, then again."""
+    folder = Path(args.folder or tempfile.mkdtemp(prefix="bench-import-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "resolwe_storage"]
+    url, handle = fresh_database(args.database, folder, "resolwe")
+    print(
+        f"{'source':<14} {'database':<9} {'run':<10} {'seconds':>8} {'items/s':>9} {'peak MB':>8}"
+    )
+    try:
+        config = config_for(folder, url)
+        subprocess.run([*command, "--config", str(config), "migrate"], check=True)
+        for run in ("first", "again"):
+            source = ["--from-resolwe", args.from_resolwe]
+            seconds, peak, out = timed(
+                [*command, "--config", str(config), "import", "--json", *source]
+            )
+            counts = json.loads(out)
+            items = counts["created"] + counts["updated"] + counts["unchanged"]
+            print(
+                f"{'--from-resolwe':<14} {args.database:<9} {run:<10} {seconds:8.1f} "
+                f"{items / seconds:9,.0f} {peak:8.0f}  {counts}"
+            )
+    finally:
+        drop(handle)
 
 
 if __name__ == "__main__":
