@@ -98,3 +98,16 @@ def test_an_insert_with_statements_before_it(catalog_db: pw.Database) -> None:
     assert [a.item_key for a in Action.select()] == ["new"]
     sql.insert(HISTORY, [], before=[("DELETE FROM action", [])])
     assert Action.select().count() == 0
+
+
+#: Text besides: tabs, newlines, carriage returns, backslash sequences.
+MORE_AWKWARD = [*AWKWARD, "tab\there", "two\nlines", "cr\rlf", "\\N", "\\.", "\\t literal"]
+
+
+def test_one_of_finds_exactly_the_values_named(catalog_db: pw.Database) -> None:
+    for text in MORE_AWKWARD:
+        FileStorage.create(key=f"key {text}")
+    wanted = [f"key {text}" for text in MORE_AWKWARD[::2]] + ["key missing"]
+    condition, params = sql.one_of("key", wanted)
+    found = {key for (key,) in sql.run(f"SELECT key FROM file_storage WHERE {condition}", params)}
+    assert found == {f"key {text}" for text in MORE_AWKWARD[::2]}
