@@ -45,9 +45,16 @@ from catalog.importing import (
     import_one,
     parse_time,
 )
-from catalog.models import DEFAULT_CHUNK_SIZE, STATUS_DAMAGED, STATUS_DONE, utcnow
+from catalog.models import (
+    DEFAULT_CHUNK_SIZE,
+    ITEM_STATUS_DONE,
+    STATUS_DAMAGED,
+    STATUS_DONE,
+    utcnow,
+)
 from catalog.paths import MAX_PATH_LENGTH
 from catalog.queries import writing
+from catalog.removal import REMOVED_STATUS
 
 #: Items written per batch.
 DEFAULT_BATCH = 2_000
@@ -108,8 +115,8 @@ class Item:
 
     @property
     def simple(self) -> bool:
-        """Whether bulk statements can write it: not removed, no damaged copy."""
-        return self.status != "removed" and not any(loc.damaged for loc in self.locations)
+        """Whether bulk statements can write it: no copy the document says is damaged."""
+        return not any(loc.damaged for loc in self.locations)
 
 
 # -- reading --------------------------------------------------------------
@@ -804,11 +811,19 @@ def _insert(items: Sequence[Item], *, actor: str) -> None:
     """Write new items, their locations, files, locks and history rows in bulk."""
     if not items:
         return
+    now = utcnow()
+    # A removed item (the producer says it is gone) keeps the status it would
+    # have had, and is marked removed now (``catalog.removal.mark_removed``).
     ids = dict(
         (key, id_)
         for id_, key in sql.insert(
-            "file_storage (key, data_slug, process_type, status, created)",
-            [(i.key, i.data_slug, i.process_type, i.status, i.created) for i in items],
+            "file_storage (key, data_slug, process_type, status, created, removed)",
+            [
+                (i.key, i.data_slug, i.process_type, i.status, i.created, None)
+                if i.status != REMOVED_STATUS
+                else (i.key, i.data_slug, i.process_type, ITEM_STATUS_DONE, i.created, now)
+                for i in items
+            ],
             returning="id, key",
         )
     )
@@ -843,7 +858,6 @@ def _insert(items: Sequence[Item], *, actor: str) -> None:
         for loc in i.locations
         if loc.open_access_logs
     }
-    now = utcnow()
     sql.insert(
         "access_log (storage_location_id, started, reason)",
         [
@@ -855,7 +869,16 @@ def _insert(items: Sequence[Item], *, actor: str) -> None:
     )
     sql.insert(
         "action (started, finished, actor, action, item_key, file_storage_id, result)",
-        [(now, now, actor, "register", i.key, ids[i.key], "created") for i in items],
+        [
+            row
+            for i in items
+            for row in (
+                [(now, None, actor, "mark removed", i.key, ids[i.key], "ok")]
+                if i.status == REMOVED_STATUS
+                else []
+            )
+            + [(now, now, actor, "register", i.key, ids[i.key], "created")]
+        ],
     )
 
 
@@ -900,11 +923,12 @@ def _unchanged(items: Sequence[Item], existing: dict[str, int]) -> set[str]:
     for item in items:
         item_id = existing[item.key]
         slug, process, status, created, removed = stored[item_id]
-        if removed is not None or (slug, process, status) != (
-            item.data_slug,
-            item.process_type,
-            item.status,
-        ):
+        # As the item-by-item import decides: a removed item's status stays,
+        # and one the document says is removed must be marked so already.
+        if item.status == REMOVED_STATUS:
+            if removed is None or (slug, process) != (item.data_slug, item.process_type):
+                continue
+        elif (slug, process, status) != (item.data_slug, item.process_type, item.status):
             continue
         if _time(created) != item.created:
             continue
