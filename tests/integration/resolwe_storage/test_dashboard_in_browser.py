@@ -197,14 +197,25 @@ def test_the_dashboard_shows_what_redis_and_the_catalog_hold_and_acts_only_with_
 
         def press(row: str, button: str, token: str) -> None:
             """Give ``token`` and press ``button`` of ``row``; return once the answer is shown."""
-            from selenium.webdriver.support import expected_conditions
+            from selenium.common.exceptions import WebDriverException
             from selenium.webdriver.support.wait import WebDriverWait
 
             browser.get(base + "/dead")
             form = browser.find_element(By.CSS_SELECTOR, f"{row} form:has(button.{button})")
             form.find_element(By.NAME, "token").send_keys(token)
             form.find_element(By.CSS_SELECTOR, f"button.{button}").click()
-            WebDriverWait(browser, 30).until(expected_conditions.staleness_of(form))
+
+            def answered(_: Any) -> bool:
+                # The form is gone from the page once the answer replaced it:
+                # chromedriver says so as a stale reference, or (Chromium
+                # 156.0.8078.129) as "Node ... does not belong to the document".
+                try:
+                    form.is_enabled()
+                except WebDriverException:
+                    return True
+                return False
+
+            WebDriverWait(browser, 30).until(answered)
 
         press(first, "retry", "not-the-token")
         assert "refused: wrong or missing token" in browser.page_source
