@@ -392,8 +392,8 @@ def copy_items(
         with landing(destination) as batch:
             sources = {plan.item.id: connectors(plan.source.connector_name) for plan in started}
             rest = started
-            width = 1 if destination.can(BatchedLanding) else concurrent_writes(destination)
-            if width > 1:
+            # A batched landing is per thread: such a destination keeps to one.
+            if not destination.can(BatchedLanding) and concurrent_writes(destination) > 1:
                 rest = _copy_side_by_side(started, sources, destination, target, actor, proven)
             for plan in rest:
                 source = sources[plan.item.id]
