@@ -21,7 +21,6 @@ together, each with its place (``items.N...`` or ``line N``).
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import hashlib
 import io
@@ -377,16 +376,14 @@ def _fast(raw: Any, where: str) -> Item | None:
                 return None
             last_update, last_verified = loc.get("last_update"), loc.get("last_verified")
             locations.append(
-                _location(
-                    (
-                        connector,
-                        url,
-                        state,
-                        parse_time(last_update) if last_update is not None else None,
-                        parse_time(last_verified) if last_verified is not None else None,
-                        locks,
-                        False,
-                    )
+                Location(
+                    connector,
+                    url,
+                    state,
+                    parse_time(last_update) if last_update is not None else None,
+                    parse_time(last_verified) if last_verified is not None else None,
+                    locks,
+                    False,
                 )
             )
         files = []
@@ -406,8 +403,9 @@ def _fast(raw: Any, where: str) -> Item | None:
                 or (etag is not None and etag != "" and not _etag(etag))
             ):
                 return None
-            given = _FILE_KEYS if len(doc) == len(_FILE_KEYS) else frozenset(doc)
-            files.append(_file((path, size, md5 or None, crc or None, etag or None, chunk, given)))
+            files.append(
+                File(path, size, md5 or None, crc or None, etag or None, chunk, frozenset(doc))
+            )
     except (KeyError, TypeError, ValueError):
         return None
     return Item(
@@ -423,10 +421,6 @@ def _fast(raw: Any, where: str) -> Item | None:
 _SEGMENT = r"(?!\.\.?(?:/|$))[^/\\\x00]+"
 _PATH = re.compile(rf"(?!.:)(?=.{{1,{MAX_PATH_LENGTH}}}$){_SEGMENT}(?:/{_SEGMENT})*/?", re.DOTALL)
 _URL = re.compile(rf"(?!.:)(?=.{{1,{MAX_PATH_LENGTH}}}$){_SEGMENT}(?:/{_SEGMENT})*", re.DOTALL)
-# Made from a tuple in C, not through the classes' keyword-taking ``__new__``
-# (nor ``_make``, which checks the length in Python).
-_file = functools.partial(tuple.__new__, File)
-_location = functools.partial(tuple.__new__, Location)
 _path = _PATH.fullmatch
 _url = _URL.fullmatch
 _md5 = re.compile(r"[0-9a-f]{32}").fullmatch
