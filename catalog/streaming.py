@@ -907,12 +907,12 @@ def _unchanged(items: Sequence[Item], existing: dict[str, int]) -> set[str]:
                 _time(last_verified),
                 locks,
             )
-        for item_id, path, *values in sql.run(
+        for row in sql.run(
             "SELECT file_storage_id, path, size, md5, crc32c, awss3etag, chunk_size"
             f" FROM referenced_path WHERE file_storage_id IN ({marks})",
             list(chunk),
         ).fetchall():
-            paths.setdefault(item_id, {})[path] = tuple(values)
+            paths.setdefault(row[0], {})[row[1]] = row[2:]
     same = set()
     for item in items:
         item_id = existing[item.key]
@@ -954,6 +954,8 @@ def _same_location(stored: tuple[Any, ...] | None, loc: Location, created: datet
 def _same_file(stored: tuple[Any, ...] | None, file: File) -> bool:
     if stored is None:
         return False
+    if file.given == _FILE_KEYS:  # every field given: the whole row must match
+        return stored == file[1:6]
     given = dict(zip(_FILE_FIELDS, file[1:6], strict=True))
     return all(
         stored[number] == given[name]
