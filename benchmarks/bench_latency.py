@@ -83,7 +83,7 @@ import measure  # noqa: E402
 from bench_jobs import private_redis  # noqa: E402
 from bench_transfer import ACCESS_KEY, SECRET_KEY, Moto, find_tool  # noqa: E402
 from latency_proxy import LatencyProxy, ProxyStats  # noqa: E402
-from measure import settle, warm  # noqa: E402
+from measure import process_cpu_seconds, settle, warm  # noqa: E402
 
 OUT = HERE / "out" / "latency"
 #: The local connector's root: every data set is a folder under it.
@@ -187,8 +187,7 @@ class FakeGcs:
     def cpu_seconds(self) -> float:
         """The running server's user and system CPU seconds so far (Linux ``/proc``)."""
         assert self._server is not None
-        fields = Path(f"/proc/{self._server.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self._server.pid)
 
     def stop(self) -> None:
         if self._server is not None:

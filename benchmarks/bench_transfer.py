@@ -50,7 +50,14 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from measure import cpu_busy, read_report, settle, warm, wrapped  # noqa: E402
+from measure import (  # noqa: E402
+    cpu_busy,
+    process_cpu_seconds,
+    read_report,
+    settle,
+    warm,
+    wrapped,
+)
 
 OUT = HERE / "out" / "transfer"
 COPY_TREE = HERE / "copy_tree.py"
@@ -323,8 +330,7 @@ class Moto:
     def cpu_seconds(self) -> float:
         """The running server's user and system CPU seconds so far (Linux ``/proc``)."""
         assert self._server is not None
-        fields = Path(f"/proc/{self._server.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self._server.pid)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -90,6 +90,13 @@ def _disk_ticks() -> int:
     return busy
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """The user and system CPU seconds process ``pid`` has spent so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_busy() -> float:
     """Seconds of CPU time all CPUs have spent busy so far (user, system, irq; ``/proc/stat``).
 
