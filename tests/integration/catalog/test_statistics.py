@@ -1,0 +1,80 @@
+"""After a bulk import, PostgreSQL's planner knows the catalog's size (``ANALYZE``).
+
+Without statistics the planner takes a lookup of a batch of items by
+``file_storage_id`` to match most of the table and scans all of it, batch
+after batch: a re-import straight after a large first import took six
+times as long as the import itself. Run as users run it: ``import`` in a
+process of its own, on a PostgreSQL catalog of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from catalog.streaming import DEFAULT_ANALYZE_AFTER_ITEMS
+from tests.processes import Cli
+
+pytestmark = pytest.mark.postgres
+
+
+def items(first: int, count: int) -> str:
+    return "".join(
+        json.dumps(
+            {
+                "key": f"item-{number}",
+                "created": "2026-01-01T00:00:00Z",
+                "locations": [{"connector": "local", "url": f"item-{number}", "status": "OK"}],
+                "files": [{"path": f"f{part}.txt", "size": part} for part in range(3)],
+            }
+        )
+        + "\n"
+        for number in range(first, first + count)
+    )
+
+
+def analyzed(url: str) -> set[str]:
+    """The catalog tables the planner has statistics of."""
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT tablename FROM pg_stats WHERE schemaname = 'public'")
+        return {name for (name,) in cursor.fetchall()}
+
+
+def plan_of_a_batch_lookup(url: str) -> str:
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "EXPLAIN SELECT path, size FROM referenced_path WHERE file_storage_id = ANY(%s)",
+            [list(range(1, 501))],
+        )
+        return "\n".join(line for (line,) in cursor.fetchall())
+
+
+def test_a_bulk_import_leaves_statistics_and_a_small_one_does_not_pay_for_them(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "database": fresh_postgres_url,
+                "connectors": {"local": {"connector": "local", "config": {"path": "data"}}},
+            }
+        )
+    )
+    cli = Cli(config)
+    cli.ok("migrate")
+    small = tmp_path / "small.jsonl"
+    small.write_text(items(0, 10))
+    cli.ok("import", small)
+    assert not analyzed(fresh_postgres_url) & {"referenced_path", "storage_location"}
+
+    bulk = tmp_path / "bulk.jsonl"
+    bulk.write_text(items(10, DEFAULT_ANALYZE_AFTER_ITEMS))
+    cli.ok("import", bulk)
+    assert {"file_storage", "storage_location", "referenced_path"} <= analyzed(
+        fresh_postgres_url
+    )
+    assert "Seq Scan" not in plan_of_a_batch_lookup(fresh_postgres_url)
