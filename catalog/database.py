@@ -207,6 +207,15 @@ def refresh_statistics(database: pw.Database) -> None:
     database.execute_sql(f"ANALYZE {tables}")
 
 
+def planned_items(database: pw.Database) -> int:
+    """The items PostgreSQL's planner believes the catalog holds (0 before any ``ANALYZE``)."""
+    (rows,) = database.execute_sql(
+        "SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
+        [FileStorage._meta.table_name],
+    ).fetchone()
+    return max(0, int(rows))
+
+
 def pending_migrations(database: pw.Database) -> list[str]:
     """Names of the migrations not yet applied to ``database``."""
     if not database.table_exists("migratehistory"):

@@ -15,7 +15,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from catalog.streaming import DEFAULT_ANALYZE_AFTER_ITEMS
+from catalog import streaming
+from catalog.database import bind, migrate, open_database, planned_items
+from catalog.streaming import DEFAULT_ANALYZE_AFTER_ITEMS, import_items
 from tests.processes import Cli
 
 pytestmark = pytest.mark.postgres
@@ -74,7 +76,34 @@ def test_a_bulk_import_leaves_statistics_and_a_small_one_does_not_pay_for_them(
     bulk = tmp_path / "bulk.jsonl"
     bulk.write_text(items(10, DEFAULT_ANALYZE_AFTER_ITEMS))
     cli.ok("import", bulk)
-    assert {"file_storage", "storage_location", "referenced_path"} <= analyzed(
-        fresh_postgres_url
-    )
+    assert {"file_storage", "storage_location", "referenced_path"} <= analyzed(fresh_postgres_url)
     assert "Seq Scan" not in plan_of_a_batch_lookup(fresh_postgres_url)
+
+
+def test_a_long_import_refreshes_them_as_the_catalog_doubles(
+    fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "DEFAULT_ANALYZE_AFTER_ITEMS", 100)
+    database = open_database(fresh_postgres_url)
+    database.connect()
+    try:
+        migrate(database)
+        bind(database)
+        seen: list[tuple[int, int]] = []
+
+        def believed(counts: streaming.ImportCounts) -> None:
+            # Inside the import's transaction: what the planner now believes.
+            (rows,) = database.execute_sql(
+                "SELECT reltuples FROM pg_class WHERE relname = 'storage_location'"
+            ).fetchone()
+            seen.append((counts.created, int(rows)))
+
+        lines = [
+            (f"line {n + 1}", json.loads(line)) for n, line in enumerate(items(0, 550).splitlines())
+        ]
+        import_items(lines, connectors={"local"}, database=database, batch=50, progress=believed)
+        refreshed = sorted({rows for _, rows in seen if rows > 0})
+        assert refreshed == [100, 200, 400]
+        assert planned_items(database) == 550  # and once more before the commit
+    finally:
+        database.close()
