@@ -17,6 +17,7 @@ server; as four arrays, 0.11 ms and 2.4 ms (measured here).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -223,6 +224,9 @@ def _column_types(into: str) -> tuple[str, ...] | None:
     return tuple(types)
 
 
+#: What an element of an array literal needs escaped when it is quoted.
+_NEEDS_ESCAPE = re.compile(r'["\\]')
+
 #: What an array literal of ours carries (no two of them hold equal values).
 _ARRAY_KINDS = frozenset({int, str, datetime, type(None)})
 
@@ -237,6 +241,11 @@ def _arrays(rows: Sequence[tuple[Any, ...]], types: tuple[str, ...]) -> list[str
         kinds = set(map(type, column))
         if kinds == {int}:
             literals.append("{" + ",".join(map(str, column)) + "}")
+            continue
+        if kinds == {str} and not _NEEDS_ESCAPE.search("".join(column)):
+            # Text with nothing to escape (paths, keys, hashes): quoted as a
+            # whole, not value by value (a third of an import's own time).
+            literals.append('{"' + '","'.join(column) + '"}')
             continue
         if not kinds <= _ARRAY_KINDS:
             return None

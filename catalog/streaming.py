@@ -26,7 +26,10 @@ import hashlib
 import io
 import itertools
 import json
+import queue
 import re
+import sys
+import threading
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -571,44 +574,35 @@ def import_items(
     names up to ``max_errors`` problems, each with its place. ``progress``
     is called after each batch.
 
-    Read, checked and written on this thread. Tried and measured on 200,000
-    items: checking on a thread of its own while this one wrote made SQLite
-    slower (16.4 s against 12.7 s: the two took turns at Python's lock, the
-    database's work being this process's own); writing on a thread of its
-    own gained nothing on PostgreSQL (27.5 s against 28.4 s), whose server's
-    work (indexes and foreign keys, about 8 microseconds a file row) holds
-    the import; nor did ``COPY`` in place of the array inserts.
+    On SQLite read, checked and written on this thread: checking on a thread
+    of its own while this one wrote made it slower (16.4 s against 12.7 s
+    on 200,000 items: the two took turns at Python's lock, the database's
+    work being this process's own). On PostgreSQL the items are read and
+    checked on a thread of their own (``_ahead``) while this one waits for
+    the server: with Python's switch interval shortened, 24.2 s against
+    26.7 s on 200,000 items; at the usual 5 ms every answer waited for the
+    reader to let go of the lock, and the thread gained nothing. The server
+    then holds the import (about 9 microseconds a file row, a third of it
+    the foreign key's check); ``COPY`` in place of the array inserts gained
+    nothing.
     """
     counts = ImportCounts()
     errors: list[str] = []
     keys = _Keys()
-    pending: list[Item] = []
+    batches = _checked_batches(
+        items, connectors=connectors, keys=keys, errors=errors, batch=batch, max_errors=max_errors
+    )
     try:
         with _no_cycle_collection(), _import_cache(database), writing(database):
             statistics = _Statistics(database)
-            for where, raw in items:
-                try:
-                    item = checked_item(raw, where, connectors=connectors)
-                    keys.add(item)
-                except ImportDocumentError as exc:
-                    errors.append(str(exc))
-                    if len(errors) >= max_errors:
-                        break
-                    continue
-                if errors:
-                    continue  # only looking for more problems now
-                pending.append(item)
-                if len(pending) >= batch:
+            with _ahead(batches, on_thread=not sql.is_sqlite(database)) as checked:
+                for pending in checked:
+                    if errors:
+                        continue  # the rest are only looked through for more problems
                     _write(pending, counts, actor=actor, verified_at=verified_at)
-                    pending = []
-                    keys.batch_done()
                     statistics.written(counts.created + counts.updated)
                     if progress is not None:
                         progress(counts)
-            if not errors and pending:
-                _write(pending, counts, actor=actor, verified_at=verified_at)
-                if progress is not None:
-                    progress(counts)
             if len(errors) < max_errors:
                 errors += keys.repeated(max_errors - len(errors))
             if errors:
@@ -622,6 +616,113 @@ def import_items(
             "nothing was stored, import again"
         ) from None
     return counts
+
+
+def _checked_batches(
+    items: Iterable[tuple[str, Any]],
+    *,
+    connectors: Collection[str],
+    keys: _Keys,
+    errors: list[str],
+    batch: int,
+    max_errors: int,
+) -> Iterator[list[Item]]:
+    """``items`` checked, in batches of ``batch``; problems go to ``errors``.
+
+    After the first problem no batch is given: the rest is only read for
+    more problems, up to ``max_errors``.
+    """
+    pending: list[Item] = []
+    for where, raw in items:
+        try:
+            item = checked_item(raw, where, connectors=connectors)
+            keys.add(item)
+        except ImportDocumentError as exc:
+            errors.append(str(exc))
+            if len(errors) >= max_errors:
+                return
+            continue
+        if errors:
+            continue  # only looking for more problems now
+        pending.append(item)
+        if len(pending) >= batch:
+            yield pending
+            pending = []
+            keys.batch_done()
+    if not errors and pending:
+        yield pending
+
+
+#: Checked batches an import's reading thread may be ahead of its writing.
+DEFAULT_BATCHES_AHEAD = 2
+#: Python's switch interval while the reader runs (seconds; the default is
+#: 5 ms): a statement's answer waits for the reader to let go of Python's lock.
+DEFAULT_SWITCH_SECONDS = 0.0005
+#: Seconds an import that failed waits for its reading thread to stop.
+DEFAULT_READER_GRACE = 5.0
+
+
+@contextlib.contextmanager
+def _ahead(batches: Iterator[list[Item]], *, on_thread: bool) -> Iterator[Iterator[list[Item]]]:
+    """``batches``, made on a thread of their own while this one writes, if ``on_thread``.
+
+    On PostgreSQL the writing thread mostly waits for the server (psycopg2
+    lets go of Python's lock meanwhile), and reading and checking the next
+    batch fills that wait. The reader stays at most ``DEFAULT_BATCHES_AHEAD``
+    batches ahead, so memory stays bounded; its exception (a malformed
+    document) is raised here, in order; when the writer stops early, the
+    reader is stopped and joined before the block ends.
+    """
+    if not on_thread:
+        yield batches
+        return
+    handed: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=DEFAULT_BATCHES_AHEAD)
+    stop = threading.Event()
+
+    def hand(kind: str, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handed.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for pending in batches:
+                if not hand("batch", pending):
+                    return
+        except BaseException as exc:  # handed to the writing thread, raised there
+            hand("error", exc)
+        else:
+            hand("end", None)
+        finally:
+            batches.close()
+
+    def received() -> Iterator[list[Item]]:
+        while True:
+            kind, value = handed.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    reader = threading.Thread(target=read, name="import-reader", daemon=True)
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(DEFAULT_SWITCH_SECONDS)
+    reader.start()
+    finished = False
+    try:
+        yield received()
+        finished = True
+    finally:
+        sys.setswitchinterval(switching)
+        stop.set()
+        # Stopped early (the writer failed), the reader may be waiting for
+        # input that does not come (a pipe): it is left behind after a while.
+        reader.join(timeout=None if finished else DEFAULT_READER_GRACE)
 
 
 #: SQLite's page cache during an import (KiB): the writes append to the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -429,3 +430,42 @@ def test_a_line_is_read_as_json_loads_reads_it(text: str, around: str) -> None:
     else:
         # Compared as JSON text: NaN, which json.loads takes, is not equal to itself.
         assert json.dumps(streaming._one_value(line)) == json.dumps(expected)
+
+
+def test_batches_read_ahead_arrive_in_order_and_so_does_the_readers_error() -> None:
+    def batches() -> Iterator[list[Any]]:
+        yield [1]
+        yield [2]
+        raise ImportDocumentError("line 3: broken")
+
+    got: list[Any] = []
+    with (
+        pytest.raises(ImportDocumentError, match="line 3"),
+        streaming._ahead(batches(), on_thread=True) as checked,
+    ):
+        got.extend(checked)
+    assert got == [[1], [2]]
+
+
+def test_a_writer_that_stops_early_stops_the_reader() -> None:
+    closed = threading.Event()
+
+    def endless() -> Iterator[list[Any]]:
+        try:
+            number = 0
+            while True:
+                number += 1
+                yield [number]
+        finally:
+            closed.set()
+
+    before = set(threading.enumerate())
+    with (
+        pytest.raises(RuntimeError, match="writer failed"),
+        streaming._ahead(endless(), on_thread=True) as checked,
+    ):
+        for batch in checked:
+            if batch == [3]:
+                raise RuntimeError("writer failed")
+    assert closed.is_set()
+    assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
