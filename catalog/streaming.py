@@ -600,6 +600,7 @@ def import_items(
                     if errors:
                         continue  # the rest are only looked through for more problems
                     _write(pending, counts, actor=actor, verified_at=verified_at)
+                    del pending  # free before the next batch is read, not after
                     statistics.written(counts.created + counts.updated)
                     if progress is not None:
                         progress(counts)
