@@ -881,13 +881,16 @@ def _write(
     batch: Sequence[Item], counts: ImportCounts, *, actor: str, verified_at: datetime | None
 ) -> None:
     """Register one batch: new items in bulk, unchanged ones counted, the rest item by item."""
-    existing = _existing([item.key for item in batch])
-    _check_places(batch, existing)
+    stored = _existing([item.key for item in batch])
+    existing = {key: row[0] for key, row in stored.items()}
+    known = [item for item in batch if item.key in existing and item.simple]
+    same = _unchanged(known, stored)
+    # An unchanged item holds each of its places in the catalog already
+    # (the unique index says no other item can); the rest are looked up.
+    _check_places(batch, look_up=[item for item in batch if item.key not in same])
     new = [item for item in batch if item.key not in existing and item.simple]
     _insert(new, actor=actor)
     counts.created += len(new)
-    known = [item for item in batch if item.key in existing and item.simple]
-    same = _unchanged(known, existing)
     counts.unchanged += len(same)
     written = {item.key for item in new} | same
     for item in batch:
@@ -907,17 +910,27 @@ def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
         yield values[start : start + size]
 
 
-def _existing(keys: Sequence[str]) -> dict[str, int]:
-    """The ids of the items of ``keys`` the catalog holds."""
-    found: dict[str, int] = {}
+def _existing(keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """The items of ``keys`` the catalog holds: id, data_slug, process_type, status, created,
+    removed."""
+    found: dict[str, tuple[Any, ...]] = {}
     for chunk in _chunks(keys):
         condition, params = sql.one_of("key", chunk)
-        found.update(sql.run(f"SELECT key, id FROM file_storage WHERE {condition}", params))
+        for key, *row in sql.run(
+            "SELECT key, id, data_slug, process_type, status, created, removed FROM file_storage"
+            f" WHERE {condition}",
+            params,
+        ).fetchall():
+            found[key] = tuple(row)
     return found
 
 
-def _check_places(batch: Sequence[Item], existing: dict[str, int]) -> None:
-    """Refuse a location (connector, url) that belongs to another item, here or in the catalog."""
+def _check_places(batch: Sequence[Item], *, look_up: Sequence[Item]) -> None:
+    """Refuse a location (connector, url) that belongs to another item, here or in the catalog.
+
+    Every place of ``batch`` is compared with the others; those of
+    ``look_up`` with the catalog too.
+    """
     owners: dict[tuple[str, str], Item] = {}
     for item in batch:
         for number, loc in enumerate(item.locations):
@@ -931,8 +944,9 @@ def _check_places(batch: Sequence[Item], existing: dict[str, int]) -> None:
     # By connector, so that the lookup uses the (connector_name, url) index
     # (a row-value IN list scans the whole table on SQLite).
     by_connector: dict[str, list[str]] = {}
-    for connector, url in owners:
-        by_connector.setdefault(connector, []).append(url)
+    for item in look_up:
+        for loc in item.locations:
+            by_connector.setdefault(loc.connector, []).append(loc.url)
     for connector, urls in by_connector.items():
         for chunk in _chunks(urls):
             condition, params = sql.one_of("l.url", chunk)
@@ -1031,23 +1045,19 @@ def _insert(items: Sequence[Item], *, actor: str) -> None:
     )
 
 
-def _unchanged(items: Sequence[Item], existing: dict[str, int]) -> set[str]:
-    """The keys of ``items`` the catalog holds exactly as described (an import changes nothing)."""
+def _unchanged(items: Sequence[Item], existing: dict[str, tuple[Any, ...]]) -> set[str]:
+    """The keys of ``items`` the catalog holds exactly as described (an import changes nothing).
+
+    ``existing``: the stored items by key, as ``_existing`` gives them.
+    """
     if not items:
         return set()
 
-    ids = [existing[item.key] for item in items]
-    stored: dict[int, tuple[Any, ...]] = {}
+    ids = [existing[item.key][0] for item in items]
     places: dict[int, dict[str, tuple[Any, ...]]] = {}
     paths: dict[int, dict[str, tuple[Any, ...]]] = {}
     for chunk in _chunks(ids):
         marks = ", ".join("?" * len(chunk))
-        for row in sql.run(
-            "SELECT id, data_slug, process_type, status, created, removed FROM file_storage"
-            f" WHERE id IN ({marks})",
-            list(chunk),
-        ).fetchall():
-            stored[row[0]] = row[1:]
         for item_id, connector, url, status, last_update, last_verified, locks in sql.run(
             "SELECT l.file_storage_id, l.connector_name, l.url, l.status, l.last_update,"
             " l.last_verified, (SELECT COUNT(*) FROM access_log a WHERE"
@@ -1070,8 +1080,7 @@ def _unchanged(items: Sequence[Item], existing: dict[str, int]) -> set[str]:
             paths.setdefault(row[0], {})[row[1]] = row[2:]
     same = set()
     for item in items:
-        item_id = existing[item.key]
-        slug, process, status, created, removed = stored[item_id]
+        item_id, slug, process, status, created, removed = existing[item.key]
         # As the item-by-item import decides: a removed item's status stays,
         # and one the document says is removed must be marked so already.
         if item.status == REMOVED_STATUS:

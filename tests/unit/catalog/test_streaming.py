@@ -234,7 +234,21 @@ def test_a_location_of_another_item_is_refused_in_a_batch_and_across_them(
         ImportDocumentError, match=r"items\.1\.locations\.0: local:u-plain also belongs"
     ):
         import_items(stream_of(twins), connectors=CONNECTORS, database=catalog_db)
-    assert [item.key for item in FileStorage.select()] == ["m-plain"]
+    # Beside the item that holds the place, unchanged, in the same batch.
+    with pytest.raises(
+        ImportDocumentError, match=r"items\.1\.locations\.0: local:m-plain also belongs"
+    ):
+        import_items(stream_of([mine, thief]), connectors=CONNECTORS, database=catalog_db)
+    # An item that changed keeps its places; one the import moves is still checked.
+    moved = {
+        **mine,
+        "locations": [{"connector": "local", "url": "m-plain"}, {"connector": "S3", "url": "x"}],
+    }
+    elsewhere = {**variety("w-")[0], "locations": [{"connector": "S3", "url": "x"}]}
+    import_items(stream_of([elsewhere]), connectors=CONNECTORS, database=catalog_db)
+    with pytest.raises(ImportDocumentError, match="S3:x already belongs to item 'w-plain'"):
+        import_items(stream_of([moved]), connectors=CONNECTORS, database=catalog_db)
+    assert sorted(item.key for item in FileStorage.select()) == ["m-plain", "w-plain"]
 
 
 # -- reading -------------------------------------------------------------------
