@@ -8,6 +8,7 @@ what a correct import makes of it (``fill_awkward``).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import psycopg2
 import pytest
 
 from catalog.resolwe import Skipped, connector_map, resolwe_items
+from tests.conftest import new_postgres_database
 from tests.processes import Cli
 from tests.resolwe_db import TABLES, ResolweDb, create_schema, fill_awkward, fill_generated
 
@@ -77,10 +79,20 @@ def write_config(folder: Path, **extra: Any) -> Path:
     return config
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The catalog's URL: SQLite, or a PostgreSQL database of its own (read on a second thread)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
+        return
+    with new_postgres_database("resolwe_storage_catalog") as url:
+        yield url
+
+
 def test_the_command_imports_a_resolwe_database_read_only_and_catches_up(
-    tmp_path: Path, source: str, awkward: dict[str, Any]
+    tmp_path: Path, source: str, awkward: dict[str, Any], catalog: str
 ) -> None:
-    cli = Cli(write_config(tmp_path))
+    cli = Cli(write_config(tmp_path, database=catalog))
     before = dump(source)
     outcome = cli.ok("import", "--from-resolwe", source, "--json")
     report = json.loads(outcome.out)
