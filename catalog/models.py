@@ -97,7 +97,10 @@ class ReferencedPath(BaseModel):
     """One file (or directory, ``path`` ending in ``/``) of an item."""
 
     id = pw.BigAutoField()
-    file_storage = pw.ForeignKeyField(FileStorage, backref="files", on_delete="CASCADE")
+    # No index of its own: the unique (file_storage, path) serves lookups by item.
+    file_storage = pw.ForeignKeyField(
+        FileStorage, backref="files", on_delete="CASCADE", index=False
+    )
     path = pw.TextField()
     size = pw.BigIntegerField(null=True)
     md5 = pw.TextField(null=True)

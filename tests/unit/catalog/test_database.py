@@ -175,6 +175,16 @@ def test_migrate_is_idempotent(catalog_db: pw.Database) -> None:
     assert [name for (name,) in history] == ALL_MIGRATIONS
 
 
+def test_an_items_files_have_one_index_that_finds_them_by_item(catalog_db: pw.Database) -> None:
+    """The unique (file_storage_id, path) index; the foreign key's own one is gone (009)."""
+    indexes = {
+        index.name: (tuple(index.columns), index.unique)
+        for index in catalog_db.get_indexes("referenced_path")
+    }
+    assert ("file_storage_id",) not in {columns for columns, _ in indexes.values()}
+    assert (("file_storage_id", "path"), True) in indexes.values()
+
+
 def test_foreign_keys_are_enforced(catalog_db: pw.Database) -> None:
     """A location cannot point at an item that does not exist (SQLite needs the pragma)."""
     from catalog.models import StorageLocation
