@@ -31,7 +31,7 @@ import re
 import sys
 import threading
 from array import array
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, NamedTuple
@@ -627,7 +627,7 @@ def _checked_batches(
     errors: list[str],
     batch: int,
     max_errors: int,
-) -> Iterator[list[Item]]:
+) -> Generator[list[Item], None, None]:
     """``items`` checked, in batches of ``batch``; problems go to ``errors``.
 
     After the first problem no batch is given: the rest is only read for
@@ -663,22 +663,53 @@ DEFAULT_SWITCH_SECONDS = 0.0005
 DEFAULT_READER_GRACE = 5.0
 
 
+_switches = threading.Lock()
+#: Readers running in this process, and the switch interval before the first.
+_switch_users = [0, 0.0]
+
+
 @contextlib.contextmanager
-def _ahead(batches: Iterator[list[Item]], *, on_thread: bool) -> Iterator[Iterator[list[Item]]]:
+def _short_switches() -> Iterator[None]:
+    """Python's switch interval at ``DEFAULT_SWITCH_SECONDS`` for the block.
+
+    Counted, so that imports running side by side in one process (the client
+    API's) leave it as they found it whatever order they end in.
+    """
+    with _switches:
+        if _switch_users[0] == 0:
+            _switch_users[1] = sys.getswitchinterval()
+            sys.setswitchinterval(DEFAULT_SWITCH_SECONDS)
+        _switch_users[0] += 1
+    try:
+        yield
+    finally:
+        with _switches:
+            _switch_users[0] -= 1
+            if _switch_users[0] == 0:
+                sys.setswitchinterval(_switch_users[1])
+
+
+@contextlib.contextmanager
+def _ahead(
+    batches: Generator[list[Item], None, None], *, on_thread: bool
+) -> Iterator[Iterator[list[Item]]]:
     """``batches``, made on a thread of their own while this one writes, if ``on_thread``.
 
     On PostgreSQL the writing thread mostly waits for the server (psycopg2
     lets go of Python's lock meanwhile), and reading and checking the next
-    batch fills that wait. The reader stays at most ``DEFAULT_BATCHES_AHEAD``
-    batches ahead, so memory stays bounded; its exception (a malformed
-    document) is raised here, in order; when the writer stops early, the
-    reader is stopped and joined before the block ends.
+    batch fills that wait. The first two batches are read here: an import of
+    one batch (a service registering a few items) starts no thread. The reader
+    stays at most ``DEFAULT_BATCHES_AHEAD`` batches ahead, so memory stays
+    bounded; its exception (a malformed document) is raised here, in order;
+    when the writer stops early, the reader is stopped and joined before the
+    block ends.
     """
     if not on_thread:
         yield batches
         return
     handed: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=DEFAULT_BATCHES_AHEAD)
     stop = threading.Event()
+    started = contextlib.ExitStack()
 
     def hand(kind: str, value: Any) -> bool:
         while not stop.is_set():
@@ -701,7 +732,16 @@ def _ahead(batches: Iterator[list[Item]], *, on_thread: bool) -> Iterator[Iterat
         finally:
             batches.close()
 
+    reader = threading.Thread(target=read, name="import-reader", daemon=True)
+
     def received() -> Iterator[list[Item]]:
+        for _ in range(2):  # two batches here, so that one batch starts no thread
+            pending = next(batches, None)
+            if pending is None:
+                return
+            yield pending
+        started.enter_context(_short_switches())
+        reader.start()
         while True:
             kind, value = handed.get()
             if kind == "end":
@@ -710,20 +750,19 @@ def _ahead(batches: Iterator[list[Item]], *, on_thread: bool) -> Iterator[Iterat
                 raise value
             yield value
 
-    reader = threading.Thread(target=read, name="import-reader", daemon=True)
-    switching = sys.getswitchinterval()
-    sys.setswitchinterval(DEFAULT_SWITCH_SECONDS)
-    reader.start()
     finished = False
     try:
         yield received()
         finished = True
     finally:
-        sys.setswitchinterval(switching)
         stop.set()
-        # Stopped early (the writer failed), the reader may be waiting for
-        # input that does not come (a pipe): it is left behind after a while.
-        reader.join(timeout=None if finished else DEFAULT_READER_GRACE)
+        if reader.is_alive():
+            # Stopped early (the writer failed), the reader may be waiting for
+            # input that does not come (a pipe): it is left behind after a while.
+            reader.join(timeout=None if finished else DEFAULT_READER_GRACE)
+        elif reader.ident is None:
+            batches.close()  # never handed to a reader
+        started.close()
 
 
 #: SQLite's page cache during an import (KiB): the writes append to the

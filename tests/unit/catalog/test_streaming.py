@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -483,3 +484,28 @@ def test_a_writer_that_stops_early_stops_the_reader() -> None:
                 raise RuntimeError("writer failed")
     assert closed.is_set()
     assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
+
+
+def batches_of(*batches: list[Any]) -> Iterator[list[Any]]:
+    yield from batches
+
+
+def test_an_import_of_one_batch_starts_no_reader() -> None:
+    with streaming._ahead(batches_of([1]), on_thread=True) as checked:
+        assert list(checked) == [[1]]
+        assert "import-reader" not in {thread.name for thread in threading.enumerate()}
+
+
+def test_imports_side_by_side_leave_the_switch_interval_as_they_found_it() -> None:
+    before = sys.getswitchinterval()
+    first = streaming._ahead(batches_of([1], [2], [3], [4]), on_thread=True)
+    second = streaming._ahead(batches_of([5], [6], [7]), on_thread=True)
+    a, b = first.__enter__(), second.__enter__()
+    # The third batch of each comes from its reader.
+    got = [next(a), next(a), next(a), next(b), next(b), next(b)]
+    assert got == [[n] for n in (1, 2, 3, 5, 6, 7)]
+    assert sys.getswitchinterval() == streaming.DEFAULT_SWITCH_SECONDS
+    first.__exit__(None, None, None)  # the first to start ends first
+    assert sys.getswitchinterval() == streaming.DEFAULT_SWITCH_SECONDS
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == before
