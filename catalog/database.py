@@ -193,10 +193,10 @@ def refresh_statistics(database: pw.Database) -> None:
     most of the table: it scans the whole table for every batch. Measured
     here, re-importing 200,000 unchanged items straight after their first
     import took 78.1 s without this and 12.2 s with it (the ``ANALYZE``
-    itself: 0.3 s). Skipping
-    tables the connection does not own is PostgreSQL's own (a warning, not
-    an error). SQLite keeps no statistics unless told to, and its planner
-    prefers the indexes without them: nothing to do there.
+    itself: 0.3 s). A table the connection does not own is skipped by
+    PostgreSQL with a warning, not an error. SQLite keeps no statistics
+    unless told to, and its planner prefers the indexes without them:
+    nothing to do there.
     """
     if not is_postgres(database):
         return

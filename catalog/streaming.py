@@ -663,9 +663,12 @@ DEFAULT_SWITCH_SECONDS = 0.0005
 DEFAULT_READER_GRACE = 5.0
 
 
-_switches = threading.Lock()
-#: Readers running in this process, and the switch interval before the first.
-_switch_users = [0, 0.0]
+class _SwitchUsers:
+    """Readers running in this process, and the switch interval before the first."""
+
+    lock = threading.Lock()
+    count = 0
+    saved = 0.0
 
 
 @contextlib.contextmanager
@@ -675,18 +678,18 @@ def _short_switches() -> Iterator[None]:
     Counted, so that imports running side by side in one process (the client
     API's) leave it as they found it whatever order they end in.
     """
-    with _switches:
-        if _switch_users[0] == 0:
-            _switch_users[1] = sys.getswitchinterval()
+    with _SwitchUsers.lock:
+        if _SwitchUsers.count == 0:
+            _SwitchUsers.saved = sys.getswitchinterval()
             sys.setswitchinterval(DEFAULT_SWITCH_SECONDS)
-        _switch_users[0] += 1
+        _SwitchUsers.count += 1
     try:
         yield
     finally:
-        with _switches:
-            _switch_users[0] -= 1
-            if _switch_users[0] == 0:
-                sys.setswitchinterval(_switch_users[1])
+        with _SwitchUsers.lock:
+            _SwitchUsers.count -= 1
+            if _SwitchUsers.count == 0:
+                sys.setswitchinterval(_SwitchUsers.saved)
 
 
 @contextlib.contextmanager
