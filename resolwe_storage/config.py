@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from catalog.database import DATABASE_SCHEMES, redact_url
 from connectors.registry import ALIASES, GCS, LOCAL, S3, connector_kind
@@ -38,86 +36,255 @@ ENV_BROKER = "RESOLWE_STORAGE_BROKER"
 #: The embedded default catalog: a SQLite file in the working directory.
 DEFAULT_DATABASE = "sqlite:///resolwe-storage.sqlite3"
 
-Days = Annotated[StrictInt, Field(description="days")]
-NonNegative = Annotated[StrictInt, Field(ge=0)]
-Positive = Annotated[StrictInt, Field(ge=1)]
+# -- the checks -------------------------------------------------------------
+#
+# Each settings class names its keys (``_Key``): the check, the default, and
+# the key in the document where it differs from the attribute. They are
+# checked here rather than by a validation library: every command validates
+# the configuration first, and pydantic's import and model building were
+# about 90 ms of each command's start-up (``benchmarks/bench_startup.py``),
+# more than half of what ``status`` takes. Every problem is collected, in
+# the order of the fields and then of the unknown keys; the first is named.
+
+#: A problem: the key path (document keys) and what was expected.
+Problem = tuple[tuple[Any, ...], str]
+#: A check: the value and its key path, problems appended; the checked value.
+Check = Callable[[Any, tuple[Any, ...], list[Problem]], Any]
+
+_Settings = TypeVar("_Settings")
+#: The default of a key that must be given.
+_REQUIRED: Any = object()
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _shown(value: Any) -> str:
+    return "a mapping" if isinstance(value, dict) else repr(value)
 
 
-class CopyOverride(_Strict):
-    delay: Days | None = None
+def _integer(minimum: int | None = None) -> Check:
+    def check(value: Any, path: tuple[Any, ...], problems: list[Problem]) -> Any:
+        if type(value) is not int:  # a bool is not a number of days
+            problems.append((path, f"expected an integer, got {_shown(value)}"))
+        elif minimum is not None and value < minimum:
+            problems.append((path, f"expected an integer >= {minimum}, got {_shown(value)}"))
+        return value
+
+    return check
 
 
-class DeleteOverride(_Strict):
-    delay: Days | None = None
-    min_other_copies: NonNegative | None = None
+def _string(value: Any, path: tuple[Any, ...], problems: list[Problem]) -> Any:
+    if type(value) is not str:
+        problems.append((path, f"expected a string, got {_shown(value)}"))
+    return value
 
 
-class CopyRuleSettings(_Strict):
-    delay: Days | None = None
-    data_slug: dict[StrictStr, CopyOverride] = {}
-    process_type: dict[StrictStr, CopyOverride] = {}
+def _boolean(value: Any, path: tuple[Any, ...], problems: list[Problem]) -> Any:
+    if type(value) is not bool:
+        problems.append((path, f"expected true or false, got {_shown(value)}"))
+    return value
 
 
-class DeleteRuleSettings(_Strict):
-    delay: Days | None = None
-    min_other_copies: NonNegative | None = None
+def _anything(value: Any, path: tuple[Any, ...], problems: list[Problem]) -> Any:
+    return value
+
+
+def _optional(check: Check) -> Check:
+    def optional(value: Any, path: tuple[Any, ...], problems: list[Problem]) -> Any:
+        return None if value is None else check(value, path, problems)
+
+    return optional
+
+
+def _mapping(check: Check) -> Check:
+    """A mapping of strings to what ``check`` accepts."""
+
+    def mapping(value: Any, path: tuple[Any, ...], problems: list[Problem]) -> Any:
+        if not isinstance(value, dict):
+            problems.append((path, f"expected a mapping, got {_shown(value)}"))
+            return {}
+        checked = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                problems.append(((*path, key), f"expected a string key, got {key!r}"))
+            checked[key] = check(item, (*path, key), problems)
+        return checked
+
+    return mapping
+
+
+def _settings(cls: type[_Settings]) -> Check:
+    """A mapping checked as the keys of ``cls`` (a ``_Checked``); unknown keys refused."""
+
+    def settings(value: Any, path: tuple[Any, ...], problems: list[Problem]) -> Any:
+        if not isinstance(value, dict):
+            problems.append((path, f"expected a mapping, got {_shown(value)}"))
+            return None
+        before = len(problems)
+        values = {}
+        for spec in cls._keys:  # type: ignore[attr-defined]
+            if spec.key in value:
+                values[spec.name] = spec.check(value[spec.key], (*path, spec.key), problems)
+            elif spec.default is _REQUIRED:
+                problems.append(((*path, spec.key), "required key is missing"))
+        known = cls._known  # type: ignore[attr-defined]
+        for key in value:
+            if key not in known:
+                problems.append(((*path, key), "unknown key"))
+        return cls(**values) if len(problems) == before else None
+
+    return settings
+
+
+class _Key:
+    """One key of a settings class: its check, its default, its name in the document."""
+
+    def __init__(self, check: Check, default: Any = _REQUIRED, *, key: str | None = None) -> None:
+        self.check, self.default, self.key, self.name = check, default, key or "", ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.key = self.key or name
+
+
+class _Checked:
+    """Settings: read-only attributes, one per ``_Key`` of the class and its bases.
+
+    Plain classes rather than dataclasses, whose generated methods cost a
+    millisecond a class at every start-up.
+    """
+
+    _keys: tuple[_Key, ...] = ()
+    _known: frozenset[str] = frozenset()
+
+    def __init_subclass__(cls) -> None:
+        own = tuple(value for value in vars(cls).values() if isinstance(value, _Key))
+        cls._keys = (*cls._keys, *own)
+        cls._known = frozenset(spec.key for spec in cls._keys)
+
+    def __init__(self, **values: Any) -> None:
+        for spec in self._keys:
+            value = values.pop(spec.name, spec.default)
+            if value is _REQUIRED:
+                raise TypeError(f"{type(self).__name__}: {spec.name} is required")
+            object.__setattr__(self, spec.name, {} if value is _EMPTY else value)
+        if values:
+            raise TypeError(f"{type(self).__name__}: unknown {', '.join(sorted(values))}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, s.name) == getattr(other, s.name) for s in self._keys)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{s.name}={getattr(self, s.name)!r}" for s in self._keys)
+        return f"{type(self).__name__}({shown})"
+
+    def replace(self: _Settings, **changes: Any) -> _Settings:
+        """A copy with ``changes``."""
+        values = {s.name: getattr(self, s.name) for s in self._keys}  # type: ignore[attr-defined]
+        return type(self)(**{**values, **changes})
+
+
+#: The default of a mapping key: a new empty mapping for each instance.
+_EMPTY: Any = object()
+
+
+def check_settings(cls: type[_Settings], value: Any, *, path: tuple[Any, ...] = ()) -> _Settings:
+    """``value`` as ``cls``; ConfigError naming the first problem's key path and the count."""
+    problems: list[Problem] = []
+    checked = _settings(cls)(value, path, problems)
+    if problems:
+        where, message = problems[0]
+        shown = ".".join(str(part) for part in where) or "(top level)"
+        more = len(problems) - 1
+        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(f"{shown}: {message}{tail}")
+    return checked  # type: ignore[no-any-return]
+
+
+_DAYS = _optional(_integer())
+_NON_NEGATIVE = _optional(_integer(0))
+_POSITIVE = _optional(_integer(1))
+_TEXT = _optional(_string)
+
+# -- the settings -------------------------------------------------------------
+
+
+class CopyOverride(_Checked):
+    delay: int | None = _Key(_DAYS, None)
+
+
+class DeleteOverride(_Checked):
+    delay: int | None = _Key(_DAYS, None)
+    min_other_copies: int | None = _Key(_NON_NEGATIVE, None)
+
+
+class CopyRuleSettings(_Checked):
+    delay: int | None = _Key(_DAYS, None)
+    data_slug: dict[str, CopyOverride] = _Key(_mapping(_settings(CopyOverride)), _EMPTY)
+    process_type: dict[str, CopyOverride] = _Key(_mapping(_settings(CopyOverride)), _EMPTY)
+
+
+class DeleteRuleSettings(_Checked):
+    delay: int | None = _Key(_DAYS, None)
+    min_other_copies: int | None = _Key(_NON_NEGATIVE, None)
     #: ``null``: no cap.
-    max_per_scan: NonNegative | None = DEFAULT_MAX_DELETES_PER_SCAN
-    max_bytes_per_scan: NonNegative | None = DEFAULT_MAX_DELETE_BYTES_PER_SCAN
-    data_slug: dict[StrictStr, DeleteOverride] = {}
-    process_type: dict[StrictStr, DeleteOverride] = {}
+    max_per_scan: int | None = _Key(_NON_NEGATIVE, DEFAULT_MAX_DELETES_PER_SCAN)
+    max_bytes_per_scan: int | None = _Key(_NON_NEGATIVE, DEFAULT_MAX_DELETE_BYTES_PER_SCAN)
+    data_slug: dict[str, DeleteOverride] = _Key(_mapping(_settings(DeleteOverride)), _EMPTY)
+    process_type: dict[str, DeleteOverride] = _Key(_mapping(_settings(DeleteOverride)), _EMPTY)
 
 
-class VerifyRuleSettings(_Strict):
-    interval: Positive
+class VerifyRuleSettings(_Checked):
+    interval: int = _Key(_integer(1))
 
 
-class _ConnectorSettings(_Strict):
-    priority: StrictInt = DEFAULT_PRIORITY
-    copy_rule: CopyRuleSettings | None = Field(default=None, alias="copy")
-    delete: DeleteRuleSettings | None = None
-    verify: VerifyRuleSettings | None = None
-    audit: VerifyRuleSettings | None = None
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+class _ConnectorSettings(_Checked):
+    priority: int = _Key(_integer(), DEFAULT_PRIORITY)
+    copy_rule: CopyRuleSettings | None = _Key(
+        _optional(_settings(CopyRuleSettings)), None, key="copy"
+    )
+    delete: DeleteRuleSettings | None = _Key(_optional(_settings(DeleteRuleSettings)), None)
+    verify: VerifyRuleSettings | None = _Key(_optional(_settings(VerifyRuleSettings)), None)
+    audit: VerifyRuleSettings | None = _Key(_optional(_settings(VerifyRuleSettings)), None)
 
 
 class LocalSettings(_ConnectorSettings):
-    path: StrictStr
-    public_url: StrictStr | None = None
-    selinux_label: StrictStr | None = None
+    path: str = _Key(_string)
+    public_url: str | None = _Key(_TEXT, None)
+    selinux_label: str | None = _Key(_TEXT, None)
     #: Flush every written file to disk before reporting it copied (ours).
-    fsync: StrictBool = True
+    fsync: bool = _Key(_boolean, True)
     #: Flush the files of one job together, with one ``syncfs`` (ours).
-    batch_fsync: StrictBool = True
+    batch_fsync: bool = _Key(_boolean, True)
 
 
 class S3Settings(_ConnectorSettings):
-    bucket: StrictStr
-    region_name: StrictStr | None = None
-    endpoint_url: StrictStr | None = None
-    credentials: StrictStr | None = None
-    role_arn: StrictStr | None = None
-    multipart_threshold: Positive | None = None
-    multipart_chunksize: Positive | None = None
-    max_pool_connections: Positive | None = None
+    bucket: str = _Key(_string)
+    region_name: str | None = _Key(_TEXT, None)
+    endpoint_url: str | None = _Key(_TEXT, None)
+    credentials: str | None = _Key(_TEXT, None)
+    role_arn: str | None = _Key(_TEXT, None)
+    multipart_threshold: int | None = _Key(_POSITIVE, None)
+    multipart_chunksize: int | None = _Key(_POSITIVE, None)
+    max_pool_connections: int | None = _Key(_POSITIVE, None)
     #: Send a CRC32C with every upload (ours); false for stores that reject them.
-    upload_checksums: StrictBool = True
+    upload_checksums: bool = _Key(_boolean, True)
     #: Seconds to connect, and to wait for the next bytes of an answer (ours).
-    connect_timeout: Positive | None = None
-    read_timeout: Positive | None = None
+    connect_timeout: int | None = _Key(_POSITIVE, None)
+    read_timeout: int | None = _Key(_POSITIVE, None)
 
 
 class GCSSettings(_ConnectorSettings):
-    bucket: StrictStr
-    credentials: StrictStr | None = None
-    endpoint_url: StrictStr | None = None
+    bucket: str = _Key(_string)
+    credentials: str | None = _Key(_TEXT, None)
+    endpoint_url: str | None = _Key(_TEXT, None)
     #: Seconds for a request to connect and answer (ours).
-    timeout: Positive | None = None
+    timeout: int | None = _Key(_POSITIVE, None)
 
 
 SETTINGS_BY_KIND: dict[str, type[_ConnectorSettings]] = {
@@ -127,28 +294,28 @@ SETTINGS_BY_KIND: dict[str, type[_ConnectorSettings]] = {
 }
 
 
-class _ConnectorEntry(_Strict):
-    connector: StrictStr
-    config: dict[StrictStr, Any]
+class _ConnectorEntry(_Checked):
+    connector: str = _Key(_string)
+    config: dict[str, Any] = _Key(_mapping(_anything))
 
 
-class RemovalSettings(_Strict):
+class RemovalSettings(_Checked):
     #: Days after an item's removal that its copies go (negative: never).
-    delay: Days = 0
+    delay: int = _Key(_integer(), 0)
 
 
-class ResolweSettings(_Strict):
+class ResolweSettings(_Checked):
     #: Resolwe's connector names to ours (``import --from-resolwe``); a name
     #: not listed is ours too.
-    connectors: dict[StrictStr, StrictStr] = {}
+    connectors: dict[str, str] = _Key(_mapping(_string), _EMPTY)
 
 
-class _Document(_Strict):
-    database: StrictStr | None = None
-    broker: StrictStr | None = None
-    removal: RemovalSettings = RemovalSettings()
-    resolwe: ResolweSettings = ResolweSettings()
-    connectors: dict[StrictStr, _ConnectorEntry] = {}
+class _Document(_Checked):
+    database: str | None = _Key(_TEXT, None)
+    broker: str | None = _Key(_TEXT, None)
+    removal: RemovalSettings = _Key(_settings(RemovalSettings), RemovalSettings())
+    resolwe: ResolweSettings = _Key(_settings(ResolweSettings), ResolweSettings())
+    connectors: dict[str, _ConnectorEntry] = _Key(_mapping(_settings(_ConnectorEntry)), _EMPTY)
 
 
 @dataclass(frozen=True)
@@ -219,41 +386,8 @@ def _rule(settings: CopyRuleSettings | DeleteRuleSettings | None) -> Rule | None
     )
 
 
-# -- errors ---------------------------------------------------------------
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    """What was expected, in a few words, for one pydantic error."""
-    kind = error["type"]
-    given = error.get("input")
-    shown = repr(given) if not isinstance(given, dict) else "a mapping"
-    ctx = error.get("ctx") or {}
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"expected an integer, got {shown}"
-    if kind in ("string_type",):
-        return f"expected a string, got {shown}"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"expected a mapping, got {shown}"
-    if kind == "greater_than_equal":
-        return f"expected an integer >= {ctx.get('ge')}, got {shown}"
-    return f"{error['msg']}, got {shown}"
-
-
-def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> tuple[str, int]:
-    errors = exc.errors()
-    first = errors[0]
-    aliases = {"copy_rule": "copy"}
-    path = ".".join(str(aliases.get(str(part), part)) for part in (*prefix, *first["loc"]))
-    return f"{path or '(top level)'}: {_describe(first)}", len(errors) - 1
-
-
-def _raise(where: str, message: str, more: int = 0) -> None:
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    raise ConfigError(f"{where}: {message}{tail}")
+def _raise(where: str, message: str) -> None:
+    raise ConfigError(f"{where}: {message}")
 
 
 # -- loading --------------------------------------------------------------
@@ -308,9 +442,9 @@ def build_config(
     if not isinstance(document, dict):
         _raise(source, f"expected a mapping at the top level, got {type(document).__name__}")
     try:
-        parsed = _Document.model_validate(document)
-    except ValidationError as exc:
-        _raise(source, *_first_error(exc))
+        parsed = check_settings(_Document, document)
+    except ConfigError as exc:
+        _raise(source, str(exc))
 
     connectors: dict[str, ConnectorConfig] = {}
     for name, entry in parsed.connectors.items():
@@ -323,9 +457,11 @@ def build_config(
                 f"expected one of {known} or an original Resolwe class path",
             )
         try:
-            settings = SETTINGS_BY_KIND[kind].model_validate(entry.config)
-        except ValidationError as exc:
-            _raise(source, *_first_error(exc, ("connectors", name, "config")))
+            settings = check_settings(
+                SETTINGS_BY_KIND[kind], entry.config, path=("connectors", name, "config")
+            )
+        except ConfigError as exc:
+            _raise(source, str(exc))
         settings = _resolve_paths(settings, base_dir)
         connectors[name] = ConnectorConfig(name=name, kind=kind, settings=settings)  # type: ignore[arg-type]
 
@@ -366,7 +502,7 @@ def _resolve_paths(settings: _ConnectorSettings, base_dir: Path | None) -> _Conn
             path = (base_dir / path).resolve()
         if str(path) != value:
             changes[key] = str(path)
-    return settings.model_copy(update=changes) if changes else settings
+    return settings.replace(**changes) if changes else settings
 
 
 def load_config(

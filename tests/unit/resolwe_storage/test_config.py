@@ -337,6 +337,32 @@ S3_BASE = {"bucket": "b"}
             minimal(S3={"connector": "resolwe.storage.connectors.s3connector.S3", "config": {}}),
             "connectors.S3.connector: unknown connector",
         ),
+        (
+            minimal(local={"connector": "local", "config": {"path": "/a", "fsync": "yes"}}),
+            "connectors.local.config.fsync: expected true or false, got 'yes'",
+        ),
+        (
+            minimal(local={"connector": "local", "config": {"path": "/a", "fsync": 1}}),
+            "connectors.local.config.fsync: expected true or false, got 1",
+        ),
+        (
+            minimal(S3={"connector": "s3", "config": {**S3_BASE, "priority": None}}),
+            "connectors.S3.config.priority: expected an integer, got None",
+        ),
+        (
+            minimal(S3={"connector": "s3", "config": {**S3_BASE, "copy_rule": {"delay": 1}}}),
+            "connectors.S3.config.copy_rule: unknown key",
+        ),
+        (
+            minimal(S3={"connector": "s3", "config": {**S3_BASE, "copy": {"data_slug": {7: {}}}}}),
+            "connectors.S3.config.copy.data_slug.7: expected a string key, got 7",
+        ),
+        ({"removal": None}, "removal: expected a mapping, got None"),
+        ({"resolwe": {"connectors": {"old": 3}}}, "resolwe.connectors.old: expected a string"),
+        (
+            minimal(S3={"connector": "s3", "config": {**S3_BASE, "delete": {"max_per_scan": -1}}}),
+            "connectors.S3.config.delete.max_per_scan: expected an integer >= 0, got -1",
+        ),
         ([1, 2], "expected a mapping at the top level, got list"),
     ],
 )
@@ -353,6 +379,37 @@ def test_the_number_of_further_problems_is_given() -> None:
     document = minimal(S3={"connector": "s3", "config": {"copy": {"delay": "x"}, "typo": 1}})
     with pytest.raises(ConfigError, match=r"\(and 2 more problems\)$"):
         build_config(document, source="c", environ={})
+
+
+def test_the_problems_come_in_the_order_of_the_keys_then_the_unknown_ones() -> None:
+    document = minimal(S3={"connector": "s3", "config": {"typo": 1, "copy": {"delay": "x"}}})
+    with pytest.raises(ConfigError) as caught:
+        build_config(document, source="c", environ={})
+    assert str(caught.value) == (
+        "c: connectors.S3.config.copy.delay: expected an integer, got 'x' (and 2 more problems)"
+    )
+
+
+def test_settings_are_read_only_values() -> None:
+    config = build_config(
+        minimal(S3={"connector": "s3", "config": {**S3_BASE, "copy": {"delay": 2}}}),
+        source="c",
+        environ={},
+    )
+    settings = config.connectors["S3"].settings
+    with pytest.raises(AttributeError, match="read-only"):
+        settings.bucket = "other"  # type: ignore[misc]
+    assert settings.copy_rule.delay == 2
+    assert settings.replace(bucket="other").bucket == "other"
+    assert settings.bucket == "b"
+    again = build_config(
+        minimal(S3={"connector": "s3", "config": {**S3_BASE, "copy": {"delay": 2}}}),
+        source="c",
+        environ={},
+    )
+    assert again.connectors["S3"].settings == settings
+    assert settings.replace(priority=1) != settings
+    assert "bucket='b'" in repr(settings)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ HEAVY = (
     "starlette",
     "uvicorn",
     "jinja2",
+    "pydantic",
 )
 
 PROBE = """
