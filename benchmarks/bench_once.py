@@ -9,7 +9,8 @@ the first folder by ``import``, untimed; a copy of that catalog file per
 run), an empty destination, the source in the page cache and a quiet
 machine (``measure.warm``, ``measure.settle``); ``run --once`` is timed from
 its start to its exit (interpreter start-up, the scan, every copy validated
-and recorded, each file flushed to disk), and checked afterwards: every
+and recorded, each file flushed to disk), our packages byte-compiled as
+installed ones are, and checked afterwards: every
 location on the destination ``OK``, every file there.
 
 - ``small``: 2,000 x 16 KiB (200 items of 10 files) against
@@ -38,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_transfer import Run, find_tool, measure  # noqa: E402
+from measure import compile_packages  # noqa: E402
 
 from connectors.hashing import hash_stream  # noqa: E402
 
@@ -203,6 +205,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default="small,big")
     args = parser.parse_args()
+    compile_packages(ROOT)
     trash = OUT / "trash"
     shutil.rmtree(trash, ignore_errors=True)
     trash.mkdir(parents=True)

@@ -13,7 +13,6 @@ otherwise compile them again. Target (issue 21): 150 ms each.
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_transfer import find_tool  # noqa: E402
+from measure import compile_packages  # noqa: E402
 
 TARGET_MS = 150
 
@@ -44,8 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    for package in ("catalog", "connectors", "scheduler", "workers", "resolwe_storage"):
-        compileall.compile_dir(ROOT / package, quiet=1)
+    compile_packages(ROOT)
     folder = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     config = folder / "config.yaml"
     config.write_text(
