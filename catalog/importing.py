@@ -54,6 +54,15 @@ IMPORT_LOCK_REASON = "import"
 
 def parse_time(value: Any) -> datetime:
     """Parse ISO-8601 text into naive UTC; a time without zone is UTC."""
+    if type(value) is str and value.endswith("Z"):
+        # The common form (``...Z``, as exports write): naive is UTC already.
+        try:
+            moment = datetime.fromisoformat(value[:-1])
+        except ValueError:
+            pass  # told below, of the whole text
+        else:
+            if moment.tzinfo is None:
+                return moment
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):

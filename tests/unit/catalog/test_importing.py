@@ -105,6 +105,10 @@ def _bad_time(doc: dict[str, Any]) -> None:
     doc["created"] = "yesterday"
 
 
+def _zone_twice(doc: dict[str, Any]) -> None:
+    doc["created"] = "2026-01-01T00:00:00+01:00Z"
+
+
 def _missing_created(doc: dict[str, Any]) -> None:
     del doc["created"]
 
@@ -129,6 +133,7 @@ def _duplicate_key(doc: dict[str, Any]) -> None:
         (_dotdot_path, r"^items\.2\.files\.0\.path: path '\.\./outside' has a '\.\.' segment"),
         (_unknown_connector, r"^items\.2\.locations\.0\.connector: 'GCS' is not a configured"),
         (_bad_time, r"^items\.2\.created: expected an ISO-8601 time, got 'yesterday'"),
+        (_zone_twice, r"^items\.2\.created: expected an ISO-8601 time, got '2026-01-01T00:00"),
         (_missing_created, r"^items\.2\.created: required key is missing"),
         (_unknown_key, r"^items\.2\.colour: unknown key"),
         (_negative_size, r"^items\.2\.files\.0\.size: "),
@@ -355,6 +360,7 @@ def test_the_actor_is_recorded(catalog_db: pw.Database) -> None:
         "2026-01-01 00:00:00",
         "2026-01-01",
         "2026-01-01T00:00:00Z",
+        "2026-01-01T00:00:00.000000Z",
         "2026-01-01T00:00:00+00:00",
         "2026-01-01T02:30:00+02:30",
         "2025-12-31T19:00:00-05:00",
