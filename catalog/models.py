@@ -63,6 +63,9 @@ class FileStorage(BaseModel):
     #: When the producer said the item is gone (None: it is not); every copy
     #: is deleted after the removal grace, then the item (``catalog.removal``).
     removed = pw.DateTimeField(null=True)
+    #: A digest of the item's text in the document that last imported it
+    #: (``catalog.streaming``): the same text again is passed over.
+    import_digest = pw.CharField(max_length=32, null=True)
 
     class Meta:
         table_name = "file_storage"

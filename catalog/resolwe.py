@@ -27,6 +27,7 @@ pages of FileStorages by id.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,11 +62,15 @@ def resolwe_items(
     skipped: Skipped | None = None,
     page: int = DEFAULT_PAGE,
     connect: Callable[[str], Any] | None = None,
-) -> Iterator[tuple[str, dict[str, Any]]]:
+    texts: bool = False,
+) -> Iterator[tuple[Any, ...]]:
     """``(where, item)`` of each FileStorage of the Resolwe database at ``dsn``, by id.
 
     ``connectors``: Resolwe's connector name → ours, for every connector to
     import (a location on any other is left out and counted in ``skipped``).
+    ``texts``: ``(where, item, text)``, the item written as JSON, of which
+    the import keeps a digest: a FileStorage that has not changed since the
+    last run is passed over (``catalog.streaming``).
     """
     import psycopg2
 
@@ -90,12 +95,19 @@ def resolwe_items(
                     found = list(_page(cursor, rows, connectors, skipped or Skipped()))
                 except psycopg2.Error as exc:
                     raise _unreadable(dsn, exc) from None
-                yield from found
+                if texts:
+                    for where, item in found:
+                        yield where, item, _dumps(item)
+                else:
+                    yield from found
                 after = rows[-1][0]
     finally:
         if not connection.closed:
             connection.rollback()
             connection.close()
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _unreadable(dsn: str, exc: Exception) -> ImportDocumentError:

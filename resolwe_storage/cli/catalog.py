@@ -78,7 +78,7 @@ def import_command(
             name = "standard input" if source == "-" else source
             chosen = format_ or ("json" if source == "-" else sniff_format(source))
             stream = stack.enter_context(_opened(source, name))
-            items = read_items(stream, format=chosen, name=name)
+            items = read_items(stream, format=chosen, name=name, texts=True)
             # The first item read before the catalog is opened: a file that
             # is not a document at all leaves no catalog behind.
             items = itertools.chain(list(itertools.islice(items, 1)), items)
@@ -110,7 +110,7 @@ def import_command(
         )
 
 
-def _from_resolwe(context: Context, dsn: str) -> tuple[Iterator[tuple[str, Any]], Any]:
+def _from_resolwe(context: Context, dsn: str) -> tuple[Iterator[tuple[Any, ...]], Any]:
     """The items of the Resolwe database at ``dsn``, and where its skipped locations are told."""
     from catalog.resolwe import Skipped, connector_map, resolwe_items
     from scheduler.rules import ineffective_rules
@@ -122,7 +122,7 @@ def _from_resolwe(context: Context, dsn: str) -> tuple[Iterator[tuple[str, Any]]
             click.echo(f"warning: {warning}", err=True)
     skipped = Skipped()
     names = connector_map(config.resolwe_connectors, config.connectors)
-    return resolwe_items(dsn, connectors=names, skipped=skipped), skipped
+    return resolwe_items(dsn, connectors=names, skipped=skipped, texts=True), skipped
 
 
 @cli.command("export")

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg2
 import pytest
 
+from catalog.database import open_database
 from catalog.resolwe import Skipped, connector_map, resolwe_items
 from tests.conftest import new_postgres_database
 from tests.processes import Cli
@@ -110,6 +111,43 @@ def test_the_command_imports_a_resolwe_database_read_only_and_catches_up(
     fill_generated(source, 3, seed=1)
     later = json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)
     assert later["created"] == 3 and later["unchanged"] == len(expected)
+
+
+def test_a_catch_up_keeps_what_happened_here_to_what_did_not_change_there(
+    tmp_path: Path, source: str, awkward: dict[str, Any], catalog: str
+) -> None:
+    cli = Cli(write_config(tmp_path, database=catalog))
+    cli.ok("import", "--from-resolwe", source)
+    expected = awkward["document"]["items"]
+    gone, moved = [item for item in expected if item["locations"]][:2]
+
+    def accesses(key: str) -> list[str]:
+        return [
+            loc["last_access"] for loc in json.loads(cli.ok("show", key, "--json").out)["locations"]
+        ]
+
+    before = accesses(moved["key"])
+    # Here, one item's copies went (a delete by the policies, say) ...
+    here = open_database(catalog)
+    here.execute_sql(
+        "DELETE FROM storage_location WHERE file_storage_id ="
+        f" (SELECT id FROM file_storage WHERE key = {here.param})",
+        (gone["key"],),
+    )
+    here.close()
+    # ... and there, another item's copy was used again.
+    with psycopg2.connect(source) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE storage_storagelocation SET last_update = last_update + interval '1 day'"
+            " WHERE file_storage_id = %s",
+            (int(moved["key"].removeprefix("resolwe:")),),
+        )
+    connection.close()
+    again = json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)
+    assert (again["created"], again["updated"], again["unchanged"]) == (0, 1, len(expected) - 1)
+    assert accesses(gone["key"]) == []  # not brought back: the source says nothing new of it
+    after = accesses(moved["key"])
+    assert len(after) == len(before) and after != before
 
 
 def test_a_file_and_from_resolwe_together_are_refused(tmp_path: Path) -> None:

@@ -188,6 +188,47 @@ def test_import_reads_json_lines_by_extension_and_counts_what_it_did(tmp_path: P
     assert shown["status"] == "ER" and len(shown["locations"][0]["locks"]) == 2
 
 
+def test_an_import_again_passes_over_the_items_whose_text_did_not_change(
+    tmp_path: Path,
+) -> None:
+    cli = Cli(write_config(tmp_path, broker=None))
+    items = [
+        {
+            "key": f"same-{n}",
+            "created": "2026-01-01T00:00:00Z",
+            "locations": [{"connector": "local", "url": f"same-{n}"}],
+            "files": [{"path": "f.txt", "size": n}],
+        }
+        for n in range(3)
+    ]
+    for name, lines in (("items.jsonl", True), ("items.json", False)):
+        document = tmp_path / name
+        document.write_text(
+            "\n".join(json.dumps(item) for item in items) + "\n"
+            if lines
+            else json.dumps({"items": items}, indent=2)
+        )
+        cli.ok("import", document)
+        # Since then every copy was accessed (as the API records it).
+        with sqlite3.connect(tmp_path / "catalog.sqlite3") as catalog:
+            catalog.execute("UPDATE storage_location SET last_update = '2027-01-01 00:00:00'")
+        catalog.close()
+        items[0]["files"][0]["size"] += 10  # a new version of one
+        document.write_text(
+            "\n".join(json.dumps(item) for item in items) + "\n"
+            if lines
+            else json.dumps({"items": items}, indent=2)
+        )
+        outcome = cli.ok("import", document, "--json")
+        assert json.loads(outcome.out) == {"created": 0, "updated": 1, "unchanged": 2}
+        accessed = {
+            key: json.loads(cli.ok("show", key, "--json").out)["locations"][0]["last_access"]
+            for key in ("same-0", "same-1")
+        }
+        assert accessed["same-0"].startswith("2026-01-01")  # looked at: the document's
+        assert accessed["same-1"].startswith("2027-01-01")  # passed over: what happened since
+
+
 def test_export_piped_into_import_of_an_empty_catalog_round_trips(tmp_path: Path) -> None:
     source = Cli(write_config(tmp_path, broker=None))
     for key in ("a", "b"):

@@ -13,6 +13,7 @@ import json
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import peewee as pw
@@ -509,3 +510,124 @@ def test_imports_side_by_side_leave_the_switch_interval_as_they_found_it() -> No
     assert sys.getswitchinterval() == streaming.DEFAULT_SWITCH_SECONDS
     second.__exit__(None, None, None)
     assert sys.getswitchinterval() == before
+
+
+# -- passing over what was imported from the same text ------------------------------
+
+
+def with_texts(items: list[dict[str, Any]]) -> Iterator[tuple[str, Any, str]]:
+    """``(where, item, text)`` as ``read_items(..., texts=True)`` gives them."""
+    return ((f"line {n + 1}", item, json.dumps(item)) for n, item in enumerate(items))
+
+
+def digests() -> dict[str, str | None]:
+    return {row.key: row.import_digest for row in FileStorage.select()}
+
+
+def test_an_item_imported_from_the_same_text_is_passed_over(catalog_db: pw.Database) -> None:
+    items = variety("d-")
+    first = import_items(with_texts(items), connectors=CONNECTORS, database=catalog_db, batch=2)
+    assert (first.created, first.updated, first.unchanged) == (6, 0, 0)
+    stamped = digests()
+    assert all(len(digest or "") == 32 for digest in stamped.values())
+    # Since then a copy was accessed, another deleted (workers, not an import).
+    location = StorageLocation.get(StorageLocation.url == "d-plain")
+    StorageLocation.update(last_update=location.last_update.replace(year=2027)).where(
+        StorageLocation.id == location.id
+    ).execute()
+    StorageLocation.delete().where(
+        (StorageLocation.url == "d-two") & (StorageLocation.connector_name == "S3")
+    ).execute()
+    before = (Action.select().count(), story("d-"))
+    again = import_items(with_texts(items), connectors=CONNECTORS, database=catalog_db, batch=4)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 6)
+    # Passed over: the catalog keeps what happened since, not the document's older view.
+    assert (Action.select().count(), story("d-")) == before
+    assert StorageLocation.get(StorageLocation.url == "d-plain").last_update.year == 2027
+    assert digests() == stamped
+
+
+def test_an_item_whose_text_changed_goes_through_every_rule_and_is_stamped_anew(
+    catalog_db: pw.Database,
+) -> None:
+    items = variety("c-")
+    import_items(with_texts(items), connectors=CONNECTORS, database=catalog_db)
+    stamped = digests()
+    location = StorageLocation.get(StorageLocation.url == "c-plain")
+    StorageLocation.update(last_update=location.last_update.replace(year=2027)).where(
+        StorageLocation.id == location.id
+    ).execute()
+    items[0]["files"][0]["size"] = 4  # a new version of c-plain's a.txt
+    counts = import_items(with_texts(items), connectors=CONNECTORS, database=catalog_db)
+    assert (counts.created, counts.updated, counts.unchanged) == (0, 1, 5)
+    now = digests()
+    assert now["c-plain"] != stamped["c-plain"] and len(now["c-plain"] or "") == 32
+    assert {k: v for k, v in now.items() if k != "c-plain"} == {
+        k: v for k, v in stamped.items() if k != "c-plain"
+    }
+    # The changed item was looked at whole: the document's last_update holds again.
+    assert StorageLocation.get(StorageLocation.url == "c-plain").last_update.year == 2026
+    assert ReferencedPath.get(ReferencedPath.path == "a.txt").size == 4
+    assert import_items(
+        with_texts(items), connectors=CONNECTORS, database=catalog_db
+    ).unchanged == len(items)
+
+
+def test_items_without_their_text_are_looked_at_and_unstamped(catalog_db: pw.Database) -> None:
+    items = variety("n-")
+    import_items(with_texts(items), connectors=CONNECTORS, database=catalog_db)
+    location = StorageLocation.get(StorageLocation.url == "n-plain")
+    StorageLocation.update(last_update=location.last_update.replace(year=2027)).where(
+        StorageLocation.id == location.id
+    ).execute()
+    # A source that gives no text (the client API, a Resolwe database): every
+    # item is compared, and what it last imported no longer counts as text.
+    counts = import_items(stream_of(items), connectors=CONNECTORS, database=catalog_db)
+    assert (counts.updated, counts.unchanged) == (1, 5)
+    assert StorageLocation.get(StorageLocation.url == "n-plain").last_update.year == 2026
+    assert set(digests().values()) == {None}
+    counts = import_items(with_texts(items), connectors=CONNECTORS, database=catalog_db)
+    assert (counts.created, counts.updated, counts.unchanged) == (0, 0, 6)
+    assert None not in set(digests().values())
+
+
+def test_another_configuration_checks_the_same_text_again(catalog_db: pw.Database) -> None:
+    items = variety("k-")
+    import_items(with_texts(items), connectors=CONNECTORS, database=catalog_db)
+    with pytest.raises(ImportDocumentError, match=r"'S3' is not a configured connector"):
+        import_items(with_texts(items), connectors={"local"}, database=catalog_db)
+    # An ingest's verification time is part of what an item's text says.
+    stamped = digests()
+    counts = import_items(
+        with_texts(items),
+        connectors=CONNECTORS,
+        database=catalog_db,
+        verified_at=datetime(2026, 2, 1),
+    )
+    assert counts.unchanged + counts.updated == len(items)
+    assert not set(digests().values()) & set(stamped.values())
+
+
+def test_a_key_twice_is_refused_when_one_of_them_is_passed_over(catalog_db: pw.Database) -> None:
+    items = variety("t-")
+    import_items(with_texts(items), connectors=CONNECTORS, database=catalog_db)
+    twice = [*items, {**items[0], "data_slug": "other"}]
+    with pytest.raises(ImportDocumentError, match=r"line 7\.key: 't-plain' appears twice"):
+        import_items(with_texts(twice), connectors=CONNECTORS, database=catalog_db)
+    with pytest.raises(ImportDocumentError, match=r"line 7\.key: appears twice \(also line 1\)"):
+        import_items(with_texts(twice), connectors=CONNECTORS, database=catalog_db, batch=2)
+
+
+def test_a_json_document_and_json_lines_of_the_same_items_have_the_same_digests(
+    catalog_db: pw.Database,
+) -> None:
+    items = variety("j-")
+    lines = "".join(json.dumps(item) + "\r\n" for item in items).encode()
+    import_items(
+        read_items(io.BytesIO(lines), format="jsonl", texts=True),
+        connectors=CONNECTORS,
+        database=catalog_db,
+    )
+    document = read_items(io.BytesIO(document_bytes(items, indent=None)), texts=True)
+    counts = import_items(document, connectors=CONNECTORS, database=catalog_db)
+    assert (counts.created, counts.updated, counts.unchanged) == (0, 0, 6)
