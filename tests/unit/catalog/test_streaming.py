@@ -21,7 +21,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from catalog import streaming
+from catalog import sql, streaming
 from catalog.errors import ImportDocumentError, InvalidPathError
 from catalog.importing import IMPORT_LOCK_REASON, import_one
 from catalog.models import (
@@ -631,3 +631,31 @@ def test_a_json_document_and_json_lines_of_the_same_items_have_the_same_digests(
     document = read_items(io.BytesIO(document_bytes(items, indent=None)), texts=True)
     counts = import_items(document, connectors=CONNECTORS, database=catalog_db)
     assert (counts.created, counts.updated, counts.unchanged) == (0, 0, 6)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 2000])
+def test_new_and_passed_over_items_mixed_in_any_batches(
+    catalog_db: pw.Database, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    old, new = variety("o-"), variety("n-")
+    import_items(with_texts(old), connectors=CONNECTORS, database=catalog_db)
+    checked: list[str] = []
+    real = streaming.checked_item
+
+    def counted(raw: Any, where: str, **options: Any) -> Any:
+        checked.append(raw["key"])
+        return real(raw, where, **options)
+
+    monkeypatch.setattr(streaming, "checked_item", counted)
+    mixed = [new[0], *old[:3], new[1], *old[3:], *new[2:]]
+    mixed[2] = {**mixed[2], "data_slug": "changed"}
+    counts = import_items(
+        with_texts(mixed), connectors=CONNECTORS, database=catalog_db, batch=batch
+    )
+    assert (counts.created, counts.updated, counts.unchanged) == (6, 1, 5)
+    assert FileStorage.get(FileStorage.key == mixed[2]["key"]).data_slug == "changed"
+    assert None not in set(digests().values())
+    if sql.is_sqlite(catalog_db) and batch >= len(mixed):
+        # Read before they are checked, the old items of the same text are not checked again
+        # (on PostgreSQL the reading thread checks them, and the writer passes over).
+        assert sorted(checked) == sorted([*(item["key"] for item in new), mixed[2]["key"]])
