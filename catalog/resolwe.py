@@ -107,7 +107,7 @@ def resolwe_items(
             connection.close()
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def _unreadable(dsn: str, exc: Exception) -> ImportDocumentError:
