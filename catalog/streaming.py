@@ -6,6 +6,9 @@ common, plain item by a fast check of our own, anything else by the
 document's models (``catalog.importing``), which name what is wrong. Then,
 per batch of ``DEFAULT_BATCH`` items (``import_items``):
 
+- items the catalog last imported from the same text (a digest of it is
+  kept with each item, ``_Digests``) are passed over, and the catalog keeps
+  what happened to them since;
 - items new to the catalog are written with a few bulk statements
   (``catalog.sql.insert``: arrays on PostgreSQL, long ``VALUES`` on SQLite);
 - items the catalog holds exactly as the document describes them are
