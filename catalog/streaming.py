@@ -1433,7 +1433,7 @@ def import_document(
     if "items" not in document:
         raise ImportDocumentError("items: required key is missing")
     if not isinstance(document["items"], list):
-        raise ImportDocumentError("items: Input should be a valid list")
+        raise ImportDocumentError(f"items: expected a list, got {type(document['items']).__name__}")
     counts = import_items(
         ((f"items.{index}", raw) for index, raw in enumerate(document["items"])),
         connectors=connectors,

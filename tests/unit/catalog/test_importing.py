@@ -550,3 +550,8 @@ def test_a_concurrent_writer_of_the_same_key_gives_a_clear_error(
     assert "at the same time" in str(outcome[0])
     assert StorageLocation.select().count() == 0
     assert [row.key for row in FileStorage.select()] == ["raced"]
+
+
+def test_items_that_are_not_a_list_are_one_line(catalog_db: pw.Database) -> None:
+    with pytest.raises(ImportDocumentError, match=r"^items: expected a list, got int$"):
+        import_document({"items": 5}, connectors={"local"}, database=catalog_db)
