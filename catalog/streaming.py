@@ -706,7 +706,7 @@ def _checked_batches(
     After the first problem no batch is given: the rest is only read for
     more problems, up to ``max_errors``.
     """
-    first = look_up and _stamped()
+    whole = look_up and _stamped()  # each batch read whole before it is checked
     group: list[tuple[str, Any, str | None]] = []
     made = _Batch([], {})
     count = 0
@@ -714,13 +714,13 @@ def _checked_batches(
     for entry in items:
         digest = of(entry[2]) if len(entry) > 2 else None
         count += 1
-        if first:
+        if whole:
             group.append((entry[0], entry[1], digest))
         elif not _check_one(made, entry[0], entry[1], digest, connectors, keys, errors, max_errors):
             return
         if count < batch:
             continue
-        made, first = _read_rows(made, group, connectors, keys, errors, max_errors, look_up)
+        made, whole = _read_rows(made, group, connectors, keys, errors, max_errors, look_up)
         group, count = [], 0
         if len(errors) >= max_errors:
             return
