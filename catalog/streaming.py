@@ -762,21 +762,17 @@ def _read_rows(
         return made, False
     if not group:
         made.stored = _existing(list(made.digests))
-        return made, any(
-            row[_DIGEST] is not None and row[_DIGEST] == made.digests[key]
-            for key, row in made.stored.items()
-        )
+        return made, any(_passes(made.stored, key, made.digests[key]) for key in made.stored)
     stored = _existing(
         [key for _, raw, _ in group if type(raw) is dict and type(key := raw.get("key")) is str]
     )
     made = _Batch([], {}, stored=stored)
     for where, raw, digest in group:
-        if stored and digest is not None and type(raw) is dict:
+        if stored and type(raw) is dict:
             key = raw.get("key")
-            row = stored.get(key) if type(key) is str else None
-            if row is not None and row[_DIGEST] == digest:
+            if type(key) is str and _passes(stored, key, digest):
                 try:
-                    keys.add(key, where)  # type: ignore[arg-type]
+                    keys.add(key, where)
                 except ImportDocumentError as exc:
                     errors.append(str(exc))
                     if len(errors) >= max_errors:
@@ -787,6 +783,13 @@ def _read_rows(
         if not _check_one(made, where, raw, digest, connectors, keys, errors, max_errors):
             break
     return made, made.passed > 0
+
+
+def _passes(stored: dict[str, tuple[Any, ...]], key: str, digest: str | None) -> bool:
+    """Whether the catalog (``stored``, ``_existing``'s rows) last imported ``key`` from
+    the text of ``digest``."""
+    row = stored.get(key)
+    return digest is not None and row is not None and row[_DIGEST] == digest
 
 
 def _check_one(
@@ -1091,13 +1094,7 @@ def _write(
     if stored is None:
         stored = _existing([item.key for item in batch.items])
     digests = batch.digests
-    passed = {
-        item.key
-        for item in batch.items
-        if (digest := digests[item.key]) is not None
-        and (row := stored.get(item.key)) is not None
-        and row[_DIGEST] == digest
-    }
+    passed = {item.key for item in batch.items if _passes(stored, item.key, digests[item.key])}
     counts.unchanged += len(passed)
     todo = [item for item in batch.items if item.key not in passed]
     known = [item for item in todo if item.key in stored and item.simple]
@@ -1109,7 +1106,8 @@ def _write(
     _insert(new, digests, actor=actor)
     counts.created += len(new)
     counts.unchanged += len(same)
-    written = {item.key for item in new} | same
+    inserted = {item.key for item in new}
+    written = inserted | same
     for item in todo:
         if item.key in written:
             continue
@@ -1120,7 +1118,6 @@ def _write(
             counts.updated += 1
         else:
             counts.unchanged += 1
-    inserted = {item.key for item in new}
     _stamp(
         [
             (item.key, digests[item.key])
