@@ -33,12 +33,12 @@ from resolwe_storage.errors import InputError
 from resolwe_storage.urls import DEFAULT_URL_EXPIRES, file_url, ok_copies
 from resolwe_storage.wiring import configured, open_catalog
 from workers.broker import (
-    UNREACHABLE,
     BrokerUnavailable,
     Pending,
     answering,
     enqueue_many,
     make_broker,
+    unreachable,
 )
 from workers.errors import LocationGoneError
 from workers.messages import QUEUE_VERIFY, copy_messages, verify_messages
@@ -147,7 +147,7 @@ class StorageService:
                     ],
                 )
         except BrokerUnavailable:
-            with contextlib.suppress(*UNREACHABLE):
+            with contextlib.suppress(*unreachable()):
                 for key, new in zip(keys, fresh, strict=True):
                     if new:
                         pending.release(key)

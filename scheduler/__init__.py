@@ -12,6 +12,6 @@ module          what it holds
 ==============  =============================================================
 
 Depends on ``catalog``, and of ``workers`` only on the queue contract
-(``workers.messages``, ``workers.broker``). ``rules``, ``policy`` and
-``planning`` read no clock and contact no server.
+(``workers.messages``, ``workers.broker``, ``workers.outage``). ``rules``,
+``policy`` and ``planning`` read no clock and contact no server.
 """

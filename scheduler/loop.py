@@ -25,7 +25,8 @@ from catalog.models import utcnow
 from scheduler.lease import Lease
 from scheduler.rules import ConnectorPolicy
 from scheduler.scan import ScanReport, scan
-from workers.broker import UNREACHABLE, BrokerUnavailable, Outage, answering
+from workers.broker import BrokerUnavailable, answering, unreachable
+from workers.outage import Outage
 
 #: Seconds between scans.
 DEFAULT_SCAN_INTERVAL = 60
@@ -75,7 +76,7 @@ class ScanLoop:
             return True
         try:
             held = self.lease.hold()
-        except UNREACHABLE as exc:
+        except unreachable() as exc:
             self.broker_down.failed(exc)
             self.holding = False
             return False
@@ -153,5 +154,5 @@ class ScanLoop:
         finally:
             runner.shutdown(wait=False)
             if self.lease is not None:
-                with contextlib.suppress(*UNREACHABLE):
+                with contextlib.suppress(*unreachable()):
                     self.lease.release()

@@ -54,7 +54,7 @@ from catalog.settings import deletes_paused, last_audit
 from scheduler.planning import DueItem, Planner
 from scheduler.policy import COPY, DELETE, REMOVE, REPAIR, VERIFY, cutoff
 from scheduler.rules import ConnectorPolicy
-from workers.broker import UNREACHABLE, BrokerUnavailable, Pending, answering, enqueue_many
+from workers.broker import BrokerUnavailable, Pending, answering, enqueue_many, unreachable
 from workers.messages import (
     PENDING_AUDIT,
     PENDING_REMOVE,
@@ -198,7 +198,7 @@ def scan(
         except BrokerUnavailable:
             # Nothing stays reserved that was not queued: the next scan plans it again.
             _unreserve(database, reserved)
-            with contextlib.suppress(*UNREACHABLE):
+            with contextlib.suppress(*unreachable()):
                 for key in claimed:
                     pending.release(key)
             raise

@@ -62,7 +62,7 @@ from catalog.paths import files_label
 from catalog.settings import record_audit
 from connectors.errors import ChecksumMismatch, ConnectorError
 from workers.audit import audit_connector
-from workers.broker import UNREACHABLE, Pending, note_dead
+from workers.broker import Pending, note_dead, unreachable
 from workers.messages import (
     ACTOR_AUDIT,
     ACTOR_COPY,
@@ -167,7 +167,7 @@ def is_transient(retries: int, exc: BaseException) -> bool:
         return retries < min(DEFAULT_MISMATCH_RETRIES, limit)
     transient = getattr(exc, "transient", None)
     if transient is None:
-        transient = isinstance(exc, (pw.OperationalError, pw.InterfaceError, *UNREACHABLE))
+        transient = isinstance(exc, (pw.OperationalError, pw.InterfaceError, *unreachable()))
     return bool(transient) and retries < limit
 
 
@@ -522,12 +522,11 @@ def declare_actors(
     return declared
 
 
-#: Errors a job may end with in normal operation (a line each, no traceback:
-#: ``broker.QuietLogs``); anything else is a bug.
-EXPECTED_FAILURES = (
-    ConnectorError,
-    CatalogError,
-    pw.OperationalError,
-    pw.InterfaceError,
-    *UNREACHABLE,
-)
+def expected_failures() -> tuple[type[BaseException], ...]:
+    """Errors a job may end with in normal operation; anything else is a bug.
+
+    A line each, no traceback (``broker.QuietLogs``). Asked once the broker
+    is made: Redis's errors are among them once its client is loaded
+    (``broker.unreachable``).
+    """
+    return (ConnectorError, CatalogError, pw.OperationalError, pw.InterfaceError, *unreachable())

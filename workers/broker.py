@@ -1,39 +1,35 @@
 """The message broker: Redis in production, in-process for the embedded default.
 
 Jobs are Dramatiq messages (``workers.messages`` is their contract).
-``make_broker`` makes the broker: ``WakingRedisBroker`` on Redis, whose idle
-consumers wait for a wake-up token rather than sleep blind, and which
-dead-letters a message that is not a job; Dramatiq's ``StubBroker`` in
-process. ``enqueue_many`` sends many messages at once, in one Redis pipeline
-per batch. ``Pending`` keeps one marker per queued delete, verification or
-repair of a location (counting its jobs), so that repeated scans do not
-queue the same work twice. ``answering``, ``Outage`` and ``QuietLogs`` say
-an outage of Redis once, in one line. ``workers.monitor`` reads the queues
-for operators.
+``make_broker`` makes the broker: ``WakingRedisBroker`` on Redis
+(``workers.redis_broker``), whose idle consumers wait for a wake-up token
+rather than sleep blind, and which dead-letters a message that is not a
+job; Dramatiq's ``StubBroker`` in process. Redis's client is loaded only
+for a Redis broker: the embedded default goes without it (about a sixth of
+a second of start-up with redis 8). ``enqueue_many`` sends many messages at
+once, in one Redis pipeline per batch. ``Pending`` keeps one marker per
+queued delete, verification or repair of a location (counting its jobs),
+so that repeated scans do not queue the same work twice. ``answering``,
+``Outage`` and ``QuietLogs`` say an outage of Redis once, in one line.
+``workers.monitor`` reads the queues for operators.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
-import time
-import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import dramatiq
-import redis
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import compute_backoff
-from dramatiq.errors import BrokerConnectionError, ConnectionClosed, DecodeError
-from dramatiq.message import Message
-from dramatiq.middleware import Middleware
+from dramatiq.errors import BrokerConnectionError
 
 from catalog.database import redact_url
+from workers.outage import BROKER_OUTAGE, first_line
 
 #: Milliseconds without a heartbeat after which a worker's messages go back
 #: to the queue (Dramatiq's default is a minute; a killed worker's job is
@@ -52,17 +48,26 @@ DEFAULT_PENDING_TTL = 24 * 3600
 KEY_PREFIX = "resolwe-storage"
 #: Where the scheduler leaves its last scan's report, for the dashboard.
 LAST_SCAN_KEY = f"{KEY_PREFIX}:last-scan"
-#: Wake-up tokens pushed for one batch of new jobs, at most (one per job
-#: below that): each wakes one idle consumer.
-DEFAULT_WAKE_TOKENS = 64
-#: Seconds an unclaimed wake-up token lives (no consumer was idle for it).
-DEFAULT_WAKE_TTL = 5
 
 
 logger = logging.getLogger(__name__)
 
-#: Errors of a broker that does not answer (down, restarting, unreachable).
-UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError)
+
+def unreachable() -> tuple[type[BaseException], ...]:
+    """The errors of a broker that does not answer (down, restarting, unreachable).
+
+    Redis's own join Dramatiq's once Redis's client is loaded (by a Redis
+    broker): before, nothing can raise them.
+    """
+    redis = sys.modules.get("redis")
+    errors = [getattr(redis, name, None) for name in ("ConnectionError", "TimeoutError")]
+    return (*(error for error in errors if error is not None), BrokerConnectionError)
+
+
+def on_redis(broker: dramatiq.Broker) -> bool:
+    """Whether ``broker`` is a Redis broker (without loading Redis's client to ask)."""
+    module = sys.modules.get("dramatiq.brokers.redis")
+    return module is not None and isinstance(broker, module.RedisBroker)
 
 
 class BrokerUnavailable(Exception):
@@ -82,7 +87,7 @@ def answering(broker: dramatiq.Broker, *, what: str = "") -> Iterator[None]:
     """
     try:
         yield
-    except UNREACHABLE as exc:
+    except unreachable() as exc:
         raise BrokerUnavailable(
             f"the broker {describe(broker)} did not answer ({first_line(exc)})"
             + (f"; {what}" if what else "")
@@ -97,54 +102,6 @@ def describe(broker: dramatiq.Broker) -> str:
         return "in process"
     host, port, db = kwargs.get("host", "?"), kwargs.get("port", "?"), kwargs.get("db", 0)
     return redact_url(f"redis://{host}:{port}/{db}")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-class Outage:
-    """Says once that a service stopped answering, and once that it answers again.
-
-    A process that keeps running through an outage (a worker, the
-    scheduler) would otherwise log every failed attempt: hundreds of lines
-    for a restart of Redis.
-    """
-
-    def __init__(self, what: str, log: logging.Logger = logger) -> None:
-        self.what = what
-        self.log = log
-        self.since: float | None = None
-        self._lock = threading.Lock()
-
-    def failed(self, exc: BaseException) -> None:
-        """It did not answer (``exc``): logged at the first failure of an outage only."""
-        with self._lock:
-            if self.since is not None:
-                return
-            self.since = time.monotonic()
-        self.log.error(
-            "%s does not answer: %s; carrying on when it does", self.what, first_line(exc)
-        )
-
-    def ok(self) -> None:
-        """It answered: logged if it had not been."""
-        if self.since is None:
-            return
-        with self._lock:
-            if self.since is None:
-                return
-            seconds, self.since = time.monotonic() - self.since, None
-        self.log.warning("%s answers again, after %.0f s", self.what, seconds)
-
-    @property
-    def down(self) -> bool:
-        return self.since is not None
-
-
-#: The broker as this process's workers see it.
-BROKER_OUTAGE = Outage("the broker (Redis)")
 
 
 class QuietLogs(logging.Filter):
@@ -199,133 +156,6 @@ def quiet_logs(expected: tuple[type[BaseException], ...] = ()) -> None:
             handler.addFilter(QuietLogs(expected))
 
 
-def wake_key(namespace: str, queue: str) -> str:
-    """The Redis list an idle consumer of ``queue`` waits on for new work."""
-    return f"{namespace}:{queue}.wake"
-
-
-class _WakingConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, but idle it waits on Redis for new work, not blind.
-
-    Dramatiq's consumer finding its queue empty sleeps up to its timeout
-    before it looks again, so new work waits half of that on average, each
-    idle process on its own. Here the sleep is ``BLPOP`` on the queue's
-    wake-up list (``wake_key``), which every enqueue of ours pushes a token
-    onto: an idle worker starts the moment a job is queued, and still looks
-    at least once per timeout (a job queued by someone who pushes no token).
-    While its prefetch is full (busy) it backs off as Dramatiq's does.
-
-    A message that cannot be decoded (not JSON, no ``message_id``: put on
-    the queue by hand or by a service with a bug) is dead-lettered with a
-    log line naming it, and the others fetched with it go on; Dramatiq's own
-    consumer would stop at it and hold them all. An outage of Redis is
-    logged once when it starts and once when it ends (``BROKER_OUTAGE``).
-    """
-
-    def __next__(self) -> Any:
-        try:
-            while True:
-                if self.message_cache:
-                    data = self.message_cache.pop(0)
-                    try:
-                        message = Message.decode(data) if data is not None else None
-                    except DecodeError:
-                        self._quarantine(data)
-                        continue
-                    if message is None:
-                        continue
-                    self.misses = 0
-                    self.queued_message_ids.add(message.message_id)
-                    return dramatiq.MessageProxy(message)
-                if self.outstanding_message_count >= self.prefetch:
-                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                    time.sleep(backoff_ms / 1000)
-                    return None
-                self.message_cache = self.broker.do_fetch(
-                    self.queue_name, self.prefetch - self.outstanding_message_count
-                )
-                BROKER_OUTAGE.ok()
-                if self.message_cache:
-                    continue
-                key = wake_key(self.broker.namespace, self.queue_name)
-                self.broker.client.blpop([key], timeout=self.timeout / 1000)
-                return None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            BROKER_OUTAGE.failed(exc)
-            raise ConnectionClosed(exc) from None
-
-    def _quarantine(self, data: bytes) -> None:
-        """Dead-letter an undecodable message; its Redis id is found by its body."""
-        client, namespace = self.broker.client, self.broker.namespace
-        acks = f"{namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
-        bodies = f"{namespace}:{self.queue_name}.msgs"
-        ids = list(client.smembers(acks))
-        found = [
-            redis_id
-            for redis_id, body in zip(ids, client.hmget(bodies, ids) if ids else [], strict=True)
-            if body == data
-        ]
-        for redis_id in found:
-            self.broker.do_nack(self.queue_name, redis_id)
-        shown = data[:120].decode("utf-8", "replace") if isinstance(data, bytes) else repr(data)
-        logger.error(
-            "queue %s: a message that is not a job (%r%s) was dead-lettered",
-            self.queue_name,
-            shown,
-            "..." if len(data) > 120 else "",
-        )
-
-    def ack(self, message: Any) -> None:
-        try:
-            super().ack(message)
-        except ConnectionClosed as exc:
-            BROKER_OUTAGE.failed(exc)
-            raise
-
-    def nack(self, message: Any) -> None:
-        try:
-            super().nack(message)
-        except ConnectionClosed as exc:
-            BROKER_OUTAGE.failed(exc)
-            raise
-
-
-class WakingRedisBroker(RedisBroker):
-    """A Redis broker whose idle consumers wake when work is queued (``_WakingConsumer``).
-
-    Messages and queues are Dramatiq's own, unchanged; a wake-up token is
-    pushed with every message enqueued through it (``enqueue``, and
-    ``enqueue_many`` in batches).
-    """
-
-    @property
-    def consumer_class(self) -> type[_RedisConsumer]:
-        return _WakingConsumer
-
-    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
-        enqueued = super().enqueue(message, delay=delay)
-        if not delay:
-            wake(self, {enqueued.queue_name: 1})
-        return enqueued
-
-
-def wake(broker: RedisBroker, counts: dict[str, int], pipe: Any = None) -> None:
-    """Push wake-up tokens for ``counts`` new jobs per queue (on ``pipe``, if given)."""
-    own = pipe is None
-    if own:
-        pipe = broker.client.pipeline(transaction=False)
-    for queue, count in counts.items():
-        if queue.endswith(".DQ"):  # a delayed job waits for its time anyway
-            continue
-        key = wake_key(broker.namespace, queue)
-        tokens = min(count, DEFAULT_WAKE_TOKENS)
-        pipe.rpush(key, *([b"1"] * tokens))
-        pipe.ltrim(key, -DEFAULT_WAKE_TOKENS, -1)
-        pipe.expire(key, DEFAULT_WAKE_TTL)
-    if own:
-        pipe.execute()
-
-
 def dead_note_key(message_id: str) -> str:
     """The Redis key of what is known of a dead-lettered job: its items' keys, why it died."""
     return f"{KEY_PREFIX}:dead:{message_id}"
@@ -339,91 +169,50 @@ def note_dead(
     On Redis only (``workers.monitor.dead_letters`` reads it); a broker that
     does not answer loses the note, not the job.
     """
-    if not isinstance(broker, RedisBroker):
+    if not on_redis(broker):
         return
     note = json.dumps({"keys": list(keys), "reason": reason})
     try:
         broker.client.set(dead_note_key(message_id), note, px=DEFAULT_DEAD_MESSAGE_TTL_MS)
-    except UNREACHABLE as exc:
+    except unreachable() as exc:
         BROKER_OUTAGE.failed(exc)
 
 
 def make_broker(url: str | None) -> dramatiq.Broker:
     """A Redis broker for ``redis://`` URLs (``WakingRedisBroker``); an in-process one for None."""
     if url is None:
-        broker: dramatiq.Broker = StubBroker()
-    else:
-        broker = WakingRedisBroker(
-            url=url,
-            heartbeat_timeout=DEFAULT_HEARTBEAT_TIMEOUT_MS,
-            maintenance_chance=DEFAULT_MAINTENANCE_CHANCE,
-            dead_message_ttl=DEFAULT_DEAD_MESSAGE_TTL_MS,
-        )
-    return broker
+        return StubBroker()
+    from workers.redis_broker import WakingRedisBroker
+
+    return WakingRedisBroker(
+        url=url,
+        heartbeat_timeout=DEFAULT_HEARTBEAT_TIMEOUT_MS,
+        maintenance_chance=DEFAULT_MAINTENANCE_CHANCE,
+        dead_message_ttl=DEFAULT_DEAD_MESSAGE_TTL_MS,
+    )
 
 
 def enqueue_many(broker: dramatiq.Broker, messages: Iterable[dramatiq.Message]) -> int:
     """Enqueue ``messages``; on Redis in pipelined batches. Returns how many."""
-    if not isinstance(broker, RedisBroker):
+    if not on_redis(broker):
         count = 0
         for message in messages:
             broker.declare_queue(message.queue_name)
             broker.enqueue(message)
             count += 1
         return count
+    from workers.redis_broker import enqueue_batch
+
     count = 0
     batch: list[dramatiq.Message] = []
     for message in messages:
         batch.append(message)
         if len(batch) >= DEFAULT_ENQUEUE_BATCH:
-            count += _redis_batch(broker, batch)
+            count += enqueue_batch(broker, batch)
             batch = []
     if batch:
-        count += _redis_batch(broker, batch)
+        count += enqueue_batch(broker, batch)
     return count
-
-
-def _redis_batch(broker: RedisBroker, batch: Sequence[dramatiq.Message]) -> int:
-    """One pipeline holding what Dramatiq's enqueue does per message, per queue at once.
-
-    Dramatiq stores a message under its Redis id in the queue's ``.msgs`` hash
-    and pushes the id onto the queue's list; here one HSET and one RPUSH per
-    queue carry the whole batch (the server runs them in order, so no id is
-    listed before its message is stored). Middleware hooks run only where a
-    middleware defines them.
-    """
-    before = _hooks(broker, "before_enqueue")
-    after = _hooks(broker, "after_enqueue")
-    stored: dict[str, dict[str, bytes]] = {}
-    for message in batch:
-        redis_id = str(uuid.uuid4())
-        stamped = message.copy(options={"redis_message_id": redis_id})
-        for hook in before:
-            hook(broker, stamped, None)
-        stored.setdefault(stamped.queue_name, {})[redis_id] = stamped.encode()
-    pipe = broker.client.pipeline(transaction=False)
-    for queue_name, messages in stored.items():
-        broker.declare_queue(queue_name)
-        queue = f"{broker.namespace}:{queue_name}"
-        pipe.hset(f"{queue}.msgs", mapping=messages)  # type: ignore[arg-type]
-        pipe.rpush(queue, *messages)
-    # After the jobs, in the same round trip: a woken consumer finds them.
-    wake(broker, {queue_name: len(messages) for queue_name, messages in stored.items()}, pipe)
-    pipe.execute()
-    for message in batch:
-        for hook in after:
-            hook(broker, message, None)
-    return len(batch)
-
-
-def _hooks(broker: dramatiq.Broker, name: str) -> list[Any]:
-    """The ``name`` hooks of the broker's middleware that do something (not the base no-op)."""
-    base = getattr(Middleware, name)
-    return [
-        getattr(middleware, name)
-        for middleware in broker.middleware
-        if getattr(type(middleware), name, base) is not base
-    ]
 
 
 #: The in-process markers of each in-process broker.
@@ -444,7 +233,7 @@ class Pending:
     """
 
     def __init__(self, broker: dramatiq.Broker) -> None:
-        self._client = broker.client if isinstance(broker, RedisBroker) else None
+        self._client = broker.client if on_redis(broker) else None
         # In process, every Pending of one broker shares one set of markers.
         with _LOCAL_LOCK:
             self._local = _LOCAL_MARKERS.setdefault(broker, {})
@@ -489,7 +278,7 @@ class Pending:
         try:
             if self._client.decr(key) <= 0:
                 self._client.delete(key)
-        except UNREACHABLE as exc:
+        except unreachable() as exc:
             BROKER_OUTAGE.failed(exc)
 
     def release(self, key: str) -> None:

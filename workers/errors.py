@@ -14,7 +14,7 @@
     └── ItemChangedError     a file changed while it was copied
 
 Jobs decide retry versus give up by an error's ``transient`` flag, as for
-the connectors' own errors; ``workers.actors.EXPECTED_FAILURES`` lists what
+the connectors' own errors; ``workers.actors.expected_failures`` lists what
 a job may end with in normal operation.
 """
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from workers.actors import EXPECTED_FAILURES, declare_actors, install
+from workers.actors import declare_actors, expected_failures, install
 from workers.broker import quiet_logs
 from workers.messages import QUEUES
 from workers.runtime import Runtime
@@ -42,7 +42,7 @@ def start(
     """
     broker = runtime.broker
     declare_actors(broker, metrics=metrics)
-    quiet_logs(EXPECTED_FAILURES)
+    quiet_logs(expected_failures())
     install(runtime)
     threading.Thread(target=runtime.warm, name="warm-connectors", daemon=True).start()
     for queue in QUEUES:

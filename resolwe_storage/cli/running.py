@@ -25,7 +25,6 @@ from typing import Any
 import click
 import dramatiq
 import peewee as pw
-from dramatiq.brokers.redis import RedisBroker
 
 from catalog.models import Action, utcnow
 from resolwe_storage import telemetry
@@ -36,7 +35,7 @@ from scheduler.lease import Lease
 from scheduler.loop import SCHEDULER_LEASE, ScanLoop
 from scheduler.scan import ScanReport, scan
 from workers import process
-from workers.broker import LAST_SCAN_KEY, UNREACHABLE, answering, make_broker
+from workers.broker import LAST_SCAN_KEY, answering, make_broker, on_redis, unreachable
 from workers.messages import QUEUES
 from workers.runtime import DEFAULT_MAX_RETRIES
 
@@ -125,7 +124,7 @@ def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) 
         if metrics is not None:
             metrics.scanned(report)
         # For the dashboard: what the last scan queued, and held back.
-        with contextlib.suppress(*UNREACHABLE):
+        with contextlib.suppress(*unreachable()):
             broker.client.set(  # type: ignore[attr-defined]
                 LAST_SCAN_KEY,
                 json.dumps(
@@ -293,7 +292,7 @@ def run(
     context.warn_ineffective_rules()
     broker = make_broker(context.config.broker)
     database = context.database
-    if isinstance(broker, RedisBroker):
+    if on_redis(broker):
         # Out of reach, nothing is started: one line, not a worker's complaints.
         with answering(broker, what="nothing was done"):
             broker.client.ping()
@@ -344,7 +343,7 @@ def run(
             removal_delay=context.config.removal_delay,
         ).run(_until_signalled(), interval=interval)
     finally:
-        with contextlib.suppress(*UNREACHABLE):
+        with contextlib.suppress(*unreachable()):
             process.stop(running)
 
 

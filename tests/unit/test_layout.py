@@ -26,7 +26,7 @@ ALLOWED = {
     "resolwe_storage": set(PACKAGES),
 }
 #: What of ``workers`` the scheduler may import: the queue contract.
-SCHEDULER_MAY_USE = {"workers.broker", "workers.messages"}
+SCHEDULER_MAY_USE = {"workers.broker", "workers.messages", "workers.outage"}
 #: The scheduler's pure policy, and what it must never reach for.
 POLICY_MODULES = ("scheduler.policy", "scheduler.rules", "scheduler.planning")
 IMPURE_MODULES = {

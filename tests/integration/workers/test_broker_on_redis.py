@@ -12,6 +12,7 @@ import redis
 from dramatiq.middleware import Middleware
 
 from workers import broker as broker_module
+from workers import redis_broker
 from workers.broker import enqueue_many, make_broker
 from workers.messages import message
 
@@ -152,11 +153,11 @@ def test_an_idle_worker_wakes_when_a_job_is_queued(redis_url: str, how: str) -> 
 def test_wake_up_tokens_are_capped_and_expire(redis_url: str) -> None:
     broker = make_broker(redis_url)
     client = redis.Redis.from_url(redis_url)
-    key = broker_module.wake_key(broker.namespace, "beta")
+    key = redis_broker.wake_key(broker.namespace, "beta")
     client.delete(key)
     enqueue_many(broker, (message("beta", "noop", n) for n in range(500)))
-    assert client.llen(key) == broker_module.DEFAULT_WAKE_TOKENS
-    assert 0 < client.ttl(key) <= broker_module.DEFAULT_WAKE_TTL
+    assert client.llen(key) == redis_broker.DEFAULT_WAKE_TOKENS
+    assert 0 < client.ttl(key) <= redis_broker.DEFAULT_WAKE_TTL
     client.delete(key, "dramatiq:beta", "dramatiq:beta.msgs")
     client.close()
     broker.close()

@@ -82,7 +82,10 @@ def test_the_probe_sees_what_a_command_does_load(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     [line] = [line for line in done.stdout.splitlines() if line.startswith("LOADED ")]
-    assert "dramatiq" in json.loads(line.removeprefix("LOADED "))
+    loaded = json.loads(line.removeprefix("LOADED "))
+    assert "dramatiq" in loaded
+    # The embedded default's in-process broker needs no Redis client.
+    assert "redis" not in loaded
 
 
 def test_the_command_lines_defaults_are_the_processes_own() -> None:
