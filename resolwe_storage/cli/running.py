@@ -301,7 +301,8 @@ def run(
     # One pass should end: a failing job gets a couple of quick retries, not hours of them.
     retries = DEFAULT_ONCE_RETRIES if once else DEFAULT_MAX_RETRIES
     runtime = worker_runtime(context.config, database, broker, max_retries=retries, clock=clock)
-    running = process.start(runtime, threads=threads)
+    idle_ms = process.DEFAULT_ONCE_IDLE_MS if once else None
+    running = process.start(runtime, threads=threads, idle_ms=idle_ms)
     try:
         if once:
             report = scan(
