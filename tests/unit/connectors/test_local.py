@@ -228,6 +228,41 @@ def test_bytes_the_kernel_landed_wrong_are_caught_and_removed(
     assert not [name for _, _, names in os.walk(connector.root) for name in names]
 
 
+@pytest.mark.parametrize("fsync", [True, False])
+@pytest.mark.parametrize("how", ["kernel", "stream"])
+def test_a_large_durable_write_starts_its_writeback_a_piece_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, fsync: bool
+) -> None:
+    piece = 64 * 1024
+    monkeypatch.setattr(local_module, "DEFAULT_WRITEBACK_CHUNK", piece)
+    real = local_module._SYNC_FILE_RANGE
+    started: list[tuple[int, int]] = []
+
+    def recording(descriptor: int, offset: int, length: int, flags: int) -> int:
+        assert flags == local_module._SYNC_WRITE
+        started.append((offset, length))
+        return real(descriptor, offset, length, flags) if real is not None else 0
+
+    data = os.urandom(300 * 1024 + 7)
+    source = LocalConnector("source", path=tmp_path / "source")
+    source.write("x", io.BytesIO(data))
+    destination = LocalConnector("archive", path=tmp_path / "archive", fsync=fsync)
+    monkeypatch.setattr(local_module, "_SYNC_FILE_RANGE", recording)
+    if how == "kernel":
+        result = copy_file(source, "x", destination, "x", expected=hashes_of(data))
+        assert result.how == "server-side"
+    else:
+        destination.write("x", io.BytesIO(data), size=len(data))
+    assert read_all(destination, "x") == data
+    if not fsync:
+        assert started == []  # no durability asked: the kernel writes back when it likes
+    elif how == "kernel":
+        # Each whole piece as soon as it is copied; the flush that follows takes the rest.
+        assert started == [(offset, piece) for offset in range(0, 4 * piece, piece)]
+    else:
+        assert started == [(0, len(data))]  # read and written in one go
+
+
 @pytest.mark.parametrize("refusal", [errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP])
 def test_folders_the_kernel_cannot_copy_between_go_through_user_space(
     connector: Connector, local_source: Connector, monkeypatch: pytest.MonkeyPatch, refusal: int

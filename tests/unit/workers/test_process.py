@@ -23,4 +23,3 @@ def test_idle_threads_wait_as_long_as_asked(
         assert {thread.timeout for thread in worker.workers} == {expected / 1000}
     finally:
         process.stop(worker)
-
