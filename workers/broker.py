@@ -10,7 +10,8 @@ a second of start-up with redis 8). ``enqueue_many`` sends many messages at
 once, in one Redis pipeline per batch. ``Pending`` keeps one marker per
 queued delete, verification or repair of a location (counting its jobs),
 so that repeated scans do not queue the same work twice. ``answering``,
-``Outage`` and ``QuietLogs`` say an outage of Redis once, in one line.
+``QuietLogs`` and ``workers.outage`` say an outage of Redis once, in one
+line.
 ``workers.monitor`` reads the queues for operators.
 """
 
