@@ -9,12 +9,13 @@ from __future__ import annotations
 import fcntl
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import peewee as pw
@@ -135,12 +136,62 @@ def _postgres_options(url: str, query: str) -> dict[str, str]:
 
 
 class _SqliteDatabase(pw.SqliteDatabase):
-    """SQLite whose connection set-up waits for a lock instead of failing.
+    """SQLite whose writers queue for the write lock, and whose set-up waits for one.
+
+    The threads of one process (a worker's) that begin a writing transaction
+    (``IMMEDIATE``, as ``catalog.queries.writing`` does) take turns through
+    a lock of the process's own (``_writers``) before SQLite's. Without it
+    each waited in SQLite's busy handler, which sleeps 1, 2, 5 ... up to
+    100 ms between looks, whether or not the lock came free meanwhile: in a
+    ``run --once`` of 2,000 small files here, 8 threads slept about 200
+    times, some 3 s in all, and the last job's record waited while nothing
+    else ran. Queued, a writer starts as soon as the one before commits. It
+    waits as long as SQLite's own timeout, and then fails as SQLite would
+    ("database is locked": transient). Other processes still meet SQLite's
+    busy handler; a deferred transaction, or a lone statement, takes no turn.
 
     Switching a new file to WAL takes an exclusive lock, and SQLite does not
     always wait for it (its busy handler is skipped there): many processes
     opening a new catalog at once would see "database is locked".
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._writers = threading.Lock()
+        self._writing = threading.local()
+
+    def begin(self, lock_type: str | None = None) -> None:
+        """Begin a transaction; one that takes the write lock first queues for ``_writers``."""
+        lock_type = lock_type or self._lock_type
+        if (lock_type or "DEFERRED").upper() == "DEFERRED" or self._holds_writers():
+            super().begin(lock_type)
+            return
+        if not self._writers.acquire(timeout=DEFAULT_SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise pw.OperationalError("database is locked (a writer of this process held it)")
+        try:
+            super().begin(lock_type)
+        except BaseException:
+            self._writers.release()
+            raise
+        self._writing.held = True
+
+    def commit(self) -> None:
+        super().commit()
+        self._let_writers_go()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._let_writers_go()
+
+    def _holds_writers(self) -> bool:
+        return bool(getattr(self._writing, "held", False))
+
+    def _let_writers_go(self) -> None:
+        if self._holds_writers():
+            self._writing.held = False
+            self._writers.release()
 
     def _set_pragmas(self, conn: sqlite3.Connection) -> None:
         deadline = time.monotonic() + DEFAULT_SQLITE_BUSY_TIMEOUT_MS / 1000

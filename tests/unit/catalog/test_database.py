@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import peewee as pw
 import pytest
 
+import catalog.database
 from catalog.database import (
     DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
     MIGRATIONS_DIR,
@@ -16,6 +19,7 @@ from catalog.database import (
     redact_url,
 )
 from catalog.errors import CatalogError, DatabaseURLError
+from catalog.queries import writing
 
 #: Every migration the product ships, in order.
 ALL_MIGRATIONS = sorted(path.stem for path in MIGRATIONS_DIR.glob("[0-9]*.py"))
@@ -191,3 +195,92 @@ def test_foreign_keys_are_enforced(catalog_db: pw.Database) -> None:
 
     with pytest.raises(pw.IntegrityError), catalog_db.atomic():
         StorageLocation.create(file_storage=12345, connector_name="local", url="x")
+
+
+def _first_writer(database: pw.Database) -> tuple[list[str], threading.Event]:
+    """A thread holding a writing transaction until told; the statements begun, as they start."""
+    events: list[str] = []
+    held, release = threading.Event(), threading.Event()
+
+    def traced(name: str) -> None:
+        database.connection().set_trace_callback(lambda sql: events.append(f"{name}: {sql}"))
+
+    def first() -> None:
+        traced("first")
+        with writing(database):
+            database.execute_sql("CREATE TABLE IF NOT EXISTS t (x)")
+            held.set()
+            release.wait(10)
+        database.close()
+
+    threading.Thread(target=first, daemon=True).start()
+    assert held.wait(10)
+    return events, release
+
+
+def test_writers_of_one_process_queue_for_the_write_lock(tmp_path: Path) -> None:
+    """A second writer begins only once the first has committed, not while it holds the lock."""
+    database = open_database(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    events, release = _first_writer(database)
+    done = threading.Event()
+
+    def second() -> None:
+        database.connection().set_trace_callback(lambda sql: events.append(f"second: {sql}"))
+        with writing(database):
+            database.execute_sql("INSERT INTO t VALUES (1)")
+        database.close()
+        done.set()
+
+    threading.Thread(target=second, daemon=True).start()
+    time.sleep(0.2)  # in SQLite's busy handler by now, had it not queued
+    assert not any(event.startswith("second: BEGIN") for event in events)
+    release.set()
+    assert done.wait(10)
+    begins = [e for e in events if "BEGIN" in e or "COMMIT" in e]
+    assert begins == [
+        "first: BEGIN IMMEDIATE",
+        "first: COMMIT",
+        "second: BEGIN IMMEDIATE",
+        "second: COMMIT",
+    ]
+
+
+def test_a_queued_writer_times_out_as_sqlite_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog.database, "DEFAULT_SQLITE_BUSY_TIMEOUT_MS", 100)
+    database = open_database(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    _, release = _first_writer(database)
+    try:
+        with pytest.raises(pw.OperationalError, match="database is locked"), writing(database):
+            pass
+        assert not database.in_transaction()
+    finally:
+        release.set()
+
+
+def test_the_write_turn_is_given_up_on_commit_rollback_and_failure(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    with writing(database):
+        database.execute_sql("CREATE TABLE t (x UNIQUE)")
+    with pytest.raises(ZeroDivisionError), writing(database):
+        database.execute_sql("INSERT INTO t VALUES (1)")
+        raise ZeroDivisionError
+    with pytest.raises(pw.IntegrityError), writing(database):
+        database.execute_sql("INSERT INTO t VALUES (2)")
+        database.execute_sql("INSERT INTO t VALUES (2)")
+    with writing(database) as transaction:  # committed and begun again inside the block
+        database.execute_sql("INSERT INTO t VALUES (3)")
+        transaction.commit()
+    # Each turn was given back: another thread writes at once.
+    wrote = threading.Event()
+
+    def other() -> None:
+        with writing(database):
+            database.execute_sql("INSERT INTO t VALUES (4)")
+        database.close()
+        wrote.set()
+
+    threading.Thread(target=other, daemon=True).start()
+    assert wrote.wait(10)
+    assert [row[0] for row in database.execute_sql("SELECT x FROM t ORDER BY x")] == [3, 4]
