@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -44,6 +45,8 @@ sqlite3.register_adapter(datetime, str)
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: SQLite page cache per connection (negative: KiB), enough for the policy indexes.
 DEFAULT_SQLITE_CACHE_KIB = 200_000
+#: Seconds a process's last checkpoint waits for a lock (``checkpoint_opened``).
+DEFAULT_EXIT_CHECKPOINT_TIMEOUT = 1.0
 #: Arbitrary constant naming our PostgreSQL advisory lock for migrations.
 MIGRATION_LOCK_ID = 0x5E50_1E57
 
@@ -75,6 +78,7 @@ def open_database(url: str) -> pw.Database:
             raise DatabaseURLError(f"database URL {url!r}: no file path given")
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _SQLITE_FILES.add(os.path.abspath(path))
         return _SqliteDatabase(
             path,
             pragmas={
@@ -114,6 +118,39 @@ def open_database(url: str) -> pw.Database:
         f"database URL {redact_url(url)!r}: unsupported scheme {parts.scheme!r}; "
         "expected sqlite:/// or postgresql://"
     )
+
+
+#: The SQLite catalog files this process opened (``checkpoint_opened``).
+_SQLITE_FILES: set[str] = set()
+
+
+def checkpoint_opened() -> None:
+    """Put what this process committed to its SQLite catalogs into their files, flushed to disk.
+
+    What SQLite does itself when a process's last connection to a file
+    closes, for a process that ends without closing them
+    (``resolwe_storage.cli.end_process``): the write-ahead log's
+    transactions are copied into the database file, both flushed
+    (``PRAGMA wal_checkpoint(PASSIVE)``). Passive: it waits for no other
+    process; what their readers still need stays in the log, for them to
+    checkpoint. A file that is gone is not made again. Never raises: the
+    transactions are safe in the log either way.
+    """
+    for path in sorted(_SQLITE_FILES):
+        if not os.path.exists(f"{path}-wal"):
+            continue
+        try:
+            connection = sqlite3.connect(
+                f"{Path(path).as_uri()}?mode=rw",
+                uri=True,
+                timeout=DEFAULT_EXIT_CHECKPOINT_TIMEOUT,
+            )
+            try:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+            finally:
+                connection.close()
+        except sqlite3.Error as exc:
+            logger.debug("no checkpoint of %s at exit: %s", path, exc)
 
 
 def _postgres_options(url: str, query: str) -> dict[str, str]:

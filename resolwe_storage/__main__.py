@@ -1,7 +1,5 @@
 """``python -m resolwe_storage``: the command line, as ``resolwe-storage``."""
 
-import sys
+from resolwe_storage.cli import entry
 
-from resolwe_storage.cli import main
-
-sys.exit(main())
+entry()
