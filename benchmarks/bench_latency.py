@@ -56,6 +56,7 @@ run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -464,7 +465,9 @@ def check_landed(case: Case, bucket: str, prefix: str, who: str) -> None:
 
 def copied(catalog: Path) -> bool:
     """Whether the catalog says the copy on ``dst`` is OK (read-only; never blocks a writer)."""
-    with sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=5) as connection:
+    with contextlib.closing(
+        sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=5)
+    ) as connection:
         (count,) = connection.execute(
             "SELECT COUNT(*) FROM storage_location WHERE connector_name = 'dst' AND status = 'OK'"
         ).fetchone()

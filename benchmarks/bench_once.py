@@ -25,6 +25,7 @@ the test run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -122,7 +123,9 @@ def prepare(case: str, items: int, files: int, size: int) -> tuple[Path, Path, P
 
 
 def copied_locations(catalog: Path) -> int:
-    with sqlite3.connect(catalog) as db:
+    # Closed here: the next round unlinks the log and copies over the file,
+    # which a connection left open would read through stale state.
+    with contextlib.closing(sqlite3.connect(catalog)) as db:
         (count,) = db.execute(
             "SELECT count(*) FROM storage_location WHERE connector_name = 'archive' "
             "AND status = 'OK'"

@@ -125,16 +125,19 @@ _SQLITE_FILES: set[str] = set()
 
 
 def checkpoint_opened() -> None:
-    """Put what this process committed to its SQLite catalogs into their files, flushed to disk.
+    """Put what this process committed to its SQLite catalogs into their files, and empty the logs.
 
     What SQLite does itself when a process's last connection to a file
     closes, for a process that ends without closing them
     (``resolwe_storage.cli.end_process``): the write-ahead log's
-    transactions are copied into the database file, both flushed
-    (``PRAGMA wal_checkpoint(PASSIVE)``). Passive: it waits for no other
-    process; what their readers still need stays in the log, for them to
-    checkpoint. A file that is gone is not made again. Never raises: the
-    transactions are safe in the log either way.
+    transactions are copied into the database file, both are flushed to
+    disk, and the log is emptied (``PRAGMA wal_checkpoint(TRUNCATE)``), so
+    that the file alone holds the catalog, and a file put in its place (a
+    backup restored) is not read through the old log's pages. It waits
+    ``DEFAULT_EXIT_CHECKPOINT_TIMEOUT`` at most for other processes' readers
+    and writers; while they last, what they need stays in the log, for the
+    last of them to empty. A file that is gone is not made again. Never
+    raises: the transactions are safe in the log either way.
     """
     for path in sorted(_SQLITE_FILES):
         if not os.path.exists(f"{path}-wal"):
@@ -146,7 +149,7 @@ def checkpoint_opened() -> None:
                 timeout=DEFAULT_EXIT_CHECKPOINT_TIMEOUT,
             )
             try:
-                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
             finally:
                 connection.close()
         except sqlite3.Error as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -37,9 +38,23 @@ def test_the_catalog_file_holds_what_a_command_wrote(tmp_path: Path) -> None:
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(tmp_path / "catalog.sqlite3", alone / "catalog.sqlite3")
-    with sqlite3.connect(alone / "catalog.sqlite3") as copy:
+    with contextlib.closing(sqlite3.connect(alone / "catalog.sqlite3")) as copy:
         (count,) = copy.execute("SELECT count(*) FROM file_storage").fetchone()
     assert count == ITEMS
+
+
+def test_a_catalog_file_put_in_place_is_read_as_it_is(tmp_path: Path) -> None:
+    """The log a command leaves is empty: a backup restored over the file is not read through it."""
+    cli = Cli(local_pair(tmp_path))
+    cli.ok("status")
+    shutil.copy(tmp_path / "catalog.sqlite3", tmp_path / "backup.sqlite3")  # empty, migrated
+    cli.ok("import", _document(tmp_path))
+    assert (tmp_path / "catalog.sqlite3-wal").stat().st_size == 0
+    shutil.copy(tmp_path / "backup.sqlite3", tmp_path / "catalog.sqlite3")
+    restored = cli.ok("status", "--json")
+    assert json.loads(restored.out)["items"]["total"] == 0
+    with contextlib.closing(sqlite3.connect(tmp_path / "catalog.sqlite3")) as catalog:
+        assert catalog.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 def test_output_through_a_pipe_is_whole_and_the_exit_code_kept(tmp_path: Path) -> None:
