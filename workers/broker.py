@@ -216,6 +216,29 @@ def enqueue_many(broker: dramatiq.Broker, messages: Iterable[dramatiq.Message]) 
     return count
 
 
+def queued_here(broker: StubBroker) -> int:
+    """Messages waiting on the in-process ``broker``, its delay queues' included."""
+    return sum(queue.qsize() for queue in broker.queues.values())
+
+
+def keep_share(broker: StubBroker, index: int, count: int) -> None:
+    """Keep every ``count``-th message waiting on the in-process ``broker``, from ``index``.
+
+    One process's share of the jobs queued before it was forked from
+    ``count`` others (``workers.process.run_queued``): each keeps its own
+    share of each queue, in the order queued, and no message is in two
+    shares or none.
+    """
+    for queue in broker.queues.values():
+        waiting = []
+        while not queue.empty():
+            waiting.append(queue.get_nowait())
+            queue.task_done()
+        for position, message in enumerate(waiting):
+            if position % count == index:
+                queue.put(message)
+
+
 #: The in-process markers of each in-process broker.
 _LOCAL_MARKERS: weakref.WeakKeyDictionary[dramatiq.Broker, dict[str, int]] = (
     weakref.WeakKeyDictionary()

@@ -98,6 +98,13 @@ def worker(
 @click.option("--once", is_flag=True, help="Scan once, run every job, print the outcome, exit.")
 @_interval_option
 @_threads_option
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --once on the in-process broker: processes the jobs are shared among "
+    "(each with --threads).  [default: one per CPU, at most 4]",
+)
 @click.option("--json", "as_json", is_flag=True, help="With --once: print the outcome as JSON.")
 @pass_context
 def run(
@@ -106,9 +113,10 @@ def run(
     once: bool,
     interval: float,
     threads: int,
+    processes: int | None,
     as_json: bool,
 ) -> None:
     """Scheduler and workers in one process (the embedded default needs no servers)."""
     from resolwe_storage.cli.running import run as run_all
 
-    run_all(context, now, once, interval, threads, as_json)
+    run_all(context, now, once, interval, threads, as_json, processes=processes)

@@ -37,7 +37,7 @@ from scheduler.scan import ScanReport, scan
 from workers import process
 from workers.broker import LAST_SCAN_KEY, answering, make_broker, on_redis, unreachable
 from workers.messages import QUEUES
-from workers.runtime import DEFAULT_MAX_RETRIES
+from workers.runtime import DEFAULT_MAX_RETRIES, Runtime
 
 logger = logging.getLogger("scheduler")
 
@@ -286,8 +286,19 @@ def run(
     interval: float,
     threads: int,
     as_json: bool,
+    *,
+    processes: int | None = None,
 ) -> None:
-    """Scheduler and workers in one process (the embedded default needs no servers)."""
+    """Scheduler and workers in one process (the embedded default needs no servers).
+
+    ``run --once`` on the in-process broker scans first, then shares the
+    jobs among ``processes`` processes forked from this one
+    (``workers.process.run_queued``; default one per CPU, at most
+    ``DEFAULT_SHARED_PROCESSES``). With one process, or on Redis, the
+    workers start before the scan and take jobs as it queues them.
+    """
+    if processes is not None and processes > 1 and not once:
+        raise InputError("--processes is for run --once; a running run is one process")
     moment = parse_now(now) if now is not None else None
     context.warn_ineffective_rules()
     broker = make_broker(context.config.broker)
@@ -301,40 +312,35 @@ def run(
     # One pass should end: a failing job gets a couple of quick retries, not hours of them.
     retries = DEFAULT_ONCE_RETRIES if once else DEFAULT_MAX_RETRIES
     runtime = worker_runtime(context.config, database, broker, max_retries=retries, clock=clock)
-    idle_ms = process.DEFAULT_ONCE_IDLE_MS if once else None
-    running = process.start(runtime, threads=threads, idle_ms=idle_ms)
-    try:
-        if once:
-            report = scan(
-                context.config.policies,
-                database,
-                broker,
-                now=clock(),
-                removal_delay=context.config.removal_delay,
-            )
-            with answering(broker, what="the jobs queued may not all have run"):
-                for queue in QUEUES:
-                    _join(broker, queue)
-            outcome = _outcome(began)
-            failures = _failures(began)
-            lost = _lost()
-            if as_json:
-                click.echo(
-                    json.dumps(
-                        {
-                            "scan": report.as_json(),
-                            "actions": outcome,
-                            "failed": failures,
-                            "lost": lost,
-                        }
-                    )
+    if once:
+        if processes is None:
+            processes = min(process.DEFAULT_SHARED_PROCESSES, process.usable_cpus())
+        shared = processes > 1 and not on_redis(broker)
+        report = (_scan_then_share if shared else _scan_and_run)(
+            context, runtime, clock(), threads=threads, processes=processes
+        )
+        outcome = _outcome(began)
+        failures = _failures(began)
+        lost = _lost()
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "scan": report.as_json(),
+                        "actions": outcome,
+                        "failed": failures,
+                        "lost": lost,
+                    }
                 )
-            else:
-                _print(report)
-                click.echo(_describe(outcome))
-            if failures or lost:
-                raise UserError(_trouble(failures, lost))
-            return
+            )
+        else:
+            _print(report)
+            click.echo(_describe(outcome))
+        if failures or lost:
+            raise UserError(_trouble(failures, lost))
+        return
+    running = process.start(runtime, threads=threads)
+    try:
         ScanLoop(
             context.config.policies,
             database,
@@ -346,6 +352,47 @@ def run(
     finally:
         with contextlib.suppress(*unreachable()):
             process.stop(running)
+
+
+def _scan_and_run(
+    context: Context, runtime: Runtime, now: datetime, *, threads: int, processes: int
+) -> ScanReport:
+    """One scan, its jobs run by this process's workers, started first to take them as queued."""
+    broker = runtime.broker
+    running = process.start(runtime, threads=threads, idle_ms=process.DEFAULT_ONCE_IDLE_MS)
+    try:
+        report = _scan(context, runtime, now)
+        with answering(broker, what="the jobs queued may not all have run"):
+            for queue in QUEUES:
+                _join(broker, queue)
+        return report
+    finally:
+        with contextlib.suppress(*unreachable()):
+            process.stop(running)
+
+
+def _scan_then_share(
+    context: Context, runtime: Runtime, now: datetime, *, threads: int, processes: int
+) -> ScanReport:
+    """One scan, then its jobs shared among ``processes`` processes (in-process broker)."""
+    report = _scan(context, runtime, now)
+    try:
+        process.run_queued(
+            runtime, processes=processes, threads=threads, idle_ms=process.DEFAULT_ONCE_IDLE_MS
+        )
+    except process.WorkerProcessFailed as exc:
+        raise UserError(str(exc)) from None
+    return report
+
+
+def _scan(context: Context, runtime: Runtime, now: datetime) -> ScanReport:
+    return scan(
+        context.config.policies,
+        runtime.database,
+        runtime.broker,
+        now=now,
+        removal_delay=context.config.removal_delay,
+    )
 
 
 def _failures(since: datetime) -> list[dict[str, Any]]:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,3 +138,125 @@ def test_log_level_info_tells_of_every_job(config: str, tmp_path: Path) -> None:
     assert job["keys"] == ["s3"] and job["action"] == "copy" and job["connector"] == "archive"
     assert (job["files"], job["bytes"], job["result"]) == (1, 2, "1 copied")
     assert job["seconds"] >= 0 and all(record["level"] for record in records)
+
+
+def _many_items(root: Path, count: int, *, missing: int | None = None) -> Path:
+    """``count`` items of one file each under ``local``, and their import document."""
+    items = []
+    for number in range(count):
+        folder = root / "local" / f"many-{number:03d}"
+        folder.mkdir(parents=True)
+        data = f"item {number}\n".encode()
+        if number != missing:
+            (folder / "a.txt").write_bytes(data)
+        items.append(
+            {
+                "key": f"many-{number:03d}",
+                "status": "OK",
+                "created": "2026-01-01T00:00:00Z",
+                "locations": [{"connector": "local", "url": f"many-{number:03d}", "status": "OK"}],
+                "files": [{"path": "a.txt", "size": len(data)}],
+            }
+        )
+    document = root / "many.json"
+    document.write_text(json.dumps({"items": items}))
+    return document
+
+
+def _processes(root: Path, config: str, *args: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RESOLWE_STORAGE_")}
+    base = [sys.executable, "-m", "resolwe_storage", "--config", config]
+    return subprocess.run(
+        [*base, *args], capture_output=True, text=True, timeout=120, env=environ, check=False
+    )
+
+
+def test_run_once_shares_the_jobs_among_processes(config: str, tmp_path: Path) -> None:
+    """Each process runs its share; every copy is made once, validated and recorded."""
+    assert _processes(tmp_path, config, "import", str(_many_items(tmp_path, 300))).returncode == 0
+    done = _processes(
+        tmp_path,
+        config,
+        *("--log-level", "info", "--log-format", "json"),
+        *("run", "--once", "--json", "--processes", "2", "--threads", "2"),
+    )
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["scan"]["copies"] == 300 and outcome["scan"]["jobs"] >= 2
+    assert outcome["actions"] == {"copy": {"ok": 300}}
+    assert outcome["failed"] == [] and outcome["lost"] == []
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    jobs = [record for record in records if "job" in record]
+    assert len(jobs) == outcome["scan"]["jobs"]
+    assert len({record["process"] for record in jobs}) == 2, "both processes ran jobs"
+    for number in range(300):
+        copied = tmp_path / "archive" / f"many-{number:03d}" / "a.txt"
+        assert copied.read_bytes() == f"item {number}\n".encode()
+    status = json.loads(_processes(tmp_path, config, "status", "--json").stdout)
+    assert status["locations"]["archive"] == {"OK": 300}
+
+
+def test_run_once_in_processes_reports_a_failure_as_one_line(config: str, tmp_path: Path) -> None:
+    assert _processes(tmp_path, config, "import", str(_many_items(tmp_path, 300, missing=7)))
+    done = _processes(tmp_path, config, "run", "--once", "--processes", "2")
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1].startswith("error: 1 job(s) failed for good, first: copy")
+    assert "many-007" in done.stderr.splitlines()[-1]
+    status = json.loads(_processes(tmp_path, config, "status", "--json").stdout)
+    assert status["locations"]["archive"]["OK"] >= 299 - 124  # the other jobs' copies
+
+
+def test_processes_are_for_run_once(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(config, "run", "--processes", "2") == 1
+    assert (
+        capsys.readouterr().err
+        == "error: --processes is for run --once; a running run is one process\n"
+    )
+
+
+def _running(config: str) -> list[int]:
+    """The processes whose command line names ``config``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if config.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_sigterm_to_run_once_ends_its_processes_too(config: str, tmp_path: Path) -> None:
+    document = _many_items(tmp_path, 200)
+    assert _processes(tmp_path, config, "import", str(document)).returncode == 0
+    # The first item's file becomes a pipe nobody writes: its share's job waits on it.
+    fifo = tmp_path / "local" / "many-000" / "a.txt"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    log = tmp_path / "run.log"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RESOLWE_STORAGE_")}
+    command = [sys.executable, "-m", "resolwe_storage", "--config", config, "--log-level", "info"]
+    with log.open("wb") as output:
+        run = subprocess.Popen(
+            [*command, "run", "--once", "--processes", "2"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=environ,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while b"workers.jobs" not in log.read_bytes():  # the other share is done
+            assert time.monotonic() < deadline, log.read_text()
+            assert run.poll() is None, log.read_text()
+            time.sleep(0.05)
+        assert len(_running(config)) >= 2  # this one, and the share that waits
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(30) == -signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while _running(config):
+            assert time.monotonic() < deadline, "a worker process outlived run --once"
+            time.sleep(0.05)
+    finally:
+        for pid in _running(config):
+            os.kill(pid, signal.SIGKILL)
