@@ -21,16 +21,17 @@ every sample name):
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import peewee as pw
+
+if TYPE_CHECKING:
+    from resolwe_storage.metrics_http import MetricsServer
 
 logger = logging.getLogger(__name__)
 
@@ -139,69 +140,19 @@ def standard_health(
 # -- the server -------------------------------------------------------------
 
 
-class MetricsServer(ThreadingHTTPServer):
-    """``/metrics``, ``/healthz`` and ``/readyz`` from a thread of their own."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], registry: Any, health: Health) -> None:
-        self.registry = registry
-        self.health = health
-        super().__init__(address, _Handler)
-        self.thread = threading.Thread(target=self.serve_forever, name="metrics", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> MetricsServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: MetricsServer
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-            self._send(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            alive = self.server.health.alive()
-            self._send(200 if alive else 503, b"ok\n" if alive else b"not alive\n")
-        elif path == "/readyz":
-            ok, found = self.server.health.ready()
-            body = json.dumps({"ready": ok, **found}).encode() + b"\n"
-            self._send(200 if ok else 503, body, "application/json")
-        else:
-            self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
-
-    def _send(self, status: int, body: bytes, kind: str = "text/plain; charset=utf-8") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("metrics: " + format, *args)
-
-
 def serve(bind: tuple[str, int] | None, registry: Any, health: Health) -> MetricsServer | None:
     """Serve metrics and health on ``bind`` (None: not at all).
 
     A port in use is logged, not raised: a worker's jobs matter more than
-    its metrics (and its readiness probe tells the orchestrator).
+    its metrics (and its readiness probe tells the orchestrator). The HTTP
+    server (``resolwe_storage.metrics_http``) is loaded only here:
+    ``http.server`` is about 20 ms of start-up, which ``run --once`` and
+    ``scan`` do not need.
     """
     if bind is None:
         return None
+    from resolwe_storage.metrics_http import MetricsServer
+
     try:
         server = MetricsServer(bind, registry, health)
     except OSError as exc:

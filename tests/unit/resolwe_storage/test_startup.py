@@ -73,7 +73,7 @@ def test_the_probe_sees_what_a_command_does_load(tmp_path: Path) -> None:
             "-c",
             PROBE,
             json.dumps(["--config", str(config), "run", "--once"]),
-            json.dumps(HEAVY),
+            json.dumps([*HEAVY, "http.server"]),
         ],
         capture_output=True,
         text=True,
@@ -84,8 +84,10 @@ def test_the_probe_sees_what_a_command_does_load(tmp_path: Path) -> None:
     [line] = [line for line in done.stdout.splitlines() if line.startswith("LOADED ")]
     loaded = json.loads(line.removeprefix("LOADED "))
     assert "dramatiq" in loaded
-    # The embedded default's in-process broker needs no Redis client.
+    # The embedded default's in-process broker needs no Redis client, and a
+    # run that serves no metrics no HTTP server.
     assert "redis" not in loaded
+    assert "http.server" not in loaded
 
 
 def test_the_command_lines_defaults_are_the_processes_own() -> None:
