@@ -45,8 +45,6 @@ sqlite3.register_adapter(datetime, str)
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: SQLite page cache per connection (negative: KiB), enough for the policy indexes.
 DEFAULT_SQLITE_CACHE_KIB = 200_000
-#: Seconds a process's last checkpoint waits for a lock (``checkpoint_opened``).
-DEFAULT_EXIT_CHECKPOINT_TIMEOUT = 1.0
 #: Arbitrary constant naming our PostgreSQL advisory lock for migrations.
 MIGRATION_LOCK_ID = 0x5E50_1E57
 
@@ -133,11 +131,12 @@ def checkpoint_opened() -> None:
     transactions are copied into the database file, both are flushed to
     disk, and the log is emptied (``PRAGMA wal_checkpoint(TRUNCATE)``), so
     that the file alone holds the catalog, and a file put in its place (a
-    backup restored) is not read through the old log's pages. It waits
-    ``DEFAULT_EXIT_CHECKPOINT_TIMEOUT`` at most for other processes' readers
-    and writers; while they last, what they need stays in the log, for the
-    last of them to empty. A file that is gone is not made again. Never
-    raises: the transactions are safe in the log either way.
+    backup restored) is not read through the old log's pages. It waits for
+    no other process: while one reads or writes, the checkpoint does what it
+    can without it and the log stays, for the last of them to empty, as
+    SQLite leaves it when a connection that is not the last closes. A file
+    that is gone is not made again. Never raises: the transactions are safe
+    in the log either way.
     """
     for path in sorted(_SQLITE_FILES):
         if not os.path.exists(f"{path}-wal"):
@@ -146,7 +145,7 @@ def checkpoint_opened() -> None:
             connection = sqlite3.connect(
                 f"{Path(path).as_uri()}?mode=rw",
                 uri=True,
-                timeout=DEFAULT_EXIT_CHECKPOINT_TIMEOUT,
+                timeout=0,  # busy: as much as it can without waiting, then on
             )
             try:
                 connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").close()

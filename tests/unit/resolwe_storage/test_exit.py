@@ -57,6 +57,33 @@ def test_a_catalog_file_put_in_place_is_read_as_it_is(tmp_path: Path) -> None:
         assert catalog.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def test_the_exit_does_not_wait_for_another_process_reading(tmp_path: Path) -> None:
+    """Another process's open read keeps the log; the command ends anyway, its items stored."""
+    cli = Cli(local_pair(tmp_path))
+    cli.ok("status")
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('BEGIN'); c.execute('SELECT count(*) FROM file_storage').fetchall(); "
+            "print('reading', flush=True); sys.stdin.read()",
+            str(tmp_path / "catalog.sqlite3"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "reading\n"
+        cli.ok("import", _document(tmp_path), timeout=10)  # not the catalog's 30 s wait
+        assert (tmp_path / "catalog.sqlite3-wal").stat().st_size > 0  # kept for the reader
+    finally:
+        reader.communicate("", timeout=30)
+    assert json.loads(cli.ok("status", "--json").out)["items"]["total"] == ITEMS
+    assert (tmp_path / "catalog.sqlite3-wal").stat().st_size == 0  # the last one empties it
+
+
 def test_output_through_a_pipe_is_whole_and_the_exit_code_kept(tmp_path: Path) -> None:
     cli = Cli(local_pair(tmp_path))
     cli.ok("import", _document(tmp_path))
