@@ -134,7 +134,7 @@ def run_queued(
     children: list[int] = []
     for index in range(count):
         pid = os.fork()
-        if pid == 0:  # pragma: no cover - measured by the parent's wait
+        if pid == 0:  # the new process: its share, then its end
             _run_share_and_exit(runtime, index, count, threads=threads, idle_ms=idle_ms)
         children.append(pid)
     failed = _wait_for(children)
