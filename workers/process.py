@@ -118,8 +118,11 @@ def run_queued(
     lock, and this one waits for them: a batch of small files is mostly
     Python and system calls, which one process runs on one CPU at a time
     (measured here on 2,000 files of 16 KiB, 2 CPUs: see the README's
-    one-shot row). Each waits for its own share, so a share may end before
-    another; no job is run twice or left. Forked only where that is safe:
+    one-shot row). ``threads`` are shared among them (each has at least
+    one): the jobs under way at once, and the memory their transfers hold,
+    stay what they were in one process; only CPUs are added. Each waits
+    for its own share, so a share may end before another; no job is run
+    twice or left. Forked only where that is safe:
     on Linux, from a process with no other thread, with more than one job;
     else the jobs run here. A SIGTERM to this process goes on to them.
     Raises ``WorkerProcessFailed`` when one of them did not end well.
@@ -132,10 +135,11 @@ def run_queued(
         return
     runtime.database.close()  # each process opens its own connections
     children: list[int] = []
+    each = max(1, threads // count)
     for index in range(count):
         pid = os.fork()
         if pid == 0:  # the new process: its share, then its end
-            _run_share_and_exit(runtime, index, count, threads=threads, idle_ms=idle_ms)
+            _run_share_and_exit(runtime, index, count, threads=each, idle_ms=idle_ms)
         children.append(pid)
     failed = _wait_for(children)
     if failed:

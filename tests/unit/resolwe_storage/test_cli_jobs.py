@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -189,6 +191,15 @@ def test_run_once_shares_the_jobs_among_processes(config: str, tmp_path: Path) -
     jobs = [record for record in records if "job" in record]
     assert len(jobs) == outcome["scan"]["jobs"]
     assert len({record["process"] for record in jobs}) == 2, "both processes ran jobs"
+    # The 2 threads are shared: one each, so each process ran its jobs one by one.
+    for pid in {record["process"] for record in jobs}:
+        ends = sorted(
+            (datetime.fromisoformat(record["time"]).timestamp(), record["job"]["seconds"])
+            for record in jobs
+            if record["process"] == pid
+        )
+        for (before, _), (after, seconds) in itertools.pairwise(ends):
+            assert after - seconds >= before - 0.01, ends
     for number in range(300):
         copied = tmp_path / "archive" / f"many-{number:03d}" / "a.txt"
         assert copied.read_bytes() == f"item {number}\n".encode()
