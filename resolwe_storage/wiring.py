@@ -25,7 +25,6 @@ from connectors.base import Connector
 from connectors.registry import GCS, LOCAL, S3
 from resolwe_storage.config import Config, ConnectorConfig
 from resolwe_storage.errors import InputError
-from scheduler.policy import cutoff
 from scheduler.rules import (
     ConnectorPolicy,
     preference_order,
@@ -87,6 +86,7 @@ def worker_runtime(
 
 def delete_rules(policies: Mapping[str, ConnectorPolicy]) -> DeleteRules:
     """The delete rules of ``policies`` as the workers re-check them (SPEC §5)."""
+    from scheduler.policy import cutoff  # loaded for workers only: quick commands go without
     from workers.runtime import DeleteLimits
 
     def limits(connector: str, *, data_slug: str, process_type: str, now: datetime) -> DeleteLimits:
