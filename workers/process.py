@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -94,12 +95,39 @@ def stop(worker: dramatiq.Worker, *, timeout_s: float = DEFAULT_STOP_SECONDS) ->
     worker.broker.close()
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on."""
+def usable_cpus(*, cgroup: str = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may use: those it may run on, within its container's CPU quota.
+
+    The quota (a Kubernetes CPU limit) is cgroup v2's ``cpu.max`` or v1's
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` under ``cgroup``, rounded
+    up: a pod limited to 1.5 CPUs on a node of 64 may use 2, not 64.
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = _cpu_quota(cgroup)
+    return cpus if quota is None else max(1, min(cpus, math.ceil(quota)))
+
+
+def _cpu_quota(cgroup: str) -> float | None:
+    """CPUs the cgroup at ``cgroup`` may use in all, or None where it sets no quota."""
+    try:
+        with open(f"{cgroup}/cpu.max") as v2:
+            quota, period = v2.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for folder in ("cpu", "cpu,cpuacct"):
+        try:
+            with open(f"{cgroup}/{folder}/cpu.cfs_quota_us") as v1:
+                quota_us = int(v1.read())
+            with open(f"{cgroup}/{folder}/cpu.cfs_period_us") as v1:
+                period_us = int(v1.read())
+        except (OSError, ValueError):
+            continue
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    return None
 
 
 def run_queued(

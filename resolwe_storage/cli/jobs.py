@@ -103,7 +103,7 @@ def worker(
     type=click.IntRange(min=1),
     default=None,
     help="With --once on the in-process broker: processes the jobs are shared among, "
-    "and the --threads with them.  [default: one per CPU, at most 4]",
+    "and the --threads with them.  [default: one per usable CPU, at most 4]",
 )
 @click.option("--json", "as_json", is_flag=True, help="With --once: print the outcome as JSON.")
 @pass_context
