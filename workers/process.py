@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -164,12 +164,22 @@ def run_queued(
     runtime.database.close()  # each process opens its own connections
     children: list[int] = []
     each = max(1, threads // count)
-    for index in range(count):
-        pid = os.fork()
-        if pid == 0:  # the new process: its share, then its end
-            _run_share_and_exit(runtime, index, count, threads=each, idle_ms=idle_ms)
-        children.append(pid)
-    failed = _wait_for(children)
+    # A SIGTERM waits until every process is forked and known, to go on to all.
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        for index in range(count):
+            pid = os.fork()
+            if pid == 0:  # the new process: its share, then its end
+                signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+                _run_share_and_exit(runtime, index, count, threads=each, idle_ms=idle_ms)
+            children.append(pid)
+        previous = signal.signal(signal.SIGTERM, _passing_on(children))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+    try:
+        failed = _wait_for(children)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if failed:
         raise WorkerProcessFailed(
             f"{len(failed)} of {count} worker processes did not end well "
@@ -208,19 +218,21 @@ def _run_share_and_exit(
         os._exit(code)
 
 
-def _wait_for(children: list[int]) -> list[int]:
-    """Wait for ``children`` to end, passing a SIGTERM on; the exit codes that were not 0."""
+def _passing_on(children: list[int]) -> Callable[[int, object], None]:
+    """A SIGTERM handler: the signal goes on to ``children``, then ends this process as before."""
 
     def terminated(signum: int, frame: object) -> None:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)  # and this one ends as it would have
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, terminated)
+    return terminated
+
+
+def _wait_for(children: list[int]) -> list[int]:
+    """Wait for ``children`` to end; the exit codes that were not 0."""
     try:
         codes = []
         for pid in children:
@@ -232,7 +244,4 @@ def _wait_for(children: list[int]) -> list[int]:
                 os.kill(pid, signal.SIGINT)
                 os.waitpid(pid, 0)
         raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return [code for code in codes if code != 0]

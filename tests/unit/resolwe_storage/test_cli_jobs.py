@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -225,49 +226,63 @@ def test_processes_are_for_run_once(config: str, capsys: pytest.CaptureFixture[s
     )
 
 
-def _running(config: str) -> list[int]:
-    """The processes whose command line names ``config``."""
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if config.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
     return found
 
 
-def test_a_sigterm_to_run_once_ends_its_processes_too(config: str, tmp_path: Path) -> None:
-    document = _many_items(tmp_path, 200)
-    assert _processes(tmp_path, config, "import", str(document)).returncode == 0
-    # The first item's file becomes a pipe nobody writes: its share's job waits on it.
-    fifo = tmp_path / "local" / "many-000" / "a.txt"
-    fifo.unlink()
-    os.mkfifo(fifo)
-    log = tmp_path / "run.log"
+def _state(pid: int) -> dict[str, str]:
+    """``/proc/PID/status`` as a dict; empty once the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def test_a_sigterm_to_run_once_goes_on_to_its_processes(config: str, tmp_path: Path) -> None:
+    """Both shares are held (SIGSTOP) mid-run; the SIGTERM to the run is found pending on each."""
+    assert _processes(tmp_path, config, "import", str(_many_items(tmp_path, 1000))).returncode == 0
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RESOLWE_STORAGE_")}
-    command = [sys.executable, "-m", "resolwe_storage", "--config", config, "--log-level", "info"]
-    with log.open("wb") as output:
-        run = subprocess.Popen(
-            [*command, "run", "--once", "--processes", "2"],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=environ,
-        )
+    command = [sys.executable, "-m", "resolwe_storage", "--config", config]
+    run = subprocess.Popen(
+        [*command, "run", "--once", "--processes", "2", "--threads", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environ,
+    )
+    shares: list[int] = []
     try:
         deadline = time.monotonic() + 60
-        while b"workers.jobs" not in log.read_bytes():  # the other share is done
-            assert time.monotonic() < deadline, log.read_text()
-            assert run.poll() is None, log.read_text()
-            time.sleep(0.05)
-        assert len(_running(config)) >= 2  # this one, and the share that waits
+        while len(shares) < 2:
+            for pid in _children(run.pid):
+                if pid not in shares:
+                    os.kill(pid, signal.SIGSTOP)  # held before its 500 files are done
+                    shares.append(pid)
+            assert run.poll() is None and time.monotonic() < deadline, "no two shares seen"
+            time.sleep(0.002)
         run.send_signal(signal.SIGTERM)
         assert run.wait(30) == -signal.SIGTERM
-        deadline = time.monotonic() + 10
-        while _running(config):
-            assert time.monotonic() < deadline, "a worker process outlived run --once"
-            time.sleep(0.05)
+        for pid in shares:
+            pending = int(_state(pid)["ShdPnd"], 16)
+            assert pending & (1 << (signal.SIGTERM - 1)), f"share {pid} was not told"
+            os.kill(pid, signal.SIGCONT)  # the SIGTERM it holds now ends it
+        deadline = time.monotonic() + 30
+        while any(_state(pid).get("State", "Z").startswith(("R", "S", "D", "T")) for pid in shares):
+            assert time.monotonic() < deadline, "a share outlived run --once"
+            time.sleep(0.02)
     finally:
-        for pid in _running(config):
-            os.kill(pid, signal.SIGKILL)
+        for pid in shares:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if run.poll() is None:
+            run.kill()
