@@ -113,6 +113,8 @@ if hasattr(os, "register_at_fork"):
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 #: Opening a temporary file: ours alone, never through a link.
 _CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: How an object is opened to be read: without waiting, should it be a named pipe.
+_OPEN_OBJECT = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 #: Attempts at a free temporary name before giving up.
 DEFAULT_NAME_ATTEMPTS = 5
 #: Kernel copies of files up to this size pass one at a time per process (``_Gate``) ...
@@ -347,32 +349,42 @@ class LocalConnector(Connector):
         return ObjectInfo(path, result.st_size, {})
 
     def open_read(self, path: str) -> BinaryIO:
-        descriptor = self._open_object(path)
+        descriptor, _ = self._open_object(path)
         try:
             return open(descriptor, "rb", buffering=0)
         except IsADirectoryError:
             os.close(descriptor)
             raise ObjectNotFound(f"{self.name}: {path!r} is a folder, not an object") from None
 
-    def _open_object(self, path: str) -> int:
-        """A read-only descriptor of the object at ``path`` (this thread's own write, if any).
+    def _open_object(self, path: str) -> tuple[int, os.stat_result]:
+        """A read-only descriptor of the object at ``path`` (this thread's own write, if any),
+        and what ``fstat`` says of it.
 
         The folders are walked under the root; the object itself is opened
         without following a link, and only a link (rare) is resolved and
         checked in full. A folder opens too: reading it fails (``EISDIR``).
+        Anything else that is not a regular file (a named pipe, a device) is
+        not an object, as ``stat`` says: opened without waiting (a pipe
+        would hold the job until a writer came, past any time limit), then
+        refused as missing.
         """
         _, folder, name = self._folder(path)
         full = self._written(folder + os.sep + name)
         try:
-            return os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            descriptor = os.open(full, _OPEN_OBJECT | os.O_NOFOLLOW)
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise self._error(exc, path) from exc
-        full = self._written(self._resolve(path))  # a link: followed if it stays under the root
-        try:
-            return os.open(full, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise self._error(exc, path) from exc
+            full = self._written(self._resolve(path))  # a link: followed if it stays under the root
+            try:
+                descriptor = os.open(full, _OPEN_OBJECT)
+            except OSError as exc:
+                raise self._error(exc, path) from exc
+        found = os.fstat(descriptor)
+        if not (stat.S_ISREG(found.st_mode) or stat.S_ISDIR(found.st_mode)):
+            os.close(descriptor)
+            raise ObjectNotFound(f"{self.name}: {path!r} is not a regular file")
+        return descriptor, found
 
     def write(self, path: str, stream: BinaryIO, *, size: int | None = None) -> ObjectInfo:
         return self._land(path, lambda out: _pump(stream, out, size, writeback=self.fsync))
@@ -692,9 +704,9 @@ class LocalConnector(Connector):
         """
         assert isinstance(source, LocalConnector)
         with _GATE.passing((source.name, self.name)) as leave:
-            reader = source._open_object(source_path)
+            reader, found = source._open_object(source_path)
             try:
-                size = os.fstat(reader).st_size
+                size = found.st_size
                 if size > DEFAULT_GATED_SIZE:
                     leave()  # a large copy waits on memory and disk: in parallel
 

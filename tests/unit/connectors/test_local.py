@@ -712,3 +712,38 @@ def test_a_kernel_copy_stops_at_the_size_the_source_had(tmp_path: Path) -> None:
         if copied is None:
             pytest.skip("no copy_file_range between these files here")
         assert (copied, target.read_bytes()) == (len(expected), expected)
+
+
+def test_a_named_pipe_where_an_object_should_be_is_missing_at_once(tmp_path: Path) -> None:
+    """Not waited on for a writer (a job would hang past any time limit): refused as missing."""
+    root = LocalConnector("local", path=tmp_path / "root")
+    archive = LocalConnector("archive", path=tmp_path / "archive")
+    (tmp_path / "root" / "item").mkdir(parents=True)
+    pipe = tmp_path / "root" / "item" / "a.txt"
+    os.mkfifo(pipe)
+    outcomes: list[object] = []
+
+    def read() -> None:
+        for attempt in (
+            lambda: root.open_read("item/a.txt"),
+            lambda: archive.copy_from(root, "item/a.txt", "item/a.txt"),
+        ):
+            try:
+                attempt()
+                outcomes.append("opened")
+            except ObjectNotFound as exc:
+                outcomes.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(EVENT_SECONDS)
+    if reader.is_alive():  # blocked in open(): a writer lets it go, then fail
+        with open(pipe, "wb"):
+            pass
+        pytest.fail("reading a named pipe waited for a writer")
+    assert [str(exc) for exc in outcomes] == [
+        "local: 'item/a.txt' is not a regular file",
+        "local: 'item/a.txt' is not a regular file",
+    ]
+    assert root.stat("item/a.txt") is None
+    assert not (tmp_path / "archive" / "item" / "a.txt").exists()
