@@ -33,6 +33,7 @@ from catalog.models import (
     StorageLocation,
     database_proxy,
 )
+from catalog.pgdriver import use_psycopg2
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -111,6 +112,7 @@ def open_database(url: str) -> pw.Database:
                     f"database URL {redact_url(url)!r}: {name!r} is given twice, "
                     f"in the URL and as ?{name}="
                 )
+        use_psycopg2()
         return pw.PostgresqlDatabase(dbname, **{**params, **options})
     raise DatabaseURLError(
         f"database URL {redact_url(url)!r}: unsupported scheme {parts.scheme!r}; "

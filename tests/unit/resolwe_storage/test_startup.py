@@ -26,6 +26,8 @@ HEAVY = (
     "uvicorn",
     "jinja2",
     "pydantic",
+    # PostgreSQL's driver, on a SQLite catalog (``catalog.pgdriver``).
+    "psycopg2",
 )
 
 PROBE = """
@@ -39,6 +41,20 @@ sys.exit(code)
 """
 
 
+def migrated(config: Path) -> None:
+    """The catalog of ``config`` made beforehand, as a command mostly meets it.
+
+    Making one loads the migrations' tools, and PostgreSQL's driver with them.
+    """
+    subprocess.run(
+        [sys.executable, "-m", "resolwe_storage", "--config", str(config), "migrate"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+        cwd=config.parent,
+    )
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["status"], ["status", "--json"], ["plan"], ["plan", "--json"], ["check-config"]],
@@ -46,6 +62,7 @@ sys.exit(code)
 )
 def test_a_quick_command_loads_no_worker_stack(tmp_path: Path, argv: list[str]) -> None:
     config = local_pair(tmp_path, copy={"delay": 0})
+    migrated(config)
     done = subprocess.run(
         [
             sys.executable,
@@ -67,6 +84,7 @@ def test_a_quick_command_loads_no_worker_stack(tmp_path: Path, argv: list[str]) 
 def test_the_probe_sees_what_a_command_does_load(tmp_path: Path) -> None:
     """The same probe on a command that needs the broker names what it loaded."""
     config = local_pair(tmp_path)
+    migrated(config)
     done = subprocess.run(
         [
             sys.executable,
@@ -88,6 +106,7 @@ def test_the_probe_sees_what_a_command_does_load(tmp_path: Path) -> None:
     # run that serves no metrics no HTTP server.
     assert "redis" not in loaded
     assert "http.server" not in loaded
+    assert "psycopg2" not in loaded
 
 
 def test_the_command_lines_defaults_are_the_processes_own() -> None:
