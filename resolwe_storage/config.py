@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,15 +395,18 @@ def _raise(where: str, message: str) -> None:
 def parse_text(text: str, *, name: str) -> Any:
     """Parse a YAML, TOML or JSON document; the format is chosen by ``name``'s suffix."""
     suffix = Path(name).suffix.lower()
-    try:
-        if suffix == ".toml":
+    if suffix == ".toml":
+        import tomllib  # only for TOML, as YAML's below
+
+        try:
             return tomllib.loads(text)
-        if suffix == ".json":
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{name}: malformed TOML: {exc}") from exc
+    if suffix == ".json":
+        try:
             return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{name}: malformed JSON at line {exc.lineno}: {exc.msg}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{name}: malformed TOML: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{name}: malformed JSON at line {exc.lineno}: {exc.msg}") from exc
     import yaml  # only for YAML: its import is a tenth of a command's start-up
 
     try:

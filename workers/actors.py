@@ -61,7 +61,6 @@ from catalog.models import Action, FileStorage, utcnow
 from catalog.paths import files_label
 from catalog.settings import record_audit
 from connectors.errors import ChecksumMismatch, ConnectorError
-from workers.audit import audit_connector
 from workers.broker import Pending, note_dead, unreachable
 from workers.messages import (
     ACTOR_AUDIT,
@@ -277,6 +276,10 @@ def verify_location_job(item_id: int, connector: str) -> Done:
 
 def audit_connector_job(connector: str) -> Done:
     """Audit ``connector`` against the catalog, as ``resolwe-storage audit`` does (no removal)."""
+    # Loaded by the first audit: most workers' lives, and every run of
+    # copies, go without one (its module brings tempfile and the compressors).
+    from workers.audit import audit_connector
+
     runtime = current()
     with _catalog(runtime):
         report = audit_connector(runtime.connector(connector), runtime.database, now=utcnow())
