@@ -56,6 +56,7 @@ from scheduler.policy import COPY, DELETE, REMOVE, REPAIR, VERIFY, cutoff
 from scheduler.rules import ConnectorPolicy
 from workers.broker import BrokerUnavailable, Pending, answering, enqueue_many, unreachable
 from workers.messages import (
+    DEFAULT_JOB_FILES,
     PENDING_AUDIT,
     PENDING_REMOVE,
     PENDING_REPAIR,
@@ -158,12 +159,17 @@ def scan(
     now: datetime,
     resume_after: timedelta = DEFAULT_RESUME_AFTER,
     removal_delay: int = 0,
+    job_files: int = DEFAULT_JOB_FILES,
+    jobs_multiple: int = 1,
 ) -> ScanReport:
     """Plan ``policies`` at ``now`` and queue every due job; returns what was done.
 
     Also resumes copies under way that have not moved since ``now - resume_after``,
     and forgets removed items past ``removal_delay`` days that have no copy left.
+    Copy jobs are cut as ``copy_jobs`` cuts them with ``max_files=job_files``
+    and ``jobs_multiple``.
     """
+    cut = {"max_files": job_files, "jobs_multiple": jobs_multiple}
     began = time.monotonic()
     report = ScanReport()
     # First, so the plan sees the locations those locks held as free. Real
@@ -177,7 +183,7 @@ def scan(
     report.deletes_paused = paused is not None
     budget = DeleteBudget(policies, paused=report.deletes_paused)
     # Before this scan reserves anything: its own reservations are not stalled.
-    resumed, stalled = _resume_stale(database, now - resume_after, report, budget)
+    resumed, stalled = _resume_stale(database, now - resume_after, report, budget, cut)
     with answering(broker, what="nothing was queued"):
         report.jobs += enqueue_many(broker, resumed)
     if stalled:
@@ -189,7 +195,7 @@ def scan(
         ).execute()
     pending = Pending(broker)
     for batch in _chunks(due, DEFAULT_SCAN_BATCH):
-        messages, reserved = _reserve_copies(database, batch, report)
+        messages, reserved = _reserve_copies(database, batch, report, cut)
         claimed: list[str] = []
         try:
             with answering(broker, what=f"{report.jobs} job(s) were queued before it stopped"):
@@ -369,7 +375,11 @@ def _close_expired_locks() -> int:
 
 
 def _resume_stale(
-    database: pw.Database, before: datetime, report: ScanReport, budget: DeleteBudget
+    database: pw.Database,
+    before: datetime,
+    report: ScanReport,
+    budget: DeleteBudget,
+    cut: dict[str, int],
 ) -> tuple[list[dramatiq.Message], list[int]]:
     """Jobs for the work left of copies and deletes under way that stopped before ``before``.
 
@@ -447,12 +457,12 @@ def _resume_stale(
         report.resumed += 1
         resumed.append(location.id)
     for target, items in copies.items():
-        messages += copy_jobs(target, items)
+        messages += copy_jobs(target, items, **cut)
     return messages, resumed
 
 
 def _reserve_copies(
-    database: pw.Database, batch: Sequence[DueItem], report: ScanReport
+    database: pw.Database, batch: Sequence[DueItem], report: ScanReport, cut: dict[str, int]
 ) -> tuple[list[dramatiq.Message], list[tuple[int, str]]]:
     """Reserve the due copies' locations; their jobs, and the (item id, target) reserved."""
     wanted = [
@@ -497,7 +507,7 @@ def _reserve_copies(
             report.copies += 1
             reserved.setdefault(target, []).append((item_id, files.get(item_id, [])))
     for target, items in reserved.items():
-        messages += copy_jobs(target, items)
+        messages += copy_jobs(target, items, **cut)
     return messages, [
         (item_id, target) for target, items in reserved.items() for item_id, _ in items
     ]

@@ -91,6 +91,14 @@ DEFAULT_SLOWEST_RATE = 2 * 1024 * 1024
 DEFAULT_JOB_FILES = 128
 #: ... and at most this many bytes between them.
 DEFAULT_JOB_BYTES = 64 * 1024 * 1024
+#: Files a job of a one-shot run's processes shares at most (``copy_jobs``'
+#: ``max_files``): each job lands its files with two flushes of the
+#: filesystem, which a job of 128 small local files spends a third of its
+#: time on (2,000 x 16 KiB on 2 CPUs: 0.53 s against 0.61 s for the run).
+DEFAULT_ONCE_JOB_FILES = 1000
+#: Jobs are not split further to come in a multiple (``copy_jobs``) below
+#: this many files each: a few files are not worth another process.
+DEFAULT_SPLIT_FILES = 32
 #: Files of one delete that share a job (S3 deletes up to 1,000 in one request).
 DEFAULT_DELETE_JOB_FILES = 1_000
 
@@ -121,7 +129,11 @@ def copy_messages(
 
 
 def copy_jobs(
-    target: str, items: Sequence[tuple[int, Sequence[tuple[str, int | None]]]]
+    target: str,
+    items: Sequence[tuple[int, Sequence[tuple[str, int | None]]]],
+    *,
+    max_files: int = DEFAULT_JOB_FILES,
+    jobs_multiple: int = 1,
 ) -> list[dramatiq.Message]:
     """The jobs that copy to ``target`` the files (path, size) of ``items`` (item id, files).
 
@@ -134,7 +146,10 @@ def copy_jobs(
     except where a job boundary falls inside the item: then its first files
     end one job and the rest begin the next. A file larger than
     ``DEFAULT_JOB_BYTES`` has a job of its own; an item without files gets
-    a ``finish_copy``.
+    a ``finish_copy``. ``max_files`` replaces ``DEFAULT_JOB_FILES``;
+    ``jobs_multiple``: the small files' jobs come in a multiple of this
+    many where there are files enough (``DEFAULT_SPLIT_FILES`` a job) for
+    the processes that share them: none waits on another's last job.
     """
     messages = []
     small: list[tuple[int, str, int]] = []
@@ -147,7 +162,7 @@ def copy_jobs(
                 messages.append(_copy_files(item_id, target, [path], size or 0))
             else:
                 small.append((item_id, path, size or 0))
-    for run, size in _even_runs(small):
+    for run, size in _even_runs(small, max_files, jobs_multiple):
         group: list[list[Any]] = []
         for item_id, path, _ in run:
             if group and group[-1][0] == item_id:
@@ -168,17 +183,22 @@ def copy_jobs(
 _Entry = TypeVar("_Entry", bound=tuple[Any, ...])
 
 
-def _even_runs(files: Sequence[_Entry]) -> list[tuple[list[_Entry], int]]:
+def _even_runs(
+    files: Sequence[_Entry], max_files: int, multiple: int
+) -> list[tuple[list[_Entry], int]]:
     """``files`` (..., size) cut in order into the fewest runs the limits allow, even; with bytes.
 
     First into equal counts of files, as many runs as the file and byte
-    limits need between them; then a run still over the byte limit (sizes
-    uneven) is cut again where it fills (``_cut``).
+    limits need between them, rounded up to a multiple of ``multiple``
+    while each keeps ``DEFAULT_SPLIT_FILES``; then a run still over the byte limit (sizes uneven)
+    is cut again where it fills (``_cut``).
     """
     if not files:
         return []
     total = sum(entry[-1] or 0 for entry in files)
-    wanted = max(-(-len(files) // DEFAULT_JOB_FILES), -(-total // DEFAULT_JOB_BYTES))
+    wanted = max(-(-len(files) // max_files), -(-total // DEFAULT_JOB_BYTES))
+    # Rounded up where each job keeps files enough to be worth a process.
+    wanted = max(wanted, min(-(-wanted // multiple) * multiple, len(files) // DEFAULT_SPLIT_FILES))
     bounds = [len(files) * number // wanted for number in range(wanted + 1)]
     return [
         run

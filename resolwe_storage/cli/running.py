@@ -36,7 +36,7 @@ from scheduler.loop import SCHEDULER_LEASE, ScanLoop
 from scheduler.scan import ScanReport, scan
 from workers import process
 from workers.broker import LAST_SCAN_KEY, answering, make_broker, on_redis, unreachable
-from workers.messages import QUEUES
+from workers.messages import DEFAULT_ONCE_JOB_FILES, QUEUES
 from workers.runtime import DEFAULT_MAX_RETRIES, Runtime
 
 logger = logging.getLogger("scheduler")
@@ -374,8 +374,12 @@ def _scan_and_run(
 def _scan_then_share(
     context: Context, runtime: Runtime, now: datetime, *, threads: int, processes: int
 ) -> ScanReport:
-    """One scan, then its jobs shared among ``processes`` processes (in-process broker)."""
-    report = _scan(context, runtime, now)
+    """One scan, then its jobs shared among ``processes`` processes (in-process broker).
+
+    Fewer, larger jobs than a worker pool's, in a multiple of ``processes``
+    (``DEFAULT_ONCE_JOB_FILES``): each lands its files with two flushes.
+    """
+    report = _scan(context, runtime, now, job_files=DEFAULT_ONCE_JOB_FILES, jobs_multiple=processes)
     try:
         process.run_queued(
             runtime, processes=processes, threads=threads, idle_ms=process.DEFAULT_ONCE_IDLE_MS
@@ -385,13 +389,14 @@ def _scan_then_share(
     return report
 
 
-def _scan(context: Context, runtime: Runtime, now: datetime) -> ScanReport:
+def _scan(context: Context, runtime: Runtime, now: datetime, **cut: int) -> ScanReport:
     return scan(
         context.config.policies,
         runtime.database,
         runtime.broker,
         now=now,
         removal_delay=context.config.removal_delay,
+        **cut,
     )
 
 

@@ -185,7 +185,8 @@ def test_run_once_shares_the_jobs_among_processes(config: str, tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     outcome = json.loads(done.stdout)
-    assert outcome["scan"]["copies"] == 300 and outcome["scan"]["jobs"] >= 2
+    # A job for each process (the one-shot cut), not three of 128 files at most.
+    assert outcome["scan"]["copies"] == 300 and outcome["scan"]["jobs"] == 2
     assert outcome["actions"] == {"copy": {"ok": 300}}
     assert outcome["failed"] == [] and outcome["lost"] == []
     records = [json.loads(line) for line in done.stderr.splitlines()]
@@ -215,7 +216,8 @@ def test_run_once_in_processes_reports_a_failure_as_one_line(config: str, tmp_pa
     assert done.stderr.splitlines()[-1].startswith("error: 1 job(s) failed for good, first: copy")
     assert "many-007" in done.stderr.splitlines()[-1]
     status = json.loads(_processes(tmp_path, config, "status", "--json").stdout)
-    assert status["locations"]["archive"]["OK"] >= 299 - 124  # the other jobs' copies
+    # The other process's job, and the files of this one before the missing one.
+    assert status["locations"]["archive"]["OK"] >= 150 + 7
 
 
 def test_processes_are_for_run_once(config: str, capsys: pytest.CaptureFixture[str]) -> None:

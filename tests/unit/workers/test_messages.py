@@ -6,6 +6,7 @@ import itertools
 import json
 
 import dramatiq
+import pytest
 
 from workers import messages
 
@@ -73,6 +74,44 @@ def test_small_items_share_jobs_as_few_and_as_even_as_the_limits_allow() -> None
         m.options["time_limit"] == messages.time_limit_ms(16_384 * len(g))
         for m, g in zip(queued, groups, strict=True)
     )
+
+
+@pytest.mark.parametrize(
+    ("files", "max_files", "multiple", "sizes"),
+    [
+        # A one-shot run of 2 processes: a job each, not 16.
+        (2000, 1000, 2, [1000, 1000]),
+        # Three jobs' worth for two processes: four even ones, none left over.
+        (3000, 1000, 2, [750] * 4),
+        # Fewer files than the limit: still a job per process.
+        (100, 1000, 2, [50, 50]),
+        # Split only while each job keeps DEFAULT_SPLIT_FILES (32).
+        (3, 1000, 4, [3]),
+        (70, 1000, 4, [35, 35]),
+        # The default: as few as the limit allows.
+        (2000, 1000, 1, [1000, 1000]),
+    ],
+)
+def test_jobs_cut_at_a_given_count_in_a_multiple(
+    files: int, max_files: int, multiple: int, sizes: list[int]
+) -> None:
+    items = [(item, [(f"f{n:02d}", 16_384) for n in range(10)]) for item in range(files // 10)]
+    items = items or [(0, [(f"f{n:02d}", 16_384) for n in range(files)])]
+    queued = messages.copy_jobs("local", items, max_files=max_files, jobs_multiple=multiple)
+    groups = job_files(queued)
+    assert [len(group) for group in groups] == sizes
+    flat = [entry for group in groups for entry in group]
+    assert flat == [(item, path) for item, entries in items for path, _ in entries]
+
+
+def test_a_multiple_of_jobs_still_keeps_to_the_byte_limit() -> None:
+    mib = 1024 * 1024
+    # 10 files of 20 MiB: 4 jobs by bytes (64 MiB each at most), a multiple of 2.
+    items = [(1, [(f"f{n}", 20 * mib) for n in range(10)])]
+    groups = job_files(messages.copy_jobs("local", items, max_files=1000, jobs_multiple=2))
+    assert all(len(group) * 20 <= 64 for group in groups)
+    assert len(groups) >= 4
+    assert sum(len(group) for group in groups) == 10
 
 
 def test_items_without_files_finish_and_large_files_go_alone() -> None:
