@@ -14,3 +14,7 @@ module          what it holds
 ``errors``      errors the user can fix
 ==============  =============================================================
 """
+
+# Before any module of ours imports dramatiq: it goes without asyncio
+# (``workers.deferred``).
+import workers  # noqa: F401

@@ -19,3 +19,8 @@ module          what it holds
 Depends on ``catalog`` and ``connectors``. The scheduler imports only
 ``messages`` and ``broker``, which reach nothing of the operations.
 """
+
+from workers.deferred import defer_asyncio
+
+# First, before any module of ours imports dramatiq (``workers.deferred``).
+defer_asyncio()

@@ -91,7 +91,7 @@ def test_the_probe_sees_what_a_command_does_load(tmp_path: Path) -> None:
             "-c",
             PROBE,
             json.dumps(["--config", str(config), "run", "--once"]),
-            json.dumps([*HEAVY, "http.server"]),
+            json.dumps([*HEAVY, "http.server", "asyncio.base_events"]),
         ],
         capture_output=True,
         text=True,
@@ -107,6 +107,8 @@ def test_the_probe_sees_what_a_command_does_load(tmp_path: Path) -> None:
     assert "redis" not in loaded
     assert "http.server" not in loaded
     assert "psycopg2" not in loaded
+    # dramatiq without asyncio: no actor is async (``workers.deferred``).
+    assert "asyncio.base_events" not in loaded
 
 
 def test_the_command_lines_defaults_are_the_processes_own() -> None:
