@@ -526,6 +526,7 @@ def test_a_link_at_the_destination_is_refused_in_a_landing_block_too(tmp_path: P
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret").write_bytes(b"secret")
+    (tmp_path / "root" / "item").mkdir(parents=True)  # there before the block
     connector = LocalConnector("local", path=tmp_path / "root")
     with connector.landing():
         connector.write("item/a", io.BytesIO(b"a"))  # the folder is known now
@@ -534,6 +535,21 @@ def test_a_link_at_the_destination_is_refused_in_a_landing_block_too(tmp_path: P
             connector.write("item/link", io.BytesIO(b"overwrite"))
     assert (outside / "secret").read_bytes() == b"secret"
     assert files_under(tmp_path / "root") == ["item/a", "item/link"]
+
+
+def test_a_link_slipped_into_a_folder_the_block_made_is_replaced(tmp_path: Path) -> None:
+    """A folder made in the block is not looked into again: the rename replaces the link."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    connector = LocalConnector("local", path=tmp_path / "root")
+    with connector.landing():
+        connector.write("item/a", io.BytesIO(b"a"))  # the block makes the folder
+        (tmp_path / "root" / "item" / "link").symlink_to(outside / "secret")
+        connector.write("item/link", io.BytesIO(b"the item's own"))
+    assert (outside / "secret").read_bytes() == b"secret"
+    assert not (tmp_path / "root" / "item" / "link").is_symlink()
+    assert (tmp_path / "root" / "item" / "link").read_bytes() == b"the item's own"
 
 
 def test_a_folder_is_not_an_object_to_read(connector: LocalConnector) -> None:
