@@ -14,6 +14,7 @@ module          what it holds
 ``operations``  what one job does: copy, verify, delete, repair
 ``verify``      re-hashing a copy; ``confirm``: confirming copies before a delete
 ``errors``      the errors of the operations
+``deferred``    dramatiq's import without asyncio, until something uses it
 ==============  =============================================================
 
 Depends on ``catalog`` and ``connectors``. The scheduler imports only
