@@ -44,7 +44,8 @@ has a job of its own), so a job's catalog work is shared by its small
 files; ``verify_files`` jobs within the same limits per copy;
 ``delete_files`` jobs of up to ``DEFAULT_DELETE_JOB_FILES`` files (one
 request to S3); one ``repair_location`` job per damaged copy. Each job's
-time limit grows with its bytes.
+time limit grows with its bytes, and a copy's or a repair's with its files
+too (``DEFAULT_COPY_MS_PER_FILE``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ DEFAULT_AUDIT_TIME_LIMIT_MS = 12 * 3600 * 1000
 DEFAULT_TIME_LIMIT_MS = 600_000
 #: Milliseconds a delete job is given per file, on top of ``DEFAULT_TIME_LIMIT_MS``.
 DEFAULT_DELETE_MS_PER_FILE = 200
+#: Milliseconds a copy job is given per file, on top of its bytes' time
+#: (``copy_time_limit_ms``): each file costs requests whatever its size,
+#: and a one-shot run's jobs hold up to ``DEFAULT_ONCE_JOB_FILES``.
+DEFAULT_COPY_MS_PER_FILE = 200
 #: Bytes per second below which a transfer is taken to be stuck.
 DEFAULT_SLOWEST_RATE = 2 * 1024 * 1024
 #: Files of one copy that share a job: at most this many ...
@@ -119,6 +124,11 @@ def message(queue: str, actor: str, *args: Any, **options: Any) -> dramatiq.Mess
 def time_limit_ms(size: int | None) -> int:
     """The time limit of a job moving ``size`` bytes."""
     return DEFAULT_TIME_LIMIT_MS + (size or 0) * 1000 // DEFAULT_SLOWEST_RATE
+
+
+def copy_time_limit_ms(size: int | None, files: int) -> int:
+    """The time limit of a job copying ``files`` files of ``size`` bytes in all."""
+    return time_limit_ms(size) + files * DEFAULT_COPY_MS_PER_FILE
 
 
 def copy_messages(
@@ -174,7 +184,13 @@ def copy_jobs(
             messages.append(_copy_files(item_id, target, paths, size))
         else:
             messages.append(
-                message(QUEUE_COPY, ACTOR_COPY_ITEMS, target, group, time_limit=time_limit_ms(size))
+                message(
+                    QUEUE_COPY,
+                    ACTOR_COPY_ITEMS,
+                    target,
+                    group,
+                    time_limit=copy_time_limit_ms(size, len(run)),
+                )
             )
     return messages
 
@@ -209,7 +225,12 @@ def _even_runs(
 
 def _copy_files(item_id: int, target: str, paths: list[str], size: int) -> dramatiq.Message:
     return message(
-        QUEUE_COPY, ACTOR_COPY_MANY, item_id, target, paths, time_limit=time_limit_ms(size)
+        QUEUE_COPY,
+        ACTOR_COPY_MANY,
+        item_id,
+        target,
+        paths,
+        time_limit=copy_time_limit_ms(size, len(paths)),
     )
 
 
@@ -240,10 +261,11 @@ def repair_messages(
 ) -> list[dramatiq.Message]:
     """The job that repairs the item's damaged copy on ``connector``, whose bad files are ``files``.
 
-    One job: its time limit grows with the bytes of the bad files.
+    One job: its time limit grows with the bad files and their bytes.
     """
     size = sum(size or 0 for _, size in files)
-    return [message(QUEUE_COPY, ACTOR_REPAIR, item_id, connector, time_limit=time_limit_ms(size))]
+    limit = copy_time_limit_ms(size, len(files))
+    return [message(QUEUE_COPY, ACTOR_REPAIR, item_id, connector, time_limit=limit)]
 
 
 def delete_messages(

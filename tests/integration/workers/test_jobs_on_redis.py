@@ -303,7 +303,8 @@ def test_a_worker_killed_mid_copy_has_its_job_redelivered_and_completed(
         # limit has passed; then the scan closes it (tests/unit/workers/test_actors).
         [left] = AccessLog.select().where(AccessLog.finished.is_null())
         longest = (
-            timedelta(milliseconds=messages.time_limit_ms(300_000)) + actors.DEFAULT_LOCK_MARGIN
+            timedelta(milliseconds=messages.copy_time_limit_ms(300_000, 1))
+            + actors.DEFAULT_LOCK_MARGIN
         )
         assert left.expires is not None and left.expires <= utcnow() + longest
     with s3_bucket.open_read("files/big.bin") as stream:

@@ -222,7 +222,7 @@ def test_a_jobs_lock_expires_after_its_time_limit_and_the_scan_then_closes_it(
     scan(policies, database, broker, now=NOW)
     drain(broker)
     [used] = AccessLog.select()
-    limit = timedelta(milliseconds=messages.time_limit_ms(1)) + actors.DEFAULT_LOCK_MARGIN
+    limit = timedelta(milliseconds=messages.copy_time_limit_ms(1, 1)) + actors.DEFAULT_LOCK_MARGIN
     assert used.finished is not None and began + limit <= used.expires <= utcnow() + limit
 
     # A worker killed mid-job leaves its lock open; a service's lock has no expiry.

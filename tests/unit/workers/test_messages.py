@@ -17,6 +17,17 @@ def test_time_limits_grow_with_the_file() -> None:
     assert small == messages.DEFAULT_TIME_LIMIT_MS and large > small + 3_600_000
 
 
+def test_a_copy_jobs_time_limit_grows_with_its_files_too() -> None:
+    """A one-shot job of 1,000 tiny files gets time for each, not only for its bytes."""
+    items = [(item, [(f"f{n:02d}", 100) for n in range(10)]) for item in range(200)]
+    [first, second] = messages.copy_jobs("local", items, max_files=1000, jobs_multiple=2)
+    per_file = messages.DEFAULT_COPY_MS_PER_FILE
+    assert first.options["time_limit"] == messages.time_limit_ms(100_000) + 1000 * per_file
+    assert second.options["time_limit"] == first.options["time_limit"]
+    [repair] = messages.repair_messages(7, "S3", [("a", 10), ("b", 20)])
+    assert repair.options["time_limit"] == messages.time_limit_ms(30) + 2 * per_file
+
+
 def job_files(queued: list[dramatiq.Message]) -> list[list[tuple[int, str]]]:
     """Each copy job's files, as (item id, path), in order."""
     found = []
@@ -71,7 +82,7 @@ def test_small_items_share_jobs_as_few_and_as_even_as_the_limits_allow() -> None
         shared = {item for item, _ in first} & {item for item, _ in second}
         assert shared <= {first[-1][0]}
     assert all(
-        m.options["time_limit"] == messages.time_limit_ms(16_384 * len(g))
+        m.options["time_limit"] == messages.copy_time_limit_ms(16_384 * len(g), len(g))
         for m, g in zip(queued, groups, strict=True)
     )
 
@@ -132,7 +143,7 @@ def test_items_without_files_finish_and_large_files_go_alone() -> None:
     ]
     [one] = messages.copy_jobs("S3", [(4, small)])
     assert (one.actor_name, one.args) == (messages.ACTOR_COPY_MANY, (4, "S3", pair))
-    assert one.options["time_limit"] == messages.time_limit_ms(20)
+    assert one.options["time_limit"] == messages.copy_time_limit_ms(20, 2)
 
 
 #: The keys of a job on Redis (``workers.messages`` documents them).
@@ -176,5 +187,5 @@ def test_the_builders_write_the_documented_format() -> None:
         "delete_location",
         "verify_location",
     )
-    # Every job carries its time limit, grown with its bytes.
-    assert json.loads(one.encode())["options"]["time_limit"] == messages.time_limit_ms(30)
+    # Every job carries its time limit, grown with its bytes (and a copy's with its files).
+    assert json.loads(one.encode())["options"]["time_limit"] == messages.copy_time_limit_ms(30, 2)
