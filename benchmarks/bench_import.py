@@ -172,7 +172,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=5)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--formats", default="json,jsonl")
-    parser.add_argument("--reference", type=int, default=5_000, help="items of the reference")
+    parser.add_argument(
+        "--reference", type=int, default=5_000, help="items of the reference (0: none)"
+    )
     parser.add_argument(
         "--folder", help="keep inputs and catalogs here (default: a temporary folder)"
     )
@@ -200,11 +202,12 @@ def main() -> None:
         f"{args.items:,} items × {args.files} files: {size:,.0f} MB of JSON, "
         f"written in {time.perf_counter() - began:.1f} s"
     )
-    rate = reference_rate(folder, args.files, args.reference)
-    print(
-        f"reference (item by item, {args.reference:,} items): {rate:,.0f} items/s, "
-        f"{args.items / rate:,.0f} s for {args.items:,} items"
-    )
+    rate = reference_rate(folder, args.files, args.reference) if args.reference > 0 else None
+    if rate is not None:
+        print(
+            f"reference (item by item, {args.reference:,} items): {rate:,.0f} items/s, "
+            f"{args.items / rate:,.0f} s for {args.items:,} items"
+        )
     command = [sys.executable, "-m", "resolwe_storage"]
     print(
         f"{'format':<6} {'database':<9} {'run':<10} {'seconds':>8} {'items/s':>9} "
@@ -237,7 +240,7 @@ def main() -> None:
                 print(
                     f"{form:<6} {args.database:<9} {run:<10} {seconds:8.1f} "
                     f"{args.items / seconds:9,.0f} {peak:8.0f} "
-                    f"{(args.items / rate) / seconds:11.1f}×"
+                    + (f"{(args.items / rate) / seconds:11.1f}×" if rate else f"{'-':>12}")
                 )
                 if run == "first":
                     first = seconds
