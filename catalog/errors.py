@@ -6,6 +6,7 @@
     ├── DatabaseURLError         a database URL we cannot use
     ├── InvalidPathError         a path or url that is absolute, has '..', ...
     ├── ImportDocumentError      an import document that does not validate
+    ├── ReadingProcessFailed     an import's reading process ended without a word
     ├── ItemNotFoundError        no item with the given key
     └── LocationConflictError    a location's url is another item's already
 """
@@ -25,6 +26,10 @@ class InvalidPathError(CatalogError, ValueError):
 
 class ImportDocumentError(CatalogError):
     """An import document is malformed or contradicts the catalog."""
+
+
+class ReadingProcessFailed(CatalogError):
+    """The process reading an import's items (``catalog.forked``) ended before its end."""
 
 
 class ItemNotFoundError(CatalogError):

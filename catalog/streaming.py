@@ -44,6 +44,7 @@ import peewee as pw
 from catalog import sql
 from catalog.database import planned_items, refresh_statistics
 from catalog.errors import ImportDocumentError
+from catalog.forked import can_fork, forked
 from catalog.importing import (
     IMPORT_LOCK_REASON,
     ItemDocument,
@@ -116,13 +117,23 @@ class Item:
     created: datetime
     locations: tuple[Location, ...]
     files: tuple[File, ...]
-    #: The item as the document gave it (for the item-by-item import).
-    raw: dict[str, Any]
+    #: The item as the document gave it (for the item-by-item import); None
+    #: where it came checked from the reading process (``_checked_apart``).
+    raw: dict[str, Any] | None
+    #: Its text, where ``raw`` is None: decoded again if the item is needed.
+    text: str | bytes | None = None
 
     @property
     def simple(self) -> bool:
         """Whether bulk statements can write it: no copy the document says is damaged."""
         return not any(loc.damaged for loc in self.locations)
+
+    def document(self) -> dict[str, Any]:
+        """The item as the document gave it."""
+        if self.raw is not None:
+            return self.raw
+        assert self.text is not None
+        return json.loads(self.text)  # type: ignore[no-any-return]
 
 
 # -- reading --------------------------------------------------------------
@@ -506,7 +517,7 @@ def _check_item(item: Item, connectors: Collection[str]) -> None:
                 f"{spot}: a second location on {location.connector!r} for one item"
             )
         on_connector.add(location.connector)
-        damaged = item.raw["locations"][number].get("damaged")
+        damaged = item.document()["locations"][number].get("damaged")
         if location.status == STATUS_DAMAGED and not damaged:
             raise ImportDocumentError(
                 f"{spot}.damaged: a damaged location (DM) names its damaged files"
@@ -580,12 +591,21 @@ def import_items(
     batch: int = DEFAULT_BATCH,
     max_errors: int = DEFAULT_MAX_ERRORS,
     progress: Callable[[ImportCounts], None] | None = None,
+    check_apart: bool = False,
 ) -> ImportCounts:
     """Check and register ``items`` (``(where, item)`` pairs) in one transaction.
 
     Nothing is stored unless every item is right; then ImportDocumentError
     names up to ``max_errors`` problems, each with its place. ``progress``
     is called after each batch.
+
+    ``check_apart``: ``items`` may be read on in a forked process, which
+    reads and checks them while this one writes (``_checked_apart``), where
+    that pays: past the first batch, into a catalog that holds no item
+    imported from text (a re-import), from a process that may fork
+    (``catalog.forked``). ``items`` must then be one that a forked process
+    can read on from where this one left it (a file or a pipe, not a
+    database cursor), and this one reads no more of it.
 
     On SQLite read, checked and written on this thread: checking on a thread
     of its own while this one wrote made it slower (16.4 s against 12.7 s
@@ -602,20 +622,25 @@ def import_items(
     counts = ImportCounts()
     errors: list[str] = []
     keys = _Keys()
-    batches = _checked_batches(
-        items,
-        connectors=connectors,
-        keys=keys,
-        errors=errors,
-        batch=batch,
-        max_errors=max_errors,
-        digests=_Digests(connectors, verified_at),
-        look_up=sql.is_sqlite(database),
-    )
     try:
         with _no_cycle_collection(), _import_cache(database), writing(database):
+            look_up = sql.is_sqlite(database)
+            # A re-import (the catalog holds items imported from text) is
+            # read here: on SQLite it passes most items over unchecked, and
+            # on PostgreSQL a reading process gained nothing there.
+            checking = _checked_apart if check_apart and can_fork() and not _stamped() else None
+            batches = (checking or _checked_batches)(
+                items,
+                connectors=connectors,
+                keys=keys,
+                errors=errors,
+                batch=batch,
+                max_errors=max_errors,
+                digests=_Digests(connectors, verified_at),
+                look_up=look_up,
+            )
             statistics = _Statistics(database)
-            with _ahead(batches, on_thread=not sql.is_sqlite(database)) as checked:
+            with _ahead(batches, on_thread=not look_up) as checked:
                 for pending in checked:
                     if errors:
                         continue  # the rest are only looked through for more problems
@@ -732,6 +757,149 @@ def _checked_batches(
         made, _ = _read_rows(made, group, connectors, keys, errors, max_errors, look_up)
         if not errors:
             yield made
+
+
+def _checked_apart(
+    items: Iterable[tuple[Any, ...]],
+    *,
+    connectors: Collection[str],
+    keys: _Keys,
+    errors: list[str],
+    batch: int,
+    max_errors: int,
+    digests: _Digests,
+    look_up: bool,
+) -> Generator[_Batch, None, None]:
+    """``_checked_batches``, the items past the first batch read and checked in a forked
+    process (``catalog.forked``) while this one writes.
+
+    Measured here on 100,000 items of 5 files into an empty catalog, as
+    whole processes: SQLite 4.1 s against 6.3 s (this process had spent 40 %
+    of the import decoding and checking, which now overlap with the
+    writes), the same peak memory; PostgreSQL 11.8 s against 13.4 s (the
+    server's work the larger part, a reading thread already beside it). The
+    reading process sends each batch's items as plain tuples (``_packed``)
+    with their texts, not their decoded form: this process decodes an item
+    again only when it goes through the item-by-item import. Every item is
+    checked there, none passed over by its digest (the caller checks that
+    the catalog holds none imported from text). The keys are counted here,
+    in order, so problems are named as ``_checked_batches`` names them.
+    """
+    items = iter(items)
+    first = list(itertools.islice(items, batch))
+    yield from _checked_batches(
+        first,
+        connectors=connectors,
+        keys=keys,
+        errors=errors,
+        batch=batch,
+        max_errors=max_errors,
+        digests=digests,
+        look_up=look_up,
+    )
+    if len(first) < batch or len(errors) >= max_errors:
+        return
+    del first
+    following = next(items, None)
+    if following is None:
+        return  # one batch: no process
+    items = itertools.chain([following], items)
+
+    def produce() -> Iterator[list[tuple[Any, ...]]]:
+        return _packed_batches(
+            items, connectors=connectors, digests=digests, batch=batch, max_errors=max_errors
+        )
+
+    with forked(produce) as received:
+        for packed in received:
+            made = _Batch([], {})
+            for where, fields, digest in packed:
+                try:
+                    if fields is None:
+                        raise ImportDocumentError(digest)  # the problem the check found
+                    item = _unpacked(where, fields)
+                    keys.add(item.key, where)
+                except ImportDocumentError as exc:
+                    errors.append(str(exc))
+                    if len(errors) >= max_errors:
+                        return
+                    continue
+                made.items.append(item)
+                made.digests[item.key] = digest
+            made, _ = _read_rows(made, [], connectors, keys, errors, max_errors, look_up)
+            if not errors:
+                yield made
+                keys.batch_done()
+
+
+def _packed_batches(
+    items: Iterator[tuple[Any, ...]],
+    *,
+    connectors: Collection[str],
+    digests: _Digests,
+    batch: int,
+    max_errors: int,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """In the reading process: ``items`` checked, a batch at a time, each entry
+    ``(where, _packed(item), digest)`` or ``(where, None, problem)``."""
+    group: list[tuple[Any, ...]] = []
+    problems = 0
+    of = digests.of
+    for entry in items:
+        where = entry[0]
+        text = entry[2] if len(entry) > 2 else None
+        try:
+            item = checked_item(entry[1], where, connectors=connectors)
+        except ImportDocumentError as exc:
+            group.append((where, None, str(exc)))
+            problems += 1
+            if problems >= max_errors:
+                break
+        else:
+            group.append((where, _packed(item, text), None if text is None else of(text)))
+        if len(group) >= batch:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+#: Sets of a file's given fields, one object each: sent once a batch, not once a file.
+_GIVEN: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _packed(item: Item, text: str | bytes | None) -> tuple[Any, ...]:
+    """``item`` as plain values (the quickest to pickle), with its text in place of its
+    decoded form where it has one."""
+    given = _GIVEN.setdefault
+    return (
+        item.key,
+        item.data_slug,
+        item.process_type,
+        item.status,
+        item.created,
+        tuple(map(tuple, item.locations)),
+        tuple((*file[:6], given(file.given, file.given)) for file in item.files),
+        item.raw if text is None else None,
+        text,
+    )
+
+
+def _unpacked(where: str, fields: tuple[Any, ...]) -> Item:
+    """The item ``_packed`` made ``fields`` of."""
+    key, data_slug, process_type, status, created, locations, files, raw, text = fields
+    return Item(
+        where,
+        key,
+        data_slug,
+        process_type,
+        status,
+        created,
+        tuple(Location._make(loc) for loc in locations),
+        tuple(File._make(file) for file in files),
+        raw,
+        text,
+    )
 
 
 def _stamped() -> bool:
@@ -868,7 +1036,10 @@ def _ahead(
     block ends.
     """
     if not on_thread:
-        yield batches
+        try:
+            yield batches
+        finally:
+            batches.close()  # a reading process, if any, stopped now
         return
     handed: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=DEFAULT_BATCHES_AHEAD)
     stop = threading.Event()
@@ -1111,7 +1282,9 @@ def _write(
     for item in todo:
         if item.key in written:
             continue
-        outcome = import_one(item.raw, where=item.where, actor=actor, verified_at=verified_at)
+        outcome = import_one(
+            item.document(), where=item.where, actor=actor, verified_at=verified_at
+        )
         if outcome == "created":
             counts.created += 1
         elif outcome == "updated":

@@ -84,7 +84,11 @@ def import_command(
             items = itertools.chain(list(itertools.islice(items, 1)), items)
         progress = _Progress() if sys.stderr.isatty() else None
         counts = import_items(
-            items, connectors=set(config.connectors), database=context.database, progress=progress
+            items,
+            connectors=set(config.connectors),
+            database=context.database,
+            progress=progress,
+            check_apart=resolwe_dsn is None,  # a file or a pipe, read on where it was left
         )
         if progress is not None:
             progress.finish()

@@ -188,6 +188,46 @@ def test_import_reads_json_lines_by_extension_and_counts_what_it_did(tmp_path: P
     assert shown["status"] == "ER" and len(shown["locations"][0]["locks"]) == 2
 
 
+def test_an_import_of_many_batches_reads_them_in_a_process_of_its_own(tmp_path: Path) -> None:
+    # Past the first batch (2,000 items) the items are read and checked in a
+    # forked process: its problems, a file or a pipe, all as before.
+    cli = Cli(write_config(tmp_path, broker=None))
+    items = [
+        {
+            "key": f"many-{n}",
+            "created": "2026-01-01T00:00:00Z",
+            "locations": [{"connector": "local", "url": f"many-{n}", "open_access_logs": n % 2}],
+            "files": [{"path": "f.txt", "size": n, "crc32c": f"{n:08x}"}],
+        }
+        for n in range(4_500)
+    ]
+    lines = tmp_path / "items.jsonl"
+    bad = [*items[:4_399], {**items[4_399], "locations": [{"connector": "GCS", "url": "x"}]}]
+    lines.write_text("".join(json.dumps(item) + "\n" for item in [*bad, *items[4_400:]]))
+    assert cli("import", lines).error_line == (
+        "error: line 4400.locations.0.connector: 'GCS' is not a configured connector "
+        "(configured: archive, local)"
+    )
+    lines.write_text("".join(json.dumps(item) + "\n" for item in [*items, items[2_500]]))
+    assert cli("import", lines).error_line == (
+        "error: line 4501.key: appears twice (also line 2501)"
+    )
+    assert json.loads(cli.ok("status", "--json").out)["items"]["total"] == 0
+    document = json.dumps({"items": items}, indent=1)
+    piped = subprocess.run(
+        [*cli.command("import", "-", "--json")],
+        input=document,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout) == {"created": 4_500, "updated": 0, "unchanged": 0}
+    shown = json.loads(cli.ok("show", "many-4499", "--json").out)
+    assert len(shown["locations"][0]["locks"]) == 1
+    assert shown["files"][0]["crc32c"] == f"{4_499:08x}"
+
+
 def test_an_import_again_passes_over_the_items_whose_text_did_not_change(
     tmp_path: Path,
 ) -> None:

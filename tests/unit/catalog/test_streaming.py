@@ -659,3 +659,113 @@ def test_new_and_passed_over_items_mixed_in_any_batches(
         # Read before they are checked, the old items of the same text are not checked again
         # (on PostgreSQL the reading thread checks them, and the writer passes over).
         assert sorted(checked) == sorted([*(item["key"] for item in new), mixed[2]["key"]])
+
+
+# -- read and checked in a process of their own -----------------------------------
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The reading processes an import forked (``catalog.forked``, run as it is: counted)."""
+    from catalog import forked as forked_module
+
+    if not forked_module.can_fork():
+        pytest.skip("forks only on Linux, with one thread")
+    started: list[int] = []
+    real = streaming.forked
+
+    def counted(produce: Any) -> Any:
+        started.append(1)
+        return real(produce)
+
+    monkeypatch.setattr(streaming, "forked", counted)
+    return started
+
+
+def apart(items: Any, database: pw.Database, **options: Any) -> streaming.ImportCounts:
+    return import_items(
+        items, connectors=CONNECTORS, database=database, check_apart=True, **options
+    )
+
+
+def test_items_read_in_a_process_of_their_own_leave_what_the_item_by_item_import_leaves(
+    catalog_db: pw.Database, forks: list[int]
+) -> None:
+    # Already in the catalog, not from a text: it goes through every rule,
+    # its item decoded again from the text the reading process sent.
+    changed = variety("apart-")[0]
+    import_items(stream_of([changed]), connectors=CONNECTORS, database=catalog_db)
+    changed["files"][0]["size"] = 4
+    counts = apart(
+        with_texts([variety("apart-")[5], *variety("apart-")[1:5], changed]), catalog_db, batch=2
+    )
+    assert forks == [1]
+    assert (counts.created, counts.updated, counts.unchanged) == (5, 1, 0)
+    reference = variety("each-")
+    one_by_one([reference[0]])
+    reference[0]["files"][0]["size"] = 4
+    one_by_one([reference[5], *reference[1:5], reference[0]])
+    assert story("apart-") == story("each-")
+    (local,) = [loc for loc in story("apart-")["damaged"][5] if loc[0] == "local"]
+    assert (local[2], local[6]) == ("DM", [("d", "gone")])  # by the rules, from its text
+
+
+def test_problems_found_in_the_reading_process_are_named_as_here(
+    catalog_db: pw.Database, forks: list[int]
+) -> None:
+    items = [*variety("p-"), *variety("q-")]
+    items[3]["files"][0]["md5"] = "nope"
+    items[4]["locations"][0]["connector"] = "GCS"
+    items.append({"key": "p-plain", "created": "2026-01-01T00:00:00Z"})  # batches apart
+    items.append({"key": "q-bare", "created": "2026-01-01T00:00:00Z"})  # in one batch
+    messages = []
+    for check_apart in (False, True):
+        with pytest.raises(ImportDocumentError) as raised:
+            import_items(
+                with_texts(items),
+                connectors=CONNECTORS,
+                database=catalog_db,
+                batch=2,
+                check_apart=check_apart,
+            )
+        messages.append(str(raised.value))
+    assert forks == [1]
+    assert messages[1] == messages[0]
+    assert messages[1].startswith("line 4.files.0.md5: expected 32 hex digits")
+    assert "line 5.locations.0.connector: 'GCS' is not a configured connector" in messages[1]
+    assert FileStorage.select().count() == 0 and Action.select().count() == 0
+
+
+def test_enough_problems_in_the_reading_process_end_the_reading(
+    catalog_db: pw.Database, forks: list[int]
+) -> None:
+    bad = [{"key": f"bad-{n}", "created": "yesterday"} for n in range(10_000)]
+    with pytest.raises(ImportDocumentError, match=r"; and maybe more$") as raised:
+        apart(with_texts([*variety("e-"), *bad]), catalog_db, batch=3, max_errors=3)
+    assert forks == [1]
+    assert str(raised.value).count("created") == 3
+    assert str(raised.value).startswith("line 7.created")
+    assert FileStorage.select().count() == 0
+
+
+def test_json_that_breaks_in_the_reading_process_stores_nothing(
+    catalog_db: pw.Database, forks: list[int]
+) -> None:
+    text = b"".join(json.dumps(item).encode() + b"\n" for item in variety("late-"))
+    stream = io.BytesIO(text + b'{"key": "late-x",\n')
+    items = streaming.read_items(stream, format="jsonl", name="items.jsonl", texts=True)
+    with pytest.raises(ImportDocumentError, match=r"^items\.jsonl: malformed JSON at line 7 "):
+        apart(items, catalog_db, batch=2)
+    assert forks == [1]
+    assert FileStorage.select().count() == 0 and Action.select().count() == 0
+
+
+def test_a_re_import_and_a_single_batch_are_read_here(
+    catalog_db: pw.Database, forks: list[int]
+) -> None:
+    items = variety("r-")
+    assert apart(with_texts(items[:2]), catalog_db, batch=2).created == 2  # one batch
+    assert forks == []
+    again = apart(with_texts(items), catalog_db, batch=2)  # the catalog holds stamped items
+    assert forks == []
+    assert (again.created, again.unchanged) == (4, 2)
