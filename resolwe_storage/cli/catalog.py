@@ -88,7 +88,8 @@ def import_command(
             connectors=set(config.connectors),
             database=context.database,
             progress=progress,
-            check_apart=resolwe_dsn is None,  # a file or a pipe, read on where it was left
+            check_apart=True,  # a file, a pipe, or a source not opened yet
+            read_state=skipped,
         )
         if progress is not None:
             progress.finish()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pickle
 import sys
 import threading
 from collections.abc import Iterator
@@ -760,12 +762,41 @@ def test_json_that_breaks_in_the_reading_process_stores_nothing(
     assert FileStorage.select().count() == 0 and Action.select().count() == 0
 
 
-def test_a_re_import_and_a_single_batch_are_read_here(
-    catalog_db: pw.Database, forks: list[int]
-) -> None:
+def test_a_re_import_is_read_here(catalog_db: pw.Database, forks: list[int]) -> None:
     items = variety("r-")
-    assert apart(with_texts(items[:2]), catalog_db, batch=2).created == 2  # one batch
-    assert forks == []
+    assert apart(with_texts(items[:2]), catalog_db, batch=2).created == 2
+    assert forks == [1]
     again = apart(with_texts(items), catalog_db, batch=2)  # the catalog holds stamped items
-    assert forks == []
+    assert forks == [1]
     assert (again.created, again.unchanged) == (4, 2)
+
+
+class Seen:
+    """What reading the items saw (as ``catalog.resolwe.Skipped`` counts what it leaves out)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.pids: set[int] = set()
+
+
+def test_what_the_reading_process_saw_comes_back(catalog_db: pw.Database, forks: list[int]) -> None:
+    seen = Seen()
+
+    def counted() -> Iterator[tuple[str, Any, str]]:
+        for entry in with_texts(variety("s-")):
+            seen.count += 1
+            seen.pids.add(os.getpid())
+            yield entry
+
+    assert apart(counted(), catalog_db, batch=2, read_state=seen).created == 6
+    assert forks == [1]
+    assert seen.count == 6 and len(seen.pids) == 1 and os.getpid() not in seen.pids
+
+
+def test_an_item_read_apart_is_decoded_again_from_its_json_or_its_pickle() -> None:
+    raw = variety("t-")[3]  # damaged: written by the item-by-item import
+    item = streaming.checked_item(raw, "line 1", connectors=CONNECTORS)
+    for text in (json.dumps(raw), json.dumps(raw).encode(), pickle.dumps(raw, protocol=5)):
+        again = streaming._unpacked("line 1", streaming._packed(item, text))
+        assert again.raw is None and again.document() == raw
+        assert again == streaming.Item(**{**vars(item), "raw": None, "text": text})
