@@ -36,7 +36,8 @@ DEFAULT_REDIS_IDLE_MS = 100
 #: The same for a process that runs one batch of jobs and exits (``run
 #: --once``): stopping waits for each idle thread's wait to end, twice
 #: (the job threads, then the consumers), about 90 ms at 50; a short-lived
-#: process does not mind the extra wake-ups.
+#: process does not mind the extra wake-ups. (A forked share that ran all
+#: its jobs ends without stopping: ``_run_share_and_exit``.)
 DEFAULT_ONCE_IDLE_MS = 10
 #: Processes, at most, that a batch of jobs is shared among (``run_queued``).
 DEFAULT_SHARED_PROCESSES = 4
@@ -190,10 +191,15 @@ def run_queued(
 def _run_here(runtime: Runtime, *, threads: int, idle_ms: int | None) -> None:
     worker = start(runtime, threads=threads, idle_ms=idle_ms)
     try:
-        for queue in QUEUES:
-            runtime.broker.join(queue, fail_fast=False)
+        _join(runtime)
     finally:
         stop(worker)
+
+
+def _join(runtime: Runtime) -> None:
+    """Wait until every job queued here, and every job they queued, has run and is acknowledged."""
+    for queue in QUEUES:
+        runtime.broker.join(queue, fail_fast=False)
 
 
 def _run_share_and_exit(
@@ -203,7 +209,16 @@ def _run_share_and_exit(
     code = 1
     try:
         keep_share(runtime.broker, index, count)
-        _run_here(runtime, threads=threads, idle_ms=idle_ms)
+        worker = start(runtime, threads=threads, idle_ms=idle_ms)
+        try:
+            _join(runtime)
+        except BaseException:
+            stop(worker)  # the jobs under way finish, as in a process that goes on
+            raise
+        # Every job of the share has run and been acknowledged, and this
+        # process ends now: stopping the worker would only wait for each
+        # idle thread's wait to end, twice (the job threads, then the
+        # consumers: 19-21 ms of a share of about 0.1 s, measured here).
         code = 0
     except KeyboardInterrupt:
         code = 128 + signal.SIGINT
