@@ -131,6 +131,11 @@ def copy_time_limit_ms(size: int | None, files: int) -> int:
     return time_limit_ms(size) + files * DEFAULT_COPY_MS_PER_FILE
 
 
+def delete_time_limit_ms(files: int) -> int:
+    """The time limit of a job deleting ``files`` files (bytes cost a delete nothing)."""
+    return DEFAULT_TIME_LIMIT_MS + files * DEFAULT_DELETE_MS_PER_FILE
+
+
 def copy_messages(
     item_id: int, target: str, files: Sequence[tuple[str, int | None]]
 ) -> list[dramatiq.Message]:
@@ -286,7 +291,7 @@ def delete_messages(
             item_id,
             connector,
             paths,
-            time_limit=DEFAULT_TIME_LIMIT_MS + len(paths) * DEFAULT_DELETE_MS_PER_FILE,
+            time_limit=delete_time_limit_ms(len(paths)),
         )
         for paths, _ in batches
     ]
@@ -306,7 +311,7 @@ def remove_messages(
             ACTOR_REMOVE,
             item_id,
             connector,
-            time_limit=DEFAULT_TIME_LIMIT_MS + len(files) * DEFAULT_DELETE_MS_PER_FILE,
+            time_limit=delete_time_limit_ms(len(files)),
         )
     ]
 
