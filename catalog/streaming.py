@@ -792,7 +792,7 @@ def _checked_apart(
     (``catalog.forked``) while this one writes.
 
     Measured here on 100,000 items of 5 files into an empty catalog, as
-    whole processes: SQLite 4.1 s against 6.3 s (this process had spent 40 %
+    whole processes: SQLite 3.6-3.7 s against 6.1-6.4 s (this process had spent 40 %
     of the import decoding and checking, which now overlap with the
     writes), the same peak memory; PostgreSQL 11.8 s against 13.4 s (the
     server's work the larger part, a reading thread already beside it);
