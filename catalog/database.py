@@ -44,6 +44,9 @@ sqlite3.register_adapter(datetime, str)
 
 #: How long an SQLite writer waits for a lock held by another process.
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Seconds between a writer's first looks for a write lock another process holds, and at most.
+DEFAULT_SQLITE_WRITER_POLL_S = 0.0002
+DEFAULT_SQLITE_WRITER_POLL_MAX_S = 0.002
 #: SQLite page cache per connection (negative: KiB), enough for the policy indexes.
 DEFAULT_SQLITE_CACHE_KIB = 200_000
 #: Arbitrary constant naming our PostgreSQL advisory lock for migrations.
@@ -188,8 +191,15 @@ class _SqliteDatabase(pw.SqliteDatabase):
     times, some 3 s in all, and the last job's record waited while nothing
     else ran. Queued, a writer starts as soon as the one before commits. It
     waits as long as SQLite's own timeout, and then fails as SQLite would
-    ("database is locked": transient). Other processes still meet SQLite's
-    busy handler; a deferred transaction, or a lone statement, takes no turn.
+    ("database is locked": transient). A deferred transaction, or a lone
+    statement, takes no turn.
+
+    A writer whose turn has come, and whose lock another process holds,
+    looks again every 0.2 ms at first, then every 2 ms at most
+    (``_begin_polling``), rather than in SQLite's busy handler: in a ``run
+    --once`` of 2,000 small files shared by two processes here, the second
+    process's last record waited 30 ms for the first's, which SQLite's
+    sleeps (1, 2, 5, 10, 15, 20 ms ...) turned into 33 to 53 ms.
 
     Switching a new file to WAL takes an exclusive lock, and SQLite does not
     always wait for it (its busy handler is skipped there): many processes
@@ -210,11 +220,30 @@ class _SqliteDatabase(pw.SqliteDatabase):
         if not self._writers.acquire(timeout=DEFAULT_SQLITE_BUSY_TIMEOUT_MS / 1000):
             raise pw.OperationalError("database is locked (a writer of this process held it)")
         try:
-            super().begin(lock_type)
+            self._begin_polling(lock_type)
         except BaseException:
             self._writers.release()
             raise
         self._writing.held = True
+
+    def _begin_polling(self, lock_type: str) -> None:
+        """Begin, looking again soon while another process holds the lock, up to the timeout."""
+        connection = self.connection()
+        deadline = time.monotonic() + DEFAULT_SQLITE_BUSY_TIMEOUT_MS / 1000
+        delay = DEFAULT_SQLITE_WRITER_POLL_S
+        connection.execute("PRAGMA busy_timeout = 0").close()
+        try:
+            while True:
+                try:
+                    super().begin(lock_type)
+                    return
+                except pw.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, DEFAULT_SQLITE_WRITER_POLL_MAX_S)
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {DEFAULT_SQLITE_BUSY_TIMEOUT_MS}").close()
 
     def commit(self) -> None:
         super().commit()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -284,3 +286,90 @@ def test_the_write_turn_is_given_up_on_commit_rollback_and_failure(tmp_path: Pat
     threading.Thread(target=other, daemon=True).start()
     assert wrote.wait(10)
     assert [row[0] for row in database.execute_sql("SELECT x FROM t ORDER BY x")] == [3, 4]
+
+
+#: A process of its own that holds SQLite's write lock until its input ends.
+_HOLDER = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN IMMEDIATE")
+connection.execute("INSERT INTO t VALUES ('other process')")
+print("held", flush=True)
+sys.stdin.read()
+connection.execute("COMMIT")
+print("committed", flush=True)
+"""
+
+
+def _other_process_writing(path: Path) -> subprocess.Popen[str]:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+def test_a_writer_looks_again_for_a_lock_another_process_holds(tmp_path: Path) -> None:
+    """Not in SQLite's busy handler, asleep for up to 100 ms at a time: begun again, soon."""
+    path = tmp_path / "c.sqlite3"
+    database = open_database(f"sqlite:///{path}")
+    with writing(database):
+        database.execute_sql("CREATE TABLE t (x)")
+    holder = _other_process_writing(path)
+    statements: list[str] = []
+    try:
+        wrote = threading.Event()
+
+        def ours() -> None:
+            database.connection().set_trace_callback(statements.append)
+            with writing(database):
+                # SQLite's own wait is back for the statements of the transaction.
+                assert pragma(database, "busy_timeout") == DEFAULT_SQLITE_BUSY_TIMEOUT_MS
+                database.execute_sql("INSERT INTO t VALUES ('ours')")
+            database.close()
+            wrote.set()
+
+        writer = threading.Thread(target=ours, daemon=True)
+        writer.start()
+        time.sleep(0.1)
+        assert not wrote.is_set()
+        assert holder.stdout is not None
+        holder.stdin.close()  # type: ignore[union-attr]
+        assert holder.stdout.readline() == "committed\n"
+        writer.join(10)
+        assert wrote.is_set()
+    finally:
+        holder.kill()
+        holder.wait()
+    begins = statements.count("BEGIN IMMEDIATE")
+    assert begins > 5, f"begun {begins} times in 100 ms: asleep in SQLite's busy handler"
+    rows = [row[0] for row in database.execute_sql("SELECT x FROM t ORDER BY rowid")]
+    assert rows == ["other process", "ours"]
+    assert pragma(database, "busy_timeout") == DEFAULT_SQLITE_BUSY_TIMEOUT_MS
+
+
+def test_a_writer_gives_up_on_another_process_s_lock_as_sqlite_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog.database, "DEFAULT_SQLITE_BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "c.sqlite3"
+    database = open_database(f"sqlite:///{path}")
+    with writing(database):
+        database.execute_sql("CREATE TABLE t (x)")
+    holder = _other_process_writing(path)
+    try:
+        with pytest.raises(pw.OperationalError, match="database is locked"), writing(database):
+            pass
+        assert not database.in_transaction()
+        assert pragma(database, "busy_timeout") == 100  # SQLite's own wait is back
+        # The turn was given back: this process's next writer is not kept out.
+        holder.stdin.close()  # type: ignore[union-attr]
+        assert holder.stdout is not None and holder.stdout.readline() == "committed\n"
+        with writing(database):
+            database.execute_sql("INSERT INTO t VALUES ('ours')")
+    finally:
+        holder.kill()
+        holder.wait()
