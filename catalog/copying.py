@@ -16,8 +16,8 @@ the items' catalog locks, as ``catalog.queries.locked_item`` does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import peewee as pw
 
@@ -37,8 +37,7 @@ from catalog.sql import run as _run
 from catalog.sql import run_all as _run_all
 
 
-@dataclass(frozen=True)
-class Place:
+class Place(NamedTuple):
     """One location of an item, as a copy job needs it."""
 
     id: int
@@ -47,8 +46,7 @@ class Place:
     status: str
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One file of an item, and whether the target has it recorded already."""
 
     id: int
@@ -61,8 +59,7 @@ class Entry:
     recorded: bool
 
 
-@dataclass(frozen=True)
-class CopyFacts:
+class CopyFacts(NamedTuple):
     """What a copy job reads of one item before it starts."""
 
     id: int
@@ -72,8 +69,7 @@ class CopyFacts:
     entries: dict[str, Entry]
 
 
-@dataclass(frozen=True)
-class Proven:
+class Proven(NamedTuple):
     """One file copied and validated, to record."""
 
     entry: Entry
@@ -85,8 +81,7 @@ class Proven:
     etag: tuple[str, int] | None = None
 
 
-@dataclass(frozen=True)
-class Start:
+class Start(NamedTuple):
     """One item's copy about to start: lock ``source_id``, make ``target_id`` ``UP``."""
 
     item_id: int
@@ -95,8 +90,7 @@ class Start:
     reason: str
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One item's files proven on ``target``, to record, and its source's lock to close."""
 
     item_id: int
@@ -208,8 +202,7 @@ def start_copies(
     return {start.item_id: logs[start.source_id] for start in going}
 
 
-@dataclass(frozen=True)
-class Recorded:
+class Recorded(NamedTuple):
     """What ``record_copies`` recorded: the items, and the files left out as changed."""
 
     items: set[int]

@@ -37,8 +37,8 @@ item's catalog lock (``catalog.queries.locked_item``) when it decides.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import peewee as pw
 
@@ -63,8 +63,7 @@ NOT_COPIED = "missing: added to the item after this copy was made"
 DEFAULT_BATCH = 500
 
 
-@dataclass(frozen=True)
-class BadFile:
+class BadFile(NamedTuple):
     """One file that is not good on a location, and why."""
 
     path_id: int

@@ -12,8 +12,8 @@ the grace, ``restore`` undoes the removal as if it never was.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from catalog.errors import CatalogError
 from catalog.models import Action, FileStorage
@@ -27,8 +27,7 @@ class RestoreRefused(CatalogError):
     """The item cannot be restored: it is not removed, or its grace is over."""
 
 
-@dataclass(frozen=True)
-class Removal:
+class Removal(NamedTuple):
     """One item's removal: its key, when, and whether this call removed it (or it already was)."""
 
     key: str

@@ -8,8 +8,8 @@ whatever is already queued or running. The switches are rows of the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from catalog.models import Action, Setting, utcnow
 
@@ -19,8 +19,7 @@ DELETES_PAUSED = "deletes_paused"
 AUDITED = "audit:"
 
 
-@dataclass(frozen=True)
-class Pause:
+class Pause(NamedTuple):
     """Deletes are paused: since when, and the note left with it."""
 
     since: datetime

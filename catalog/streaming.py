@@ -110,8 +110,7 @@ class File(NamedTuple):
     given: frozenset[str]
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One checked item of a document, and where it stood (``items.N``, ``line N``)."""
 
     where: str
@@ -1572,8 +1571,7 @@ def _time(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class ImportResult:
+class ImportResult(NamedTuple):
     """What an import did: items created, updated, and left as they were."""
 
     created: int = 0

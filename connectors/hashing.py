@@ -12,8 +12,7 @@ import importlib.util
 import mmap
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 
 def _crc32c_function() -> Callable[..., int]:
@@ -56,8 +55,7 @@ DEFAULT_MAP_SIZE = 8 * 1024 * 1024
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class FileHashes:
+class FileHashes(NamedTuple):
     """Size and hashes of one file; hex digests, lowercase."""
 
     size: int

@@ -48,11 +48,10 @@ import json
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from datetime import UTC
 from hashlib import md5 as md5_hash
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from connectors.base import CRC32C, ETAG, Connector, LazyClient, ObjectInfo, check_path
 from connectors.errors import (
@@ -121,8 +120,7 @@ _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExce
 _MISSING_BUCKET = {"NoSuchBucket"}
 
 
-@dataclass(frozen=True)
-class _StoredPart:
+class _StoredPart(NamedTuple):
     """A part already uploaded to an unfinished upload, as ListParts states it."""
 
     size: int

@@ -27,6 +27,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 #: Bodies up to this size go up as direct PUTs; larger ones through botocore.
@@ -97,8 +98,7 @@ def signed_headers(
     return signed
 
 
-@dataclass(frozen=True)
-class _Target:
+class _Target(NamedTuple):
     """Where direct PUTs go, as learned from one botocore PutObject."""
 
     scheme: str

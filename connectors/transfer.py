@@ -23,8 +23,7 @@ holds the same bytes:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo, ServerSideCopy, check_path
 from connectors.errors import ChecksumMismatch, ObjectNotFound
@@ -39,8 +38,7 @@ from connectors.hashing import (
 )
 
 
-@dataclass(frozen=True)
-class Expected:
+class Expected(NamedTuple):
     """What the catalog knows of a file; any hash may be missing."""
 
     size: int | None = None
@@ -54,8 +52,7 @@ class Expected:
         return cls(hashes.size, hashes.md5, hashes.crc32c, hashes.awss3etag, hashes.chunk_size)
 
 
-@dataclass(frozen=True)
-class TransferResult:
+class TransferResult(NamedTuple):
     """How one copy went."""
 
     path: str

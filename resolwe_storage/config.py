@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from catalog.database import DATABASE_SCHEMES, redact_url
@@ -317,8 +317,7 @@ class _Document(_Checked):
     connectors: dict[str, _ConnectorEntry] = _Key(_mapping(_settings(_ConnectorEntry)), _EMPTY)
 
 
-@dataclass(frozen=True)
-class ConnectorConfig:
+class ConnectorConfig(NamedTuple):
     """One configured connector: its name, kind and validated settings."""
 
     name: str

@@ -9,8 +9,8 @@ the database or the network.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from scheduler.rules import (
     ConnectorPolicy,
@@ -35,8 +35,7 @@ LOCATION_DONE = "OK"
 LOCATION_DAMAGED = "DM"
 
 
-@dataclass(frozen=True)
-class LocationFacts:
+class LocationFacts(NamedTuple):
     """What the rules need to know of one location."""
 
     connector: str
@@ -48,8 +47,7 @@ class LocationFacts:
     damaged_files: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class ItemFacts:
+class ItemFacts(NamedTuple):
     """What the rules need to know of one item (times naive UTC)."""
 
     key: str | None
@@ -57,16 +55,15 @@ class ItemFacts:
     process_type: str
     status: str
     created: datetime
-    locations: Sequence[LocationFacts] = field(default_factory=tuple)
+    locations: Sequence[LocationFacts] = ()
     #: The paths of the item's files (not folders); needed only to tell
     #: which files of a damaged item are good somewhere.
-    files: Sequence[str] = field(default_factory=tuple)
+    files: Sequence[str] = ()
     #: When the producer said the item is gone (None: it is not).
     removed: datetime | None = None
 
 
-@dataclass(frozen=True, order=True)
-class PlannedAction:
+class PlannedAction(NamedTuple):
     """One due action; ``connector`` is the target of a copy, else the location's."""
 
     key: str | None
@@ -90,8 +87,7 @@ class PlannedAction:
         return (self.key is not None, self.key or "", self.action, self.connector)
 
 
-@dataclass(frozen=True)
-class Condition:
+class Condition(NamedTuple):
     """One condition of a rule for one item: does it hold, and why."""
 
     name: str
@@ -99,8 +95,7 @@ class Condition:
     detail: str
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """Whether one action on one connector is due for an item, and why."""
 
     action: str

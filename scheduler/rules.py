@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 #: Priority of a connector whose configuration gives none (lower is preferred).
 DEFAULT_PRIORITY = 100
@@ -22,8 +23,7 @@ DEFAULT_MAX_DELETES_PER_SCAN = 1_000
 DEFAULT_MAX_DELETE_BYTES_PER_SCAN = 1024**4
 
 
-@dataclass(frozen=True)
-class Override:
+class Override(NamedTuple):
     """Values a ``data_slug`` or ``process_type`` override sets (None: not set)."""
 
     delay: int | None = None
@@ -57,15 +57,13 @@ class Rule:
         object.__setattr__(self, "process_type", _frozen(self.process_type))
 
 
-@dataclass(frozen=True)
-class VerifyRule:
+class VerifyRule(NamedTuple):
     """Re-hash the copies on a connector every ``interval`` days."""
 
     interval: int
 
 
-@dataclass(frozen=True)
-class ConnectorPolicy:
+class ConnectorPolicy(NamedTuple):
     """One configured connector as the policies see it."""
 
     name: str
@@ -77,8 +75,7 @@ class ConnectorPolicy:
     audit: VerifyRule | None = None
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     """A setting as it applies to one item, and where it came from.
 
     ``source`` is ``"data_slug"``, ``"process_type"``, ``"rule"`` or

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -24,8 +24,7 @@ from dramatiq.errors import DecodeError
 from workers.broker import dead_note_key
 
 
-@dataclass(frozen=True)
-class QueueStats:
+class QueueStats(NamedTuple):
     """How much work one queue holds, on Redis."""
 
     queue: str

@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import peewee as pw
 
@@ -138,8 +138,7 @@ GONE = "gone"
 REMOVE_ACTION = "remove"
 
 
-@dataclass(frozen=True)
-class DeleteCheck:
+class DeleteCheck(NamedTuple):
     """The rule a delete is re-checked against (SPEC §5, conditions 3–6).
 
     ``cutoff``: the location's ``last_update`` must be before it (None: the
@@ -219,8 +218,7 @@ def access_lock(
         close_access_log(log)
 
 
-@dataclass(frozen=True)
-class CopyReport:
+class CopyReport(NamedTuple):
     """What a copy job did: files copied and proven, files found recorded already."""
 
     copied: int = 0

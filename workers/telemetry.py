@@ -38,8 +38,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import dramatiq
 import peewee as pw
@@ -55,8 +54,7 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 KEYS_SHOWN = 1
 
 
-@dataclass(frozen=True)
-class Done:
+class Done(NamedTuple):
     """What a job's body reports: files handled, bytes moved, its outcome in a word or two."""
 
     files: int = 0
@@ -64,8 +62,7 @@ class Done:
     result: str = "ok"
 
 
-@dataclass(frozen=True)
-class Work:
+class Work(NamedTuple):
     """What a message asks, read from its actor and arguments (``workers.actors.describe``)."""
 
     queue: str

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from catalog.integrity import (
     describe_lost,
@@ -41,8 +42,7 @@ from connectors.hashing import crc32c_stream, hash_stream
 DAMAGED = "damaged"
 
 
-@dataclass(frozen=True)
-class FileProblem:
+class FileProblem(NamedTuple):
     """One file of a location that is not as the catalog says."""
 
     path: str

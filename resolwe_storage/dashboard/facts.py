@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import peewee as pw
 
@@ -74,8 +73,7 @@ class Redactor:
         return _CREDENTIALS_IN_URL.sub(r"\1<redacted>@", text)
 
 
-@dataclass(frozen=True)
-class QueueRow:
+class QueueRow(NamedTuple):
     queue: str
     queued: int
     delayed: int

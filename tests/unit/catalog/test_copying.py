@@ -7,7 +7,7 @@ when the copies are recorded (``record_copies``).
 
 from __future__ import annotations
 
-from dataclasses import replace
+
 from datetime import datetime
 
 import peewee as pw
@@ -123,7 +123,7 @@ def test_a_record_for_a_location_of_another_item_is_refused(catalog_db: pw.Datab
     one, other = item_with_copy("one"), item_with_copy("other")
     logs = start_copies([start(one)], expires=None, now=NOW)
     target = where(other, "dst")
-    crossed = replace(record(one, logs[one.id]), target=Place(target.id, "dst", target.url, "PR"))
+    crossed = record(one, logs[one.id])._replace(target=Place(target.id, "dst", target.url, "PR"))
     assert record_copies([crossed], actor="test", now=NOW).items == set()
     assert proven_rows().count() == 0
     assert where(other, "dst").status == "PR"

@@ -803,4 +803,4 @@ def test_an_item_read_apart_is_decoded_again_from_its_json_or_its_pickle() -> No
     for text in (json.dumps(raw), json.dumps(raw).encode(), pickle.dumps(raw, protocol=5)):
         again = streaming._unpacked("line 1", streaming._packed(item, text))
         assert again.raw is None and again.document() == raw
-        assert again == streaming.Item(**{**vars(item), "raw": None, "text": text})
+        assert again == item._replace(raw=None, text=text)
