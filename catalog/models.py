@@ -160,7 +160,8 @@ class Action(BaseModel):
 
     class Meta:
         table_name = "action"
-        indexes = ((("item_key", "started"), False),)
+        # By time: what happened since a moment (migration 011).
+        indexes = ((("item_key", "started"), False), (("started",), False))
 
 
 class LocationFile(BaseModel):

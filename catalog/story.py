@@ -4,9 +4,11 @@
 hashes, each location with its state and each file's state there (as
 ``catalog.integrity`` defines them), the open locks and who holds them,
 the files that are good nowhere, and the latest of its history.
-``history`` reads the action table with the usual filters. Both return
-plain values (times as ISO-8601 strings) that the command line prints as
-text or JSON; neither writes anything.
+``history`` reads the action table with the usual filters, and
+``outcome_since`` and ``failures_since`` what a run did (by the index on
+``action.started``: only the run's rows are read, however long the
+history). All return plain values (times as ISO-8601 strings) that the
+command line prints as text or JSON; none writes anything.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+
+from peewee import fn
 
 from catalog.integrity import lost_files
 from catalog.models import (
@@ -176,6 +180,41 @@ def history(
     if failed:
         where &= Action.result == FAILED
     return _actions(where, limit=limit)
+
+
+def outcome_since(since: datetime) -> dict[str, dict[str, int]]:
+    """Counts of the actions recorded since ``since``, by action and result."""
+    counts: dict[str, dict[str, int]] = {}
+    rows = (
+        Action.select(Action.action, Action.result, fn.COUNT(Action.id))
+        .where(Action.started >= since)
+        .group_by(Action.action, Action.result)
+        .tuples()
+    )
+    for action, result, count in rows:
+        counts.setdefault(action, {})[result] = count
+    return counts
+
+
+def failures_since(since: datetime) -> list[dict[str, Any]]:
+    """The jobs that failed for good since ``since``, in order: what, of which item, where, why."""
+    rows = (
+        Action.select()
+        .where((Action.started >= since) & (Action.result == FAILED))
+        # By time first: ordered by id alone, SQLite walks the whole table
+        # in id order rather than sort the few rows the index finds.
+        .order_by(Action.started, Action.id)
+    )
+    return [
+        {
+            "action": row.action,
+            "key": row.item_key,
+            "target": row.target,
+            "path": row.path,
+            "error": row.error,
+        }
+        for row in rows
+    ]
 
 
 def _actions(where: Any, *, limit: int) -> list[dict[str, Any]]:

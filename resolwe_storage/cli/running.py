@@ -24,9 +24,9 @@ from typing import Any
 
 import click
 import dramatiq
-import peewee as pw
 
-from catalog.models import Action, utcnow
+from catalog.models import utcnow
+from catalog.story import failures_since, outcome_since
 from resolwe_storage import telemetry
 from resolwe_storage.cli.base import Context, broker_url, parse_now
 from resolwe_storage.errors import InputError, UserError
@@ -319,8 +319,8 @@ def run(
         report = (_scan_then_share if shared else _scan_and_run)(
             context, runtime, clock(), threads=threads, processes=processes
         )
-        outcome = _outcome(began)
-        failures = _failures(began)
+        outcome = outcome_since(began)
+        failures = failures_since(began)
         lost = _lost()
         if as_json:
             click.echo(
@@ -400,25 +400,6 @@ def _scan(context: Context, runtime: Runtime, now: datetime, **cut: int) -> Scan
     )
 
 
-def _failures(since: datetime) -> list[dict[str, Any]]:
-    """The failures for good recorded since ``since``: what, of which item, where, why."""
-    rows = (
-        Action.select()
-        .where((Action.started >= since) & (Action.result == "failed"))
-        .order_by(Action.id)
-    )
-    return [
-        {
-            "action": row.action,
-            "key": row.item_key,
-            "target": row.target,
-            "path": row.path,
-            "error": row.error,
-        }
-        for row in rows
-    ]
-
-
 def _lost() -> list[dict[str, Any]]:
     from catalog.integrity import keys_of, lost_files
 
@@ -455,20 +436,6 @@ def _join(broker: dramatiq.Broker, queue: str) -> None:
     else:
         broker.join(queue)
         time.sleep(0.1)
-
-
-def _outcome(since: Any) -> dict[str, dict[str, int]]:
-    """Counts of the actions recorded since ``since``, by action and result."""
-    counts: dict[str, dict[str, int]] = {}
-    rows = (
-        Action.select(Action.action, Action.result, pw.fn.COUNT(Action.id))
-        .where(Action.started >= since)
-        .group_by(Action.action, Action.result)
-        .tuples()
-    )
-    for action, result, count in rows:
-        counts.setdefault(action, {})[result] = count
-    return counts
 
 
 def _describe(outcome: dict[str, dict[str, int]]) -> str:

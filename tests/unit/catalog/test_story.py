@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 import peewee as pw
 import pytest
@@ -16,7 +18,7 @@ from catalog.models import (
     ReferencedPath,
     StorageLocation,
 )
-from catalog.story import history, item_story
+from catalog.story import failures_since, history, item_story, outcome_since
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 
@@ -118,3 +120,66 @@ def test_the_history_filters_by_item_time_action_and_failure(catalog_db: pw.Data
     assert history(key="never") == []
     with pytest.raises(ItemNotFoundError):
         item_story("data-1")
+
+
+def _statements(caplog: pytest.LogCaptureFixture, read: Any) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements ``read()`` ran (peewee logs each at DEBUG)."""
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="peewee"):
+        read()
+    return [record.msg for record in caplog.records if record.name == "peewee"]  # type: ignore[misc]
+
+
+def _plan(database: pw.Database, sql: str, params: tuple[Any, ...]) -> str:
+    if isinstance(database, pw.SqliteDatabase):
+        rows = database.execute_sql(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+        return " / ".join(str(row[-1]) for row in rows)
+    with database.atomic():  # a small table: only a plan that could use the index is asked for
+        database.execute_sql("SET LOCAL enable_seqscan = off")
+        rows = database.execute_sql(f"EXPLAIN {sql}", params).fetchall()
+    return " / ".join(row[0] for row in rows)
+
+
+def test_what_a_run_did_is_read_by_time_not_from_the_whole_history(
+    catalog_db: pw.Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    for n in range(20):
+        Action.create(
+            actor="worker",
+            action="copy",
+            item_key=f"old-{n}",
+            started=T0 - timedelta(days=30, minutes=n),
+            result="failed" if n % 2 else "ok",
+            error="long ago" if n % 2 else None,
+        )
+    since = T0
+    Action.create(actor="worker", action="copy", item_key="new-1", started=since, result="ok")
+    Action.create(
+        actor="worker",
+        action="copy",
+        item_key="new-2",
+        started=since + timedelta(seconds=1),
+        result="failed",
+        target="S3",
+        path="a.txt",
+        error="refused by the backend",
+    )
+    Action.create(
+        actor="worker", action="verify", item_key="new-3", started=since + timedelta(seconds=2)
+    )
+    assert outcome_since(since) == {"copy": {"ok": 1, "failed": 1}, "verify": {"ok": 1}}
+    assert failures_since(since) == [
+        {
+            "action": "copy",
+            "key": "new-2",
+            "target": "S3",
+            "path": "a.txt",
+            "error": "refused by the backend",
+        }
+    ]
+    # Each read goes by the index on the time, not through every action.
+    for read in (lambda: outcome_since(since), lambda: failures_since(since)):
+        statements = _statements(caplog, read)
+        assert statements
+        for sql, params in statements:
+            assert "action_started" in _plan(catalog_db, sql, params), sql
