@@ -7,7 +7,6 @@ when the copies are recorded (``record_copies``).
 
 from __future__ import annotations
 
-
 from datetime import datetime
 
 import peewee as pw
