@@ -160,7 +160,8 @@ class Action(BaseModel):
 
     class Meta:
         table_name = "action"
-        # By time: what happened since a moment (migration 011).
+        # By time: what happened since a moment (migration 011). Migration
+        # 012 adds (action, id) and the failures' ids (a partial index).
         indexes = ((("item_key", "started"), False), (("started",), False))
 
 

@@ -135,7 +135,7 @@ class Dashboard:
         return self._page(request, "dead.html", letters=letters, queues=facts._queues())
 
     def history(self, request: Request) -> Response:
-        from catalog.story import history
+        from catalog.story import action_names, history
 
         query = request.query_params
         chosen = {
@@ -145,13 +145,7 @@ class Dashboard:
         }
         with self.database.connection_context():
             rows = history(**chosen, limit=HISTORY_LIMIT)
-            actions = [
-                name
-                for (name,) in facts.Action.select(facts.Action.action)
-                .distinct()
-                .order_by(facts.Action.action)
-                .tuples()
-            ]
+            actions = action_names()
         return self._page(
             request,
             "history.html",

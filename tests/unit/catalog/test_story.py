@@ -18,7 +18,7 @@ from catalog.models import (
     ReferencedPath,
     StorageLocation,
 )
-from catalog.story import failures_since, history, item_story, outcome_since
+from catalog.story import action_names, failures_since, history, item_story, outcome_since
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 
@@ -130,14 +130,22 @@ def _statements(caplog: pytest.LogCaptureFixture, read: Any) -> list[tuple[str, 
     return [record.msg for record in caplog.records if record.name == "peewee"]  # type: ignore[misc]
 
 
-def _plan(database: pw.Database, sql: str, params: tuple[Any, ...]) -> str:
+def _uses(database: pw.Database, index: str, sql: str, params: tuple[Any, ...]) -> bool:
+    """Whether the plan of ``sql`` reads the action table through ``index``.
+
+    SQLite keeps no statistics, and its choice is the one every catalog
+    gets: it must be ``index``. PostgreSQL chooses by the table's size, and
+    this one is small: asked for a plan without a scan of the whole table,
+    it must find one through an index of the history.
+    """
     if isinstance(database, pw.SqliteDatabase):
         rows = database.execute_sql(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
-        return " / ".join(str(row[-1]) for row in rows)
-    with database.atomic():  # a small table: only a plan that could use the index is asked for
+        return index in " / ".join(str(row[-1]) for row in rows)
+    with database.atomic():
         database.execute_sql("SET LOCAL enable_seqscan = off")
         rows = database.execute_sql(f"EXPLAIN {sql}", params).fetchall()
-    return " / ".join(row[0] for row in rows)
+    plan = " / ".join(row[0] for row in rows)
+    return "Seq Scan" not in plan and "action_" in plan
 
 
 def test_what_a_run_did_is_read_by_time_not_from_the_whole_history(
@@ -182,4 +190,42 @@ def test_what_a_run_did_is_read_by_time_not_from_the_whole_history(
         statements = _statements(caplog, read)
         assert statements
         for sql, params in statements:
-            assert "action_started" in _plan(catalog_db, sql, params), sql
+            assert _uses(catalog_db, "action_started", sql, params), sql
+
+
+def test_the_kinds_and_the_latest_of_a_kind_or_of_the_failures_are_found_by_index(
+    catalog_db: pw.Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    for n, (action, result) in enumerate(
+        [("copy", "ok"), ("verify", "ok"), ("copy", "failed"), ("delete", "ok")] * 5
+    ):
+        Action.create(
+            actor="worker",
+            action=action,
+            item_key=f"data-{n}",
+            started=T0 + timedelta(minutes=n),
+            result=result,
+            error="why" if result == "failed" else None,
+        )
+    assert action_names() == ["copy", "delete", "verify"]
+    latest = history(action="delete", limit=2)
+    assert [row["key"] for row in latest] == ["data-19", "data-15"]
+    assert [row["key"] for row in history(failed=True, limit=3)] == [
+        "data-18",
+        "data-14",
+        "data-10",
+    ]
+    reads = {
+        "action_action_id": [action_names, lambda: history(action="delete", limit=2)],
+        "action_failed": [lambda: history(failed=True, limit=3)],
+    }
+    for index, each in reads.items():
+        for read in each:
+            statements = _statements(caplog, read)
+            assert statements
+            for sql, params in statements:
+                assert _uses(catalog_db, index, sql, params), sql
+
+
+def test_no_kinds_in_an_empty_history(catalog_db: pw.Database) -> None:
+    assert action_names() == []
