@@ -64,25 +64,29 @@ def forked(produce: Callable[[], Iterable[Any]]) -> Iterator[Iterator[Any]]:
     os.close(write_end)
     reader = os.fdopen(read_end, "rb", buffering=DEFAULT_PIPE_BUFFER)
     told: list[bool] = []  # the producer's last word (its end or its error) was received
+    reaped: list[bool] = []
     try:
-        yield _received(reader, told)
+        yield _received(reader, told, pid, reaped)
     finally:
         reader.close()
         if not told:  # the consumer stopped early, or the producer died
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        if not reaped:
+            os.waitpid(pid, 0)
 
 
-def _received(reader: IO[bytes], told: list[bool]) -> Iterator[Any]:
+def _received(reader: IO[bytes], told: list[bool], pid: int, reaped: list[bool]) -> Iterator[Any]:
     while True:
         try:
             # An unpickler each: one kept across values kept each value's
             # objects alive too (its memo, measured: 0.6 MB a batch).
             kind, value = pickle.load(reader)
         except EOFError:
+            _, status = os.waitpid(pid, 0)
+            reaped.append(True)
             raise ReadingProcessFailed(
-                "the reading process ended before the end of its input"
+                f"the import's reading process ended before the end of its input ({_how(status)})"
             ) from None
         if kind == _VALUE:
             yield value
@@ -91,6 +95,18 @@ def _received(reader: IO[bytes], told: list[bool]) -> Iterator[Any]:
         if kind == _END:
             return
         raise value
+
+
+def _how(status: int) -> str:
+    """How a process ended, from its ``waitpid`` status, in a few words."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"killed by {name}" + (": out of memory?" if number == signal.SIGKILL else "")
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def _produce_and_exit(produce: Callable[[], Iterable[Any]], write_end: int, parent: int) -> None:

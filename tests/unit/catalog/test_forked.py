@@ -78,11 +78,26 @@ def test_a_producer_that_dies_is_an_error_not_a_short_input(tmp_path: Path) -> N
 
     got = []
     with (
-        pytest.raises(ReadingProcessFailed, match="ended before the end of its input"),
+        pytest.raises(
+            ReadingProcessFailed,
+            match=r"reading process ended before the end of its input \(exit status 3\)",
+        ),
         forked(produce) as received,
     ):
         got.extend(received)
     assert got == [1]
+
+
+def test_a_producer_killed_is_said_to_be_killed() -> None:
+    def produce() -> Iterator[int]:
+        yield 1
+        os.kill(os.getpid(), signal.SIGKILL)  # as the system's out-of-memory killer does
+
+    with (
+        pytest.raises(ReadingProcessFailed, match=r"\(killed by SIGKILL: out of memory\?\)$"),
+        forked(produce) as received,
+    ):
+        assert list(received) == [1]
 
 
 def test_a_consumer_that_stops_early_stops_the_producer(tmp_path: Path) -> None:
