@@ -18,7 +18,6 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -59,7 +58,7 @@ def main() -> None:
         hashes = {}
         for path in paths:
             with source.open_read(path) as stream:
-                hashes[path] = asdict(hash_stream(stream))
+                hashes[path] = hash_stream(stream)._asdict()
         Path(args.write_expected).write_text(json.dumps(hashes))
         return
     expected: dict[str, Expected | None] = dict.fromkeys(paths)

@@ -59,7 +59,7 @@ def queues(context: Context, dead_limit: int, retry_dead: bool, as_json: bool) -
                 {
                     "workers": workers,
                     "requeued": requeued,
-                    "queues": [asdict(row) for row in stats],
+                    "queues": [row._asdict() for row in stats],
                     "dead": [
                         {**asdict(letter), "died": letter.died.isoformat()} for letter in dead
                     ],
