@@ -30,6 +30,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
@@ -37,6 +38,8 @@ from catalog.errors import ReadingProcessFailed
 
 #: Bytes the pipe is read and written in at a time (its buffer, and ours).
 DEFAULT_PIPE_BUFFER = 1 << 20
+#: Seconds a producer whose output ended early is given to end before it is killed.
+DEFAULT_REAP_SECONDS = 5.0
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +86,10 @@ def _received(reader: IO[bytes], told: list[bool], pid: int, reaped: list[bool])
             # objects alive too (its memo, measured: 0.6 MB a batch).
             kind, value = pickle.load(reader)
         except EOFError:
-            _, status = os.waitpid(pid, 0)
+            how = _reap(pid)
             reaped.append(True)
             raise ReadingProcessFailed(
-                f"the import's reading process ended before the end of its input ({_how(status)})"
+                f"the import's reading process ended before the end of its input ({how})"
             ) from None
         if kind == _VALUE:
             yield value
@@ -95,6 +98,25 @@ def _received(reader: IO[bytes], told: list[bool], pid: int, reaped: list[bool])
         if kind == _END:
             return
         raise value
+
+
+def _reap(pid: int) -> str:
+    """Wait for a producer whose output ended early; how it ended.
+
+    One that closed its output but lives on is given
+    ``DEFAULT_REAP_SECONDS``, then killed: the import never hangs on it.
+    """
+    deadline = time.monotonic() + DEFAULT_REAP_SECONDS
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return _how(status)
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return f"it closed its output and did not end in {DEFAULT_REAP_SECONDS:g} s; killed"
+        time.sleep(0.005)
 
 
 def _how(status: int) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import catalog.forked
 from catalog.errors import CatalogError, ReadingProcessFailed
 from catalog.forked import can_fork, forked
 
@@ -179,3 +180,23 @@ def test_no_fork_beside_another_thread() -> None:
         stop.set()
         other.join()
     assert can_fork() == alone
+
+
+def test_a_producer_that_closes_its_output_and_lives_on_is_killed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The import never hangs on a reading process that stopped writing but did not end."""
+    monkeypatch.setattr(catalog.forked, "DEFAULT_REAP_SECONDS", 0.2)
+
+    def produce() -> Iterator[int]:
+        yield 1
+        for descriptor in range(3, 1024):  # its end of the pipe among them
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
+        time.sleep(60)
+
+    with (
+        pytest.raises(ReadingProcessFailed, match=r"did not end in 0.2 s; killed\)$"),
+        forked(produce) as received,
+    ):
+        assert list(received) == [1]
