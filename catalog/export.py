@@ -57,6 +57,11 @@ def export_items(*, batch: int = DEFAULT_BATCH) -> Iterator[dict[str, Any]]:
         after = rows[-1][1]
 
 
+def exported_count() -> int:
+    """How many items ``export_items`` yields (in the same snapshot: the same number)."""
+    return int(sql.run("SELECT COUNT(*) FROM file_storage WHERE key IS NOT NULL", []).fetchone()[0])
+
+
 def _items(rows: list[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
     ids = [row[0] for row in rows]
     marks = ", ".join("?" * len(ids))

@@ -146,19 +146,34 @@ def export_command(context: Context, target: str, format_: str | None) -> None:
     What import reads back: export | import into an empty catalog holds the
     same items, copies, files, locks and damage. Streamed: any catalog size.
     """
-    from catalog.export import export_items, snapshot, write_items
+    from catalog.export import export_items, exported_count, snapshot, write_items
     from catalog.streaming import sniff_format
 
     chosen = format_ or ("json" if target == "-" else sniff_format(target))
     database = context.database
-    if target == "-":
+    # On a terminal, unless the export itself goes there.
+    progress = _ExportProgress() if sys.stderr.isatty() else None
+    if target == "-" and sys.stdout.isatty():
+        progress = None
+
+    def write(out: IO[str]) -> int:
         with snapshot(database):
-            write_items(export_items(), sys.stdout, format=chosen)
+            items = export_items()
+            if progress is not None:
+                items = progress.counted(items, total=exported_count())
+            try:
+                return write_items(items, out, format=chosen)
+            finally:
+                if progress is not None:
+                    progress.finish()
+
+    if target == "-":
+        write(sys.stdout)
         return
     partial = Path(f"{target}.partial")
     try:
-        with partial.open("w", encoding="utf-8") as out, snapshot(database):
-            count = write_items(export_items(), out, format=chosen)
+        with partial.open("w", encoding="utf-8") as out:
+            count = write(out)
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise InputError(f"{target}: {exc.strerror}") from None
@@ -208,6 +223,45 @@ class _Progress:
     def finish(self) -> None:
         if self.shown:
             click.echo(err=True)
+
+
+class _ExportProgress:
+    """Items written so far of the total, and how fast, on one line of a terminal."""
+
+    #: Items between two updates of the line (an export writes tens of thousands a second).
+    EVERY = 2_000
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.total = 0
+        self.count = 0
+        self.shown = False
+
+    def counted(self, items: Iterator[dict[str, Any]], *, total: int) -> Iterator[dict[str, Any]]:
+        """``items``, counted as they go, the line updated every ``EVERY``."""
+        self.total = total
+        for item in items:
+            yield item
+            self.count += 1
+            if self.count % self.EVERY == 0:
+                self._show()
+
+    def finish(self) -> None:
+        """The last count shown, and the line ended (when one was begun)."""
+        if self.shown:
+            self._show()
+            click.echo(err=True)
+
+    def _show(self) -> None:
+        seconds = max(time.monotonic() - self.began, 1e-6)
+        share = f" ({100 * self.count // self.total} %)" if self.total else ""
+        click.echo(
+            f"\rexporting: {self.count:,} of {self.total:,} items{share}, "
+            f"{self.count / seconds:,.0f}/s ",
+            err=True,
+            nl=False,
+        )
+        self.shown = True
 
 
 @cli.command()

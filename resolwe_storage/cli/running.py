@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -243,6 +242,8 @@ def _fork_workers(
         "RESOLWE_STORAGE_LOG_LEVEL": level,
         "RESOLWE_STORAGE_LOG_FORMAT": context.log_format,
     }
+    import subprocess  # here, not above: ``run --once`` starts no process of this kind
+
     with contextlib.ExitStack() as cleanup:
         server = None
         if bind is not None:
