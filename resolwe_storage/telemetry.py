@@ -12,11 +12,14 @@ every sample name):
 
 - the workers' job counters (``workers.telemetry.WorkerMetrics``);
 - the scheduler's scans (``SchedulerMetrics``);
-- catalog and queue gauges (``CatalogCollector``), read at scrape time from
-  the catalog and Redis, at most once per ``DEFAULT_CATALOG_CACHE_SECONDS``
-  (a few grouped queries, seconds on a catalog of millions of items: a
-  scrape every few seconds must not repeat them). The scheduler and the dashboard serve
-  them; several replicas serve the same values (query them with ``max``).
+- catalog and queue gauges (``CatalogCollector``): the queues' read from
+  Redis at scrape time, at most once per ``DEFAULT_CATALOG_CACHE_SECONDS``;
+  the catalog's (a few grouped queries over whole tables: seconds on a
+  catalog of millions of items) read again in the background once they are
+  older than that and than ``DEFAULT_CATALOG_COST_FACTOR`` times their last
+  read took, a scrape serving the last values meanwhile. The scheduler and
+  the dashboard serve them; several replicas serve the same values (query
+  them with ``max``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import peewee as pw
 
@@ -47,8 +50,13 @@ def new_registry() -> Any:
 #: Where metrics and health are served unless told otherwise (loopback only).
 DEFAULT_WORKER_METRICS = "127.0.0.1:9191"
 DEFAULT_SCHEDULER_METRICS = "127.0.0.1:9192"
-#: Seconds the catalog gauges are reused between scrapes.
+#: Seconds the queue and catalog gauges are reused between scrapes, at least.
 DEFAULT_CATALOG_CACHE_SECONDS = 5.0
+#: The catalog gauges are reused for this many times as long as their last read
+#: took, at least: a read of 3 s (a million items on SQLite) is done again 30 s
+#: later, so metrics hold a catalog connection a tenth of the time at most,
+#: however large the catalog and however often it is scraped.
+DEFAULT_CATALOG_COST_FACTOR = 10.0
 #: What ``--metrics-bind`` takes to serve nothing.
 OFF = ("off", "none", "")
 #: The location states as metrics name them.
@@ -237,10 +245,32 @@ class SchedulerMetrics:
 # -- catalog and queue gauges --------------------------------------------------
 
 
-class CatalogCollector:
-    """Gauges read from the catalog and Redis when scraped (cached for ``cache_seconds``).
+class _Read(NamedTuple):
+    """The catalog gauges as one read found them."""
 
-    ``broker``: Redis (None or in-process: no queue gauges).
+    #: When the read ended (the collector's clock) and how long it took (s).
+    at: float
+    took: float
+    families: list[Any]
+
+
+def reuse_seconds(took: float, *, cache_seconds: float, cost_factor: float) -> float:
+    """How long the catalog gauges of a read that took ``took`` seconds are served as they are."""
+    return max(cache_seconds, cost_factor * took)
+
+
+class CatalogCollector:
+    """Gauges read from the catalog and Redis: the queues' when scraped, the catalog's behind.
+
+    The queue gauges are read at a scrape (reused for ``cache_seconds``).
+    The catalog's are read by the first scrape, then again in a thread of
+    their own once they are ``reuse_seconds`` old, while scrapes serve the
+    last ones: a scrape waits on the catalog only the first time, and a
+    catalog of millions of items is not read over and over (a read that
+    took seconds is not begun again for ``cost_factor`` times as long).
+    Their age and how long their read took are gauges too. A read that
+    failed serves no catalog gauges until one succeeds. ``broker``: Redis
+    (None or in-process: no queue gauges).
     """
 
     def __init__(
@@ -249,34 +279,78 @@ class CatalogCollector:
         broker: Any,
         *,
         cache_seconds: float = DEFAULT_CATALOG_CACHE_SECONDS,
+        cost_factor: float = DEFAULT_CATALOG_COST_FACTOR,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.database = database
         self.broker = broker
         self.cache_seconds = cache_seconds
+        self.cost_factor = cost_factor
+        self.clock = clock
         self._lock = threading.Lock()
-        self._cached: tuple[float, list[Any]] | None = None
+        self._catalog: _Read | None = None
+        self._queues: tuple[float, list[Any]] | None = None
+        self._reading: threading.Thread | None = None
 
     def collect(self) -> Iterable[Any]:
         with self._lock:
-            now = time.monotonic()
-            if self._cached is None or now - self._cached[0] >= self.cache_seconds:
-                self._cached = (now, self._families())
-            return list(self._cached[1])
+            if self._catalog is None:
+                self._catalog = self._read_catalog()
+            now = self.clock()
+            due = self._catalog.at + reuse_seconds(
+                self._catalog.took, cache_seconds=self.cache_seconds, cost_factor=self.cost_factor
+            )
+            if now >= due and self._reading is None:
+                self._reading = threading.Thread(
+                    target=self._read_behind, name="catalog-gauges", daemon=True
+                )
+                self._reading.start()
+            if self._queues is None or now - self._queues[0] >= self.cache_seconds:
+                self._queues = (now, self._queue_families())
+            catalog = self._catalog
+            return [
+                *catalog.families,
+                *read_families(now - catalog.at, catalog.took),
+                *self._queues[1],
+            ]
 
     def describe(self) -> Iterable[Any]:
         return []  # not known before a scrape: no checks at registration
 
-    def _families(self) -> list[Any]:
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait for a read of the catalog under way, if any (tests; a stopping process)."""
+        reading = self._reading
+        if reading is not None:
+            reading.join(timeout)
+
+    def _read_behind(self) -> None:
+        read = None
+        try:
+            read = self._read_catalog()
+        finally:
+            with self._lock:
+                if read is not None:
+                    self._catalog = read
+                self._reading = None
+
+    def _read_catalog(self) -> _Read:
+        began = self.clock()
         families: list[Any] = []
         try:
             with self.database.connection_context():
                 facts = catalog_facts(self.database)
-            families += catalog_families(facts)
+            families = catalog_families(facts)
         except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
             logger.warning("metrics: the catalog did not answer: %s", _first_line(exc))
+        except Exception:  # a thread of its own: said, and tried again later
+            logger.exception("metrics: reading the catalog gauges failed")
+        ended = self.clock()
+        return _Read(ended, ended - began, families)
+
+    def _queue_families(self) -> list[Any]:
         client = getattr(self.broker, "client", None)
         if client is None:
-            return families
+            return []
         import redis
 
         from workers.messages import QUEUES
@@ -288,8 +362,26 @@ class CatalogCollector:
             alive = live_workers(self.broker)
         except (redis.RedisError, OSError) as exc:
             logger.warning("metrics: the broker did not answer: %s", _first_line(exc))
-            return families
-        return families + queue_families(stats, oldest, alive)
+            return []
+        return queue_families(stats, oldest, alive)
+
+
+def read_families(age: float, took: float) -> list[Any]:
+    """How old the catalog gauges served are, and how long reading them took."""
+    from prometheus_client.core import GaugeMetricFamily as Family
+
+    return [
+        Family(
+            "resolwe_storage_catalog_gauges_age_seconds",
+            "Seconds since the catalog gauges served were read (they are read behind scrapes).",
+            value=max(0.0, age),
+        ),
+        Family(
+            "resolwe_storage_catalog_gauges_read_seconds",
+            "Seconds the last read of the catalog gauges took.",
+            value=took,
+        ),
+    ]
 
 
 def catalog_families(facts: Mapping[str, Any]) -> list[Any]:
@@ -440,5 +532,10 @@ def exported_metric_names() -> set[str]:
         "histogram": ("_bucket", "_sum", "_count"),
         "gauge": ("",),
     }
-    families = [*registry.collect(), *catalog_families({}), *queue_families([], {}, 0)]
+    families = [
+        *registry.collect(),
+        *catalog_families({}),
+        *read_families(0.0, 0.0),
+        *queue_families([], {}, 0),
+    ]
     return {family.name + suffix for family in families for suffix in suffixes[family.type]}
