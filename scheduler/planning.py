@@ -49,6 +49,9 @@ FIELD_BITS = 4
 FIELDS_PER_SUM = 15
 #: Arms per mask column (bits of a signed 64-bit integer).
 ARMS_PER_MASK = 62
+#: Item ids planned by one statement of ``Planner.due_by_ranges`` (what the scan
+#: holds at once: about 200 bytes an item due).
+DEFAULT_PLAN_RANGE = 50_000
 
 
 class DueItem(NamedTuple):
@@ -432,11 +435,12 @@ class Planner:
             masks.append(sql)
         return masks if fired else None
 
-    def compile(self, now: datetime) -> _Sql | None:
+    def compile(self, now: datetime, ids: tuple[int, int] | None = None) -> _Sql | None:
         """The whole plan as one statement, or None when no rule can ever fire.
 
         Its rows are ``(key, id, source rank, facts..., masks...)`` for the
         items with something due, ordered by key (no key first), then id.
+        ``ids``: only the items whose id is above the first and at most the second.
         """
         inline = not self.postgres
         chunks = (len(self.order) + FIELDS_PER_SUM - 1) // FIELDS_PER_SUM
@@ -451,10 +455,14 @@ class Planner:
             sql.add(", ").add(fact.text, *fact.params)
         for number, mask in enumerate(masks):
             sql.add(", ").add(mask.text, *mask.params).add(f" AS mask{number}")
-        sql.add(
-            " FROM file_storage f JOIN storage_location l ON l.file_storage_id = f.id"
-            " GROUP BY f.key, f.id HAVING "
-        )
+        sql.add(" FROM file_storage f JOIN storage_location l ON l.file_storage_id = f.id")
+        if ids is not None:
+            # On both sides of the join: PostgreSQL then reads the locations of
+            # the range from their index, rather than every location before it.
+            sql.add(" WHERE f.id > ").value(ids[0]).add(" AND f.id <= ").value(ids[1])
+            sql.add(" AND l.file_storage_id > ").value(ids[0])
+            sql.add(" AND l.file_storage_id <= ").value(ids[1])
+        sql.add(" GROUP BY f.key, f.id HAVING ")
         for number, mask in enumerate(masks):
             sql.add(" OR " if number else "")
             if self.postgres:
@@ -499,9 +507,13 @@ class Planner:
             repairs.append((target, found))
         return tuple(repairs)
 
-    def due(self, *, now: datetime) -> Iterator[DueItem]:
-        """Stream, per item with something due, its key, copy source and arms."""
-        sql = self.compile(now)
+    def due(self, *, now: datetime, ids: tuple[int, int] | None = None) -> Iterator[DueItem]:
+        """Stream, per item with something due, its key, copy source and arms.
+
+        In one transaction, one statement. ``ids``: only the items whose id
+        is above the first and at most the second.
+        """
+        sql = self.compile(now, ids)
         if sql is None:
             return
         order = self.order
@@ -513,6 +525,11 @@ class Planner:
             if action == REPAIR:
                 repair_bits[bit // ARMS_PER_MASK] |= 1 << (bit % ARMS_PER_MASK)
         with self.database.atomic():
+            if ids is not None and self.postgres and (self.database.server_version or 0) >= 110000:
+                # PostgreSQL compiles a statement this large to machine code
+                # (JIT) in about a second, once per range: 23 of the 29 s that
+                # the ranges of a million items took, against 6.5 s without.
+                self.database.execute_sql("SET LOCAL jit = off")
             if chunks == 1 and len(repair_bits) == 1:
                 # The usual case (up to 15 connectors), without unpacking lists per row.
                 [repairing] = repair_bits
@@ -533,6 +550,38 @@ class Planner:
                 if any(mask & bits for mask, bits in zip(masks, repair_bits, strict=True)):
                     repairs = self._repair_sources(arms, source, facts)
                 yield DueItem(key, source, arms, item_id, repairs)
+
+    def due_by_ranges(
+        self, *, now: datetime, width: int = DEFAULT_PLAN_RANGE
+    ) -> Iterator[list[DueItem]]:
+        """What ``due`` finds, a range of ``width`` item ids at a time, each read whole.
+
+        For a caller that writes to the catalog between ranges (the scan):
+        each range is planned in a statement and transaction of its own,
+        read to its end before it is handed over, so no statement is open
+        while the caller writes, and what is held at once is one range's
+        due items, however large the catalog. Items are in key order within
+        a range; ranges in id order, up to the largest id when the plan
+        began (items made meanwhile wait for the next plan). Each range
+        sees the catalog as it is when it is planned.
+        """
+        if self.compile(now) is None:
+            return
+        with self.database.atomic():
+            lowest, highest = (
+                FileStorage.select(pw.fn.MIN(FileStorage.id), pw.fn.MAX(FileStorage.id))
+                .tuples()
+                .get()
+            )
+        if lowest is None:
+            return
+        after = lowest - 1
+        while after < highest:
+            upto = min(after + width, highest)
+            found = list(self.due(now=now, ids=(after, upto)))
+            if found:
+                yield found
+            after = upto
 
     def plan(self, *, now: datetime) -> Iterator[PlannedAction]:
         """Stream the due actions in ``plan`` order (key, action, target)."""

@@ -136,3 +136,15 @@ def test_paused_no_scan_queues_a_delete_and_no_queued_delete_runs(
     # Resumed, the next scan queues them again (the refused jobs freed their markers).
     assert resume_deletes() and deletes_paused() is None
     assert scan(policies(), catalog_db, broker, now=NOW).deletes == 3
+
+
+def test_the_cap_holds_across_the_ranges_a_scan_plans_in_turn(catalog_db: pw.Database) -> None:
+    """A scan plans a range of items at a time; the cap is the whole scan's, not a range's."""
+    items_on_both(50)
+    broker = StubBroker()
+    first = scan(policies(max_per_scan=10), catalog_db, broker, now=NOW, plan_range=7)
+    assert (first.items, first.deletes, first.held) == (50, 10, {"backup": 40})
+    assert queued_deletes(broker) == 10
+    second = scan(policies(max_per_scan=10), catalog_db, broker, now=NOW, plan_range=7)
+    assert (second.deletes, second.pending, second.held) == (10, 10, {"backup": 30})
+    assert queued_deletes(broker) == 20

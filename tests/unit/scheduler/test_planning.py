@@ -15,6 +15,7 @@ from typing import NamedTuple
 import peewee as pw
 import pytest
 
+from catalog.models import FileStorage, StorageLocation
 from scheduler import planning
 from scheduler.planning import Planner, item_facts, plan
 from scheduler.policy import ItemFacts, LocationFacts, PlannedAction, due_actions, explain
@@ -517,3 +518,66 @@ def test_planner_agrees_with_rules_on_random_catalogs(
     assert any(action.source is not None for action in repairs)
     assert len([action for action in expected if action.action == "remove"]) > 10
     assert actual == sorted(expected, key=PlannedAction.sort_key)
+
+
+@pytest.mark.parametrize("width", [1, 7, 400, 100_000])
+def test_planning_by_ranges_finds_what_one_statement_finds(
+    width: int, catalog_db: pw.Database
+) -> None:
+    rng = random.Random(7)
+    items = [random_item(rng, f"item-{number:04d}") for number in range(300)]
+    with catalog_db.atomic():
+        for number, facts in enumerate(items):
+            store([facts])
+            if number % 10 == 0:  # ids with nothing due between them: no locations
+                FileStorage.create(key=f"bare-{number:04d}")
+    planner = Planner(POLICIES, catalog_db, removal_delay=2)
+    whole = list(planner.due(now=NOW))
+    ranges = list(planner.due_by_ranges(now=NOW, width=width))
+    assert len(whole) > 100
+    assert sorted(item for found in ranges for item in found) == sorted(whole)
+    for found in ranges:
+        assert found, "a range with nothing due is not handed over"
+        ids = [item.item_id for item in found]
+        assert max(ids) - min(ids) < width
+        assert [item.key for item in found] == sorted(item.key for item in found)
+    if width == 1:
+        assert len(ranges) == len(whole)
+
+
+def test_each_range_is_planned_as_the_catalog_is_when_its_turn_comes(
+    catalog_db: pw.Database,
+) -> None:
+    """Nothing is open while the caller writes between ranges, and later ranges see it."""
+    with catalog_db.atomic():
+        store([item(loc("local"), key=key) for key in ("a", "b", "c")])
+    planner = Planner(POLICIES, catalog_db)
+    ranges = planner.due_by_ranges(now=NOW, width=1)
+    first = next(ranges)
+    assert [due.key for due in first] == ["a"]
+    c = FileStorage.get(FileStorage.key == "c")
+    with catalog_db.atomic():  # as a scan reserves the copies of a range
+        StorageLocation.create(file_storage=c, connector_name="S3", url="c/s3", status="PR")
+        StorageLocation.create(file_storage=c, connector_name="GCS", url="c/gcs", status="PR")
+        StorageLocation.create(file_storage=c, connector_name="tape", url="c/tape", status="PR")
+    assert [due.key for found in ranges for due in found] == ["b"]
+
+
+def test_an_empty_catalog_has_no_ranges(catalog_db: pw.Database) -> None:
+    assert list(Planner(POLICIES, catalog_db).due_by_ranges(now=NOW)) == []
+
+
+def test_a_range_is_planned_without_postgresql_compiling_it_and_the_setting_goes_after(
+    catalog_db: pw.Database,
+) -> None:
+    """A statement this large costs PostgreSQL about a second to compile, once per range."""
+    if not isinstance(catalog_db, pw.PostgresqlDatabase):
+        pytest.skip("PostgreSQL's JIT")
+    with catalog_db.atomic():
+        store([item(loc("local"), key=key) for key in ("a", "b")])
+    before = catalog_db.execute_sql("SHOW jit").fetchone()[0]
+    rows = Planner(POLICIES, catalog_db).due(now=NOW, ids=(0, 10**9))
+    assert next(rows).key == "a"
+    assert catalog_db.execute_sql("SHOW jit").fetchone()[0] == "off"
+    assert [due.key for due in rows] == ["b"]
+    assert catalog_db.execute_sql("SHOW jit").fetchone()[0] == before

@@ -1,0 +1,65 @@
+"""A scan plans the catalog a range of items at a time and queues each range before the next."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import peewee as pw
+from dramatiq.brokers.stub import StubBroker
+
+from catalog.models import FileStorage, ReferencedPath, StorageLocation
+from scheduler.planning import Planner
+from scheduler.rules import ConnectorPolicy, Rule
+from scheduler.scan import scan
+from workers.messages import QUEUE_COPY
+
+NOW = datetime(2026, 6, 1)
+POLICIES = {
+    "local": ConnectorPolicy("local", priority=0),
+    "backup": ConnectorPolicy("backup", priority=10, copy=Rule(delay=0)),
+}
+
+
+def items_on_local(count: int) -> None:
+    old = NOW - timedelta(days=10)
+    for number in range(count):
+        item = FileStorage.create(key=f"item-{number:03d}", status="OK", created=old)
+        ReferencedPath.create(file_storage=item, path="a.txt", size=3)
+        StorageLocation.create(
+            file_storage=item, connector_name="local", url=str(item.id), status="OK"
+        )
+        if number % 4 == 0:  # ids with nothing due between those with something
+            FileStorage.create(key=f"bare-{number:03d}", created=old)
+
+
+def test_a_scan_in_small_ranges_reserves_and_queues_every_due_copy_once(
+    catalog_db: pw.Database,
+) -> None:
+    items_on_local(40)
+    due = list(Planner(POLICIES, catalog_db).due(now=NOW))
+    broker = StubBroker()
+    broker.declare_queue(QUEUE_COPY)
+    report = scan(POLICIES, catalog_db, broker, now=NOW, plan_range=3, job_files=1)
+    assert (report.items, report.copies) == (len(due), 40)
+    reserved = StorageLocation.select().where(
+        (StorageLocation.connector_name == "backup") & (StorageLocation.status == "PR")
+    )
+    assert sorted(location.file_storage_id for location in reserved) == sorted(
+        item.item_id for item in due
+    )
+    named = [
+        item_id for message in broker.queues[QUEUE_COPY].queue for item_id in _items_of(message)
+    ]
+    assert sorted(named) == sorted(item.item_id for item in due)
+    again = scan(POLICIES, catalog_db, broker, now=NOW, plan_range=3)
+    assert (again.items, again.copies, again.jobs) == (0, 0, 0)
+
+
+def _items_of(raw: bytes) -> list[int]:
+    """The item ids a queued copy job names."""
+    import json
+
+    message = json.loads(raw)
+    if message["actor_name"] == "copy_items_job":
+        return [entry[0] for entry in message["args"][1]]
+    return [message["args"][0]]
