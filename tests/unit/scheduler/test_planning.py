@@ -567,12 +567,12 @@ def test_an_empty_catalog_has_no_ranges(catalog_db: pw.Database) -> None:
     assert list(Planner(POLICIES, catalog_db).due_by_ranges(now=NOW)) == []
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("catalog_db", ["postgres"], indirect=True)
 def test_a_range_is_planned_without_postgresql_compiling_it_and_the_setting_goes_after(
     catalog_db: pw.Database,
 ) -> None:
     """A statement this large costs PostgreSQL about a second to compile, once per range."""
-    if not isinstance(catalog_db, pw.PostgresqlDatabase):
-        pytest.skip("PostgreSQL's JIT")
     with catalog_db.atomic():
         store([item(loc("local"), key=key) for key in ("a", "b")])
     before = catalog_db.execute_sql("SHOW jit").fetchone()[0]
