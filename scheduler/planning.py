@@ -560,24 +560,30 @@ class Planner:
         each range is planned in a statement and transaction of its own,
         read to its end before it is handed over, so no statement is open
         while the caller writes, and what is held at once is one range's
-        due items, however large the catalog. Items are in key order within
-        a range; ranges in id order, up to the largest id when the plan
-        began (items made meanwhile wait for the next plan). Each range
-        sees the catalog as it is when it is planned.
+        due items, however large the catalog. A range is the next ``width``
+        items by id (however sparse the ids), up to the largest id when the
+        plan began (items made meanwhile wait for the next plan). Items are
+        in key order within a range. Each range sees the catalog as it is
+        when it is planned.
         """
         if self.compile(now) is None:
             return
-        with self.database.atomic():
-            lowest, highest = (
-                FileStorage.select(pw.fn.MIN(FileStorage.id), pw.fn.MAX(FileStorage.id))
-                .tuples()
-                .get()
-            )
-        if lowest is None:
+        lowest, highest = (
+            FileStorage.select(pw.fn.MIN(FileStorage.id), pw.fn.MAX(FileStorage.id)).tuples().get()
+        )
+        if highest is None:
             return
         after = lowest - 1
         while after < highest:
-            upto = min(after + width, highest)
+            boundary = (
+                FileStorage.select(FileStorage.id)
+                .where(FileStorage.id > after)
+                .order_by(FileStorage.id)
+                .offset(width - 1)
+                .limit(1)
+                .scalar()
+            )
+            upto = highest if boundary is None else min(boundary, highest)
             found = list(self.due(now=now, ids=(after, upto)))
             if found:
                 yield found

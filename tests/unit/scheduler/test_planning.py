@@ -545,6 +545,19 @@ def test_planning_by_ranges_finds_what_one_statement_finds(
         assert len(ranges) == len(whole)
 
 
+def test_a_range_is_so_many_items_however_sparse_their_ids(catalog_db: pw.Database) -> None:
+    with catalog_db.atomic():
+        # Far apart: a range per so many ids would plan millions of empty ranges.
+        for number, key in enumerate(("a", "b", "c")):
+            when = ago(100)
+            made = FileStorage.create(id=1 + number * 10**9, key=key, status="OK", created=when)
+            StorageLocation.create(
+                file_storage=made, connector_name="local", url=key, status="OK", last_update=when
+            )
+    ranges = list(Planner(POLICIES, catalog_db).due_by_ranges(now=NOW, width=2))
+    assert [[due.key for due in found] for found in ranges] == [["a", "b"], ["c"]]
+
+
 def test_each_range_is_planned_as_the_catalog_is_when_its_turn_comes(
     catalog_db: pw.Database,
 ) -> None:
