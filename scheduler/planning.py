@@ -49,8 +49,8 @@ FIELD_BITS = 4
 FIELDS_PER_SUM = 15
 #: Arms per mask column (bits of a signed 64-bit integer).
 ARMS_PER_MASK = 62
-#: Item ids planned by one statement of ``Planner.due_by_ranges`` (what the scan
-#: holds at once: about 200 bytes an item due).
+#: Items (the next so many by id) planned by one statement of
+#: ``Planner.due_by_ranges``: what the scan holds at once, about 200 bytes an item due.
 DEFAULT_PLAN_RANGE = 50_000
 
 
@@ -554,7 +554,7 @@ class Planner:
     def due_by_ranges(
         self, *, now: datetime, width: int = DEFAULT_PLAN_RANGE
     ) -> Iterator[list[DueItem]]:
-        """What ``due`` finds, a range of ``width`` item ids at a time, each read whole.
+        """What ``due`` finds, the next ``width`` items by id at a time, each range read whole.
 
         For a caller that writes to the catalog between ranges (the scan):
         each range is planned in a statement and transaction of its own,

@@ -168,9 +168,9 @@ def scan(
     Also resumes copies under way that have not moved since ``now - resume_after``,
     and forgets removed items past ``removal_delay`` days that have no copy left.
     Copy jobs are cut as ``copy_jobs`` cuts them with ``max_files=job_files``
-    and ``jobs_multiple``. The catalog is planned ``plan_range`` item ids at
-    a time (``Planner.due_by_ranges``), each range queued before the next is
-    planned.
+    and ``jobs_multiple``. The catalog is planned ``plan_range`` items (by
+    id) at a time (``Planner.due_by_ranges``), each range queued before the
+    next is planned.
     """
     cut = {"max_files": job_files, "jobs_multiple": jobs_multiple}
     began = time.monotonic()
