@@ -15,11 +15,13 @@ every sample name):
 - catalog and queue gauges (``CatalogCollector``): the queues' read from
   Redis at scrape time, at most once per ``DEFAULT_CATALOG_CACHE_SECONDS``;
   the catalog's (a few grouped queries over whole tables: seconds on a
-  catalog of millions of items) read again in the background once they are
-  older than that and than ``DEFAULT_CATALOG_COST_FACTOR`` times their last
-  read took, a scrape serving the last values meanwhile. The scheduler and
-  the dashboard serve them; several replicas serve the same values (query
-  them with ``max``).
+  catalog of millions of items) read again once they are older than that
+  and than ``DEFAULT_CATALOG_COST_FACTOR`` times their last read took: in
+  the scrape where that read was quick (``DEFAULT_INLINE_READ_SECONDS``),
+  otherwise in the background, a scrape serving the last values meanwhile.
+  The scheduler and the dashboard serve them (the dashboard's overview page
+  shows the same read, with its age); several replicas serve the same
+  values (query them with ``max``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ DEFAULT_CATALOG_CACHE_SECONDS = 5.0
 #: later, so metrics hold a catalog connection a tenth of the time at most,
 #: however large the catalog and however often it is scraped.
 DEFAULT_CATALOG_COST_FACTOR = 10.0
+#: A due read of the catalog gauges whose last read took less than this (s) is
+#: made at once, in the scrape or page that found it due, which then shows
+#: figures as of that request; a costlier one goes on behind.
+DEFAULT_INLINE_READ_SECONDS = 0.5
 #: What ``--metrics-bind`` takes to serve nothing.
 OFF = ("off", "none", "")
 #: The location states as metrics name them.
@@ -245,12 +251,14 @@ class SchedulerMetrics:
 # -- catalog and queue gauges --------------------------------------------------
 
 
-class _Read(NamedTuple):
+class CatalogRead(NamedTuple):
     """The catalog gauges as one read found them."""
 
     #: When the read ended (the collector's clock) and how long it took (s).
     at: float
     took: float
+    #: ``catalog_facts`` as read; None: the catalog did not answer.
+    facts: Mapping[str, Any] | None
     families: list[Any]
 
 
@@ -260,17 +268,21 @@ def reuse_seconds(took: float, *, cache_seconds: float, cost_factor: float) -> f
 
 
 class CatalogCollector:
-    """Gauges read from the catalog and Redis: the queues' when scraped, the catalog's behind.
+    """Gauges read from the catalog and Redis: the queues' when scraped, the catalog's
+    as often as they cost.
 
     The queue gauges are read at a scrape (reused for ``cache_seconds``).
-    The catalog's are read by the first scrape, then again in a thread of
-    their own once they are ``reuse_seconds`` old, while scrapes serve the
-    last ones: a scrape waits on the catalog only the first time, and a
-    catalog of millions of items is not read over and over (a read that
-    took seconds is not begun again for ``cost_factor`` times as long).
-    Their age and how long their read took are gauges too. A read that
-    failed serves no catalog gauges until one succeeds. ``broker``: Redis
-    (None or in-process: no queue gauges).
+    The catalog's are read by the first scrape (or begun by ``prime``), and
+    again once they are ``reuse_seconds`` old: in the scrape that finds them
+    due where the last read took less than ``inline_seconds`` (an ordinary
+    catalog: figures as of the scrape), otherwise in a thread of their own
+    while scrapes serve the last ones. So a scrape waits on a catalog of
+    millions of items only the first time, and such a catalog is not read
+    over and over (a read that took seconds is not begun again for
+    ``cost_factor`` times as long). Their age and how long their read took
+    are gauges too. A read that failed serves no catalog gauges until one
+    succeeds. ``broker``: Redis (None or in-process: no queue gauges).
+    ``catalog_read`` gives the dashboard's pages the same read.
     """
 
     def __init__(
@@ -280,34 +292,26 @@ class CatalogCollector:
         *,
         cache_seconds: float = DEFAULT_CATALOG_CACHE_SECONDS,
         cost_factor: float = DEFAULT_CATALOG_COST_FACTOR,
+        inline_seconds: float = DEFAULT_INLINE_READ_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.database = database
         self.broker = broker
         self.cache_seconds = cache_seconds
         self.cost_factor = cost_factor
+        self.inline_seconds = inline_seconds
         self.clock = clock
         self._lock = threading.Lock()
-        self._catalog: _Read | None = None
+        self._catalog: CatalogRead | None = None
         self._queues: tuple[float, list[Any]] | None = None
         self._reading: threading.Thread | None = None
 
     def collect(self) -> Iterable[Any]:
+        catalog = self.catalog_read()
         with self._lock:
-            if self._catalog is None:
-                self._catalog = self._read_catalog()
             now = self.clock()
-            due = self._catalog.at + reuse_seconds(
-                self._catalog.took, cache_seconds=self.cache_seconds, cost_factor=self.cost_factor
-            )
-            if now >= due and self._reading is None:
-                self._reading = threading.Thread(
-                    target=self._read_behind, name="catalog-gauges", daemon=True
-                )
-                self._reading.start()
             if self._queues is None or now - self._queues[0] >= self.cache_seconds:
                 self._queues = (now, self._queue_families())
-            catalog = self._catalog
             return [
                 *catalog.families,
                 *read_families(now - catalog.at, catalog.took),
@@ -317,11 +321,50 @@ class CatalogCollector:
     def describe(self) -> Iterable[Any]:
         return []  # not known before a scrape: no checks at registration
 
+    def catalog_read(self) -> CatalogRead:
+        """The last read of the catalog gauges, after reading again if due and quick.
+
+        The first call waits for the first read (the one ``prime`` began, if
+        any); a due read that was costly last time is begun behind, and the
+        last one served meanwhile.
+        """
+        while True:
+            with self._lock:
+                read, reading = self._catalog, self._reading
+                if read is None and reading is None:
+                    read = self._catalog = self._read_catalog()
+                    return read
+                if read is not None:
+                    due = read.at + reuse_seconds(
+                        read.took, cache_seconds=self.cache_seconds, cost_factor=self.cost_factor
+                    )
+                    if self.clock() >= due and reading is None:
+                        if read.took < self.inline_seconds:
+                            read = self._catalog = self._read_catalog()
+                        else:
+                            self._read_behind_start()
+                    return read
+            reading.join()  # the first read, begun by ``prime``: waited for outside the lock
+
+    def prime(self) -> None:
+        """Begin the first read in the background, if none was made: the first scrape
+        or page of a process serving a large catalog then waits less, or not at all."""
+        with self._lock:
+            if self._catalog is None and self._reading is None:
+                self._read_behind_start()
+
     def settle(self, timeout: float | None = None) -> None:
         """Wait for a read of the catalog under way, if any (tests; a stopping process)."""
         reading = self._reading
         if reading is not None:
             reading.join(timeout)
+
+    def _read_behind_start(self) -> None:
+        """Begin a read in a thread of its own (the caller holds the lock)."""
+        self._reading = threading.Thread(
+            target=self._read_behind, name="catalog-gauges", daemon=True
+        )
+        self._reading.start()
 
     def _read_behind(self) -> None:
         read = None
@@ -333,19 +376,22 @@ class CatalogCollector:
                     self._catalog = read
                 self._reading = None
 
-    def _read_catalog(self) -> _Read:
+    def _read_catalog(self) -> CatalogRead:
         began = self.clock()
+        facts: dict[str, Any] | None = None
         families: list[Any] = []
         try:
             with self.database.connection_context():
                 facts = catalog_facts(self.database)
             families = catalog_families(facts)
         except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
+            facts = None
             logger.warning("metrics: the catalog did not answer: %s", _first_line(exc))
         except Exception:  # a thread of its own: said, and tried again later
+            facts = None
             logger.exception("metrics: reading the catalog gauges failed")
         ended = self.clock()
-        return _Read(ended, ended - began, families)
+        return CatalogRead(ended, ended - began, facts, families)
 
     def _queue_families(self) -> list[Any]:
         client = getattr(self.broker, "client", None)

@@ -77,6 +77,7 @@ def dashboard(
     from resolwe_storage.dashboard import Dashboard, make_app
 
     board = Dashboard(context.config, context.database, broker, token=token, refresh=refresh)
+    board.collector.prime()  # the first page need not wait for the catalog's counts
     side = telemetry.serve(extra, board.registry, board.health) if extra else None
     host, port = address
     if not _loopback(host):

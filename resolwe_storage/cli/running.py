@@ -113,7 +113,9 @@ def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) 
     if bind is not None:
         registry = telemetry.new_registry()
         metrics = telemetry.SchedulerMetrics(registry)
-        registry.register(telemetry.CatalogCollector(context.database, broker))
+        collector = telemetry.CatalogCollector(context.database, broker)
+        registry.register(collector)
+        collector.prime()  # the first scrape need not wait for the catalog's gauges
 
     def scanned(report: ScanReport) -> None:
         if context.log_format == "json":

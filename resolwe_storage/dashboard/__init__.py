@@ -3,7 +3,10 @@
 A Starlette application with Jinja2 templates, served by uvicorn
 (``resolwe-storage dashboard``). Pages work without JavaScript and
 refresh themselves. Every figure is read from Redis or the catalog when the
-page is asked for (``facts``).
+page is asked for (``facts``), but the catalog's counts on the overview:
+those are the read ``/metrics`` serves too, made again in the request where
+it is quick and behind the pages where it takes seconds (a catalog of
+millions of items), and the page says how old they are.
 
 =========================  ===============================================
 page                       shows
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,8 @@ DEAD_SHOWN = 100
 HISTORY_LIMIT = 200
 TEMPLATES = Path(__file__).parent / "templates"
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Dashboard:
@@ -75,7 +81,9 @@ class Dashboard:
         self.templates.env.filters["size"] = _size
         self.templates.env.filters["age"] = _age
         self.registry = telemetry.new_registry()
-        self.registry.register(telemetry.CatalogCollector(self.database, self.broker))
+        # The catalog's counts: the overview and /metrics share one read of them.
+        self.collector = telemetry.CatalogCollector(self.database, self.broker)
+        self.registry.register(self.collector)
         self.health = telemetry.standard_health(self.database, self.broker)
 
     # -- pages --------------------------------------------------------------
@@ -99,9 +107,18 @@ class Dashboard:
         from workers.monitor import heartbeats
 
         now = facts.now()
-        with self.database.connection_context():
-            queues = facts.queue_rows(self.broker, now)
-            stored = facts.storage(self.config, self.database)
+        read = self.collector.catalog_read()
+        done = stored = None
+        try:
+            with self.database.connection_context():
+                done = facts.throughput(now)
+                if read.facts is not None:
+                    stored = facts.storage(self.config, read.facts)
+        except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
+            # The queues are Redis's: shown still, and the catalog's part said missing.
+            logger.warning("dashboard: the catalog did not answer: %s", str(exc).splitlines()[0])
+            stored = None
+        queues = facts.queue_rows(self.broker, now, done)
         workers = heartbeats(self.broker)
         return self._page(
             request,
@@ -110,6 +127,16 @@ class Dashboard:
             windows=facts.THROUGHPUT_WINDOWS,
             workers=workers,
             storage=stored,
+            counted={
+                "age": max(0.0, self.collector.clock() - read.at),
+                "took": read.took,
+                "behind": read.took >= self.collector.inline_seconds,
+                "fresh": telemetry.reuse_seconds(
+                    read.took,
+                    cache_seconds=self.collector.cache_seconds,
+                    cost_factor=self.collector.cost_factor,
+                ),
+            },
             scan=facts.last_scan(self.broker),
             now=now,
         )

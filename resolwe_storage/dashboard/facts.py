@@ -1,7 +1,11 @@
 """What the dashboard shows, read from Redis and the catalog when a page is asked for.
 
-Nothing here is cached or kept between requests: every figure is the
-catalog's or Redis's at the time of the request. ``Redactor`` takes out of
+Every figure is Redis's or the catalog's at the time of the request, but
+the catalog's counts (``telemetry.catalog_facts``: grouped queries over
+whole tables, seconds on a catalog of millions of items), which the page
+takes from the dashboard's ``telemetry.CatalogCollector`` with their age:
+read in the request where that is quick, behind the pages where it is not.
+The lists of damaged and lost items are read at the request. ``Redactor`` takes out of
 every text the page shows what would say where a backend keeps its data or
 how to get in (local paths, buckets, endpoints, credentials, the database's
 and the broker's addresses).
@@ -15,12 +19,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-import peewee as pw
-
 from catalog.database import redact_url
 from catalog.models import Action, utcnow
 from resolwe_storage.config import Config
-from resolwe_storage.telemetry import catalog_facts
 from workers.broker import LAST_SCAN_KEY
 
 #: Minutes over which the overview counts the actions done.
@@ -81,8 +82,8 @@ class QueueRow(NamedTuple):
     dead: int
     #: Seconds the first job in line has waited (None: none waits).
     oldest: float | None
-    #: Actions done in the last ``THROUGHPUT_WINDOWS`` minutes (the history).
-    done: tuple[int, ...]
+    #: Actions done in the last ``THROUGHPUT_WINDOWS`` minutes (the history; None: not known).
+    done: tuple[int | None, ...]
 
 
 def throughput(now: datetime) -> dict[str, tuple[int, ...]]:
@@ -110,11 +111,14 @@ def _queues() -> tuple[str, ...]:
     return tuple(QUEUES)
 
 
-def queue_rows(broker: Any, now: datetime) -> list[QueueRow]:
-    """Every queue's counts from Redis, its oldest job's wait, and its throughput."""
+def queue_rows(
+    broker: Any, now: datetime, done: Mapping[str, tuple[int, ...]] | None
+) -> list[QueueRow]:
+    """Every queue's counts from Redis, its oldest job's wait, and its throughput
+    (``throughput``; None: not known, the catalog did not answer)."""
     from workers.monitor import oldest_queued, queue_stats
 
-    done = throughput(now)
+    unknown = (None,) * len(THROUGHPUT_WINDOWS)
     rows = []
     for stats in queue_stats(broker, _queues()):
         first = oldest_queued(broker, stats.queue)
@@ -127,19 +131,19 @@ def queue_rows(broker: Any, now: datetime) -> list[QueueRow]:
                 stats.running,
                 stats.dead,
                 max(0.0, waited) if waited is not None else None,
-                done[stats.queue],
+                done[stats.queue] if done is not None else unknown,
             )
         )
     return rows
 
 
-def storage(config: Config, database: pw.Database) -> dict[str, Any]:
-    """Items by status, copies per connector and state with bytes, and the items in trouble."""
+def storage(config: Config, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The counts of ``facts`` (``catalog_facts``, read when it says), with what is read
+    now: the first items damaged and lost, and whether deletes are paused."""
     from catalog.integrity import keys_of, lost_files
     from catalog.models import StorageLocation
     from catalog.settings import deletes_paused
 
-    facts = catalog_facts(database)
     damaged_ids = [
         item
         for (item,) in StorageLocation.select(StorageLocation.file_storage)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -177,6 +178,11 @@ def test_the_dashboard_shows_what_redis_and_the_catalog_hold_and_acts_only_with_
         assert cell(browser, 'tr[data-field="under_replicated"] td.n') == str(unfinished) == "4"
         assert cell(browser, 'tr[data-field="damaged"] td.n') == "1"
         assert cell(browser, 'tr[data-field="lost"] td.n') == "1"
+        # A small catalog's counts are read in the request (or just before, at start).
+        assert re.fullmatch(
+            r"Counts read from the catalog (now|\d s ago), in 0\.\d s; read again once 5 s old\.",
+            cell(browser, "#counted"),
+        )
         assert "broken" in cell(browser, "#lost")
         deletes = cell(browser, "#deletes")
         assert "Deletes are paused" in deletes and "storage migration" in deletes
@@ -289,3 +295,35 @@ def test_allow_actions_without_a_token_is_refused_in_one_line(tmp_path: Path) ->
     cli = Cli(copying_pair(tmp_path, broker="redis://127.0.0.1:1/0"))
     outcome = cli("dashboard", "--allow-actions")
     assert "RESOLWE_STORAGE_DASHBOARD_TOKEN" in outcome.error_line
+
+
+def test_when_the_catalog_stops_answering_the_queues_are_shown_and_the_catalog_said_missing(
+    tmp_path: Path, redis_url: str, browser: Any
+) -> None:
+    cli = Cli(copying_pair(tmp_path, broker=redis_url))
+    cli.ok("migrate")
+    client = redis.Redis.from_url(redis_url)
+    client.rpush("dramatiq:copy", "a-queued-job")
+    dashboard, base = start_dashboard(cli, tmp_path, "--refresh", "0")
+    try:
+        browser.get(base + "/")
+        assert cell(browser, 'tr[data-queue="copy"] td[data-field="done-5"]') == "0"
+        assert "Deletes run." in cell(browser, "#deletes")
+        # The catalog's file is no longer a database: every query fails.
+        catalog = tmp_path / "catalog.sqlite3"
+        for suffix in ("-wal", "-shm"):
+            Path(f"{catalog}{suffix}").unlink(missing_ok=True)
+        catalog.write_bytes(b"not a database " * 1000)
+        browser.get(base + "/")
+        assert cell(browser, 'tr[data-queue="copy"] td[data-field="queued"]') == "1"
+        assert cell(browser, 'tr[data-queue="copy"] td[data-field="done-5"]') == "–"
+        assert "The catalog did not answer" in cell(browser, "#catalog-unavailable")
+        assert "not known" in cell(browser, "#deletes"), "never 'Deletes run.' unread"
+    finally:
+        client.close()
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+    assert (
+        "dashboard: the catalog did not answer: file is not a database"
+        in (tmp_path / "dashboard.log").read_text()
+    )

@@ -1,4 +1,5 @@
-"""The catalog gauges: read by the first scrape, then behind the scrapes, as often as they cost."""
+"""The catalog gauges: read by the first scrape (or begun at start), then again as often as
+they cost: in the scrape where a read is quick, behind the scrapes where it takes seconds."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_a_read_is_reused_for_ten_times_what_it_cost_and_never_less_than_five_se
     assert reuse_seconds(took, cache_seconds=5.0, cost_factor=10.0) == pytest.approx(expected)
 
 
-def test_scrapes_serve_the_last_read_and_read_again_behind_once_it_is_due(
+def test_a_due_read_that_was_quick_is_made_in_the_scrape_that_finds_it_due(
     catalog_db: pw.Database,
 ) -> None:
     add_items(2)
@@ -61,10 +62,31 @@ def test_scrapes_serve_the_last_read_and_read_again_behind_once_it_is_due(
     assert items(scrape(collector)) == 2  # the first scrape waits for the first read
     add_items(1)
     clock.now = 4.9
+    assert items(scrape(collector)) == 2, "reused until due"
+    clock.now = 5.0
+    found = scrape(collector)
+    assert items(found) == 3, "a read that took no time is made in the scrape: figures as of it"
+    assert found["resolwe_storage_catalog_gauges_age_seconds[]"] == pytest.approx(0.0)
+
+
+def test_a_due_read_that_was_slow_goes_on_behind_and_the_scrape_serves_the_last_one(
+    catalog_db: pw.Database,
+) -> None:
+    add_items(2)
+    clock = Clock()
+    clock.step = 0.5  # the first read takes 0.5 s: as slow as a read made behind
+    collector = CatalogCollector(
+        catalog_db, None, cache_seconds=5.0, inline_seconds=0.5, clock=clock
+    )
+    assert items(scrape(collector)) == 2
+    clock.step = 0.0
+    read_at = 0.5
+    add_items(1)
+    clock.now = read_at + 4.9
     assert items(scrape(collector)) == 2
     collector.settle()
     assert items(scrape(collector)) == 2, "no read began before the last one was due"
-    clock.now = 5.0
+    clock.now = read_at + 5.0
     found = scrape(collector)
     assert items(found) == 2, "a due read goes on behind; the scrape does not wait for it"
     assert found["resolwe_storage_catalog_gauges_age_seconds[]"] == pytest.approx(5.0)
@@ -72,6 +94,22 @@ def test_scrapes_serve_the_last_read_and_read_again_behind_once_it_is_due(
     found = scrape(collector)
     assert items(found) == 3
     assert found["resolwe_storage_catalog_gauges_age_seconds[]"] == pytest.approx(0.0)
+
+
+def test_a_primed_collector_reads_at_once_behind_and_the_first_scrape_serves_that_read(
+    catalog_db: pw.Database,
+) -> None:
+    add_items(2)
+    clock = Clock()
+    collector = CatalogCollector(catalog_db, None, cache_seconds=5.0, clock=clock)
+    collector.prime()
+    first = collector.catalog_read()  # the primed read (waited for while under way)
+    assert first.facts is not None and first.facts["items"] == {"OK": 2}
+    add_items(1)
+    collector.prime()  # a read was made: nothing more begins
+    collector.settle()
+    assert collector.catalog_read() is first
+    assert items(scrape(collector)) == 2, "the primed read, reused until due"
 
 
 def test_a_costly_read_is_not_begun_again_for_ten_times_as_long(
