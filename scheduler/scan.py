@@ -76,6 +76,10 @@ DEFAULT_SCAN_BATCH = 1_000
 #: progress for this long has lost its jobs (a broker that lost its queues,
 #: say): its files left are queued again. A duplicate job is harmless.
 DEFAULT_RESUME_AFTER = timedelta(hours=1)
+#: Stalled locations resumed per batch (read, queued, stamped): after an outage
+#: there may be hundreds of thousands, more than one statement can name
+#: (SQLite: 250,000 parameters) and more than a scan should hold at once.
+DEFAULT_RESUME_BATCH = 10_000
 
 logger = logging.getLogger(__name__)
 
@@ -184,10 +188,11 @@ def scan(
     report.deletes_paused = paused is not None
     budget = DeleteBudget(policies, paused=report.deletes_paused)
     # Before this scan reserves anything: its own reservations are not stalled.
-    resumed, stalled = _resume_stale(database, now - resume_after, report, budget, cut)
-    with answering(broker, what="nothing was queued"):
-        report.jobs += enqueue_many(broker, resumed)
-    if stalled:
+    for resumed, stalled in _resume_stale(
+        database, now - resume_after, report, budget, cut, batch=DEFAULT_RESUME_BATCH
+    ):
+        with answering(broker, what=f"{report.jobs} job(s) were queued before it stopped"):
+            report.jobs += enqueue_many(broker, resumed)
         # Stamped once queued (a failed enqueue leaves them stalled for the
         # next scan), with the real time: the jobs went out now, whatever
         # ``now`` says.
@@ -402,51 +407,74 @@ def _resume_stale(
     report: ScanReport,
     budget: DeleteBudget,
     cut: dict[str, int],
-) -> tuple[list[dramatiq.Message], list[int]]:
-    """Jobs for the work left of copies and deletes under way that stopped before ``before``.
+    *,
+    batch: int,
+) -> Iterator[tuple[list[dramatiq.Message], list[int]]]:
+    """Jobs for the work left of copies and deletes under way that stopped before
+    ``before``, ``batch`` locations at a time (by id): each batch's jobs and the ids
+    of its locations, which the caller queues and stamps before the next is read.
 
     A copy (``PR``/``UP``) gets its files not yet recorded, a delete (``DE``)
-    those not yet removed. Also returns the ids of those locations.
+    those not yet removed.
     """
-    messages: list[dramatiq.Message] = []
-    # Read only (the caller stamps the locations once their jobs are queued).
-    with database.atomic():
-        stale = list(
-            StorageLocation.select(
-                StorageLocation.id,
-                StorageLocation.file_storage,
-                StorageLocation.connector_name,
-                StorageLocation.status,
-            ).where(
-                StorageLocation.status.in_([STATUS_PREPARING, STATUS_UPLOADING, STATUS_DELETING])
-                & (StorageLocation.last_update < before)
-            )
-        )
-        left: dict[int, list[tuple[str, int | None]]] = {}
-        recorded = pw.fn.EXISTS(
-            LocationFile.select(LocationFile.id).where(
-                (LocationFile.storage_location == StorageLocation.id)
-                & (LocationFile.referenced_path == ReferencedPath.id)
-            )
-        )
-        deleting = StorageLocation.status == STATUS_DELETING
-        for start in range(0, len(stale), DEFAULT_SCAN_BATCH):
-            ids = [location.id for location in stale[start : start + DEFAULT_SCAN_BATCH]]
-            for location_id, path, size in (
-                StorageLocation.select(StorageLocation.id, ReferencedPath.path, ReferencedPath.size)
-                .join(
-                    ReferencedPath,
-                    on=ReferencedPath.file_storage == StorageLocation.file_storage,
+    after = 0
+    while True:
+        # Read only (the caller stamps the locations once their jobs are queued).
+        with database.atomic():
+            stale = list(
+                StorageLocation.select(
+                    StorageLocation.id,
+                    StorageLocation.file_storage,
+                    StorageLocation.connector_name,
+                    StorageLocation.status,
                 )
                 .where(
-                    StorageLocation.id.in_(ids)
-                    & ~ReferencedPath.path.endswith("/")
-                    & ((deleting & recorded) | (~deleting & ~recorded))
+                    StorageLocation.status.in_(
+                        [STATUS_PREPARING, STATUS_UPLOADING, STATUS_DELETING]
+                    )
+                    & (StorageLocation.last_update < before)
+                    & (StorageLocation.id > after)
                 )
-                .order_by(StorageLocation.id, ReferencedPath.path)
-                .tuples()
-            ):
-                left.setdefault(location_id, []).append((path, size))
+                .order_by(StorageLocation.id)
+                .limit(batch)
+            )
+            if not stale:
+                return
+            after = stale[-1].id
+            found = _resumed(stale, report, budget, cut)
+        yield found
+
+
+def _resumed(
+    stale: Sequence[StorageLocation], report: ScanReport, budget: DeleteBudget, cut: dict[str, int]
+) -> tuple[list[dramatiq.Message], list[int]]:
+    """The jobs of the work left of ``stale`` (one batch), and the ids of its locations."""
+    messages: list[dramatiq.Message] = []
+    left: dict[int, list[tuple[str, int | None]]] = {}
+    recorded = pw.fn.EXISTS(
+        LocationFile.select(LocationFile.id).where(
+            (LocationFile.storage_location == StorageLocation.id)
+            & (LocationFile.referenced_path == ReferencedPath.id)
+        )
+    )
+    deleting = StorageLocation.status == STATUS_DELETING
+    for start in range(0, len(stale), DEFAULT_SCAN_BATCH):
+        ids = [location.id for location in stale[start : start + DEFAULT_SCAN_BATCH]]
+        for location_id, path, size in (
+            StorageLocation.select(StorageLocation.id, ReferencedPath.path, ReferencedPath.size)
+            .join(
+                ReferencedPath,
+                on=ReferencedPath.file_storage == StorageLocation.file_storage,
+            )
+            .where(
+                StorageLocation.id.in_(ids)
+                & ~ReferencedPath.path.endswith("/")
+                & ((deleting & recorded) | (~deleting & ~recorded))
+            )
+            .order_by(StorageLocation.id, ReferencedPath.path)
+            .tuples()
+        ):
+            left.setdefault(location_id, []).append((path, size))
     # A delete under way keeps a row per file still to remove and goes with
     # its last one, so a DE location without rows was marked by something
     # else (an import, an earlier version): every file of it is removed.

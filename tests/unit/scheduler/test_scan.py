@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import peewee as pw
+import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from catalog.models import FileStorage, ReferencedPath, StorageLocation
+import scheduler.scan as scan_module
+from catalog.models import FileStorage, ReferencedPath, StorageLocation, utcnow
 from scheduler.planning import Planner
 from scheduler.rules import ConnectorPolicy, Rule
-from scheduler.scan import scan
+from scheduler.scan import DEFAULT_RESUME_AFTER, DeleteBudget, ScanReport, _resume_stale, scan
 from workers.messages import QUEUE_COPY
 
 NOW = datetime(2026, 6, 1)
@@ -63,3 +65,33 @@ def _items_of(raw: bytes) -> list[int]:
     if message["actor_name"] == "copy_items_job":
         return [entry[0] for entry in message["args"][1]]
     return [message["args"][0]]
+
+
+def test_stalled_copies_are_resumed_a_batch_at_a_time_each_once(
+    catalog_db: pw.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items_on_local(7)
+    broker = StubBroker()
+    broker.declare_queue(QUEUE_COPY)
+    assert scan(POLICIES, catalog_db, broker, now=NOW, job_files=1).copies == 7
+    broker.flush_all()  # the broker lost the jobs: seven copies reserved, stalled later
+    # Reserved at the real time: stalled an hour after it.
+    later = utcnow() + DEFAULT_RESUME_AFTER + timedelta(minutes=1)
+    budget = DeleteBudget(POLICIES, paused=False)
+    batches = [
+        len(stalled)
+        for _, stalled in _resume_stale(
+            catalog_db, later - DEFAULT_RESUME_AFTER, ScanReport(), budget, {}, batch=3
+        )
+    ]
+    assert batches == [3, 3, 1], "read three at a time, each once"
+    monkeypatch.setattr(scan_module, "DEFAULT_RESUME_BATCH", 3)
+    report = scan(POLICIES, catalog_db, broker, now=later, job_files=1)
+    assert report.resumed == 7
+    named = [
+        item_id for message in broker.queues[QUEUE_COPY].queue for item_id in _items_of(message)
+    ]
+    stalled = StorageLocation.select().where(StorageLocation.connector_name == "backup")
+    assert sorted(named) == sorted(location.file_storage_id for location in stalled)
+    # Stamped as queued: the next scan within the hour does not queue them again.
+    assert scan(POLICIES, catalog_db, broker, now=utcnow()).resumed == 0
