@@ -347,7 +347,10 @@ def _forget_removed(database: pw.Database, before: datetime | None) -> int:
                 )
             )
         )
-        if gone:
+        # In batches: tens of thousands may go at once (the unreferenced items of
+        # an import from Resolwe), more than one statement may name.
+        for start in range(0, len(gone), DEFAULT_SCAN_BATCH):
+            batch = gone[start : start + DEFAULT_SCAN_BATCH]
             Action.insert_many(
                 [
                     {
@@ -357,10 +360,10 @@ def _forget_removed(database: pw.Database, before: datetime | None) -> int:
                         "result": "ok",
                         "error": None,
                     }
-                    for item in gone
+                    for item in batch
                 ]
             ).execute()
-            FileStorage.delete().where(FileStorage.id.in_([item.id for item in gone])).execute()
+            FileStorage.delete().where(FileStorage.id.in_([item.id for item in batch])).execute()
     return len(gone)
 
 
