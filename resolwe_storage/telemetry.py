@@ -94,7 +94,7 @@ def catalog_answers(database: pw.Database) -> str:
         with database.connection_context():
             database.execute_sql("SELECT 1")
     except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
-        return _first_line(exc)
+        return first_line(exc)
     return "ok"
 
 
@@ -108,11 +108,12 @@ def broker_answers(broker: Any) -> str:
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        return _first_line(exc)
+        return first_line(exc)
     return "ok"
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of what ``exc`` says, with any URL's credentials taken out (for a log)."""
     from catalog.database import redact_url
 
     text = str(exc).strip().splitlines()
@@ -386,7 +387,7 @@ class CatalogCollector:
             families = catalog_families(facts)
         except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
             facts = None
-            logger.warning("metrics: the catalog did not answer: %s", _first_line(exc))
+            logger.warning("metrics: the catalog did not answer: %s", first_line(exc))
         except Exception:  # a thread of its own: said, and tried again later
             facts = None
             logger.exception("metrics: reading the catalog gauges failed")
@@ -407,7 +408,7 @@ class CatalogCollector:
             oldest = {queue: oldest_queued(self.broker, queue) for queue in QUEUES}
             alive = live_workers(self.broker)
         except (redis.RedisError, OSError) as exc:
-            logger.warning("metrics: the broker did not answer: %s", _first_line(exc))
+            logger.warning("metrics: the broker did not answer: %s", first_line(exc))
             return []
         return queue_families(stats, oldest, alive)
 

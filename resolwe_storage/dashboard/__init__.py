@@ -116,7 +116,7 @@ class Dashboard:
                     stored = facts.storage(self.config, read.facts)
         except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
             # The queues are Redis's: shown still, and the catalog's part said missing.
-            logger.warning("dashboard: the catalog did not answer: %s", str(exc).splitlines()[0])
+            logger.warning("dashboard: the catalog did not answer: %s", telemetry.first_line(exc))
             stored = None
         queues = facts.queue_rows(self.broker, now, done)
         workers = heartbeats(self.broker)
