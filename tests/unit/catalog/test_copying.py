@@ -11,7 +11,16 @@ from datetime import datetime
 
 import peewee as pw
 
-from catalog.copying import Place, Proven, Record, Start, copy_facts, record_copies, start_copies
+from catalog.copying import (
+    Place,
+    Proven,
+    Record,
+    Start,
+    copy_facts,
+    finish_copies,
+    record_copies,
+    start_copies,
+)
 from catalog.integrity import ASSERTED
 from catalog.models import (
     AccessLog,
@@ -126,3 +135,32 @@ def test_a_record_for_a_location_of_another_item_is_refused(catalog_db: pw.Datab
     assert record_copies([crossed], actor="test", now=NOW).items == set()
     assert proven_rows().count() == 0
     assert where(other, "dst").status == "PR"
+
+
+def test_a_copy_becomes_ok_with_its_last_file_whichever_end_of_the_paths_it_is(
+    catalog_db: pw.Database,
+) -> None:
+    # The check for a whole copy looks at the paths from the last one (a copy's
+    # jobs go in path order): a file missing at the other end still holds it back.
+    paths = (*(f"f{n:02d}" for n in range(12)), "folder/")
+    for missing in ("f00", "f05", "f11"):
+        item = item_with_copy(f"item-{missing}", paths)
+        target = where(item, "dst")
+        for entry in ReferencedPath.select().where(ReferencedPath.file_storage == item):
+            if entry.path not in (missing, "folder/"):  # a folder has no bytes to record
+                LocationFile.create(
+                    storage_location=target, referenced_path=entry, validated_by="crc32c"
+                )
+        assert finish_copies([target.id], now=NOW, touch=False) == set()
+        assert where(item, "dst").status == "PR", f"{missing} is not recorded"
+        entry = ReferencedPath.get(
+            (ReferencedPath.file_storage == item) & (ReferencedPath.path == missing)
+        )
+        bad = LocationFile.create(
+            storage_location=target, referenced_path=entry, validated_by="crc32c", problem="size"
+        )
+        assert finish_copies([target.id], now=NOW, touch=False) == set(), "a bad record is none"
+        bad.delete_instance()
+        LocationFile.create(storage_location=target, referenced_path=entry, validated_by="crc32c")
+        assert finish_copies([target.id], now=NOW, touch=False) == {target.id}
+        assert where(item, "dst").status == "OK"
