@@ -36,7 +36,7 @@ from connectors.local import LocalConnector
 from resolwe_storage.wiring import delete_rules
 from scheduler.rules import ConnectorPolicy, Rule, VerifyRule
 from scheduler.scan import scan
-from workers import actors, messages, process, runtime
+from workers import actors, messages, operations, process, runtime
 from workers.telemetry import WorkerMetrics
 
 NOW = datetime(2026, 6, 1)
@@ -520,6 +520,28 @@ def test_a_delete_cut_short_is_finished_by_a_later_scan(
         ]
         worker.resume()
         drain(broker)
+        assert StorageLocation.get_or_none(StorageLocation.id == copy.id) is None
+        assert list(backup.list()) == []
+
+
+def test_a_later_delete_job_reads_and_removes_only_the_files_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(operations, "DEFAULT_NAMED_PATHS", 1)  # a statement a path
+    with backed_up(tmp_path, monkeypatch, delete={"delay": 1}) as world:
+        policies, broker, _worker, database, item, copy = world
+        scan(policies, database, broker, now=NOW)
+        first = queued_args(broker, "delete")[0]
+        broker.flush_all()
+        actors.delete_files_job(*first)  # decides for the whole copy: DE
+        assert StorageLocation.get_by_id(copy.id).status == "DE"
+        # Out of order, twice, and a path that is not the item's.
+        actors.delete_files_job(item.id, "backup", ["f3.txt", "f2.txt", "f3.txt", "nope.txt"])
+        backup = LocalConnector("backup", path=tmp_path / "backup")
+        assert [info.path for info in backup.list()] == ["a/f4.txt"]
+        left = LocationFile.select().where(LocationFile.storage_location == copy)
+        assert [row.referenced_path.path for row in left] == ["f4.txt"]
+        actors.delete_files_job(item.id, "backup", ["f4.txt"])
         assert StorageLocation.get_or_none(StorageLocation.id == copy.id) is None
         assert list(backup.list()) == []
 
