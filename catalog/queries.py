@@ -263,9 +263,12 @@ def close_expired_locks(now: datetime) -> list[AccessLog]:
             & (AccessLog.expires < now)
         )
     )
-    if expired:
+    # In batches: a pool that died at once leaves tens of thousands, more than
+    # one statement may name (SQLite: 250,000 parameters).
+    for start in range(0, len(expired), DEFAULT_RESERVE_BATCH):
+        ids = [log.id for log in expired[start : start + DEFAULT_RESERVE_BATCH]]
         AccessLog.update(finished=now).where(
-            AccessLog.id.in_([log.id for log in expired]) & AccessLog.finished.is_null()
+            AccessLog.id.in_(ids) & AccessLog.finished.is_null()
         ).execute()
     return expired
 

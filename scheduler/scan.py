@@ -386,7 +386,7 @@ def _unreserve(database: pw.Database, reserved: Sequence[tuple[int, str]]) -> No
 def _close_expired_locks() -> int:
     """Close the locks of workers that died mid-job, once past their expiry; how many."""
     closed = close_expired_locks(utcnow())
-    if closed:
+    for start in range(0, len(closed), DEFAULT_SCAN_BATCH):  # four values a row
         Action.insert_many(
             [
                 {
@@ -397,9 +397,10 @@ def _close_expired_locks() -> int:
                     "error": f"access log {log.id} ({log.reason}) expired at "
                     f"{log.expires:%Y-%m-%dT%H:%M:%SZ}: its worker ended without closing it",
                 }
-                for log in closed
+                for log in closed[start : start + DEFAULT_SCAN_BATCH]
             ]
         ).execute()
+    if closed:
         logger.warning("closed %d expired access log(s) of workers gone", len(closed))
     return len(closed)
 

@@ -9,7 +9,14 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 import scheduler.scan as scan_module
-from catalog.models import Action, FileStorage, ReferencedPath, StorageLocation, utcnow
+from catalog.models import (
+    AccessLog,
+    Action,
+    FileStorage,
+    ReferencedPath,
+    StorageLocation,
+    utcnow,
+)
 from scheduler.planning import Planner
 from scheduler.rules import ConnectorPolicy, Rule
 from scheduler.scan import DEFAULT_RESUME_AFTER, DeleteBudget, ScanReport, _resume_stale, scan
@@ -114,3 +121,35 @@ def test_sixty_thousand_removed_items_are_forgotten_in_one_scan(catalog_db: pw.D
     assert report.forgotten == 60_000
     assert [item.key for item in FileStorage.select()] == ["kept"], "within the grace: kept"
     assert Action.select().where(Action.action == "remove").count() == 60_000
+
+
+@pytest.mark.parametrize("catalog_db", ["sqlite"], indirect=True)
+def test_seventy_thousand_expired_locks_are_closed_and_told_in_one_scan(
+    catalog_db: pw.Database,
+) -> None:
+    # A pool that died at once; four values a history row: more than SQLite
+    # lets one statement name (250,000).
+    count = 70_000
+    old = datetime(2025, 1, 1)
+    with catalog_db.atomic():
+        for start in range(0, count, 5_000):
+            numbers = range(start, min(start + 5_000, count))
+            FileStorage.insert_many(
+                [{"id": n + 1, "key": f"k{n}", "created": old} for n in numbers]
+            ).execute()
+            StorageLocation.insert_many(
+                [
+                    {"id": n + 1, "file_storage": n + 1, "connector_name": "local", "url": f"{n}"}
+                    for n in numbers
+                ]
+            ).execute()
+            AccessLog.insert_many(
+                [
+                    {"storage_location": n + 1, "started": old, "reason": "copy", "expires": old}
+                    for n in numbers
+                ]
+            ).execute()
+    report = scan(POLICIES, catalog_db, StubBroker(), now=NOW)
+    assert report.unlocked == count
+    assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
+    assert Action.select().where(Action.action == "unlock").count() == count
