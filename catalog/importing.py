@@ -387,6 +387,8 @@ def _import_location(
             # What the catalog found by verifying wins over what a document says.
             del values["last_verified"]
         if _assign(location, values):
+            # Its status may have changed: a copy under way made OK lacks rows.
+            location.files_recorded = False
             location.save()
             changed = True
     return location, _reconcile_locks(location, doc.open_access_logs) or changed

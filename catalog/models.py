@@ -84,6 +84,10 @@ class StorageLocation(BaseModel):
     last_update = pw.DateTimeField(default=utcnow)
     #: When every file of this copy was last re-hashed and found intact.
     last_verified = pw.DateTimeField(null=True)
+    #: Every file of the item has a ``LocationFile`` row here, as
+    #: ``catalog.integrity.settle`` last found (migration 013); False: not
+    #: known. Cleared by whatever may leave a file without one.
+    files_recorded = pw.BooleanField(default=False)
 
     class Meta:
         table_name = "storage_location"

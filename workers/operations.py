@@ -913,7 +913,7 @@ def _decide(
         if reason is not None:
             _refuse(actor, current, location.connector_name, reason)
             return REFUSED
-        StorageLocation.update(status=STATUS_DELETING, last_update=now).where(
+        StorageLocation.update(status=STATUS_DELETING, last_update=now, files_recorded=False).where(
             StorageLocation.id == here.id
         ).execute()
         mark_files_to_delete(here.id, item.id, now=now)
@@ -1258,9 +1258,9 @@ def remove_location(
             _refuse(actor, item, connector_name, reason, action=REMOVE_ACTION)
             return REFUSED
         if location.status != STATUS_DELETING:
-            StorageLocation.update(status=STATUS_DELETING, last_update=now).where(
-                StorageLocation.id == location.id
-            ).execute()
+            StorageLocation.update(
+                status=STATUS_DELETING, last_update=now, files_recorded=False
+            ).where(StorageLocation.id == location.id).execute()
             mark_files_to_delete(location.id, item_id, now=now)
         key = item.key
     entries = list(

@@ -231,3 +231,56 @@ def test_content_changed_forgets_files_of_copies_under_way(catalog_db: pw.Databa
         item.id, [path_id("b.txt")], asserted={where("local").id}, problem=STALE, now=NOW
     )
     assert problems("S3") == {} and where("local").status == "OK"
+
+
+FIVE = [{"path": name, **OLD} for name in ("a.txt", "b.txt", "c.txt", "d.txt", "e.txt")]
+IMPORTED = datetime(2026, 2, 1)
+
+
+def test_a_file_without_a_row_between_others_keeps_the_copy_as_old_as_the_import(
+    catalog_db: pw.Database,
+) -> None:
+    # The files around it verified later, one after another; the one in the
+    # middle only as the import asserted it.
+    run(catalog_db, document(ok("S3", last_verified="2026-02-01T00:00:00Z"), files=FIVE))
+    s3 = where("S3")
+    for minute, name in enumerate(("a.txt", "b.txt", "d.txt", "e.txt")):
+        moment = NOW.replace(minute=minute)
+        record_good(s3.id, [(path_id(name), "crc32c")], now=moment, verified_at=moment)
+        assert settle(s3.id, now=moment) == "OK"
+        assert where("S3").last_verified == IMPORTED
+        assert not where("S3").files_recorded
+    moment = NOW.replace(minute=10)
+    record_good(s3.id, [(path_id("c.txt"), "crc32c")], now=moment, verified_at=moment)
+    settle(s3.id, now=moment)
+    assert where("S3").last_verified == NOW.replace(minute=0)
+    assert where("S3").files_recorded
+    # Known whole: each verification after moves it on to the oldest file's time.
+    later = NOW.replace(hour=13)
+    record_good(s3.id, [(path_id("a.txt"), "crc32c")], now=later, verified_at=later)
+    settle(s3.id, now=later)
+    assert where("S3").last_verified == NOW.replace(minute=1)
+
+
+def test_a_copy_made_ok_by_an_import_is_not_taken_as_whole(catalog_db: pw.Database) -> None:
+    # Once whole, then a copy under way (a file to copy again), then said OK
+    # by a document: the file without a row counts as the document says.
+    run(catalog_db, document(ok("local"), ok("S3"), files=FIVE))
+    s3 = where("S3")
+    record_good(s3.id, [(path_id(doc["path"]), "crc32c") for doc in FIVE], now=NOW, verified_at=NOW)
+    settle(s3.id, now=NOW)
+    assert where("S3").files_recorded and where("S3").last_verified == NOW
+    run(catalog_db, document(ok("local"), ok("S3", status="UP"), files=FIVE))
+    assert not where("S3").files_recorded
+    copied = LocationFile.storage_location == s3.id
+    c_txt = LocationFile.referenced_path == path_id("c.txt")
+    LocationFile.delete().where(copied & c_txt).execute()
+    run(
+        catalog_db,
+        document(ok("local"), ok("S3", last_verified="2026-02-01T00:00:00Z"), files=FIVE),
+    )
+    later = NOW.replace(hour=13)
+    record_good(s3.id, [(path_id("a.txt"), "crc32c")], now=later, verified_at=later)
+    assert settle(s3.id, now=later) == "OK"
+    assert where("S3").last_verified == IMPORTED
+    assert not where("S3").files_recorded
