@@ -11,7 +11,7 @@ import importlib.machinery
 import importlib.util
 import mmap
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NamedTuple
 
 
@@ -49,6 +49,11 @@ crc32c = _crc32c_function()
 
 #: Bytes read per call; large enough that hashing, not the calls, dominates.
 DEFAULT_READ_SIZE = 4 * 1024 * 1024
+#: Bytes of the first read of a stream: a small file's whole. A buffer of
+#: ``DEFAULT_READ_SIZE`` made for each file cost 79 us of the 113 us a
+#: verification spent on a file of 1 KiB; a stream that fills this one goes
+#: on with the large one.
+DEFAULT_FIRST_READ_SIZE = 64 * 1024
 #: Bytes of a file mapped at once when hashing it in place: bounds the memory.
 DEFAULT_MAP_SIZE = 8 * 1024 * 1024
 #: Part size of the S3 etag when nothing else is known (S3's and boto3's default).
@@ -118,20 +123,31 @@ class MultiHasher:
         )
 
 
+def read_blocks(stream: BinaryIO) -> Iterator[memoryview]:
+    """The bytes of ``stream`` to its end, a block at a time, each valid until the next.
+
+    Read into one buffer, ``DEFAULT_FIRST_READ_SIZE`` first and
+    ``DEFAULT_READ_SIZE`` once a read fills that: a small file costs no
+    large buffer, a large one few calls.
+    """
+    buffer = bytearray(DEFAULT_FIRST_READ_SIZE)
+    view = memoryview(buffer)
+    while count := stream.readinto(buffer):  # type: ignore[attr-defined]
+        yield view[:count]
+        if count == len(buffer) and len(buffer) < DEFAULT_READ_SIZE:
+            buffer = bytearray(DEFAULT_READ_SIZE)
+            view = memoryview(buffer)
+
+
 def hash_stream(
     stream: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: object = None
 ) -> FileHashes:
     """Hash ``stream`` to its end in one read; ``progress(n)`` is told of each block."""
     hasher = MultiHasher(chunk_size=chunk_size)
-    buffer = bytearray(DEFAULT_READ_SIZE)
-    view = memoryview(buffer)
-    while True:
-        count = stream.readinto(buffer)  # type: ignore[attr-defined]
-        if not count:
-            break
-        hasher.update(view[:count])
+    for block in read_blocks(stream):
+        hasher.update(block)
         if progress is not None:
-            progress(count)  # type: ignore[operator]
+            progress(len(block))  # type: ignore[operator]
     return hasher.result()
 
 
@@ -139,11 +155,9 @@ def crc32c_stream(stream: BinaryIO) -> tuple[int, str]:
     """Size and crc32c (8 hex digits) of ``stream`` to its end: the cheap check, alone."""
     value = 0
     size = 0
-    buffer = bytearray(DEFAULT_READ_SIZE)
-    view = memoryview(buffer)
-    while count := stream.readinto(buffer):  # type: ignore[attr-defined]
-        value = crc32c(view[:count], value)
-        size += count
+    for block in read_blocks(stream):
+        value = crc32c(block, value)
+        size += len(block)
     return size, f"{value:08x}"
 
 

@@ -14,11 +14,15 @@ from hypothesis import strategies as st
 
 from connectors.hashing import (
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_FIRST_READ_SIZE,
     DEFAULT_READ_LIMIT,
+    DEFAULT_READ_SIZE,
     FileHashes,
     MultiHasher,
     crc32c_file,
+    crc32c_stream,
     hash_stream,
+    read_blocks,
 )
 
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
@@ -225,3 +229,27 @@ def test_the_crc32c_function_is_the_packages_own_loaded_without_its_init(
     # A package laid out otherwise: the plain import.
     monkeypatch.setattr(hashing.importlib.util, "find_spec", lambda name: None)
     assert hashing._crc32c_function()(b"123456789") == 0xE3069283
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        0,
+        DEFAULT_FIRST_READ_SIZE - 1,
+        DEFAULT_FIRST_READ_SIZE,
+        DEFAULT_FIRST_READ_SIZE + 1,
+        DEFAULT_READ_SIZE + DEFAULT_FIRST_READ_SIZE + 7,
+    ],
+)
+def test_blocks_around_the_first_read_and_the_larger_after(size: int) -> None:
+    data = os.urandom(size)
+    blocks = [bytes(block) for block in read_blocks(io.BytesIO(data))]
+    assert b"".join(blocks) == data
+    # A small file in one read of the small buffer; a larger one goes on in large reads.
+    assert all(len(block) <= DEFAULT_READ_SIZE for block in blocks)
+    if 0 < size <= DEFAULT_FIRST_READ_SIZE:
+        assert len(blocks) == 1
+    if size > DEFAULT_FIRST_READ_SIZE + DEFAULT_READ_SIZE:
+        assert [len(block) for block in blocks[:2]] == [DEFAULT_FIRST_READ_SIZE, DEFAULT_READ_SIZE]
+    assert crc32c_stream(io.BytesIO(data)) == (size, f"{crc32c.crc32c(data):08x}")
+    assert hash_stream(io.BytesIO(data)) == reference(data, DEFAULT_CHUNK_SIZE)
