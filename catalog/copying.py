@@ -296,7 +296,7 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> Re
                 for r in kept
                 for done in r.proven
             ],
-            ignore_conflicts=True,
+            on_conflict="DO NOTHING",
         )
         # One line of history per item and job: the files themselves are
         # recorded above, each with when and how it was proven.

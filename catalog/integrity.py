@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import peewee as pw
 
+from catalog import sql
 from catalog.models import (
     STATUS_DAMAGED,
     STATUS_DONE,
@@ -101,7 +102,7 @@ def record_good(
         location_id,
         [(path_id, kind, verified_at, None) for path_id, kind in proven],
         now=now,
-        overwrite=(LocationFile.validated_by, LocationFile.verified),
+        overwrite=("validated_by", "verified"),
     )
 
 
@@ -115,8 +116,14 @@ def record_bad(location_id: int, problems: Sequence[tuple[int, str]], *, now: da
         location_id,
         [(path_id, "", None, problem) for path_id, problem in problems],
         now=now,
-        overwrite=(LocationFile.verified,),
+        overwrite=("verified",),
     )
+
+
+_ROWS = (
+    "location_file (storage_location_id, referenced_path_id, copied, validated_by, verified,"
+    " problem, problem_found)"
+)
 
 
 def _upsert(
@@ -124,33 +131,27 @@ def _upsert(
     files: Sequence[tuple[int, str, datetime | None, str | None]],
     *,
     now: datetime,
-    overwrite: Sequence[pw.Field],
+    overwrite: Sequence[str],
 ) -> None:
     """Write rows (path id, validated by, verified, problem) of a location, new or not.
 
     A row there already gets its ``problem`` (and when it was found) and the
-    fields ``overwrite`` from the new one; it keeps the rest.
+    columns ``overwrite`` from the new one; it keeps the rest. Written out
+    (``catalog.sql``): peewee took 90 us a row to build the statement, four
+    times what the database took to run it, for the 1,000 files a
+    verification job records.
     """
-    for chunk in _chunks(files):
-        rows = [
-            {
-                "storage_location": location_id,
-                "referenced_path": path_id,
-                "copied": now,
-                "validated_by": kind,
-                "verified": verified,
-                "problem": problem,
-                "problem_found": now if problem is not None else None,
-            }
-            for path_id, kind, verified, problem in chunk  # type: ignore[misc]
-        ]
-        update = {field: getattr(pw.EXCLUDED, field.column_name) for field in overwrite}
-        update[LocationFile.problem] = pw.EXCLUDED.problem
-        update[LocationFile.problem_found] = pw.EXCLUDED.problem_found
-        LocationFile.insert_many(rows).on_conflict(
-            conflict_target=[LocationFile.storage_location, LocationFile.referenced_path],
-            update=update,
-        ).execute()
+    kept = ", ".join(
+        f"{column} = excluded.{column}" for column in ("problem", "problem_found", *overwrite)
+    )
+    sql.insert(
+        _ROWS,
+        [
+            (location_id, path_id, now, kind, verified, problem, None if problem is None else now)
+            for path_id, kind, verified, problem in files
+        ],
+        on_conflict=f"(storage_location_id, referenced_path_id) DO UPDATE SET {kept}",
+    )
 
 
 def settle(location_id: int, *, now: datetime) -> str | None:

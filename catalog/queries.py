@@ -223,7 +223,7 @@ def reserve_locations(wanted: Sequence[tuple[int, str, str]]) -> list[str]:
         inserted = sql.insert(
             "storage_location (file_storage_id, connector_name, url, status, last_update)",
             [(item_id, name, url, STATUS_PREPARING, now) for item_id, name, url in chunk],
-            ignore_conflicts=True,
+            on_conflict="DO NOTHING",
             returning="file_storage_id, connector_name",
         )
         ours.update((item_id, name) for item_id, name in inserted)

@@ -112,7 +112,7 @@ def insert(
     into: str,
     rows: Sequence[tuple[Any, ...]],
     *,
-    ignore_conflicts: bool = False,
+    on_conflict: str | None = None,
     returning: str | None = None,
     before: Sequence[Statement] = (),
 ) -> list[tuple[Any, ...]]:
@@ -122,9 +122,7 @@ def insert(
     ``returning`` columns of the rows inserted, in no particular order (empty
     without).
     """
-    statements = insert_statements(
-        into, rows, ignore_conflicts=ignore_conflicts, returning=returning
-    )
+    statements = insert_statements(into, rows, on_conflict=on_conflict, returning=returning)
     if not statements:
         if before:
             run_all(before)
@@ -154,10 +152,13 @@ def insert_statements(
     into: str,
     rows: Sequence[tuple[Any, ...]],
     *,
-    ignore_conflicts: bool = False,
+    on_conflict: str | None = None,
     returning: str | None = None,
 ) -> list[Statement]:
     """The statements that insert ``rows`` into ``into`` (``table (column, ...)``).
+
+    ``on_conflict``: what a row that is there already does (``DO NOTHING``,
+    or ``(columns) DO UPDATE SET ...``, SQLite and PostgreSQL alike).
 
     On SQLite (and for values an array cannot carry), ``VALUES``, one
     statement per ``DEFAULT_INSERT_ROWS``; on PostgreSQL, one statement, an
@@ -170,7 +171,7 @@ def insert_statements(
         raise ValueError(
             f"insert into {into.partition(' ')[0]}: every row must have {width} values"
         )
-    tail = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    tail = f" ON CONFLICT {on_conflict}" if on_conflict else ""
     if returning:
         tail += f" RETURNING {returning}"
     types = None if is_sqlite(database()) else _column_types(into)

@@ -53,7 +53,7 @@ def test_insert_returning_and_conflicts(catalog_db: pw.Database) -> None:
     rows = [(first.id, name, f"{name}/url", "PR", now) for name in ("one", "two")]
     assert sorted(sql.insert(into, rows, returning="connector_name")) == [("one",), ("two",)]
     again = [*rows, (first.id, "three", "three/url", "PR", now)]
-    returned = sql.insert(into, again, ignore_conflicts=True, returning="connector_name")
+    returned = sql.insert(into, again, on_conflict="DO NOTHING", returning="connector_name")
     assert returned == [("three",)]
 
 
