@@ -19,8 +19,10 @@ against a list of their sums (coreutils: one process re-reading and
 hashing each file), run in the same round; the ratio is peer / ours, the
 median of the rounds'.
 
-``--code DIR`` runs another checkout's code (``PYTHONPATH``) on the same
-data, to compare with the code before a change.
+``--options`` adds options to ``run --once``: ``--processes 1`` makes
+jobs of 128 files, as a worker pool takes them. ``--code DIR`` runs
+another checkout's code (``PYTHONPATH``) on the same data, to compare
+with the code before a change.
 
 The files are ``bench_once.py``'s ``wide`` case (made once, kept under
 ``benchmarks/out/once/wide``). Not part of the test run.
@@ -70,6 +72,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--files", type=int, default=50_000)
     parser.add_argument("--code", type=Path, help="another checkout's code to run")
+    parser.add_argument(
+        "--options", default="", help="more options of run --once (e.g. '--processes 1')"
+    )
     args = parser.parse_args()
     code = (args.code or ROOT).resolve()
     compile_packages(code)
@@ -100,6 +105,7 @@ def main() -> None:
         )
     env = {**os.environ, "PYTHONPATH": str(code)}
     command = [sys.executable, "-m", "resolwe_storage", "--config", str(config), "run", "--once"]
+    command += args.options.split()
 
     def ours() -> tuple[Run, Run]:
         for suffix in ("-wal", "-shm"):
@@ -122,7 +128,10 @@ def main() -> None:
     def peer() -> Run:
         return measure(["sh", "-c", f"cd '{source}' && md5sum --quiet -c '{sums}'"], source=source)
 
-    print(f"one item of {args.files:,} x 1 KiB, verified on a local connector ({code})")
+    print(
+        f"one item of {args.files:,} x 1 KiB, verified on a local connector"
+        f" (run --once {args.options or 'at its defaults'}; {code})"
+    )
     firsts: list[float] = []
     agains: list[float] = []
     peers: list[float] = []

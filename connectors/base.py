@@ -228,6 +228,16 @@ def copy_run(destination: Connector, source: Connector) -> AbstractContextManage
     return run(source) if run is not None else nullcontext()  # type: ignore[no-any-return]
 
 
+def read_run(connector: Connector) -> AbstractContextManager[None]:
+    """A block of several reads from ``connector``, each object read whole before the next.
+
+    Where the connector can make such a run cheaper than its reads one by
+    one (the local connector: ``LocalConnector.read_run``); else nothing.
+    """
+    run = getattr(connector, "read_run", None)
+    return run() if run is not None else nullcontext()  # type: ignore[no-any-return]
+
+
 @runtime_checkable
 class BulkDelete(Protocol):
     """Many objects removed in few requests (S3's DeleteObjects); missing ones are fine."""

@@ -210,6 +210,21 @@ class _Gate:
         finally:
             self.release_hold()
 
+    @contextlib.contextmanager
+    def timing(self, key: tuple[str, str]) -> Iterator[Callable[[], None]]:
+        """In this thread's hold: the block timed as a pass of ``key``; yields ``leave``.
+
+        Outside a hold, nothing (the block is not gated). ``leave()`` ends the
+        hold, once the block turns out not to be short.
+        """
+        if not getattr(self._thread, "held", False):
+            yield lambda: None
+            return
+        began = time.monotonic()
+        yield self.release_hold
+        if getattr(self._thread, "held", False) and self._judge(key, time.monotonic() - began):
+            self.release_hold()
+
     def release_hold(self) -> None:
         """End this thread's hold of the gate, if it has one."""
         if getattr(self._thread, "held", False):
@@ -226,7 +241,7 @@ class _Gate:
             return False
         self._strikes.pop(key, None)
         self._ungated_until[key] = time.monotonic() + DEFAULT_GATE_PAUSE
-        logger.info("%s -> %s: copies are slow here; not one at a time for a while", *key)
+        logger.info("%s -> %s: files are slow here; not one at a time for a while", *key)
         return True
 
 
@@ -351,7 +366,10 @@ class LocalConnector(Connector):
         return ObjectInfo(path, result.st_size, {})
 
     def open_read(self, path: str) -> BinaryIO:
-        descriptor, _ = self._open_object(path)
+        with _GATE.timing((self.name, self.name)) as leave:
+            descriptor, found = self._open_object(path)
+            if found.st_size > DEFAULT_GATED_SIZE:
+                leave()  # a large read waits on the disk: in parallel
         try:
             return open(descriptor, "rb", buffering=0)
         except IsADirectoryError:
@@ -704,6 +722,19 @@ class LocalConnector(Connector):
             yield
             return
         with _GATE.holding((source.name, self.name)):
+            yield
+
+    @contextlib.contextmanager
+    def read_run(self) -> Iterator[None]:
+        """A run of ``open_read`` calls, each object read whole before the next
+        (``connectors.base.read_run``).
+
+        The process's gate is held across them, as for a run of copies: the
+        other threads wait once for the run, not at every call. An object
+        larger than ``DEFAULT_GATED_SIZE``, or opens that turn out slow (a
+        network filesystem), end the hold: the rest goes in parallel.
+        """
+        with _GATE.holding((self.name, self.name)):
             yield
 
     def copy_from(self, source: Connector, source_path: str, path: str) -> ObjectInfo:

@@ -34,7 +34,7 @@ from catalog.integrity import (
 from catalog.models import STATUS_DAMAGED, Action, ReferencedPath, StorageLocation
 from catalog.paths import files_label
 from catalog.queries import writing
-from connectors.base import Connector
+from connectors.base import Connector, read_run
 from connectors.errors import InvalidPath, ObjectNotFound
 from connectors.hashing import crc32c_stream, hash_stream
 
@@ -123,17 +123,19 @@ def verify_files(
     intact: list[tuple[int, str]] = []
     damaged: list[tuple[int, str]] = []
     try:
-        for entry in entries:
-            if entry.path.endswith("/"):
-                continue  # a folder: nothing to hash
-            report.files += 1
-            problem, kind = read_and_compare(connector, object_path(location, entry.path), entry)
-            if problem is not None:
-                report.problems.append(FileProblem(entry.path, problem))
-                damaged.append((entry.id, problem))
-            else:
-                intact.append((entry.id, kind))
-                report.bytes += entry.size or 0
+        with read_run(connector):  # small local files: one thread of the process at a time
+            for entry in entries:
+                if entry.path.endswith("/"):
+                    continue  # a folder: nothing to hash
+                report.files += 1
+                path = object_path(location, entry.path)
+                problem, kind = read_and_compare(connector, path, entry)
+                if problem is not None:
+                    report.problems.append(FileProblem(entry.path, problem))
+                    damaged.append((entry.id, problem))
+                else:
+                    intact.append((entry.id, kind))
+                    report.bytes += entry.size or 0
     except BaseException:
         with writing(location._meta.database):
             _record(location, intact, damaged, now=now)

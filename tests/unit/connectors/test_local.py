@@ -15,7 +15,7 @@ from typing import BinaryIO
 import pytest
 
 from connectors import local as local_module
-from connectors.base import Connector, ObjectInfo, copy_run, delete_all
+from connectors.base import Connector, ObjectInfo, copy_run, delete_all, read_run
 from connectors.errors import (
     BackendUnavailable,
     ChecksumMismatch,
@@ -715,6 +715,43 @@ def test_a_run_of_copies_holds_the_gate_only_between_local_folders(
         assert not gate._lock.locked()
     with copy_run(elsewhere, here):  # a destination without runs
         assert not gate._lock.locked()
+
+
+def test_a_run_of_reads_holds_the_gate_until_a_large_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = local_module._Gate()
+    monkeypatch.setattr(local_module, "_GATE", gate)
+    monkeypatch.setattr(local_module, "DEFAULT_GATED_SIZE", 10)
+    here = LocalConnector("here", path=tmp_path)
+    (tmp_path / "small").write_bytes(b"0123456789")
+    (tmp_path / "large").write_bytes(b"0123456789a")
+    with read_run(here):
+        with here.open_read("small") as stream:
+            assert stream.read() == b"0123456789"
+        other = waits_at(gate, ("here", "here"))
+        assert not other.wait(BLOCKED_SECONDS)  # held between the reads
+        with here.open_read("large") as stream:
+            assert stream.read() == b"0123456789a"
+        assert other.wait(EVENT_SECONDS)  # a large object: the rest in parallel
+    assert not gate._lock.locked()
+    with here.open_read("small"):  # outside a run: not gated
+        assert not gate._lock.locked()
+    with read_run(Elsewhere(here)):  # a connector without runs
+        assert not gate._lock.locked()
+
+
+def test_slow_opens_end_a_run_of_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = local_module._Gate()
+    monkeypatch.setattr(local_module, "_GATE", gate)
+    monkeypatch.setattr(local_module, "DEFAULT_GATE_SLOW", 0.0)  # every open is slow
+    here = LocalConnector("nfs", path=tmp_path)
+    (tmp_path / "small").write_bytes(b"x")
+    with read_run(here):
+        for _ in range(local_module.DEFAULT_GATE_STRIKES):
+            assert gate._lock.locked()
+            here.open_read("small").close()
+        assert not gate._lock.locked()  # ungated: the rest goes in parallel
 
 
 def test_a_kernel_copy_stops_at_the_size_the_source_had(tmp_path: Path) -> None:
