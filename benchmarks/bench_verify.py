@@ -103,7 +103,8 @@ def main() -> None:
                 for entry in item["files"]
             )
         )
-    env = {**os.environ, "PYTHONPATH": str(code)}
+    # Not the current folder first on the path (``-m`` puts it there): the code of ``code``.
+    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONSAFEPATH": "1"}
     command = [sys.executable, "-m", "resolwe_storage", "--config", str(config), "run", "--once"]
     command += args.options.split()
 
