@@ -284,3 +284,14 @@ def test_a_copy_made_ok_by_an_import_is_not_taken_as_whole(catalog_db: pw.Databa
     assert settle(s3.id, now=later) == "OK"
     assert where("S3").last_verified == IMPORTED
     assert not where("S3").files_recorded
+
+
+def test_a_problem_of_any_text_is_recorded_as_said(catalog_db: pw.Database) -> None:
+    # Written out, as arrays on PostgreSQL: quotes, backslashes, commas and braces kept.
+    run(catalog_db, document(ok("local"), ok("S3")))
+    said = "not readable: \"a\\b\", {c}; 'd'"
+    record_bad(where("S3").id, [(path_id("a.txt"), said)], now=NOW)
+    assert settle(where("S3").id, now=NOW) == "DM"
+    assert problems("S3") == {"a.txt": said}
+    record_good(where("S3").id, [(path_id("a.txt"), "crc32c")], now=NOW, verified_at=NOW)
+    assert settle(where("S3").id, now=NOW) == "OK" and problems("S3") == {"a.txt": None}
