@@ -18,7 +18,7 @@ reaching the backend is raised, never taken for one.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from catalog.models import ReferencedPath, StorageLocation
 from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo
@@ -36,7 +36,11 @@ def confirm_copy(
     files = [entry for entry in entries if not entry.path.endswith("/")]
     if not files:
         return []
-    listed = {info.path: info for info in connector.list(_listed_prefix(location, files))}
+    listed = {
+        info.path: info
+        for prefix in _listed_prefixes(location, files)
+        for info in connector.list(prefix)
+    }
     problems = []
     for entry in files:
         where = object_path(location, entry.path)
@@ -54,17 +58,40 @@ def confirm_copy(
     return problems
 
 
-def _listed_prefix(location: StorageLocation, files: Sequence[ReferencedPath]) -> str:
-    """The narrowest folder of the copy that holds every one of ``files``: what is listed.
+#: A job's files in up to this many folders (none inside another) are
+#: confirmed by a listing of each; in more, by one listing of the folder that
+#: holds them all, rather than a request per folder.
+DEFAULT_LISTED_FOLDERS = 8
+
+
+def _listed_prefixes(location: StorageLocation, files: Sequence[ReferencedPath]) -> list[str]:
+    """The folders of the copy to list, which between them hold every one of ``files``.
 
     A delete's later jobs confirm only their own files; where those lie in
-    one folder of a large item, that folder is listed, not the whole copy
-    (an item of 50,000 files in 50 folders: each job listed 50,000 entries).
+    a few folders of a large item, those folders are listed, not the whole
+    copy (an item of 50,000 files in 50 folders: each job listed 50,000
+    entries; a job of 128 files across two folders still listed them all).
     """
     folders = {posixpath.dirname(entry.path) for entry in files}
-    common = posixpath.commonpath(sorted(folders)) if "" not in folders else ""
+    # A folder inside another listed one is listed with it.
+    tops = sorted(
+        folder
+        for folder in folders
+        if folder and not any(parent in folders for parent in _parents(folder))
+    )
+    if "" in folders:
+        tops = [""]
+    elif len(tops) > DEFAULT_LISTED_FOLDERS:
+        tops = [posixpath.commonpath(tops)]
     base = location.url.rstrip("/")
-    return f"{base}/{common}/" if common else f"{base}/"
+    return [f"{base}/{top}/" if top else f"{base}/" for top in tops]
+
+
+def _parents(folder: str) -> Iterator[str]:
+    """The folders that hold ``folder``, innermost first, the copy's own ("") excluded."""
+    while "/" in folder:
+        folder = folder.rsplit("/", 1)[0]
+        yield folder
 
 
 def _judge(connector: Connector, where: str, info: ObjectInfo, entry: ReferencedPath) -> str | None:

@@ -693,6 +693,45 @@ def counted_copies(item_id: int, check: DeleteCheck) -> list[StorageLocation]:
     return [loc for loc in ok_locations(item_id) if loc.connector_name in configured]
 
 
+class _Deciders:
+    """Per process, one thread at a time decides the delete of a copy (``delete_files``).
+
+    Until a delete is decided, every job of it that starts would confirm
+    every file of the item: with eight threads, the first eight jobs of an
+    item of 50,000 files each listed the other copy whole and held all its
+    files' rows (550 MB, 32 s against 10 s). The jobs of one copy that start
+    before it is decided wait here for the first; after it, they find the
+    location ``DE`` and confirm only their own files. Only the order
+    changes: every decision is still made under the item's catalog lock.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[int, str], tuple[threading.Lock, list[int]]] = {}
+
+    @contextmanager
+    def __call__(self, item_id: int, connector_name: str) -> Iterator[None]:
+        location = location_on(item_id, connector_name)
+        if location is not None and location.status == STATUS_DELETING:
+            yield  # decided: its jobs go side by side
+            return
+        key = (item_id, connector_name)
+        with self._guard:
+            lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                users[0] -= 1
+                if not users[0]:
+                    del self._locks[key]
+
+
+_deciding = _Deciders()
+
+
 def delete_location(
     item_id: int,
     connector_name: str,
@@ -721,9 +760,10 @@ def delete_files(
 ) -> str:
     """Remove files ``paths`` (None: all) of the item's copy on ``connector_name``, if allowed.
 
-    The first job of a delete to run decides: under the item's catalog lock
-    it re-checks the rules against the catalog as it is now, and lists the
-    other copies it counts. Every job then confirms on their backends
+    The first job of a delete to run decides (the others of the process
+    wait for it, ``_Deciders``): under the item's catalog lock it re-checks
+    the rules against the catalog as it is now, and lists the other copies
+    it counts. Every job then confirms on their backends
     (``workers.confirm``) that those copies hold the files it is about to
     remove (the first job: every file of the item), and decides under the
     lock again:
@@ -746,6 +786,44 @@ def delete_files(
     for good is recorded in the history before it is raised.
     """
     began = time.monotonic()
+    with _deciding(item_id, connector_name):
+        decided = _confirm_and_decide(item_id, connector_name, paths, check, connectors, actor)
+    if isinstance(decided, str):
+        return decided
+    item, location, found = decided
+    try:
+        delete_all(
+            connectors(connector_name),
+            [object_path(location, entry.path) for entry in found],
+            within=location.url.rstrip("/"),
+        )
+    except Exception as exc:
+        if not getattr(exc, "transient", False):
+            _history(actor, "delete", item, None, connector_name, _label(paths, False), began, exc)
+            exc.recorded = True  # type: ignore[attr-defined]
+        raise
+    with locked_item(item_id) as current:
+        gone = forget_files(location.id, [entry.id for entry in found])
+        if not gone:
+            # Progress: a delete whose location stops moving is resumed by the scan.
+            StorageLocation.update(last_update=utcnow()).where(
+                StorageLocation.id == location.id
+            ).execute()
+        _history(
+            actor, "delete", current or item, None, connector_name, _label(paths, gone), began, None
+        )
+    return DELETED if gone else FILES_DELETED
+
+
+def _confirm_and_decide(
+    item_id: int,
+    connector_name: str,
+    paths: Sequence[str] | None,
+    check: DeleteCheck,
+    connectors: ConnectorLookup,
+    actor: str,
+) -> str | tuple[FileStorage, StorageLocation, list[ReferencedPath]]:
+    """``delete_files`` up to the removal: the outcome, or what may go now and from where."""
     with locked_item(item_id) as item:
         location = location_on(item_id, connector_name)
         if item is None or location is None:
@@ -804,28 +882,7 @@ def delete_files(
     outcome = _decide(item, location, others, problems, confirming, check, actor)
     if outcome is not None:
         return outcome
-    try:
-        delete_all(
-            connectors(connector_name),
-            [object_path(location, entry.path) for entry in found],
-            within=location.url.rstrip("/"),
-        )
-    except Exception as exc:
-        if not getattr(exc, "transient", False):
-            _history(actor, "delete", item, None, connector_name, _label(paths, False), began, exc)
-            exc.recorded = True  # type: ignore[attr-defined]
-        raise
-    with locked_item(item_id) as current:
-        gone = forget_files(location.id, [entry.id for entry in found])
-        if not gone:
-            # Progress: a delete whose location stops moving is resumed by the scan.
-            StorageLocation.update(last_update=utcnow()).where(
-                StorageLocation.id == location.id
-            ).execute()
-        _history(
-            actor, "delete", current or item, None, connector_name, _label(paths, gone), began, None
-        )
-    return DELETED if gone else FILES_DELETED
+    return item, location, found
 
 
 def _refuse(

@@ -1,4 +1,4 @@
-"""Confirming a copy before a delete: one listing, of the narrowest folder that holds the files."""
+"""Confirming a copy before a delete: listings of the few folders that hold the files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import peewee as pw
 
 from catalog.models import FileStorage, ReferencedPath, StorageLocation
 from connectors.local import LocalConnector
-from workers.confirm import confirm_copy
+from workers.confirm import DEFAULT_LISTED_FOLDERS, confirm_copy
 
 FILES = {"a/x.txt": b"x", "a/y.txt": b"yy", "b/z.txt": b"zzz", "top.txt": b"t"}
 
@@ -55,13 +55,51 @@ def test_files_of_one_folder_are_confirmed_by_listing_that_folder(
     ]
 
 
-def test_files_of_several_folders_are_confirmed_by_listing_the_copy(
+def test_files_of_a_few_folders_are_confirmed_by_listing_each_folder(
     catalog_db: pw.Database, tmp_path: Path
 ) -> None:
     location, connector, entries = copy_of(tmp_path)
     assert confirm_copy(location, connector, [entries["a/x.txt"], entries["b/z.txt"]]) == []
+    assert connector.listed == ["item/a/", "item/b/"]
+    (tmp_path / "copy" / "item" / "b" / "z.txt").unlink()
+    problems = confirm_copy(location, connector, [entries["a/x.txt"], entries["b/z.txt"]])
+    assert [(p.path, p.problem) for p in problems] == [("b/z.txt", "missing")]
+
+
+def test_a_folder_inside_another_is_listed_with_it(catalog_db: pw.Database, tmp_path: Path) -> None:
+    location, connector, entries = copy_of(tmp_path)
+    inner = tmp_path / "copy" / "item" / "a" / "deep" / "w.txt"
+    inner.parent.mkdir()
+    inner.write_bytes(b"w")
+    entry = ReferencedPath.create(file_storage=location.file_storage, path="a/deep/w.txt", size=1)
+    assert confirm_copy(location, connector, [entry, entries["a/x.txt"]]) == []
+    assert connector.listed == ["item/a/"]
+
+
+def test_files_of_many_folders_are_confirmed_by_one_listing_of_their_parent(
+    catalog_db: pw.Database, tmp_path: Path
+) -> None:
+    location, connector, _ = copy_of(tmp_path)
+    many = []
+    for number in range(DEFAULT_LISTED_FOLDERS + 1):
+        target = tmp_path / "copy" / "item" / "many" / f"f{number}" / "v.txt"
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"v")
+        path = f"many/f{number}/v.txt"
+        many.append(ReferencedPath.create(file_storage=location.file_storage, path=path, size=1))
+    assert confirm_copy(location, connector, many) == []
+    assert connector.listed == ["item/many/"]
+    many[3].size = 2
+    problems = confirm_copy(location, connector, many)
+    assert [(p.path, p.problem) for p in problems] == [("many/f3/v.txt", "size 1, catalog says 2")]
+
+
+def test_files_of_the_copy_s_own_folder_are_confirmed_by_listing_the_copy(
+    catalog_db: pw.Database, tmp_path: Path
+) -> None:
+    location, connector, entries = copy_of(tmp_path)
     assert confirm_copy(location, connector, list(entries.values())) == []
-    assert connector.listed == ["item/", "item/"]
+    assert connector.listed == ["item/"]
     (tmp_path / "copy" / "item" / "b" / "z.txt").unlink()
     problems = confirm_copy(location, connector, list(entries.values()))
     assert [(p.path, p.problem) for p in problems] == [("b/z.txt", "missing")]

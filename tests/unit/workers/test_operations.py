@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -581,6 +582,49 @@ def test_a_delete_in_parts_marks_the_copy_then_drops_it_with_its_last_file(
     assert list(folders["backup"].list()) == []
     assert part("sub/log.txt") == GONE
     assert len(list(folders["local"].list())) == 2
+
+
+class SlowListing(LocalConnector):
+    """A local folder that notes what it lists, and takes its time over the first listing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listed: list[str] = []
+
+    def list(self, prefix: str = "") -> Any:
+        self.listed.append(prefix)
+        if len(self.listed) == 1:
+            time.sleep(0.3)  # time for the other jobs to start meanwhile
+        return super().list(prefix)
+
+
+def test_the_jobs_of_a_delete_wait_for_the_first_to_decide_and_confirm_only_their_own(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path
+) -> None:
+    # Once, each job that started before the delete was decided confirmed
+    # every file of the item: the whole other copy listed by each.
+    files = {f"{folder}/{number}.txt": b"x" * number for folder in "abcd" for number in (1, 2)}
+    item = make_item(folders, files=files, on=("local", "backup"))
+    folders["local"] = keep = SlowListing("local", path=tmp_path / "local")
+    outcomes: list[str] = []
+
+    def job(folder: str) -> None:
+        catalog_db.connect(reuse_if_open=True)
+        try:
+            outcomes.append(delete_part(item, folders, f"{folder}/1.txt", f"{folder}/2.txt"))
+        finally:
+            catalog_db.close()
+
+    threads = [threading.Thread(target=job, args=(folder,)) for folder in "abcd"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [DELETED] + [FILES_DELETED] * 3
+    assert location(item, "backup") is None and list(folders["backup"].list()) == []
+    # The first to decide listed every folder of the copy; the others only their own.
+    assert sorted(keep.listed[:4]) == [f"item-1/{folder}/" for folder in "abcd"]
+    assert len(keep.listed) == 4 + 3
 
 
 def test_a_verification_in_parts_settles_the_copy_once_every_file_is_verified(
