@@ -242,7 +242,8 @@ def read_run(connector: Connector) -> AbstractContextManager[None]:
 class BulkDelete(Protocol):
     """Many objects removed in few requests (S3's DeleteObjects); missing ones are fine."""
 
-    def delete_many(self, paths: Sequence[str]) -> None: ...
+    def delete_many(self, paths: Sequence[str], *, within: str = "") -> None:
+        """``Connector.delete`` of each of ``paths`` (``within`` as there)."""
 
 
 CAPABILITIES: dict[str, type] = {
@@ -261,7 +262,7 @@ def delete_all(connector: Connector, paths: Sequence[str], *, within: str = "") 
     ``within`` as for ``Connector.delete``.
     """
     if connector.can(BulkDelete):
-        connector.delete_many(paths)  # type: ignore[attr-defined]
+        connector.delete_many(paths, within=within)  # type: ignore[attr-defined]
         return
     for path in paths:
         connector.delete(path, within=within)

@@ -25,7 +25,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -503,14 +503,34 @@ class LocalConnector(Connector):
         empty are removed, up to and including ``within`` (a copy's own
         folder), never above it; without ``within``, up to the root.
         """
-        check_path(path)
-        parts = path.rstrip("/").split("/")
+        self.delete_many([path], within=within)
+
+    def delete_many(self, paths: Sequence[str], *, within: str = "") -> None:
+        """``delete`` of each of ``paths``: the files of a folder with the folder opened once.
+
+        One ``unlink`` a file, not the folders on the way opened and closed
+        for each (a delete of 50,000 files in 50 folders: seven system calls
+        a file), and each folder's run through the process's gate: threads
+        deleting small files side by side hand the GIL over at every call.
+        """
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for path in paths:
+            check_path(path)
+            *folder, name = path.rstrip("/").split("/")
+            groups.setdefault(tuple(folder), []).append(name)
+        for folder, names in groups.items():
+            with _GATE.passing((self.name, self.name)):
+                self._delete_in(list(folder), names, within)
+
+    def _delete_in(self, parts: list[str], names: list[str], within: str) -> None:
+        """Remove ``names`` from the folder ``parts``, then the folders left empty."""
         block: _Block | None = getattr(self._batches, "block", None)
         if block is not None:
-            _, folder, name = self._folder(path)
-            pending = folder + os.sep + name
-            if pending in block.files:
-                _remove(block.files.pop(pending)[0])  # written in this block: never lands
+            for name in names:
+                _, folder, _ = self._folder("/".join([*parts, name]))
+                pending = folder + os.sep + name
+                if pending in block.files:
+                    _remove(block.files.pop(pending)[0])  # written in this block: never lands
         root = self._real_root()
         folders: list[int] = []
         try:
@@ -518,7 +538,7 @@ class LocalConnector(Connector):
                 folders.append(os.open(root, _FOLDER))
             except FileNotFoundError:
                 return
-            for index, part in enumerate(parts[:-1]):
+            for index, part in enumerate(parts):
                 try:
                     folders.append(os.open(part, _FOLDER | os.O_NOFOLLOW, dir_fd=folders[-1]))
                 except OSError as exc:
@@ -528,6 +548,7 @@ class LocalConnector(Connector):
                     )
                     if exc.errno in (errno.ENOENT, errno.ENOTDIR) and not link:
                         return  # nothing there to delete
+                    path = "/".join([*parts, names[0]])
                     if link:
                         on_the_way = "/".join(parts[: index + 1])
                         raise InvalidPath(
@@ -535,24 +556,28 @@ class LocalConnector(Connector):
                             "not deleting through it"
                         ) from None
                     raise self._error(exc, path) from exc
-            try:
-                os.unlink(parts[-1], dir_fd=folders[-1])
-            except FileNotFoundError:
-                pass
-            except IsADirectoryError:
-                with contextlib.suppress(OSError):
-                    os.rmdir(parts[-1], dir_fd=folders[-1])
-                return
-            except OSError as exc:
-                if exc.errno == errno.EPERM and _is_folder(parts[-1], folders[-1]):
-                    with contextlib.suppress(OSError):
-                        os.rmdir(parts[-1], dir_fd=folders[-1])
-                    return
-                raise self._error(exc, path) from exc
-            self._prune(parts, folders, within)
+            for name in names:
+                self._unlink(name, folders[-1], parts)
+            self._prune([*parts, names[-1]], folders, within)
         finally:
             for descriptor in folders:
                 os.close(descriptor)
+
+    def _unlink(self, name: str, folder: int, parts: list[str]) -> None:
+        """Remove ``name`` from the open ``folder``: a file or link, or an empty folder."""
+        try:
+            os.unlink(name, dir_fd=folder)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno == errno.EPERM and _is_folder(name, folder):
+                with contextlib.suppress(OSError):
+                    os.rmdir(name, dir_fd=folder)
+                return
+            raise self._error(exc, "/".join([*parts, name])) from exc
 
     def _prune(self, parts: list[str], folders: list[int], within: str) -> None:
         """Remove the folders of ``parts`` left empty, deepest first, not above ``within``.

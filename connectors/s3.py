@@ -632,8 +632,8 @@ class S3Connector(LazyClient, Connector):
         check_path(path)
         self._call(f"deleting {path!r}", "delete_object", Key=path)
 
-    def delete_many(self, paths: Sequence[str]) -> None:
-        """Remove ``paths`` with DeleteObjects, up to 1,000 keys a request.
+    def delete_many(self, paths: Sequence[str], *, within: str = "") -> None:
+        """Remove ``paths`` with DeleteObjects, up to 1,000 keys a request (no folders to prune).
 
         Missing objects are fine; a key the store refuses raises the error of
         the first such key (access denied, or a transient one to retry).

@@ -94,6 +94,25 @@ def test_a_folder_reached_through_a_link_is_not_deleted_from(tmp_path: Path) -> 
     assert (root / "b" / "data.txt").read_bytes() == b"b's only copy"
 
 
+def test_deleting_many_files_keeps_every_rule_of_deleting_one(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    connector = LocalConnector("local", path=root)
+    for path in ("a/1", "a/2", "a/b/3", "c/4", "e/5"):
+        connector.write(path, io.BytesIO(path.encode()))
+    (root / "d").symlink_to(root / "c")
+    (root / "a" / "link").symlink_to("../e/5")
+    # Files of two folders, a missing one, a link, a folder's own entry: all
+    # gone, the folders left empty pruned up to the copy, what a link points to kept.
+    connector.delete_many(["a/1", "a/2", "a/missing", "a/link", "a/b/3", "a/b/"], within="a")
+    assert not (root / "a").exists()
+    assert (root / "e" / "5").read_bytes() == b"e/5"
+    with pytest.raises(InvalidPath, match="'d' is a symbolic link"):
+        connector.delete_many(["e/5", "d/4"], within="")
+    assert (root / "c" / "4").read_bytes() == b"c/4"
+    assert not (root / "e").exists()  # the folder before the link was done
+    connector.delete_many([])
+
+
 def test_a_write_replaces_a_link_at_its_path_never_what_it_points_to(tmp_path: Path) -> None:
     root = tmp_path / "root"
     connector = LocalConnector("local", path=root)
