@@ -298,32 +298,32 @@ def mark_files_to_delete(location_id: int, item_id: int, *, now: datetime) -> No
     Files already recorded keep their rows; the rest (an imported copy has
     none) get one, so the location goes when the last row does.
     """
+    # One INSERT ... SELECT: the rows of an item of 50,000 files are never
+    # brought into Python (built by peewee, they took a third of a delete's
+    # first job).
     recorded = LocationFile.select(LocationFile.id).where(
         (LocationFile.storage_location == location_id)
         & (LocationFile.referenced_path == ReferencedPath.id)
     )
-    missing = [
-        path_id
-        for (path_id,) in ReferencedPath.select(ReferencedPath.id)
-        .where(
-            (ReferencedPath.file_storage == item_id)
-            & ~ReferencedPath.path.endswith("/")
-            & ~pw.fn.EXISTS(recorded)
-        )
-        .tuples()
-    ]
-    for start in range(0, len(missing), DEFAULT_RESERVE_BATCH):
-        LocationFile.insert_many(
-            [
-                {
-                    "storage_location": location_id,
-                    "referenced_path": path_id,
-                    "copied": now,
-                    "validated_by": "",
-                }
-                for path_id in missing[start : start + DEFAULT_RESERVE_BATCH]
-            ]
-        ).on_conflict_ignore().execute()
+    missing = ReferencedPath.select(
+        pw.Value(location_id),
+        ReferencedPath.id,
+        pw.Value(LocationFile.copied.db_value(now)),
+        pw.Value(""),
+    ).where(
+        (ReferencedPath.file_storage == item_id)
+        & ~ReferencedPath.path.endswith("/")
+        & ~pw.fn.EXISTS(recorded)
+    )
+    LocationFile.insert_from(
+        missing,
+        [
+            LocationFile.storage_location,
+            LocationFile.referenced_path,
+            LocationFile.copied,
+            LocationFile.validated_by,
+        ],
+    ).on_conflict_ignore().execute()
 
 
 def forget_files(location_id: int, path_ids: Sequence[int]) -> bool:

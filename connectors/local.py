@@ -211,6 +211,20 @@ class _Gate:
             self.release_hold()
 
     @contextlib.contextmanager
+    def run(self, key: tuple[str, str]) -> Iterator[None]:
+        """A run of short calls (a folder's files removed, listed, renamed) through the gate.
+
+        Each call is timed on its own (``timing``), not the run as one pass:
+        a run of a thousand quick calls is not slow. Part of this thread's
+        hold if it has one; else held for the block.
+        """
+        if getattr(self._thread, "held", False):
+            yield
+            return
+        with self.holding(key):
+            yield
+
+    @contextlib.contextmanager
     def timing(self, key: tuple[str, str]) -> Iterator[Callable[[], None]]:
         """In this thread's hold: the block timed as a pass of ``key``; yields ``leave``.
 
@@ -519,7 +533,7 @@ class LocalConnector(Connector):
             *folder, name = path.rstrip("/").split("/")
             groups.setdefault(tuple(folder), []).append(name)
         for folder, names in groups.items():
-            with _GATE.passing((self.name, self.name)):
+            with _GATE.run((self.name, self.name)):
                 self._delete_in(list(folder), names, within)
 
     def _delete_in(self, parts: list[str], names: list[str], within: str) -> None:
@@ -557,7 +571,8 @@ class LocalConnector(Connector):
                         ) from None
                     raise self._error(exc, path) from exc
             for name in names:
-                self._unlink(name, folders[-1], parts)
+                with _GATE.timing((self.name, self.name)):
+                    self._unlink(name, folders[-1], parts)
             self._prune([*parts, names[-1]], folders, within)
         finally:
             for descriptor in folders:
@@ -619,31 +634,44 @@ class LocalConnector(Connector):
         A folder's entries are sorted as their paths compare: a folder as
         ``name/``, so ``a-b/x`` comes before ``a/x`` (``-`` sorts before
         ``/``), as in S3's listings. One folder's entries are held at a time
-        per level.
+        per level, read through the process's gate (a stat a file).
         """
-        try:
-            with os.scandir(folder) as found:
-                entries = [
-                    (entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name, entry)
-                    for entry in found
-                ]
-        except (FileNotFoundError, NotADirectoryError):
-            return  # removed meanwhile
-        entries.sort(key=lambda pair: pair[0])
-        for key, entry in entries:
-            path = relative + key
-            if key.endswith("/"):
-                if path.startswith(prefix) or prefix.startswith(path):
-                    yield from self._walk(entry.path, path, prefix)
-                continue
-            if key.endswith(PARTIAL_SUFFIX) or not path.startswith(prefix):
-                continue
+        gate = (self.name, self.name)
+        #: (a folder's own path and its path in the listing, None) or (the file's, its info)
+        listed: list[tuple[str, str, ObjectInfo | None]] = []
+        with _GATE.run(gate):  # a stat a file: many short calls
             try:
-                info = entry.stat()  # a link to a file: the file's
-            except FileNotFoundError:
-                continue
-            modified = datetime.fromtimestamp(info.st_mtime, UTC).replace(tzinfo=None)
-            yield ObjectInfo(path, info.st_size, {}, modified)
+                with os.scandir(folder) as found:
+                    entries = [
+                        (
+                            entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name,
+                            entry,
+                        )
+                        for entry in found
+                    ]
+            except (FileNotFoundError, NotADirectoryError):
+                return  # removed meanwhile
+            entries.sort(key=lambda pair: pair[0])
+            for key, entry in entries:
+                path = relative + key
+                if key.endswith("/"):
+                    if path.startswith(prefix) or prefix.startswith(path):
+                        listed.append((entry.path, path, None))
+                    continue
+                if key.endswith(PARTIAL_SUFFIX) or not path.startswith(prefix):
+                    continue
+                with _GATE.timing(gate):
+                    try:
+                        info = entry.stat()  # a link to a file: the file's
+                    except FileNotFoundError:
+                        continue
+                modified = datetime.fromtimestamp(info.st_mtime, UTC).replace(tzinfo=None)
+                listed.append((path, path, ObjectInfo(path, info.st_size, {}, modified)))
+        for where, path, found in listed:
+            if found is None:
+                yield from self._walk(where, path, prefix)
+            else:
+                yield found
 
     def _sweep(self, folder: str) -> bool:
         """Remove the stale temporary files of dead writers from ``folder``; whether any went.
@@ -720,9 +748,10 @@ class LocalConnector(Connector):
         folders = {folder for _, folder in pending.values()}
         try:
             _make_durable(folders, [temporary for temporary, _ in pending.values()])
-            with _GATE.passing((self.name, self.name)):  # many short calls
+            with _GATE.run((self.name, self.name)):  # many short calls
                 for full, (temporary, _) in list(pending.items()):
-                    os.replace(temporary, full)
+                    with _GATE.timing((self.name, self.name)):
+                        os.replace(temporary, full)
                     del pending[full]
             _make_durable(folders, folders)
             for folder in folders:

@@ -719,6 +719,45 @@ def test_a_hold_does_not_nest_and_ends_when_its_block_raises() -> None:
     assert not gate._lock.locked()
 
 
+def test_a_run_of_short_calls_is_held_and_judged_call_by_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder of many files removed or listed: slow as one pass, quick call by call."""
+    gate = local_module._Gate()
+    monkeypatch.setattr(local_module, "DEFAULT_GATE_SLOW", 0.01)
+    for _ in range(local_module.DEFAULT_GATE_STRIKES):
+        with gate.run(("a", "a")):
+            other = waits_at(gate, ("a", "a"))
+            for _ in range(5):
+                with gate.timing(("a", "a")):
+                    time.sleep(0.003)
+            assert not other.wait(BLOCKED_SECONDS)  # held across the run
+        assert other.wait(EVENT_SECONDS)
+    assert ("a", "a") not in gate._ungated_until
+    with gate.holding(("a", "a")):
+        with gate.run(("a", "a")):  # within a hold: part of it
+            pass
+        assert gate._lock.locked()
+
+
+def test_deleting_and_listing_many_files_do_not_open_the_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = local_module._Gate()
+    monkeypatch.setattr(local_module, "_GATE", gate)
+    here = LocalConnector("here", path=tmp_path)
+    # A folder's 500 calls take longer than a slow call (DEFAULT_GATE_SLOW).
+    paths = [f"item/{folder}/{number}" for folder in "abcd" for number in range(500)]
+    for path in paths:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"x")
+    assert len(list(here.list("item/"))) == len(paths)
+    here.delete_many(paths, within="item")
+    assert not (tmp_path / "item").exists()
+    assert ("here", "here") not in gate._ungated_until
+    assert not gate._lock.locked()
+
+
 def test_a_run_of_copies_holds_the_gate_only_between_local_folders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
