@@ -330,9 +330,17 @@ def refresh_statistics(database: pw.Database) -> None:
 
 def planned_items(database: pw.Database) -> int:
     """The items PostgreSQL's planner believes the catalog holds (0 before any ``ANALYZE``)."""
+    return _planned_rows(database, FileStorage)
+
+
+def planned_files(database: pw.Database) -> int:
+    """The files (of all items) PostgreSQL's planner believes the catalog holds."""
+    return _planned_rows(database, ReferencedPath)
+
+
+def _planned_rows(database: pw.Database, model: type[pw.Model]) -> int:
     (rows,) = database.execute_sql(
-        "SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
-        [FileStorage._meta.table_name],
+        "SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [model._meta.table_name]
     ).fetchone()
     return max(0, int(rows))
 

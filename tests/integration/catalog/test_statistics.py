@@ -16,8 +16,12 @@ import psycopg2
 import pytest
 
 from catalog import streaming
-from catalog.database import bind, migrate, open_database, planned_items
-from catalog.streaming import DEFAULT_ANALYZE_AFTER_ITEMS, import_items
+from catalog.database import bind, migrate, open_database, planned_files, planned_items
+from catalog.streaming import (
+    DEFAULT_ANALYZE_AFTER_FILES,
+    DEFAULT_ANALYZE_AFTER_ITEMS,
+    import_items,
+)
 from tests.processes import Cli
 
 pytestmark = pytest.mark.postgres
@@ -105,5 +109,38 @@ def test_a_long_import_refreshes_them_as_the_catalog_doubles(
         refreshed = sorted({rows for _, rows in seen if rows > 0})
         assert refreshed == [100, 200, 400]
         assert planned_items(database) == 550  # and once more before the commit
+    finally:
+        database.close()
+
+
+def test_one_item_of_many_files_leaves_statistics_too(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """A few items, but a table's worth of files: the planner is told of them."""
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "database": fresh_postgres_url,
+                "connectors": {"local": {"connector": "local", "config": {"path": "data"}}},
+            }
+        )
+    )
+    cli = Cli(config)
+    cli.ok("migrate")
+    wide = {
+        "key": "wide",
+        "created": "2026-01-01T00:00:00Z",
+        "locations": [{"connector": "local", "url": "wide", "status": "OK"}],
+        "files": [
+            {"path": f"f{part}.txt", "size": 1} for part in range(DEFAULT_ANALYZE_AFTER_FILES)
+        ],
+    }
+    (tmp_path / "wide.json").write_text(json.dumps({"items": [wide]}))
+    cli.ok("import", tmp_path / "wide.json")
+    assert "referenced_path" in analyzed(fresh_postgres_url)
+    database = open_database(fresh_postgres_url)
+    try:
+        assert planned_files(database) == DEFAULT_ANALYZE_AFTER_FILES
     finally:
         database.close()
