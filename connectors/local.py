@@ -168,6 +168,7 @@ class _Gate:
         holding = getattr(self._thread, "held", False)
         if not holding:
             self._lock.acquire()
+            self._thread.passing = True
         began = time.monotonic()
         held = True
 
@@ -178,6 +179,7 @@ class _Gate:
                 if holding:
                     self.release_hold()
                 else:
+                    self._thread.passing = False
                     self._lock.release()
 
         try:
@@ -216,9 +218,9 @@ class _Gate:
 
         Each call is timed on its own (``timing``), not the run as one pass:
         a run of a thousand quick calls is not slow. Part of this thread's
-        hold if it has one; else held for the block.
+        hold or pass if it is in one; else held for the block.
         """
-        if getattr(self._thread, "held", False):
+        if getattr(self._thread, "held", False) or getattr(self._thread, "passing", False):
             yield
             return
         with self.holding(key):

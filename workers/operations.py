@@ -699,7 +699,8 @@ class _Deciders:
     Until a delete is decided, every job of it that starts would confirm
     every file of the item: with eight threads, the first eight jobs of an
     item of 50,000 files each listed the other copy whole and held all its
-    files' rows (550 MB, 32 s against 10 s). The jobs of one copy that start
+    files' rows (one worker process: 550 MB and 31.6 s; 102 MB and 12.8 s
+    with this, ``benchmarks/bench_delete.py``). The jobs of one copy that start
     before it is decided wait here for the first; after it, they find the
     location ``DE`` and confirm only their own files. Only the order
     changes: every decision is still made under the item's catalog lock.

@@ -739,6 +739,15 @@ def test_a_run_of_short_calls_is_held_and_judged_call_by_call(
             pass
         assert gate._lock.locked()
 
+    def run_in_a_pass() -> None:
+        with gate.passing(("a", "a")), gate.run(("a", "a")):  # part of the pass
+            pass
+
+    thread = threading.Thread(target=run_in_a_pass, daemon=True)
+    thread.start()
+    thread.join(EVENT_SECONDS)
+    assert not thread.is_alive() and not gate._lock.locked()
+
 
 def test_deleting_and_listing_many_files_do_not_open_the_gate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
