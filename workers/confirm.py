@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator, Sequence
+from typing import Any
+
+import peewee as pw
 
 from catalog.models import ReferencedPath, StorageLocation
+from catalog.sql import is_sqlite
 from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo
 from workers.verify import FileProblem, object_path, read_and_compare
 
@@ -58,10 +62,13 @@ def confirm_copy(
     return problems
 
 
-#: A job's files in up to this many folders (none inside another) are
+#: A job's files in up to this many folders (none inside another) may be
 #: confirmed by a listing of each; in more, by one listing of the folder that
 #: holds them all, rather than a request per folder.
 DEFAULT_LISTED_FOLDERS = 8
+#: Objects one listing request returns at most (S3's and GCS's page): a
+#: listing costs a request a page, however few objects it holds.
+DEFAULT_LISTING_PAGE = 1000
 
 
 def _listed_prefixes(location: StorageLocation, files: Sequence[ReferencedPath]) -> list[str]:
@@ -71,6 +78,9 @@ def _listed_prefixes(location: StorageLocation, files: Sequence[ReferencedPath])
     a few folders of a large item, those folders are listed, not the whole
     copy (an item of 50,000 files in 50 folders: each job listed 50,000
     entries; a job of 128 files across two folders still listed them all).
+    Where the folder that holds them all takes no more pages (by the
+    catalog's count of the item's files), it is listed once instead: a
+    small item's few folders cost one request, not one each.
     """
     folders = {posixpath.dirname(entry.path) for entry in files}
     # A folder inside another listed one is listed with it.
@@ -81,10 +91,36 @@ def _listed_prefixes(location: StorageLocation, files: Sequence[ReferencedPath])
     )
     if "" in folders:
         tops = [""]
-    elif len(tops) > DEFAULT_LISTED_FOLDERS:
-        tops = [posixpath.commonpath(tops)]
+    elif len(tops) > 1:
+        common = posixpath.commonpath(tops)
+        item_id = files[0].file_storage_id
+        together = _pages(_files_under(item_id, common))
+        if (
+            together == 1
+            or len(tops) > DEFAULT_LISTED_FOLDERS
+            or together <= sum(_pages(_files_under(item_id, top)) for top in tops)
+        ):
+            tops = [common]
     base = location.url.rstrip("/")
     return [f"{base}/{top}/" if top else f"{base}/" for top in tops]
+
+
+def _files_under(item_id: int, folder: str) -> int:
+    """The catalog's count of the item's paths under ``folder`` ("": all of them)."""
+    query = ReferencedPath.select().where(ReferencedPath.file_storage == item_id)
+    if folder:
+        # The paths that begin with "folder/": a range in byte order ("0"
+        # follows "/"), which a PostgreSQL collation other than "C" is not.
+        path: Any = ReferencedPath.path
+        if not is_sqlite(ReferencedPath._meta.database):
+            path = pw.NodeList((path, pw.SQL('COLLATE "C"')))
+        query = query.where((path >= f"{folder}/") & (path < f"{folder}0"))
+    return int(query.count())
+
+
+def _pages(objects: int) -> int:
+    """The listing requests ``objects`` take (at least one)."""
+    return max(1, -(-objects // DEFAULT_LISTING_PAGE))
 
 
 def _parents(folder: str) -> Iterator[str]:

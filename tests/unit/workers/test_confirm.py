@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import peewee as pw
+import pytest
 
 from catalog.models import FileStorage, ReferencedPath, StorageLocation
 from connectors.local import LocalConnector
+from workers import confirm as confirm_module
 from workers.confirm import DEFAULT_LISTED_FOLDERS, confirm_copy
 
 FILES = {"a/x.txt": b"x", "a/y.txt": b"yy", "b/z.txt": b"zzz", "top.txt": b"t"}
@@ -55,9 +57,20 @@ def test_files_of_one_folder_are_confirmed_by_listing_that_folder(
     ]
 
 
-def test_files_of_a_few_folders_are_confirmed_by_listing_each_folder(
+def test_a_small_item_s_few_folders_are_confirmed_by_one_listing(
     catalog_db: pw.Database, tmp_path: Path
 ) -> None:
+    """One page holds the whole copy: one request, not one a folder."""
+    location, connector, entries = copy_of(tmp_path)
+    assert confirm_copy(location, connector, [entries["a/x.txt"], entries["b/z.txt"]]) == []
+    assert connector.listed == ["item/"]
+
+
+def test_files_of_a_few_folders_of_a_large_item_are_confirmed_by_listing_each_folder(
+    catalog_db: pw.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A page of one object: the copy takes 4 pages, folders a and b 2 and 1.
+    monkeypatch.setattr(confirm_module, "DEFAULT_LISTING_PAGE", 1)
     location, connector, entries = copy_of(tmp_path)
     assert confirm_copy(location, connector, [entries["a/x.txt"], entries["b/z.txt"]]) == []
     assert connector.listed == ["item/a/", "item/b/"]
@@ -66,7 +79,10 @@ def test_files_of_a_few_folders_are_confirmed_by_listing_each_folder(
     assert [(p.path, p.problem) for p in problems] == [("b/z.txt", "missing")]
 
 
-def test_a_folder_inside_another_is_listed_with_it(catalog_db: pw.Database, tmp_path: Path) -> None:
+def test_a_folder_inside_another_is_listed_with_it(
+    catalog_db: pw.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(confirm_module, "DEFAULT_LISTING_PAGE", 1)
     location, connector, entries = copy_of(tmp_path)
     inner = tmp_path / "copy" / "item" / "a" / "deep" / "w.txt"
     inner.parent.mkdir()
@@ -77,8 +93,9 @@ def test_a_folder_inside_another_is_listed_with_it(catalog_db: pw.Database, tmp_
 
 
 def test_files_of_many_folders_are_confirmed_by_one_listing_of_their_parent(
-    catalog_db: pw.Database, tmp_path: Path
+    catalog_db: pw.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(confirm_module, "DEFAULT_LISTING_PAGE", 1)
     location, connector, _ = copy_of(tmp_path)
     many = []
     for number in range(DEFAULT_LISTED_FOLDERS + 1):
@@ -113,3 +130,14 @@ def test_a_folder_reached_through_a_link_is_still_confirmed(
     folder.rename(tmp_path / "copy" / "item" / "real-a")
     folder.symlink_to("real-a")
     assert confirm_copy(location, connector, [entries["a/x.txt"], entries["a/y.txt"]]) == []
+
+
+def test_the_files_under_a_folder_are_counted_by_their_path_s_bytes(
+    catalog_db: pw.Database,
+) -> None:
+    item = FileStorage.create(key="counted")
+    for path in ("a/x", "a/b/y", "a-b/z", "a0", "ab/w", "A/q", "a.txt", "b/a/v"):
+        ReferencedPath.create(file_storage=item, path=path, size=1)
+    assert confirm_module._files_under(item.id, "a") == 2
+    assert confirm_module._files_under(item.id, "a/b") == 1
+    assert confirm_module._files_under(item.id, "") == 8
