@@ -58,20 +58,26 @@ def plan_of_a_batch_lookup(url: str) -> str:
         return "\n".join(line for (line,) in cursor.fetchall())
 
 
-def test_a_bulk_import_leaves_statistics_and_a_small_one_does_not_pay_for_them(
-    tmp_path: Path, fresh_postgres_url: str
-) -> None:
+def migrated_catalog(tmp_path: Path, url: str) -> Cli:
+    """The command line of a migrated catalog at ``url``, with one local connector."""
     config = tmp_path / "config.json"
     config.write_text(
         json.dumps(
             {
-                "database": fresh_postgres_url,
+                "database": url,
                 "connectors": {"local": {"connector": "local", "config": {"path": "data"}}},
             }
         )
     )
     cli = Cli(config)
     cli.ok("migrate")
+    return cli
+
+
+def test_a_bulk_import_leaves_statistics_and_a_small_one_does_not_pay_for_them(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    cli = migrated_catalog(tmp_path, fresh_postgres_url)
     small = tmp_path / "small.jsonl"
     small.write_text(items(0, 10))
     cli.ok("import", small)
@@ -117,17 +123,7 @@ def test_one_item_of_many_files_leaves_statistics_too(
     tmp_path: Path, fresh_postgres_url: str
 ) -> None:
     """A few items, but a table's worth of files: the planner is told of them."""
-    config = tmp_path / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "database": fresh_postgres_url,
-                "connectors": {"local": {"connector": "local", "config": {"path": "data"}}},
-            }
-        )
-    )
-    cli = Cli(config)
-    cli.ok("migrate")
+    cli = migrated_catalog(tmp_path, fresh_postgres_url)
     wide = {
         "key": "wide",
         "created": "2026-01-01T00:00:00Z",

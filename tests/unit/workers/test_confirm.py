@@ -79,10 +79,7 @@ def test_files_of_a_few_folders_of_a_large_item_are_confirmed_by_listing_each_fo
     assert [(p.path, p.problem) for p in problems] == [("b/z.txt", "missing")]
 
 
-def test_a_folder_inside_another_is_listed_with_it(
-    catalog_db: pw.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(confirm_module, "DEFAULT_LISTING_PAGE", 1)
+def test_a_folder_inside_another_is_listed_with_it(catalog_db: pw.Database, tmp_path: Path) -> None:
     location, connector, entries = copy_of(tmp_path)
     inner = tmp_path / "copy" / "item" / "a" / "deep" / "w.txt"
     inner.parent.mkdir()
