@@ -126,6 +126,8 @@ DEFAULT_GATE_STRIKES = 3
 DEFAULT_GATE_SLOW = 0.002
 #: ... then, for this long (seconds), they go in parallel.
 DEFAULT_GATE_PAUSE = 30.0
+#: Files of a folder a listing stats in one run through the gate.
+DEFAULT_LISTED_RUN = 1000
 
 
 class _Gate:
@@ -639,9 +641,7 @@ class LocalConnector(Connector):
         per level, read through the process's gate (a stat a file).
         """
         gate = (self.name, self.name)
-        #: (a folder's own path and its path in the listing, None) or (the file's, its info)
-        listed: list[tuple[str, str, ObjectInfo | None]] = []
-        with _GATE.run(gate):  # a stat a file: many short calls
+        with _GATE.run(gate):
             try:
                 with os.scandir(folder) as found:
                     entries = [
@@ -653,27 +653,34 @@ class LocalConnector(Connector):
                     ]
             except (FileNotFoundError, NotADirectoryError):
                 return  # removed meanwhile
-            entries.sort(key=lambda pair: pair[0])
-            for key, entry in entries:
-                path = relative + key
-                if key.endswith("/"):
-                    if path.startswith(prefix) or prefix.startswith(path):
-                        listed.append((entry.path, path, None))
-                    continue
-                if key.endswith(PARTIAL_SUFFIX) or not path.startswith(prefix):
-                    continue
-                with _GATE.timing(gate):
-                    try:
-                        info = entry.stat()  # a link to a file: the file's
-                    except FileNotFoundError:
+        entries.sort(key=lambda pair: pair[0])
+        # A stat a file, many short calls: each run of them through the gate,
+        # then its part of the listing given out (a folder of a million files
+        # is not held twice over).
+        for start in range(0, len(entries), DEFAULT_LISTED_RUN):
+            #: (a folder's own path and its path in the listing, None) or (the file's, its info)
+            listed: list[tuple[str, str, ObjectInfo | None]] = []
+            with _GATE.run(gate):
+                for key, entry in entries[start : start + DEFAULT_LISTED_RUN]:
+                    path = relative + key
+                    if key.endswith("/"):
+                        if path.startswith(prefix) or prefix.startswith(path):
+                            listed.append((entry.path, path, None))
                         continue
-                modified = datetime.fromtimestamp(info.st_mtime, UTC).replace(tzinfo=None)
-                listed.append((path, path, ObjectInfo(path, info.st_size, {}, modified)))
-        for where, path, found in listed:
-            if found is None:
-                yield from self._walk(where, path, prefix)
-            else:
-                yield found
+                    if key.endswith(PARTIAL_SUFFIX) or not path.startswith(prefix):
+                        continue
+                    with _GATE.timing(gate):
+                        try:
+                            info = entry.stat()  # a link to a file: the file's
+                        except FileNotFoundError:
+                            continue
+                    modified = datetime.fromtimestamp(info.st_mtime, UTC).replace(tzinfo=None)
+                    listed.append((path, path, ObjectInfo(path, info.st_size, {}, modified)))
+            for where, path, listed_info in listed:
+                if listed_info is None:
+                    yield from self._walk(where, path, prefix)
+                else:
+                    yield listed_info
 
     def _sweep(self, folder: str) -> bool:
         """Remove the stale temporary files of dead writers from ``folder``; whether any went.

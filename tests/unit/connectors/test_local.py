@@ -767,6 +767,19 @@ def test_deleting_and_listing_many_files_do_not_open_the_gate(
     assert not gate._lock.locked()
 
 
+def test_a_folder_is_listed_in_runs_in_path_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_module, "DEFAULT_LISTED_RUN", 2)
+    here = LocalConnector("here", path=tmp_path)
+    paths = ["i/a.txt", "i/a-b/x", "i/a/y", "i/b", "i/c/d/z", "i/e", "i/f", "j/g"]
+    for path in paths:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(path.encode())
+    assert [info.path for info in here.list("i/")] == sorted(p for p in paths if p < "j")
+    assert [info.size for info in here.list("i/c/")] == [len("i/c/d/z")]
+
+
 def test_a_run_of_copies_holds_the_gate_only_between_local_folders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
