@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_transfer import Run, measure  # noqa: E402
-from measure import compile_packages  # noqa: E402
+from measure import POSTGRES, compile_packages, postgres_database  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "delete"
 KEY = "wide"
@@ -84,7 +84,6 @@ def make_data(files: int, folders: int) -> tuple[Path, Path]:
     return source, document
 
 
-POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATABASE = "bench_delete"
 
 
@@ -103,18 +102,6 @@ def state(catalog: Path | None) -> list[str]:
 
 def _database_url() -> str:
     return POSTGRES.rsplit("/", 1)[0] + "/" + DATABASE
-
-
-def fresh_postgres() -> None:
-    """An empty database for the catalog (dropped first if an earlier run left one)."""
-    import psycopg2
-
-    admin = psycopg2.connect(POSTGRES)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-        cursor.execute(f"CREATE DATABASE {DATABASE}")
-    admin.close()
 
 
 def main() -> None:
@@ -175,7 +162,7 @@ def main() -> None:
                 Path(f"{catalog}{suffix}").unlink(missing_ok=True)
             shutil.copy(template, catalog)
         else:
-            fresh_postgres()
+            postgres_database(DATABASE)
             subprocess.run([*command, "migrate"], check=True, env=env, capture_output=True)
             subprocess.run(
                 [*command, "import", str(document)], check=True, env=env, capture_output=True

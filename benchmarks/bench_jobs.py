@@ -74,11 +74,11 @@ from bench_transfer import (  # noqa: E402
     seconds_of,
 )
 from measure import cpu_busy, settle, warm  # noqa: E402
+from measure import postgres_database as fresh_database  # noqa: E402
 
 from resolwe_storage.config import Config, build_config  # noqa: E402
 
 OUT = HERE / "out" / "jobs"
-POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATABASE_NAME = "resolwe_storage_bench_jobs"
 #: The issue's targets.
 TARGET_ENQUEUE_PER_SECOND = 20_000
@@ -135,15 +135,7 @@ def private_redis() -> Iterator[str]:
 
 def postgres_database() -> str:
     """A fresh database of our own on the PostgreSQL server; its URL."""
-    import psycopg2
-
-    connection = psycopg2.connect(POSTGRES)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)")
-        cursor.execute(f"CREATE DATABASE {DATABASE_NAME}")
-    connection.close()
-    return POSTGRES.rsplit("/", 1)[0] + f"/{DATABASE_NAME}"
+    return fresh_database(DATABASE_NAME)
 
 
 # -- the catalog -----------------------------------------------------------------

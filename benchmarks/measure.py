@@ -29,6 +29,23 @@ DEFAULT_QUIET_DISK = 0.10
 DEFAULT_QUIET_WAIT = 30.0
 
 
+#: The PostgreSQL server the benchmarks make their databases on.
+POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_database(name: str) -> str:
+    """A fresh, empty database ``name`` on ``POSTGRES`` (an earlier run's dropped); its URL."""
+    import psycopg2
+
+    connection = psycopg2.connect(POSTGRES)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        cursor.execute(f"CREATE DATABASE {name}")
+    connection.close()
+    return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+
+
 def compile_packages(root: Path) -> None:
     """Byte-compile our packages under ``root``, as an installed package is.
 
