@@ -36,6 +36,7 @@ from catalog.models import (
     DEFAULT_CHUNK_SIZE,
     ITEM_STATUS_DONE,
     STATUS_DAMAGED,
+    STATUS_DELETING,
     STATUS_DONE,
     AccessLog,
     Action,
@@ -378,7 +379,11 @@ def _import_location(
         )
         changed = True
     else:
-        if location.status == STATUS_DAMAGED and doc.status == STATUS_DONE:
+        if location.status == STATUS_DELETING:
+            # Its delete is under way (its files going): that is ours to
+            # finish or stop; a document cannot make it a copy again.
+            del values["status"]
+        elif location.status == STATUS_DAMAGED and doc.status == STATUS_DONE:
             del values["status"]
         if location.last_verified is not None and location.status in (
             STATUS_DONE,
@@ -441,28 +446,30 @@ def _import_file(storage: FileStorage, doc: FileDocument) -> tuple[str | None, i
     if existing is None:
         return "created", ReferencedPath.create(file_storage=storage, path=doc.path, **values).id
     # Omitted means unknown, not changed: what the document leaves out is
-    # kept, unless what it gives contradicts what is stored (then the file
-    # changed, and a hash left out belongs to the old bytes).
+    # kept, unless the file changed (then a hash left out belongs to the
+    # old bytes).
     given = {name: value for name, value in values.items() if name in doc.model_fields_set}
-    contradicts = any(
-        getattr(existing, name) is not None and getattr(existing, name) != value
-        for name, value in given.items()
-    )
-    # An S3 etag of another part size is another etag of the same bytes.
     same_parts = "chunk_size" not in given or given["chunk_size"] == existing.chunk_size
-    content = any(
-        getattr(existing, name) is not None
-        and name in given
-        and given[name] is not None
-        and getattr(existing, name) != given[name]
+    # The size and hashes both sides know: what the bytes are judged by.
+    judged = [
+        name
         for name in _CONTENT
-    ) or (
-        same_parts
-        and existing.awss3etag is not None
+        if getattr(existing, name) is not None and given.get(name) is not None
+    ]
+    etag_differs = (
+        existing.awss3etag is not None
         and given.get("awss3etag") is not None
         and existing.awss3etag != given["awss3etag"]
     )
-    if _assign(existing, values if contradicts else given):
+    # An S3 etag of another part size may be another etag of the same
+    # bytes: the size and hashes given judge that. With none of them it
+    # tells nothing, and the file is taken as changed: the other copies
+    # are copied again from the document's, rather than kept counting for
+    # bytes nobody can say they hold.
+    content = any(getattr(existing, name) != given[name] for name in judged) or (
+        etag_differs and (same_parts or not judged)
+    )
+    if _assign(existing, values if content else given):
         existing.save()
         return ("changed" if content else "updated"), existing.id
     return None, existing.id

@@ -254,6 +254,30 @@ def _lacks_a_row(location: StorageLocation) -> bool:
     return first is not None
 
 
+def content_of(entry: ReferencedPath) -> tuple[object, ...]:
+    """A file's size and hashes as the catalog gives them: what a job judged its bytes by."""
+    return (entry.size, entry.md5, entry.crc32c, entry.awss3etag)
+
+
+def still_current(read: Mapping[int, tuple[object, ...]]) -> set[int]:
+    """The files of ``read`` (id: ``content_of`` as a job read it) the catalog still describes so.
+
+    A job reads a file's hashes, then its bytes; a new version registered
+    in between (``content_changed``) makes what it found of the bytes no
+    evidence for the file as it is now, either way: the bytes it found
+    good are the old version's, those it found different may be the new
+    one's. Call it under the item's lock (``catalog.queries.locked_item``),
+    as the records it decides.
+    """
+    current: set[int] = set()
+    ids = list(read)
+    for chunk in _chunks(ids):
+        for entry in ReferencedPath.select().where(ReferencedPath.id.in_(chunk)):
+            if content_of(entry) == read[entry.id]:
+                current.add(entry.id)
+    return current
+
+
 def content_changed(
     item_id: int,
     path_ids: Sequence[int],

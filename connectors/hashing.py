@@ -151,6 +151,25 @@ def hash_stream(
     return hasher.result()
 
 
+def etag_differs(hashes: FileHashes, etag: str) -> str | None:
+    """The etag of the bytes ``hashes`` describe, where it is not ``etag``; None where it is.
+
+    For bytes the catalog knows by their S3 etag alone: ``hashes`` must be
+    computed with the part size the catalog's etag was (its
+    ``chunk_size``). An etag of a single upload is the md5; one of a
+    multipart upload is the md5 of its parts' md5s and their count, one
+    part (``-1``) included.
+    """
+    wanted = etag.lower()
+    if "-" not in wanted:
+        found = hashes.md5
+    elif wanted.endswith("-1"):
+        found = f"{hashlib.md5(bytes.fromhex(hashes.md5)).hexdigest()}-1"
+    else:
+        found = hashes.awss3etag
+    return None if found == wanted else found
+
+
 def crc32c_stream(stream: BinaryIO) -> tuple[int, str]:
     """Size and crc32c (8 hex digits) of ``stream`` to its end: the cheap check, alone."""
     value = 0

@@ -34,6 +34,7 @@ from connectors.hashing import (
     MultiHasher,
     crc32c,
     crc32c_stream,
+    etag_differs,
     hash_stream,
 )
 
@@ -185,10 +186,20 @@ def copy_file(
     # the crc32c of what it stored, checked against the catalog's, needs
     # nothing from us; otherwise crc32c, and md5 only for an etag or md5.
     proof_by_destination = _provable_by_destination(destination, expected)
+    by_etag = _etag_only(expected)
     wants_md5 = (
-        bool({ETAG, MD5} & destination.write_hashes) and CRC32C not in destination.write_hashes
-    ) or (not expected.crc32c and bool(expected.md5))
-    chunk_size = part_size_of(destination, expected.size) or expected.chunk_size
+        (bool({ETAG, MD5} & destination.write_hashes) and CRC32C not in destination.write_hashes)
+        or (not expected.crc32c and bool(expected.md5))
+        or by_etag
+    )
+    # Bytes known by their etag alone are hashed with the catalog's part
+    # size, to be compared with it; others with the destination's, whose
+    # ETag then proves them.
+    chunk_size = (
+        expected.chunk_size
+        if by_etag
+        else part_size_of(destination, expected.size) or expected.chunk_size
+    )
     stream = _open(source, source_path)
     reader: BinaryIO | HashingReader = stream
     if not proof_by_destination:
@@ -225,6 +236,11 @@ def part_size_of(destination: Connector, size: int | None) -> int | None:
     if choose is not None:
         return int(choose(size))
     return getattr(destination, "part_size", None)
+
+
+def _etag_only(expected: Expected) -> bool:
+    """Whether the catalog knows the bytes by their S3 etag alone (no crc32c, no md5)."""
+    return not expected.crc32c and not expected.md5 and bool(expected.awss3etag)
 
 
 def _judgeable(expected: Expected) -> bool:
@@ -273,6 +289,8 @@ def _check_written(
         return f"was read with crc32c {computed.crc32c}, not the catalog's {expected.crc32c}"
     if expected.md5 and computed.md5 and computed.md5 != expected.md5.lower():
         return f"was read with md5 {computed.md5}, not the catalog's {expected.md5}"
+    if _etag_only(expected) and (found := etag_differs(computed, expected.awss3etag or "")):
+        return f"was read with etag {found}, not the catalog's {expected.awss3etag}"
     if info.size != computed.size:
         return f"has {info.size} bytes, {computed.size} were sent"
     if not stored:

@@ -68,11 +68,13 @@ from catalog.copying import (
 )
 from catalog.integrity import (
     bad_files,
+    content_of,
     good_holders,
     lost_files,
     record_bad,
     record_good,
     settle,
+    still_current,
 )
 from catalog.models import (
     STATUS_DAMAGED,
@@ -1228,19 +1230,16 @@ def _record_repair(
         ).execute()
         if current is None:
             return None
+        # A file changed meanwhile (a new version registered): the bytes read
+        # were judged against its old hashes, which proves nothing of it now,
+        # neither of the copy made nor of a source found different.
+        still = still_current({fix.entry.id: content_of(fix.entry) for fix in fixes})
         for holder_id, problems in found_bad.items():
-            record_bad(holder_id, problems, now=now)
+            record_bad(holder_id, [bad for bad in problems if bad[0] in still], now=now)
             settle(holder_id, now=now)
         here = StorageLocation.get_or_none(StorageLocation.id == location.id)
         if here is None or here.status != STATUS_DAMAGED:
             return None if here is None else str(here.status)
-        # A file changed meanwhile (a new version registered): not the bytes copied.
-        hashes = {fix.entry.id: _content(fix.entry) for fix in fixes}
-        still = {
-            entry.id
-            for entry in ReferencedPath.select().where(ReferencedPath.id.in_(list(hashes)))
-            if _content(entry) == hashes[entry.id]
-        }
         kept = [(path_id, kind) for path_id, kind in proven if path_id in still]
         record_good(location.id, kept, now=now, verified_at=now)
         status = settle(location.id, now=now)
@@ -1274,10 +1273,6 @@ def _record_repair(
             failure.recorded = True  # type: ignore[attr-defined]
         report.unrepairable = sorted(set(report.unrepairable) | set(lost))
         return status
-
-
-def _content(entry: ReferencedPath) -> tuple[object, ...]:
-    return (entry.size, entry.md5, entry.crc32c, entry.awss3etag)
 
 
 def remove_location(

@@ -18,25 +18,27 @@ recorded, and the error raised, for the job to be retried.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
 from catalog.integrity import (
+    content_of,
     describe_lost,
     keys_of,
     lost_files,
     record_bad,
     record_good,
     settle,
+    still_current,
 )
 from catalog.models import STATUS_DAMAGED, Action, ReferencedPath, StorageLocation
 from catalog.paths import files_label
-from catalog.queries import writing
-from connectors.base import Connector, read_run
+from catalog.queries import locked_item
+from connectors.base import ETAG, Connector, read_run
 from connectors.errors import InvalidPath, ObjectNotFound
-from connectors.hashing import crc32c_stream, hash_stream
+from connectors.hashing import DEFAULT_CHUNK_SIZE, crc32c_stream, etag_differs, hash_stream
 
 #: ``Action.result`` of a verification that found a file not as the catalog says.
 DAMAGED = "damaged"
@@ -120,6 +122,7 @@ def verify_files(
     item = location.file_storage
     report = VerifyReport(item.key, location.connector_name, location.url)
     began = time.monotonic()
+    read = {entry.id: content_of(entry) for entry in entries}
     intact: list[tuple[int, str]] = []
     damaged: list[tuple[int, str]] = []
     try:
@@ -137,11 +140,18 @@ def verify_files(
                     intact.append((entry.id, kind))
                     report.bytes += entry.size or 0
     except BaseException:
-        with writing(location._meta.database):
-            _record(location, intact, damaged, now=now)
+        with locked_item(item.id):
+            _record(location, intact, damaged, read, now=now)
         raise
-    with writing(location._meta.database):
-        report.status = _record(location, intact, damaged, now=now) or ""
+    with locked_item(item.id):
+        status, changed = _record(location, intact, damaged, read, now=now)
+        report.status = status or ""
+        if changed:
+            # A new version of these was registered while they were read:
+            # what was found of them is no evidence either way.
+            paths = {entry.id: entry.path for entry in entries}
+            gone = {paths[path_id] for path_id in changed}
+            report.problems = [p for p in report.problems if p.path not in gone]
         if report.status == STATUS_DAMAGED:
             report.lost = lost_files([item.id]).get(item.id, [])
         error = None
@@ -168,15 +178,23 @@ def _record(
     location: StorageLocation,
     intact: Sequence[tuple[int, str]],
     damaged: Sequence[tuple[int, str]],
+    read: Mapping[int, tuple[object, ...]],
     *,
     now: datetime,
-) -> str | None:
-    """Record what a verification found; the location's status after."""
+) -> tuple[str | None, set[int]]:
+    """Record what a verification found, under the item's lock.
+
+    ``read``: each file's size and hashes as they were read before its
+    bytes. Returns the location's status after, and the files not recorded
+    because the catalog's hashes of them changed meanwhile.
+    """
     if not intact and not damaged:
-        return settle(location.id, now=now)
-    record_good(location.id, intact, now=now, verified_at=now)
-    record_bad(location.id, damaged, now=now)
-    return settle(location.id, now=now)
+        return settle(location.id, now=now), set()
+    found = [path_id for path_id, _ in (*intact, *damaged)]
+    current = still_current({path_id: read[path_id] for path_id in found})
+    record_good(location.id, [f for f in intact if f[0] in current], now=now, verified_at=now)
+    record_bad(location.id, [f for f in damaged if f[0] in current], now=now)
+    return settle(location.id, now=now), set(found) - current
 
 
 def _paths(entries: Sequence[ReferencedPath]) -> str | None:
@@ -191,12 +209,15 @@ def read_and_compare(
 ) -> tuple[str | None, str]:
     """Why the object at ``path`` is not the catalog's ``entry`` (None if it is), and the hash kind.
 
-    The kind is the strongest thing compared: ``crc32c``, ``md5`` or
-    ``size``. A problem is the backend's answer (no such object, other bytes);
-    any other error of the backend is raised.
+    The kind is the strongest thing compared: ``crc32c``, ``md5``, ``etag``
+    (bytes the catalog knows by their S3 etag alone) or ``size``. A
+    problem is the backend's answer (no such object, other bytes); any
+    other error of the backend is raised.
     """
-    wants_md5 = not entry.crc32c and bool(entry.md5)
-    kind = "crc32c" if entry.crc32c else "md5" if wants_md5 else "size"
+    # Bytes known by their S3 etag alone are hashed with its part size.
+    by_etag = not entry.crc32c and not entry.md5 and bool(entry.awss3etag)
+    wants_md5 = (not entry.crc32c and bool(entry.md5)) or by_etag
+    kind = "crc32c" if entry.crc32c else "md5" if entry.md5 else ETAG if by_etag else "size"
     try:
         stream = connector.open_read(path)
     except ObjectNotFound:
@@ -205,14 +226,19 @@ def read_and_compare(
         # A link leading out of the connector's root: its bytes are not there.
         return f"not readable under the connector's root: {exc}", kind
     with stream:
+        hashes = None
         if wants_md5:
-            hashes = hash_stream(stream)
-            size, md5, crc = hashes.size, hashes.md5, hashes.crc32c
+            hashes = hash_stream(stream, chunk_size=entry.chunk_size or DEFAULT_CHUNK_SIZE)
+            size, crc = hashes.size, hashes.crc32c
         else:
             size, crc = crc32c_stream(stream)
     if entry.size is not None and size != entry.size:
         return f"size {size}, catalog says {entry.size}", kind
-    if wants_md5:
+    if hashes is not None and by_etag:
+        found = etag_differs(hashes, entry.awss3etag)
+        return (None if found is None else f"etag {found}, catalog says {entry.awss3etag}"), kind
+    if hashes is not None:
+        md5 = hashes.md5
         return (None if md5 == entry.md5.lower() else f"md5 {md5}, catalog says {entry.md5}"), kind
     if entry.crc32c and crc != entry.crc32c.lower():
         return f"crc32c {crc}, catalog says {entry.crc32c}", kind

@@ -21,6 +21,7 @@ from connectors.hashing import (
     MultiHasher,
     crc32c_file,
     crc32c_stream,
+    etag_differs,
     hash_stream,
     read_blocks,
 )
@@ -253,3 +254,26 @@ def test_blocks_around_the_first_read_and_the_larger_after(size: int) -> None:
         assert [len(block) for block in blocks[:2]] == [DEFAULT_FIRST_READ_SIZE, DEFAULT_READ_SIZE]
     assert crc32c_stream(io.BytesIO(data)) == (size, f"{crc32c.crc32c(data):08x}")
     assert hash_stream(io.BytesIO(data)) == reference(data, DEFAULT_CHUNK_SIZE)
+
+
+def test_an_etag_is_judged_as_s3_makes_it_single_multipart_and_multipart_of_one_part() -> None:
+    """``etag_differs``: a single upload's etag is the md5; a multipart one is the md5 of
+    the parts' md5s and their count, a multipart upload of one part (``-1``) included;
+    bytes that are another's are told apart in each form."""
+    data = bytes(range(256)) * 40  # 10,240 bytes: 3 parts of 4 KiB
+    whole = MultiHasher(chunk_size=4096)
+    whole.update(data)
+    parts = whole.result()
+    md5 = hashlib.md5(data).hexdigest()
+    digests = b"".join(hashlib.md5(data[i : i + 4096]).digest() for i in range(0, len(data), 4096))
+    three = f"{hashlib.md5(digests).hexdigest()}-3"
+    one = f"{hashlib.md5(hashlib.md5(data).digest()).hexdigest()}-1"
+    assert parts.awss3etag == three
+    single = MultiHasher(chunk_size=1 << 20)
+    single.update(data)
+    for etag, hashes in ((md5, single.result()), (three, parts), (one, single.result())):
+        assert etag_differs(hashes, etag.upper()) is None
+    other = MultiHasher(chunk_size=4096)
+    other.update(data[:-1] + b"!")
+    for etag in (md5, three, one):
+        assert etag_differs(other.result(), etag) is not None
