@@ -325,6 +325,11 @@ class LocalConnector(Connector):
             raise InvalidPath(f"{self.name}: {path!r} is the root itself")
         return full
 
+    def _inside_root(self, full: str) -> bool:
+        """Whether ``full`` (a link, say) resolves to a path under the root."""
+        root = self._real_root()
+        return os.path.realpath(full).startswith(root + os.sep)
+
     def _folder(self, path: str) -> tuple[str, str, str]:
         """``path``'s folder under the root (as given), its resolved path, and the name in it.
 
@@ -673,6 +678,12 @@ class LocalConnector(Connector):
                         try:
                             info = entry.stat()  # a link to a file: the file's
                         except FileNotFoundError:
+                            continue
+                        if not stat.S_ISREG(info.st_mode) or (
+                            entry.is_symlink() and not self._inside_root(entry.path)
+                        ):
+                            # No object, as ``stat`` says: a link to a folder (or
+                            # a pipe), or a link leading out of the root.
                             continue
                     modified = datetime.fromtimestamp(info.st_mtime, UTC).replace(tzinfo=None)
                     listed.append((path, path, ObjectInfo(path, info.st_size, {}, modified)))

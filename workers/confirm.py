@@ -26,6 +26,7 @@ import peewee as pw
 from catalog.models import ReferencedPath, StorageLocation
 from catalog.sql import is_sqlite
 from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo
+from connectors.errors import InvalidPath
 from workers.verify import FileProblem, object_path, read_and_compare
 
 
@@ -52,7 +53,13 @@ def confirm_copy(
         if info is None:
             # Not under the folder as listed (a folder reached through a
             # link lists under its target's name): ask about the object.
-            info = connector.stat(where)
+            try:
+                info = connector.stat(where)
+            except InvalidPath as exc:
+                # A link out of the connector's root: its bytes are not there
+                # (as a verification finds, ``read_and_compare``).
+                problems.append(FileProblem(entry.path, f"not under the connector's root: {exc}"))
+                continue
         if info is None:
             problems.append(FileProblem(entry.path, "missing"))
             continue

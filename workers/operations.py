@@ -806,6 +806,29 @@ def delete_files(
             exc.recorded = True  # type: ignore[attr-defined]
         raise
     with locked_item(item_id) as current:
+        here = StorageLocation.get_or_none(StorageLocation.id == location.id)
+        if here is not None and here.status != STATUS_DELETING:
+            # The delete was stopped (``_stop``) while these files went, the
+            # copy maybe repaired since: they are missing there now, whatever
+            # their rows say (a file without a row would count as good).
+            now = utcnow()
+            record_bad(
+                here.id,
+                [(entry.id, "missing: removed by a delete that was stopped") for entry in found],
+                now=now,
+            )
+            settle(here.id, now=now)
+            _history(
+                actor,
+                "delete",
+                current or item,
+                None,
+                connector_name,
+                _label(paths, False),
+                began,
+                None,
+            )
+            return FILES_DELETED
         gone = forget_files(location.id, [entry.id for entry in found])
         if not gone:
             # Progress: a delete whose location stops moving is resumed by the scan.
@@ -885,7 +908,27 @@ def _confirm_and_decide(
     outcome = _decide(item, location, others, problems, confirming, check, actor)
     if outcome is not None:
         return outcome
-    return item, location, found
+    # On a DE location the rows are the files still to remove: a file without
+    # one went already (this is a duplicate job), and by the time this job
+    # removed it again its path may hold a new copy's file.
+    return item, location, _still_to_remove(location.id, found)
+
+
+def _still_to_remove(location_id: int, found: Sequence[ReferencedPath]) -> list[ReferencedPath]:
+    """Those of ``found`` that still have a row on the ``DE`` location (not removed yet)."""
+    ids = [entry.id for entry in found]
+    left: set[int] = set()
+    for start in range(0, len(ids), DEFAULT_NAMED_PATHS):
+        left.update(
+            path_id
+            for (path_id,) in LocationFile.select(LocationFile.referenced_path)
+            .where(
+                (LocationFile.storage_location == location_id)
+                & LocationFile.referenced_path.in_(ids[start : start + DEFAULT_NAMED_PATHS])
+            )
+            .tuples()
+        )
+    return [entry for entry in found if entry.id in left]
 
 
 def _refuse(

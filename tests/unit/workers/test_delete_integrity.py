@@ -1,0 +1,136 @@
+"""Deletes racing other jobs, and links a listing meets: what must never lose a copy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+import pytest
+
+from catalog.integrity import bad_files, lost_files
+from catalog.queries import reserve_location
+from connectors.local import LocalConnector
+from tests.unit.workers.test_operations import (
+    NOW,
+    PREFERENCE,
+    copy,
+    damage,
+    delete,
+    delete_part,
+    location,
+    make_item,
+)
+from workers import operations
+from workers.operations import DELETED, FILES_DELETED, REFUSED, repair_location, verify_item_files
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, LocalConnector]:
+    return {name: LocalConnector(name, path=tmp_path / name) for name in PREFERENCE}
+
+
+@pytest.mark.parametrize("link_to", ["a file outside the root", "a folder"])
+def test_a_file_that_is_a_link_the_connector_refuses_does_not_confirm_a_copy(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path, link_to: str
+) -> None:
+    """The listing follows a link out of the root (or to a folder) and calls the file there.
+
+    ``stat`` and a verification refuse such a link (SPEC §3: never escaping
+    the root, symlinks included), but the listing that confirms a copy
+    before a delete took it for the file: backup went, and the next
+    verification of local finds the file bad, with no good copy left.
+    """
+    files = {"reads.fastq": os.urandom(3000), "sub/log.txt": b"log"}
+    if link_to == "a folder":
+        elsewhere = folders["local"].root / "other-item" / "folder"
+        elsewhere.mkdir(parents=True)
+        files["reads.fastq"] = os.urandom(os.stat(elsewhere).st_size)  # a folder's size
+    item = make_item(folders, files=files, on=("local", "backup"))
+    held = folders["local"].root / "item-1" / "reads.fastq"
+    if link_to == "a folder":
+        target = elsewhere
+    else:
+        target = tmp_path / "outside" / "reads.fastq"
+        target.parent.mkdir()
+        target.write_bytes(held.read_bytes())
+    held.unlink()
+    held.symlink_to(target)
+    try:
+        outcome = delete(item, "backup", folders)
+    except Exception:  # refused by an error: acceptable, nothing removed
+        outcome = "failed"
+    assert outcome != DELETED, "backup deleted on the word of a link the connector refuses"
+    assert (folders["backup"].root / "item-1" / "reads.fastq").exists()
+    report = verify_item_files(item.id, "local", None, connectors=folders.__getitem__, now=NOW)
+    assert report is not None and not report.ok  # local does not hold the file
+    assert lost_files() == {}
+
+
+def test_a_job_that_removes_files_after_its_delete_was_stopped_records_them_bad(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job past its decision removes its files after another job stopped the delete.
+
+    The stop records as bad only the files whose rows were gone; the job in
+    flight then removes its files and drops their rows, and on a damaged
+    copy a file without a row is good. backup is repaired of nothing and
+    counts again, without reads.fastq.
+    """
+    item = make_item(folders, on=("local", "backup"))
+    removing = operations.delete_all
+    raced: list[str] = []
+
+    def racing(connector: Any, paths: Any, *, within: str = "") -> None:
+        if not raced:
+            raced.append("started")
+            # Meanwhile local is found bad, and the delete's next job stops it.
+            damage(item, "local", "sub/log.txt")
+            raced[0] = delete_part(item, folders, "sub/log.txt")
+        removing(connector, paths, within=within)
+
+    monkeypatch.setattr(operations, "delete_all", racing)
+    assert delete_part(item, folders, "reads.fastq") == FILES_DELETED
+    assert raced == [REFUSED]
+    backup = location(item, "backup")
+    assert backup is not None
+    assert not (folders["backup"].root / "item-1" / "reads.fastq").exists()
+    # The stop found no file removed yet, settled backup OK again, and the
+    # job in flight then removed reads.fastq and dropped its row.
+    assert backup.status != "OK", "backup counts as a copy without reads.fastq"
+    assert "reads.fastq" in {entry.path for entry in bad_files(backup.id)}
+    lookup = folders.__getitem__
+    repair_location(item.id, "backup", connectors=lookup, preference=PREFERENCE)
+    assert (folders["backup"].root / "item-1" / "reads.fastq").exists()
+
+
+def test_a_late_duplicate_job_of_a_finished_delete_leaves_a_new_copy_alone(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redelivered job, past its decision, removes its files once the delete is over.
+
+    By then the copy is gone and a new one made at the same url (copy rule);
+    the late job removes the new copy's file, which stays OK without it.
+    """
+    item = make_item(folders, on=("local", "backup"))
+    assert delete_part(item, folders, "reads.fastq") == FILES_DELETED
+    removing = operations.delete_all
+    raced: list[str] = []
+
+    def late(connector: Any, paths: Any, *, within: str = "") -> None:
+        if not raced:
+            raced.append("started")
+            raced[0] = delete_part(item, folders, "sub/log.txt")  # the delete ends
+            assert reserve_location(item.id, "backup", url=item.key) is not None
+            for path in ("reads.fastq", "sub/log.txt"):
+                copy(item, "backup", path, folders)
+        removing(connector, paths, within=within)
+
+    monkeypatch.setattr(operations, "delete_all", late)
+    delete_part(item, folders, "reads.fastq")  # the duplicate of the first job
+    assert raced == [DELETED]
+    assert location(item, "backup").status == "OK"
+    assert (folders["backup"].root / "item-1" / "reads.fastq").exists(), (
+        "the new copy on backup lost a file it is recorded to hold"
+    )
