@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import peewee as pw
 
-from catalog.integrity import record_bad, settle
+from catalog.integrity import content_of, record_bad, settle, still_current
 from catalog.models import (
     STATUS_DAMAGED,
     STATUS_DONE,
@@ -226,30 +226,35 @@ def _batches(pending: IO[str]) -> Iterator[list[Finding]]:
         yield batch
 
 
-def _confirm(connector: Connector, candidate: Finding) -> str | None:
+def _confirm(
+    connector: Connector, candidate: Finding
+) -> tuple[str | None, tuple[object, ...] | None]:
     """The backend's second answer: why the file is still not there as the catalog says, or None.
 
-    A transient error is raised: nothing is concluded from it.
+    And the catalog's size and hashes it was judged by (``content_of``),
+    None for an object that is not there, whatever its version. A
+    transient error is raised: nothing is concluded from it.
     """
     info = connector.stat(candidate["key"])
     if info is None:
-        return "missing: the backend has no such object (audit)"
+        return "missing: the backend has no such object (audit)", None
     if candidate["kind"] == LOST:
-        return None  # written meanwhile
+        return None, None  # written meanwhile
     entry = ReferencedPath.get_or_none(ReferencedPath.id == candidate["path_id"])
     if entry is None:
-        return None  # the file left the item meanwhile
+        return None, None  # the file left the item meanwhile
+    content = content_of(entry)
     if entry.size is not None and info.size != entry.size:
-        return f"size {info.size}, the catalog says {entry.size} (audit)"
+        return f"size {info.size}, the catalog says {entry.size} (audit)", content
     if candidate.get("etag_only"):
         # An S3 ETag is no md5 under SSE-KMS: the bytes decide.
         problem, _ = read_and_compare(connector, candidate["key"], entry)
-        return None if problem is None else f"{problem} (audit, read back)"
+        return (None if problem is None else f"{problem} (audit, read back)"), content
     recheck = ExpectedObject(
         candidate["key"], entry.size, entry.md5, entry.crc32c, 0, entry.id, "", 0, None, entry.path
     )
     problem = _differs(recheck, info)
-    return None if problem is None else f"{problem} (audit)"
+    return (None if problem is None else f"{problem} (audit)"), content
 
 
 def _record(
@@ -261,17 +266,23 @@ def _record(
     found: Callable[[Finding], None],
 ) -> None:
     """Ask again about each candidate; record the confirmed ones as bad, per location."""
-    confirmed: dict[int, list[tuple[Finding, str]]] = {}
+    confirmed: dict[int, list[tuple[Finding, str, tuple[object, ...] | None]]] = {}
     for candidate in candidates:
-        problem = _confirm(connector, candidate)
+        problem, content = _confirm(connector, candidate)
         if problem is not None:
-            confirmed.setdefault(candidate["location_id"], []).append((candidate, problem))
-    for location_id, findings in confirmed.items():
-        item_id = findings[0][0]["item_id"]
+            confirmed.setdefault(candidate["location_id"], []).append((candidate, problem, content))
+    for location_id, judged in confirmed.items():
+        item_id = judged[0][0]["item_id"]
         with locked_item(item_id):
             location = StorageLocation.get_or_none(StorageLocation.id == location_id)
             if location is None or location.status not in JUDGED:
                 continue  # deleted or being replaced meanwhile: nothing to say
+            # A file of which a new version was registered since it was
+            # judged: the old hashes say nothing of it now.
+            current = still_current({f["path_id"]: c for f, _, c in judged if c is not None})
+            findings = [(f, p) for f, p, c in judged if c is None or f["path_id"] in current]
+            if not findings:
+                continue
             record_bad(
                 location_id,
                 [(finding["path_id"], problem) for finding, problem in findings],

@@ -208,3 +208,43 @@ def test_a_backend_that_stops_answering_concludes_nothing(
         audit_connector(Down("local", path=folder.root), catalog_db, now=NOW)
     assert status_of("one") == "OK"
     assert LocationFile.select().count() == 0 and Action.select().count() == 0
+
+
+def test_a_file_of_which_a_new_version_came_meanwhile_is_not_recorded_bad(
+    catalog_db: pw.Database, folder: LocalConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The producer wrote a new version of ``reads.fastq`` and registers it while the
+    audit runs: after the audit judged the file against the old size, before it
+    records. What it found is no evidence about the new version, which this copy,
+    the only one, holds: recording it would call the file lost."""
+    from catalog.streaming import import_document
+    from workers import audit
+
+    add_item(folder, "one")
+    new = b"ACGT\n" * 60
+    (folder.root / "one" / "reads.fastq").write_bytes(new)
+    files = [
+        {"path": path, "size": len(data), "md5": hash_stream(io.BytesIO(data)).md5}
+        for path, data in {**FILES, "reads.fastq": new}.items()
+    ]
+    document = {
+        "items": [
+            {
+                "key": "one",
+                "created": (NOW - timedelta(days=10)).isoformat(),
+                "locations": [{"connector": "local", "url": "one", "status": "OK"}],
+                "files": [*files, {"path": "sub/"}],
+            }
+        ]
+    }
+    locked = audit.locked_item
+
+    def registered_first(item_id: int):  # type: ignore[no-untyped-def]
+        import_document(document, connectors={"local"}, database=catalog_db)
+        return locked(item_id)
+
+    monkeypatch.setattr(audit, "locked_item", registered_first)
+    report = audit_connector(folder, catalog_db, now=NOW)
+
+    assert report.mismatched == 0
+    assert status_of("one") == "OK" and lost_files() == {}
