@@ -973,13 +973,20 @@ def _decide(
                 StorageLocation.id.in_([other.id for other in others])
             )
         }
-        damaged = [
-            other
+        # A file of which a new version was registered since its hashes were
+        # read: what the confirmation found of it is no evidence (the copy
+        # stays unconfirmed, not damaged).
+        judged = {paths[p.path] for other in others for p in problems[other.id]}
+        content = {entry.id: content_of(entry) for entry in entries if entry.id in judged}
+        evidence = still_current(content) if content else set()
+        evident = {
+            other.id: [p for p in problems[other.id] if paths[p.path] in evidence]
             for other in others
-            if problems[other.id] and still.get(other.id) in (STATUS_DONE, STATUS_DAMAGED)
-        ]
+            if still.get(other.id) in (STATUS_DONE, STATUS_DAMAGED)
+        }
+        damaged = [other for other in others if evident.get(other.id)]
         for other in damaged:
-            record_bad(other.id, [(paths[p.path], p.problem) for p in problems[other.id]], now=now)
+            record_bad(other.id, [(paths[p.path], p.problem) for p in evident[other.id]], now=now)
             settle(other.id, now=now)
         here = StorageLocation.get_or_none(StorageLocation.id == location.id)
         if here is None:
@@ -995,7 +1002,7 @@ def _decide(
             return REFUSED
         if damaged:
             first = damaged[0]
-            found = problems[first.id]
+            found = evident[first.id]
             _refuse(
                 actor,
                 current,

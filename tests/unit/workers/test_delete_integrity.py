@@ -134,3 +134,33 @@ def test_a_late_duplicate_job_of_a_finished_delete_leaves_a_new_copy_alone(
     assert (folders["backup"].root / "item-1" / "reads.fastq").exists(), (
         "the new copy on backup lost a file it is recorded to hold"
     )
+
+
+def test_a_copy_found_different_as_a_new_version_is_registered_is_not_damaged(
+    catalog_db: pw.Database,
+    folders: dict[str, LocalConnector],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A delete of ``backup`` confirms ``local`` against the hashes it read: the
+    producer has just written a new version of ``a`` there, and registers it before
+    the delete decides. ``local`` holds the new version, the only copy of it: what
+    the confirmation found against the old hashes is no evidence, and must not make
+    it damaged (the file lost). The delete does not go ahead: ``backup`` is stale."""
+    from tests.unit.workers.test_verify import new_version_on_local
+
+    item = make_item(folders, files={"a": b"version 1", "b": b"bravo"}, on=("local", "backup"))
+    new = b"version 2, longer"
+    (folders["local"].root / "item-1" / "a").write_bytes(new)
+    confirm = operations.confirm_copy
+
+    def then_registered(*args: Any, **kwargs: Any) -> Any:
+        found = confirm(*args, **kwargs)
+        new_version_on_local(catalog_db, new)
+        return found
+
+    monkeypatch.setattr(operations, "confirm_copy", then_registered)
+    assert delete(item, "backup", folders) == REFUSED
+
+    assert location(item, "local").status == "OK"  # type: ignore[union-attr]
+    assert lost_files() == {}
+    assert (folders["backup"].root / "item-1" / "a").read_bytes() == b"version 1"
