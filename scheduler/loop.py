@@ -109,13 +109,29 @@ class ScanLoop:
         with answering(self.broker, what="nothing was queued"):
             if self.lease is not None and not self.lease.hold():
                 return None
+            # Kept while the scan runs (a large catalog's outlasts the lease's
+            # time to live): else another replica takes it and scans at once.
+            stop = threading.Event()
+            keeper = None
+            if self.lease is not None:
+                keeper = threading.Thread(target=self._keep_until, args=(stop,), daemon=True)
+                keeper.start()
             try:
                 done = self._scan()
             finally:
+                stop.set()
+                if keeper is not None:
+                    keeper.join()
                 if self.lease is not None:
                     self.lease.release()
         self.report(done)
         return done
+
+    def _keep_until(self, stop: threading.Event) -> None:
+        """Extend the lease three times per its time to live until ``stop`` is set."""
+        assert self.lease is not None
+        while not stop.wait(max(self.lease.ttl_ms / 3000, 0.01)):
+            self.keep_lease()
 
     def _scan(self) -> ScanReport:
         with self.database.connection_context():

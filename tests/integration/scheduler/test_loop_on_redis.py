@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from catalog.models import FileStorage, ReferencedPath, StorageLocation, utcnow
+from scheduler import loop as loop_module
 from scheduler.lease import Lease
 from scheduler.loop import ScanLoop
 from scheduler.rules import ConnectorPolicy, Rule
@@ -131,3 +132,34 @@ def test_one_scan_as_a_command_waits_for_no_one_and_frees_the_lease(
     assert client.exists("test-scheduler") == 0  # freed for the replicas that run on
     client.close()
     broker.close()
+
+
+def test_one_scan_as_a_command_keeps_the_lease_while_it_scans(
+    redis_url: str, sqlite_db: pw.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``scheduler --once`` holds the lease for its whole scan, however long.
+
+    A scan of a large catalog takes longer than the lease's time to live;
+    unless the lease is extended meanwhile, a replica of ``scheduler`` takes
+    it and scans the same catalog at the same time.
+    """
+    add_item("one")
+    broker = make_broker(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    rival = Lease(client, "test-scheduler", ttl_ms=300)
+    taken: list[bool] = []
+    real_scan = loop_module.scan
+
+    def slow_scan(*args: object, **kwargs: object) -> ScanReport:
+        time.sleep(1.0)  # more than three times the lease's time to live
+        taken.append(rival.hold())  # another replica asks for the lease meanwhile
+        return real_scan(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop_module, "scan", slow_scan)
+    loop = ScanLoop(POLICIES, sqlite_db, broker, lease=Lease(client, "test-scheduler", ttl_ms=300))
+    try:
+        assert loop.once() is not None
+        assert taken == [False], "another replica took the lease while the scan ran"
+    finally:
+        client.close()
+        broker.close()
