@@ -93,6 +93,20 @@ def _optional(check: Check) -> Check:
     return optional
 
 
+def _rule_settings(check: Check) -> Check:
+    """A copy or delete rule: an empty mapping is no rule, as in the original.
+
+    Resolwe's storage manager asks ``len(rules) > 0`` before anything else,
+    so a block pasted in with ``delete: {}`` deletes nothing; taken as a
+    rule it would be one of delay 0, deleting every copy it could at once.
+    """
+
+    def rule(value: Any, path: tuple[Any, ...], problems: list[Problem]) -> Any:
+        return None if value is None or value == {} else check(value, path, problems)
+
+    return rule
+
+
 def _mapping(check: Check) -> Check:
     """A mapping of strings to what ``check`` accepts."""
 
@@ -245,9 +259,9 @@ class VerifyRuleSettings(_Checked):
 class _ConnectorSettings(_Checked):
     priority: int = _Key(_integer(), DEFAULT_PRIORITY)
     copy_rule: CopyRuleSettings | None = _Key(
-        _optional(_settings(CopyRuleSettings)), None, key="copy"
+        _rule_settings(_settings(CopyRuleSettings)), None, key="copy"
     )
-    delete: DeleteRuleSettings | None = _Key(_optional(_settings(DeleteRuleSettings)), None)
+    delete: DeleteRuleSettings | None = _Key(_rule_settings(_settings(DeleteRuleSettings)), None)
     verify: VerifyRuleSettings | None = _Key(_optional(_settings(VerifyRuleSettings)), None)
     audit: VerifyRuleSettings | None = _Key(_optional(_settings(VerifyRuleSettings)), None)
 

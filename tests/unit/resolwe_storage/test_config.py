@@ -691,3 +691,24 @@ def test_resolwe_connector_names_map_to_configured_connectors(tmp_path: Path) ->
     )
     with pytest.raises(ConfigError, match=r"resolwe\.connectors\.S3: 'nope' is not a configured"):
         load_config(path)
+
+
+@pytest.mark.parametrize("rule", ["copy", "delete"])
+def test_an_empty_rule_is_no_rule_as_in_the_original(rule: str) -> None:
+    """The original (``has_rules``: ``len(rules) > 0``; ``to_copy``/``to_delete``:
+    ``if not rules``) takes ``copy: {}`` or ``delete: {}`` for no rule at all.
+
+    A settings block pasted in (SPEC §4) must keep its meaning: here an empty
+    delete rule was one with delay 0, deleting every copy it could at once.
+    """
+    config = build_config(
+        {
+            "connectors": {
+                "local": {"connector": "local", "config": {"path": "/data", "priority": 0}},
+                "S3": {"connector": "s3", "config": {"bucket": "b", "priority": 10, rule: {}}},
+            }
+        },
+        environ={},
+    )
+    policy = config.policies["S3"]
+    assert (policy.copy if rule == "copy" else policy.delete) is None
