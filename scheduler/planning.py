@@ -16,7 +16,7 @@ Nothing here reads the clock, a broker or a storage backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -591,13 +591,33 @@ class Planner:
 
     def plan(self, *, now: datetime) -> Iterator[PlannedAction]:
         """Stream the due actions in ``plan`` order (key, action, target)."""
-        for item in self.due(now=now):
+        for item in in_plan_order(self.due(now=now)):
             for action, connector in item.arms:
                 yield PlannedAction(item.key, action, connector, item.source_of(action, connector))
 
     def _rows(self, sql: _Sql) -> Iterator[tuple[Any, ...]]:
         """Run ``sql`` inside the caller's transaction, fetching rows in batches."""
         return stream(self.database, sql.text, sql.params, name="resolwe_storage_plan")
+
+
+def in_plan_order(items: Iterable[DueItem]) -> Iterator[DueItem]:
+    """``items`` as ``due`` streams them (by key, items without one first), in ``plan`` order.
+
+    The items without a key share one (null), so SPEC §6's order (key,
+    action, target) sorts their actions among them by action and target,
+    not item by item: they are held (an arm each) until the first item with
+    a key, then given out sorted. The others stream as they come.
+    """
+    keyless: list[DueItem] = []
+    for item in items:
+        if item.key is None:
+            keyless.extend(item._replace(arms=(arm,)) for arm in item.arms)
+            continue
+        if keyless:
+            yield from sorted(keyless, key=lambda one: one.arms[0])
+            keyless = []
+        yield item
+    yield from sorted(keyless, key=lambda one: one.arms[0])
 
 
 def plan(

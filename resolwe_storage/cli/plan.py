@@ -14,7 +14,7 @@ from catalog.queries import item_by_key
 from catalog.settings import deletes_paused
 from resolwe_storage.cli.base import Context, cli, now_option, parse_now, pass_context
 from resolwe_storage.planout import write_plan_json, write_plan_table
-from scheduler.planning import DueItem, Planner, item_facts
+from scheduler.planning import DueItem, Planner, in_plan_order, item_facts
 from scheduler.policy import DELETE, explain, fmt_time, lost_files
 from scheduler.rules import ConnectorPolicy
 
@@ -40,7 +40,7 @@ def plan(context: Context, now: str | None, as_json: bool, explain_key: str | No
         return
     deletes: Counter[str] = Counter()
     planner = Planner(policies, context.database, removal_delay=context.config.removal_delay)
-    items = _counting_deletes(planner.due(now=moment), deletes)
+    items = _counting_deletes(in_plan_order(planner.due(now=moment)), deletes)
     out = sys.stdout
     if as_json:
         write_plan_json(out, items)

@@ -594,3 +594,31 @@ def test_a_range_is_planned_without_postgresql_compiling_it_and_the_setting_goes
     assert catalog_db.execute_sql("SHOW jit").fetchone()[0] == "off"
     assert [due.key for due in rows] == ["b"]
     assert catalog_db.execute_sql("SHOW jit").fetchone()[0] == before
+
+
+def test_plan_of_items_without_a_key_is_sorted_by_action_then_target(
+    catalog_db: pw.Database,
+) -> None:
+    """SPEC §6: the list is sorted by (key, action, target), items without a key too.
+
+    Keys are optional (SPEC §3); items without one all have the key null, so
+    their actions sort by action and target among themselves, not item by item.
+    """
+    store(
+        [
+            # The first (lower id): only a verification due.
+            item(
+                loc("local"),
+                loc("S3", updated=0.5, verified=None),
+                loc("tape"),
+                key="k1",
+                created=0.5,
+            ),
+            # The second: a copy due.
+            item(loc("local"), key="k2", created=0.5),
+        ]
+    )
+    FileStorage.update(key=None).execute()
+    actions = list(plan(POLICIES, catalog_db, now=NOW))
+    assert [(a.action, a.connector) for a in actions] == [("copy", "tape"), ("verify", "S3")]
+    assert actions == sorted(actions, key=PlannedAction.sort_key)
