@@ -261,13 +261,16 @@ def _import_item(
         elif kind == "created" and existed:
             added.append(path_id)
     asserted: dict[int, LocationDocument] = {}
+    places: dict[int, str] = {}
     for number, doc in enumerate(item.locations):
-        location, touched = _import_location(storage, doc, where=f"{where}.locations.{number}")
+        place = f"{where}.locations.{number}"
+        location, touched = _import_location(storage, doc, where=place)
         if touched and outcome == "unchanged":
             outcome = "updated"
         if doc.status in (STATUS_DONE, STATUS_DAMAGED):
             asserted[location.id] = doc
-    if _record_integrity(storage, asserted, changed, added, verified_at) and (
+            places[location.id] = place
+    if _record_integrity(storage, asserted, changed, added, verified_at, places=places) and (
         outcome == "unchanged"
     ):
         outcome = "updated"
@@ -291,12 +294,15 @@ def _record_integrity(
     changed: list[int],
     added: list[int],
     verified_at: datetime | None,
+    *,
+    places: dict[int, str] | None = None,
 ) -> bool:
     """What changed content does to the item's copies, and the damage a document states.
 
     The asserted locations hold the new version of ``changed`` and ``added``
     files; the others are damaged. Returns whether any location's files or
-    status changed.
+    status changed. ``places``: where each asserted location stands in the
+    document (``items.N.locations.M``), for the errors.
     """
     now = utcnow()
     touched = False
@@ -329,8 +335,11 @@ def _record_integrity(
     for location_id, doc in damaged.items():
         unknown = sorted(set(doc.damaged) - set(paths_of))
         if unknown:
+            place = (places or {}).get(location_id)
             raise ImportDocumentError(
-                f"item {storage.key!r}: damaged file {unknown[0]!r} is not a file of the item"
+                f"{place}.damaged: {unknown[0]!r} is not a file of the item"
+                if place
+                else f"item {storage.key!r}: damaged file {unknown[0]!r} is not a file of the item"
             )
         record_bad(
             location_id,

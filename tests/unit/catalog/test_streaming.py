@@ -804,3 +804,15 @@ def test_an_item_read_apart_is_decoded_again_from_its_json_or_its_pickle() -> No
         again = streaming._unpacked("line 1", streaming._packed(item, text))
         assert again.raw is None and again.document() == raw
         assert again == item._replace(raw=None, text=text)
+
+
+def test_a_damaged_file_that_is_not_the_items_is_named_with_its_place(
+    catalog_db: pw.Database,
+) -> None:
+    # Found only as the item is written: the message must still name its
+    # place (``items.N...``, ``line N``), as every other problem's does.
+    items = variety("n-")
+    items[3]["locations"][0]["damaged"] = {"nope": "gone"}
+    with pytest.raises(ImportDocumentError, match=r"^items\.3\.locations\.0\.damaged"):
+        import_items(stream_of(items), connectors=CONNECTORS, database=catalog_db, batch=2)
+    assert FileStorage.select().count() == 0 and Action.select().count() == 0
