@@ -3,7 +3,7 @@
 Every item with a key becomes one item of the import document (SPEC §6):
 its fields, its locations with their status, last access and verification,
 open locks and damaged files, and its files with their sizes and hashes. A
-removed item is ``"status": "removed"``. Items are read a batch at a time
+removed item keeps its status and says when (``"removed"``). Items are read a batch at a time
 (keyset pages by key), so memory stays flat for any catalog; ``export |
 import`` into an empty catalog gives the same export again.
 """
@@ -20,7 +20,6 @@ import peewee as pw
 
 from catalog import sql
 from catalog.models import STATUS_DAMAGED
-from catalog.removal import REMOVED_STATUS
 
 #: Items read per round trip.
 DEFAULT_BATCH = 2_000
@@ -106,15 +105,19 @@ def _items(rows: list[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
         file["chunk_size"] = chunk_size
         files.setdefault(item_id, []).append(file)
     for item_id, key, data_slug, process_type, status, created, removed in rows:
-        yield {
+        item = {
             "key": key,
             "data_slug": data_slug,
             "process_type": process_type,
-            "status": REMOVED_STATUS if removed is not None else status,
+            "status": status,
             "created": _time(created),
             "locations": locations.get(item_id, []),
             "files": files.get(item_id, []),
         }
+        if removed is not None:
+            # Its producer status and when: imported, its grace goes on.
+            item["removed"] = _time(removed)
+        yield item
 
 
 def _time(value: Any) -> str:

@@ -169,6 +169,8 @@ class ItemDocument(_Strict):
     process_type: StrictStr = ""
     status: Annotated[StrictStr, Field(min_length=1)] = "OK"
     created: Time
+    #: When the item was removed (an export's); ``"status": "removed"`` removes it now.
+    removed: Time | None = None
     locations: list[LocationDocument] = []
     files: list[FileDocument] = []
 
@@ -226,8 +228,8 @@ def _import_item(
         "status": item.status,
         "created": item.created,
     }
-    removing = item.status == REMOVED_STATUS
-    if removing:
+    removing = item.status == REMOVED_STATUS or item.removed is not None
+    if item.status == REMOVED_STATUS:
         # "removed" is no producer status: the item keeps the one it had.
         fields["status"] = ITEM_STATUS_DONE
     query = FileStorage.select().where(FileStorage.key == item.key)
@@ -236,7 +238,7 @@ def _import_item(
     storage = query.first()
     existed = storage is not None
     outcome = "unchanged"
-    if removing and storage is not None:
+    if item.status == REMOVED_STATUS and storage is not None:
         del fields["status"]
     if storage is None:
         storage = FileStorage.create(key=item.key, **fields)
@@ -245,7 +247,8 @@ def _import_item(
         storage.save()
         outcome = "updated"
     if removing and storage.removed is None:
-        mark_removed(storage, now=utcnow(), actor=actor)
+        # At the time given (an export's: its grace goes on), else now.
+        mark_removed(storage, now=item.removed or utcnow(), actor=actor)
         outcome = "updated" if outcome == "unchanged" else outcome
 
     changed: list[int] = []

@@ -128,11 +128,14 @@ class Item(NamedTuple):
     #: its JSON, or the pickle ``catalog.resolwe`` digests it by (a pickle's
     #: first byte, 0x80, begins no JSON text).
     text: str | bytes | None = None
+    #: When the item was removed (``"removed"``, an export's), or None.
+    removed: datetime | None = None
 
     @property
     def simple(self) -> bool:
-        """Whether bulk statements can write it: no copy the document says is damaged."""
-        return not any(loc.damaged for loc in self.locations)
+        """Whether bulk statements can write it: no copy the document says is damaged,
+        no removal time given."""
+        return self.removed is None and not any(loc.damaged for loc in self.locations)
 
     def document(self) -> dict[str, Any]:
         """The item as the document gave it."""
@@ -506,6 +509,7 @@ def _by_the_models(raw: Any, where: str) -> Item:
             for f in doc.files
         ),
         raw,
+        removed=doc.removed,
     )
 
 
@@ -896,12 +900,13 @@ def _packed(item: Item, text: str | bytes | None) -> tuple[Any, ...]:
         tuple((*file[:6], given(file.given, file.given)) for file in item.files),
         item.raw if text is None else None,
         text,
+        item.removed,
     )
 
 
 def _unpacked(where: str, fields: tuple[Any, ...]) -> Item:
     """The item ``_packed`` made ``fields`` of."""
-    key, data_slug, process_type, status, created, locations, files, raw, text = fields
+    key, data_slug, process_type, status, created, locations, files, raw, text, removed = fields
     return Item(
         where,
         key,
@@ -913,6 +918,7 @@ def _unpacked(where: str, fields: tuple[Any, ...]) -> Item:
         tuple(File._make(file) for file in files),
         raw,
         text,
+        removed,
     )
 
 

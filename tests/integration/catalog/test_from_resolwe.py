@@ -104,7 +104,7 @@ def test_the_command_imports_a_resolwe_database_read_only_and_catches_up(
     exported = [json.loads(line) for line in cli.ok("export", "--format", "jsonl").out.splitlines()]
     assert sorted(item["key"] for item in exported) == sorted(item["key"] for item in expected)
     removed = {item["key"] for item in expected if item["status"] == "removed"}
-    assert {item["key"] for item in exported if item["status"] == "removed"} == removed
+    assert {item["key"] for item in exported if "removed" in item} == removed
     # Again: nothing new, nothing changed; then a new FileStorage is caught up.
     again = json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)
     assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, len(expected))

@@ -45,7 +45,8 @@ def test_export_then_import_into_an_empty_catalog_gives_the_same_export(
     by_key = {item["key"]: item for item in document["items"]}
     assert [item["key"] for item in document["items"]] == sorted(by_key)  # key order
     assert len(by_key) == 6  # the item without a key is left out
-    assert by_key["e-removed"]["status"] == "removed"
+    # Removed: the status it keeps, and when.
+    assert by_key["e-removed"]["status"] == "OK" and "removed" in by_key["e-removed"]
     two = {loc["connector"]: loc for loc in by_key["e-two-copies-locked"]["locations"]}
     assert two["local"]["status"] == "DM" and two["local"]["damaged"] == {
         "b.bin": "size 9, expected 3"
@@ -81,3 +82,43 @@ def test_every_item_is_exported_once_whatever_the_pages(
     import_items(stream_of(items), connectors=CONNECTORS, database=catalog_db)
     keys = [item["key"] for item in json.loads(exported(catalog_db, batch=batch))["items"]]
     assert keys == [f"k{n:03d}" for n in range(7)]
+
+
+def test_an_exported_removal_keeps_its_time_and_the_items_status(
+    catalog_db: pw.Database,
+) -> None:
+    """An item removed 30 days ago (its grace of 7 days over, its copies going) must
+    not come back from ``export | import`` removed "now": its grace would start
+    again, and ``restore`` would bring back an item whose copies may be half
+    deleted. Its producer status (``ER``) must not become ``OK`` either."""
+    from datetime import timedelta
+
+    from catalog.queries import writing
+    from catalog.removal import RestoreRefused, remove_items, restore_item
+
+    item = {
+        "key": "gone",
+        "status": "ER",
+        "created": "2026-01-01T00:00:00Z",
+        "locations": [{"connector": "local", "url": "gone"}],
+        "files": [{"path": "a", "size": 1}],
+    }
+    import_items(stream_of([item]), connectors=CONNECTORS, database=catalog_db)
+    long_ago = utcnow() - timedelta(days=30)
+    with writing(catalog_db):
+        remove_items(["gone"], now=long_ago, actor="test")
+    text = exported(catalog_db)
+    assert json.loads(text)["items"][0]["status"] == "ER"
+    empty(catalog_db)
+    import_items(
+        read_items(io.BytesIO(text.encode()), format="json"),
+        connectors=CONNECTORS,
+        database=catalog_db,
+    )
+
+    with writing(catalog_db), pytest.raises(RestoreRefused):
+        restore_item("gone", now=utcnow(), removal_delay=7, actor="test")
+    again = FileStorage.get(FileStorage.key == "gone")
+    assert again.status == "ER"
+    assert abs(again.removed - long_ago) < timedelta(seconds=1)
+    assert exported(catalog_db) == text
