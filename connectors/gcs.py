@@ -84,6 +84,8 @@ class GCSConnector(LazyClient, Connector):
         #: Small objects are worth writing side by side, as many as connections.
         self.concurrent_writes = DEFAULT_POOL_CONNECTIONS
         self._uploads = threading.BoundedSemaphore(DEFAULT_POOL_CONNECTIONS)
+        #: Whether the bucket was seen to exist (``_confirm_bucket``).
+        self._bucket_seen = False
 
     # -- the client, made on first use ------------------------------------
 
@@ -156,8 +158,9 @@ class GCSConnector(LazyClient, Connector):
             return exc
         where = f"GCS {self.name!r} (bucket {self.bucket_name!r})"
         if isinstance(exc, api.NotFound):
-            if what.startswith("writing"):
-                # An upload needs no object, only the bucket.
+            if what.startswith(("writing", "listing")):
+                # An upload needs no object, only the bucket; a listing of a
+                # prefix with nothing under it is empty, not missing.
                 return ConfigurationError(f"{where}: the bucket does not exist")
             return ObjectNotFound(f"{where}: {what}: no such object")
         if isinstance(exc, api.Forbidden | api.Unauthorized | auth.RefreshError):
@@ -194,7 +197,37 @@ class GCSConnector(LazyClient, Connector):
             f"reading {path!r}",
             lambda: self.bucket.get_blob(path, retry=self.retry, timeout=self.timeout),
         )
-        return None if blob is None else _info(path, blob)
+        if blob is None:
+            self._confirm_bucket(path)
+            return None
+        return _info(path, blob)
+
+    def _confirm_bucket(self, path: str) -> None:
+        """Raise ConfigurationError if the bucket is missing; once per connector.
+
+        GCS answers 404 for an object of a bucket that does not exist, as for
+        a missing object (``get_blob`` gives None for both); a listing's 404
+        can only be the bucket's. A listing, not a bucket GET: it needs only
+        the object permissions the connector needs anyway.
+        """
+        if self._bucket_seen:
+            return
+        self._run(
+            f"listing {path!r}",
+            lambda: next(
+                iter(
+                    self.client.list_blobs(
+                        self.bucket_name,
+                        prefix=path,
+                        max_results=1,
+                        retry=self.retry,
+                        timeout=self.timeout,
+                    )
+                ),
+                None,
+            ),
+        )
+        self._bucket_seen = True
 
     def open_read(self, path: str) -> BinaryIO:
         check_path(path)
@@ -203,6 +236,7 @@ class GCSConnector(LazyClient, Connector):
             lambda: self.bucket.get_blob(path, retry=self.retry, timeout=self.timeout),
         )
         if blob is None:
+            self._confirm_bucket(path)
             raise ObjectNotFound(f"GCS {self.name!r}: {path!r} does not exist")
         reader = blob.open("rb", chunk_size=self.chunk_size, timeout=self.timeout, retry=self.retry)
         return _Reader(reader, self, path)  # type: ignore[return-value]

@@ -117,6 +117,8 @@ _DENIED = {
     "AllAccessDisabled",
 }
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "429"}
+#: Codes botocore's standard retry mode takes for transient, whatever their status (400).
+_TRANSIENT = {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"}
 _MISSING_BUCKET = {"NoSuchBucket"}
 
 
@@ -185,6 +187,8 @@ class S3Connector(LazyClient, Connector):
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._session: Any = None
+        #: Whether the bucket was seen to exist (``_confirm_bucket``).
+        self._bucket_seen = False
         #: Small bodies go up as direct PUTs once a botocore PutObject showed how.
         self._direct = DirectPut(
             self._frozen_credentials,
@@ -362,7 +366,7 @@ class S3Connector(LazyClient, Connector):
                 )
             if code in _THROTTLED or status in (429, 503):
                 return Throttled(f"{where}: throttled {what} ({code or status})")
-            if isinstance(status, int) and status >= 500:
+            if code in _TRANSIENT or (isinstance(status, int) and status >= 500):
                 return BackendUnavailable(f"{where}: server error {what} ({code or status})")
             return PermanentError(f"{where}: {what} failed ({code or status})")
         if isinstance(exc, NoCredentialsError):
@@ -397,8 +401,22 @@ class S3Connector(LazyClient, Connector):
         try:
             head = self._call(f"reading {path!r}", "head_object", Key=path, ChecksumMode="ENABLED")
         except ObjectNotFound:
+            self._confirm_bucket(path)
             return None
         return ObjectInfo(path, int(head["ContentLength"]), _hashes(head))
+
+    def _confirm_bucket(self, path: str) -> None:
+        """Raise ConfigurationError if the bucket is missing; once per connector.
+
+        A HEAD has no body: for an object of a bucket that does not exist S3
+        answers a bare 404, as for a missing object. A listing names
+        ``NoSuchBucket``. (Reaching here takes ListBucket permission: without
+        it S3 answers 403 for a missing object.)
+        """
+        if self._bucket_seen:
+            return
+        self._call(f"listing {path!r}", "list_objects_v2", Prefix=path, MaxKeys=1)
+        self._bucket_seen = True
 
     def open_read(self, path: str) -> BinaryIO:
         check_path(path)

@@ -119,3 +119,38 @@ def test_a_resumable_upload_that_fails_midway_stores_nothing(connector: GCSConne
     with pytest.raises(OSError, match="went away"):
         connector.write("half", FailingStream(os.urandom(12 * MIB)))  # type: ignore[arg-type]
     assert connector.stat("half") is None
+
+
+def test_a_missing_bucket_is_never_taken_for_missing_objects(fake_gcs_server: str) -> None:
+    """GCS answers 404 for an object of a bucket that does not exist, as for a missing object.
+
+    A typo in ``bucket`` (or a bucket removed) is a misconfiguration: taken for
+    "no such object", a verification would record every file of every copy on
+    the connector as missing (``read_and_compare`` says "missing" on
+    ObjectNotFound), and a listing-based confirmation would see nothing there.
+    """
+    from types import SimpleNamespace
+
+    from workers.verify import read_and_compare
+
+    connector = GCSConnector("GCS", bucket="no-such-bucket-here", endpoint_url=fake_gcs_server)
+    with pytest.raises(ConfigurationError, match="bucket does not exist"):
+        connector.stat("item/f")
+    with pytest.raises(ConfigurationError, match="bucket does not exist"):
+        connector.open_read("item/f")
+    with pytest.raises(ConfigurationError, match="bucket does not exist"):
+        list(connector.list("item/"))
+    entry = SimpleNamespace(size=1, md5=None, crc32c="00000000", awss3etag=None, chunk_size=None)
+    with pytest.raises(ConfigurationError):
+        read_and_compare(connector, "item/f", entry)  # type: ignore[arg-type]
+
+
+def test_a_missing_object_of_an_existing_bucket_is_still_missing(
+    connector: GCSConnector,
+) -> None:
+    from connectors.errors import ObjectNotFound
+
+    assert connector.stat("item/none") is None
+    with pytest.raises(ObjectNotFound):
+        connector.open_read("item/none")
+    assert list(connector.list("item/none/")) == []

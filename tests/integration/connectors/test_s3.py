@@ -666,3 +666,22 @@ def test_direct_puts_are_signed_as_a_checking_server_accepts(
     assert right.put("probe.txt", b"data", {}) is not None
     assert connector.stat("probe.txt") is not None
     assert "not-the-secret" not in repr(Credentials(keys["key"], "not-the-secret"))
+
+
+def test_a_missing_bucket_is_never_taken_for_a_missing_object(
+    moto_server: str, s3_credentials: Path
+) -> None:
+    """HeadObject of a bucket that does not exist is a bare 404, as for a missing object.
+
+    ``stat`` answering None for it tells the caller "no such object" on a
+    misconfiguration (``confirm_copy`` asks ``stat`` of a file its listing
+    did not show, ``copy_file`` of its destination).
+    """
+    connector = make(moto_server, "no-such-bucket-here", s3_credentials)
+    with pytest.raises(ConfigurationError, match="bucket does not exist"):
+        connector.stat("item/f")
+
+
+def test_a_missing_object_of_an_existing_bucket_is_still_none(connector: S3Connector) -> None:
+    assert connector.stat("item/none") is None
+    assert connector.stat("item/none") is None

@@ -205,6 +205,10 @@ def client_error(code: str, status: int, operation: str = "PutObject") -> Except
         ("EntityTooSmall", 400, PermanentError),
         ("ServiceUnavailable", 503, Throttled),
         ("BadDigest", 400, PermanentError),
+        # S3's "your socket was not read from or written to in time": botocore
+        # retries it as transient; when its attempts run out it is still one.
+        ("RequestTimeout", 400, BackendUnavailable),
+        ("PriorRequestNotComplete", 400, BackendUnavailable),
     ],
 )
 def test_client_errors(code: str, status: int, kind: type[ConnectorError]) -> None:
@@ -256,6 +260,12 @@ def test_no_credentials_at_all_is_access_denied() -> None:
 
 def test_errors_are_raised_from_the_library_error(offline: S3Connector, stubbed: object) -> None:
     stubbed.add_client_error("head_object", "404", http_status_code=404)  # type: ignore[attr-defined]
+    # A bare 404 is a missing object only in a bucket that exists: asked once.
+    stubbed.add_response(  # type: ignore[attr-defined]
+        "list_objects_v2",
+        {"IsTruncated": False, "KeyCount": 0},
+        {"Bucket": "bucket-b", "Prefix": "missing", "MaxKeys": 1},
+    )
     stubbed.add_client_error("get_object", "NoSuchKey", http_status_code=404)  # type: ignore[attr-defined]
     stubbed.add_client_error(  # type: ignore[attr-defined]
         "put_object", "SignatureDoesNotMatch", SECRET, http_status_code=403
