@@ -604,6 +604,11 @@ def _already_there(destination: Connector, paths: Sequence[str]) -> dict[str, Ob
         (n for n, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), len(first)
     )
     prefix = first[:length]
+    # A listing prefix ending in a "." or ".." name ("a/.bashrc", "a/.profile")
+    # is no path a connector takes: list its folder instead.
+    folder, _, name = prefix.rpartition("/")
+    if name in (".", ".."):
+        prefix = f"{folder}/" if folder else ""
     wanted = set(paths)
     return {info.path: info for info in destination.list(prefix) if info.path in wanted}
 

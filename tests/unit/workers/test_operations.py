@@ -243,6 +243,28 @@ def test_files_already_there_are_kept_when_looked_for_and_wrong_ones_rewritten(
         assert (tmp_path / "backup" / "item-1" / path).read_bytes() == data
 
 
+def test_files_whose_common_prefix_ends_in_a_dot_are_looked_for_and_copied(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    """ "item-1/.bashrc" and "item-1/.profile" share "item-1/.": a listing prefix, not a path.
+
+    Listed as it is, the connector refuses it (a '.' segment) and the copy
+    fails for good, before any I/O: the item is never copied.
+    """
+    files = {".bashrc": b"one", ".profile": b"two"}
+    item = make_item(folders, files=files)
+    reserve_location(item.id, "backup", url=item.key)
+    report = copy_item_files(
+        item.id,
+        "backup",
+        sorted(files),
+        connectors=folders.__getitem__,
+        preference=PREFERENCE,
+        look_first=True,
+    )
+    assert report.copied == 2 and location(item, "backup").status == "OK"
+
+
 def test_a_duplicate_job_finds_its_file_recorded_and_does_nothing(
     catalog_db: pw.Database, folders: dict[str, LocalConnector]
 ) -> None:
