@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -280,7 +281,17 @@ class _SqliteDatabase(pw.SqliteDatabase):
 
 def redact_url(url: str) -> str:
     """Return ``url`` with any password (``user:password@`` or ``?password=``) replaced."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.password  # noqa: B018 - raises where the host part is malformed
+    except ValueError:
+        # Not a URL Python can take apart ("[::1" with no "]"): everything
+        # between the scheme and the last "@" but the user name goes.
+        scheme, sep, rest = url.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if not at or ":" not in userinfo:
+            return url
+        return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
     query = parse_qsl(parts.query, keep_blank_values=True)
     in_query = any(name.lower() == "password" for name, _ in query)
     if parts.password is None and not in_query:
@@ -292,6 +303,49 @@ def redact_url(url: str) -> str:
         hidden = [(name, "***" if name.lower() == "password" else v) for name, v in query]
         parts = parts._replace(query=urlencode(hidden, safe="*"))
     return parts.geturl()
+
+
+#: ``password=VALUE`` in a libpq key/value DSN (``host=h password='p w'``).
+_DSN_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` (a URL, or libpq's ``key=value`` form) with its password replaced."""
+    if "://" in dsn:
+        return redact_url(dsn)
+    return _DSN_PASSWORD.sub(r"\1***", dsn)
+
+
+def dsn_passwords(dsn: str) -> list[str]:
+    """The password(s) ``dsn`` holds, as written and decoded; longest first."""
+    found: list[str] = []
+    if "://" in dsn:
+        _, _, rest = dsn.partition("://")
+        userinfo, at, _ = rest.rpartition("@")
+        if at and ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+        query = rest.partition("?")[2]
+        for pair in query.split("&"):
+            name, _, value = pair.partition("=")
+            if name.lower() == "password":
+                found.append(value)
+    else:
+        found.extend(match.group(2) for match in _DSN_PASSWORD.finditer(dsn))
+        found.extend(value.strip("'") for value in list(found))
+    found.extend(unquote(value) for value in list(found))
+    return sorted({value for value in found if value}, key=len, reverse=True)
+
+
+def hide_dsn(dsn: str, text: str) -> str:
+    """``text`` (a driver's error) with ``dsn`` and its password taken out.
+
+    libpq quotes what it cannot parse: the whole URI, or a token of it (the
+    password, where its percent-escapes are wrong).
+    """
+    text = text.replace(dsn, redact_dsn(dsn))
+    for secret in dsn_passwords(dsn):
+        text = text.replace(secret, "***")
+    return text
 
 
 def bind(database: pw.Database) -> pw.Database:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from catalog.database import redact_url
+from catalog.database import hide_dsn, redact_dsn
 from catalog.errors import ImportDocumentError
 
 #: FileStorages read per round trip.
@@ -136,9 +136,8 @@ def _encoder() -> Callable[[Any], bytes]:
 def _unreadable(dsn: str, exc: Exception) -> ImportDocumentError:
     """One line: which Resolwe database (its password hidden) could not be read, and why."""
     lines = str(exc).strip().splitlines()
-    return ImportDocumentError(
-        f"--from-resolwe {redact_url(dsn)}: {lines[0] if lines else type(exc).__name__}"
-    )
+    detail = hide_dsn(dsn, lines[0]) if lines else type(exc).__name__
+    return ImportDocumentError(f"--from-resolwe {redact_dsn(dsn)}: {detail}")
 
 
 def _page(

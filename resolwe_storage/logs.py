@@ -16,6 +16,10 @@ from datetime import UTC, datetime
 #: What ``--log-format`` takes.
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+#: Libraries whose debug lines carry secrets (botocore's: every signature, the
+#: presigned URLs' included, and STS's answers with the role's session keys):
+#: at ``debug`` they still log from ``info`` up only.
+SECRET_DEBUG_LOGGERS = ("botocore", "boto3", "s3transfer")
 
 
 class JsonFormatter(logging.Formatter):
@@ -53,6 +57,8 @@ def configure(level: str, log_format: str = "text") -> None:
     """
     root = logging.getLogger()
     root.setLevel(level.upper())
+    for name in SECRET_DEBUG_LOGGERS:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))
     if any(not isinstance(handler, _Ours) for handler in root.handlers):
         return
     for old in list(root.handlers):

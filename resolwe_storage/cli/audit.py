@@ -68,6 +68,16 @@ def audit(
     for name in chosen:
         configured(config, name)  # one error line naming the choices
     database = context.database
+    if delete_dark:
+        from catalog.settings import deletes_paused
+
+        with database.connection_context():
+            paused = deletes_paused()
+        if paused is not None:
+            raise UserError(
+                f"--delete-dark: {paused.describe()}; nothing is removed while deletes are "
+                "paused (resolwe-storage deletes resume)"
+            )
     now = utcnow()
     before = now - timedelta(days=older_than) if older_than is not None else None
     shown: list[Finding] = []

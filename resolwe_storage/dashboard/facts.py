@@ -38,7 +38,8 @@ ACTION_QUEUES = {
 #: Items named in the lists of damaged and lost items.
 SHOWN = 20
 
-_CREDENTIALS_IN_URL = re.compile(r"(\w+://)[^/@\s:]+:[^/@\s]*@")
+#: ``scheme://user:password@``: the user may be empty, the password hold a "/".
+_CREDENTIALS_IN_URL = re.compile(r"(\w+://)[^/@\s:]*:[^@\s]*@")
 
 
 class Redactor:

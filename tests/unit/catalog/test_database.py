@@ -373,3 +373,26 @@ def test_a_writer_gives_up_on_another_process_s_lock_as_sqlite_would(
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize(
+    ("dsn", "text"),
+    [
+        # libpq's errors quote a token it cannot decode, or the whole URI.
+        ("postgresql://u:s3cr3t%zz@h/db", 'invalid percent-encoded token: "s3cr3t%zz"'),
+        ("postgresql://u:s3cr3t@[::1]x/db", 'unexpected character "x" in URI: "{dsn}"'),
+        ("postgresql://u:p%40s3cr3t@h/db", 'password "p@s3cr3t" refused'),
+        ("postgresql://u@h/db?password=s3cr3t", "no answer from {dsn}"),
+        ("host=h user=u password=s3cr3t dbname=db", "could not connect: {dsn}"),
+        ("host=h user=u password='s3 cr3t' dbname=db", "could not connect: {dsn}"),
+    ],
+)
+def test_hide_dsn_takes_the_password_out_of_a_drivers_error(dsn: str, text: str) -> None:
+    from catalog.database import hide_dsn, redact_dsn
+
+    assert "s3cr3t" not in hide_dsn(dsn, text.format(dsn=dsn))
+    assert "s3cr3t" not in redact_dsn(dsn) and "3 cr3t" not in redact_dsn(dsn)
+
+
+def test_redact_url_of_a_url_python_cannot_parse_hides_the_password() -> None:
+    assert redact_url("postgresql://u:s3cr3t@[::1/db") == "postgresql://u:***@[::1/db"

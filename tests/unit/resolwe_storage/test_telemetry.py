@@ -6,6 +6,7 @@ import ipaddress
 import json
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,17 @@ def test_every_metric_name_follows_prometheus_conventions() -> None:
     assert "resolwe_storage_job_duration_seconds_bucket" in names
     assert "resolwe_storage_queue_oldest_job_age_seconds" in names
     assert "resolwe_storage_copy_bytes" in names
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:sesame@sentinel.internal:26379/0",  # a password without a user name
+        "https://user:ses/ame@elsewhere/x",  # a password with a "/" (base64 has them)
+    ],
+)
+def test_pages_never_show_the_password_of_a_url_not_configured(tmp_path: Path, url: str) -> None:
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"database": "sqlite:///catalog.sqlite3"}))
+    text = Redactor(load_config(config_file))(f"job failed: cannot reach {url}: refused")
+    assert "sesame" not in text and "ses/ame" not in text, text
