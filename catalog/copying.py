@@ -211,6 +211,14 @@ class Recorded(NamedTuple):
     changed: list[tuple[int, str]]
 
 
+def copy_reason(target: str) -> str:
+    """How the reason of a copy job's source lock begins (``copy to TARGET: files``).
+
+    The scan knows a copy still under way by it (``scheduler.scan``).
+    """
+    return f"copy to {target}: "
+
+
 def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> Recorded:
     """Record the files proven and close the sources' access logs, in one transaction.
 

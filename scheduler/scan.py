@@ -28,12 +28,14 @@ import dramatiq
 import peewee as pw
 
 from catalog import sql
+from catalog.copying import copy_reason
 from catalog.integrity import bad_files
 from catalog.models import (
     STATUS_DELETING,
     STATUS_DONE,
     STATUS_PREPARING,
     STATUS_UPLOADING,
+    AccessLog,
     Action,
     FileStorage,
     LocationFile,
@@ -445,8 +447,48 @@ def _resume_stale(
             if not stale:
                 return
             after = stale[-1].id
+            alive = _copies_running(stale)
+            stale = [location for location in stale if location.id not in alive]
+            if not stale:
+                continue
             found = _resumed(stale, report, budget, cut)
         yield found
+
+
+def _copies_running(stale: Sequence[StorageLocation]) -> set[int]:
+    """The ids of those of ``stale`` (``PR``/``UP``) whose copy job still runs.
+
+    A job copying a large file records nothing until it ends, and its time
+    limit grows with the file (10 GiB: 95 minutes): the hour without
+    progress does not say it was lost. Its source lock, open and not yet
+    expired (``workers.actors.lock_expiry``: the job's time limit and a
+    margin), says it is alive; once the job ends, or its lock expires and
+    the scan closes it, the copy is resumed if still unfinished.
+    """
+    copying = [loc for loc in stale if loc.status in (STATUS_PREPARING, STATUS_UPLOADING)]
+    if not copying:
+        return set()
+    reasons: dict[int, list[str]] = {}
+    for item_id, reason in (
+        AccessLog.select(StorageLocation.file_storage, AccessLog.reason)
+        .join(StorageLocation)
+        .where(
+            StorageLocation.file_storage.in_([loc.file_storage_id for loc in copying])
+            & AccessLog.finished.is_null()
+            # Locks expire in real time, as ``close_expired_locks`` closes them.
+            & (AccessLog.expires > utcnow())
+        )
+        .tuples()
+    ):
+        reasons.setdefault(item_id, []).append(reason or "")
+    return {
+        loc.id
+        for loc in copying
+        if any(
+            reason.startswith(copy_reason(loc.connector_name))
+            for reason in reasons.get(loc.file_storage_id, ())
+        )
+    }
 
 
 def _resumed(

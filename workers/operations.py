@@ -62,6 +62,7 @@ from catalog.copying import (
     Recorded,
     Start,
     copy_facts,
+    copy_reason,
     finish_copies,
     record_copies,
     start_copies,
@@ -586,7 +587,7 @@ def _transfer(plan: _Plan, entry: Entry, source: Connector, destination: Connect
 
 def _reason(target: str, todo: Sequence[Entry]) -> str:
     """Why a source is locked: the access log's reason."""
-    return f"copy to {target}: {files_label([entry.path for entry in todo])}"
+    return copy_reason(target) + files_label([entry.path for entry in todo])
 
 
 def _already_there(destination: Connector, paths: Sequence[str]) -> dict[str, ObjectInfo] | None:

@@ -153,3 +153,33 @@ def test_seventy_thousand_expired_locks_are_closed_and_told_in_one_scan(
     assert report.unlocked == count
     assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
     assert Action.select().where(Action.action == "unlock").count() == count
+
+
+def test_a_copy_whose_job_still_runs_is_not_resumed_as_stalled(catalog_db: pw.Database) -> None:
+    # A large file's job outlives the hour (its time limit grows a second per
+    # 2 MiB: 10 GiB is 95 minutes) and records nothing until it ends; its
+    # source lock, open and not yet expired, says it is alive. Resuming it
+    # would run a second copy of the same file beside the first.
+    from catalog.copying import Start, start_copies
+
+    items_on_local(1)
+    broker = StubBroker()
+    broker.declare_queue(QUEUE_COPY)
+    assert scan(POLICIES, catalog_db, broker, now=NOW).copies == 1
+    broker.flush_all()  # a worker took the job off the queue ...
+    source = StorageLocation.get(StorageLocation.connector_name == "local")
+    target = StorageLocation.get(StorageLocation.connector_name == "backup")
+    began = utcnow() - DEFAULT_RESUME_AFTER - timedelta(minutes=5)
+    # ... and started it 65 minutes ago, as ``copy_items`` does: its lock
+    # ends by itself after the job's time limit (and a margin), hours away.
+    start_copies(
+        [Start(source.file_storage_id, source.id, target.id, "copy to backup: a.txt")],
+        expires=utcnow() + timedelta(hours=1),
+        now=began,
+    )
+    assert StorageLocation.get_by_id(target.id).status == "UP"
+    report = scan(POLICIES, catalog_db, broker, now=utcnow())
+    assert (report.resumed, report.jobs) == (0, 0)
+    # Once its lock is gone (the job ended, or died and the lock expired), it is.
+    AccessLog.update(finished=utcnow()).execute()
+    assert scan(POLICIES, catalog_db, broker, now=utcnow()).resumed == 1
