@@ -396,17 +396,22 @@ class GiveUpHistory(Middleware):
         marker = _marker(message.actor_name, args)
         if marker is not None:
             _runtime.pending.done(marker)
-        action = {ACTOR_REPAIR: "repair", ACTOR_REMOVE: "remove"}.get(
-            message.actor_name, queue or message.actor_name
-        )
+        action = _ACTIONS.get(message.actor_name, queue or message.actor_name)
         # A permanent error fails at its first try; Dramatiq counts that try too.
         how = f"gave up after {retries} tries" if is_transient(0, exception) else "failed"
         reason = f"{how}: {exception}"
         keys: list[str] = []
         try:
             with _catalog(_runtime):
-                for item_id, target, paths in _work_of(message.actor_name, args):
-                    item = FileStorage.get_or_none(FileStorage.id == item_id)
+                # An audit names no item: its line names the connector alone,
+                # so that ``run --once`` (which reads the history) sees it failed.
+                work = _work_of(message.actor_name, args)
+                if message.actor_name == ACTOR_AUDIT and args:
+                    work = [(None, args[0], None)]
+                for item_id, target, paths in work:
+                    item = None
+                    if item_id is not None:
+                        item = FileStorage.get_or_none(FileStorage.id == item_id)
                     if item is not None and item.key is not None:
                         keys.append(item.key)
                     if getattr(exception, "recorded", False):

@@ -624,3 +624,18 @@ def test_a_connector_is_audited_every_interval_one_audit_at_a_time(tmp_path: Pat
         assert run.result == "damaged" and "1 lost" in run.error
         assert scan(policies, database, broker, now=utcnow()).audits == 0  # audited just now
         assert scan(policies, database, broker, now=utcnow() + timedelta(days=2)).audits == 1
+
+
+def test_an_audit_given_up_is_in_the_history_so_a_one_shot_run_fails(tmp_path: Path) -> None:
+    # ``run --once`` says a job failed for good only from the history
+    # (``catalog.story.failures_since``): a dead-lettered audit must be there.
+    from catalog.story import failures_since
+
+    with running(tmp_path, copy=None) as (_, broker, _worker):
+        began = utcnow()
+        broker.enqueue(messages.audit_messages("nowhere")[0])  # no such connector: permanent
+        for queue in messages.QUEUES:
+            broker.join(queue, fail_fast=False)
+        assert len(broker.dead_letters) == 1
+        failures = failures_since(began)
+        assert [(f["action"], f["target"]) for f in failures] == [("audit", "nowhere")]
