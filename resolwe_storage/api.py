@@ -24,6 +24,7 @@ from typing import Any
 import dramatiq
 import peewee as pw
 
+from catalog.importing import IMPORT_LOCK_REASON
 from catalog.models import STATUS_PREPARING, StorageLocation, utcnow
 from catalog.queries import item_files, record_access, reserve_location
 from catalog.removal import Removal, remove_items, restore_item
@@ -163,6 +164,9 @@ class StorageService:
         as the original's); yields it, so the caller knows where to read. The
         read is the copy's last access (``catalog.queries.record_access``).
         """
+        if reason == IMPORT_LOCK_REASON:
+            # An import closes the open locks of this reason as its own.
+            raise InputError(f"reason {reason!r} is reserved for the locks an import makes")
         for attempt in range(DEFAULT_LOCK_ATTEMPTS):
             _, locations = ok_copies(self.config, key, connector=connector, purpose="to read")
             try:
@@ -172,8 +176,9 @@ class StorageService:
                     raise
                 continue
             break
-        record_access([log.storage_location.id], now=utcnow())
         try:
+            # Inside: a lock left open by a failed write would never expire.
+            record_access([log.storage_location.id], now=utcnow())
             yield log.storage_location
         finally:
             close_access_log(log)

@@ -210,3 +210,40 @@ def test_a_removed_item_is_refused_and_restored_within_the_grace(service: Storag
         pass
     with pytest.raises(RestoreRefused, match="grace of 0 day"):
         service.restore("data-1")  # the default grace: none
+
+
+def test_a_read_lock_whose_last_access_cannot_be_written_is_not_left_open(
+    service: StorageService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service's lock never expires: one left open by a failed write locks the copy forever."""
+    import peewee as pw
+
+    import resolwe_storage.api as api
+
+    def locked(*args: object, **kwargs: object) -> int:
+        raise pw.OperationalError("database is locked")
+
+    monkeypatch.setattr(api, "record_access", locked)
+    with pytest.raises(pw.OperationalError), service.reading("data-1"):
+        pass
+    assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
+
+
+def test_a_read_lock_is_not_closed_by_the_next_import_of_its_item(
+    service: StorageService,
+) -> None:
+    """An import closes the open locks of reason ``import`` (those it made): a reader's lock
+    of that name would be closed mid-read by the next import of the item, and the copy
+    deleted under the reader. The name is refused; any other is kept through imports."""
+    changed = {**ITEM, "files": [*ITEM["files"], {"path": "d.txt", "size": 1}]}  # type: ignore[list-item]
+    with pytest.raises(InputError, match="reserved"), service.reading("data-1", reason="import"):
+        pass
+    assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
+    with service.reading("data-1", reason="analysis") as location:
+        service.register(changed)
+        assert (
+            AccessLog.select()
+            .where(AccessLog.finished.is_null() & (AccessLog.storage_location == location.id))
+            .count()
+            == 1
+        )

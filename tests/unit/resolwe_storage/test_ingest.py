@@ -279,3 +279,138 @@ def test_an_item_key_taken_elsewhere_keeps_the_catalog_unchanged(
     with pytest.raises(CatalogError, match="already has a location on 'local'"):
         ingest(catalog_db, root, root / "items" / "other")
     assert snapshot() == before
+
+
+# -- review: ingest must not register bytes it cannot stand behind ---------------------------
+
+
+def test_a_folder_inside_another_items_folder_is_refused(
+    catalog_db: pw.Database, root: Path, folder: dict[str, bytes]
+) -> None:
+    """An item nested in another's folder: deleting one copy would remove the other's files."""
+    ingest(catalog_db, root, root / "items" / "data-1")
+    before = snapshot()
+    with pytest.raises(InputError, match="another item"):
+        ingest(catalog_db, root, root / "items" / "data-1" / "sub", key="data-2")
+    assert snapshot() == before
+
+
+def test_a_folder_holding_another_items_folder_is_refused(
+    catalog_db: pw.Database, root: Path, folder: dict[str, bytes]
+) -> None:
+    """The parent folder of an item's location: its files would be this item's files too."""
+    ingest(catalog_db, root, root / "items" / "data-1")
+    before = snapshot()
+    with pytest.raises(InputError, match="another item"):
+        ingest(catalog_db, root, root / "items", key="data-2")
+    assert snapshot() == before
+
+
+def test_a_file_that_changes_while_it_is_hashed_is_refused(
+    catalog_db: pw.Database,
+    root: Path,
+    folder: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hashes of bytes half old and half new describe no version: nothing is recorded."""
+    import resolwe_storage.ingest as ingesting
+
+    real = ingesting.hash_stream
+    target = root / "items" / "data-1" / "big.bin"
+
+    def changing(stream: Any, **options: Any) -> Any:
+        if Path(stream.name).name == "big.bin":
+            with target.open("r+b") as writer:  # a producer still writing
+                writer.seek(BIG - 1)
+                writer.write(b"\xff" if folder["big.bin"][-1:] != b"\xff" else b"\x00")
+        return real(stream, **options)
+
+    monkeypatch.setattr(ingesting, "hash_stream", changing)
+    with pytest.raises(InputError, match="changed while"):
+        ingest(catalog_db, root, root / "items" / "data-1")
+    assert empty()
+
+
+def test_reingesting_a_folder_that_lost_a_file_is_refused(
+    catalog_db: pw.Database, root: Path, folder: dict[str, bytes]
+) -> None:
+    """The item's file is gone from the folder: the copy there cannot be asserted whole."""
+    ingest(catalog_db, root, root / "items" / "data-1")
+    before = snapshot()
+    (root / "items" / "data-1" / "a.txt").unlink()
+    with pytest.raises(InputError, match=r"a\.txt.*recorded bad|a\.txt.*not in the folder"):
+        ingest(catalog_db, root, root / "items" / "data-1")
+    assert snapshot() == before
+
+
+def test_reingesting_keeps_the_locks_an_import_left(
+    catalog_db: pw.Database, root: Path, folder: dict[str, bytes]
+) -> None:
+    """Locks imported with the item (``open_access_logs``) are another reader's: kept."""
+    from catalog.streaming import import_document
+
+    ingest(catalog_db, root, root / "items" / "data-1")
+    item = FileStorage.get()
+    import_document(
+        {
+            "items": [
+                {
+                    "key": "data-1",
+                    "created": item.created.isoformat(),
+                    "locations": [
+                        {
+                            "connector": "local",
+                            "url": "items/data-1",
+                            "status": "OK",
+                            "open_access_logs": 1,
+                        }
+                    ],
+                }
+            ]
+        },
+        connectors={"local", "S3"},
+        database=catalog_db,
+    )
+    assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 1
+    ingest(catalog_db, root, root / "items" / "data-1")
+    assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 1
+
+
+@pytest.mark.parametrize("status", ["DE", "UP"])
+def test_reingesting_a_copy_being_deleted_or_written_is_refused(
+    catalog_db: pw.Database, root: Path, folder: dict[str, bytes], status: str
+) -> None:
+    """A copy under way or being deleted is the workers': ingest must not make it the version."""
+    ingest(catalog_db, root, root / "items" / "data-1")
+    StorageLocation.update(status=status).execute()
+    before = snapshot()
+    (root / "items" / "data-1" / "a.txt").write_bytes(b"changed")
+    with pytest.raises(InputError, match=status):
+        ingest(catalog_db, root, root / "items" / "data-1")
+    assert snapshot() == before
+
+
+def test_reingesting_bytes_found_damaged_does_not_make_them_the_version(
+    catalog_db: pw.Database, root: Path, folder: dict[str, bytes]
+) -> None:
+    """A file a verification found corrupt on the copy is no new version: the good copies
+    elsewhere must not be made stale (and then repaired from the corrupt bytes)."""
+    from catalog.integrity import record_bad, settle
+    from catalog.models import LocationFile, utcnow
+
+    ingest(catalog_db, root, root / "items" / "data-1")
+    item = FileStorage.get()
+    s3 = StorageLocation.create(
+        file_storage=item, connector_name="S3", url="items/data-1", status="OK"
+    )
+    a = ReferencedPath.get(ReferencedPath.path == "a.txt")
+    local = StorageLocation.get(StorageLocation.connector_name == "local")
+    (root / "items" / "data-1" / "a.txt").write_bytes(b"hellp\n")  # bit rot
+    record_bad(local.id, [(a.id, "checksum differs")], now=utcnow())
+    assert settle(local.id, now=utcnow()) == "DM"
+    before = snapshot()
+    with pytest.raises(InputError, match=r"a\.txt.*recorded bad|a\.txt.*not in the folder"):
+        ingest(catalog_db, root, root / "items" / "data-1")
+    assert snapshot() == before
+    assert StorageLocation.get_by_id(s3.id).status == "OK"
+    assert not LocationFile.select().where(LocationFile.storage_location == s3.id).exists()
