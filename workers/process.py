@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -47,6 +47,31 @@ logger = logging.getLogger(__name__)
 
 class WorkerProcessFailed(Exception):
     """A process that ran a share of the jobs (``run_queued``) ended otherwise than well."""
+
+
+class Stopped(BaseException):
+    """A SIGTERM asked this process to stop (``stopping_on_sigterm``): raised in its main
+    thread, so that the jobs under way end before it does."""
+
+
+#: What a process stopped by a SIGTERM (the jobs under way ended first) says of itself.
+STOPPED_MESSAGE = "stopped by SIGTERM: the jobs under way ended first; run again to go on"
+
+
+@contextlib.contextmanager
+def stopping_on_sigterm() -> Iterator[None]:
+    """While it lasts, a SIGTERM raises ``Stopped`` in the main thread, once.
+
+    The caller stops its workers (``stop``: running jobs finish) and ends,
+    as ``worker`` and ``run`` do; a second SIGTERM meanwhile is not heeded
+    (Kubernetes sends SIGKILL when its grace is over).
+    """
+
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def start(
@@ -153,8 +178,10 @@ def run_queued(
     for its own share, so a share may end before another; no job is run
     twice or left. Forked only where that is safe:
     on Linux, from a process with no other thread, with more than one job;
-    else the jobs run here. A SIGTERM to this process goes on to them.
-    Raises ``WorkerProcessFailed`` when one of them did not end well.
+    else the jobs run here. A SIGTERM to this process goes on to them: each
+    lets its jobs under way end and takes no more, and this one waits for
+    them. Raises ``WorkerProcessFailed`` when one of them did not end well
+    (``STOPPED_MESSAGE`` when a SIGTERM stopped them).
     """
     broker = runtime.broker
     assert isinstance(broker, StubBroker), "jobs are shared out on the in-process broker only"
@@ -171,16 +198,20 @@ def run_queued(
         for index in range(count):
             pid = os.fork()
             if pid == 0:  # the new process: its share, then its end
-                signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
-                _run_share_and_exit(runtime, index, count, threads=each, idle_ms=idle_ms)
+                _run_share_and_exit(
+                    runtime, index, count, threads=each, idle_ms=idle_ms, unblocked=unblocked
+                )
             children.append(pid)
-        previous = signal.signal(signal.SIGTERM, _passing_on(children))
+        passed: list[int] = []
+        previous = signal.signal(signal.SIGTERM, _passing_on(children, passed))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
     try:
         failed = _wait_for(children)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if passed:
+        raise WorkerProcessFailed(STOPPED_MESSAGE)
     if failed:
         raise WorkerProcessFailed(
             f"{len(failed)} of {count} worker processes did not end well "
@@ -203,11 +234,23 @@ def _join(runtime: Runtime) -> None:
 
 
 def _run_share_and_exit(
-    runtime: Runtime, index: int, count: int, *, threads: int, idle_ms: int | None
+    runtime: Runtime,
+    index: int,
+    count: int,
+    *,
+    threads: int,
+    idle_ms: int | None,
+    unblocked: set[signal.Signals],
 ) -> None:
-    """In a forked process: run this process's share of the jobs, and end it (never returns)."""
+    """In a forked process: run this process's share of the jobs, and end it (never returns).
+
+    A SIGTERM (blocked until its handler is in place: ``unblocked`` is the
+    mask to go back to) lets the jobs under way end, and ends the process.
+    """
     code = 1
     try:
+        signal.signal(signal.SIGTERM, _raise_stopped)
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         keep_share(runtime.broker, index, count)
         worker = start(runtime, threads=threads, idle_ms=idle_ms)
         try:
@@ -222,6 +265,8 @@ def _run_share_and_exit(
         code = 0
     except KeyboardInterrupt:
         code = 128 + signal.SIGINT
+    except Stopped:
+        code = 128 + signal.SIGTERM
     except BaseException:
         logger.exception("worker process %d of %d failed", index + 1, count)
     finally:
@@ -233,15 +278,25 @@ def _run_share_and_exit(
         os._exit(code)
 
 
-def _passing_on(children: list[int]) -> Callable[[int, object], None]:
-    """A SIGTERM handler: the signal goes on to ``children``, then ends this process as before."""
+def _raise_stopped(signum: int, frame: object) -> None:
+    """A SIGTERM handler: ``Stopped`` in the main thread; the next SIGTERMs are not heeded."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Stopped
+
+
+def _passing_on(children: list[int], passed: list[int]) -> Callable[[int, object], None]:
+    """A SIGTERM handler: the signal goes on to ``children`` (noted in ``passed``), once.
+
+    This process goes on waiting for them: each lets its jobs under way end.
+    """
 
     def terminated(signum: int, frame: object) -> None:
+        if passed:
+            return
+        passed.append(signum)
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
 
     return terminated
 

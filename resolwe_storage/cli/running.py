@@ -319,9 +319,15 @@ def run(
         if processes is None:
             processes = min(process.DEFAULT_SHARED_PROCESSES, process.usable_cpus())
         shared = processes > 1 and not on_redis(broker)
-        report = (_scan_then_share if shared else _scan_and_run)(
-            context, runtime, clock(), threads=threads, processes=processes
-        )
+        try:
+            # A SIGTERM lets the jobs under way end (and goes on to the
+            # processes the jobs are shared among), as ``worker`` and ``run``.
+            with process.stopping_on_sigterm():
+                report = (_scan_then_share if shared else _scan_and_run)(
+                    context, runtime, clock(), threads=threads, processes=processes
+                )
+        except process.Stopped:
+            raise UserError(process.STOPPED_MESSAGE) from None
         outcome = outcome_since(began)
         failures = failures_since(began)
         lost = _lost()
