@@ -176,6 +176,8 @@ def _lines(stream: IO[bytes], name: str, texts: bool = False) -> Iterator[tuple[
             line = stream.readline()
         except UnicodeDecodeError:
             raise ImportDocumentError(f"{name}: not UTF-8 text") from None
+        except OSError as exc:  # a read that fails: a failing disk, a lost mount
+            raise ImportDocumentError(f"{name}: {exc.strerror or exc}") from None
         if not line:
             return
         number += 1
@@ -232,6 +234,8 @@ class _Text:
             chunk = self.reader.read(READ_CHUNK)
         except UnicodeDecodeError:
             raise ImportDocumentError(f"{self.name}: not UTF-8 text") from None
+        except OSError as exc:  # a read that fails: a failing disk, a lost mount
+            raise ImportDocumentError(f"{self.name}: {exc.strerror or exc}") from None
         if not chunk:
             self.done = True
             return False

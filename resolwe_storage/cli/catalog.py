@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -170,17 +171,37 @@ def export_command(context: Context, target: str, format_: str | None) -> None:
     if target == "-":
         write(sys.stdout)
         return
+    path = Path(target)
+    if path.is_dir():
+        raise InputError(f"{target}: is a directory")
+    if path.exists() and not path.is_file():
+        # A pipe or a device (/dev/stdout): written through, never replaced by a file.
+        try:
+            with path.open("w", encoding="utf-8") as out:
+                count = write(out)
+        except OSError as exc:
+            raise InputError(f"{target}: {exc.strerror}") from None
+        click.echo(f"exported {count} item(s) to {target}", err=True)
+        return
     partial = Path(f"{target}.partial")
+
+    def terminated(signum: int, frame: object) -> None:
+        raise InputError(f"export stopped by signal {signum}: nothing written to {target}")
+
+    # An orchestrator's SIGTERM ends the export as an error does: no partial file left.
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         with partial.open("w", encoding="utf-8") as out:
             count = write(out)
+        partial.replace(target)  # all or nothing: no half-written export under its name
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise InputError(f"{target}: {exc.strerror}") from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    partial.replace(target)  # all or nothing: no half-written export under its name
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     click.echo(f"exported {count} item(s) to {target}", err=True)
 
 

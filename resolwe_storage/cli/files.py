@@ -26,7 +26,10 @@ from resolwe_storage.errors import InputError, UserError
 def url(context: Context, key: str, path: str, expires: int, connector_name: str | None) -> None:
     """Print a URL of one file of an item: public, or presigned, from its preferred copy."""
     from resolwe_storage.urls import file_url
+    from resolwe_storage.wiring import configured
 
+    if connector_name is not None:
+        configured(context.config, connector_name)  # as verify: one line naming the choices
     context.database  # noqa: B018 - opened (and bound) before any query
     click.echo(file_url(context.config, key, path, expires=expires, connector=connector_name))
 
