@@ -252,7 +252,8 @@ def _state(pid: int) -> dict[str, str]:
 
 
 def test_a_sigterm_to_run_once_goes_on_to_its_processes(config: str, tmp_path: Path) -> None:
-    """Both shares are held (SIGSTOP) mid-run; the SIGTERM to the run is found pending on each."""
+    """Both shares are held (SIGSTOP) mid-run; the SIGTERM to the run is found pending on
+    each, and the run waits for them: let go, they end their jobs under way, then it ends."""
     assert _processes(tmp_path, config, "import", str(_many_items(tmp_path, 1000))).returncode == 0
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RESOLWE_STORAGE_")}
     command = [sys.executable, "-m", "resolwe_storage", "--config", config]
@@ -273,11 +274,18 @@ def test_a_sigterm_to_run_once_goes_on_to_its_processes(config: str, tmp_path: P
             assert run.poll() is None and time.monotonic() < deadline, "no two shares seen"
             time.sleep(0.002)
         run.send_signal(signal.SIGTERM)
-        assert run.wait(30) == -signal.SIGTERM
+
+        def told(pid: int) -> bool:
+            return bool(int(_state(pid).get("ShdPnd", "0"), 16) & (1 << (signal.SIGTERM - 1)))
+
+        deadline = time.monotonic() + 30
+        while not all(told(pid) for pid in shares):
+            assert time.monotonic() < deadline, "a share was not told"
+            time.sleep(0.02)
+        assert run.poll() is None, "run --once ended before its shares"
         for pid in shares:
-            pending = int(_state(pid)["ShdPnd"], 16)
-            assert pending & (1 << (signal.SIGTERM - 1)), f"share {pid} was not told"
-            os.kill(pid, signal.SIGCONT)  # the SIGTERM it holds now ends it
+            os.kill(pid, signal.SIGCONT)  # the SIGTERM it holds now stops it
+        assert run.wait(60) == 1  # "stopped by SIGTERM", once both ended
         deadline = time.monotonic() + 30
         while any(_state(pid).get("State", "Z").startswith(("R", "S", "D", "T")) for pid in shares):
             assert time.monotonic() < deadline, "a share outlived run --once"
