@@ -34,6 +34,7 @@ from catalog.integrity import (
 )
 from catalog.models import (
     DEFAULT_CHUNK_SIZE,
+    IMPORT_LOCK_REASON,
     ITEM_STATUS_DONE,
     STATUS_DAMAGED,
     STATUS_DELETING,
@@ -48,9 +49,6 @@ from catalog.models import (
 from catalog.paths import check_relative_path
 from catalog.removal import REMOVED_STATUS, mark_removed
 from catalog.sql import is_sqlite
-
-#: Reason recorded on the access logs an import document asks for.
-IMPORT_LOCK_REASON = "import"
 
 
 def parse_time(value: Any) -> datetime:

@@ -36,6 +36,10 @@ LOCATION_STATUSES = (
 #: The one producer status that makes an item finished and eligible for policies.
 ITEM_STATUS_DONE = "OK"
 
+#: Reason recorded on the access logs an import document asks for (``open_access_logs``):
+#: an import reconciles the open locks of this reason as its own.
+IMPORT_LOCK_REASON = "import"
+
 #: Part size the S3 etag is computed with when the producer says nothing.
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 

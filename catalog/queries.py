@@ -13,6 +13,7 @@ from catalog import sql
 from catalog.errors import ItemNotFoundError, LocationConflictError
 from catalog.integrity import keys_of, lost_files
 from catalog.models import (
+    IMPORT_LOCK_REASON,
     STATUS_DAMAGED,
     STATUS_DONE,
     STATUS_PREPARING,
@@ -377,3 +378,98 @@ def expected_objects(connector_name: str) -> Iterator[ExpectedObject]:
     params = [connector_name, "%/"]  # a folder (its path ends in /) is no object
     for row in sql.stream(catalog, text, params, name="resolwe_storage_expected"):
         yield ExpectedObject(*row)
+
+
+def locations_around(connector: str, url: str) -> list[tuple[str, str | None, str]]:
+    """The locations on ``connector`` at ``url``, inside it or holding it: (url, item key, status).
+
+    Urls are compared by whole segments, a trailing ``/`` aside: ``a/b``
+    is around ``a/b/c`` and ``a``, not ``a/bc``.
+    """
+    ancestors = [url.rsplit("/", depth)[0] for depth in range(1, url.count("/") + 1)]
+    found = []
+    for location in (
+        StorageLocation.select(StorageLocation, FileStorage)
+        .join(FileStorage)
+        .where(
+            (StorageLocation.connector_name == connector)
+            & (
+                StorageLocation.url.in_([url, f"{url}/", *ancestors, *(f"{a}/" for a in ancestors)])
+                | StorageLocation.url.startswith(f"{url}/")
+            )
+        )
+    ):
+        theirs = location.url.rstrip("/")
+        if theirs == url or theirs in ancestors or theirs.startswith(f"{url}/"):
+            # (``startswith`` may match regardless of case on SQLite.)
+            found.append((theirs, location.file_storage.key, str(location.status)))
+    return found
+
+
+class IngestState(NamedTuple):
+    """What the catalog holds of an item and its copy at a folder, for ``ingest``."""
+
+    #: The item's creation time, and its copy's last access there (None: not registered).
+    created: datetime | None
+    last_update: datetime | None
+    #: Open locks an import left on the copy (another reader's).
+    import_locks: int
+    #: The item's files (not folders).
+    files: list[str]
+    #: The files bad on the copy: path -> (the catalog's size, md5, crc32c, why).
+    bad: dict[str, tuple[int | None, str | None, str | None, str]]
+
+
+def ingest_state(key: str, connector: str, url: str) -> IngestState:
+    """What the catalog holds of item ``key`` and its copy on ``connector`` at ``url``.
+
+    An item with a copy there at another url gets no files (the import
+    refuses it, naming both).
+    """
+    item = FileStorage.get_or_none(FileStorage.key == key)
+    if item is None:
+        return IngestState(None, None, 0, [], {})
+    location = StorageLocation.get_or_none(
+        (StorageLocation.file_storage == item)
+        & (StorageLocation.connector_name == connector)
+        & (StorageLocation.url == url)
+    )
+    if location is None:
+        elsewhere = StorageLocation.get_or_none(
+            (StorageLocation.file_storage == item) & (StorageLocation.connector_name == connector)
+        )
+        files = [] if elsewhere is not None else _files_of_item(item.id)
+        return IngestState(item.created, None, 0, files, {})
+    locks = (
+        AccessLog.select()
+        .where(
+            (AccessLog.storage_location == location)
+            & AccessLog.finished.is_null()
+            & (AccessLog.reason == IMPORT_LOCK_REASON)
+        )
+        .count()
+    )
+    bad = {
+        path: (size, md5, crc32c, problem)
+        for path, size, md5, crc32c, problem in ReferencedPath.select(
+            ReferencedPath.path,
+            ReferencedPath.size,
+            ReferencedPath.md5,
+            ReferencedPath.crc32c,
+            LocationFile.problem,
+        )
+        .join(LocationFile, on=(LocationFile.referenced_path == ReferencedPath.id))
+        .where((LocationFile.storage_location == location) & LocationFile.problem.is_null(False))
+        .tuples()
+    }
+    return IngestState(item.created, location.last_update, locks, _files_of_item(item.id), bad)
+
+
+def _files_of_item(item_id: int) -> list[str]:
+    return [
+        path
+        for (path,) in ReferencedPath.select(ReferencedPath.path)
+        .where(ReferencedPath.file_storage == item_id)
+        .tuples()
+        if not path.endswith("/")
+    ]

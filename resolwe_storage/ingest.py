@@ -11,7 +11,8 @@ from typing import Any
 import click
 import peewee as pw
 
-from catalog.models import utcnow
+from catalog.models import STATUS_DAMAGED, STATUS_DONE, utcnow
+from catalog.queries import ingest_state, locations_around
 from catalog.streaming import import_document
 from connectors.hashing import DEFAULT_CHUNK_SIZE, hash_stream
 from connectors.registry import LOCAL
@@ -124,9 +125,9 @@ def ingest_directory(
             }
         ]
     }
-    created, last_update, locks, known, bad = _existing_times(key, connector, url)
+    state = ingest_state(key, connector, url)
     for entry in entries:
-        found = bad.get(entry["path"])
+        found = state.bad.get(entry["path"])
         ingested = (entry["size"], entry["md5"], entry["crc32c"])
         if found is not None and any(
             known_value is not None and known_value != value
@@ -139,7 +140,7 @@ def ingest_directory(
                 f"{directory}: {entry['path']!r} is recorded bad on this copy ({found[3]}); "
                 "verify or repair it first"
             )
-    gone = sorted(set(known) - {entry["path"] for entry in entries})
+    gone = sorted(set(state.files) - {entry["path"] for entry in entries})
     if gone:
         # The item's file is no longer in the folder: the copy here cannot be
         # asserted whole (an item's files are never dropped by a new version).
@@ -148,13 +149,13 @@ def ingest_directory(
             + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else "")
         )
     # Locks an import left on the copy are another reader's: kept.
-    document["items"][0]["locations"][0]["open_access_logs"] = locks
+    document["items"][0]["locations"][0]["open_access_logs"] = state.import_locks
     # Re-ingesting refreshes the hashes; the item keeps its creation time and
     # the location its last access, so re-ingesting unchanged files changes nothing.
-    if created is not None:
-        document["items"][0]["created"] = created
-    if last_update is not None:
-        document["items"][0]["locations"][0]["last_update"] = last_update
+    if state.created is not None:
+        document["items"][0]["created"] = state.created.isoformat()
+    if state.last_update is not None:
+        document["items"][0]["locations"][0]["last_update"] = state.last_update.isoformat()
     result = import_document(
         document, connectors=set(config.connectors), database=database, actor="ingest"
     )
@@ -174,113 +175,14 @@ def _check_place(connector: str, url: str, key: str) -> None:
     A folder inside another item's, or holding one, would share its files: a
     delete of either copy would remove the other's bytes.
     """
-    from catalog.models import (
-        STATUS_DAMAGED,
-        STATUS_DONE,
-        FileStorage,
-        StorageLocation,
-    )
-
-    ancestors = [url.rsplit("/", depth)[0] for depth in range(1, url.count("/") + 1)]
-    for location in (
-        StorageLocation.select(StorageLocation, FileStorage)
-        .join(FileStorage)
-        .where(
-            (StorageLocation.connector_name == connector)
-            & (
-                StorageLocation.url.in_([url, f"{url}/", *ancestors, *(f"{a}/" for a in ancestors)])
-                | StorageLocation.url.startswith(f"{url}/")
-            )
-        )
-    ):
-        theirs = location.url.rstrip("/")
-        related = theirs == url or theirs in ancestors or theirs.startswith(f"{url}/")
-        if not related:
-            continue  # a case-insensitive match of startswith
-        if location.file_storage.key != key:
+    for theirs, owner, status in locations_around(connector, url):
+        if owner != key:
             raise InputError(
                 f"{connector}:{url} overlaps {connector}:{theirs}, another item's location "
-                f"(item {location.file_storage.key!r})"
+                f"(item {owner!r})"
             )
-        if theirs == url and location.status not in (STATUS_DONE, STATUS_DAMAGED):
+        if theirs == url and status not in (STATUS_DONE, STATUS_DAMAGED):
             raise InputError(
-                f"{connector}:{url}: the copy of item {key!r} there is {location.status} "
+                f"{connector}:{url}: the copy of item {key!r} there is {status} "
                 "(being written or deleted); ingest it once that is done"
             )
-
-
-def _existing_times(
-    key: str, connector: str, url: str
-) -> tuple[
-    str | None,
-    str | None,
-    int,
-    list[str],
-    dict[str, tuple[int | None, str | None, str | None, str]],
-]:
-    """The item's creation time, its location's last access and open import locks, the
-    item's files (not folders), and the files bad on the location (the catalog's size,
-    md5, crc32c, and why), if already registered."""
-    from catalog.importing import IMPORT_LOCK_REASON
-    from catalog.models import (
-        AccessLog,
-        FileStorage,
-        LocationFile,
-        ReferencedPath,
-        StorageLocation,
-    )
-
-    item = FileStorage.get_or_none(FileStorage.key == key)
-    if item is None:
-        return None, None, 0, [], {}
-    location = StorageLocation.get_or_none(
-        (StorageLocation.file_storage == item)
-        & (StorageLocation.connector_name == connector)
-        & (StorageLocation.url == url)
-    )
-    last_update = location.last_update.isoformat() if location is not None else None
-    locks = (
-        AccessLog.select()
-        .where(
-            (AccessLog.storage_location == location)
-            & AccessLog.finished.is_null()
-            & (AccessLog.reason == IMPORT_LOCK_REASON)
-        )
-        .count()
-        if location is not None
-        else 0
-    )
-    elsewhere = StorageLocation.get_or_none(
-        (StorageLocation.file_storage == item)
-        & (StorageLocation.connector_name == connector)
-        & (StorageLocation.url != url)
-    )
-    if elsewhere is not None:
-        return item.created.isoformat(), last_update, locks, [], {}  # the import refuses it
-    known = [
-        path
-        for (path,) in ReferencedPath.select(ReferencedPath.path)
-        .where(ReferencedPath.file_storage == item)
-        .tuples()
-        if not path.endswith("/")
-    ]
-    bad = (
-        {
-            path: (size, md5, crc32c, problem)
-            for path, size, md5, crc32c, problem in ReferencedPath.select(
-                ReferencedPath.path,
-                ReferencedPath.size,
-                ReferencedPath.md5,
-                ReferencedPath.crc32c,
-                LocationFile.problem,
-            )
-            .join(LocationFile, on=(LocationFile.referenced_path == ReferencedPath.id))
-            .where(
-                (LocationFile.storage_location == location) & LocationFile.problem.is_null(False)
-            )
-            .tuples()
-        }
-        if location is not None
-        else {}
-    )
-    return item.created.isoformat(), last_update, locks, known, bad
