@@ -48,3 +48,25 @@ def test_bytes_known_by_a_multipart_etag_alone_are_copied_when_they_are_the_cata
     copy_file(source, "item/x", destination, "item/x", expected=expected)
 
     assert (tmp_path / "destination" / "item" / "x").read_bytes() == data
+
+
+def test_bytes_known_by_an_etag_alone_already_there_are_not_copied_again(
+    tmp_path: Path,
+) -> None:
+    """Step 1 (already there?) for a catalog that knows a file by its etag:
+    the destination's bytes can be hashed with the catalog's part size, as
+    the source's are; a good object is left alone (and a rotten source then
+    cannot replace it)."""
+    good = b"the catalog's bytes"
+    rotten = b"the catalog's bytez"
+    hashes = hash_stream(io.BytesIO(good), chunk_size=4)
+    source = LocalConnector("source", path=tmp_path / "source")
+    destination = LocalConnector("destination", path=tmp_path / "destination")
+    source.write("item/x", io.BytesIO(rotten))
+    destination.write("item/x", io.BytesIO(good))
+    expected = Expected(size=len(good), awss3etag=hashes.awss3etag, chunk_size=4)
+
+    result = copy_file(source, "item/x", destination, "item/x", expected=expected)
+
+    assert result.how == "skipped"
+    assert (tmp_path / "destination" / "item" / "x").read_bytes() == good
