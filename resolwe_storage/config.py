@@ -432,11 +432,20 @@ def parse_text(text: str, *, name: str) -> Any:
 
 
 def _check_url(where: str, key: str, url: str, schemes: tuple[str, ...]) -> None:
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- read to check it: a port that is no number raises
+    except ValueError:  # an unclosed [, a port out of range or not a number
+        # Not the error's text: it may quote the netloc, password and all.
+        _raise(where, f"{key}: not a well-formed URL")
+    scheme = parts.scheme.lower()
     if scheme not in schemes:
         expected = " or ".join(f"{s}://" for s in schemes)
         got = f"scheme {scheme!r}" if scheme else "no scheme"
         _raise(where, f"{key}: expected a {expected} URL, got {got}")
+    if scheme.startswith("redis") and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        # redis-py would ignore it and use database 0: another service's, perhaps.
+        _raise(where, f"{key}: the path of a redis:// URL is a database number, like /0")
 
 
 def build_config(

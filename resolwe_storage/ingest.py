@@ -64,6 +64,9 @@ def ingest_directory(
     written in one transaction once every file is hashed, so a failure midway
     stores nothing.
     """
+    if not key:
+        # Checked before the hashing, which may take hours, not after it.
+        raise InputError("--key: an item's key must not be empty")
     settings = config.connectors.get(connector)
     if settings is None:
         named = ", ".join(sorted(config.connectors)) or "none"

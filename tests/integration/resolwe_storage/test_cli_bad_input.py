@@ -149,3 +149,21 @@ def test_run_once_stopped_by_sigterm_leaves_no_temporary_files(tmp_path: Path) -
     if running.returncode != 0:  # else it ended before the signal came
         assert running.returncode == 1
         assert err.splitlines() == [f"error: {STOPPED_MESSAGE}"]
+
+
+def test_a_malformed_broker_url_is_one_error_line(tmp_path: Path) -> None:
+    """An unclosed ``[`` in the URL: an error naming the variable, not a traceback."""
+    cli = Cli(local_pair(tmp_path), env={"RESOLWE_STORAGE_BROKER": "redis://:pw@[::1"})
+    line = cli("queues").error_line
+    assert line.endswith("RESOLWE_STORAGE_BROKER: not a well-formed URL"), line
+
+
+def test_ingest_with_an_empty_key_is_refused_before_hashing(tmp_path: Path) -> None:
+    cli = Cli(local_pair(tmp_path))
+    folder = tmp_path / "local" / "item-1"
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text("a\n")
+    assert cli("ingest", "local", folder, "--key", "").error_line == (
+        "error: --key: an item's key must not be empty"
+    )
+    assert json.loads(cli.ok("status", "--json").out)["items"]["total"] == 0

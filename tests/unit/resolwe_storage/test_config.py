@@ -479,6 +479,34 @@ def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
     assert (config.database, config.broker) == ("postgresql://env@db/catalog", "redis://env:6379/1")
 
 
+@pytest.mark.parametrize(
+    ("broker", "message"),
+    [
+        ("redis://:s3cret@[::1", "not a well-formed URL"),
+        ("redis://:s3cret@127.0.0.1:abc/0", "not a well-formed URL"),
+        ("redis://:s3cret@127.0.0.1:99999/0", "not a well-formed URL"),
+        ("redis://:s3cret@127.0.0.1:6379/queues", "a database number, like /0"),
+    ],
+)
+def test_a_malformed_broker_url_is_one_error_without_its_password(
+    tmp_path: Path, broker: str, message: str
+) -> None:
+    """Not a traceback at the first connection, nor database 0 taken for ``/queues``."""
+    with pytest.raises(ConfigError, match=rf"RESOLWE_STORAGE_BROKER: .*{message}") as caught:
+        load_yaml_text(tmp_path, FILE_URLS, **{ENV_BROKER: broker})
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_malformed_database_url_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="RESOLWE_STORAGE_DATABASE: not a well-formed URL"):
+        load_yaml_text(tmp_path, FILE_URLS, **{ENV_DATABASE: "postgresql://u:p@db:port/x"})
+
+
+@pytest.mark.parametrize("broker", ["redis://h:6379", "redis://h:6379/", "rediss://h/15"])
+def test_a_broker_url_without_or_with_a_database_number(tmp_path: Path, broker: str) -> None:
+    assert load_yaml_text(tmp_path, FILE_URLS, **{ENV_BROKER: broker}).broker == broker
+
+
 def test_an_empty_environment_variable_does_not_override(tmp_path: Path) -> None:
     config = load_yaml_text(tmp_path, FILE_URLS, **{ENV_DATABASE: "", ENV_BROKER: ""})
     assert (config.database, config.broker) == (
