@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from catalog.story import BAD, DEFAULT_HISTORY_LIMIT, DEFAULT_STORY_HISTORY, history, item_story
+from catalog.story import (
+    BAD,
+    DEFAULT_HISTORY_LIMIT,
+    DEFAULT_STORY_HISTORY,
+    action_names,
+    history,
+    item_story,
+)
 from resolwe_storage.cli.base import LOCATION_STATES, Context, cli, parse_now, pass_context
 
 #: Lines of files (or of bad files per copy) the text of ``show`` prints, at most.
@@ -127,7 +134,12 @@ def history_command(
     moment = parse_now(since, option="--since") if since is not None else None
     with context.database.atomic():
         actions = history(key=key, since=moment, action=action_name, failed=failed, limit=limit)
+        kinds = action_names() if action_name is not None and not actions else None
     if as_json:
         click.echo(json.dumps(actions, indent=2))
         return
     _print_history(actions, f"history{f' of {key!r}' if key else ''}")
+    if kinds is not None and action_name not in kinds:
+        # A mistyped kind reads like a quiet history: name the kinds there are.
+        held = ", ".join(repr(kind) for kind in kinds) or "none yet"
+        click.echo(f"no {action_name!r} action recorded yet; the history holds: {held}")

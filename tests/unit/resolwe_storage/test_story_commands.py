@@ -39,6 +39,10 @@ def test_show_and_history_tell_what_happened_to_an_item(tmp_path: Path) -> None:
     later = json.loads(cli.ok("history", "--since", "2999-01-01", "--json").out)
     assert later == []
     assert "history of 'sample-1':" in cli.ok("history", "sample-1").out
+    mistyped = cli.ok("history", "--action", "coppy").out.splitlines()
+    assert mistyped[0] == "history: nothing recorded"
+    assert mistyped[1].startswith("no 'coppy' action recorded yet; the history holds: ")
+    assert "'copy'" in mistyped[1]
 
     assert "no item with key 'nope'" in cli("show", "nope").error_line
     assert cli("history", "--since", "yesterday").error_line.startswith("error: --since:")
