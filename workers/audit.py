@@ -390,14 +390,17 @@ def _holders(connector_name: str, keys: Sequence[str]) -> dict[str, dict[str, An
     for key in keys:
         parts = key.split("/")
         prefixes[key] = ["/".join(parts[:depth]) for depth in range(len(parts) - 1, 0, -1)]
-    wanted = sorted({url for urls in prefixes.values() for url in urls})
+    # A url may be stored with a trailing ``/`` (the pass reads it without).
+    wanted = sorted(
+        {form for urls in prefixes.values() for url in urls for form in (url, f"{url}/")}
+    )
     locations: dict[str, StorageLocation] = {}
     for start in range(0, len(wanted), DEFAULT_AUDIT_BATCH):
         chunk = wanted[start : start + DEFAULT_AUDIT_BATCH]
         for location in StorageLocation.select().where(
             (StorageLocation.connector_name == connector_name) & StorageLocation.url.in_(chunk)
         ):
-            locations[location.url] = location
+            locations[location.url.rstrip("/")] = location
     locked = {
         log.storage_location_id
         for log in AccessLog.select(AccessLog.storage_location).where(

@@ -165,10 +165,14 @@ def test_dark_objects_go_only_when_asked_old_enough_and_not_in_motion(
     assert status_of("kept") == "OK"  # its own files untouched
 
 
+@pytest.mark.parametrize("url", ["late", "late/"])
 def test_an_object_catalogued_while_the_audit_ran_is_not_dark_nor_removed(
-    catalog_db: pw.Database, folder: LocalConnector, tmp_path: Path
+    catalog_db: pw.Database, folder: LocalConnector, tmp_path: Path, url: str
 ) -> None:
-    """The pass saw no record of it; by the time it would go, an import registered it."""
+    """The pass saw no record of it; by the time it would go, an import registered it.
+
+    At a url written with a trailing ``/`` too, as the pass itself reads it.
+    """
     add_item(folder, "kept")
     late = tmp_path / "local" / "late" / "reads.fastq"
     late.parent.mkdir(parents=True)
@@ -183,7 +187,7 @@ def test_an_object_catalogued_while_the_audit_ran_is_not_dark_nor_removed(
     def add_item_record(key: str) -> None:
         item = FileStorage.create(key=key, created=NOW)
         ReferencedPath.create(file_storage=item, path="reads.fastq", size=len(FILES["reads.fastq"]))
-        StorageLocation.create(file_storage=item, connector_name="local", url=key, status="OK")
+        StorageLocation.create(file_storage=item, connector_name="local", url=url, status="OK")
 
     racing = ImportMeanwhile("local", path=folder.root)
     report = audit_connector(
