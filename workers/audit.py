@@ -357,8 +357,7 @@ def _dark(
         }
         if delete_before is not None:
             old = candidate["modified"] is not None and candidate["modified"] < _when(delete_before)
-            movable = holder is None or (holder["status"] in JUDGED and not holder["locked"])
-            if old and movable:
+            if old and _movable(holder) and _movable(_holder_now(connector.name, candidate)):
                 connector.delete(candidate["key"])
                 finding["deleted"] = True
                 report.dark_deleted += 1
@@ -382,6 +381,23 @@ def _dark(
                     for finding in removed
                 ]
             ).execute()
+
+
+def _movable(holder: dict[str, Any] | None) -> bool:
+    """Whether a dark object under ``holder`` (None: under no location) may be removed."""
+    return holder is None or (
+        holder["status"] in JUDGED and not holder["locked"] and not holder.get("expected")
+    )
+
+
+def _holder_now(connector_name: str, candidate: Finding) -> dict[str, Any] | None:
+    """The object's holder asked again just before its removal, not a batch ago.
+
+    The removals of a batch take a while (a request each); meanwhile the scan
+    may place a copy there, whose job takes an object already there with
+    the right hashes as its own.
+    """
+    return _holders(connector_name, [candidate["key"]]).get(candidate["key"])
 
 
 def _holders(connector_name: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -165,6 +165,38 @@ def test_dark_objects_go_only_when_asked_old_enough_and_not_in_motion(
     assert status_of("kept") == "OK"  # its own files untouched
 
 
+def test_a_dark_object_where_a_copy_began_during_the_removals_is_kept(
+    catalog_db: pw.Database, folder: LocalConnector, tmp_path: Path
+) -> None:
+    """The removals of a batch take a request each; the scan may place a copy meanwhile.
+
+    That copy's job would take the object already there, with the right
+    hashes, as its own: asked about again just before its removal, it stays.
+    """
+    root = tmp_path / "local"
+    for where in ("a-first/old", "b-later/reads.fastq"):
+        (root / where).parent.mkdir(parents=True, exist_ok=True)
+        (root / where).write_bytes(FILES["reads.fastq"])
+        aged(root / where, 30)
+
+    class CopyPlacedMeanwhile(LocalConnector):
+        def delete(self, path: str, *, within: str = "") -> None:
+            super().delete(path, within=within)
+            if path == "a-first/old":  # the scan reserves a copy at b-later now
+                item = FileStorage.create(key="b", created=NOW)
+                StorageLocation.create(
+                    file_storage=item, connector_name="local", url="b-later", status="PR"
+                )
+
+    racing = CopyPlacedMeanwhile("local", path=folder.root)
+    report = audit_connector(
+        racing, catalog_db, now=utcnow(), delete_dark_before=utcnow() - timedelta(days=7)
+    )
+    assert (report.dark, report.dark_deleted, report.dark_kept) == (2, 1, 1)
+    assert (root / "b-later" / "reads.fastq").exists()
+    assert not (root / "a-first" / "old").exists()
+
+
 @pytest.mark.parametrize("url", ["late", "late/"])
 def test_an_object_catalogued_while_the_audit_ran_is_not_dark_nor_removed(
     catalog_db: pw.Database, folder: LocalConnector, tmp_path: Path, url: str
