@@ -42,6 +42,7 @@ from catalog.models import (
     AccessLog,
     Action,
     FileStorage,
+    LocationFile,
     ReferencedPath,
     StorageLocation,
     utcnow,
@@ -268,7 +269,9 @@ def _import_item(
         location, touched = _import_location(storage, doc, where=place)
         if touched and outcome == "unchanged":
             outcome = "updated"
-        if doc.status in (STATUS_DONE, STATUS_DAMAGED):
+        if location is not None and doc.status in (STATUS_DONE, STATUS_DAMAGED):
+            if location.status == STATUS_DAMAGED and _unproven(location.id):
+                continue  # a copy this catalog deleted, named again: not asserted
             asserted[location.id] = doc
             places[location.id] = place
     if _record_integrity(storage, asserted, changed, added, verified_at, places=places) and (
@@ -352,13 +355,51 @@ def _record_integrity(
     return touched
 
 
+#: The history's actions by which this catalog removed a copy's files (``workers``).
+_DELETING_ACTIONS = ("delete", "remove")
+#: Why a copy this catalog deleted, named again by a document, does not count.
+DELETED_HERE = "missing: this catalog deleted this copy at {when}; a document names it again"
+
+
+def _deleted_here(key: str, connector: str) -> datetime | None:
+    """When this catalog last deleted files of item ``key``'s copy on ``connector``, if it did."""
+    found = (
+        Action.select(pw.fn.MAX(pw.fn.COALESCE(Action.finished, Action.started)))
+        .where(
+            (Action.item_key == key)
+            & Action.action.in_(_DELETING_ACTIONS)
+            & (Action.target == connector)
+            & (Action.result == "ok")
+        )
+        .scalar()
+    )
+    return parse_time(found) if found is not None else None
+
+
+def _unproven(location_id: int) -> bool:
+    """Whether the location's files are bad as ``DELETED_HERE`` says (not proven since)."""
+    return bool(
+        LocationFile.select()
+        .where(
+            (LocationFile.storage_location == location_id)
+            & LocationFile.problem.startswith("missing: this catalog deleted this copy")
+        )
+        .exists()
+    )
+
+
 def _import_location(
     storage: FileStorage, doc: LocationDocument, *, where: str
-) -> tuple[StorageLocation, bool]:
+) -> tuple[StorageLocation | None, bool]:
     """The location ``doc`` describes, created or updated; and whether it changed.
 
     A location the catalog knows to be damaged stays so when the document
-    says ``OK``: the document asserts, a verification found otherwise.
+    says ``OK``: the document asserts, a verification found otherwise. Its
+    last update (last access) never moves back. A copy this catalog deleted
+    (its history says so) is not brought back by a document that says
+    nothing newer of it (its ``last_update`` is not later than the delete):
+    None. One it names as changed since is created damaged, each file
+    ``DELETED_HERE``: counted once a verification or a repair proves it.
     """
     values: dict[str, Any] = {
         "status": doc.status,
@@ -384,11 +425,30 @@ def _import_location(
                 f"{where}: item {storage.key!r} already has a location on {doc.connector!r} "
                 f"at url {other.url!r}"
             )
+        deleted = (
+            _deleted_here(storage.key, doc.connector)
+            if doc.status in (STATUS_DONE, STATUS_DAMAGED)
+            else None
+        )
+        if deleted is not None and values["last_update"] <= deleted:
+            return None, False  # the document's view is older than this catalog's delete
         location = StorageLocation.create(
             file_storage=storage, connector_name=doc.connector, url=doc.url, **values
         )
+        if deleted is not None:
+            now = utcnow()
+            problem = DELETED_HERE.format(when=f"{deleted:%Y-%m-%dT%H:%M:%SZ}")
+            files = ReferencedPath.select(ReferencedPath.id).where(
+                (ReferencedPath.file_storage == storage) & ~ReferencedPath.path.endswith("/")
+            )
+            record_bad(location.id, [(entry.id, problem) for entry in files], now=now)
+            settle(location.id, now=now)
+            location = StorageLocation.get_by_id(location.id)
         changed = True
     else:
+        if location.last_update is not None and values["last_update"] < location.last_update:
+            # A later access recorded here stands (``catalog.queries.record_access``).
+            del values["last_update"]
         if location.status == STATUS_DELETING:
             # Its delete is under way (its files going): that is ours to
             # finish or stop; a document cannot make it a copy again.

@@ -91,6 +91,9 @@ def import_command(
             progress=progress,
             check_apart=True,  # a file, a pipe, or a source not opened yet
             read_state=skipped,
+            # A FileStorage is known by its id and its creation: another
+            # database's (a wrong DSN) is refused, not taken as news.
+            created_identifies=resolwe_dsn is not None,
         )
         if progress is not None:
             progress.finish()

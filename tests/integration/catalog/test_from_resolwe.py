@@ -7,8 +7,10 @@ what a correct import makes of it (``fill_awkward``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +167,160 @@ def test_a_database_that_is_not_resolwes_is_one_line_without_its_password(
     secret = "postgresql://someone:s3cret@127.0.0.1:1/resolwe"
     line = cli("import", "--from-resolwe", secret).error_line
     assert line.startswith("error: --from-resolwe postgresql://someone:") and "s3cret" not in line
+
+
+# -- catch-up keeps this catalog's knowledge; a wrong source is refused ------
+
+_BYTES = b"reads of a sample\n"
+_MD5 = hashlib.md5(_BYTES).hexdigest()
+
+
+def two_copies(
+    tmp_path: Path,
+    source: str,
+    *,
+    delete: dict[str, Any] | None = None,
+    database: str | None = None,
+) -> Cli:
+    """A Resolwe FileStorage copied on ``local`` and ``archive`` (both folders here, the
+    bytes there), imported into a catalog (``database``, default SQLite) configured
+    with both: ``archive`` with the ``delete`` rule."""
+    size = len(_BYTES)
+    with ResolweDb(source) as db:
+        process = db.process("upload-fastq-single", "data:reads:fastq:single:")
+        fs = db.file_storage(datetime(2025, 1, 1, tzinfo=UTC))
+        db.data("reads-1", process, fs)
+        local = db.location(fs, "local", last_update=datetime(2025, 1, 2, tzinfo=UTC))
+        archive = db.location(fs, "archive", last_update=datetime(2025, 1, 3, tzinfo=UTC))
+        db.files([local, archive], {"path": "reads.fastq.gz", "size": size, "md5": _MD5})
+    for connector in ("local", "archive"):
+        folder = tmp_path / connector / str(fs)
+        folder.mkdir(parents=True)
+        (folder / "reads.fastq.gz").write_bytes(_BYTES)
+    archive_config: dict[str, Any] = {"priority": 10, "path": str(tmp_path / "archive")}
+    if delete is not None:
+        archive_config["delete"] = delete
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "database": database or f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+                "connectors": {
+                    "local": {
+                        "connector": "local",
+                        "config": {
+                            "priority": 0,
+                            "path": str(tmp_path / "local"),
+                            "public_url": "/pub",
+                        },
+                    },
+                    "archive": {"connector": "local", "config": archive_config},
+                },
+            }
+        )
+    )
+    cli = Cli(config)
+    cli.ok("import", "--from-resolwe", source)
+    return cli
+
+
+def resolwe_sql(source: str, query: str) -> None:
+    with psycopg2.connect(source) as connection, connection.cursor() as cursor:
+        cursor.execute(query)
+    connection.close()
+
+
+def copies(cli: Cli, key: str) -> dict[str, dict[str, Any]]:
+    shown = json.loads(cli.ok("show", key, "--json").out)
+    return {location["connector"]: location for location in shown["locations"]}
+
+
+def test_a_catch_up_does_not_bring_back_as_a_copy_one_this_catalog_deleted(
+    tmp_path: Path, source: str, catalog: str
+) -> None:
+    cli = two_copies(tmp_path, source, delete={"delay": 0, "min_other_copies": 1}, database=catalog)
+    cli.ok("run", "--once")  # the archive copy goes, by the policy
+    assert set(copies(cli, "resolwe:1")) == {"local"}
+    assert not (tmp_path / "archive" / "1" / "reads.fastq.gz").exists()
+    # Resolwe, which does not know, uses its local copy as an input meanwhile.
+    resolwe_sql(
+        source,
+        "INSERT INTO storage_accesslog (storage_location_id, started, reason)"
+        " SELECT id, now(), 'Input for data with id 9' FROM storage_storagelocation"
+        " WHERE connector_name = 'local'",
+    )
+    assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
+    found = copies(cli, "resolwe:1")
+    assert found["local"]["locks"]  # the news of the source is taken
+    assert found.get("archive", {}).get("status") != "OK"  # not a copy: its bytes are gone
+    counted = json.loads(cli.ok("status", "--json").out)["locations"].get("archive", {})
+    assert counted.get("OK", 0) == 0
+
+
+def test_a_catch_up_takes_a_copy_made_again_at_the_source_after_ours_went_as_unproven(
+    tmp_path: Path, source: str
+) -> None:
+    cli = two_copies(tmp_path, source, delete={"delay": 0, "min_other_copies": 1})
+    cli.ok("run", "--once")
+    assert set(copies(cli, "resolwe:1")) == {"local"}
+    # Resolwe copies to the archive again (a new row, written later than our delete).
+    resolwe_sql(source, "UPDATE storage_storagelocation SET last_update = now() + interval '1 s'")
+    cli.ok("import", "--from-resolwe", source)
+    archive = copies(cli, "resolwe:1")["archive"]
+    assert archive["status"] == "DM"  # named again, not counted until proven
+    (tmp_path / "archive" / "1").mkdir(exist_ok=True)
+    (tmp_path / "archive" / "1" / "reads.fastq.gz").write_bytes(_BYTES)
+    assert json.loads(cli.ok("verify", "resolwe:1", "--json").out)
+    assert copies(cli, "resolwe:1")["archive"]["status"] == "OK"  # proven: a copy again
+
+
+def test_a_catch_up_never_moves_a_last_access_recorded_here_back(
+    tmp_path: Path, source: str
+) -> None:
+    cli = two_copies(tmp_path, source)
+    before = copies(cli, "resolwe:1")["local"]["last_access"]
+    assert cli.ok("url", "resolwe:1", "reads.fastq.gz").out.strip() == "/pub/1/reads.fastq.gz"
+    read_here = copies(cli, "resolwe:1")["local"]["last_access"]
+    assert read_here > before
+    # At the source, something else of the item changes (a lock on the archive copy).
+    resolwe_sql(
+        source,
+        "INSERT INTO storage_accesslog (storage_location_id, started, reason)"
+        " SELECT id, now(), 'Manager data transfer' FROM storage_storagelocation"
+        " WHERE connector_name = 'archive'",
+    )
+    assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
+    found = copies(cli, "resolwe:1")
+    assert found["archive"]["locks"]
+    assert found["local"]["last_access"] == read_here
+
+
+def test_another_resolwe_database_is_refused_not_taken_for_the_same_items(
+    tmp_path: Path, source: str, awkward: dict[str, Any]
+) -> None:
+    cli = Cli(write_config(tmp_path))
+    cli.ok("import", "--from-resolwe", source)
+    before = cli.ok("export", "--format", "jsonl").out
+    with new_postgres_database("resolwe_other") as other:
+        create_schema(other)
+        # Another installation (a staging copy, a test one): its FileStorages have
+        # the same ids, made at other times, and no Data points to them.
+        with ResolweDb(other) as db:
+            for _ in awkward["file_storage_ids"].values():
+                db.file_storage(datetime(2026, 2, 1, tzinfo=UTC))
+        line = cli("import", "--from-resolwe", other).error_line
+    assert "resolwe:1" in line and "another" in line
+    assert cli.ok("export", "--format", "jsonl").out == before  # none removed, none changed
+
+
+def test_an_empty_resolwe_database_changes_nothing(
+    tmp_path: Path, source: str, awkward: dict[str, Any], fresh_postgres_url: str
+) -> None:
+    cli = Cli(write_config(tmp_path))
+    cli.ok("import", "--from-resolwe", source)
+    before = cli.ok("export", "--format", "jsonl").out
+    with new_postgres_database("resolwe_empty") as empty:
+        create_schema(empty)
+        outcome = json.loads(cli.ok("import", "--from-resolwe", empty, "--json").out)
+    assert (outcome["created"], outcome["updated"], outcome["unchanged"]) == (0, 0, 0)
+    assert cli.ok("export", "--format", "jsonl").out == before

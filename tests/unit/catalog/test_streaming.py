@@ -556,7 +556,8 @@ def test_an_item_whose_text_changed_goes_through_every_rule_and_is_stamped_anew(
     import_items(with_texts(items), connectors=CONNECTORS, database=catalog_db)
     stamped = digests()
     location = StorageLocation.get(StorageLocation.url == "c-plain")
-    StorageLocation.update(last_update=location.last_update.replace(year=2027)).where(
+    # Earlier than the document's (a later access recorded here would stand).
+    StorageLocation.update(last_update=location.last_update.replace(year=2025)).where(
         StorageLocation.id == location.id
     ).execute()
     items[0]["files"][0]["size"] = 4  # a new version of c-plain's a.txt
@@ -579,7 +580,8 @@ def test_items_without_their_text_are_looked_at_and_unstamped(catalog_db: pw.Dat
     items = variety("n-")
     import_items(with_texts(items), connectors=CONNECTORS, database=catalog_db)
     location = StorageLocation.get(StorageLocation.url == "n-plain")
-    StorageLocation.update(last_update=location.last_update.replace(year=2027)).where(
+    # Earlier than the document's (a later access recorded here would stand).
+    StorageLocation.update(last_update=location.last_update.replace(year=2025)).where(
         StorageLocation.id == location.id
     ).execute()
     # A source that gives no text (the client API, a Resolwe database): every
