@@ -510,7 +510,8 @@ def catalog_facts(database: pw.Database) -> dict[str, Any]:
     items with two million files, about 3.5 s on SQLite, most of it the bytes.
     Under-replicated items are those with a copy not whole yet: being made
     (``PR``, ``UP``) or damaged (``DM``); a copy the rules ask for is reserved
-    (``PR``) by the next scan, so it counts from then.
+    (``PR``) by the next scan, so it counts from then. Damaged and lost items
+    include removed ones in their grace; under-replicated ones do not.
     """
     from catalog.integrity import lost_files
     from catalog.models import FileStorage, StorageLocation
@@ -541,21 +542,23 @@ def catalog_facts(database: pw.Database) -> dict[str, Any]:
         ).fetchall()
     )
 
-    def items_with(*statuses: str) -> int:
-        return int(
-            StorageLocation.select(pw.fn.COUNT(StorageLocation.file_storage.distinct()))
-            .join(FileStorage)
-            .where(StorageLocation.status.in_(statuses) & FileStorage.removed.is_null())
-            .scalar()
-            or 0
+    def items_with(*statuses: str, removed: bool) -> int:
+        query = StorageLocation.select(pw.fn.COUNT(StorageLocation.file_storage.distinct())).where(
+            StorageLocation.status.in_(statuses)
         )
+        if not removed:
+            query = query.join(FileStorage).where(FileStorage.removed.is_null())
+        return int(query.scalar() or 0)
 
     return {
         "items": dict(sorted(items.items())),
         "copies": {name: dict(sorted(states.items())) for name, states in sorted(copies.items())},
         "bytes": {name: int(size or 0) for name, size in sizes.items()},
-        "under_replicated": items_with("PR", "UP", "DM"),
-        "damaged": items_with("DM"),
+        # A removed item is copied nowhere again, but its damage and loss are
+        # still there in its grace (a restore brings them back): counted as
+        # ``status`` counts them and as the dashboard lists them.
+        "under_replicated": items_with("PR", "UP", "DM", removed=False),
+        "damaged": items_with("DM", removed=True),
         "lost": len(lost_files()),
         "deletes_paused": deletes_paused() is not None,
     }

@@ -21,6 +21,8 @@ from workers.verify import object_path
 
 #: Lifetime of a presigned URL when none is asked for (seconds).
 DEFAULT_URL_EXPIRES = 3600
+#: The longest a presigned URL may live (seconds): 7 days, SigV4's and GCS V4's limit.
+MAX_URL_EXPIRES = 7 * 24 * 3600
 
 
 def ok_copies(
@@ -76,6 +78,10 @@ def file_url(
     The copy's last access is recorded. InputError says why there is none.
     """
     check_relative_path(path, what="PATH")
+    if not 1 <= expires <= MAX_URL_EXPIRES:
+        raise InputError(
+            f"expires: a presigned URL lives between 1 and {MAX_URL_EXPIRES} seconds, not {expires}"
+        )
     database = FileStorage._meta.database
     with database.atomic():
         item, locations = ok_copies(config, key, connector=connector)

@@ -52,6 +52,7 @@ from starlette.templating import Jinja2Templates
 from resolwe_storage import telemetry
 from resolwe_storage.config import Config
 from resolwe_storage.dashboard import facts
+from workers.broker import BrokerUnavailable, answering
 
 #: Seconds between a page's refreshes.
 DEFAULT_REFRESH_SECONDS = 10
@@ -118,8 +119,15 @@ class Dashboard:
             # The queues are Redis's: shown still, and the catalog's part said missing.
             logger.warning("dashboard: the catalog did not answer: %s", telemetry.first_line(exc))
             stored = None
-        queues = facts.queue_rows(self.broker, now, done)
-        workers = heartbeats(self.broker)
+        queues = workers = scan = None
+        try:
+            with answering(self.broker):
+                queues = facts.queue_rows(self.broker, now, done)
+                workers = heartbeats(self.broker)
+                scan = facts.last_scan(self.broker)
+        except BrokerUnavailable as exc:
+            # The catalog's part is shown still, and the queues' said missing.
+            logger.warning("dashboard: %s", exc)
         return self._page(
             request,
             "overview.html",
@@ -137,28 +145,36 @@ class Dashboard:
                     cost_factor=self.collector.cost_factor,
                 ),
             },
-            scan=facts.last_scan(self.broker),
+            scan=scan,
             now=now,
         )
 
     def dead(self, request: Request) -> Response:
         from workers.monitor import dead_letters
 
-        letters = []
-        for queue in facts._queues():
-            for letter in dead_letters(self.broker, queue, limit=DEAD_SHOWN):
-                letters.append(
-                    {
-                        "queue": letter.queue,
-                        "redis_id": letter.redis_id,
-                        "died": letter.died,
-                        "actor": letter.actor,
-                        "keys": [self.redact(key) for key in letter.keys],
-                        "files": facts.file_count(letter.actor, letter.args),
-                        "reason": self.redact(letter.reason),
-                        "retries": letter.retries,
-                    }
-                )
+        try:
+            with answering(self.broker):
+                found = [
+                    letter
+                    for queue in facts._queues()
+                    for letter in dead_letters(self.broker, queue, limit=DEAD_SHOWN)
+                ]
+        except BrokerUnavailable as exc:
+            logger.warning("dashboard: %s", exc)
+            return self._page(request, "dead.html", letters=None, queues=facts._queues())
+        letters = [
+            {
+                "queue": letter.queue,
+                "redis_id": letter.redis_id,
+                "died": letter.died,
+                "actor": letter.actor,
+                "keys": list(letter.keys),
+                "files": facts.file_count(letter.actor, letter.args),
+                "reason": self.redact(letter.reason),
+                "retries": letter.retries,
+            }
+            for letter in found
+        ]
         return self._page(request, "dead.html", letters=letters, queues=facts._queues())
 
     def history(self, request: Request) -> Response:
@@ -178,7 +194,8 @@ class Dashboard:
             "history.html",
             rows=[facts.redacted(row, self.redact) for row in rows],
             chosen=chosen,
-            actions=actions,
+            # Not ``actions``: that says on every page whether retry and discard are on.
+            action_names=actions,
             connectors=sorted(self.config.connectors),
             limit=HISTORY_LIMIT,
         )
@@ -194,6 +211,13 @@ class Dashboard:
             except ItemNotFoundError:
                 return self._page(request, "missing.html", key=key, status_code=404)
         story["history"] = [facts.redacted(row, self.redact) for row in story["history"]]
+        for location in story["locations"]:
+            # A file's problem is a backend's answer, which may say where it keeps the file.
+            location["files"] = {
+                path: facts.redacted(state, self.redact)
+                for path, state in location["files"].items()
+            }
+            location["locks"] = [facts.redacted(lock, self.redact) for lock in location["locks"]]
         return self._page(request, "item.html", story=story)
 
     # -- actions ------------------------------------------------------------
@@ -212,15 +236,24 @@ class Dashboard:
             return PlainTextResponse(f"no such action: {what!r}\n", 404)
         if queue not in facts._queues():
             return PlainTextResponse(f"no such queue: {queue!r}\n", 400)
-        done = await run_in_threadpool(self._act, what, queue, form.get("id") or None)
+        try:
+            done = await run_in_threadpool(self._act, what, queue, form.get("id") or None)
+        except BrokerUnavailable as exc:
+            logger.warning("dashboard: %s", exc)
+            return PlainTextResponse(
+                f"failed: {exc} (a dead letter is requeued or discarded whole, or not at all)\n",
+                503,
+            )
         return RedirectResponse("/dead?" + urlencode({"done": done}), status_code=303)
 
     def _act(self, what: str, queue: str, redis_id: str | None) -> str:
         from workers.monitor import discard_dead, requeue_dead
 
-        if what == "retry":
-            return f"requeued {requeue_dead(self.broker, queue, redis_id)} job(s) on {queue}"
-        return f"discarded {discard_dead(self.broker, queue, redis_id)} dead letter(s) of {queue}"
+        with answering(self.broker):
+            if what == "retry":
+                return f"requeued {requeue_dead(self.broker, queue, redis_id)} job(s) on {queue}"
+            gone = discard_dead(self.broker, queue, redis_id)
+            return f"discarded {gone} dead letter(s) of {queue}"
 
     # -- machines -----------------------------------------------------------
 

@@ -66,12 +66,19 @@ class Redactor:
                 found.append((redact_url(url), label))
         # Longest first: a path inside another is replaced whole.
         self.secrets = sorted(set(found), key=lambda pair: -len(pair[0]))
+        self._labels = dict(self.secrets)
+        # Whole names only: a bucket ``data`` is taken out of ``s3://data/x``,
+        # not out of an item's key ``data-1`` or a file ``metadata``.
+        alternatives = "|".join(re.escape(secret) for secret, _ in self.secrets)
+        self._pattern = (
+            re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])") if self.secrets else None
+        )
 
     def __call__(self, text: Any) -> Any:
         if not isinstance(text, str):
             return text
-        for secret, label in self.secrets:
-            text = text.replace(secret, label)
+        if self._pattern is not None:
+            text = self._pattern.sub(lambda found: self._labels[found.group(0)], text)
         return _CREDENTIALS_IN_URL.sub(r"\1<redacted>@", text)
 
 
@@ -193,9 +200,13 @@ def file_count(actor: str, args: list[Any]) -> int | None:
     return work.files if work is not None else None
 
 
+#: Values shown as they are: an item's key names it, and is never where its data is.
+NOT_REDACTED = frozenset({"key"})
+
+
 def redacted(row: Mapping[str, Any], redact: Redactor) -> dict[str, Any]:
-    """``row`` with every text value redacted."""
-    return {key: redact(value) for key, value in row.items()}
+    """``row`` with every text value redacted, but the item's key."""
+    return {name: value if name in NOT_REDACTED else redact(value) for name, value in row.items()}
 
 
 def now() -> datetime:

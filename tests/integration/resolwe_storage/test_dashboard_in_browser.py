@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -27,6 +27,9 @@ import redis
 from tests.conftest import server_missing
 from tests.processes import Cli, copying_pair, fetch, wait_for
 from tests.servers.process import free_port
+
+if TYPE_CHECKING:
+    from tests.servers.redis import PrivateRedis
 
 pytest_plugins = ["tests.servers.redis"]
 
@@ -327,3 +330,154 @@ def test_when_the_catalog_stops_answering_the_queues_are_shown_and_the_catalog_s
         "dashboard: the catalog did not answer: file is not a database"
         in (tmp_path / "dashboard.log").read_text()
     )
+
+
+def damage(cli: Cli, tmp_path: Path, key: str) -> None:
+    """Item ``key`` ingested from ``local``, whose only copy then loses its file: damaged, lost."""
+    folder = tmp_path / "local" / key
+    folder.mkdir(parents=True)
+    (folder / "f.txt").write_text(key * 10)
+    cli.ok("ingest", "local", folder, "--key", key)
+    (folder / "f.txt").unlink()
+    assert "LOST" in cli("verify", key).err
+
+
+def test_the_damaged_and_lost_counts_are_those_of_the_items_listed_as_such(
+    tmp_path: Path, redis_url: str, browser: Any
+) -> None:
+    """A removed item (in its grace) with a damaged, lost copy: counted as it is listed."""
+    from selenium.webdriver.common.by import By
+
+    cli = Cli(copying_pair(tmp_path, broker=redis_url))
+    damage(cli, tmp_path, "broken")
+    damage(cli, tmp_path, "gone")
+    cli.ok("remove", "gone")
+    status = json.loads(cli.ok("status", "--json").out)
+    dashboard, base = start_dashboard(cli, tmp_path, "--refresh", "0")
+    try:
+        browser.get(base + "/")
+        [(damaged,)] = catalog_rows(
+            tmp_path,
+            "SELECT COUNT(DISTINCT file_storage_id) FROM storage_location WHERE status = 'DM'",
+        )
+        listed = [link.text for link in browser.find_elements(By.CSS_SELECTOR, "#damaged a")]
+        assert sorted(listed) == ["broken", "gone"]
+        assert cell(browser, 'tr[data-field="damaged"] td.n') == str(damaged) == "2"
+        lost = [link.text for link in browser.find_elements(By.CSS_SELECTOR, "#lost a")]
+        assert sorted(lost) == ["broken", "gone"]
+        assert cell(browser, 'tr[data-field="lost"] td.n') == str(status["lost_items"]) == "2"
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+
+def test_an_items_page_never_shows_where_a_connector_keeps_its_data(
+    tmp_path: Path, redis_url: str, browser: Any
+) -> None:
+    """A file found leading outside the root: said so, naming the connector, never its root."""
+    cli = Cli(copying_pair(tmp_path, broker=redis_url))
+    folder = tmp_path / "local" / "k"
+    folder.mkdir(parents=True)
+    (folder / "f.txt").write_text("hello")
+    cli.ok("ingest", "local", folder, "--key", "k")
+    (folder / "f.txt").unlink()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "f.txt").write_text("hello")
+    (folder / "f.txt").symlink_to(tmp_path / "outside" / "f.txt")
+    assert "LOST" in cli("verify", "k").err
+    root = str(tmp_path / "local")
+    assert root in cli("show", "k").out  # the operator's own command says where
+    dashboard, base = start_dashboard(cli, tmp_path, "--refresh", "0")
+    try:
+        browser.get(base + "/items/k")
+        assert "leads outside the root <local>" in cell(browser, "#files")
+        assert root not in browser.page_source and str(tmp_path) not in browser.page_source
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+
+def test_while_redis_is_down_the_pages_say_so_and_show_the_catalog(
+    tmp_path: Path, private_redis: PrivateRedis, browser: Any
+) -> None:
+    """The operator's screen in a broker outage: what the catalog holds, and that Redis is gone."""
+    cli = Cli(
+        copying_pair(tmp_path, broker=private_redis.url),
+        env={"RESOLWE_STORAGE_DASHBOARD_TOKEN": TOKEN},
+    )
+    damage(cli, tmp_path, "broken")
+    dashboard, base = start_dashboard(cli, tmp_path, "--allow-actions", "--refresh", "0")
+    try:
+        private_redis.stop()
+        browser.get(base + "/")
+        assert "Internal Server Error" not in browser.page_source
+        assert "The broker did not answer" in cell(browser, "#broker-unavailable")
+        assert cell(browser, 'tr[data-field="lost"] td.n') == "1"
+        assert "broken" in cell(browser, "#lost")
+        browser.get(base + "/dead")
+        assert "The broker did not answer" in cell(browser, "#broker-unavailable")
+        status, text = fetch(
+            base + "/dead/retry", data=f"queue=copy&token={TOKEN}".encode(), timeout=30
+        )
+        assert status == 503 and len(text.splitlines()) == 1 and "broker" in text, text
+        private_redis.start()
+        browser.get(base + "/")
+        assert cell(browser, 'tr[data-queue="copy"] td[data-field="queued"]') == "0"
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+    log = (tmp_path / "dashboard.log").read_text()
+    assert "Traceback" not in log, log
+
+
+def test_every_page_of_a_read_only_dashboard_says_it_is_read_only(
+    tmp_path: Path, redis_url: str, browser: Any
+) -> None:
+    cli = Cli(copying_pair(tmp_path, broker=redis_url))
+    damage(cli, tmp_path, "broken")  # the history holds a register and a verify
+    dashboard, base = start_dashboard(cli, tmp_path, "--refresh", "0")
+    try:
+        for page in ("/", "/dead", "/history", "/items/broken"):
+            browser.get(base + page)
+            assert cell(browser, "header .muted") == "read-only", page
+            assert 'method="post"' not in browser.page_source, page
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+
+def test_an_item_whose_key_holds_a_buckets_name_is_named_and_linked_by_its_key(
+    tmp_path: Path, redis_url: str, browser: Any
+) -> None:
+    """A bucket named ``data`` is taken out of errors; item ``data-1`` keeps its name."""
+    from selenium.webdriver.common.by import By
+
+    config = copying_pair(tmp_path, broker=redis_url)
+    document = json.loads(config.read_text())
+    document["connectors"]["S3"] = {
+        "connector": "s3",
+        "config": {"bucket": "data", "region_name": "eu-central-1", "priority": 50},
+    }
+    config.write_text(json.dumps(document))
+    cli = Cli(config)
+    folder = tmp_path / "local" / "data-1"
+    folder.mkdir(parents=True)
+    (folder / "data.csv").write_text("x")
+    cli.ok("ingest", "local", folder, "--key", "data-1")
+    client = redis.Redis.from_url(redis_url)
+    dead_letter(client, "copy", 1, "data-1", "failed: NoSuchBucket: s3://data/data-1/data.csv")
+    dashboard, base = start_dashboard(cli, tmp_path, "--refresh", "0")
+    try:
+        browser.get(base + "/dead")
+        [row] = browser.find_elements(By.CSS_SELECTOR, "#dead tr[data-id]")
+        assert row.find_element(By.CSS_SELECTOR, "a").text == "data-1"
+        assert "s3://<S3>/data-1/" in row.text and "s3://data" not in browser.page_source
+        browser.get(base + "/history")
+        [row] = browser.find_elements(By.CSS_SELECTOR, "#history tr")[1:]
+        assert row.find_element(By.CSS_SELECTOR, "a").text == "data-1"
+        row.find_element(By.CSS_SELECTOR, "a").click()
+        assert cell(browser, "h2 code") == "data-1"
+    finally:
+        client.close()
+        dashboard.terminate()
+        dashboard.wait(timeout=30)

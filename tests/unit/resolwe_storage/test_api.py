@@ -247,3 +247,64 @@ def test_a_read_lock_is_not_closed_by_the_next_import_of_its_item(
             .count()
             == 1
         )
+
+
+def signing_service(tmp_path: Path) -> StorageService:
+    """An item whose copies are on S3 and GCS, whose URLs are signed here (nothing contacted)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    account = {
+        "type": "service_account",
+        "project_id": "p",
+        "private_key_id": "1",
+        "private_key": pem,
+        "client_email": "signer@p.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    (tmp_path / "gcs.json").write_text(json.dumps(account))
+    (tmp_path / "s3.json").write_text(json.dumps({"AccessKeyId": "AK", "SecretAccessKey": "SK"}))
+    document = {
+        "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+        "connectors": {
+            "S3": {
+                "connector": "s3",
+                "config": {
+                    "bucket": "b",
+                    "region_name": "eu-central-1",
+                    "credentials": str(tmp_path / "s3.json"),
+                },
+            },
+            "GCS": {
+                "connector": "gcs",
+                "config": {"bucket": "b", "credentials": str(tmp_path / "gcs.json")},
+            },
+        },
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    config = load_config(path)
+    storage = StorageService(config, open_catalog(config.database), make_broker(None))
+    locations = [{"connector": name, "url": "1", "status": "OK"} for name in ("S3", "GCS")]
+    storage.register({**ITEM, "locations": locations})
+    return storage
+
+
+@pytest.mark.parametrize("connector", ["S3", "GCS"])
+@pytest.mark.parametrize("expires", [0, -60, 7 * 24 * 3600 + 1])
+def test_a_url_for_a_lifetime_no_store_signs_is_refused_in_one_line(
+    tmp_path: Path, connector: str, expires: int
+) -> None:
+    """A presigned URL lives 1 s to 7 days (SigV4 and GCS V4): else no URL, and why."""
+    service = signing_service(tmp_path)
+    assert "Signature=" in service.url("data-1", "a.txt", connector=connector, expires=60)
+    with pytest.raises(InputError, match=r"^expires: .* 1 and 604800 seconds") as refused:
+        service.url("data-1", "a.txt", connector=connector, expires=expires)
+    assert "\n" not in str(refused.value)
