@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -256,6 +257,11 @@ def _fork_workers(
             folder = os.environ.get(MULTIPROCESS_DIR) or cleanup.enter_context(
                 tempfile.TemporaryDirectory(prefix="resolwe-storage-metrics-")
             )
+            # A folder of the user's may hold an earlier pool's files (one
+            # killed, a container restarted): their counts are not this
+            # pool's. prometheus-client asks for it to be emptied at start.
+            for stale in Path(folder).glob("*.db"):
+                stale.unlink(missing_ok=True)
             env[MULTIPROCESS_DIR] = folder
         children = [subprocess.Popen(command, env=env) for _ in range(processes)]
         if bind is not None:

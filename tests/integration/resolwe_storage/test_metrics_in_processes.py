@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,6 +103,35 @@ def test_a_pool_of_two_processes_serves_the_sum_of_what_each_did(
     assert sum(record["job"]["bytes"] for record in jobs) == sizes
     assert total(found, "resolwe_storage_jobs_running") == 0
     assert (tmp_path / "archive" / "big" / "part-5.bin").stat().st_size == FILE_BYTES + 5
+
+
+def test_a_pool_in_a_metrics_folder_of_the_users_does_not_count_an_earlier_pools_jobs(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """``$PROMETHEUS_MULTIPROC_DIR`` kept across runs (a container restarted, a pool killed)."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    earlier = (
+        "from prometheus_client import Counter\n"
+        "Counter('resolwe_storage_jobs', 'jobs', ['queue', 'result'])"
+        ".labels(queue='copy', result='ok').inc(7)\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    subprocess.run([sys.executable, "-c", earlier], env=env, check=True)
+    assert list(folder.glob("*.db")), "the earlier pool's file was not written"
+    cli = Cli(
+        copying_pair(tmp_path, broker=redis_url), env={"PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    )
+    port = free_port()
+    pool = cli.start(
+        "worker", "--processes", "2", "--metrics-bind", f"127.0.0.1:{port}", log=tmp_path / "log"
+    )
+    try:
+        wait_for(lambda: fetch(f"http://127.0.0.1:{port}/readyz")[0] == 200, "the pool")
+        found = samples(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        stop(pool)
+    assert total(found, "resolwe_storage_jobs_total") == 0
 
 
 def test_readyz_says_not_ready_while_redis_is_down_and_ready_once_it_is_back(
