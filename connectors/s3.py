@@ -742,8 +742,11 @@ class S3Connector(LazyClient, Connector):
         check_path(path)
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
+        # s3transfer copies in parts from the threshold on, ``write`` puts
+        # up to the limit whole: an object of exactly the limit is one
+        # CopyObject too, its ETag the md5, not a one-part "-1" no catalog predicts.
         config = TransferConfig(
-            multipart_threshold=self._single_put_limit, multipart_chunksize=self.part_size
+            multipart_threshold=self._single_put_limit + 1, multipart_chunksize=self.part_size
         )
         try:
             with create_transfer_manager(self.client, config) as manager:

@@ -111,7 +111,7 @@ from connectors.base import (
     delete_all,
     landing,
 )
-from connectors.errors import ChecksumMismatch, ObjectNotFound
+from connectors.errors import ChecksumMismatch, ConnectorError, InvalidPath, ObjectNotFound
 from connectors.transfer import UNKNOWN, Expected, copy_file
 from workers.confirm import confirm_copy
 from workers.errors import ItemChangedError, LocationGoneError, NoSourceError
@@ -489,6 +489,7 @@ def _copy_side_by_side(
         seconds, outcome = future.result()
         if isinstance(outcome, Exception):
             _note_failure(plan, entry, outcome, seconds, target, actor)
+            _judge_source(plan, entry, sources[plan.item.id], outcome)
             problem = problem or outcome
         elif outcome is not None:
             proven[plan.item.id].append(outcome)
@@ -540,6 +541,7 @@ def _copy_one(
         return _transfer(plan, entry, source, destination)
     except Exception as exc:
         _note_failure(plan, entry, exc, time.monotonic() - began, target, actor)
+        _judge_source(plan, entry, source, exc)
         raise
 
 
@@ -560,6 +562,47 @@ def _note_failure(
         exc,
     )
     exc.recorded = True  # type: ignore[attr-defined]
+
+
+#: Errors of a copy that may say its source is bad (or the destination, or
+#: the bytes on the way): a missing object, other bytes, a link leading out
+#: of the root. Reading the source again on its own tells which.
+SOURCE_EVIDENCE = (ChecksumMismatch, ObjectNotFound, InvalidPath)
+
+
+def _judge_source(plan: _Plan, entry: Entry, source: Connector, exc: Exception) -> None:
+    """After a copy found its source's bytes not the catalog's (or none): is the source bad?
+
+    The bytes read on the way may have been damaged there, or the write's:
+    the source is read again on its own (as a repair does, ``_repair_one``),
+    and only that answer is evidence. A source found bad is recorded so
+    (damaged: it no longer counts, for a delete or as the next try's
+    source); an error reaching it concludes nothing.
+    """
+    if not isinstance(exc, SOURCE_EVIDENCE):
+        return
+    try:
+        problem, _ = read_and_compare(source, object_path(plan.source, entry.path), entry)  # type: ignore[arg-type]
+    except ConnectorError:
+        return
+    if problem is None:
+        return
+    now = utcnow()
+    with locked_item(plan.item.id):
+        here = StorageLocation.get_or_none(StorageLocation.id == plan.source.id)
+        if here is None or here.status not in READABLE_OR_DAMAGED:
+            return
+        if entry.id not in still_current({entry.id: content_of(entry)}):  # type: ignore[arg-type]
+            return  # a new version meanwhile: the old hashes judge nothing
+        record_bad(here.id, [(entry.id, problem)], now=now)
+        settle(here.id, now=now)
+    logger.warning(
+        "copy of %s to %s: its source on %s is bad (%s); marked damaged",
+        entry.path,
+        plan.location.connector_name,
+        plan.source.connector_name,
+        problem,
+    )
 
 
 def _transfer(plan: _Plan, entry: Entry, source: Connector, destination: Connector) -> Proven:
@@ -1245,7 +1288,7 @@ def _repair_one(
                 object_path(target, entry.path),
                 expected=expected,
             )
-        except (ChecksumMismatch, ObjectNotFound) as exc:
+        except SOURCE_EVIDENCE as exc:
             # The source's bytes, read again on their own: the backend's answer decides.
             problem, _ = read_and_compare(source, object_path(holder, entry.path), entry)
             if problem is None:

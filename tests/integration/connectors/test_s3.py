@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from connectors.base import delete_all
+from connectors.base import ETAG, delete_all
 from connectors.errors import (
     AccessDenied,
     BackendUnavailable,
@@ -435,6 +435,35 @@ def test_server_side_copy_within_the_endpoint(
             assert stream.read() == data
     with pytest.raises(ObjectNotFound):
         other.copy_from(connector, "item/missing", "x")
+
+
+def test_a_server_side_copy_of_one_part_is_one_copy_proven_by_its_etag(
+    connector: S3Connector, moto_server: str, s3_credentials: Path
+) -> None:
+    """An object of exactly the part size is one part, copied as written: in one request.
+
+    As a one-part multipart copy its ETag would end in "-1", which no
+    catalog predicts: the copy, and every confirmation before a delete
+    after it, would read its bytes back to prove them.
+    """
+    other_bucket = f"bucket-{uuid.uuid4().hex[:16]}"
+    connector.client.create_bucket(Bucket=other_bucket)
+    other = make(
+        moto_server,
+        other_bucket,
+        s3_credentials,
+        multipart_threshold=PART,
+        multipart_chunksize=PART,
+    )
+    data = os.urandom(PART)
+    written = connector.write("item/part", io.BytesIO(data))
+    expected = hashes_of(data, chunk_size=PART)
+    assert written.hashes[ETAG] == expected.md5  # one PutObject
+    reads = count_calls(other, "GetObject")
+    result = copy_file(connector, "item/part", other, "item/part", expected=expected)
+    assert result.how == "server-side" and reads == []
+    copied = other.stat("item/part")
+    assert copied is not None and copied.hashes[ETAG] == expected.md5
 
 
 def test_no_server_side_copy_across_identities(

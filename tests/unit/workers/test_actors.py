@@ -21,7 +21,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from catalog.database import bind, migrate, open_database
-from catalog.integrity import ASSERTED
+from catalog.integrity import ASSERTED, lost_files
 from catalog.models import (
     AccessLog,
     Action,
@@ -193,22 +193,23 @@ def test_a_permanent_failure_is_not_retried_and_is_recorded(
     assert location.status == "UP"
 
 
-def test_a_mismatch_is_tried_again_twice_then_given_up(
+def test_a_source_damaged_at_rest_is_found_so_and_the_copy_given_up(
     world: tuple[dict[str, ConnectorPolicy], StubBroker, dramatiq.Worker], tmp_path: Path
 ) -> None:
+    """Read again on its own, the source is bad: it is damaged (the item lost), not retried."""
     policies, broker, _ = world
     database = actors.current().database
-    add_item(tmp_path, "a", {"one.txt": b"good"})
+    item = add_item(tmp_path, "a", {"one.txt": b"good"})
     (tmp_path / "local" / "a" / "one.txt").write_bytes(b"evil")  # damaged at the source
     scan(policies, database, broker, now=NOW)
     for queue in messages.QUEUES:
         broker.join(queue, fail_fast=False)
-    failures = Action.select().where(Action.action == "copy")
-    assert [a.result for a in failures] == ["failed"] * (1 + actors.DEFAULT_MISMATCH_RETRIES)
-    assert all("does not match" in a.error for a in failures)
-    assert [m.options.get("retries") for m in broker.dead_letters] == [
-        1 + actors.DEFAULT_MISMATCH_RETRIES
-    ]
+    failures = list(Action.select().where(Action.action == "copy").order_by(Action.id))
+    assert [a.result for a in failures] == ["failed", "failed"]
+    assert "does not match" in failures[0].error and "no OK copy" in failures[1].error
+    assert [m.options.get("retries") for m in broker.dead_letters] == [2]
+    assert StorageLocation.get(StorageLocation.connector_name == "local").status == "DM"
+    assert lost_files() == {item.id: ["one.txt"]}
     assert not (tmp_path / "backup" / "a" / "one.txt").exists()
 
 

@@ -39,6 +39,7 @@ from catalog.queries import (
 from catalog.removal import remove_items
 from catalog.settings import pause_deletes
 from connectors import local as local_module
+from connectors.base import Connector
 from connectors.errors import BackendUnavailable, ChecksumMismatch, InvalidPath, ObjectNotFound
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
@@ -199,14 +200,23 @@ def test_a_failed_file_keeps_the_ones_before_and_a_retry_carries_on(
         copy_item_files(
             item.id, "backup", ["a", "b", "c"], connectors=lookup, preference=PREFERENCE
         )
-    recorded = proven_rows().select(LocationFile, ReferencedPath).join(ReferencedPath)
+    recorded = (
+        proven_rows()
+        .select(LocationFile, ReferencedPath)
+        .join(ReferencedPath)
+        .where(LocationFile.storage_location == location(item, "backup"))
+    )
     assert [entry.referenced_path.path for entry in recorded] == ["a"]
     assert location(item, "backup").status == "UP"
     assert open_locks() == 0
     failed = Action.get(Action.result == "failed")
     assert failed.path == "b" and "does not exist" in failed.error
+    # The source was found without b: damaged, until a verification finds it whole again.
+    assert location(item, "local").status == "DM"
 
     hidden.rename(tmp_path / "local" / "item-1" / "b")
+    verify_item_files(item.id, "local", ["b"], connectors=lookup, now=NOW)
+    assert location(item, "local").status == "OK"
     report = copy_item_files(
         item.id, "backup", ["a", "b", "c"], connectors=lookup, preference=PREFERENCE
     )
@@ -429,10 +439,89 @@ def test_a_source_that_does_not_match_the_catalog_fails_for_good(
         copy(item, "backup", "a", folders)
     assert not caught.value.transient
     assert folders["backup"].stat("item-1/a") is None
-    assert proven_rows().count() == 0 and location(item, "backup").status == "UP"
+    backup = location(item, "backup")
+    assert not proven_rows().where(LocationFile.storage_location == backup).exists()
+    assert backup.status == "UP"
     assert open_locks() == 0
     failed = Action.get(Action.action == "copy")
     assert failed.result == "failed" and "removed" in failed.error
+
+
+@pytest.mark.parametrize(
+    ("harm", "found", "error"),
+    [
+        (lambda path: path.write_bytes(b"ALPHA"), "crc32c", ChecksumMismatch),
+        (lambda path: path.unlink(), "missing", ObjectNotFound),
+    ],
+    ids=["rotted", "missing"],
+)
+def test_a_copy_that_finds_its_source_bad_marks_it_and_no_delete_counts_on_it(
+    catalog_db: pw.Database,
+    folders: dict[str, LocalConnector],
+    harm: Any,
+    found: str,
+    error: type[Exception],
+) -> None:
+    """The bytes the copy read are evidence: the source is damaged, not counted any more."""
+    item = make_item(folders, files={"a": b"alpha"}, on=("local", "backup"))
+    harm(folders["local"].root / "item-1" / "a")  # behind the system's back
+    reserve_location(item.id, "archive", url=item.key)
+    with pytest.raises(error):
+        copy(item, "archive", "a", folders)
+    assert location(item, "local").status == "DM"
+    assert [b.problem.split(" ")[0] for b in bad_files(location(item, "local").id)] == [found]
+    assert open_locks() == 0
+    # backup holds the only good bytes: it is not deleted on the strength of local.
+    assert delete(item, "backup", folders) == REFUSED
+    assert (folders["backup"].root / "item-1" / "a").read_bytes() == b"alpha"
+    # The copy's retry takes the good copy; the repair mends local from it.
+    assert copy(item, "archive", "a", folders) == COPIED
+    report = repair_location(
+        item.id, "local", connectors=folders.__getitem__, preference=PREFERENCE
+    )
+    assert report.status == "OK"
+    assert (folders["local"].root / "item-1" / "a").read_bytes() == b"alpha"
+
+
+def test_a_copy_whose_bytes_were_damaged_on_the_way_leaves_its_source_alone(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    """The source read again on its own is good: the damage was on the way, no evidence."""
+    item = make_item(folders, files={"a": b"alpha"}, on=("local", "backup"))
+    reserve_location(item.id, "archive", url=item.key)
+
+    class Garbling(Connector):
+        """A store whose first read comes back damaged on the way."""
+
+        name = "local"
+
+        def __init__(self, inner: LocalConnector) -> None:
+            self.inner = inner
+            self.garbled = False
+
+        def stat(self, path: str) -> Any:
+            return self.inner.stat(path)
+
+        def open_read(self, path: str) -> Any:
+            if self.garbled:
+                return self.inner.open_read(path)
+            self.garbled = True
+            return io.BytesIO(b"alphA")
+
+        def write(self, path: str, stream: Any, *, size: int | None = None) -> Any:
+            return self.inner.write(path, stream, size=size)
+
+        def delete(self, path: str, *, within: str = "") -> None:
+            self.inner.delete(path, within=within)
+
+        def list(self, prefix: str = "") -> Any:
+            return self.inner.list(prefix)
+
+    lookup = {**folders, "local": Garbling(folders["local"])}.__getitem__
+    with pytest.raises(ChecksumMismatch):
+        copy_item_file(item.id, "archive", "a", connectors=lookup, preference=PREFERENCE)
+    assert location(item, "local").status == "OK"
+    assert LocationFile.select().where(LocationFile.problem.is_null(False)).count() == 0
 
 
 def test_the_source_is_the_preferred_ok_copy_as_the_catalog_says_now(
@@ -902,6 +991,28 @@ def test_a_source_found_bad_when_read_is_marked_and_the_file_reported_lost(
     assert failed.result == "failed" and "LOST" in failed.error
     # Nothing was written where a bad copy was read.
     assert not (folders["backup"].root / "item-1" / "a").exists()
+
+
+def test_a_repair_source_whose_file_leads_out_of_its_root_is_bad_and_the_next_is_taken(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path
+) -> None:
+    """A link out of the connector's root holds no bytes of it (as a verification finds)."""
+    item = make_item(folders, files={"a": b"alpha"}, on=("local", "backup", "archive"))
+    (folders["archive"].root / "item-1" / "a").unlink()
+    damage(item, "archive", "a")
+    # local's file was replaced behind our back by a link to a file outside its root.
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"alpha")
+    (folders["local"].root / "item-1" / "a").unlink()
+    (folders["local"].root / "item-1" / "a").symlink_to(outside)
+    report = repair_location(
+        item.id, "archive", connectors=folders.__getitem__, preference=PREFERENCE
+    )
+    assert (report.repaired, report.status) == (1, "OK")
+    assert Action.get(Action.action == "repair").source == "backup"
+    assert (folders["archive"].root / "item-1" / "a").read_bytes() == b"alpha"
+    assert location(item, "local").status == "DM"
+    assert open_locks() == 0
 
 
 class Unreachable(LocalConnector):
