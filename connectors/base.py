@@ -125,6 +125,10 @@ class Connector(abc.ABC):
         """Whether this connector implements ``capability`` (one of ``CAPABILITIES``)."""
         return _CAPABILITY_NAMES[capability] in self.capabilities()
 
+    def lacks(self, capability: type) -> None:
+        """Forget ``capability``: the backend said it has not got it (``Unsupported``)."""
+        self.__dict__["_capabilities"] = self.capabilities() - {_CAPABILITY_NAMES[capability]}
+
 
 class LazyClient:
     """A backend's library client, made by ``_make_client`` on first use, once.

@@ -366,6 +366,10 @@ class S3Connector(LazyClient, Connector):
                 )
             if code in _THROTTLED or status in (429, 503):
                 return Throttled(f"{where}: throttled {what} ({code or status})")
+            if code == "NotImplemented" or status == 501:
+                # A store without this request (an S3-compatible one lacking
+                # UploadPartCopy, say): no retry will make it.
+                return Unsupported(f"{where}: {what}: not implemented by this store")
             if code in _TRANSIENT or (isinstance(status, int) and status >= 500):
                 return BackendUnavailable(f"{where}: server error {what} ({code or status})")
             return PermanentError(f"{where}: {what} failed ({code or status})")

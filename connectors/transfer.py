@@ -22,11 +22,12 @@ holds the same bytes:
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import BinaryIO, NamedTuple
 
 from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo, ServerSideCopy, check_path
-from connectors.errors import ChecksumMismatch, ObjectNotFound
+from connectors.errors import ChecksumMismatch, ObjectNotFound, Unsupported
 from connectors.hashing import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_READ_SIZE,
@@ -37,6 +38,8 @@ from connectors.hashing import (
     etag_differs,
     hash_stream,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class Expected(NamedTuple):
@@ -170,17 +173,24 @@ def copy_file(
         and destination.can_copy_from(source)  # type: ignore[attr-defined]
         and _judgeable(expected)
     ):
-        info = destination.copy_from(source, source_path, destination_path)
-        proof = _matches_expected(destination, destination_path, info, expected)
-        if proof is None:
-            destination.delete(destination_path)
-            raise ChecksumMismatch(
-                f"{destination.name}: server-side copy of {source_path!r} to "
-                f"{destination_path!r} does not match the catalog's hashes; removed it"
+        try:
+            info = destination.copy_from(source, source_path, destination_path)  # type: ignore[attr-defined]
+        except Unsupported as exc:
+            # The declared fallback: the bytes go through us, and this
+            # destination is not asked again (capabilities are found once).
+            logger.info("%s; streamed instead", exc)
+            destination.lacks(ServerSideCopy)
+        else:
+            proof = _matches_expected(destination, destination_path, info, expected)
+            if proof is None:
+                destination.delete(destination_path)
+                raise ChecksumMismatch(
+                    f"{destination.name}: server-side copy of {source_path!r} to "
+                    f"{destination_path!r} does not match the catalog's hashes; removed it"
+                )
+            return TransferResult(
+                destination_path, info.size, "server-side", proof, None, time.monotonic() - began
             )
-        return TransferResult(
-            destination_path, info.size, "server-side", proof, None, time.monotonic() - began
-        )
 
     # Hash in passing only what the proof needs: a destination that reports
     # the crc32c of what it stored, checked against the catalog's, needs

@@ -466,6 +466,55 @@ def test_a_server_side_copy_of_one_part_is_one_copy_proven_by_its_etag(
     assert copied is not None and copied.hashes[ETAG] == expected.md5
 
 
+@pytest.mark.parametrize("size", [1000, 2 * PART + 1], ids=["CopyObject", "UploadPartCopy"])
+def test_a_store_without_server_side_copy_is_streamed_to_once_it_says_so(
+    connector: S3Connector, moto_server: str, s3_credentials: Path, size: int
+) -> None:
+    """An S3-compatible store answering 501 NotImplemented: the bytes go through us.
+
+    The declared fallback, found once: the next file is not asked of the
+    store again. (Before, a 501 was a server error retried until given up.)
+    """
+    other_bucket = f"bucket-{uuid.uuid4().hex[:16]}"
+    connector.client.create_bucket(Bucket=other_bucket)
+    other = make(
+        moto_server,
+        other_bucket,
+        s3_credentials,
+        multipart_threshold=PART,
+        multipart_chunksize=PART,
+    )
+    refused: list[str] = []
+
+    def not_implemented(model: Any, **_: Any) -> tuple[Any, dict[str, Any]]:
+        refused.append(model.name)
+        error = {"Code": "NotImplemented", "Message": "A header you provided is not implemented"}
+        answer = {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 501}}
+        return (type("Answer", (), {"status_code": 501, "headers": {}})(), answer)
+
+    for operation in ("CopyObject", "UploadPartCopy"):
+        other.client.meta.events.register(f"before-call.s3.{operation}", not_implemented)
+    data = [os.urandom(size), os.urandom(size)]
+    for number, content in enumerate(data):
+        connector.write(f"item/{number}", io.BytesIO(content))
+    results = [
+        copy_file(
+            connector,
+            f"item/{number}",
+            other,
+            f"item/{number}",
+            expected=hashes_of(content, chunk_size=PART),
+        )
+        for number, content in enumerate(data)
+    ]
+    assert [result.how for result in results] == ["streamed", "streamed"]
+    assert len(refused) == 1, refused  # asked once, then known
+    for number, content in enumerate(data):
+        with other.open_read(f"item/{number}") as stream:
+            assert stream.read() == content
+    assert unfinished_uploads(other) == []
+
+
 def test_no_server_side_copy_across_identities(
     connector: S3Connector, moto_server: str, tmp_path: Path
 ) -> None:
