@@ -1274,10 +1274,13 @@ def _repair_one(
 ) -> tuple[str, Any] | None:
     """Copy one bad file from the first of its holders that really holds it; (source, result).
 
-    None when every holder turned out bad (recorded in ``found_bad``).
+    None when every holder turned out bad (recorded in ``found_bad``). A
+    holder whose backend does not answer is passed over for the next; if
+    none answered, the last such error is raised (nothing is concluded).
     """
     entry = fix.entry
     expected = Expected(entry.size, entry.md5, entry.crc32c, entry.awss3etag, entry.chunk_size)
+    unanswered: ConnectorError | None = None
     for holder in fix.holders:
         source = connectors(holder.connector_name)
         try:
@@ -1303,7 +1306,23 @@ def _repair_one(
                 exc,
             )
             continue
+        except ConnectorError as exc:
+            if not exc.transient:
+                raise
+            # An outage of the source (or of the destination, which the next
+            # try meets too): no evidence; another good copy may answer.
+            logger.warning(
+                "repair of %s on %s: the copy on %s did not answer (%s); trying the next",
+                entry.path,
+                target.connector_name,
+                holder.connector_name,
+                exc,
+            )
+            unanswered = exc
+            continue
         return holder.connector_name, result
+    if unanswered is not None:
+        raise unanswered
     return None
 
 

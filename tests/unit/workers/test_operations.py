@@ -1027,6 +1027,11 @@ class Unreachable(LocalConnector):
             raise BackendUnavailable(f"{self.name}: timed out reading {path!r}")
         return super().open_read(path)
 
+    def _open_object(self, path: str) -> Any:  # a copy between folders reads this way
+        if path in self.failing:
+            raise BackendUnavailable(f"{self.name}: timed out reading {path!r}")
+        return super()._open_object(path)
+
 
 def test_a_backend_that_does_not_answer_is_no_evidence(
     catalog_db: pw.Database, folders: dict[str, LocalConnector]
@@ -1048,6 +1053,42 @@ def test_a_backend_that_does_not_answer_is_no_evidence(
     assert problems["a"].startswith("crc32c") and set(problems) == {"a"}
     assert location(item, "backup").status == "DM"
     assert not Action.select().where(Action.action == "verify").exists()  # retried, not recorded
+    assert open_locks() == 0
+
+
+def test_a_repair_whose_first_source_does_not_answer_takes_the_next(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    """The preferred copy's backend is out (a timeout): another good copy repairs the damage.
+
+    The outage concludes nothing of the source's bytes; the copy that
+    answers puts the damaged one right now, not when the outage ends.
+    """
+    item = make_item(folders, files={"a": b"alpha"}, on=("local", "backup", "archive"))
+    (folders["archive"].root / "item-1" / "a").unlink()
+    damage(item, "archive", "a")
+    out = Unreachable("local", path=folders["local"].root, failing={"item-1/a"})
+    lookup = {**folders, "local": out}.__getitem__
+    report = repair_location(item.id, "archive", connectors=lookup, preference=PREFERENCE)
+    assert (report.repaired, report.status) == (1, "OK")
+    assert Action.get(Action.action == "repair").source == "backup"
+    assert location(item, "local").status == "OK"  # no evidence against it
+    assert (folders["archive"].root / "item-1" / "a").read_bytes() == b"alpha"
+    assert open_locks() == 0
+
+
+def test_a_repair_whose_every_source_does_not_answer_concludes_nothing(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, files={"a": b"alpha"}, on=("local", "backup"))
+    (folders["backup"].root / "item-1" / "a").unlink()
+    damage(item, "backup", "a")
+    out = Unreachable("local", path=folders["local"].root, failing={"item-1/a"})
+    lookup = {**folders, "local": out}.__getitem__
+    with pytest.raises(BackendUnavailable):
+        repair_location(item.id, "backup", connectors=lookup, preference=PREFERENCE)
+    assert (location(item, "local").status, location(item, "backup").status) == ("OK", "DM")
+    assert lost_files() == {}
     assert open_locks() == 0
 
 
