@@ -105,7 +105,8 @@ def copy_facts(target: str, wanted: Sequence[tuple[int, Sequence[str]]]) -> dict
     """Each item's key and locations, and those of its files ``paths`` it has, by item id.
 
     ``wanted``: (item id, paths). Each file says whether the item's location
-    on ``target`` has it recorded. An item not in the catalog is left out.
+    on ``target`` has it recorded. An item not in the catalog, or removed
+    (it counts nowhere: nothing of it is copied), is left out.
     Two statements, however many items.
     """
     ids = list(dict.fromkeys(item_id for item_id, _ in wanted))
@@ -116,7 +117,8 @@ def copy_facts(target: str, wanted: Sequence[tuple[int, Sequence[str]]]) -> dict
     places: dict[int, list[Place]] = {}
     for item_id, key, *place in _run(
         "SELECT f.id, f.key, l.id, l.connector_name, l.url, l.status FROM file_storage AS f"
-        f" LEFT JOIN storage_location AS l ON l.file_storage_id = f.id WHERE f.id IN ({items})",
+        " LEFT JOIN storage_location AS l ON l.file_storage_id = f.id"
+        f" WHERE f.id IN ({items}) AND f.removed IS NULL",
         ids,
     ):
         keys[item_id] = key
@@ -138,7 +140,7 @@ def copy_facts(target: str, wanted: Sequence[tuple[int, Sequence[str]]]) -> dict
             f" WHERE r.file_storage_id IN ({items}) AND r.path IN ({', '.join('?' * len(paths))})",
             (target, *ids, *paths),
         ):
-            if row[2] in asked.get(row[0], ()):
+            if row[0] in entries and row[2] in asked.get(row[0], ()):
                 entries[row[0]][row[2]] = Entry(*row[1:8], recorded=row[8] is not None)
     return {
         item_id: CopyFacts(item_id, keys[item_id], places[item_id], entries[item_id])

@@ -123,7 +123,10 @@ class ScanLoop:
                 if keeper is not None:
                     keeper.join()
                 if self.lease is not None:
-                    self.lease.release()
+                    # Redis gone meanwhile: the lease lapses by itself, and the
+                    # scan's own error (what it had queued) is the one to tell.
+                    with contextlib.suppress(*unreachable()):
+                        self.lease.release()
         self.report(done)
         return done
 

@@ -212,9 +212,15 @@ def scan(
         planned = time.monotonic()
     report.plan_seconds += time.monotonic() - planned
     with answering(broker, what=f"{report.jobs} job(s) were queued before it stopped"):
-        audits = _due_audits(policies, pending, now=now)
+        audits, claimed = _due_audits(policies, pending, now=now)
+        try:
+            report.jobs += enqueue_many(broker, audits)
+        except unreachable():
+            # Not queued: its marker must not hold the next scan's back.
+            with contextlib.suppress(*unreachable()):
+                pending.release_many(claimed)
+            raise
         report.audits = len(audits)
-        report.jobs += enqueue_many(broker, audits)
     report.held = budget.held
     for connector, count in sorted(budget.held.items()):
         logger.warning(
@@ -305,12 +311,12 @@ class DeleteBudget:
 
 def _due_audits(
     policies: Mapping[str, ConnectorPolicy], pending: Pending, *, now: datetime
-) -> list[dramatiq.Message]:
-    """The audit jobs due (``audit: {interval}``): one a connector, never two at once.
+) -> tuple[list[dramatiq.Message], list[str]]:
+    """The audit jobs due (``audit: {interval}``), one a connector, and the markers claimed.
 
     Due when the connector's last audit finished more than ``interval`` days
     before ``now`` (or never); its marker keeps a second one from being
-    queued while one is queued or running.
+    queued while one is queued or running: never two at once.
     """
     due = []
     for name, policy in sorted(policies.items()):
@@ -322,11 +328,12 @@ def _due_audits(
             continue
         due.append(name)
     if not due:
-        return []
-    fresh = pending.claim([Pending.key(PENDING_AUDIT, 0, name) for name in due])
+        return [], []
+    keys = [Pending.key(PENDING_AUDIT, 0, name) for name in due]
+    fresh = pending.claim(keys)
     return [
         job for name, new in zip(due, fresh, strict=True) if new for job in audit_messages(name)
-    ]
+    ], [key for key, new in zip(keys, fresh, strict=True) if new]
 
 
 def _forget_removed(database: pw.Database, before: datetime | None) -> int:
@@ -420,8 +427,8 @@ def _resume_stale(
     ``before``, ``batch`` locations at a time (by id): each batch's jobs and the ids
     of its locations, which the caller queues and stamps before the next is read.
 
-    A copy (``PR``/``UP``) gets its files not yet recorded, a delete (``DE``)
-    those not yet removed.
+    A copy (``PR``/``UP``) gets its files not yet recorded (none of a
+    removed item: it is not copied), a delete (``DE``) those not yet removed.
     """
     after = 0
     while True:
@@ -548,6 +555,12 @@ def _resumed(
                 continue
             build = remove_messages if location.file_storage_id in removed else delete_messages
             messages += build(location.file_storage_id, location.connector_name, files)
+        elif location.file_storage_id in removed:
+            # Nothing is copied of a removed item: restored, its copy goes
+            # on; else its removal deletes the reservation. Stamped, so it is
+            # not read again before the next hour.
+            resumed.append(location.id)
+            continue
         else:
             copies.setdefault(location.connector_name, []).append((location.file_storage_id, files))
         report.resumed += 1

@@ -54,14 +54,20 @@ LAST_SCAN_KEY = f"{KEY_PREFIX}:last-scan"
 logger = logging.getLogger(__name__)
 
 
+#: Redis's errors of a broker out of reach, and of one that answers but
+#: takes no write now: full (``maxmemory``), or a replica made read-only by
+#: a failover. Either way the write was refused, and trying later will work.
+_REDIS_OUTAGES = ("ConnectionError", "TimeoutError", "OutOfMemoryError", "ReadOnlyError")
+
+
 def unreachable() -> tuple[type[BaseException], ...]:
-    """The errors of a broker that does not answer (down, restarting, unreachable).
+    """The errors of a broker out of reach (down, restarting, unreachable) or taking no writes.
 
     Redis's own join Dramatiq's once Redis's client is loaded (by a Redis
     broker): before, nothing can raise them.
     """
     redis = sys.modules.get("redis")
-    errors = [getattr(redis, name, None) for name in ("ConnectionError", "TimeoutError")]
+    errors = [getattr(getattr(redis, "exceptions", None), name, None) for name in _REDIS_OUTAGES]
     return (*(error for error in errors if error is not None), BrokerConnectionError)
 
 

@@ -10,10 +10,12 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import peewee as pw
 import pytest
 import redis
+from dramatiq.middleware import Middleware
 
 from catalog.models import FileStorage, ReferencedPath, StorageLocation, utcnow
 from scheduler import loop as loop_module
@@ -21,8 +23,11 @@ from scheduler.lease import Lease
 from scheduler.loop import ScanLoop
 from scheduler.rules import ConnectorPolicy, Rule
 from scheduler.scan import ScanReport
-from workers.broker import make_broker
+from workers.broker import BrokerUnavailable, make_broker
 from workers.messages import QUEUE_COPY
+
+if TYPE_CHECKING:
+    from tests.servers.redis import PrivateRedis
 
 pytest_plugins = ["tests.servers.redis"]
 
@@ -160,6 +165,81 @@ def test_one_scan_as_a_command_keeps_the_lease_while_it_scans(
     try:
         assert loop.once() is not None
         assert taken == [False], "another replica took the lease while the scan ran"
+    finally:
+        client.close()
+        broker.close()
+
+
+class StopsRedis(Middleware):
+    """Stops the Redis server while the ``at``-th job is being queued: an outage mid-scan."""
+
+    def __init__(self, server: PrivateRedis, *, at: int) -> None:
+        self.server = server
+        self.at = at
+        self.seen = 0
+
+    def before_enqueue(self, broker: object, message: object, delay: object) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            self.server.stop()
+
+
+def test_one_scan_as_a_command_that_redis_stops_says_what_it_had_queued(
+    private_redis: PrivateRedis, sqlite_db: pw.Database
+) -> None:
+    """``scheduler --once`` cut off by Redis mid-scan says how many jobs went out.
+
+    The lease cannot be freed then either (Redis is gone; it lapses by
+    itself): that must not replace the scan's own error with one saying
+    that nothing was queued.
+    """
+    add_item("stalled")
+    # A copy reserved two hours ago whose jobs were lost: resumed (queued) first.
+    StorageLocation.create(
+        file_storage=FileStorage.get(FileStorage.key == "stalled"),
+        connector_name="backup",
+        url="stalled",
+        status="PR",
+        last_update=utcnow() - timedelta(hours=2),
+    )
+    add_item("new")
+    broker = make_broker(private_redis.url)
+    broker.add_middleware(StopsRedis(private_redis, at=2))
+    lease = Lease(broker.client, "test-scheduler")  # type: ignore[attr-defined]
+    loop = ScanLoop(POLICIES, sqlite_db, broker, lease=lease)
+    try:
+        with pytest.raises(BrokerUnavailable) as caught:
+            loop.once()
+        assert "1 job(s) were queued before it stopped" in str(caught.value)
+        assert "nothing was queued" not in str(caught.value)
+    finally:
+        broker.close()
+
+
+def test_a_scan_into_a_full_redis_is_an_outage_and_leaves_nothing_reserved(
+    private_redis: PrivateRedis, sqlite_db: pw.Database
+) -> None:
+    """Redis refusing writes (full: ``maxmemory`` reached) is met as an outage.
+
+    The scan stops with its one line, and the copy it reserved is not left
+    reserved without a job for the hour until stalled copies are resumed:
+    the scan once Redis takes writes again queues it.
+    """
+    add_item("one")
+    broker = make_broker(private_redis.url)
+    client = redis.Redis.from_url(private_redis.url)
+    client.config_set("maxmemory", "1")  # bytes: every write is refused
+    loop = ScanLoop(POLICIES, sqlite_db, broker)
+    try:
+        with pytest.raises(BrokerUnavailable) as caught:
+            loop.once()
+        assert "maxmemory" in str(caught.value)
+        assert not StorageLocation.select().where(StorageLocation.connector_name == "backup")
+        assert loop.tick() is None and loop.broker_down.down  # the loop carries on
+        client.config_set("maxmemory", "0")
+        report = loop.tick()
+        assert report is not None and report.copies == 1
+        assert client.llen(f"dramatiq:{QUEUE_COPY}") == 1
     finally:
         client.close()
         broker.close()

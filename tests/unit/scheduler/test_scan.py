@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import dramatiq
 import peewee as pw
 import pytest
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import BrokerConnectionError
 
 import scheduler.scan as scan_module
 from catalog.models import (
@@ -17,9 +21,15 @@ from catalog.models import (
     StorageLocation,
     utcnow,
 )
+from catalog.removal import remove_items
+from connectors.hashing import hash_stream
+from connectors.local import LocalConnector
 from scheduler.planning import Planner
-from scheduler.rules import ConnectorPolicy, Rule
+from scheduler.rules import ConnectorPolicy, Rule, VerifyRule
 from scheduler.scan import DEFAULT_RESUME_AFTER, DeleteBudget, ScanReport, _resume_stale, scan
+from tests.runtimes import folder_runtime
+from workers import process
+from workers.broker import BrokerUnavailable
 from workers.messages import QUEUE_COPY
 
 NOW = datetime(2026, 6, 1)
@@ -183,3 +193,101 @@ def test_a_copy_whose_job_still_runs_is_not_resumed_as_stalled(catalog_db: pw.Da
     # Once its lock is gone (the job ended, or died and the lock expired), it is.
     AccessLog.update(finished=utcnow()).execute()
     assert scan(POLICIES, catalog_db, broker, now=utcnow()).resumed == 1
+
+
+def test_a_stalled_copy_of_a_removed_item_is_not_resumed(catalog_db: pw.Database) -> None:
+    # A removed item counts nowhere: nothing is copied (README, "Removed
+    # items"), its reserved copy included; within its grace a restore may
+    # want it again, and after it the removal deletes the location.
+    items_on_local(2)
+    broker = StubBroker()
+    broker.declare_queue(QUEUE_COPY)
+    assert scan(POLICIES, catalog_db, broker, now=NOW, job_files=1).copies == 2
+    broker.flush_all()  # the broker lost the jobs: two copies reserved, stalled later
+    remove_items(["item-000"], now=utcnow(), actor="test")
+    later = utcnow() + DEFAULT_RESUME_AFTER + timedelta(minutes=1)
+    report = scan(POLICIES, catalog_db, broker, now=later, removal_delay=30)
+    assert report.resumed == 1
+    kept = FileStorage.get(FileStorage.key == "item-001").id
+    assert [
+        item_id for message in broker.queues[QUEUE_COPY].queue for item_id in _items_of(message)
+    ] == [kept]
+
+
+class Unanswering(StubBroker):
+    """The in-process broker, but out of reach (as Redis is in an outage) while ``down``.
+
+    ``takes``: messages it takes first, before it goes down (an outage mid-enqueue).
+    """
+
+    down = False
+    takes = 0
+
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+        if self.takes:
+            self.takes -= 1
+        elif self.down:
+            raise BrokerConnectionError("the broker does not answer")
+        return super().enqueue(message, delay=delay)
+
+
+def test_an_audit_the_broker_did_not_take_is_queued_by_the_next_scan(
+    catalog_db: pw.Database,
+) -> None:
+    # Its marker (one audit at a time) is claimed before its job is queued:
+    # a job that was not queued must not keep it (a day on Redis).
+    policies = {"local": ConnectorPolicy("local", priority=0, audit=VerifyRule(interval=1))}
+    broker = Unanswering()
+    broker.down = True
+    with pytest.raises(BrokerUnavailable):
+        scan(policies, catalog_db, broker, now=NOW)
+    broker.down = False
+    assert scan(policies, catalog_db, broker, now=NOW).audits == 1
+
+
+def test_copies_queued_before_an_outage_and_again_after_it_copy_each_file_once_intact(
+    catalog_db: pw.Database, tmp_path: Path
+) -> None:
+    """An outage mid-enqueue: the copies whose jobs went out are queued again, and run twice.
+
+    The scan drops every reservation of the batch (the jobs that went out
+    find none, or run beside the copies queued again): two jobs may write
+    one file at once. Each lands through a temporary file of its own and is
+    proven against the catalog's hashes, so the copy ends whole, once.
+    """
+    old = NOW - timedelta(days=10)
+    local = LocalConnector("local", path=tmp_path / "local")
+    for number in range(3):
+        item = FileStorage.create(key=f"item-{number}", status="OK", created=old)
+        data = f"file {number}".encode() * 1000
+        hashes = hash_stream(io.BytesIO(data))
+        ReferencedPath.create(
+            file_storage=item, path="a.txt", size=len(data), md5=hashes.md5, crc32c=hashes.crc32c
+        )
+        StorageLocation.create(file_storage=item, connector_name="local", url=item.key, status="OK")
+        local.write(f"{item.key}/a.txt", io.BytesIO(data))
+    broker = Unanswering()
+    broker.declare_queue(QUEUE_COPY)
+    broker.down, broker.takes = True, 1
+    with pytest.raises(BrokerUnavailable):
+        scan(POLICIES, catalog_db, broker, now=NOW, job_files=1)
+    assert len(broker.queues[QUEUE_COPY].queue) == 1  # one job went out
+    assert not StorageLocation.select().where(StorageLocation.connector_name == "backup").exists()
+    broker.down = False
+    assert scan(POLICIES, catalog_db, broker, now=NOW, job_files=1).copies == 3
+    assert len(broker.queues[QUEUE_COPY].queue) == 4  # the first item's copy twice
+    worker = process.start(folder_runtime(catalog_db, broker, tmp_path), threads=4)
+    try:
+        broker.join(QUEUE_COPY, fail_fast=True)
+    finally:
+        worker.stop()
+    backup = StorageLocation.select().where(StorageLocation.connector_name == "backup")
+    assert sorted(location.status for location in backup) == ["OK"] * 3
+    for location in backup:
+        assert (tmp_path / "backup" / location.url / "a.txt").read_bytes() == (
+            tmp_path / "local" / location.url / "a.txt"
+        ).read_bytes()
+    assert sorted(path.name for path in (tmp_path / "backup").rglob("*")) == sorted(
+        ["a.txt"] * 3 + [f"item-{number}" for number in range(3)]
+    )
+    assert not Action.select().where(Action.result != "ok").exists()

@@ -355,6 +355,18 @@ def test_a_copy_not_wanted_any_more_does_no_io(
     assert list(folders["backup"].list()) == []
 
 
+def test_a_copy_of_an_item_removed_since_it_was_queued_does_no_io(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    # A removed item counts nowhere: nothing is copied (README, "Removed items").
+    item = make_item(folders, files={"a": b"aaa"})
+    reserve_location(item.id, "backup", url=item.key)
+    remove_items([item.key], now=NOW, actor="test")
+    assert copy(item, "backup", "a", folders) == NOT_WANTED
+    assert list(folders["backup"].list()) == []
+    assert location(item, "backup").status == "PR"  # its removal deletes it
+
+
 def test_small_items_copied_in_one_job_share_its_transactions(
     catalog_db: pw.Database, folders: dict[str, LocalConnector]
 ) -> None:
@@ -522,6 +534,31 @@ def test_a_copy_whose_bytes_were_damaged_on_the_way_leaves_its_source_alone(
         copy_item_file(item.id, "archive", "a", connectors=lookup, preference=PREFERENCE)
     assert location(item, "local").status == "OK"
     assert LocationFile.select().where(LocationFile.problem.is_null(False)).count() == 0
+
+
+def test_a_source_read_back_bad_after_a_failed_copy_counts_no_more(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    """A copy that finds its source's bytes are not the catalog's has the backend's answer.
+
+    The preferred copy rotted behind our back (same size: a listing cannot
+    tell). The copy from it fails; read again on its own, the source is
+    still bad: it is marked damaged there, so it no longer counts as a copy
+    (a delete rule must not take the only good one on the strength of it),
+    and the copy's retry takes the good copy.
+    """
+    item = make_item(folders, files={"a": b"alpha"}, on=("local", "backup"))
+    (folders["local"].root / "item-1" / "a").write_bytes(b"alphA")
+    reserve_location(item.id, "archive", url=item.key)
+    with pytest.raises(ChecksumMismatch):
+        copy(item, "archive", "a", folders)
+    local = location(item, "local")
+    assert local is not None and local.status == "DM"
+    assert [bad.path for bad in bad_files(local.id)] == ["a"]
+    assert delete(item, "backup", folders) == REFUSED
+    assert (folders["backup"].root / "item-1" / "a").read_bytes() == b"alpha"
+    assert copy(item, "archive", "a", folders) == COPIED
+    assert (folders["archive"].root / "item-1" / "a").read_bytes() == b"alpha"
 
 
 def test_the_source_is_the_preferred_ok_copy_as_the_catalog_says_now(
