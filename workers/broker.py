@@ -45,6 +45,13 @@ DEFAULT_DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
 DEFAULT_ENQUEUE_BATCH = 1_000
 #: Seconds a pending-work marker lives when its job never reports back.
 DEFAULT_PENDING_TTL = 24 * 3600
+#: Seconds a Redis command may wait for its answer, and a connection to be
+#: made: a Redis behind a network that drops packets silently is an outage
+#: (logged, retried), not a scan or a lease renewal hung for good. The
+#: consumers' own waits (``BLPOP``) are far shorter. A URL's own
+#: ``?socket_timeout=...`` or ``?socket_connect_timeout=...`` wins.
+DEFAULT_REDIS_SOCKET_TIMEOUT = 60
+DEFAULT_REDIS_CONNECT_TIMEOUT = 10
 #: Prefix of our own Redis keys (Dramatiq's live under ``dramatiq:``).
 KEY_PREFIX = "resolwe-storage"
 #: Where the scheduler leaves its last scan's report, for the dashboard.
@@ -189,10 +196,18 @@ def make_broker(url: str | None) -> dramatiq.Broker:
     """A Redis broker for ``redis://`` URLs (``WakingRedisBroker``); an in-process one for None."""
     if url is None:
         return StubBroker()
+    import redis
+
     from workers.redis_broker import WakingRedisBroker
 
+    # Dramatiq would make the pool from the URL alone, with no timeouts.
+    pool = redis.ConnectionPool.from_url(
+        url,
+        socket_timeout=DEFAULT_REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=DEFAULT_REDIS_CONNECT_TIMEOUT,
+    )
     return WakingRedisBroker(
-        url=url,
+        connection_pool=pool,
         heartbeat_timeout=DEFAULT_HEARTBEAT_TIMEOUT_MS,
         maintenance_chance=DEFAULT_MAINTENANCE_CHANCE,
         dead_message_ttl=DEFAULT_DEAD_MESSAGE_TTL_MS,

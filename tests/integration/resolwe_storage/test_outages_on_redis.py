@@ -7,6 +7,8 @@ private one, stopped and started again, for the outages.
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -128,3 +130,49 @@ def test_a_message_that_is_not_a_job_is_dead_lettered_and_holds_up_nothing(
     finally:
         stop(again)
     assert again_log.read_text() == "worker: 8 thread(s) on copy, delete, verify\n"
+
+
+def test_a_redis_that_never_answers_is_an_outage_not_a_hang(tmp_path: Path) -> None:
+    """A network that drops packets silently: connections made, no answer ever.
+
+    Each Redis command waits for its answer at most the socket timeout (a
+    URL's own ``socket_timeout`` here, to keep the test short; the default
+    is a minute), and then the scan is one error line, nothing reserved.
+    """
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = silent.accept()
+            except OSError:
+                return
+            held.append(connection)  # read nothing, answer nothing
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = silent.getsockname()[1]
+    try:
+        broker = f"redis://127.0.0.1:{port}/0?socket_timeout=1"
+        cli = Cli(copying_pair(tmp_path, broker=broker))
+        add_item(cli, tmp_path, "k")
+        began = time.monotonic()
+        line = cli("scan", timeout=60).error_line
+        assert "did not answer" in line, line
+        assert time.monotonic() - began < 30
+        assert json.loads(cli.ok("status", "--json").out)["locations"].get("archive") in (None, {})
+    finally:
+        silent.close()
+        for connection in held:
+            connection.close()
+
+
+def test_a_broker_waits_for_an_answer_at_most_a_minute() -> None:
+    from workers.broker import DEFAULT_REDIS_SOCKET_TIMEOUT, make_broker
+
+    made = make_broker("redis://127.0.0.1:1/0").client.connection_pool.connection_kwargs
+    assert (made["socket_timeout"], made["socket_connect_timeout"]) == (
+        DEFAULT_REDIS_SOCKET_TIMEOUT,
+        10,
+    )
+    assert DEFAULT_REDIS_SOCKET_TIMEOUT == 60
