@@ -232,6 +232,22 @@ def copy_run(destination: Connector, source: Connector) -> AbstractContextManage
     return run(source) if run is not None else nullcontext()  # type: ignore[no-any-return]
 
 
+def make_durable(connector: Connector, path: str) -> None:
+    """Make durable the object ``connector`` holds at ``path``, kept as found (not written).
+
+    A transfer that finds the expected bytes at its destination keeps them:
+    they may have been left there by a writer that died before it made
+    them durable (a local folder: after the rename, before the fsync of its
+    folder), and are about to be recorded good. Where the connector's
+    objects can stand at their path before they are durable, it flushes
+    them (the local connector: ``LocalConnector.make_durable``; in a
+    ``landing`` block, with the block); a store is durable as it answers.
+    """
+    flush = getattr(connector, "make_durable", None)
+    if flush is not None:
+        flush(path)
+
+
 def read_run(connector: Connector) -> AbstractContextManager[None]:
     """A block of several reads from ``connector``, each object read whole before the next.
 

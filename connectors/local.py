@@ -80,12 +80,15 @@ class _Block:
     folder's path under the root -> its resolved path, checked and made
     once in this block, so its other files are not walked to again.
     ``made``: those of them this block made, which held nothing then.
+    ``kept``: objects found whole at their paths and kept (``make_durable``),
+    flushed with the block's files: final path -> folder.
     """
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[str, str]] = {}
         self.folders: dict[str, str] = {}
         self.made: set[str] = set()
+        self.kept: dict[str, str] = {}
 
 
 class _TemporaryNames:
@@ -485,8 +488,19 @@ class LocalConnector(Connector):
             relative, folder, name = self._folder(path)
             made = False
             if not os.path.isdir(folder):
+                there = os.path.dirname(folder)
+                while there != os.path.dirname(there) and not os.path.isdir(there):
+                    there = os.path.dirname(there)
                 try:
                     os.makedirs(folder, exist_ok=True)
+                    # The new folders' entries, each in the folder above it, are
+                    # as much part of the write as the file's (a block's
+                    # ``syncfs`` flushes them with the rest).
+                    if self.fsync and (block is None or _SYNCFS is None):
+                        for made_in in self._folders_up(os.path.dirname(folder)):
+                            _fsync_folder(made_in)
+                            if made_in == there:
+                                break
                 except OSError as exc:
                     raise self._error(exc, path) from exc
                 made = True
@@ -554,6 +568,7 @@ class LocalConnector(Connector):
                 pending = folder + os.sep + name
                 if pending in block.files:
                     _remove(block.files.pop(pending)[0])  # written in this block: never lands
+                block.kept.pop(pending, None)
         root = self._real_root()
         folders: list[int] = []
         try:
@@ -569,7 +584,12 @@ class LocalConnector(Connector):
                     link = exc.errno == errno.ELOOP or (
                         exc.errno == errno.ENOTDIR and _is_link(part, folders[-1])
                     )
-                    if exc.errno in (errno.ENOENT, errno.ENOTDIR) and not link:
+                    if exc.errno == errno.ENOENT:
+                        # Nothing there to delete: a delete cut short (a worker
+                        # killed) may have left the folders above it empty.
+                        self._prune(parts[: index + 1], folders, within)
+                        return
+                    if exc.errno == errno.ENOTDIR and not link:
                         return  # nothing there to delete
                     path = "/".join([*parts, names[0]])
                     if link:
@@ -758,16 +778,25 @@ class LocalConnector(Connector):
             yield result
         finally:
             self._batches.block = None
-            self._land_all(block.files)
+            self._land_all(block.files, block.kept)
             result.landed = True
 
-    def _land_all(self, pending: dict[str, tuple[str, str]]) -> None:
-        """Flush the temporary files, rename them into place, flush the renames."""
-        if not pending:
+    def _land_all(self, pending: dict[str, tuple[str, str]], kept: dict[str, str]) -> None:
+        """Flush the temporary files (and the ``kept`` objects and their folders), rename
+        the temporary files into place, flush the renames."""
+        if not pending and not kept:
             return
         folders = {folder for _, folder in pending.values()}
+        kept_folders = {
+            above for folder in set(kept.values()) for above in self._folders_up(folder)
+        }
         try:
-            _make_durable(folders, [temporary for temporary, _ in pending.values()])
+            _make_durable(
+                folders | kept_folders,
+                [temporary for temporary, _ in pending.values()] + [*kept, *kept_folders],
+            )
+            if not pending:
+                return
             with _GATE.run((self.name, self.name)):  # many short calls
                 for full, (temporary, _) in list(pending.items()):
                     with _GATE.timing((self.name, self.name)):
@@ -780,6 +809,43 @@ class LocalConnector(Connector):
             for temporary, _ in pending.values():
                 _remove(temporary)
             raise BackendUnavailable(f"{self.name}: could not land writes: {exc}") from exc
+
+    def make_durable(self, path: str) -> None:
+        """Flush the object at ``path`` and the folders that name it, up to the root
+        (``connectors.base.make_durable``).
+
+        A writer that died may have left it renamed into place but not flushed,
+        in folders it made and did not flush either. In a ``landing`` block
+        this is done by the block's flush (``landed`` says when). Without
+        ``fsync``, nothing.
+        """
+        if not self.fsync:
+            return
+        _, folder, name = self._folder(path)
+        full = folder + os.sep + name
+        block: _Block | None = getattr(self._batches, "block", None)
+        if block is not None:
+            block.kept[full] = folder
+            return
+        try:
+            descriptor, _ = self._open_object(path)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            for above in self._folders_up(folder):
+                _fsync_folder(above)
+        except OSError as exc:
+            raise self._error(exc, path) from exc
+
+    def _folders_up(self, folder: str) -> list[str]:
+        """``folder`` (resolved, under the root) and the folders above it, the root last."""
+        root = self._real_root()
+        found = [folder]
+        while folder != root and folder.startswith(root + os.sep):
+            folder = os.path.dirname(folder)
+            found.append(folder)
+        return found
 
     def can_copy_from(self, source: Connector) -> bool:
         """Another folder on this machine: the kernel copies, the bytes skip user space."""

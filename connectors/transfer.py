@@ -7,7 +7,8 @@ holds the same bytes:
 
 1. *Already there?* When the destination holds an object of the expected
    size whose hash matches the catalog's, nothing is copied: a retried job
-   is cheap and idempotent.
+   is cheap and idempotent. It is made durable where it may not be yet
+   (``connectors.base.make_durable``: left by a writer that died).
 2. *Server-side*, when the destination can copy from the source without
    moving the bytes through us (same S3 endpoint, both on GCS, two local
    folders through the kernel's ``copy_file_range``) and the catalog's
@@ -26,7 +27,16 @@ import logging
 import time
 from typing import BinaryIO, NamedTuple
 
-from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo, ServerSideCopy, check_path
+from connectors.base import (
+    CRC32C,
+    ETAG,
+    MD5,
+    Connector,
+    ObjectInfo,
+    ServerSideCopy,
+    check_path,
+    make_durable,
+)
 from connectors.errors import ChecksumMismatch, ObjectNotFound, Unsupported
 from connectors.hashing import (
     DEFAULT_CHUNK_SIZE,
@@ -164,6 +174,7 @@ def copy_file(
     if present is not None:
         proof = _matches_expected(destination, destination_path, present, expected)
         if proof is not None:
+            make_durable(destination, destination_path)  # recorded good next: durable first
             return TransferResult(
                 destination_path, present.size, "skipped", proof, None, time.monotonic() - began
             )

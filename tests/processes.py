@@ -170,3 +170,86 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, as an orchestrator stops a process; it must end cleanly within a minute."""
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
+
+
+#: System calls ``traced`` records: the flushes, and what they are ordered against.
+TRACED_CALLS = "fsync,fdatasync,syncfs,openat,rename,renameat2,mkdir,mkdirat,pwrite64,write"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One system call of a traced process: its name and its arguments as strace shows them
+    (descriptors with their paths, ``8</data/item>``)."""
+
+    name: str
+    arguments: str
+
+    def on(self, path: Path | str) -> bool:
+        """Whether the call is on ``path`` itself: a descriptor of it first, or its name."""
+        first = self.arguments.split(",", 1)[0]
+        return first.endswith(f"<{path}>") or f'"{path}"' in self.arguments
+
+    def under(self, folder: Path | str) -> bool:
+        """Whether the call is on ``folder`` or on something beneath it."""
+        first = self.arguments.split(",", 1)[0]
+        named = (f'"{folder}"', f'"{folder}/')
+        return (
+            f"<{folder}>" in first
+            or f"<{folder}/" in first
+            or any(name in self.arguments for name in named)
+        )
+
+
+def traced(command: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> list[Call]:
+    """Run ``command`` (and its children) under strace; its system calls, in order.
+
+    Only ``TRACED_CALLS``, and only those that succeeded.
+    """
+    import shutil
+
+    strace = shutil.which("strace")
+    if strace is None:
+        import pytest
+
+        if os.environ.get("CI"):
+            pytest.fail("strace is not installed")
+        pytest.skip("strace is not installed")
+    log = cwd / "strace.log"
+    done = subprocess.run(
+        [
+            strace,
+            "-f",
+            "-y",
+            "-qq",
+            "-s",
+            "200",
+            "-o",
+            str(log),
+            "-e",
+            f"trace={TRACED_CALLS}",
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=DEFAULT_TIMEOUT,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+    assert done.returncode == 0, done
+    calls = []
+    #: A call another thread interrupted (``<unfinished ...>``), by process id.
+    begun: dict[str, str] = {}
+    for line in log.read_text().splitlines():
+        pid, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if rest.endswith("<unfinished ...>"):
+            begun[pid] = rest.removesuffix("<unfinished ...>")
+            continue
+        if rest.startswith("<... "):
+            rest = begun.pop(pid, "") + rest.partition(" resumed>")[2]
+        name, _, tail = rest.partition("(")
+        arguments, _, result = tail.rpartition(") = ")
+        if name.isidentifier() and result and not result.startswith("-1"):
+            calls.append(Call(name, arguments))
+    return calls

@@ -880,3 +880,24 @@ def test_a_named_pipe_where_an_object_should_be_is_missing_at_once(tmp_path: Pat
     ]
     assert root.stat("item/a.txt") is None
     assert not (tmp_path / "archive" / "item" / "a.txt").exists()
+
+
+def test_a_delete_cut_short_among_the_folders_is_finished_by_the_next(tmp_path: Path) -> None:
+    """A worker killed between two of its ``rmdir``s: the file and its folder are gone, the
+    copy's folder is left empty. The job's retry deletes the same path again: it removes
+    the copy's folder, as the first delete would have, and nothing above it."""
+    connector = LocalConnector("local", path=tmp_path / "root")
+    connector.write("project/item/sub/deeper/f", io.BytesIO(b"x"))
+    connector.write("project/other", io.BytesIO(b"y"))
+    (tmp_path / "root/project/item/sub/deeper/f").unlink()
+    (tmp_path / "root/project/item/sub/deeper").rmdir()  # where the first delete stopped
+    connector.delete("project/item/sub/deeper/f", within="project/item")
+    assert not (tmp_path / "root" / "project" / "item").exists()
+    assert (tmp_path / "root" / "project" / "other").read_bytes() == b"y"
+    # The same for a copy whose own folder is the last left: pruned up to and including it.
+    connector.write("solo/a/f", io.BytesIO(b"z"))
+    (tmp_path / "root/solo/a/f").unlink()
+    (tmp_path / "root/solo/a").rmdir()
+    connector.delete_many(["solo/a/f"], within="solo")
+    assert not (tmp_path / "root" / "solo").exists()
+    assert (tmp_path / "root").is_dir()
