@@ -4,7 +4,7 @@ Every path is resolved, symlinks included, and must stay under the root;
 writes land atomically (temporary file in the same folder, fsync, rename,
 fsync of the folder), so a reader or a crash never leaves half a file under
 the final name. Temporary files a dead writer left are removed when their
-folder is next written to or emptied, once unchanged for a day.
+folder is next written to, emptied or listed, once unchanged for a day.
 
 Small files cost system calls more than bytes, so they are kept few: objects
 are opened by descriptor without following a final link (only a link is
@@ -678,6 +678,11 @@ class LocalConnector(Connector):
                     ]
             except (FileNotFoundError, NotADirectoryError):
                 return  # removed meanwhile
+        if any(name.endswith(PARTIAL_SUFFIX) for name, _ in entries):
+            # A dead writer's, perhaps, in a folder nothing writes to again
+            # (its copy was resumed and finished): a listing (an audit, the
+            # confirmation before a delete) is the next to come by.
+            self._sweep(folder)
         entries.sort(key=lambda pair: pair[0])
         # A stat a file, many short calls: each run of them through the gate,
         # then its part of the listing given out (a folder of a million files

@@ -526,6 +526,22 @@ def test_stale_temporary_files_go_when_their_folder_is_next_written(
     assert later.exists()
 
 
+def test_stale_temporary_files_go_when_their_folder_is_listed(tmp_path: Path) -> None:
+    """A killed copy's temporary file, in a folder its resumed copy finished long ago.
+
+    Nothing writes to that folder again; an audit's or a delete
+    confirmation's listing comes by, and takes what is a day old.
+    """
+    connector = LocalConnector("local", path=tmp_path)
+    connector.write("item/sub/a", io.BytesIO(b"a"))
+    day = local_module.DEFAULT_STALE_PARTIAL
+    stale = left_by_a_dead_writer(tmp_path / "item" / "sub", "big", age=day + 60)
+    live = left_by_a_dead_writer(tmp_path / "item", "b", age=60)
+    fresh = LocalConnector("local", path=tmp_path)  # has not swept those folders yet
+    assert [info.path for info in fresh.list("item/")] == ["item/sub/a"]
+    assert not stale.exists() and live.exists()
+
+
 def test_a_folder_left_with_only_stale_temporary_files_is_removed(tmp_path: Path) -> None:
     connector = LocalConnector("local", path=tmp_path)
     connector.write("gone/sub/f", io.BytesIO(b"f"))
