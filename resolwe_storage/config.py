@@ -21,6 +21,7 @@ from resolwe_storage.errors import ConfigError
 from scheduler.rules import (
     DEFAULT_MAX_DELETE_BYTES_PER_SCAN,
     DEFAULT_MAX_DELETES_PER_SCAN,
+    DEFAULT_MAX_REMOVALS_PER_SCAN,
     DEFAULT_PRIORITY,
     ConnectorPolicy,
     Override,
@@ -315,6 +316,8 @@ class _ConnectorEntry(_Checked):
 class RemovalSettings(_Checked):
     #: Days after an item's removal that its copies go (negative: never).
     delay: int = _Key(_integer(), 0)
+    #: Copies of removed items one scan queues for removal, at most (null: no cap).
+    max_per_scan: int | None = _Key(_NON_NEGATIVE, DEFAULT_MAX_REMOVALS_PER_SCAN)
 
 
 class ResolweSettings(_Checked):
@@ -362,6 +365,8 @@ class Config:
     source: str | None = None
     #: Days after an item's removal that its copies go (``removal: {delay}``).
     removal_delay: int = 0
+    #: Copies of removed items a scan queues at most (``removal: {max_per_scan}``).
+    removal_cap: int | None = DEFAULT_MAX_REMOVALS_PER_SCAN
     #: Resolwe's connector names to ours (``resolwe: {connectors}``).
     resolwe_connectors: Mapping[str, str] = field(default_factory=dict)
 
@@ -510,6 +515,7 @@ def build_config(
         connectors=connectors,
         source=source,
         removal_delay=parsed.removal.delay,
+        removal_cap=parsed.removal.max_per_scan,
         resolwe_connectors=dict(parsed.resolwe.connectors),
     )
 

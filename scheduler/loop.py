@@ -23,7 +23,7 @@ import peewee as pw
 
 from catalog.models import utcnow
 from scheduler.lease import Lease
-from scheduler.rules import ConnectorPolicy
+from scheduler.rules import DEFAULT_MAX_REMOVALS_PER_SCAN, ConnectorPolicy
 from scheduler.scan import ScanReport, scan
 from workers.broker import BrokerUnavailable, answering, unreachable
 from workers.outage import Outage
@@ -56,6 +56,7 @@ class ScanLoop:
         report: Callable[[ScanReport], None] = lambda _: None,
         failure: Callable[[BaseException], None] = lambda _: None,
         removal_delay: int = 0,
+        removal_cap: int | None = DEFAULT_MAX_REMOVALS_PER_SCAN,
     ) -> None:
         self.policies = policies
         self.database = database
@@ -65,6 +66,7 @@ class ScanLoop:
         self.report = report
         self.failure = failure
         self.removal_delay = removal_delay
+        self.removal_cap = removal_cap
         #: Whether this replica held the lease when it last asked.
         self.holding = lease is None
         self.broker_down = Outage("the broker (Redis)", logger)
@@ -144,6 +146,7 @@ class ScanLoop:
                 self.broker,
                 now=self.clock(),
                 removal_delay=self.removal_delay,
+                removal_cap=self.removal_cap,
             )
 
     def run(self, stop: threading.Event, *, interval: float = DEFAULT_SCAN_INTERVAL) -> None:

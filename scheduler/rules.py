@@ -21,6 +21,10 @@ DEFAULT_MIN_OTHER_COPIES = 1
 DEFAULT_MAX_DELETES_PER_SCAN = 1_000
 #: ... and at most this many bytes of them (1 TiB).
 DEFAULT_MAX_DELETE_BYTES_PER_SCAN = 1024**4
+#: Copies of removed items (past their grace) one scan queues for removal, at
+#: most: a document that wrongly says many items are gone does not take every
+#: copy of them, the last included, at once (``removal: {max_per_scan}``).
+DEFAULT_MAX_REMOVALS_PER_SCAN = 1_000
 
 
 class Override(NamedTuple):

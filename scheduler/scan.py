@@ -55,7 +55,7 @@ from catalog.queries import (
 from catalog.settings import deletes_paused, last_audit
 from scheduler.planning import DEFAULT_PLAN_RANGE, DueItem, Planner
 from scheduler.policy import COPY, DELETE, REMOVE, REPAIR, VERIFY, cutoff
-from scheduler.rules import ConnectorPolicy
+from scheduler.rules import DEFAULT_MAX_REMOVALS_PER_SCAN, ConnectorPolicy
 from workers.broker import BrokerUnavailable, Pending, answering, enqueue_many, unreachable
 from workers.messages import (
     DEFAULT_JOB_FILES,
@@ -113,6 +113,8 @@ class ScanReport:
     #: Due deletes held back by a guard (deletes paused, or a cap per scan
     #: reached), by connector: a later scan queues them.
     held: dict[str, int] = field(default_factory=dict)
+    #: Due removals held back by their cap per scan (``removal: {max_per_scan}``).
+    held_removals: int = 0
     #: Deletes are paused (``catalog.settings``): none was queued.
     deletes_paused: bool = False
     plan_seconds: float = 0.0
@@ -130,6 +132,11 @@ class ScanReport:
                 f"{sum(self.held.values())} deletes held back "
                 f"({'deletes paused' if self.deletes_paused else 'cap per scan'}); "
                 if self.held
+                else ""
+            )
+            + (
+                f"{self.held_removals} removals held back (cap per scan); "
+                if self.held_removals
                 else ""
             )
             + f"{self.seconds:.2f} s"
@@ -151,6 +158,7 @@ class ScanReport:
             "resumed": self.resumed,
             "unlocked": self.unlocked,
             "held_deletes": dict(sorted(self.held.items())),
+            "held_removals": self.held_removals,
             "deletes_paused": self.deletes_paused,
             "plan_seconds": round(self.plan_seconds, 3),
             "seconds": round(self.seconds, 3),
@@ -165,6 +173,7 @@ def scan(
     now: datetime,
     resume_after: timedelta = DEFAULT_RESUME_AFTER,
     removal_delay: int = 0,
+    removal_cap: int | None = DEFAULT_MAX_REMOVALS_PER_SCAN,
     job_files: int = DEFAULT_JOB_FILES,
     jobs_multiple: int = 1,
     plan_range: int = DEFAULT_PLAN_RANGE,
@@ -173,6 +182,8 @@ def scan(
 
     Also resumes copies under way that have not moved since ``now - resume_after``,
     and forgets removed items past ``removal_delay`` days that have no copy left.
+    At most ``removal_cap`` copies of removed items are queued for removal
+    (None: no cap); the rest wait for the next scans.
     Copy jobs are cut as ``copy_jobs`` cuts them with ``max_files=job_files``
     and ``jobs_multiple``. The catalog is planned ``plan_range`` items (by
     id) at a time (``Planner.due_by_ranges``), each range queued before the
@@ -188,7 +199,7 @@ def scan(
     planner = Planner(policies, database, removal_delay=removal_delay)
     paused = deletes_paused()
     report.deletes_paused = paused is not None
-    budget = DeleteBudget(policies, paused=report.deletes_paused)
+    budget = DeleteBudget(policies, paused=report.deletes_paused, removal_cap=removal_cap)
     # Before this scan reserves anything: its own reservations are not stalled.
     for resumed, stalled in _resume_stale(
         database, now - resume_after, report, budget, cut, batch=DEFAULT_RESUME_BATCH
@@ -222,6 +233,14 @@ def scan(
             raise
         report.audits = len(audits)
     report.held = budget.held
+    report.held_removals = budget.held_removals
+    if budget.held_removals:
+        logger.warning(
+            "%d due removal(s) held back: the cap of %s per scan (removal: {max_per_scan}) "
+            "was reached; the next scans queue them in turn",
+            budget.held_removals,
+            removal_cap,
+        )
     for connector, count in sorted(budget.held.items()):
         logger.warning(
             "%s: %d due delete(s) held back: %s",
@@ -270,8 +289,17 @@ class DeleteBudget:
     for good.
     """
 
-    def __init__(self, policies: Mapping[str, ConnectorPolicy], *, paused: bool) -> None:
+    def __init__(
+        self,
+        policies: Mapping[str, ConnectorPolicy],
+        *,
+        paused: bool,
+        removal_cap: int | None = None,
+    ) -> None:
         self.paused = paused
+        self.removal_cap = removal_cap
+        self.removals = 0
+        self.held_removals = 0
         self.caps = {
             name: (policy.delete.max_per_scan, policy.delete.max_bytes_per_scan)
             for name, policy in policies.items()
@@ -295,6 +323,14 @@ class DeleteBudget:
             return False
         self.items[connector] = items + 1
         self.bytes[connector] = total + size
+        return True
+
+    def take_removal(self) -> bool:
+        """Whether one more copy of a removed item may be queued for removal now."""
+        if self.removal_cap is not None and self.removals + 1 > self.removal_cap:
+            self.held_removals += 1
+            return False
+        self.removals += 1
         return True
 
     def describe(self, connector: str) -> str:
@@ -658,6 +694,9 @@ def _claim_others(
             report.pending += 1
             continue
         if action == DELETE and not budget.take(connector, _size(files[item_id])):
+            held.append(key)
+            continue
+        if action == REMOVE and not budget.take_removal():
             held.append(key)
             continue
         claimed.append(key)

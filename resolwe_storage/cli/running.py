@@ -90,6 +90,7 @@ def scan_once(context: Context, now: str | None, as_json: bool) -> None:
             broker,
             now=moment,
             removal_delay=config.removal_delay,
+            removal_cap=config.removal_cap,
         )
     finally:
         broker.close()
@@ -143,6 +144,7 @@ def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) 
         report=scanned,
         failure=lambda _: metrics.failed() if metrics is not None else None,
         removal_delay=config.removal_delay,
+        removal_cap=config.removal_cap,
     )
     if bind is not None:
         assert metrics is not None
@@ -363,6 +365,7 @@ def run(
             clock=clock,
             report=_print,
             removal_delay=context.config.removal_delay,
+            removal_cap=context.config.removal_cap,
         ).run(_until_signalled(), interval=interval)
     finally:
         with contextlib.suppress(*unreachable()):
@@ -411,6 +414,7 @@ def _scan(context: Context, runtime: Runtime, now: datetime, **cut: int) -> Scan
         runtime.broker,
         now=now,
         removal_delay=context.config.removal_delay,
+        removal_cap=context.config.removal_cap,
         **cut,
     )
 

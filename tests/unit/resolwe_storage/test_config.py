@@ -358,6 +358,10 @@ S3_BASE = {"bucket": "b"}
             "connectors.S3.config.copy.data_slug.7: expected a string key, got 7",
         ),
         ({"removal": None}, "removal: expected a mapping, got None"),
+        (
+            {"removal": {"max_per_scan": -5}},
+            "removal.max_per_scan: expected an integer >= 0, got -5",
+        ),
         ({"resolwe": {"connectors": {"old": 3}}}, "resolwe.connectors.old: expected a string"),
         (
             minimal(S3={"connector": "s3", "config": {**S3_BASE, "delete": {"max_per_scan": -1}}}),
@@ -740,3 +744,9 @@ def test_an_empty_rule_is_no_rule_as_in_the_original(rule: str) -> None:
     )
     policy = config.policies["S3"]
     assert (policy.copy if rule == "copy" else policy.delete) is None
+
+
+def test_removals_are_capped_per_scan_unless_the_configuration_says_null() -> None:
+    assert build_config({}, environ={}).removal_cap == 1_000
+    assert build_config({"removal": {"max_per_scan": 20}}, environ={}).removal_cap == 20
+    assert build_config({"removal": {"max_per_scan": None}}, environ={}).removal_cap is None

@@ -16,6 +16,7 @@ import peewee as pw
 from dramatiq.brokers.stub import StubBroker
 
 from catalog.models import Action, FileStorage, ReferencedPath, StorageLocation
+from catalog.removal import remove_items
 from catalog.settings import deletes_paused, pause_deletes, resume_deletes
 from connectors.local import LocalConnector
 from scheduler.rules import ConnectorPolicy, Rule
@@ -96,6 +97,28 @@ def test_no_cap_is_no_cap(catalog_db: pw.Database) -> None:
     items_on_both(50)
     report = scan(policies(max_per_scan=None), catalog_db, StubBroker(), now=NOW)
     assert (report.deletes, report.held) == (50, {})
+
+
+def test_a_mass_removal_goes_no_faster_than_its_cap_per_scan(catalog_db: pw.Database) -> None:
+    """A document that wrongly says 300 items are gone: their copies, the last included.
+
+    Removal needs no delete rule and no other copy, so it is capped on its
+    own (``removal: {max_per_scan}``): the operator has scans' time to see
+    it, and to pause deletes.
+    """
+    items_on_both(150)
+    remove_items([f"item-{n:05d}" for n in range(150)], now=NOW, actor="test")
+    broker = StubBroker()
+    later = NOW + timedelta(minutes=1)  # past the grace (0 days)
+    first = scan(policies(), catalog_db, broker, now=later, removal_cap=100)
+    assert (first.removals, first.held_removals) == (100, 200)
+    assert queued_deletes(broker) == 100
+    assert "200 removals held back (cap per scan)" in first.summary()
+    assert json.loads(json.dumps(first.as_json()))["held_removals"] == 200
+    second = scan(policies(), catalog_db, broker, now=later, removal_cap=100)
+    assert (second.removals, second.pending, second.held_removals) == (100, 100, 100)
+    uncapped = scan(policies(), catalog_db, broker, now=later, removal_cap=None)
+    assert (uncapped.removals, uncapped.held_removals) == (100, 0)
 
 
 def test_paused_no_scan_queues_a_delete_and_no_queued_delete_runs(
