@@ -10,14 +10,17 @@ needs (``copy_facts``), locks the sources and marks the targets ``UP``
 (``start_copies``), copies, then records the files proven and closes the
 locks (``record_copies``); each is a fixed number of statements however
 many items the job has, and each write runs in a transaction that holds
-the items' catalog locks, as ``catalog.queries.locked_item`` does.
+the items' catalog locks, as ``catalog.queries.locked_item`` does. On
+PostgreSQL a job never waits for one item's lock while it holds another's
+(``_in_one_or_each``): an import, which locks the items it updates in its
+document's order and holds them to its end, would close a circle with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import peewee as pw
 
@@ -157,8 +160,24 @@ def start_copies(
     Under the items' catalog locks. Returns the access log's id by item id;
     an item whose source is no longer ``OK`` (or that is gone) is left out,
     and nothing is done for it. Two round trips on PostgreSQL: the locks and
-    what they protect are read in one, the writes made in the other.
+    what they protect are read in one, the writes made in the other. (Where
+    another session holds one of the items, a transaction an item, in turn:
+    ``_in_one_or_each``.)
     """
+    logs: dict[int, int] = {}
+    for part in _in_one_or_each(
+        starts,
+        lambda start: start.item_id,
+        lambda some, wait: _start_copies(some, expires=expires, now=now, wait=wait),
+    ):
+        logs.update(part)
+    return logs
+
+
+def _start_copies(
+    starts: Sequence[Start], *, expires: datetime | None, now: datetime, wait: bool
+) -> dict[int, int]:
+    """``start_copies`` in one transaction; its locks wait for another session's if ``wait``."""
     if not starts:
         return {}
     database = _database()
@@ -168,7 +187,7 @@ def start_copies(
             (location_id, item_id)
             for location_id, item_id in _run_all(
                 [
-                    *_locking(database, [start.item_id for start in starts]),
+                    *_locking(database, [start.item_id for start in starts], wait=wait),
                     (
                         "SELECT id, file_storage_id FROM storage_location"
                         f" WHERE id IN ({sources}) AND status = ?",
@@ -233,8 +252,23 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> Re
     being deleted gets nothing recorded. The logs are closed either way.
     Three round trips on PostgreSQL: the locks taken, the logs closed and
     the targets read in one, the files' hashes read in another, the records
-    written in the last.
+    written in the last. (Where another session holds one of the items, a
+    transaction an item, in turn: ``_in_one_or_each``.)
     """
+    items: set[int] = set()
+    changed: list[tuple[int, str]] = []
+    for part in _in_one_or_each(
+        records,
+        lambda record: record.item_id,
+        lambda some, wait: _record_copies(some, actor=actor, now=now, wait=wait),
+    ):
+        items |= part.items
+        changed += part.changed
+    return Recorded(items, changed)
+
+
+def _record_copies(records: Sequence[Record], *, actor: str, now: datetime, wait: bool) -> Recorded:
+    """``record_copies`` in one transaction; its locks wait for another session's if ``wait``."""
     if not records:
         return Recorded(set(), [])
     database = _database()
@@ -244,7 +278,7 @@ def record_copies(records: Sequence[Record], *, actor: str, now: datetime) -> Re
             location_id: (item_id, state)
             for location_id, item_id, state in _run_all(
                 [
-                    *_locking(database, [record.item_id for record in records]),
+                    *_locking(database, [record.item_id for record in records], wait=wait),
                     (
                         f"UPDATE access_log SET finished = ? WHERE id IN ({marks})",
                         [now, *(record.log_id for record in records)],
@@ -425,15 +459,53 @@ def _finishing(location_ids: Sequence[int], *, now: datetime, touch: bool) -> St
     )
 
 
-def _locking(database: pw.Database, item_ids: Sequence[int]) -> list[Statement]:
+def _locking(database: pw.Database, item_ids: Sequence[int], *, wait: bool) -> list[Statement]:
     """The statements that take the items' catalog locks, as ``catalog.queries.locked_item``.
 
-    On PostgreSQL the items' rows, in id order, so jobs locking overlapping
-    items wait for each other instead of deadlocking; on SQLite none: the
-    transaction (``writing``) holds the database's write lock.
+    On PostgreSQL the items' rows, in id order; unless ``wait``, an item
+    another session holds fails the statement at once (``NOWAIT``). On
+    SQLite none: the transaction (``writing``) holds the database's write lock.
     """
     if is_sqlite(database):
         return []
     ids = sorted(set(item_ids))
     marks = ", ".join("?" * len(ids))
-    return [(f"SELECT id FROM file_storage WHERE id IN ({marks}) ORDER BY id FOR UPDATE", ids)]
+    locking = f"SELECT id FROM file_storage WHERE id IN ({marks}) ORDER BY id FOR UPDATE"
+    return [(locking if wait else f"{locking} NOWAIT", ids)]
+
+
+_Part = TypeVar("_Part")
+_Done = TypeVar("_Done")
+#: PostgreSQL's error code of a lock that ``NOWAIT`` did not get.
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _in_one_or_each(
+    parts: Sequence[_Part],
+    item_of: Callable[[_Part], int],
+    run: Callable[[Sequence[_Part], bool], _Done],
+) -> list[_Done]:
+    """``run(parts, wait)``: in one transaction, or, where that would wait, one an item.
+
+    A transaction that waits for an item's lock while it holds another's
+    can close a circle with a session that took them in another order: an
+    import, which locks each item it updates in its document's order and
+    holds them until it commits. PostgreSQL then ends one of the two
+    ("deadlock detected"), the import as likely as the job, and the import
+    stores nothing. So the items' locks are taken without waiting
+    (``wait`` false); if another session holds one, that transaction is
+    undone and ``run`` goes again for each item's parts alone, each
+    waiting for its item while it holds no other. One item, or SQLite (one
+    writer at a time): ``run`` once, waiting.
+    """
+    if is_sqlite(_database()) or len({item_of(part) for part in parts}) < 2:
+        return [run(parts, True)]
+    try:
+        return [run(parts, False)]
+    except pw.OperationalError as exc:
+        if getattr(getattr(exc, "orig", None), "pgcode", None) != _LOCK_NOT_AVAILABLE:
+            raise
+    each: dict[int, list[_Part]] = {}
+    for part in parts:
+        each.setdefault(item_of(part), []).append(part)
+    return [run(item_parts, True) for item_parts in each.values()]
