@@ -1,8 +1,9 @@
 """Validation of the relative paths and urls the catalog stores.
 
 A stored path is relative, '/'-separated, has no empty, '.' or '..' segment,
-and no backslash or NUL; a directory path ends with a single '/'. Anything else
-is refused before it reaches the catalog or any storage backend.
+no backslash or NUL, and is UTF-8 (no lone surrogates: a file name of other
+bytes, as Python reads it); a directory path ends with a single '/'. Anything
+else is refused before it reaches the catalog or any storage backend.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ def check_relative_path(value: str, *, what: str = "path", allow_directory: bool
         raise InvalidPathError(f"{what} {value[:40]!r}... is longer than {MAX_PATH_LENGTH}")
     if "\x00" in value:
         raise InvalidPathError(f"{what} {value!r} contains a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidPathError(
+                f"{what} {value!r} is not UTF-8 (a name in another encoding?)"
+            ) from None
     if "\\" in value:
         raise InvalidPathError(f"{what} {value!r} contains a backslash; use '/'")
     if value.startswith("/"):

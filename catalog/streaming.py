@@ -458,10 +458,11 @@ def _fast(raw: Any, where: str) -> Item | None:
 
 # The fast check's patterns: what they refuse, the models look at closely
 # (and ``catalog.paths.check_relative_path`` names). A path: relative,
-# ``/``-separated, no empty, ``.`` or ``..`` segment, no backslash or NUL,
+# ``/``-separated, no empty, ``.`` or ``..`` segment, no backslash, NUL or
+# lone surrogate (a name of other bytes than UTF-8),
 # not a drive (``X:``), at most ``MAX_PATH_LENGTH``; a url the same without
 # a trailing ``/``.
-_SEGMENT = r"(?!\.\.?(?:/|$))[^/\\\x00]+"
+_SEGMENT = r"(?!\.\.?(?:/|$))[^/\\\x00\ud800-\udfff]+"
 _PATH = re.compile(rf"(?!.:)(?=.{{1,{MAX_PATH_LENGTH}}}$){_SEGMENT}(?:/{_SEGMENT})*/?", re.DOTALL)
 _URL = re.compile(rf"(?!.:)(?=.{{1,{MAX_PATH_LENGTH}}}$){_SEGMENT}(?:/{_SEGMENT})*", re.DOTALL)
 _path = _PATH.fullmatch

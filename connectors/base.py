@@ -55,7 +55,8 @@ def check_path(path: str) -> str:
         raise InvalidPath("empty path")
     if "\x00" in path or "\\" in path:
         raise InvalidPath(f"{path!r}: NUL or backslash in path")
-    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+    # A drive as the catalog sees one (``catalog.paths``): a letter, then ':'.
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":" and path[0].isalpha()):
         raise InvalidPath(f"{path!r}: absolute path")
     for segment in path.rstrip("/").split("/"):
         if segment in ("", ".", ".."):

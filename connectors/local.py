@@ -22,6 +22,7 @@ import errno
 import itertools
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -63,6 +64,13 @@ _PERMANENT_ERRNOS = frozenset(
 )
 #: Temporary files of unfinished writes end so; ``list`` never shows them.
 PARTIAL_SUFFIX = ".rs-partial"
+#: A temporary file's whole name (``_TemporaryNames``): a producer's own file
+#: that merely ends in the suffix is an object like any other.
+_TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]+" + re.escape(PARTIAL_SUFFIX), re.DOTALL)
+#: Bytes of an object's name that its temporary file's name keeps: the rest
+#: of that name (about 45 bytes) fits beside them in the 255 bytes a
+#: filesystem takes for one name, which the object's own name may fill.
+DEFAULT_TEMPORARY_NAME_BYTES = 160
 #: A temporary file unchanged for this long (seconds) was left by a writer
 #: that died (a worker killed mid-copy): it is removed.
 DEFAULT_STALE_PARTIAL = 24 * 3600
@@ -108,6 +116,10 @@ class _TemporaryNames:
         self.counter = itertools.count()
 
     def next(self, name: str) -> str:
+        encoded = os.fsencode(name)
+        if len(encoded) > DEFAULT_TEMPORARY_NAME_BYTES:
+            # A name near the filesystem's limit leaves no room for ours around it.
+            name = os.fsdecode(encoded[:DEFAULT_TEMPORARY_NAME_BYTES])
         return f".{name}.{self.prefix}{next(self.counter):x}{PARTIAL_SUFFIX}"
 
 
@@ -678,7 +690,7 @@ class LocalConnector(Connector):
                     ]
             except (FileNotFoundError, NotADirectoryError):
                 return  # removed meanwhile
-        if any(name.endswith(PARTIAL_SUFFIX) for name, _ in entries):
+        if any(_is_temporary(name) for name, _ in entries):
             # A dead writer's, perhaps, in a folder nothing writes to again
             # (its copy was resumed and finished): a listing (an audit, the
             # confirmation before a delete) is the next to come by.
@@ -697,7 +709,7 @@ class LocalConnector(Connector):
                         if path.startswith(prefix) or prefix.startswith(path):
                             listed.append((entry.path, path, None))
                         continue
-                    if key.endswith(PARTIAL_SUFFIX) or not path.startswith(prefix):
+                    if _is_temporary(key) or not path.startswith(prefix):
                         continue
                     with _GATE.timing(gate):
                         try:
@@ -743,7 +755,7 @@ class LocalConnector(Connector):
         try:
             with os.scandir(folder) as entries:
                 for entry in entries:
-                    if not entry.name.endswith(PARTIAL_SUFFIX):
+                    if not _is_temporary(entry.name):
                         continue
                     with contextlib.suppress(OSError):
                         if entry.stat(follow_symlinks=False).st_mtime < cutoff:
@@ -977,6 +989,11 @@ def _create_temporary(folder: str, name: str) -> tuple[int, str]:
             if attempt == DEFAULT_NAME_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def _is_temporary(name: str) -> bool:
+    """Whether ``name`` is one of our temporary files' (a file's, not a folder's ``name/``)."""
+    return name.endswith(PARTIAL_SUFFIX) and _TEMPORARY_NAME.fullmatch(name) is not None
 
 
 def _remove(path: str) -> None:

@@ -12,6 +12,7 @@ import click
 import peewee as pw
 
 from catalog.models import STATUS_DAMAGED, STATUS_DONE, utcnow
+from catalog.paths import check_relative_path
 from catalog.queries import ingest_state, locations_around
 from catalog.streaming import import_document
 from connectors.hashing import DEFAULT_CHUNK_SIZE, hash_stream
@@ -43,7 +44,9 @@ def _walk(root: Path, top: Path) -> Iterator[tuple[str, Path]]:
                 raise InputError(f"{path}: links outside the item's folder {top}")
             if not real.is_file():
                 raise InputError(f"{path}: not a regular file")
-            yield path.relative_to(top).as_posix(), real
+            relative = path.relative_to(top).as_posix()
+            check_relative_path(relative)  # before hours of hashing, not after
+            yield relative, real
 
 
 def ingest_directory(
@@ -81,7 +84,7 @@ def ingest_directory(
         raise InputError(
             f"{directory}: not a folder under the root {root} of connector {connector!r}"
         )
-    url = top.relative_to(root).as_posix()
+    url = check_relative_path(top.relative_to(root).as_posix(), what="url")
     _check_place(connector, url, key)
 
     files = list(_walk(root, top))

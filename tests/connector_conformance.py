@@ -24,6 +24,29 @@ from connectors.hashing import MultiHasher
 from connectors.transfer import Expected, copy_file
 
 BAD_PATHS = ["", "/abs", "../up", "a/../../b", "a/./b", "a//b", "a\\b", "nul\x00"]
+#: Names a backend keeps as given: characters that URLs, shells and filesystems treat
+#: apart, Unicode in both normal forms, names differing only in case.
+UNUSUAL_NAMES = [
+    "u/a b.txt",
+    "u/a+b",
+    "u/a%b",
+    "u/a%20b",
+    "u/a#b",
+    "u/a?b",
+    "u/a&b=c;d",
+    "u/a:b@c",
+    "u/!$'()*,~",
+    "u/日本 😀",
+    "u/nfc é",
+    "u/nfd e\u0301",
+    "u/Case",
+    "u/case",
+    "u/-dash",
+    "u/.dot",
+    "u/trailing ",
+    "u/trailing.",
+    "u/1:x",
+]
 
 
 def hashes_of(data: bytes, chunk_size: int = 8 * 1024 * 1024) -> Expected:
@@ -153,6 +176,22 @@ class ConformanceSuite:
         listed = list(connector.list("t/"))
         assert [info.path for info in listed] == sorted(paths)
         assert all(info.modified is not None and info.modified > began for info in listed)
+
+    def test_names_with_unusual_characters_are_kept_as_given(self, connector: Connector) -> None:
+        """Each name is its own object: written, read, stated, listed in order, deleted."""
+        names = [*UNUSUAL_NAMES, "u/" + "n" * 255, "u/" + "é" * 127]  # 255 and 254 bytes
+        for name in names:
+            connector.write(name, io.BytesIO(name.encode()), size=len(name.encode()))
+        for name in names:
+            assert read_all(connector, name) == name.encode(), name
+            info = connector.stat(name)
+            assert info is not None and info.size == len(name.encode()), name
+        assert [info.path for info in connector.list("u/")] == sorted(names)
+        assert [info.path for info in connector.list("u/nf")] == ["u/nfc é", "u/nfd e\u0301"]
+        delete_all(connector, names[::2])
+        for name in names[1::2]:
+            connector.delete(name)
+        assert list(connector.list("u/")) == []
 
     def test_a_failed_write_leaves_nothing(self, connector: Connector) -> None:
         with pytest.raises(OSError, match="went away"):

@@ -349,7 +349,7 @@ def _dark(
         finding = {
             "connector": connector.name,
             "kind": DARK,
-            "key": candidate["key"],
+            "key": _shown(candidate["key"]),
             "size": candidate["size"],
             "modified": candidate["modified"],
             "under": holder,
@@ -405,7 +405,12 @@ def _holders(connector_name: str, keys: Sequence[str]) -> dict[str, dict[str, An
     prefixes: dict[str, list[str]] = {}
     for key in keys:
         parts = key.split("/")
-        prefixes[key] = ["/".join(parts[:depth]) for depth in range(len(parts) - 1, 0, -1)]
+        # A folder named in other bytes than UTF-8 is no url of the catalog.
+        prefixes[key] = [
+            url
+            for url in ("/".join(parts[:depth]) for depth in range(len(parts) - 1, 0, -1))
+            if _utf8(url)
+        ]
     # A url may be stored with a trailing ``/`` (the pass reads it without).
     wanted = sorted(
         {form for urls in prefixes.values() for url in urls for form in (url, f"{url}/")}
@@ -429,18 +434,38 @@ def _holders(connector_name: str, keys: Sequence[str]) -> dict[str, dict[str, An
         for url in urls:  # the deepest first
             location = locations.get(url)
             if location is not None:
+                path = key[len(url.rstrip("/")) + 1 :]
                 held[key] = {
                     "url": url,
                     "item": location.file_storage.key,
                     "status": location.status,
                     "locked": location.id in locked,
                     # A file of the item now (registered since the pass began).
-                    "expected": ReferencedPath.select()
+                    "expected": _utf8(path)
+                    and ReferencedPath.select()
                     .where(
                         (ReferencedPath.file_storage == location.file_storage_id)
-                        & (ReferencedPath.path == key[len(url.rstrip("/")) + 1 :])
+                        & (ReferencedPath.path == path)
                     )
                     .exists(),
                 }
                 break
     return held
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` is UTF-8, as every path of the catalog is.
+
+    A local folder may hold names of other bytes (another tool wrote them):
+    Python reads them with lone surrogates, which no database takes.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(key: str) -> str:
+    """``key`` as a report and the history show it: other bytes than UTF-8 as ``\\xNN``."""
+    return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

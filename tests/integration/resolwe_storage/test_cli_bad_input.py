@@ -167,3 +167,49 @@ def test_ingest_with_an_empty_key_is_refused_before_hashing(tmp_path: Path) -> N
         "error: --key: an item's key must not be empty"
     )
     assert json.loads(cli.ok("status", "--json").out)["items"]["total"] == 0
+
+
+def test_ingest_of_a_file_named_in_another_encoding_is_one_error_line(tmp_path: Path) -> None:
+    """A name of Latin-1 bytes (another tool wrote it) is no UTF-8 path: refused, not a crash."""
+    cli = Cli(local_pair(tmp_path))
+    folder = tmp_path / "local" / "item-1"
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text("a\n")
+    with open(os.fsencode(folder) + b"/caf\xe9.txt", "wb") as stray:
+        stray.write(b"latin-1\n")
+    line = cli("ingest", "local", folder, "--key", "item-1").error_line
+    assert "caf\\udce9.txt" in line and "UTF-8" in line, line
+    assert json.loads(cli.ok("status", "--json").out)["items"]["total"] == 0
+
+
+@pytest.mark.parametrize("output", [["--json"], []], ids=["json", "text"])
+def test_an_audit_reports_a_dark_file_named_in_another_encoding(
+    tmp_path: Path, output: list[str]
+) -> None:
+    """Dark objects whose names are no UTF-8 are reported (and removed when asked), not a crash."""
+    cli = Cli(local_pair(tmp_path))
+    folder = tmp_path / "local" / "item-1"
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text("a\n")
+    cli.ok("ingest", "local", folder, "--key", "item-1")
+    strays = [os.fsencode(folder) + b"/caf\xe9", os.fsencode(tmp_path / "local") + b"/\xff/x"]
+    for stray in strays:
+        os.makedirs(os.path.dirname(stray), exist_ok=True)
+        with open(stray, "wb") as out:
+            out.write(b"dark")
+        os.utime(stray, (0, 0))
+    outcome = cli("audit", "local", *output)
+    assert outcome.code == 0, outcome
+    if output:
+        [counts] = json.loads(outcome.out)["connectors"]
+        assert (counts["expected"], counts["lost"], counts["dark"]) == (1, 0, 2)
+        keys = sorted(finding["key"] for finding in json.loads(outcome.out)["findings"])
+        assert keys == ["\\xff/x", "item-1/caf\\xe9"]
+    else:
+        assert "1 file(s) expected: 0 lost, 0 mismatched, 2 dark (8 bytes)" in outcome.out
+        assert "dark: item-1/caf\\xe9 (4 bytes" in outcome.out
+    cli.ok("audit", "local", "--delete-dark", "--older-than", "1")
+    assert not any(os.path.lexists(stray) for stray in strays)
+    assert (folder / "a.txt").read_text() == "a\n"
+    history = cli.ok("history", "--json").out
+    assert "caf\\\\xe9" in history, history

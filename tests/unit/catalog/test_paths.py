@@ -49,6 +49,7 @@ def test_accepts_safe_relative_paths(value: str) -> None:
         ("C:/Windows", "drive path"),
         ("c:file", "drive path"),
         ("a\x00b", "NUL"),
+        ("caf\udce9.txt", "not UTF-8"),
         ("x" * (MAX_PATH_LENGTH + 1), "longer than"),
     ],
 )

@@ -917,3 +917,24 @@ def test_a_delete_cut_short_among_the_folders_is_finished_by_the_next(tmp_path: 
     connector.delete_many(["solo/a/f"], within="solo")
     assert not (tmp_path / "root" / "solo").exists()
     assert (tmp_path / "root").is_dir()
+
+
+def test_an_object_named_like_a_temporary_file_is_listed_and_never_swept(
+    tmp_path: Path,
+) -> None:
+    """Only our own temporary names (``.NAME.HEX.rs-partial``) are a dead writer's.
+
+    A producer's file that merely ends so, written days ago, is an object:
+    a listing (an audit's, a delete's confirmation) shows it and leaves it.
+    """
+    folder = tmp_path / "item"
+    folder.mkdir()
+    names = [f"run{PARTIAL_SUFFIX}", f".run{PARTIAL_SUFFIX}", f"a.b.12{PARTIAL_SUFFIX}"]
+    then = time.time() - local_module.DEFAULT_STALE_PARTIAL - 60
+    for name in names:
+        (folder / name).write_bytes(b"results")
+        os.utime(folder / name, (then, then))
+    connector = LocalConnector("local", path=tmp_path)
+    assert [info.path for info in connector.list("item/")] == sorted(f"item/{n}" for n in names)
+    connector.write("item/other", io.BytesIO(b"o"))
+    assert sorted(path.name for path in folder.iterdir()) == sorted([*names, "other"])
