@@ -36,7 +36,8 @@ exponential backoff from ``DEFAULT_MIN_BACKOFF_MS`` to
 ``DEFAULT_MAX_BACKOFF_MS``, up to the runtime's ``max_retries``
 (``workers.runtime.DEFAULT_MAX_RETRIES``); a checksum mismatch is tried
 ``DEFAULT_MISMATCH_RETRIES`` more times; anything else fails the message at
-once. A job is stopped at its time limit (``messages.time_limit_ms``). A
+once. A job is stopped at its time limit (``messages.time_limit_ms``):
+a timeout, retried as a transient failure is. A
 message that fails for good is dead-lettered (Redis keeps it a week, under
 ``dramatiq:QUEUE.XQ``) and recorded in the action history with the item's
 key and the reason (``GiveUpHistory``, unless the operation recorded it).
@@ -54,7 +55,7 @@ from typing import Any
 
 import dramatiq
 import peewee as pw
-from dramatiq.middleware import CurrentMessage, Middleware, Retries
+from dramatiq.middleware import CurrentMessage, Middleware, Retries, TimeLimitExceeded
 
 from catalog.errors import CatalogError
 from catalog.models import Action, FileStorage, utcnow
@@ -159,14 +160,18 @@ def is_transient(retries: int, exc: BaseException) -> bool:
 
     A checksum mismatch is permanent for the connector (the bad object is
     gone by then), but bytes damaged on the way are a one-off: the job tries
-    again ``DEFAULT_MISMATCH_RETRIES`` times before giving up.
+    again ``DEFAULT_MISMATCH_RETRIES`` times before giving up. A job stopped
+    at its time limit (a backend slowed down) timed out: transient, as SPEC §3
+    has it (what it finished was recorded; the retry goes on from there).
     """
     limit = _runtime.max_retries if _runtime is not None else DEFAULT_MAX_RETRIES
     if isinstance(exc, ChecksumMismatch):
         return retries < min(DEFAULT_MISMATCH_RETRIES, limit)
     transient = getattr(exc, "transient", None)
     if transient is None:
-        transient = isinstance(exc, (pw.OperationalError, pw.InterfaceError, *unreachable()))
+        transient = isinstance(
+            exc, (TimeLimitExceeded, pw.OperationalError, pw.InterfaceError, *unreachable())
+        )
     return bool(transient) and retries < limit
 
 
@@ -399,7 +404,7 @@ class GiveUpHistory(Middleware):
         action = _ACTIONS.get(message.actor_name, queue or message.actor_name)
         # A permanent error fails at its first try; Dramatiq counts that try too.
         how = f"gave up after {retries} tries" if is_transient(0, exception) else "failed"
-        reason = f"{how}: {exception}"
+        reason = f"{how}: {_why(message, exception)}"
         keys: list[str] = []
         try:
             with _catalog(_runtime):
@@ -432,6 +437,14 @@ class GiveUpHistory(Middleware):
             logger.warning("%s not recorded in the history: %s", message.actor_name, exc)
         # Beside the dead letter, for ``queues``: whose job it was, and why it died.
         note_dead(broker, message.message_id, keys=keys, reason=reason)
+
+
+def _why(message: dramatiq.Message, exception: BaseException) -> str:
+    """What ended a job, for the history: the error's text (a time limit has none)."""
+    if isinstance(exception, TimeLimitExceeded):
+        limit = message.options.get("time_limit") or DEFAULT_TIME_LIMIT_MS
+        return f"stopped at its time limit ({limit / 1000:g} s)"
+    return str(exception) or type(exception).__name__
 
 
 def _database() -> pw.Database | None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import functools
 import io
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dramatiq
 import peewee as pw
@@ -640,3 +642,123 @@ def test_an_audit_given_up_is_in_the_history_so_a_one_shot_run_fails(tmp_path: P
         assert len(broker.dead_letters) == 1
         failures = failures_since(began)
         assert [(f["action"], f["target"]) for f in failures] == [("audit", "nowhere")]
+
+
+# -- a job stopped at its time limit ------------------------------------------------
+
+
+class _Dripping(io.RawIOBase):
+    """A source's bytes, four at a time, a pause before each (a backend slowed down)."""
+
+    def __init__(self, inner: io.RawIOBase, pause: float) -> None:
+        super().__init__()
+        self.inner, self.pause = inner, pause
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        time.sleep(self.pause)
+        data = self.inner.read(min(len(buffer), 4))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+class SlowLocal(LocalConnector):
+    """A folder whose first ``slow_reads`` opened streams drip (Dramatiq's time limit stops
+    the job in its reads, as it would on a slow backend)."""
+
+    slow_reads = 0
+
+    def open_read(self, path: str) -> Any:
+        stream = super().open_read(path)
+        if SlowLocal.slow_reads <= 0:
+            return stream
+        SlowLocal.slow_reads -= 1
+        return _Dripping(stream, 0.25)
+
+    def can_copy_from(self, source: Any) -> bool:
+        return False  # the bytes go through the job's thread, not the kernel
+
+
+@contextmanager
+def slow_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, slow_reads: int, max_retries: int
+) -> Iterator[tuple[dict[str, ConnectorPolicy], StubBroker]]:
+    """Jobs of a time limit far too short for ``local``'s first ``slow_reads`` reads."""
+    monkeypatch.setattr(actors, "DEFAULT_MIN_BACKOFF_MS", 10)
+    monkeypatch.setattr(messages, "DEFAULT_TIME_LIMIT_MS", 300)
+    monkeypatch.setattr(messages, "DEFAULT_COPY_MS_PER_FILE", 0)
+    monkeypatch.setattr(SlowLocal, "slow_reads", slow_reads)
+    policies = backup_policies()
+    database = open_database(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    database.connect()
+    migrate(database)
+    bind(database)
+    broker = StubBroker()
+    connectors = {
+        name: functools.partial(SlowLocal, name, path=tmp_path / name)
+        for name in ("local", "backup")
+    }
+    worker = process.start(
+        runtime.Runtime(
+            database=database,
+            broker=broker,
+            connectors=connectors,
+            preference=("local", "backup"),
+            delete_rules=delete_rules(policies),
+            max_retries=max_retries,
+        ),
+        threads=2,
+    )
+    try:
+        yield policies, broker
+    finally:
+        worker.stop()
+        database.close()
+
+
+def test_a_copy_stopped_at_its_time_limit_is_retried_and_the_retry_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A time limit is a timeout: transient (SPEC §3), no evidence, tried again."""
+    with slow_source(tmp_path, monkeypatch, slow_reads=1, max_retries=3) as (policies, broker):
+        database = actors.current().database
+        add_item(tmp_path, "a", {"one.txt": b"x" * 64})
+        scan(policies, database, broker, now=NOW)
+        for queue in messages.QUEUES:
+            broker.join(queue, fail_fast=False)
+        assert SlowLocal.slow_reads == 0  # the first try was stopped in its reads
+        assert not broker.dead_letters
+        backup = StorageLocation.get(StorageLocation.connector_name == "backup")
+        assert backup.status == "OK"
+        assert (tmp_path / "backup" / "a" / "one.txt").read_bytes() == b"x" * 64
+        assert proven_rows().count() == 1
+        assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
+        assert not Action.select().where(Action.result == "failed").exists()
+        assert sorted(p.name for p in (tmp_path / "backup" / "a").iterdir()) == ["one.txt"]
+
+
+def test_a_copy_always_over_its_time_limit_is_given_up_with_that_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with slow_source(tmp_path, monkeypatch, slow_reads=10, max_retries=1) as (policies, broker):
+        database = actors.current().database
+        add_item(tmp_path, "a", {"one.txt": b"x" * 64})
+        scan(policies, database, broker, now=NOW)
+        for queue in messages.QUEUES:
+            broker.join(queue, fail_fast=False)
+        [dead] = broker.dead_letters
+        assert dead.options.get("retries") == 2  # the first try and one retry
+        [failed] = Action.select().where(Action.result == "failed")
+        assert failed.item_key == "a" and failed.error.startswith("gave up after 2 tries")
+        assert "time limit" in failed.error
+        # Nothing half-done: the source unlocked, no file there, the copy not counted.
+        assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
+        assert list((tmp_path / "backup").rglob("*")) in ([], [tmp_path / "backup" / "a"])
+        backup = StorageLocation.get(StorageLocation.connector_name == "backup")
+        assert backup.status in ("PR", "UP") and proven_rows().count() == 0
