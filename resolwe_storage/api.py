@@ -16,6 +16,7 @@ another language that enqueues the same messages).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ import dramatiq
 import peewee as pw
 
 from catalog.importing import IMPORT_LOCK_REASON
-from catalog.models import STATUS_PREPARING, StorageLocation, utcnow
+from catalog.models import STATUS_PREPARING, AccessLog, StorageLocation, utcnow
 from catalog.queries import item_files, record_access, reserve_location
 from catalog.removal import Removal, remove_items, restore_item
 from catalog.streaming import ImportResult, import_document
@@ -47,6 +48,11 @@ from workers.operations import close_access_log, open_access_log
 
 #: Tries to lock a copy for reading when the chosen one is being deleted meanwhile.
 DEFAULT_LOCK_ATTEMPTS = 3
+#: Tries to close a read lock while the catalog does not answer (a read lock
+#: never expires: one left open keeps its copy from every delete for good).
+DEFAULT_CLOSE_ATTEMPTS = 4
+#: Seconds before the second try to close it, doubling after (the first is at once).
+DEFAULT_CLOSE_PAUSE_S = 0.5
 
 
 class StorageService:
@@ -181,7 +187,28 @@ class StorageService:
             record_access([log.storage_location.id], now=utcnow())
             yield log.storage_location
         finally:
-            close_access_log(log)
+            self._close_lock(log)
+
+    def _close_lock(self, log: AccessLog) -> None:
+        """Close the read lock ``log``, tried again while the catalog does not answer.
+
+        A connection cut meanwhile (a server restarted, an idle connection
+        ended) is made again; the last failure is raised. Inside the
+        caller's transaction nothing can be made again: it is raised at once.
+        """
+        for attempt in range(DEFAULT_CLOSE_ATTEMPTS):
+            try:
+                close_access_log(log)
+                return
+            except (pw.OperationalError, pw.InterfaceError):
+                if attempt + 1 == DEFAULT_CLOSE_ATTEMPTS or self.database.in_transaction():
+                    raise
+            # The next statement connects afresh (a broken connection stays
+            # broken); closing it may fail as the connection did.
+            with contextlib.suppress(Exception):
+                self.database.close()
+            if attempt:
+                time.sleep(DEFAULT_CLOSE_PAUSE_S * 2 ** (attempt - 1))
 
     def url(
         self,

@@ -79,6 +79,7 @@ def worker_runtime(
         },
         preference=preference_order(config.policies),
         delete_rules=delete_rules(config.policies),
+        removal_delay=config.removal_delay,
         max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
         clock=clock,
     )

@@ -314,7 +314,12 @@ def remove_location_job(item_id: int, connector: str) -> Done:
     runtime = current()
     with _catalog(runtime):
         outcome = remove_location(
-            item_id, connector, connectors=runtime.connector, actor=ACTOR_NAME
+            item_id,
+            connector,
+            connectors=runtime.connector,
+            actor=ACTOR_NAME,
+            removal_delay=runtime.removal_delay,
+            now=runtime.clock(),
         )
     runtime.pending.done(Pending.key(PENDING_REMOVE, item_id, connector))
     return Done(result=str(outcome))
@@ -468,12 +473,28 @@ def _marker(actor: str, args: list[Any]) -> str | None:
 
 
 def _work_of(actor: str, args: list[Any]) -> list[tuple[Any, Any, Any]]:
-    """(item id, connector, paths or None) of each item a job works on."""
+    """(item id or None, connector, paths or None) of each item a job works on.
+
+    Read from any message, one of another service's that is not of the
+    documented shape included: what is not an item id is None, so that the
+    job is still logged, and recorded with its reason when it fails.
+    """
     if actor == ACTOR_COPY_ITEMS and len(args) == 2:
-        return [(item_id, args[0], paths) for item_id, paths in args[1]]
+        entries = args[1] if isinstance(args[1], list) else []
+        work = [
+            (_item_id(entry[0]), args[0], entry[1])
+            for entry in entries
+            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list)
+        ]
+        return work or [(None, args[0], None)]
     if len(args) < 2:
         return []
-    return [(args[0], args[1], args[2] if len(args) > 2 else None)]
+    return [(_item_id(args[0]), args[1], args[2] if len(args) > 2 else None)]
+
+
+def _item_id(value: Any) -> int | None:
+    """``value`` if it is an item id (an integer), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 #: The action a job of each actor does, as the history and the log name it.
@@ -498,7 +519,8 @@ def describe(message: dramatiq.Message) -> Work | None:
         files = sum(len(paths) for paths in named)
     elif all(isinstance(paths, str) for paths in named):
         files = len(named)
-    return Work(queue, action, str(work[0][1]), [item for item, _, _ in work], files)
+    items = [item for item, _, _ in work if item is not None]
+    return Work(queue, action, str(work[0][1]), items, files)
 
 
 def _paths_of(value: Any) -> str:

@@ -14,7 +14,7 @@ queue      actor               args
 ``copy``   ``repair_location`` item id, connector (a damaged copy)
 ``delete`` ``delete_files``    item id, connector, [file paths]
 ``delete`` ``delete_location`` item id, connector
-``delete`` ``remove_location`` item id, connector (a removed item's copy)
+``delete`` ``remove_location`` item id, connector (a removed item's copy, after its grace)
 ``verify`` ``verify_files``    item id, connector, [file paths]
 ``verify`` ``verify_location`` item id, connector
 ``verify`` ``audit_connector`` connector (its objects against the catalog)

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import peewee as pw
@@ -1399,6 +1399,8 @@ def remove_location(
     *,
     connectors: Callable[[str], Connector],
     actor: str = "worker",
+    removal_delay: int = 0,
+    now: datetime | None = None,
 ) -> str:
     """Delete the copy on ``connector_name`` of a removed item; the item goes with its last copy.
 
@@ -1407,12 +1409,16 @@ def remove_location(
     rules and without confirming the others. Under the item's lock it is
     refused when the item was restored meanwhile, when deletes are paused,
     or when the copy is locked (an open access log: the scan plans it again
-    once the lock is gone). The location is marked ``DE`` first, so a job
+    once the lock is gone), or while the removal grace (``removal_delay``
+    days after the removal, at ``now``; negative: never over) lasts, since
+    ``restore`` may still bring the item back whole, whoever queued the
+    job (a service may enqueue it by hand). The location is marked ``DE`` first, so a job
     that dies midway is finished by a later one. When the item has no
     location left, its catalog rows go too; its history stays, by key.
     Returns ``deleted``, ``refused`` or ``gone``.
     """
     began = time.monotonic()
+    judged = now or utcnow()
     now = utcnow()
     with locked_item(item_id) as item:
         location = location_on(item_id, connector_name)
@@ -1421,6 +1427,11 @@ def remove_location(
         reason = None
         if item.removed is None:
             reason = "the item is no longer removed (restored)"
+        elif removal_delay < 0 or not item.removed < judged - timedelta(days=removal_delay):
+            reason = (
+                f"removed {item.removed:%Y-%m-%dT%H:%M:%SZ}, within the removal grace of "
+                f"{removal_delay} day(s)"
+            )
         elif (paused := deletes_paused()) is not None:
             reason = paused.describe()
         elif open_lock_count(location.id):

@@ -65,6 +65,8 @@ class Runtime:
     delete_rules: DeleteRules
     #: Retries of a transient failure before the job is given up.
     max_retries: int = DEFAULT_MAX_RETRIES
+    #: Days after an item's removal that its copies may go (negative: never).
+    removal_delay: int = 0
     #: The time the rules are re-checked at (``run --now`` fixes it).
     clock: Callable[[], datetime] = utcnow
     pending: Pending = field(init=False)

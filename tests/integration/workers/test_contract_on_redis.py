@@ -23,6 +23,7 @@ import redis
 
 from catalog.models import Action, FileStorage, ReferencedPath, StorageLocation, utcnow
 from catalog.queries import reserve_location
+from catalog.removal import remove_items, restore_item
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
 from tests.runtimes import folder_runtime, never_delete
@@ -153,6 +154,69 @@ def test_a_delete_written_by_hand_keeps_to_the_rules(
         assert status_on(item, "local") == "OK"
         for path, data in FILES.items():
             assert (tmp_path / "local" / "one" / path).read_bytes() == data
+    finally:
+        process.stop(worker)
+        client.close()
+
+
+def test_a_removal_written_by_hand_waits_for_the_grace(
+    tmp_path: Path, redis_url: str, sqlite_db: pw.Database
+) -> None:
+    """A removed item's copies go only after the grace, whoever queues their removal.
+
+    Within the grace ``restore`` brings the item back whole: a message that
+    removed its copies meanwhile would leave it restored without them (or,
+    with its last copy, forgotten altogether).
+    """
+    item = an_item(tmp_path, "one")
+    with sqlite_db.atomic():
+        remove_items(["one"], now=utcnow(), actor="test")
+    client = redis.Redis.from_url(redis_url)
+    push(client, "delete", "remove_location", item.id, "local")
+    runtime = folder_runtime(sqlite_db, make_broker(redis_url), tmp_path)
+    runtime.removal_delay = 7
+    worker = process.start(runtime, threads=2)
+    try:
+        removal = Action.select().where(Action.action == "remove")
+        wait_for(removal.exists, "the removal was decided")
+        assert (removal.get().result, "grace" in (removal.get().error or "")) == ("refused", True)
+        assert status_on(item, "local") == "OK"
+        for path, data in FILES.items():
+            assert (tmp_path / "local" / "one" / path).read_bytes() == data
+        with sqlite_db.atomic():
+            restore_item("one", now=utcnow(), removal_delay=7, actor="test")
+        assert FileStorage.get_by_id(item.id).removed is None
+    finally:
+        process.stop(worker)
+        client.close()
+
+
+def test_a_malformed_job_is_given_up_with_its_reason_and_the_queue_goes_on(
+    tmp_path: Path, redis_url: str, sqlite_db: pw.Database
+) -> None:
+    """A job whose arguments are not of the documented shape fails at once, and says why.
+
+    The history and the dead letter's note (what ``queues`` shows) name the
+    reason; the jobs queued after it run.
+    """
+    item = an_item(tmp_path, "one")
+    reserve_location(item.id, "backup", url="one")
+    client = redis.Redis.from_url(redis_url)
+    # Each entry should be [item id, [paths]]: these are not.
+    push(client, "copy", "copy_items", "backup", [[item.id]])
+    push(client, "copy", "copy_items", "backup", [item.id, sorted(FILES)])
+    push(client, "copy", "copy_files", item.id, "backup", sorted(FILES))
+    worker = start(tmp_path, sqlite_db, redis_url, never_delete)
+    try:
+        wait_for(lambda: status_on(item, "backup") == "OK", "the good job ran")
+        failed = Action.select().where((Action.action == "copy") & (Action.result == "failed"))
+        wait_for(lambda: failed.count() == 2, "both malformed jobs are in the history")
+        assert {action.target for action in failed} == {"backup"}
+        assert all("unpack" in action.error for action in failed)
+        wait_for(lambda: client.zcard("dramatiq:copy.XQ") == 2, "both were dead-lettered")
+        notes = [client.get(key) for key in client.keys("resolwe-storage:dead:*")]
+        assert len(notes) == 2
+        assert all(b"unpack" in note for note in notes)
     finally:
         process.stop(worker)
         client.close()
