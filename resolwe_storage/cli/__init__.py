@@ -39,7 +39,7 @@ import click
 
 from catalog.errors import CatalogError
 from connectors.errors import ConnectorError
-from resolwe_storage.cli.base import cli
+from resolwe_storage.cli.base import cli, printable
 from resolwe_storage.errors import UserError
 
 __all__ = ["cli", "entry", "main"]
@@ -73,17 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("error: aborted", err=True)
         return 1
     except click.UsageError as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(printable(f"error: {exc.format_message()}", keep="\n\t"), err=True)
         return 2
     except (UserError, CatalogError, ConnectorError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(printable(f"error: {exc}", keep="\n\t"), err=True)
         return 1
     except _broker_unavailable() as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(printable(f"error: {exc}", keep="\n\t"), err=True)
         return 1
     except _database_error() as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        click.echo(f"error: database: {first}", err=True)
+        click.echo(printable(f"error: database: {first}", keep="\n\t"), err=True)
         return 1
     except BrokenPipeError:
         return 0

@@ -16,7 +16,14 @@ from catalog.story import (
     history,
     item_story,
 )
-from resolwe_storage.cli.base import LOCATION_STATES, Context, cli, parse_now, pass_context
+from resolwe_storage.cli.base import (
+    LOCATION_STATES,
+    Context,
+    cli,
+    parse_now,
+    pass_context,
+    printable,
+)
 
 #: Lines of files (or of bad files per copy) the text of ``show`` prints, at most.
 DEFAULT_SHOWN_FILES = 20
@@ -41,55 +48,59 @@ def show(context: Context, key: str, history_limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(story, indent=2))
         return
-    click.echo(
+    _echo(
         f"item {story['key']!r}: status {story['status']}, data_slug {story['data_slug']!r}, "
         f"process_type {story['process_type']!r}, created {story['created']}"
         + (f", REMOVED {story['removed']}" if story["removed"] else "")
     )
     files = story["files"]
     total = sum(entry["size"] or 0 for entry in files)
-    click.echo(f"files: {len(files)}, {total} bytes")
+    _echo(f"files: {len(files)}, {total} bytes")
     for entry in files[:DEFAULT_SHOWN_FILES]:
         hashes = ", ".join(
             f"{name} {entry[name]}" for name in ("md5", "crc32c", "awss3etag") if entry[name]
         )
         size = "?" if entry["size"] is None else entry["size"]
-        click.echo(f"  {entry['path']}  {size} bytes" + (f"  {hashes}" if hashes else ""))
+        _echo(f"  {entry['path']}  {size} bytes" + (f"  {hashes}" if hashes else ""))
     _more(len(files))
     if not story["locations"]:
-        click.echo("no locations")
+        _echo("no locations")
     for location in story["locations"]:
         _print_location(location)
     if story["lost"]:
-        click.echo(f"LOST: no good copy anywhere of {', '.join(story['lost'])}")
+        _echo(f"LOST: no good copy anywhere of {', '.join(story['lost'])}")
     _print_history(story["history"], f"history (latest {history_limit})")
+
+
+def _echo(line: str) -> None:
+    click.echo(printable(line))
 
 
 def _print_location(location: dict[str, Any]) -> None:
     status = location["status"]
-    click.echo(
+    _echo(
         f"location {location['connector']}:{location['url']}: {status} "
         f"({LOCATION_STATES.get(status, status)}), last access {location['last_access']}, "
         f"last verified {location['last_verified'] or 'never'}"
     )
     counts = Counter(state["state"] for state in location["files"].values())
-    click.echo("  files: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
+    _echo("  files: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
     bad = [(path, state) for path, state in location["files"].items() if state["state"] == BAD]
     for path, state in bad[:DEFAULT_SHOWN_FILES]:
-        click.echo(f"  bad: {path}: {state['problem']} (found {state['found']})")
+        _echo(f"  bad: {path}: {state['problem']} (found {state['found']})")
     _more(len(bad))
     for lock in location["locks"]:
         expires = f", expires {lock['expires']}" if lock["expires"] else ""
-        click.echo(f"  locked: {lock['reason'] or '(no reason)'} since {lock['since']}{expires}")
+        _echo(f"  locked: {lock['reason'] or '(no reason)'} since {lock['since']}{expires}")
 
 
 def _more(count: int) -> None:
     if count > DEFAULT_SHOWN_FILES:
-        click.echo(f"  ... and {count - DEFAULT_SHOWN_FILES} more (--json lists them all)")
+        _echo(f"  ... and {count - DEFAULT_SHOWN_FILES} more (--json lists them all)")
 
 
 def _print_history(actions: list[dict[str, Any]], title: str) -> None:
-    click.echo(f"{title}:" if actions else f"{title}: nothing recorded")
+    _echo(f"{title}:" if actions else f"{title}: nothing recorded")
     for row in actions:
         where = " -> ".join(name for name in (row["source"], row["target"]) if name)
         detail = [row["result"]]
@@ -97,7 +108,7 @@ def _print_history(actions: list[dict[str, Any]], title: str) -> None:
             detail.append(f"{row['bytes']} bytes")
         if row["duration_ms"] is not None:
             detail.append(f"{row['duration_ms']} ms")
-        click.echo(
+        _echo(
             f"  {row['started']} {row['actor']} {row['action']}"
             + (f" {row['key']!r}" if row.get("key") else "")
             + (f" {where}" if where else "")
@@ -142,4 +153,4 @@ def history_command(
     if kinds is not None and action_name not in kinds:
         # A mistyped kind reads like a quiet history: name the kinds there are.
         held = ", ".join(repr(kind) for kind in kinds) or "none yet"
-        click.echo(f"no {action_name!r} action recorded yet; the history holds: {held}")
+        _echo(f"no {action_name!r} action recorded yet; the history holds: {held}")

@@ -44,6 +44,8 @@ from urllib.parse import parse_qs, urlencode
 import peewee as pw
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -81,6 +83,7 @@ class Dashboard:
         self.templates = Jinja2Templates(directory=str(TEMPLATES))
         self.templates.env.filters["size"] = _size
         self.templates.env.filters["age"] = _age
+        self.templates.env.filters["item_url"] = _item_url
         self.registry = telemetry.new_registry()
         # The catalog's counts: the overview and /metrics share one read of them.
         self.collector = telemetry.CatalogCollector(self.database, self.broker)
@@ -274,9 +277,24 @@ class Dashboard:
         )
 
 
+#: Headers of every answer: no other site may frame a page (clickjacking of
+#: the retry and discard buttons, the token typed into a framed form).
+FRAME_HEADERS = {
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+}
+
+
+async def _not_framed(request: Request, call_next: Any) -> Response:
+    response: Response = await call_next(request)
+    response.headers.update(FRAME_HEADERS)
+    return response
+
+
 def make_app(dashboard: Dashboard) -> Starlette:
     """The web application of ``dashboard``."""
     return Starlette(
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=_not_framed)],
         routes=[
             Route("/", dashboard.overview),
             Route("/dead", dashboard.dead),
@@ -287,8 +305,14 @@ def make_app(dashboard: Dashboard) -> Starlette:
             Route("/metrics", dashboard.metrics),
             Route("/healthz", dashboard.healthz),
             Route("/readyz", dashboard.readyz),
-        ]
+        ],
     )
+
+
+def _item_url(key: str) -> str:
+    # In the query, not the path: a browser resolves a key's "..", "." (as
+    # "%2e" too) or "/" segments in a path, and links to some other page.
+    return "/items?" + urlencode({"key": key})
 
 
 def _size(value: int | None) -> str:

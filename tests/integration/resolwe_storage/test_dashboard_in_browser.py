@@ -481,3 +481,95 @@ def test_an_item_whose_key_holds_a_buckets_name_is_named_and_linked_by_its_key(
         client.close()
         dashboard.terminate()
         dashboard.wait(timeout=30)
+
+
+#: Item keys a producer may choose, each a trap for a page that renders or links it.
+HOSTILE_KEYS = (
+    "<script>window.pwned = 1</script>",
+    '"><img src=x onerror="window.pwned = 1">',
+    "javascript:window.pwned = 1",
+    "..",
+    ".",
+    "x/../../dead",
+    "q?a=1#frag",
+)
+
+
+def test_hostile_item_keys_are_shown_as_text_and_link_to_their_own_pages(
+    tmp_path: Path, redis_url: str, browser: Any
+) -> None:
+    """Keys holding markup, ``..`` or ``?#``: shown as written, and each links to its item."""
+    from selenium.webdriver.common.by import By
+
+    cli = Cli(copying_pair(tmp_path, broker=redis_url))
+    for n, key in enumerate(HOSTILE_KEYS):
+        folder = tmp_path / "local" / f"item{n}"
+        folder.mkdir(parents=True)
+        (folder / '<img src=x onerror="window.pwned = 1">.txt').write_text(key)
+        cli.ok("ingest", "local", folder, "--key", key)
+        # Its only copy loses its file: damaged and lost, listed on the overview.
+        (folder / '<img src=x onerror="window.pwned = 1">.txt').unlink()
+        assert "LOST" in cli("verify", key).err
+    client = redis.Redis.from_url(redis_url)
+    for n, key in enumerate(HOSTILE_KEYS):
+        dead_letter(client, "copy", n + 1, key, f"failed: <script>window.pwned = 1</script> {key}")
+    dashboard, base = start_dashboard(cli, tmp_path, "--refresh", "0")
+    try:
+        links: set[tuple[str, str]] = set()
+        for page in ("/", "/dead", "/history"):
+            browser.get(base + page)
+            assert browser.execute_script("return window.pwned") is None, page
+            assert not browser.find_elements(By.CSS_SELECTOR, "img"), page
+            for link in browser.find_elements(By.CSS_SELECTOR, "a[href^='/items']"):
+                links.add((link.text, str(link.get_attribute("href"))))
+        assert {text for text, _ in links} >= set(HOSTILE_KEYS)
+        for text, href in sorted(links):
+            browser.get(href)
+            assert browser.execute_script("return window.pwned") is None, href
+            assert not browser.find_elements(By.CSS_SELECTOR, "img"), href
+            assert cell(browser, "h2 code") == text, (text, href)
+            assert (
+                cell(browser, "#files tr:nth-child(2) td")
+                == '<img src=x onerror="window.pwned = 1">.txt'
+            )
+    finally:
+        client.close()
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+
+def test_another_site_cannot_frame_the_dead_letters_and_their_buttons(
+    tmp_path: Path, redis_url: str, browser: Any
+) -> None:
+    """Clickjacking: a page elsewhere that frames ``/dead`` gets no form to trick one into."""
+    from selenium.webdriver.common.by import By
+
+    cli = Cli(
+        copying_pair(tmp_path, broker=redis_url), env={"RESOLWE_STORAGE_DASHBOARD_TOKEN": TOKEN}
+    )
+    cli.ok("migrate")
+    client = redis.Redis.from_url(redis_url)
+    dead_letter(client, "copy", 1, "a1", "failed")
+    dashboard, base = start_dashboard(cli, tmp_path, "--allow-actions", "--refresh", "0")
+    try:
+        browser.get(base + "/dead")  # the dashboard itself shows the buttons
+        assert browser.find_elements(By.CSS_SELECTOR, "button.discard")
+        trap = tmp_path / "trap.html"
+        trap.write_text(f'<iframe id="trap" src="{base}/dead" width="900" height="600"></iframe>')
+        browser.get(trap.as_uri())
+        browser.switch_to.frame(browser.find_element(By.ID, "trap"))
+        try:
+            browser.implicitly_wait(0)
+            # Loaded (or refused) once the frame's document is complete.
+            wait_for(
+                lambda: browser.execute_script("return document.readyState") == "complete",
+                "the frame to load",
+            )
+            assert not browser.find_elements(By.CSS_SELECTOR, "button.discard")
+        finally:
+            browser.implicitly_wait(5)
+            browser.switch_to.default_content()
+    finally:
+        client.close()
+        dashboard.terminate()
+        dashboard.wait(timeout=30)

@@ -46,3 +46,23 @@ def test_show_and_history_tell_what_happened_to_an_item(tmp_path: Path) -> None:
 
     assert "no item with key 'nope'" in cli("show", "nope").error_line
     assert cli("history", "--since", "yesterday").error_line.startswith("error: --since:")
+
+
+def test_show_and_history_pass_no_terminal_escape_of_a_producers_file_name(
+    tmp_path: Path,
+) -> None:
+    """A file named with escapes (OSC 52 writes the clipboard, CSI 2J clears the screen)."""
+    config = local_pair(tmp_path)
+    folder = tmp_path / "local" / "sample-1"
+    folder.mkdir(parents=True)
+    name = "a\x1b]52;c;cHduZWQ=\x07\x1b[2J\rb.txt"
+    (folder / name).write_bytes(b"x")
+    cli = Cli(config)
+    cli.ok("ingest", "local", folder, "--key", "sample-1")
+    (folder / name).unlink()
+    verified = cli("verify", "sample-1").err  # the path is in the error text too
+    assert "LOST" in verified and "\x1b" not in verified and "\r" not in verified, verified
+    for command in (("show", "sample-1"), ("history", "sample-1")):
+        out = cli.ok(*command).out
+        assert "\x1b" not in out and "\x07" not in out and "\r" not in out, (command, out)
+        assert "a\\x1b]52;c;cHduZWQ=\\x07\\x1b[2J\\rb.txt" in out, (command, out)
