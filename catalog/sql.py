@@ -145,7 +145,12 @@ def one_of(column: str, values: Sequence[str]) -> Statement:
     """
     if is_sqlite(database()):
         return f"{column} IN ({', '.join('?' * len(values))})", list(values)
-    return f"{column} = ANY(?::text[])", ["{" + ",".join(map(_element, values)) + "}"]  # type: ignore[arg-type]
+    return f"{column} = ANY(?::text[])", [text_array(values)]
+
+
+def text_array(values: Sequence[str]) -> str:
+    """``values`` as one PostgreSQL array literal (a parameter cast ``?::text[]``)."""
+    return "{" + ",".join(map(_element, values)) + "}"  # type: ignore[arg-type]
 
 
 def insert_statements(

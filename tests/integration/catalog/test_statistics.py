@@ -140,3 +140,45 @@ def test_one_item_of_many_files_leaves_statistics_too(
         assert planned_files(database) == DEFAULT_ANALYZE_AFTER_FILES
     finally:
         database.close()
+
+
+def test_the_places_of_a_batch_are_looked_up_in_their_index_whatever_the_statistics(
+    fresh_postgres_url: str,
+) -> None:
+    """Each url by its own index lookup: never a read of every location of the connector.
+
+    With ``url = ANY(...)`` and statistics of a catalog of 20,000 locations
+    (as a growing import's are, a batch or two behind), the planner read the
+    whole table for each batch of 500 places: a tenth of a large import.
+    """
+    database = open_database(fresh_postgres_url)
+    database.connect()
+    try:
+        migrate(database)
+        bind(database)
+        database.execute_sql(
+            "INSERT INTO file_storage (key, data_slug, process_type, status, created)"
+            " SELECT 'item-' || n, 'reads', 'data:', 'OK', now()"
+            " FROM generate_series(1, 20000) AS n"
+        )
+        database.execute_sql(
+            "INSERT INTO storage_location (file_storage_id, connector_name, url, status,"
+            " last_update) SELECT id, 'local', key, 'OK', now() FROM file_storage"
+        )
+        database.execute_sql("ANALYZE")
+        urls = [f"item-{n}" for n in range(5000, 5500)] + ["nobody-here"]
+
+        def scans() -> int:
+            # This connection's counts so far, not yet sent to the server's.
+            return database.execute_sql(
+                "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'storage_location'"
+            ).fetchall()[0][0]
+
+        with database.atomic():
+            before = scans()
+            owners = streaming._owners_of("local", urls)
+            after = scans()
+        assert sorted(owners) == sorted((url, url) for url in urls[:-1])
+        assert after == before
+    finally:
+        database.close()
