@@ -53,6 +53,10 @@ class BaseModel(pw.Model):
     class Meta:
         database = database_proxy
         legacy_table_names = False
+        # ``save()`` of a row read before writes only the columns set since:
+        # another writer's change to the rest (an access recorded without the
+        # item's lock, ``catalog.queries.record_access``) is not put back.
+        only_save_dirty = True
 
 
 class FileStorage(BaseModel):

@@ -27,6 +27,7 @@ import pytest
 from catalog.database import bind, migrate, open_database
 from catalog.models import AccessLog, FileStorage, ReferencedPath, StorageLocation
 from catalog.queries import locked_item
+from catalog.streaming import import_items
 from connectors.hashing import hash_stream
 from connectors.local import LocalConnector
 from tests.processes import Cli, wait_for
@@ -167,3 +168,45 @@ def test_an_import_naming_items_out_of_id_order_is_no_deadlocks_victim(
     backup = StorageLocation.select().where(StorageLocation.connector_name == "backup")
     assert {location.status for location in backup} == {"OK"}
     assert not AccessLog.select().where(AccessLog.finished.is_null()).exists()
+
+
+def test_an_import_that_changes_a_location_writes_only_what_it_changes(
+    catalog: pw.Database,
+) -> None:
+    """A re-import that changes a copy's status leaves its other columns to other writers.
+
+    A worker records an access (``last_update``) without the item's lock. An
+    import that read the location before, then wrote every column back,
+    would move that access back (a delete due early). A column trigger shows
+    which columns an ``UPDATE`` sets, whatever their values.
+    """
+    item = {
+        "key": "one",
+        "created": "2026-01-01T00:00:00Z",
+        "locations": [
+            {"connector": "local", "url": "one", "status": "OK"},
+            {"connector": "backup", "url": "one", "status": "UP"},
+        ],
+        "files": [{"path": "a.txt", "size": 1}],
+    }
+    import_items([("items.0", item)], connectors={"local", "backup"}, database=catalog)
+    catalog.execute_sql("CREATE TABLE touched (what text)")
+    catalog.execute_sql(
+        "CREATE FUNCTION note_touch() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN INSERT INTO touched VALUES (TG_ARGV[0]); RETURN NEW; END $$"
+    )
+    for column in ("last_update", "last_verified", "url", "file_storage_id"):
+        catalog.execute_sql(
+            f"CREATE TRIGGER touch_{column} BEFORE UPDATE OF {column} ON storage_location"
+            f" FOR EACH ROW EXECUTE FUNCTION note_touch('{column}')"
+        )
+    catalog.execute_sql(
+        "CREATE TRIGGER touch_status BEFORE UPDATE OF status ON storage_location"
+        " FOR EACH ROW EXECUTE FUNCTION note_touch('status')"
+    )
+    item["locations"][1]["status"] = "OK"
+    counts = import_items([("items.0", item)], connectors={"local", "backup"}, database=catalog)
+    assert counts.updated == 1
+    touched = [what for (what,) in catalog.execute_sql("SELECT what FROM touched").fetchall()]
+    assert touched == ["status"]
+    assert StorageLocation.get(StorageLocation.connector_name == "backup").status == "OK"
