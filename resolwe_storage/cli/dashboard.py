@@ -74,7 +74,7 @@ def dashboard(
     broker = make_broker(broker_url(context, "dashboard"))
     import uvicorn
 
-    from resolwe_storage.dashboard import Dashboard, make_app
+    from resolwe_storage.dashboard import LOOPBACK_HOSTS, Dashboard, make_app
 
     board = Dashboard(context.config, context.database, broker, token=token, refresh=refresh)
     board.collector.prime()  # the first page need not wait for the catalog's counts
@@ -92,7 +92,9 @@ def dashboard(
     )
     try:
         uvicorn.run(
-            make_app(board),
+            # On a loopback address only this machine's names: a page elsewhere
+            # cannot have the operator's browser read it (DNS rebinding).
+            make_app(board, hosts=LOOPBACK_HOSTS if _loopback(host) else None),
             host=host,
             port=port,
             log_level="warning",

@@ -285,16 +285,39 @@ FRAME_HEADERS = {
 }
 
 
-async def _not_framed(request: Request, call_next: Any) -> Response:
-    response: Response = await call_next(request)
-    response.headers.update(FRAME_HEADERS)
-    return response
+#: The names a browser on this machine reaches a dashboard on a loopback address by.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def make_app(dashboard: Dashboard) -> Starlette:
-    """The web application of ``dashboard``."""
+def host_of(header: str) -> str:
+    """The host of a ``Host`` header, without its port: ``[::1]:8080`` -> ``::1``."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _guard(hosts: frozenset[str] | None) -> Any:
+    """The middleware of every answer: the frame headers; and, given ``hosts``, only
+    requests whose ``Host`` is one of them are answered (400 otherwise)."""
+
+    async def guard(request: Request, call_next: Any) -> Response:
+        if hosts is not None and host_of(request.headers.get("host", "")).lower() not in hosts:
+            # DNS rebinding: a site whose name an attacker points at 127.0.0.1
+            # would read the pages from the operator's own browser.
+            response: Response = PlainTextResponse("unexpected Host header", status_code=400)
+        else:
+            response = await call_next(request)
+        response.headers.update(FRAME_HEADERS)
+        return response
+
+    return guard
+
+
+def make_app(dashboard: Dashboard, *, hosts: frozenset[str] | None = None) -> Starlette:
+    """The web application of ``dashboard``; ``hosts``: the only ``Host`` names it answers
+    (None: any, as behind a proxy or a Kubernetes service)."""
     return Starlette(
-        middleware=[Middleware(BaseHTTPMiddleware, dispatch=_not_framed)],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=_guard(hosts))],
         routes=[
             Route("/", dashboard.overview),
             Route("/dead", dashboard.dead),

@@ -573,3 +573,40 @@ def test_another_site_cannot_frame_the_dead_letters_and_their_buttons(
         client.close()
         dashboard.terminate()
         dashboard.wait(timeout=30)
+
+
+def test_on_a_loopback_address_it_answers_only_this_machines_names(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """DNS rebinding: a site whose name resolves to 127.0.0.1 gets no page of it.
+
+    A page of ``evil.example`` whose name an attacker points at 127.0.0.1
+    after the page loaded would have the operator's browser read the
+    dashboard (item keys, errors) with ``Host: evil.example:PORT``.
+    """
+    import urllib.error
+    import urllib.request
+
+    cli = Cli(copying_pair(tmp_path, broker=redis_url))
+    cli.ok("migrate")
+    dashboard, base = start_dashboard(cli, tmp_path, "--refresh", "0")
+    port = base.rsplit(":", 1)[1]
+
+    def status(host: str, path: str = "/") -> int:
+        request = urllib.request.Request(base + path, headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        assert status(f"evil.example:{port}") == 400
+        assert status("evil.example") == 400
+        assert status(f"evil.example:{port}", "/items?key=a1") == 400
+        assert status(f"127.0.0.1:{port}") == 200
+        assert status(f"localhost:{port}") == 200
+        assert status(f"LOCALHOST:{port}", "/healthz") == 200
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)

@@ -139,3 +139,20 @@ def test_pages_never_show_the_password_of_a_url_not_configured(tmp_path: Path, u
     config_file.write_text(json.dumps({"database": "sqlite:///catalog.sqlite3"}))
     text = Redactor(load_config(config_file))(f"job failed: cannot reach {url}: refused")
     assert "sesame" not in text and "ses/ame" not in text, text
+
+
+@pytest.mark.parametrize(
+    ("header", "host"),
+    [
+        ("localhost:8080", "localhost"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("[::1]:8080", "::1"),
+        ("[::1]", "::1"),
+        ("evil.example:80", "evil.example"),
+        ("", ""),
+    ],
+)
+def test_the_host_of_a_host_header(header: str, host: str) -> None:
+    from resolwe_storage.dashboard import host_of
+
+    assert host_of(header) == host
