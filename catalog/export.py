@@ -2,10 +2,11 @@
 
 Every item with a key becomes one item of the import document (SPEC §6):
 its fields, its locations with their status, last access and verification,
-open locks and damaged files, and its files with their sizes and hashes. A
-removed item keeps its status and says when (``"removed"``). Items are read a batch at a time
-(keyset pages by key), so memory stays flat for any catalog; ``export |
-import`` into an empty catalog gives the same export again.
+open locks (not a worker's: it ends with its job) and damaged files, and its
+files with their sizes and hashes. A removed item keeps its status and says
+when (``"removed"``). Items are read a batch at a time (keyset pages by
+key), so memory stays flat for any catalog; ``export | import`` into an
+empty catalog gives the same export again.
 """
 
 from __future__ import annotations
@@ -66,10 +67,14 @@ def _items(rows: list[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
     marks = ", ".join("?" * len(ids))
     locations: dict[int, list[dict[str, Any]]] = {}
     by_id: dict[int, dict[str, Any]] = {}
+    # The open locks that never end by themselves: a worker's (``expires``)
+    # is its job's, which ends here, in this catalog; imported as a lock for
+    # good it would keep the copy from ever being deleted.
     for location_id, item_id, connector, url, status, last_update, last_verified, locks in sql.run(
         "SELECT l.id, l.file_storage_id, l.connector_name, l.url, l.status, l.last_update,"
         " l.last_verified, (SELECT COUNT(*) FROM access_log a WHERE a.storage_location_id = l.id"
-        f" AND a.finished IS NULL) FROM storage_location l WHERE l.file_storage_id IN ({marks})"
+        " AND a.finished IS NULL AND a.expires IS NULL)"
+        f" FROM storage_location l WHERE l.file_storage_id IN ({marks})"
         " ORDER BY l.connector_name",
         ids,
     ).fetchall():

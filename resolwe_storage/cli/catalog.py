@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import signal
 import sys
 import time
@@ -196,7 +197,13 @@ def export_command(context: Context, target: str, format_: str | None) -> None:
     try:
         with partial.open("w", encoding="utf-8") as out:
             count = write(out)
+            # On disk before it takes the last export's place: renamed first,
+            # a power cut could leave an empty file under the name, the last
+            # export gone with it.
+            out.flush()
+            os.fsync(out.fileno())
         partial.replace(target)  # all or nothing: no half-written export under its name
+        _flush_folder(path.absolute().parent)  # the rename itself
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise InputError(f"{target}: {exc.strerror}") from None
@@ -206,6 +213,15 @@ def export_command(context: Context, target: str, format_: str | None) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     click.echo(f"exported {count} item(s) to {target}", err=True)
+
+
+def _flush_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (its entries flushed)."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 @contextmanager

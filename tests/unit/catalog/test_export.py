@@ -122,3 +122,95 @@ def test_an_exported_removal_keeps_its_time_and_the_items_status(
     assert again.status == "ER"
     assert abs(again.removed - long_ago) < timedelta(seconds=1)
     assert exported(catalog_db) == text
+
+
+def open_locks(url: str) -> list[tuple[str, bool]]:
+    """The open locks of the location at ``url``: (reason, whether it ends by itself)."""
+    return sorted(
+        (log.reason, log.expires is not None)
+        for log in AccessLog.select()
+        .join(StorageLocation)
+        .where((StorageLocation.url == url) & AccessLog.finished.is_null())
+    )
+
+
+def test_a_workers_lock_does_not_come_back_as_a_lock_for_good(catalog_db: pw.Database) -> None:
+    """A worker's lock ends by itself (its job's time limit): one whose worker was
+    killed is closed by the next scan, one whose job runs by the job. Neither is
+    a fact of the catalog to carry into another: imported as a lock that never
+    ends, the copy would never be deleted, and ``show`` would give "import" as
+    the reason of a lock nobody took."""
+    from datetime import timedelta
+
+    item = {
+        "key": "copying",
+        "created": "2026-01-01T00:00:00Z",
+        "locations": [{"connector": "local", "url": "copying", "open_access_logs": 1}],
+        "files": [{"path": "a", "size": 1}],
+    }
+    import_items(stream_of([item]), connectors=CONNECTORS, database=catalog_db)
+    source = StorageLocation.get(StorageLocation.url == "copying")
+    now = utcnow()
+    # A copy from it running, and one whose worker was killed an hour ago.
+    AccessLog.create(storage_location=source, reason="copy to S3", expires=now + timedelta(hours=1))
+    AccessLog.create(storage_location=source, reason="verify", expires=now - timedelta(hours=1))
+    text = exported(catalog_db)
+    assert json.loads(text)["items"][0]["locations"][0]["open_access_logs"] == 1
+    empty(catalog_db)
+    import_items(
+        read_items(io.BytesIO(text.encode()), format="json"),
+        connectors=CONNECTORS,
+        database=catalog_db,
+    )
+    assert open_locks("copying") == [("import", False)]
+
+
+def another_connection(database: pw.Database) -> Any:
+    """A DB-API connection of its own to the catalog of ``database`` (another process's view)."""
+    if isinstance(database, pw.SqliteDatabase):
+        import sqlite3
+
+        return sqlite3.connect(database.database, isolation_level=None)
+    import psycopg2
+
+    connection = psycopg2.connect(dbname=database.database, **database.connect_params)
+    connection.autocommit = True
+    return connection
+
+
+def test_an_export_is_one_snapshot_whatever_commits_meanwhile(catalog_db: pw.Database) -> None:
+    """Workers and imports commit while an export pages through the catalog: it
+    writes the catalog as it was when it began, each item once, none half changed."""
+    items: list[dict[str, Any]] = [
+        {
+            "key": f"k{n}",
+            "created": "2026-01-01T00:00:00Z",
+            "locations": [{"connector": "local", "url": f"u{n}"}],
+            "files": [{"path": "a", "size": 1}],
+        }
+        for n in range(1, 6)
+    ]
+    import_items(stream_of(items), connectors=CONNECTORS, database=catalog_db)
+    before = exported(catalog_db, batch=1000)
+    other = another_connection(catalog_db)
+    mark = "?" if isinstance(catalog_db, pw.SqliteDatabase) else "%s"
+    out = io.StringIO()
+    with snapshot(catalog_db):
+        stream = export_items(batch=1)
+        first = [next(stream)]
+        cursor = other.cursor()
+        # Meanwhile: a copy's status changes, an item goes, keys come before and after.
+        cursor.execute(f"UPDATE storage_location SET status = 'DE' WHERE url = {mark}", ["u4"])
+        cursor.execute(f"DELETE FROM file_storage WHERE key = {mark}", ["k3"])
+        for key in ("k0", "k35", "k9"):
+            cursor.execute(
+                "INSERT INTO file_storage (key, data_slug, process_type, status, created)"
+                f" VALUES ({mark}, '', '', 'OK', {mark})",
+                [key, "2026-01-01 00:00:00"],
+            )
+        cursor.execute(
+            f"UPDATE file_storage SET key = {mark} WHERE key = {mark}", ["k0-was-k5", "k5"]
+        )
+        write_items([*first, *stream], out)
+    other.close()
+    assert out.getvalue() == before

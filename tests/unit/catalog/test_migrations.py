@@ -192,3 +192,273 @@ def test_integrity_migration_on_a_catalog_holding_items(fresh: pw.Database) -> N
     assert state("under-way", "S3") == ("UP", {"a.txt": ("crc32c", None)})
     # Nothing of the history went.
     assert Action.select().count() == actions_before
+
+
+#: Every migration the product ships, in order; a catalog may stand at any but the last.
+ALL_MIGRATIONS = sorted(path.stem for path in MIGRATIONS_DIR.glob("[0-9][0-9][0-9]_*.py"))
+
+#: Rows of each table as the code of any version wrote them; only the columns a
+#: version has are written. ``{name}`` is a row's id, looked up by its name.
+ROWS: dict[str, list[dict[str, object]]] = {
+    "file_storage": [
+        {
+            "key": key,
+            "data_slug": "slug",
+            "process_type": "data:test:",
+            "status": status,
+            "created": "2026-01-01 00:00:00.123456",
+            "removed": removed,
+            "import_digest": "0123456789abcdef0123456789abcdef",
+        }
+        for key, status, removed in (("one", "OK", None), ("two", "ER", "2026-02-01 00:00:00"))
+    ],
+    "referenced_path": [
+        {
+            "file_storage_id": "{one}",
+            "path": "a.txt",
+            "size": 3,
+            "md5": "0" * 32,
+            "crc32c": "0" * 8,
+            "awss3etag": "0" * 32,
+            "chunk_size": 5 << 20,
+        },
+        {
+            "file_storage_id": "{one}",
+            "path": "dir/",
+            "size": None,
+            "md5": None,
+            "crc32c": None,
+            "awss3etag": None,
+            "chunk_size": 8 << 20,
+        },
+        {
+            "file_storage_id": "{two}",
+            "path": "b.txt",
+            "size": 1,
+            "md5": None,
+            "crc32c": None,
+            "awss3etag": None,
+            "chunk_size": 8 << 20,
+        },
+    ],
+    "storage_location": [
+        {
+            "file_storage_id": "{one}",
+            "connector_name": connector,
+            "url": f"one/{connector}",
+            "status": status,
+            "last_update": "2026-01-02 00:00:00",
+            "last_verified": verified,
+        }
+        for connector, status, verified in (
+            ("local", "OK", "2026-01-03 00:00:00"),
+            ("S3", "UP", None),
+            ("GCS", "DE", None),
+        )
+    ]
+    + [
+        {
+            "file_storage_id": "{two}",
+            "connector_name": "local",
+            "url": "two",
+            "status": "OK",
+            "last_update": "2026-01-02 00:00:00",
+            "last_verified": None,
+        },
+    ],
+    "access_log": [
+        {
+            "storage_location_id": "{local}",
+            "started": "2026-01-04 00:00:00",
+            "finished": None,
+            "reason": "read",
+            "expires": None,
+        },
+        {
+            "storage_location_id": "{local}",
+            "started": "2026-01-04 00:00:00",
+            "finished": "2026-01-04 00:01:00",
+            "reason": "copy to S3",
+            "expires": None,
+        },
+        {
+            "storage_location_id": "{S3}",
+            "started": "2026-01-04 00:00:00",
+            "finished": None,
+            "reason": "copy to S3",
+            "expires": "2026-01-04 02:00:00",
+        },
+    ],
+    "action": [
+        {
+            "started": "2026-01-04 00:00:00",
+            "finished": "2026-01-04 00:00:01",
+            "actor": "worker",
+            "action": "copy",
+            "item_key": "one",
+            "file_storage_id": "{one}",
+            "source": "local",
+            "target": "S3",
+            "path": "a.txt",
+            "result": "ok",
+            "bytes": 3,
+            "duration_ms": 5,
+            "error": None,
+        },
+    ],
+    "location_file": [
+        {
+            "storage_location_id": "{S3}",
+            "referenced_path_id": "{a.txt}",
+            "copied": "2026-01-04 00:00:00",
+            "validated_by": "crc32c",
+            "verified": "2026-01-04 00:00:00",
+            "problem": None,
+            "problem_found": None,
+        },
+        {
+            "storage_location_id": "{GCS}",
+            "referenced_path_id": "{a.txt}",
+            "copied": "2026-01-04 00:00:00",
+            "validated_by": "md5",
+            "verified": None,
+            "problem": None,
+            "problem_found": None,
+        },
+    ],
+    "setting": [
+        {"name": "deletes_paused", "value": "1", "note": "by hand", "updated": "2026-01-05"}
+    ],
+}
+
+
+def fill(database: pw.Database) -> None:
+    """Write ``ROWS`` into whatever of them the catalog's version has."""
+    ids: dict[str, object] = {}
+    for table in ROWS:  # fmt: skip
+        if not database.table_exists(table):
+            continue
+        columns = {column.name for column in database.get_columns(table)}
+        for row in ROWS[table]:
+            values = {
+                name: ids[value[1:-1]] if isinstance(value, str) and value[:1] == "{" else value
+                for name, value in row.items()
+                if name in columns
+            }
+            names = ", ".join(values)
+            marks = ", ".join([database.param] * len(values))
+            database.execute_sql(
+                f"INSERT INTO {table} ({names}) VALUES ({marks})", list(values.values())
+            )
+            # Rows are named by what ``{...}`` refers to: an item by its key, a
+            # file and a location of item "one" by their path and connector.
+            name = {"file_storage": "key", "referenced_path": "path"}.get(table)
+            if table == "storage_location" and row["file_storage_id"] == "{one}":
+                name = "connector_name"
+            if name is not None:
+                (new_id,) = database.execute_sql(f"SELECT MAX(id) FROM {table}").fetchone()
+                ids.setdefault(str(row[name]), new_id)
+
+
+def columns_of(database: pw.Database) -> dict[str, list[str]]:
+    """The columns of each table of ``ROWS`` the catalog has, its key first."""
+    return {
+        table: sorted(
+            (column.name for column in database.get_columns(table)),
+            key=lambda name: (name not in ("id", "name"), name),
+        )
+        for table in ROWS
+        if database.table_exists(table)
+    }
+
+
+def dump(
+    database: pw.Database, columns: dict[str, list[str]]
+) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of ``columns``, those columns only, in id order."""
+    return {
+        table: database.execute_sql(
+            f"SELECT {', '.join(names)} FROM {table} ORDER BY {names[0]}"
+        ).fetchall()
+        for table, names in columns.items()
+    }
+
+
+@pytest.mark.parametrize("version", ALL_MIGRATIONS[:-1])
+def test_a_catalog_at_any_older_version_upgrades_with_every_row_and_state(
+    fresh: pw.Database, version: str
+) -> None:
+    Router(fresh, migrate_dir=MIGRATIONS_DIR).run(version)
+    fill(fresh)
+    columns = columns_of(fresh)
+    before = dump(fresh, columns)
+    assert all(before[table] for table in columns)
+
+    applied = migrate(fresh)
+    assert applied == ALL_MIGRATIONS[ALL_MIGRATIONS.index(version) + 1 :]
+    assert dump(fresh, columns) == before
+
+
+#: Migrations a process is killed in: one that changes rows and states, one that adds a column.
+KILLED_IN = ["006_integrity", "013_location_file_state"]
+
+
+def killed_in(migration: str, url: str, folder: Path) -> None:
+    """Migrate the catalog at ``url`` in a process of its own, killed (SIGKILL) in ``migration``
+    after its own statements, before it is recorded."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    copy = folder / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    path = copy / f"{migration}.py"
+    path.write_text(
+        path.read_text().replace("def migrate(", "def _migrate(")
+        + "\n\ndef migrate(migrator, database, *, fake=False):\n"
+        "    import os, signal\n"
+        "    _migrate(migrator, database, fake=fake)\n"
+        "    migrator.run(lambda: os.kill(os.getpid(), signal.SIGKILL))\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from peewee_migrate import Router;"
+            " from catalog.database import open_database;"
+            " Router(open_database(sys.argv[1]), migrate_dir=sys.argv[2]).run()",
+            url,
+            str(copy),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def url_of(database: pw.Database) -> str:
+    if isinstance(database, pw.SqliteDatabase):
+        return f"sqlite:///{database.database}"
+    params = database.connect_params
+    where = f"{params.get('host') or '127.0.0.1'}:{params.get('port') or 5432}"
+    return f"postgresql://{params.get('user') or 'postgres'}@{where}/{database.database}"
+
+
+@pytest.mark.parametrize("migration", KILLED_IN)
+def test_a_migration_killed_midway_is_finished_by_the_next_start(
+    fresh: pw.Database, migration: str, tmp_path: Path
+) -> None:
+    before_it = ALL_MIGRATIONS[ALL_MIGRATIONS.index(migration) - 1]
+    Router(fresh, migrate_dir=MIGRATIONS_DIR).run(before_it)
+    fill(fresh)
+    columns = columns_of(fresh)
+    before = dump(fresh, columns)
+    fresh.close()
+    killed_in(migration, url_of(fresh), tmp_path)
+
+    fresh.connect()
+    assert migrate(fresh) == ALL_MIGRATIONS[ALL_MIGRATIONS.index(migration) :]
+    assert dump(fresh, columns) == before

@@ -88,3 +88,27 @@ def test_a_file_found_whole_at_the_destination_is_flushed_before_it_is_recorded(
     assert left.read_bytes() == data
     status = json.loads(cli.ok("status", "--json").out)
     assert status["locations"]["archive"] == {"OK": 1} and status["damaged_locations"] == 0
+
+
+def test_an_export_is_on_disk_before_it_takes_the_place_of_the_last(tmp_path: Path) -> None:
+    """An export is a backup: written beside its name, then renamed over the last
+    one. Renamed before its bytes are flushed, a power cut can leave an empty or
+    partial file under the name, and the last good export gone with it; the
+    rename itself is lost unless the folder is flushed after it."""
+    config = copying_pair(tmp_path)
+    cli = Cli(config)
+    _import(cli, tmp_path, {"a.bin": b"a"})
+    target = tmp_path / "backup.json"
+    target.write_text('{"items": []}\n')  # yesterday's
+
+    calls = traced(cli.command("export", target), cwd=tmp_path, env=cli.env)
+
+    partial = tmp_path / "backup.json.partial"
+    renamed = next(
+        index
+        for index, call in enumerate(calls)
+        if call.name.startswith("rename") and call.on(partial)
+    )
+    assert _flushed(calls[:renamed], partial), "renamed over the last export before a flush"
+    assert _flushed(calls[renamed:], tmp_path), "the rename was not flushed (its folder)"
+    assert json.loads(target.read_text())["items"][0]["key"] == "item-1"
