@@ -772,10 +772,15 @@ def _hashes(answer: dict[str, Any]) -> dict[str, str]:
 
     S3 gives the CRC32C as base64 of its 4 big-endian bytes; a composite one
     (of the parts, ``...-N``) is not the object's CRC32C and is left out.
+    The ETag of an object encrypted with a KMS key or the customer's key is
+    no md5 of the bytes (S3 says so): it is left out too, as no hash.
     """
     hashes = {}
     etag = str(answer.get("ETag", "")).strip('"').lower()
-    if etag:
+    keyed = answer.get("SSECustomerAlgorithm") or str(
+        answer.get("ServerSideEncryption", "")
+    ).startswith("aws:kms")
+    if etag and not keyed:
         hashes[ETAG] = etag
     checksum = answer.get("ChecksumCRC32C")
     if (
@@ -823,6 +828,8 @@ _ANSWER_HEADERS = {
     "ETag": "etag",
     "ChecksumCRC32C": "x-amz-checksum-crc32c",
     "ChecksumType": "x-amz-checksum-type",
+    "ServerSideEncryption": "x-amz-server-side-encryption",
+    "SSECustomerAlgorithm": "x-amz-server-side-encryption-customer-algorithm",
 }
 
 

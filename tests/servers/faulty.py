@@ -141,13 +141,16 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
             finally:
                 connection.close()
             self.send_response(answer.status)
+            length = str(len(data))
             for name, value in answer.getheaders():
+                if name.lower() == "content-length" and self.command == "HEAD":
+                    length = value  # the object's size: a HEAD answer has no body
                 if name.lower() in HOP_HEADERS or name.lower() == "content-length":
                     continue
                 if name.lower() == "location":  # resumable sessions come back to us
                     value = value.replace(proxy.upstream, proxy.url)
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", length)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)

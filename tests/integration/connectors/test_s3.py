@@ -650,6 +650,40 @@ def test_a_multipart_copy_is_proven_by_the_etag_the_catalog_predicts(
     assert again.how == "skipped"
 
 
+@pytest.mark.parametrize("checksums", [True, False], ids=["crc32c", "md5"])
+@pytest.mark.parametrize("size", [1000, 2 * PART + 3], ids=["one PUT", "multipart"])
+def test_in_a_bucket_encrypting_with_a_kms_key_copies_are_proven_without_the_etag(
+    moto_server: str,
+    s3_bucket: S3Connector,
+    s3_credentials: Path,
+    local_source: LocalConnector,
+    checksums: bool,
+    size: int,
+) -> None:
+    # S3 says such an object's ETag is no md5 of its bytes (moto_server's is):
+    # the stated CRC32C proves it, else its bytes read back.
+    s3_bucket.client.put_bucket_encryption(
+        Bucket=s3_bucket.bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]
+        },
+    )
+    connector = small_parts(moto_server, s3_bucket, s3_credentials, upload_checksums=checksums)
+    local_source.write("f", io.BytesIO(b"first"))  # shows the connector the direct PUT
+    copy_file(local_source, "f", connector, "f", expected=hashes_of(b"first"))
+    data = os.urandom(size)
+    local_source.write("g", io.BytesIO(data))
+
+    result = copy_file(local_source, "g", connector, "g", expected=hashes_of(data))
+
+    stated = connector.stat("g")
+    assert stated is not None and "etag" not in stated.hashes
+    one_put_with_crc32c = checksums and size == 1000
+    assert (result.validated_by == "crc32c") == one_put_with_crc32c
+    assert one_put_with_crc32c or result.validated_by.endswith("read back")
+    assert read_all(connector, "g") == data
+
+
 # -- the hand-signed direct PUTs, against a server that checks signatures ------------
 
 

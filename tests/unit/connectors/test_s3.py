@@ -313,6 +313,28 @@ def test_only_a_full_object_crc32c_is_reported(answer: dict[str, str]) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "encryption",
+    [
+        {"ServerSideEncryption": "aws:kms"},
+        {"ServerSideEncryption": "aws:kms:dsse"},
+        {"ServerSideEncryption": "AES256", "SSECustomerAlgorithm": "AES256"},
+    ],
+    ids=["SSE-KMS", "DSSE-KMS", "SSE-C"],
+)
+def test_the_etag_of_an_object_encrypted_with_a_key_is_no_hash(
+    encryption: dict[str, str],
+) -> None:
+    # Its ETag is no md5 of the bytes: were it reported, it would belie the
+    # CRC32C beside it, and every copy would be read back to be proven.
+    answer = {"ETag": '"0123456789abcdef0123456789abcdef"', "ChecksumCRC32C": "yZRlqg=="}
+    assert _hashes({**answer, **encryption}) == {"crc32c": "c99465aa"}
+    assert _hashes({**answer, "ServerSideEncryption": "AES256"}) == {
+        "etag": "0123456789abcdef0123456789abcdef",
+        "crc32c": "c99465aa",
+    }
+
+
 def test_a_stored_part_is_reused_only_for_the_same_bytes(offline: S3Connector) -> None:
     import hashlib
 
