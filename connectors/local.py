@@ -690,6 +690,9 @@ class LocalConnector(Connector):
                     ]
             except (FileNotFoundError, NotADirectoryError):
                 return  # removed meanwhile
+            except OSError as exc:
+                # Typed, as any access's: a disk's or a mount's error may pass.
+                raise self._error(exc, relative or prefix) from exc
         if any(_is_temporary(name) for name, _ in entries):
             # A dead writer's, perhaps, in a folder nothing writes to again
             # (its copy was resumed and finished): a listing (an audit, the
@@ -716,6 +719,12 @@ class LocalConnector(Connector):
                             info = entry.stat()  # a link to a file: the file's
                         except FileNotFoundError:
                             continue
+                        except OSError as exc:
+                            if exc.errno == errno.ELOOP:
+                                # A loop of links: no object (``stat`` refuses
+                                # it), and no reason to end the listing.
+                                continue
+                            raise self._error(exc, path) from exc
                         if not stat.S_ISREG(info.st_mode) or (
                             entry.is_symlink() and not self._inside_root(entry.path)
                         ):

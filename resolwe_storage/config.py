@@ -494,6 +494,7 @@ def build_config(
         settings = _resolve_paths(settings, base_dir)
         connectors[name] = ConnectorConfig(name=name, kind=kind, settings=settings)  # type: ignore[arg-type]
 
+    _check_own_storage(source, connectors)
     database = environ.get(ENV_DATABASE) or parsed.database or DEFAULT_DATABASE
     broker = environ.get(ENV_BROKER) or parsed.broker
     origin = ENV_DATABASE if environ.get(ENV_DATABASE) else "database"
@@ -518,6 +519,46 @@ def build_config(
         removal_cap=parsed.removal.max_per_scan,
         resolwe_connectors=dict(parsed.resolwe.connectors),
     )
+
+
+def _check_own_storage(source: str, connectors: Mapping[str, ConnectorConfig]) -> None:
+    """Refuse two connectors that reach the same storage: each must hold its copies alone.
+
+    A delete from one connector counts on the copies on the others, confirmed
+    on their backends; two connectors on one folder (or one inside the
+    other's), or on one bucket at one endpoint, hold the same bytes under two
+    names, and a delete from either removes the copy it counted on. Paths are
+    compared as written (made absolute): start-up touches no storage, so a
+    link between two roots is not seen here.
+    """
+    claimed: list[tuple[str, str, str, str | None]] = []  # connector, kind, place, endpoint
+    for name, connector in connectors.items():
+        settings: Any = connector.settings
+        if connector.kind == LOCAL:
+            key, place, endpoint = "path", os.path.normpath(os.path.abspath(settings.path)), None
+        else:
+            key, place, endpoint = "bucket", settings.bucket, settings.endpoint_url
+        for other, kind, theirs, their_endpoint in claimed:
+            if kind != connector.kind or endpoint != their_endpoint:
+                continue
+            if connector.kind == LOCAL:
+                shared = place == theirs or _holds(theirs, place) or _holds(place, theirs)
+                what = f"{place!r} is, or is inside or around, the folder of connector {other!r}"
+            else:
+                shared = place == theirs
+                what = f"{place!r} is the bucket of connector {other!r} too"
+            if shared:
+                _raise(
+                    source,
+                    f"connectors.{name}.config.{key}: {what}; connectors must not share "
+                    "storage (a delete from one would remove the other's copies)",
+                )
+        claimed.append((name, connector.kind, place, endpoint))
+
+
+def _holds(folder: str, path: str) -> bool:
+    """Whether ``path`` lies inside ``folder`` (both absolute and normal)."""
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _resolve_paths(settings: _ConnectorSettings, base_dir: Path | None) -> _ConnectorSettings:

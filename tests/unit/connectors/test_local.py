@@ -148,6 +148,17 @@ def test_a_symlink_within_the_root_is_followed(tmp_path: Path) -> None:
     assert connector.stat("alias/file") is not None
 
 
+def test_a_link_loop_is_no_object_and_the_listing_goes_on(connector: LocalConnector) -> None:
+    """Once the listing let the loop's ELOOP out untyped, ending it (and every
+    confirmation before a delete, every audit, of the folder)."""
+    connector.write("a/1", io.BytesIO(b"x"))
+    connector.write("a/3", io.BytesIO(b"y"))
+    (connector.root / "a" / "2").symlink_to("2")
+    assert [info.path for info in connector.list("a/")] == ["a/1", "a/3"]
+    with pytest.raises(InvalidPath, match="a/2"):
+        connector.stat("a/2")
+
+
 def test_partial_files_are_never_listed(connector: LocalConnector) -> None:
     connector.write("a/done", io.BytesIO(b"x"))
     (connector.root / "a" / f".b.1234{PARTIAL_SUFFIX}").write_bytes(b"half")

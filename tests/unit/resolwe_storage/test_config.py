@@ -665,9 +665,9 @@ def test_our_connector_settings_reach_the_connectors(tmp_path: Path) -> None:
                 "connector": "s3",
                 "config": {"bucket": "b", "upload_checksums": False, "read_timeout": 5},
             },
-            "S3-default": {"connector": "s3", "config": {"bucket": "b"}},
+            "S3-default": {"connector": "s3", "config": {"bucket": "c"}},
             "GCS": {"connector": "gcs", "config": {"bucket": "b", "timeout": 7}},
-            "GCS-default": {"connector": "gcs", "config": {"bucket": "b"}},
+            "GCS-default": {"connector": "gcs", "config": {"bucket": "c"}},
         }
     }
     config = load_config(write(tmp_path, "c.json", json.dumps(document)), environ={})
@@ -684,6 +684,59 @@ def test_our_connector_settings_reach_the_connectors(tmp_path: Path) -> None:
     gcs_default = build_connector(config.connectors["GCS-default"])
     assert isinstance(gcs, GCSConnector) and isinstance(gcs_default, GCSConnector)
     assert (gcs.timeout, gcs_default.timeout) == (7, DEFAULT_TIMEOUT)
+
+
+_LOCAL_PLACES = [
+    ({"path": "/data/local"}, {"path": "/data/local/"}, True),
+    ({"path": "/data"}, {"path": "/data/archive"}, True),
+    ({"path": "/data/archive"}, {"path": "/data/../data"}, True),
+    ({"path": "data"}, {"path": "./data"}, True),
+    ({"path": "/data"}, {"path": "/data2"}, False),
+]
+_BUCKETS = [
+    ({"bucket": "b"}, {"bucket": "b"}, True),
+    (
+        {"bucket": "b", "endpoint_url": "http://e"},
+        {"bucket": "b", "endpoint_url": "http://e"},
+        True,
+    ),
+    ({"bucket": "b"}, {"bucket": "b", "endpoint_url": "http://minio:9000"}, False),
+    ({"bucket": "b"}, {"bucket": "c"}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "first", "second", "shared"),
+    [("local", *place) for place in _LOCAL_PLACES]
+    + [(kind, *place) for kind in ("s3", "gcs") for place in _BUCKETS],
+)
+def test_two_connectors_on_one_storage_are_refused(
+    kind: str, first: dict[str, str], second: dict[str, str], shared: bool
+) -> None:
+    """Two names for the same bytes: deleting the copy on one, the other
+    confirmed first, removed the very bytes the delete counted on."""
+    document = {
+        "connectors": {
+            "one": {"connector": kind, "config": first},
+            "two": {"connector": kind, "config": {**second, "priority": 5}},
+        }
+    }
+    if not shared:
+        assert set(build_config(document, environ={}).connectors) == {"one", "two"}
+        return
+    key = "path" if kind == "local" else "bucket"
+    with pytest.raises(ConfigError, match=rf"^configuration: connectors\.two\.config\.{key}: "):
+        build_config(document, environ={})
+
+
+def test_connectors_of_other_kinds_may_share_a_bucket_name() -> None:
+    document = {
+        "connectors": {
+            "S3": {"connector": "s3", "config": {"bucket": "b"}},
+            "GCS": {"connector": "gcs", "config": {"bucket": "b"}},
+        }
+    }
+    assert set(build_config(document, environ={}).connectors) == {"S3", "GCS"}
 
 
 @pytest.mark.parametrize(

@@ -164,3 +164,31 @@ def test_a_copy_found_different_as_a_new_version_is_registered_is_not_damaged(
     assert location(item, "local").status == "OK"  # type: ignore[union-attr]
     assert lost_files() == {}
     assert (folders["backup"].root / "item-1" / "a").read_bytes() == b"version 1"
+
+
+@pytest.mark.parametrize("where", ["a stray name beside the files", "a file of the item"])
+def test_a_link_loop_in_the_other_copy_is_no_object_and_no_crash(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], where: str
+) -> None:
+    """A link that points to itself lies in local's folder: ``backup`` is deleted.
+
+    The listing that confirms local followed the link and let the operating
+    system's error (ELOOP) out untyped: every delete counting on local
+    failed for good with a traceback, and a file of the item that is such a
+    link (not there: ``stat`` and a verification say so) was not found bad.
+    """
+    item = make_item(folders, on=("local", "backup"))
+    folder = folders["local"].root / "item-1"
+    if where == "a file of the item":
+        (folder / "reads.fastq").unlink()
+        (folder / "reads.fastq").symlink_to("reads.fastq")
+    else:
+        (folder / "stray").symlink_to("stray")
+    outcome = delete(item, "backup", folders)
+    if where == "a file of the item":
+        assert outcome == REFUSED
+        assert [entry.path for entry in bad_files(location(item, "local").id)] == ["reads.fastq"]
+        assert (folders["backup"].root / "item-1" / "reads.fastq").exists()
+    else:
+        assert outcome == DELETED
+        assert location(item, "local").status == "OK"
