@@ -249,6 +249,21 @@ def make_durable(connector: Connector, path: str) -> None:
         flush(path)
 
 
+def confirm_absence(connector: Connector, path: str) -> None:
+    """Raise unless ``connector``'s "no such object" at ``path`` is an answer about it.
+
+    Called before a missing object is taken as evidence (a verification, a
+    delete's confirmation, an audit). A store answers for its bucket (a
+    missing bucket is an error of its own); a local folder whose root is not
+    there (a volume not mounted) says "no such file" of everything beneath
+    it, which is the backend out of reach, not an answer: such a connector
+    raises ``BackendUnavailable`` (``LocalConnector.confirm_absence``).
+    """
+    confirm = getattr(connector, "confirm_absence", None)
+    if confirm is not None:
+        confirm(path)
+
+
 def read_run(connector: Connector) -> AbstractContextManager[None]:
     """A block of several reads from ``connector``, each object read whole before the next.
 

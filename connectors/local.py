@@ -375,6 +375,20 @@ class LocalConnector(Connector):
         # Full disks, I/O errors, stale mounts: may pass.
         return BackendUnavailable(f"{self.name}: {path!r}: {exc.strerror or exc}")
 
+    def confirm_absence(self, path: str) -> None:
+        """Raise ``BackendUnavailable`` when the root folder is not there (``connectors.base``).
+
+        Only then: a missing root (a volume not mounted, a share gone) makes
+        every object beneath it "no such file", which says nothing of the
+        copies there. ``stat`` still answers None, so that a first copy to a
+        new connector makes its root.
+        """
+        if not os.path.isdir(self.root):
+            raise BackendUnavailable(
+                f"{self.name}: {path!r}: the root folder {self.root} is not there "
+                "(a volume not mounted?); nothing under it is taken for missing"
+            )
+
     # -- the core ---------------------------------------------------------
 
     def _written(self, full: str) -> str:

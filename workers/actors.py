@@ -292,6 +292,13 @@ def audit_connector_job(connector: str) -> Done:
             f"{report.objects} object(s), {report.expected} expected: {report.lost} lost, "
             f"{report.mismatched} mismatched, {report.dark} dark ({report.dark_bytes} bytes)"
         )
+        if report.lost_items:
+            lost = sorted(report.lost_items)
+            summary += (
+                f"; {len(lost)} item(s) LOST (no good copy anywhere): "
+                + ", ".join(lost[:5])
+                + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+            )
         with runtime.database.atomic():
             record_audit(connector, finished=utcnow(), note=summary)
             Action.create(

@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import peewee as pw
 
-from catalog.integrity import content_of, record_bad, settle, still_current
+from catalog.integrity import content_of, lost_files, record_bad, settle, still_current
 from catalog.models import (
     STATUS_DAMAGED,
     STATUS_DONE,
@@ -49,7 +49,7 @@ from catalog.models import (
 )
 from catalog.paths import files_label
 from catalog.queries import ExpectedObject, expected_objects, locked_item
-from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo
+from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo, confirm_absence
 from workers.verify import read_and_compare
 
 #: What an audit finds.
@@ -83,6 +83,9 @@ class AuditReport:
     dark_kept: int = 0
     #: Items with a copy found damaged here, by key (at most a few shown).
     damaged_items: list[str] = field(default_factory=list)
+    #: Of those, the items left with a file that is good nowhere (lost), by
+    #: key (``#id`` without one): those files.
+    lost_items: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -237,6 +240,7 @@ def _confirm(
     """
     info = connector.stat(candidate["key"])
     if info is None:
+        confirm_absence(connector, candidate["key"])  # a root not there answers nothing
         return "missing: the backend has no such object (audit)", None
     if candidate["kind"] == LOST:
         return None, None  # written meanwhile
@@ -291,6 +295,10 @@ def _record(
             settle(location_id, now=now)
             first = findings[0][1]
             more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+            # The last good copy of a file gone: said loudly, it is no repair's.
+            lost = lost_files([item_id]).get(item_id, [])
+            if lost:
+                report.lost_items[findings[0][0]["item"] or f"#{item_id}"] = lost
             Action.create(
                 actor=ACTOR,
                 action="audit",
@@ -299,7 +307,8 @@ def _record(
                 target=connector.name,
                 path=files_label([finding["path"] for finding, _ in findings]),
                 result="damaged",
-                error=f"{findings[0][0]['path']}: {first}{more}",
+                error=f"{findings[0][0]['path']}: {first}{more}"
+                + (f"; LOST: no good copy anywhere of {files_label(lost)}" if lost else ""),
             )
         key = findings[0][0]["item"]
         if key is not None and key not in report.damaged_items:

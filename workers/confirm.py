@@ -25,7 +25,7 @@ import peewee as pw
 
 from catalog.models import ReferencedPath, StorageLocation
 from catalog.sql import is_sqlite
-from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo
+from connectors.base import CRC32C, ETAG, MD5, Connector, ObjectInfo, confirm_absence
 from connectors.errors import InvalidPath
 from workers.verify import FileProblem, object_path, read_and_compare
 
@@ -61,6 +61,7 @@ def confirm_copy(
                 problems.append(FileProblem(entry.path, f"not under the connector's root: {exc}"))
                 continue
         if info is None:
+            confirm_absence(connector, where)  # a root not there answers nothing
             problems.append(FileProblem(entry.path, "missing"))
             continue
         problem = _judge(connector, where, info, entry)
@@ -150,6 +151,7 @@ def _judge(connector: Connector, where: str, info: ObjectInfo, entry: Referenced
     # An ETag that proves nothing either way: what the object alone states ...
     alone = connector.stat(where)
     if alone is None:
+        confirm_absence(connector, where)
         return "missing"
     verdict = _by_hashes({k: v for k, v in alone.hashes.items() if v and k != ETAG}, entry)
     if verdict is not _UNDECIDED:

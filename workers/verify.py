@@ -36,7 +36,7 @@ from catalog.integrity import (
 from catalog.models import STATUS_DAMAGED, Action, ReferencedPath, StorageLocation
 from catalog.paths import files_label
 from catalog.queries import locked_item
-from connectors.base import ETAG, Connector, read_run
+from connectors.base import ETAG, Connector, confirm_absence, read_run
 from connectors.errors import InvalidPath, ObjectNotFound
 from connectors.hashing import DEFAULT_CHUNK_SIZE, crc32c_stream, etag_differs, hash_stream
 
@@ -221,6 +221,7 @@ def read_and_compare(
     try:
         stream = connector.open_read(path)
     except ObjectNotFound:
+        confirm_absence(connector, path)  # a root not there answers nothing
         return "missing", kind
     except InvalidPath as exc:
         # A link leading out of the connector's root: its bytes are not there.

@@ -110,6 +110,8 @@ def audit(
             reports.append(report)
             if not as_json:
                 _print(report, [f for f in shown if f["connector"] == name])
+    # Items with a file good nowhere now: no repair comes for those (SPEC §3 "lost").
+    lost_items = {key: files for report in reports for key, files in report.lost_items.items()}
     if as_json:
         click.echo(
             json.dumps(
@@ -117,6 +119,9 @@ def audit(
                     "connectors": [report.as_json() for report in reports],
                     "findings": shown,
                     "findings_total": total,
+                    "lost_items": [
+                        {"key": key, "files": files} for key, files in sorted(lost_items.items())
+                    ],
                     "report": str(report_path) if report_path else None,
                 },
                 indent=2,
@@ -126,11 +131,22 @@ def audit(
     mismatched = sum(report.mismatched for report in reports)
     if lost or mismatched:
         items = sorted({key for report in reports for key in report.damaged_items})
-        raise UserError(
-            f"{lost} lost and {mismatched} mismatched file(s): their copies are damaged now "
-            f"and the scan repairs them from good copies; items {', '.join(items[:5])}"
-            + (f" and {len(items) - 5} more" if len(items) > 5 else "")
-        )
+        repaired = [key for key in items if key not in lost_items]
+        message = f"{lost} lost and {mismatched} mismatched file(s): their copies are damaged now"
+        if repaired:
+            message += f"; the scan repairs them from good copies: items {_some(repaired)}"
+        if lost_items:
+            named = [
+                f"{key} ({', '.join(files[:3])}"
+                + (f" and {len(files) - 3} more)" if len(files) > 3 else ")")
+                for key, files in sorted(lost_items.items())
+            ]
+            message += f"; {len(named)} item(s) LOST, no good copy anywhere: {_some(named)}"
+        raise UserError(message)
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _print(report: AuditReport, findings: list[Finding]) -> None:

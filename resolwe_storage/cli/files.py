@@ -60,6 +60,7 @@ def verify(
             context.config, key, damaged=True, connector=connector_name, purpose="to verify"
         )
     reports = []
+    unread = None
     for loc in locations:
         try:
             reports.append(
@@ -68,9 +69,9 @@ def verify(
                 )
             )
         except ConnectorError as exc:
-            raise InputError(
-                f"{loc.connector_name}: could not verify (nothing concluded): {exc}"
-            ) from None
+            # What the copies before it were found to be is recorded: it is listed too.
+            unread = f"{loc.connector_name}: could not verify (nothing concluded): {exc}"
+            break
     if as_json:
         click.echo(json.dumps([report.as_json() for report in reports], indent=2))
     else:
@@ -84,10 +85,14 @@ def verify(
                 click.echo(f"  {problem.path}: {problem.problem}")
     bad = [report for report in reports if not report.ok]
     lost = reports[-1].lost if reports else []
+    if unread is not None and not (bad or lost):
+        raise InputError(unread)
     if bad or lost:
         problems = sum(len(report.problems) for report in bad)
         message = f"{problems} problem(s) in {len(bad)} copy(ies)"
         if lost:
             message += f"; item {key!r} is LOST: no good copy anywhere of {', '.join(lost[:5])}"
             message += f" and {len(lost) - 5} more" if len(lost) > 5 else ""
+        if unread is not None:
+            message += f"; {unread}"
         raise UserError(message)

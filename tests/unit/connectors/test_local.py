@@ -949,3 +949,17 @@ def test_an_object_named_like_a_temporary_file_is_listed_and_never_swept(
     assert [info.path for info in connector.list("item/")] == sorted(f"item/{n}" for n in names)
     connector.write("item/other", io.BytesIO(b"o"))
     assert sorted(path.name for path in folder.iterdir()) == sorted([*names, "other"])
+
+
+def test_a_missing_object_is_an_answer_only_while_the_root_is_there(tmp_path: Path) -> None:
+    """A root that is not there (a volume not mounted) makes every object "no such
+    file": ``confirm_absence`` says that is no answer. ``stat`` still says None, so
+    that a first copy makes the root."""
+    from connectors.base import confirm_absence
+
+    connector = LocalConnector("local", path=tmp_path / "root")
+    with pytest.raises(BackendUnavailable, match="root folder"):
+        confirm_absence(connector, "item/a")
+    assert connector.stat("item/a") is None
+    connector.write("item/b", io.BytesIO(b"b"))
+    confirm_absence(connector, "item/a")  # the root is there: "missing" is an answer

@@ -246,6 +246,20 @@ def test_a_backend_that_stops_answering_concludes_nothing(
     assert LocationFile.select().count() == 0 and Action.select().count() == 0
 
 
+def test_a_connector_whose_root_is_not_there_concludes_nothing(
+    catalog_db: pw.Database, folder: LocalConnector, tmp_path: Path
+) -> None:
+    """The volume of the connector's root is not mounted: it lists nothing, and
+    every object is "no such file". That is the backend out of reach: nothing is
+    recorded lost."""
+    add_item(folder, "one")
+    folder.root.rename(tmp_path / "unmounted")
+    with pytest.raises(BackendUnavailable, match="root"):
+        audit_connector(folder, catalog_db, now=NOW)
+    assert status_of("one") == "OK"
+    assert LocationFile.select().count() == 0 and Action.select().count() == 0
+
+
 def test_a_file_of_which_a_new_version_came_meanwhile_is_not_recorded_bad(
     catalog_db: pw.Database, folder: LocalConnector, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -865,6 +865,21 @@ def test_a_delete_confirms_the_copies_it_counts_and_refuses_on_a_bad_one(
     assert open_locks() == 0
 
 
+def test_a_delete_counting_on_a_copy_whose_root_is_not_there_concludes_nothing(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path
+) -> None:
+    """The volume of ``local``'s root is not mounted: its copy cannot be confirmed.
+    The delete of ``backup`` waits (retried), and ``local`` is not found damaged."""
+    item = make_item(folders, on=("local", "backup"))
+    folders["local"].root.rename(tmp_path / "unmounted")
+    with pytest.raises(BackendUnavailable, match="root"):
+        delete(item, "backup", folders)
+    assert len(list(folders["backup"].list())) == 2
+    assert location(item, "backup").status == "OK"
+    assert location(item, "local").status == "OK"
+    assert LocationFile.select().where(LocationFile.problem.is_null(False)).count() == 0
+
+
 def test_a_damaged_copy_never_counts_for_a_delete(
     catalog_db: pw.Database, folders: dict[str, LocalConnector]
 ) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import peewee as pw
+import pytest
 
 from catalog.integrity import STALE, lost_files
 from catalog.models import LocationFile, ReferencedPath
@@ -158,4 +159,23 @@ def test_a_repair_that_read_the_old_version_does_not_damage_the_new_versions_cop
     assert location(item, "local").status == "OK", (
         "the copy holding the new version was marked damaged against the old hashes"
     )
+    assert lost_files([item.id]) == {}
+
+
+def test_a_copy_on_a_folder_whose_root_is_not_there_is_not_found_missing(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], tmp_path: Path
+) -> None:
+    """The volume that holds ``backup``'s root is not mounted: every path under it
+    is "no such file". That is the backend out of reach, not an answer about the
+    copy's bytes: the verification concludes nothing and is retried."""
+    from connectors.errors import BackendUnavailable
+
+    item = make_item(folders, files={"a": b"alpha", "b": b"bravo"}, on=("local", "backup"))
+    folders["backup"].root.rename(tmp_path / "unmounted")
+
+    with pytest.raises(BackendUnavailable, match="root"):
+        verify_item_files(item.id, "backup", None, connectors=folders.__getitem__, now=NOW)
+
+    assert location(item, "backup").status == "OK"
+    assert LocationFile.select().where(LocationFile.problem.is_null(False)).count() == 0
     assert lost_files([item.id]) == {}
