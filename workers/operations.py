@@ -78,6 +78,7 @@ from catalog.integrity import (
     still_current,
 )
 from catalog.models import (
+    ITEM_STATUS_DONE,
     STATUS_DAMAGED,
     STATUS_DELETING,
     STATUS_DONE,
@@ -1063,6 +1064,10 @@ def _decide(
             )
             return REFUSED
         reason = why_not_delete(here, check, counted)
+        if current.status != ITEM_STATUS_DONE:
+            # SPEC §5 condition 2, which the scan judged: the producer may have
+            # taken the item up again since (only a finished item is policy's).
+            reason = f"the item's status is {current.status!r}, not OK"
         unconfirmed = [loc for loc in counted if loc.id != here.id and loc.id not in confirmed]
         if reason is None and unconfirmed:
             raise LocationGoneError(

@@ -646,6 +646,8 @@ def test_a_delete_the_rules_allow_removes_files_then_the_location(
         (None, {"cutoff": None}, "never"),
         ("prefer backup", {}, "it is the preferred copy"),
         ("uploading", {}, "the location is UP, not OK"),
+        # SPEC §5 condition 2: the producer re-opened the item since the scan.
+        ("reopened", {}, "the item's status is 'PR', not OK"),
     ],
 )
 def test_a_delete_the_rules_forbid_now_is_refused_and_recorded(
@@ -663,6 +665,8 @@ def test_a_delete_the_rules_forbid_now_is_refused_and_recorded(
         changes = {"preference": ("backup", "local")}
     elif arrange == "uploading":
         StorageLocation.update(status="UP").where(StorageLocation.id == target.id).execute()
+    elif arrange == "reopened":
+        FileStorage.update(status="PR").where(FileStorage.id == item.id).execute()
     assert delete(item, "backup", folders, **changes) == REFUSED
     assert location(item, "backup") is not None
     assert len(list(folders["backup"].list())) == 2
