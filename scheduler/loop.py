@@ -8,6 +8,12 @@ times per its time to live, during a long scan too. An outage of the
 broker or the catalog is logged once when it starts and once when it ends;
 the loop carries on meanwhile. ``run`` (one process, no lease) uses the
 same loop.
+
+Stopped (SIGTERM) or out of the lease, a scan ends after the batch it is in
+(``scan(stop=)``), and the loop returns only once it has: the process ends
+right after, and a scan cut anywhere would leave copies reserved without
+their jobs until they are resumed an hour later, and markers that hold
+their deletes and verifications back for a day.
 """
 
 from __future__ import annotations
@@ -71,6 +77,10 @@ class ScanLoop:
         self.holding = lease is None
         self.broker_down = Outage("the broker (Redis)", logger)
         self.catalog_down = Outage("the catalog database", logger)
+        #: Set when the loop is told to stop: the scan under way ends at a batch.
+        self.stopping = threading.Event()
+        #: Held while a scan runs (``run`` waits on it before it returns).
+        self._scanning = threading.Lock()
 
     def keep_lease(self) -> bool:
         """Take or extend the lease; True while this replica holds it (or needs none)."""
@@ -88,11 +98,18 @@ class ScanLoop:
 
     def tick(self) -> ScanReport | None:
         """One scan if this replica holds the lease; outages are logged, not raised."""
+        with self._scanning:
+            if self.stopping.is_set():
+                return None
+            return self._tick()
+
+    def _tick(self) -> ScanReport | None:
         if not self.keep_lease():
             logger.info("not holding the lease; not scanning")
             return None
         try:
-            done = self._scan()
+            # A replica that lost the lease meanwhile stops too: another scans now.
+            done = self._scan(lambda: self.stopping.is_set() or not self.holding)
         except BrokerUnavailable as exc:
             self.broker_down.failed(exc)
             self.failure(exc)
@@ -107,10 +124,15 @@ class ScanLoop:
         return done
 
     def once(self) -> ScanReport | None:
-        """One scan, as a command: an outage raises; None when another replica holds the lease."""
+        """One scan, as a command: an outage raises; None when another replica holds the lease.
+
+        ``stopping`` set meanwhile (SIGTERM) ends the scan after a batch.
+        """
         with answering(self.broker, what="nothing was queued"):
-            if self.lease is not None and not self.lease.hold():
-                return None
+            if self.lease is not None:
+                if not self.lease.hold():
+                    return None
+                self.holding = True
             # Kept while the scan runs (a large catalog's outlasts the lease's
             # time to live): else another replica takes it and scans at once.
             stop = threading.Event()
@@ -119,7 +141,7 @@ class ScanLoop:
                 keeper = threading.Thread(target=self._keep_until, args=(stop,), daemon=True)
                 keeper.start()
             try:
-                done = self._scan()
+                done = self._scan(lambda: self.stopping.is_set() or not self.holding)
             finally:
                 stop.set()
                 if keeper is not None:
@@ -138,7 +160,7 @@ class ScanLoop:
         while not stop.wait(max(self.lease.ttl_ms / 3000, 0.01)):
             self.keep_lease()
 
-    def _scan(self) -> ScanReport:
+    def _scan(self, stop: Callable[[], bool]) -> ScanReport:
         with self.database.connection_context():
             return scan(
                 self.policies,
@@ -147,10 +169,14 @@ class ScanLoop:
                 now=self.clock(),
                 removal_delay=self.removal_delay,
                 removal_cap=self.removal_cap,
+                stop=stop,
             )
 
     def run(self, stop: threading.Event, *, interval: float = DEFAULT_SCAN_INTERVAL) -> None:
-        """Scan now, then every ``interval`` seconds, until ``stop`` is set; then free the lease."""
+        """Scan now, then every ``interval`` seconds, until ``stop`` is set; then free the lease.
+
+        Returns once a scan under way has ended (after its batch under way).
+        """
         from apscheduler.schedulers.background import BackgroundScheduler
 
         # APScheduler tells of every run of every job at info.
@@ -174,7 +200,12 @@ class ScanLoop:
         try:
             stop.wait()
         finally:
-            runner.shutdown(wait=False)
+            self.stopping.set()
+            # The lease is still kept (by the runner) while the scan ends its batch.
+            with self._scanning:
+                pass
+            # Waits for a renewal under way too: one after the release takes the lease again.
+            runner.shutdown(wait=True)
             if self.lease is not None:
                 with contextlib.suppress(*unreachable()):
                     self.lease.release()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -117,13 +117,16 @@ class ScanReport:
     held_removals: int = 0
     #: Deletes are paused (``catalog.settings``): none was queued.
     deletes_paused: bool = False
+    #: Asked to stop (``scan(stop=)``), it ended after a batch, before the rest.
+    stopped: bool = False
     plan_seconds: float = 0.0
     seconds: float = 0.0
 
     def summary(self) -> str:
         """One line for an operator."""
         return (
-            f"scan: {self.items} item(s) due; queued {self.jobs} job(s): "
+            ("scan stopped before its end: " if self.stopped else "scan: ")
+            + f"{self.items} item(s) due; queued {self.jobs} job(s): "
             f"{self.copies} copies, {self.deletes} deletes, {self.verifies} verifications, "
             f"{self.repairs} repairs, {self.removals} removals, {self.audits} audits; "
             f"{self.pending} already queued; {self.resumed} stalled copies resumed; "
@@ -160,6 +163,7 @@ class ScanReport:
             "held_deletes": dict(sorted(self.held.items())),
             "held_removals": self.held_removals,
             "deletes_paused": self.deletes_paused,
+            "stopped": self.stopped,
             "plan_seconds": round(self.plan_seconds, 3),
             "seconds": round(self.seconds, 3),
         }
@@ -177,6 +181,7 @@ def scan(
     job_files: int = DEFAULT_JOB_FILES,
     jobs_multiple: int = 1,
     plan_range: int = DEFAULT_PLAN_RANGE,
+    stop: Callable[[], bool] = lambda: False,
 ) -> ScanReport:
     """Plan ``policies`` at ``now`` and queue every due job; returns what was done.
 
@@ -188,6 +193,11 @@ def scan(
     and ``jobs_multiple``. The catalog is planned ``plan_range`` items (by
     id) at a time (``Planner.due_by_ranges``), each range queued before the
     next is planned.
+
+    ``stop`` is asked between batches: once true, the scan ends there
+    (``ScanReport.stopped``), every batch it reserved queued, so that a
+    process told to end (SIGTERM) or a replica that lost the lease leaves
+    no copy reserved without its job and no marker without its jobs.
     """
     cut = {"max_files": job_files, "jobs_multiple": jobs_multiple}
     began = time.monotonic()
@@ -204,6 +214,9 @@ def scan(
     for resumed, stalled in _resume_stale(
         database, now - resume_after, report, budget, cut, batch=DEFAULT_RESUME_BATCH
     ):
+        if stop():
+            report.stopped = True
+            break
         with answering(broker, what=f"{report.jobs} job(s) were queued before it stopped"):
             report.jobs += enqueue_many(broker, resumed)
         # Stamped once queued (a failed enqueue leaves them stalled for the
@@ -216,12 +229,17 @@ def scan(
     # A range of items planned at a time: what the scan holds stays bounded
     # however many are due (a million due items held at once took 190 MB).
     planned = time.monotonic()
-    for due in planner.due_by_ranges(now=now, width=plan_range):
+    for due in [] if report.stopped else planner.due_by_ranges(now=now, width=plan_range):
         report.plan_seconds += time.monotonic() - planned
         report.items += len(due)
-        _queue_due(database, broker, due, report, budget, pending, cut)
+        if not _queue_due(database, broker, due, report, budget, pending, cut, stop):
+            report.stopped = True
+            break
         planned = time.monotonic()
     report.plan_seconds += time.monotonic() - planned
+    if report.stopped:
+        report.seconds = time.monotonic() - began
+        return report
     with answering(broker, what=f"{report.jobs} job(s) were queued before it stopped"):
         audits, claimed = _due_audits(policies, pending, now=now)
         try:
@@ -260,9 +278,15 @@ def _queue_due(
     budget: DeleteBudget,
     pending: Pending,
     cut: Mapping[str, int],
-) -> None:
-    """Reserve and queue the work of ``due``, in batches (``DEFAULT_SCAN_BATCH`` items)."""
+    stop: Callable[[], bool],
+) -> bool:
+    """Reserve and queue the work of ``due``, in batches (``DEFAULT_SCAN_BATCH`` items).
+
+    False when ``stop()`` ended it before a batch (those before all queued).
+    """
     for batch in _chunks(due, DEFAULT_SCAN_BATCH):
+        if stop():
+            return False
         messages, reserved = _reserve_copies(database, batch, report, cut)
         claimed: list[str] = []
         try:
@@ -276,6 +300,7 @@ def _queue_due(
                 for key in claimed:
                     pending.release(key)
             raise
+    return True
 
 
 class DeleteBudget:

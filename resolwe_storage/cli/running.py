@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,29 @@ def _until_signalled() -> threading.Event:
     return stop
 
 
+@contextlib.contextmanager
+def _stopping_scan(stop: threading.Event) -> Iterator[None]:
+    """While it lasts, SIGTERM and SIGINT set ``stop``: the scan ends after its batch under way.
+
+    Ended by the signal's default instead, a scan cut between reserving
+    copies and queueing their jobs leaves them reserved for the hour until
+    stalled copies are resumed, and its claimed markers hold deletes back.
+    """
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: What a scan stopped by a signal says (after its summary).
+SCAN_STOPPED_MESSAGE = (
+    "stopped by a signal: the scan ended after a batch, all it reserved queued; run again to go on"
+)
+
+
 def _print(report: ScanReport) -> None:
     click.echo(report.summary())
 
@@ -83,21 +106,26 @@ def scan_once(context: Context, now: str | None, as_json: bool) -> None:
     context.warn_ineffective_rules()
     broker = make_broker(broker_url(context, "scan"))
     config = context.config
+    stop = threading.Event()
     try:
-        report = scan(
-            config.policies,
-            context.database,
-            broker,
-            now=moment,
-            removal_delay=config.removal_delay,
-            removal_cap=config.removal_cap,
-        )
+        with _stopping_scan(stop):
+            report = scan(
+                config.policies,
+                context.database,
+                broker,
+                now=moment,
+                removal_delay=config.removal_delay,
+                removal_cap=config.removal_cap,
+                stop=stop.is_set,
+            )
     finally:
         broker.close()
     if as_json:
         click.echo(json.dumps(report.as_json()))
     else:
         _print(report)
+    if report.stopped:
+        raise UserError(SCAN_STOPPED_MESSAGE)
 
 
 def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) -> None:
@@ -156,8 +184,12 @@ def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) 
     try:
         if once:
             # One pass, as a command: a broker or catalog out of reach is its error line.
-            if loop.once() is None:
+            with _stopping_scan(loop.stopping):
+                done = loop.once()
+            if done is None:
                 click.echo("another scheduler holds the lease; not scanning")
+            elif done.stopped:
+                raise UserError(SCAN_STOPPED_MESSAGE)
             return
         loop.run(_until_signalled(), interval=interval)
     finally:

@@ -243,3 +243,78 @@ def test_a_scan_into_a_full_redis_is_an_outage_and_leaves_nothing_reserved(
     finally:
         client.close()
         broker.close()
+
+
+class StopsOnFirstJob(Middleware):
+    """Sets ``stop`` (as a SIGTERM does) while the scan queues its first job."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def before_enqueue(self, broker: object, message: object, delay: object) -> None:
+        if not self.stop.is_set():
+            self.stop.set()
+            time.sleep(0.3)  # the scan is mid-batch: reserved, not yet queued
+
+
+def test_a_scheduler_stopped_mid_scan_ends_the_scan_at_a_batch_before_it_returns(
+    redis_url: str, catalog_db: pw.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM during a scan: the scan ends after the batch it is in, then the lease is freed.
+
+    ``scheduler`` ends its process as soon as ``run`` returns (``os._exit``):
+    a scan still running then is cut wherever it is, between reserving copies
+    (``PR``) and queueing their jobs too, and another replica may scan
+    already, the lease freed. Everything reserved is queued, and nothing
+    happens once ``run`` has returned.
+    """
+    from scheduler import scan as scan_module
+
+    monkeypatch.setattr(scan_module, "DEFAULT_SCAN_BATCH", 1)  # a batch per item
+    for key in ("a", "b", "c"):
+        add_item(key)
+    broker = make_broker(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    stop = threading.Event()
+    broker.add_middleware(StopsOnFirstJob(stop))
+    loop = ScanLoop(POLICIES, catalog_db, broker, lease=Lease(client, "test-scheduler"))
+
+    def state() -> tuple[int, int]:
+        reserved = StorageLocation.select().where(StorageLocation.connector_name == "backup")
+        return reserved.count(), client.llen(f"dramatiq:{QUEUE_COPY}")
+
+    try:
+        loop.run(stop, interval=600)
+        at_return = state()
+        assert client.exists("test-scheduler") == 0
+        time.sleep(1.0)
+        assert state() == at_return, "the scan went on after the scheduler stopped"
+        assert at_return == (1, 1), "not stopped after the batch under way, all of it queued"
+    finally:
+        client.close()
+        broker.close()
+
+
+def test_one_scan_as_a_command_stopped_mid_scan_queues_what_it_reserved(
+    redis_url: str, catalog_db: pw.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``scheduler --once`` told to stop (its SIGTERM sets ``stopping``) ends after the batch."""
+    from scheduler import scan as scan_module
+
+    monkeypatch.setattr(scan_module, "DEFAULT_SCAN_BATCH", 1)
+    for key in ("a", "b", "c"):
+        add_item(key)
+    broker = make_broker(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    loop = ScanLoop(POLICIES, catalog_db, broker, lease=Lease(client, "test-scheduler"))
+    broker.add_middleware(StopsOnFirstJob(loop.stopping))
+    try:
+        report = loop.once()
+        assert report is not None and report.stopped and report.copies == 1
+        assert "stopped" in report.summary()
+        reserved = StorageLocation.select().where(StorageLocation.connector_name == "backup")
+        assert (reserved.count(), client.llen(f"dramatiq:{QUEUE_COPY}")) == (1, 1)
+        assert client.exists("test-scheduler") == 0
+    finally:
+        client.close()
+        broker.close()
