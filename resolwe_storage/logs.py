@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 
 #: What ``--log-format`` takes.
@@ -20,6 +21,38 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 #: presigned URLs' included, and STS's answers with the role's session keys):
 #: at ``debug`` they still log from ``info`` up only.
 SECRET_DEBUG_LOGGERS = ("botocore", "boto3", "s3transfer")
+
+
+#: C0 and C1 control characters: a terminal acts on them (ESC opens sequences that
+#: clear the screen, retitle the window, write the clipboard; CR overwrites a line).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, *, keep: str = "") -> str:
+    """``text`` for a terminal: control characters but those in ``keep`` as Python escapes.
+
+    For what producers and backends wrote (file paths, error texts, lock
+    reasons), so that none of it is a terminal's command.
+    """
+    return _CONTROL.sub(lambda found: found[0] if found[0] in keep else repr(found[0])[1:-1], text)
+
+
+class TextFormatter(logging.Formatter):
+    """A record as one line of text: its message's control characters escaped.
+
+    A message carries what producers and backends wrote (file paths, error
+    texts): a newline in a file name would start a line of its own, forged
+    (a log reader would take ``...\n2026-... ERROR ...`` for another
+    record), and an ESC sequence would act on the terminal that shows the
+    log. A traceback still follows on lines of its own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message, keep="\t")
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -64,7 +97,5 @@ def configure(level: str, log_format: str = "text") -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     handler = _Ours()
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root.addHandler(handler)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from resolwe_storage.errors import InputError
-from resolwe_storage.logs import LOG_FORMATS, configure
+from resolwe_storage.logs import LOG_FORMATS, configure, printable  # noqa: F401  (the commands')
 
 if TYPE_CHECKING:
     import peewee as pw
@@ -266,17 +265,3 @@ def broker_url(context: Context, command: str) -> str:
             "(or RESOLWE_STORAGE_BROKER); `run` works in one process without one"
         )
     return url
-
-
-#: C0 and C1 control characters: a terminal acts on them (ESC opens sequences that
-#: clear the screen, retitle the window, write the clipboard; CR overwrites a line).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str, *, keep: str = "") -> str:
-    """``text`` for a terminal: control characters but those in ``keep`` as Python escapes.
-
-    For what producers and backends wrote (file paths, error texts, lock
-    reasons), so that none of it is a terminal's command.
-    """
-    return _CONTROL.sub(lambda found: found[0] if found[0] in keep else repr(found[0])[1:-1], text)

@@ -156,3 +156,29 @@ def test_the_host_of_a_host_header(header: str, host: str) -> None:
     from resolwe_storage.dashboard import host_of
 
     assert host_of(header) == host
+
+
+def test_a_text_log_line_is_one_line_whatever_a_producer_named_a_file() -> None:
+    """A newline in a file name would forge a record; ESC would act on the terminal."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging\n"
+        "from resolwe_storage.logs import configure\n"
+        "configure('info')\n"
+        "log = logging.getLogger('workers.telemetry')\n"
+        "log.warning('copy of %s failed', 'a.txt\\n2026-01-01 ERROR forged\\x1b[2J')\n"
+        "try:\n"
+        "    raise ValueError('boom')\n"
+        "except ValueError:\n"
+        "    log.exception('with its traceback')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    lines = done.stderr.splitlines()
+    assert "copy of a.txt\\n2026-01-01 ERROR forged\\x1b[2J failed" in lines[0]
+    assert "\x1b" not in done.stderr
+    assert "with its traceback" in lines[1]
+    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: boom"
