@@ -173,6 +173,8 @@ class StorageService:
         if reason == IMPORT_LOCK_REASON:
             # An import closes the open locks of this reason as its own.
             raise InputError(f"reason {reason!r} is reserved for the locks an import makes")
+        if connector is not None:
+            configured(self.config, connector)
         for attempt in range(DEFAULT_LOCK_ATTEMPTS):
             _, locations = ok_copies(self.config, key, connector=connector, purpose="to read")
             try:
@@ -222,4 +224,6 @@ class StorageService:
 
         From the preferred OK copy, or the one on ``connector``; as ``url KEY PATH``.
         """
+        if connector is not None:
+            configured(self.config, connector)
         return file_url(self.config, key, path, expires=expires, connector=connector)

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import peewee as pw
 
-from catalog.models import STATUS_DAMAGED, STATUS_DONE, utcnow
+from catalog.models import STATUS_DAMAGED, STATUS_DONE, FileStorage, utcnow
 from catalog.paths import check_relative_path
 from catalog.queries import ingest_state, locations_around
 from catalog.streaming import import_document
@@ -90,6 +90,8 @@ def ingest_directory(
     files = list(_walk(root, top))
     total = sum(real.stat().st_size for _, real in files)
     entries: list[dict[str, Any]] = []
+    #: What each file was when its hashes were taken (``_identity``).
+    hashed: dict[str, tuple[int, ...]] = {}
     with click.progressbar(
         length=total,
         label=f"hashing {len(files)} file(s)",
@@ -105,6 +107,7 @@ def ingest_directory(
             if _identity(before) != _identity(after) or hashes.size != after.st_size:
                 # Bytes half old and half new: their hashes describe no version.
                 raise InputError(f"{real}: changed while it was hashed; ingest it once it is done")
+            hashed[relative] = _identity(after)
             entries.append(
                 {
                     "path": relative,
@@ -162,6 +165,10 @@ def ingest_directory(
         document["items"][0]["created"] = state.created.isoformat()
     if state.last_update is not None:
         document["items"][0]["locations"][0]["last_update"] = state.last_update.isoformat()
+    # Last before the catalog is written: hashing may have taken hours, and
+    # the folder, the item's removal or its copy's delete may be new since.
+    _check_unchanged(root, top, hashed)
+    _check_place(connector, url, key)
     result = import_document(
         document, connectors=set(config.connectors), database=database, actor="ingest"
     )
@@ -174,13 +181,41 @@ def _identity(found: os.stat_result) -> tuple[int, ...]:
     return (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
+def _check_unchanged(root: Path, top: Path, hashed: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a folder whose files are no longer those hashed (``hashed``: their identities).
+
+    A file hashed early and rewritten or removed while later ones were
+    hashed would be recorded good on a copy that no longer holds those
+    bytes; a file added meanwhile says the producer is still writing.
+    """
+    found: dict[str, tuple[int, ...] | None] = {}
+    for relative, real in _walk(root, top):
+        try:
+            found[relative] = _identity(real.stat())
+        except OSError:  # gone since the walk saw it
+            found[relative] = None
+    for relative in sorted(set(found) | set(hashed)):
+        if found.get(relative) != hashed.get(relative):
+            raise InputError(
+                f"{top / relative}: changed while the folder was hashed; ingest it once it is done"
+            )
+
+
 def _check_place(connector: str, url: str, key: str) -> None:
     """Refuse a folder that overlaps another item's location on ``connector``, or whose
     copy of the item is being written or deleted (the workers' business).
 
     A folder inside another item's, or holding one, would share its files: a
-    delete of either copy would remove the other's bytes.
+    delete of either copy would remove the other's bytes. A removed item's
+    copies go after its grace whatever is registered, so bytes ingested
+    under its key would go with them.
     """
+    removed = FileStorage.select(FileStorage.removed).where(FileStorage.key == key).scalar()
+    if removed is not None:
+        raise InputError(
+            f"item {key!r} was removed {removed:%Y-%m-%dT%H:%M:%SZ}: its copies go after the "
+            "grace; restore it first, or ingest under another key"
+        )
     for theirs, owner, status in locations_around(connector, url):
         if owner != key:
             raise InputError(

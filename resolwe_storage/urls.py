@@ -11,7 +11,7 @@ from catalog.models import (
     utcnow,
 )
 from catalog.paths import check_relative_path
-from catalog.queries import item_by_key, record_access
+from catalog.queries import item_by_key, locked_item, record_access
 from connectors.base import PresignedUrls, PublicUrls
 from resolwe_storage.config import Config
 from resolwe_storage.errors import InputError
@@ -78,6 +78,9 @@ def file_url(
     The copy's last access is recorded. InputError says why there is none.
     """
     check_relative_path(path, what="PATH")
+    if path.endswith("/"):
+        # A folder entry is no object on any backend: its URL would serve nothing.
+        raise InputError(f"PATH {path!r} is a folder of the item; a URL is of one file")
     if not 1 <= expires <= MAX_URL_EXPIRES:
         raise InputError(
             f"expires: a presigned URL lives between 1 and {MAX_URL_EXPIRES} seconds, not {expires}"
@@ -95,6 +98,7 @@ def file_url(
         raise InputError(f"item {key!r} has no OK copy{where} to give a URL of")
     # The most preferred copy whose connector gives URLs (a local folder
     # without public_url gives none).
+    gone = 0
     for location in locations:
         backend = connector_named(config, location.connector_name)
         target = object_path(location, path)
@@ -104,10 +108,23 @@ def file_url(
             url = backend.presigned_url(target, expires=expires)
         else:
             continue
-        # A URL handed out is a read of that copy: its last access.
-        with database.atomic():
+        # A URL handed out is a read of that copy: its last access, recorded
+        # under the item's lock and only while the copy still counts. A delete
+        # decided since the look-up (DE), or damage found, would leave the URL
+        # pointing at bytes about to go; a delete decided after it sees the
+        # access (SPEC §5 condition 3).
+        with locked_item(item.id) as current:
+            if current is None or current.removed is not None:
+                raise InputError(f"item {key!r} was removed: it has no copy to use")
+            still = StorageLocation.get_or_none(StorageLocation.id == location.id)
+            if still is None or still.status != STATUS_DONE:
+                gone += 1
+                continue
             record_access([location.id], now=utcnow())
         return url
+    if gone == len(locations):
+        where = f" on {connector!r}" if connector else ""
+        raise InputError(f"item {key!r} has no OK copy{where} to give a URL of")
     names = ", ".join(repr(location.connector_name) for location in locations)
     raise InputError(
         f"no copy of item {key!r} is on a connector that gives URLs ({names}; "

@@ -39,7 +39,7 @@ def service(tmp_path: Path) -> StorageService:
                 "config": {
                     "priority": n,
                     "path": str(tmp_path / name),
-                    **({"public_url": "/archive-data"} if name == "archive" else {}),
+                    **({"public_url": f"/{name}-data"} if name != "local" else {}),
                 },
             }
             for n, name in enumerate(("local", "archive", "cold"))
@@ -308,3 +308,48 @@ def test_a_url_for_a_lifetime_no_store_signs_is_refused_in_one_line(
     with pytest.raises(InputError, match=r"^expires: .* 1 and 604800 seconds") as refused:
         service.url("data-1", "a.txt", connector=connector, expires=expires)
     assert "\n" not in str(refused.value)
+
+
+def test_a_url_of_a_folder_entry_is_refused(service: StorageService) -> None:
+    """A folder entry (``b/``) is no object on any backend: a URL of it serves nothing."""
+    with pytest.raises(
+        InputError, match=r"^PATH 'b/' is a folder of the item; a URL is of one file$"
+    ):
+        service.url("data-1", "b/")
+    assert service.url("data-1", "b/c.txt") == "/archive-data/1/b/c.txt"
+
+
+def test_no_url_of_a_copy_whose_delete_was_decided_meanwhile(
+    service: StorageService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker may decide a delete between the URL's look-up and its handing out: the URL
+    of a copy being deleted points at bytes about to go. The next copy's URL is given."""
+    from connectors.local import LocalConnector
+
+    cold = {"connector": "cold", "url": "1", "status": "OK"}
+    service.register({**ITEM, "locations": [*ITEM["locations"], cold]})  # type: ignore[list-item]
+    signing = LocalConnector.public_url
+
+    def decided_meanwhile(self: LocalConnector, path: str) -> str:
+        if self.name == "archive":  # a worker decides the delete of this copy now
+            StorageLocation.update(status="DE").where(
+                StorageLocation.connector_name == "archive"
+            ).execute()
+        return signing(self, path)
+
+    monkeypatch.setattr(LocalConnector, "public_url", decided_meanwhile)
+    assert service.url("data-1", "a.txt") == "/cold-data/1/a.txt"
+    StorageLocation.update(status="OK").where(StorageLocation.connector_name == "archive").execute()
+    with pytest.raises(InputError, match="no OK copy on 'archive'"):
+        service.url("data-1", "a.txt", connector="archive")
+
+
+def test_a_connector_not_configured_is_named_as_such(service: StorageService) -> None:
+    """As ``request_verify`` and the command line: the choices named, not "no OK copy"."""
+    with pytest.raises(InputError, match=r"connector 'tape' is not configured \(configured: "):
+        service.url("data-1", "a.txt", connector="tape")
+    with (
+        pytest.raises(InputError, match=r"connector 'tape' is not configured \(configured: "),
+        service.reading("data-1", connector="tape"),
+    ):
+        pass

@@ -407,3 +407,75 @@ def test_reingesting_bytes_found_damaged_does_not_make_them_the_version(
     assert snapshot() == before
     assert StorageLocation.get_by_id(s3.id).status == "OK"
     assert not LocationFile.select().where(LocationFile.storage_location == s3.id).exists()
+
+
+@pytest.mark.parametrize("change", ["rewritten", "removed", "added"])
+def test_a_folder_that_changes_after_a_file_was_hashed_is_refused(
+    catalog_db: pw.Database,
+    root: Path,
+    folder: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    """Hashing a folder may take hours: a file hashed early and rewritten or removed while a
+    later one is hashed would be recorded good on a copy that no longer holds it, and one
+    added meanwhile says the producer is still writing. Nothing is recorded."""
+    import resolwe_storage.ingest as ingesting
+
+    real = ingesting.hash_stream
+    item = root / "items" / "data-1"
+
+    def changing(stream: Any, **options: Any) -> Any:
+        if Path(stream.name).name == "c":  # the last file: a.txt was hashed long ago
+            if change == "rewritten":
+                (item / "a.txt").write_bytes(b"HELLO\n")  # same size, other bytes
+            elif change == "removed":
+                (item / "a.txt").unlink()
+            else:
+                (item / "late.txt").write_bytes(b"late")
+        return real(stream, **options)
+
+    monkeypatch.setattr(ingesting, "hash_stream", changing)
+    with pytest.raises(InputError, match="changed while"):
+        ingest(catalog_db, root, item)
+    assert empty()
+
+
+def test_ingesting_under_the_key_of_a_removed_item_is_refused(
+    catalog_db: pw.Database, root: Path, folder: dict[str, bytes]
+) -> None:
+    """A removed item's copies go after the grace, whatever is registered: bytes ingested
+    under its key would go with them. Refused, naming ``restore``."""
+    from catalog.models import utcnow
+    from catalog.removal import remove_items
+
+    ingest(catalog_db, root, root / "items" / "data-1")
+    with catalog_db.atomic():
+        remove_items(["data-1"], now=utcnow(), actor="test")
+    (root / "items" / "data-1" / "new.txt").write_bytes(b"new")
+    before = snapshot()
+    with pytest.raises(InputError, match=r"item 'data-1' was removed .*restore"):
+        ingest(catalog_db, root, root / "items" / "data-1")
+    assert snapshot() == before
+
+
+def test_a_copy_whose_delete_was_decided_while_it_was_hashed_is_refused(
+    catalog_db: pw.Database,
+    root: Path,
+    folder: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hashing may take hours; a delete decided meanwhile (``DE``) keeps going whatever an
+    import says: the ingest would report bytes registered that are being removed."""
+    import resolwe_storage.ingest as ingesting
+
+    ingest(catalog_db, root, root / "items" / "data-1")
+    real = ingesting.hash_stream
+
+    def deleting(stream: Any, **options: Any) -> Any:
+        StorageLocation.update(status="DE").execute()  # a worker decides the delete now
+        return real(stream, **options)
+
+    monkeypatch.setattr(ingesting, "hash_stream", deleting)
+    with pytest.raises(InputError, match=r"is DE \(being written or deleted\)"):
+        ingest(catalog_db, root, root / "items" / "data-1")
