@@ -48,6 +48,7 @@ from catalog.models import (
     utcnow,
 )
 from catalog.paths import check_relative_path
+from catalog.queries import locations_at
 from catalog.removal import REMOVED_STATUS, mark_removed
 from catalog.sql import is_sqlite
 
@@ -424,6 +425,14 @@ def _import_location(
             raise ImportDocumentError(
                 f"{where}: item {storage.key!r} already has a location on {doc.connector!r} "
                 f"at url {other.url!r}"
+            )
+        for _, theirs, key in locations_at(doc.connector, [doc.url]):
+            # Inside or around another item's location: the two would share
+            # files, and a delete of one's copy would remove the other's.
+            how = "inside" if doc.url.startswith(f"{theirs}/") else "around"
+            raise ImportDocumentError(
+                f"{where}: {doc.connector}:{doc.url} lies {how} item {key!r}'s location "
+                f"{doc.connector}:{theirs}"
             )
         deleted = (
             _deleted_here(storage.key, doc.connector)

@@ -380,6 +380,86 @@ def expected_objects(connector_name: str) -> Iterator[ExpectedObject]:
         yield ExpectedObject(*row)
 
 
+def ancestors_of(url: str) -> list[str]:
+    """The urls that ``url`` lies inside, whole segments: ``a`` and ``a/b`` of ``a/b/c``."""
+    parts = url.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+def locations_at(connector: str, urls: Sequence[str]) -> list[tuple[str, str, str]]:
+    """The locations on ``connector`` at each of ``urls``, inside it or around it:
+    ``(url, theirs, item key)``, ``url`` one of ``urls``.
+
+    ``theirs`` is ``url``, or lies inside it (starts with ``url/``), or
+    holds it (``url`` starts with ``theirs/``): two items there would share
+    files, and a delete of one's copy would remove the other's. Each url
+    costs one probe of the (connector_name, url) index, the range ``url`` to
+    ``url0`` in byte order (``0`` follows ``/``; on PostgreSQL the column
+    and its index are ``COLLATE "C"``, migration 014), and each segment
+    before its last one more, an equality: an import of a million items
+    whose urls have no ``/`` reads no more of the index than the check for a
+    url taken did. Of the urls under one, at least one is given (on
+    PostgreSQL one, on SQLite all).
+    """
+    found: list[tuple[str, str, str]] = []
+    if not urls:
+        return found
+    if is_sqlite(sql.database()):
+        rows = sql.run(
+            f"WITH u (url) AS (VALUES {', '.join(['(?)'] * len(urls))})"
+            " SELECT u.url, l.url, f.key FROM u JOIN storage_location l"
+            " ON l.connector_name = ? AND l.url >= u.url AND l.url < u.url || '0'"
+            " JOIN file_storage f ON f.id = l.file_storage_id",
+            [*urls, connector],
+        ).fetchall()
+    else:
+        # Each url looked up in the index on its own, a ``LATERAL`` subquery
+        # with a ``LIMIT``, which the planner does not flatten: with
+        # ``l.url = ANY(...)`` it read every location of the connector
+        # whenever its statistics, a batch or two behind a growing import,
+        # put the table under about 100,000 rows (500 index lookups cost more
+        # in its model than a scan it thinks is read from disk at random).
+        # Measured on 200,000 items into an empty catalog: 3.2 s of the
+        # server's 27 s went to these lookups, 0.2 s so.
+        rows = sql.run(
+            "SELECT u.url, l.url, f.key FROM unnest(?::text[]) AS u(url)"
+            " CROSS JOIN LATERAL (SELECT l.url, l.file_storage_id FROM storage_location l"
+            ' WHERE l.connector_name = ? AND l.url COLLATE "C" >= u.url'
+            " AND l.url COLLATE \"C\" < u.url || '0'"
+            " AND (l.url = u.url OR l.url COLLATE \"C\" >= u.url || '/') LIMIT 2) AS l"
+            " JOIN file_storage f ON f.id = l.file_storage_id",
+            [sql.text_array(urls), connector],
+        ).fetchall()
+    # The range holds ``url-x`` and ``url.x`` too (``-`` and ``.`` come before ``/``).
+    found += [row for row in rows if row[1] == row[0] or row[1].startswith(f"{row[0]}/")]
+    holders: dict[str, list[str]] = {}
+    for url in urls:
+        if "/" in url:
+            for ancestor in ancestors_of(url):
+                holders.setdefault(ancestor, []).append(url)
+    if not holders:
+        return found
+    if is_sqlite(sql.database()):
+        condition, params = sql.one_of("l.url", list(holders))
+        statement = (
+            "SELECT l.url, f.key FROM storage_location l"
+            " JOIN file_storage f ON f.id = l.file_storage_id"
+            f" WHERE l.connector_name = ? AND {condition}"
+        )
+        params = [connector, *params]
+    else:
+        statement = (
+            "SELECT u.url, f.key FROM unnest(?::text[]) AS u(url)"
+            " CROSS JOIN LATERAL (SELECT l.file_storage_id FROM storage_location l"
+            " WHERE l.connector_name = ? AND l.url = u.url LIMIT 1) AS l"
+            " JOIN file_storage f ON f.id = l.file_storage_id"
+        )
+        params = [sql.text_array(list(holders)), connector]
+    for theirs, key in sql.run(statement, params).fetchall():
+        found += [(url, theirs, key) for url in holders[theirs]]
+    return found
+
+
 def locations_around(connector: str, url: str) -> list[tuple[str, str | None, str]]:
     """The locations on ``connector`` at ``url``, inside it or holding it: (url, item key, status).
 

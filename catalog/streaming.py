@@ -65,7 +65,7 @@ from catalog.models import (
     utcnow,
 )
 from catalog.paths import MAX_PATH_LENGTH
-from catalog.queries import writing
+from catalog.queries import ancestors_of, locations_at, writing
 from catalog.removal import REMOVED_STATUS
 
 #: Items written per batch.
@@ -1418,10 +1418,15 @@ def _stamp(digests: Sequence[tuple[str, str | None]]) -> None:
 
 
 def _check_places(batch: Sequence[Item], *, look_up: Sequence[Item]) -> None:
-    """Refuse a location (connector, url) that belongs to another item, here or in the catalog.
+    """Refuse a location (connector, url) that belongs to another item, here or in the
+    catalog, or that lies inside or around another item's location on its connector.
 
     Every place of ``batch`` is compared with the others; those of
-    ``look_up`` with the catalog too.
+    ``look_up`` (the items the import writes) with the catalog too, and with
+    each other for overlaps (``catalog.queries.locations_at``). Two items
+    that overlap are refused: a delete of one's copy would remove the other's
+    files. Two that already overlap in the catalog, unchanged, are left as
+    they are (the import stores nothing of them).
     """
     owners: dict[tuple[str, str], Item] = {}
     for item in batch:
@@ -1433,6 +1438,23 @@ def _check_places(batch: Sequence[Item], *, look_up: Sequence[Item]) -> None:
                     f"{item.where}.locations.{number}: {loc.connector}:{loc.url} also belongs "
                     f"to item {other.key!r}"
                 )
+    # Overlaps within the batch, in Python: only urls with a ``/`` hold or
+    # lie inside another, so a batch without one costs a lookup a url.
+    seen: dict[tuple[str, str], Item] = {}
+    below: dict[tuple[str, str], tuple[str, Item]] = {}  # an ancestor -> a url under it
+    for item in look_up:
+        for number, loc in enumerate(item.locations):
+            place = (loc.connector, loc.url)
+            inner = below.get(place)
+            if inner is not None and inner[1] is not item:
+                raise _overlap(item, number, loc.connector, loc.url, inner[0], inner[1].key)
+            if "/" in loc.url:
+                for ancestor in ancestors_of(loc.url):
+                    outer = seen.get((loc.connector, ancestor))
+                    if outer is not None and outer is not item:
+                        raise _overlap(item, number, loc.connector, loc.url, ancestor, outer.key)
+                    below.setdefault((loc.connector, ancestor), (loc.url, item))
+            seen[place] = item
     # By connector, so that the lookup uses the (connector_name, url) index
     # (a row-value IN list scans the whole table on SQLite).
     by_connector: dict[str, list[str]] = {}
@@ -1441,47 +1463,32 @@ def _check_places(batch: Sequence[Item], *, look_up: Sequence[Item]) -> None:
             by_connector.setdefault(loc.connector, []).append(loc.url)
     for connector, urls in by_connector.items():
         for chunk in _chunks(urls):
-            for url, key in _owners_of(connector, chunk):
+            for url, theirs, key in locations_at(connector, chunk):
                 item = owners[(connector, url)]
-                if key != item.key:
-                    number = next(
-                        n
-                        for n, loc in enumerate(item.locations)
-                        if (loc.connector, loc.url) == (connector, url)
-                    )
+                if key == item.key:
+                    continue  # its own (another url of its own is the item-by-item rules')
+                number = next(
+                    n
+                    for n, loc in enumerate(item.locations)
+                    if (loc.connector, loc.url) == (connector, url)
+                )
+                if theirs == url:
                     raise ImportDocumentError(
                         f"{item.where}.locations.{number}: {connector}:{url} already belongs "
                         f"to item {key!r}"
                     )
+                raise _overlap(item, number, connector, url, theirs, key)
 
 
-def _owners_of(connector: str, urls: Sequence[str]) -> list[tuple[str, str]]:
-    """The (url, key) of each of ``urls`` on ``connector`` that an item of the catalog holds.
-
-    On PostgreSQL each url is looked up in the (connector_name, url) index
-    on its own (a ``LATERAL`` subquery with ``LIMIT 1``, which the planner
-    does not flatten): with ``l.url = ANY(...)`` it read every location of
-    the connector whenever its statistics, a batch or two behind a growing
-    import, put the table under about 100,000 rows, where the 500 index
-    lookups cost more in its model than a scan (which it thinks is read
-    from disk, at random). Measured here, 200,000 items into an empty
-    catalog: 3.2 s of the server's 27 s went to these lookups, 0.2 s now.
-    """
-    if sql.is_sqlite(sql.database()):
-        condition, params = sql.one_of("l.url", urls)
-        return sql.run(
-            "SELECT l.url, f.key FROM storage_location l"
-            " JOIN file_storage f ON f.id = l.file_storage_id"
-            f" WHERE l.connector_name = ? AND {condition}",
-            [connector, *params],
-        ).fetchall()
-    return sql.run(
-        "SELECT u.url, f.key FROM unnest(?::text[]) AS u(url)"
-        " CROSS JOIN LATERAL (SELECT l.file_storage_id FROM storage_location l"
-        " WHERE l.connector_name = ? AND l.url = u.url LIMIT 1) AS l"
-        " JOIN file_storage f ON f.id = l.file_storage_id",
-        [sql.text_array(urls), connector],
-    ).fetchall()
+def _overlap(
+    item: Item, number: int, connector: str, url: str, theirs: str, key: str
+) -> ImportDocumentError:
+    """The error of ``item``'s location ``number`` (at ``url``) inside or around ``theirs``."""
+    how = "inside" if url.startswith(f"{theirs}/") else "around"
+    return ImportDocumentError(
+        f"{item.where}.locations.{number}: {connector}:{url} lies {how} item {key!r}'s "
+        f"location {connector}:{theirs}"
+    )
 
 
 def _insert(items: Sequence[Item], digests: dict[str, str | None], *, actor: str) -> None:

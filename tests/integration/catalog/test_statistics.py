@@ -17,6 +17,7 @@ import pytest
 
 from catalog import streaming
 from catalog.database import bind, migrate, open_database, planned_files, planned_items
+from catalog.queries import locations_at
 from catalog.streaming import (
     DEFAULT_ANALYZE_AFTER_FILES,
     DEFAULT_ANALYZE_AFTER_ITEMS,
@@ -176,9 +177,9 @@ def test_the_places_of_a_batch_are_looked_up_in_their_index_whatever_the_statist
 
         with database.atomic():
             before = scans()
-            owners = streaming._owners_of("local", urls)
+            owners = locations_at("local", urls)
             after = scans()
-        assert sorted(owners) == sorted((url, url) for url in urls[:-1])
+        assert sorted(owners) == sorted((url, url, url) for url in urls[:-1])
         assert after == before
     finally:
         database.close()

@@ -228,6 +228,33 @@ def test_an_import_of_many_batches_reads_them_in_a_process_of_its_own(tmp_path: 
     assert shown["files"][0]["crc32c"] == f"{4_499:08x}"
 
 
+def test_an_import_refuses_a_location_inside_another_items(tmp_path: Path) -> None:
+    # Item "a" with file "b/x.txt" and item "a/b" with file "x.txt" name one
+    # object, local:a/b/x.txt: a delete of either copy would remove the other's.
+    cli = Cli(write_config(tmp_path, broker=None))
+    first = {
+        "key": "a",
+        "created": "2026-01-01T00:00:00Z",
+        "locations": [{"connector": "local", "url": "a"}],
+        "files": [{"path": "b/x.txt", "size": 3}],
+    }
+    second = {**first, "key": "a/b", "locations": [{"connector": "local", "url": "a/b"}]}
+    second["files"] = [{"path": "x.txt", "size": 3}]
+    document = tmp_path / "items.json"
+    document.write_text(json.dumps({"items": [first, second]}))
+    assert cli("import", document).error_line == (
+        "error: items.1.locations.0: local:a/b lies inside item 'a''s location local:a"
+    )
+    assert json.loads(cli.ok("status", "--json").out)["items"]["total"] == 0
+    document.write_text(json.dumps({"items": [second]}))
+    assert json.loads(cli.ok("import", document, "--json").out)["created"] == 1
+    document.write_text(json.dumps({"items": [first]}))
+    assert cli("import", document).error_line == (
+        "error: items.0.locations.0: local:a lies around item 'a/b''s location local:a/b"
+    )
+    assert json.loads(cli.ok("status", "--json").out)["items"]["total"] == 1
+
+
 def test_an_import_again_passes_over_the_items_whose_text_did_not_change(
     tmp_path: Path,
 ) -> None:

@@ -255,6 +255,106 @@ def test_a_location_of_another_item_is_refused_in_a_batch_and_across_them(
     assert sorted(item.key for item in FileStorage.select()) == ["m-plain", "w-plain"]
 
 
+def at(key: str, url: str, connector: str = "local", **more: Any) -> dict[str, Any]:
+    """An item of one file whose copy on ``connector`` is at ``url``."""
+    return {
+        "key": key,
+        "created": "2026-01-01T00:00:00Z",
+        "locations": [{"connector": connector, "url": url, "status": "OK"}],
+        "files": [{"path": "x.txt", "size": 3, "md5": MD5}],
+        **more,
+    }
+
+
+INSIDE = r"items\.1\.locations\.0: local:a/b lies inside item 'a''s location local:a$"
+AROUND = r"items\.1\.locations\.0: local:a lies around item 'a/b''s location local:a/b$"
+
+
+@pytest.mark.parametrize("batch", [2_000, 1])
+def test_a_location_inside_or_around_another_items_is_refused(
+    catalog_db: pw.Database, batch: int
+) -> None:
+    # Item "a" with file "b/x.txt" and item "a/b" with file "x.txt" name one
+    # object, local:a/b/x.txt: a delete of either copy removes the other's.
+    def refused(items: list[dict[str, Any]], match: str) -> None:
+        with pytest.raises(ImportDocumentError, match=match):
+            import_items(stream_of(items), connectors=CONNECTORS, database=catalog_db, batch=batch)
+
+    # In one batch (or across batches, with ``batch=1``): the later one is named.
+    refused([at("a", "a"), at("a/b", "a/b")], INSIDE)
+    refused([at("a/b", "a/b"), at("a", "a")], AROUND)
+    refused(
+        [at("n", "n"), at("deep", "n/o/p")],
+        r"items\.1\.locations\.0: local:n/o/p lies inside item 'n''s location local:n$",
+    )
+    assert FileStorage.select().count() == 0
+    # Against the catalog: the other item stored before.
+    import_items(stream_of([at("a", "a")]), connectors=CONNECTORS, database=catalog_db)
+    refused([at("first", "first"), at("a/b", "a/b")], INSIDE)
+    import_items(stream_of([at("z/y", "z/y")]), connectors=CONNECTORS, database=catalog_db)
+    refused(
+        [at("first", "first"), at("z", "z")],
+        r"items\.1\.locations\.0: local:z lies around item 'z/y''s location local:z/y$",
+    )
+    # An item the import changes (the item-by-item rules), or one the
+    # document says is damaged, is held to the same.
+    import_items(
+        stream_of([at("changed", "c"), at("p", "p", connector="S3")]),
+        connectors=CONNECTORS,
+        database=catalog_db,
+    )
+    changed = at("changed", "c")
+    changed["locations"].append({"connector": "S3", "url": "p/q"})
+    refused(
+        [at("first", "first"), changed],
+        r"items\.1\.locations\.1: S3:p/q lies inside item 'p''s location S3:p$",
+    )
+    damaged = at("d", "a/q")
+    damaged["locations"][0].update(status="DM", damaged={"x.txt": "missing: gone"})
+    refused(
+        [at("first", "first"), damaged],
+        r"items\.1\.locations\.0: local:a/q lies inside item 'a''s location local:a$",
+    )
+    assert sorted(item.key for item in FileStorage.select()) == ["a", "changed", "p", "z/y"]
+    # Whole segments only; another connector is another place.
+    counts = import_items(
+        stream_of(
+            [
+                at("ab", "ab"),
+                at("a-b", "a-b"),
+                at("a.b", "a.b"),
+                at("a0", "a0"),
+                at("z/yy", "z/yy"),
+                at("s3", "a/b", connector="S3"),
+                at("s3-z", "z", connector="S3"),
+            ]
+        ),
+        connectors=CONNECTORS,
+        database=catalog_db,
+        batch=batch,
+    )
+    assert counts.created == 7
+
+
+def test_the_item_by_item_rules_refuse_a_location_inside_or_around_another_items(
+    catalog_db: pw.Database,
+) -> None:
+    with writing(catalog_db):
+        import_one(at("a", "a"), where="items.0", actor="import", verified_at=None)
+        import_one(at("z/y", "z/y"), where="items.1", actor="import", verified_at=None)
+        with pytest.raises(
+            ImportDocumentError,
+            match=r"^items\.7\.locations\.0: local:a/b/c lies inside item 'a''s location local:a$",
+        ):
+            import_one(at("a/b/c", "a/b/c"), where="items.7", actor="import", verified_at=None)
+        with pytest.raises(
+            ImportDocumentError,
+            match=r"^items\.8\.locations\.0: local:z lies around item 'z/y''s location local:z/y$",
+        ):
+            import_one(at("z", "z"), where="items.8", actor="import", verified_at=None)
+        import_one(at("ab", "ab"), where="items.9", actor="import", verified_at=None)
+
+
 # -- reading -------------------------------------------------------------------
 
 
