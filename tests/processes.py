@@ -55,6 +55,20 @@ def local_pair(folder: Path, **archive: object) -> Path:
     return config
 
 
+def ingested_sample(
+    folder: Path, files: dict[str, bytes], *, key: str = "sample-1", **archive: object
+) -> tuple[Cli, Path]:
+    """A ``local_pair`` in ``folder`` and the item ``key`` of ``files`` ingested on ``local``:
+    the command line, and the item's folder."""
+    cli = Cli(local_pair(folder, **archive))
+    item = folder / "local" / key
+    for name, data in files.items():
+        (item / name).parent.mkdir(parents=True, exist_ok=True)
+        (item / name).write_bytes(data)
+    cli.ok("ingest", "local", item, "--key", key)
+    return cli, item
+
+
 def copying_pair(
     folder: Path,
     *,

@@ -7,17 +7,13 @@ import os
 import time
 from pathlib import Path
 
-from tests.processes import Cli, local_pair
+from tests.processes import Cli, ingested_sample, local_pair
 
 
 def test_a_file_removed_behind_the_systems_back_is_found_and_repaired(tmp_path: Path) -> None:
-    config = local_pair(tmp_path, copy={"delay": 0})
-    folder = tmp_path / "local" / "sample-1"
-    folder.mkdir(parents=True)
-    (folder / "reads.fastq").write_bytes(b"ACGT\n" * 100)
-    (folder / "counts.tsv").write_bytes(b"a\t1\n")
-    cli = Cli(config)
-    cli.ok("ingest", "local", folder, "--key", "sample-1")
+    cli, _ = ingested_sample(
+        tmp_path, {"reads.fastq": b"ACGT\n" * 100, "counts.tsv": b"a\t1\n"}, copy={"delay": 0}
+    )
     cli.ok("run", "--once")
     assert json.loads(cli.ok("audit", "--json").out)["findings_total"] == 0
 
@@ -64,12 +60,7 @@ def test_a_file_removed_behind_the_systems_back_is_found_and_repaired(tmp_path: 
 def test_a_connector_whose_root_is_not_mounted_is_out_of_reach_not_lost(tmp_path: Path) -> None:
     """The archive's volume is not mounted: its root folder is not there. ``verify``
     and ``audit`` say they could not read it, and the copy there still counts."""
-    config = local_pair(tmp_path, copy={"delay": 0})
-    folder = tmp_path / "local" / "sample-1"
-    folder.mkdir(parents=True)
-    (folder / "reads.fastq").write_bytes(b"ACGT\n" * 100)
-    cli = Cli(config)
-    cli.ok("ingest", "local", folder, "--key", "sample-1")
+    cli, _ = ingested_sample(tmp_path, {"reads.fastq": b"ACGT\n" * 100}, copy={"delay": 0})
     cli.ok("run", "--once")
     (tmp_path / "archive").rename(tmp_path / "archive.unmounted")
 

@@ -5,17 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.processes import Cli, local_pair
+from tests.processes import ingested_sample
 
 
 def test_show_and_history_tell_what_happened_to_an_item(tmp_path: Path) -> None:
-    config = local_pair(tmp_path, copy={"delay": 0})
-    folder = tmp_path / "local" / "sample-1"
-    (folder / "deep").mkdir(parents=True)
-    (folder / "reads.fastq").write_bytes(b"ACGT\n" * 10)
-    (folder / "deep" / "counts.tsv").write_bytes(b"a\t1\n")
-    cli = Cli(config)
-    cli.ok("ingest", "local", folder, "--key", "sample-1")
+    cli, _ = ingested_sample(
+        tmp_path, {"reads.fastq": b"ACGT\n" * 10, "deep/counts.tsv": b"a\t1\n"}, copy={"delay": 0}
+    )
     cli.ok("run", "--once")
 
     story = json.loads(cli.ok("show", "sample-1", "--json").out)
@@ -52,13 +48,8 @@ def test_show_and_history_pass_no_terminal_escape_of_a_producers_file_name(
     tmp_path: Path,
 ) -> None:
     """A file named with escapes (OSC 52 writes the clipboard, CSI 2J clears the screen)."""
-    config = local_pair(tmp_path)
-    folder = tmp_path / "local" / "sample-1"
-    folder.mkdir(parents=True)
     name = "a\x1b]52;c;cHduZWQ=\x07\x1b[2J\rb.txt"
-    (folder / name).write_bytes(b"x")
-    cli = Cli(config)
-    cli.ok("ingest", "local", folder, "--key", "sample-1")
+    cli, folder = ingested_sample(tmp_path, {name: b"x"})
     (folder / name).unlink()
     verified = cli("verify", "sample-1").err  # the path is in the error text too
     assert "LOST" in verified and "\x1b" not in verified and "\r" not in verified, verified

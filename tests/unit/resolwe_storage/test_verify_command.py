@@ -5,18 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.processes import Cli, local_pair
+from tests.processes import ingested_sample
 
 
 def test_verify_lists_what_it_found_before_a_copy_it_could_not_read(tmp_path: Path) -> None:
     """``local`` is found damaged (and recorded so); then ``archive`` cannot be read.
     The command lists local's problem, and its one error line says both."""
-    config = local_pair(tmp_path, copy={"delay": 0})
-    folder = tmp_path / "local" / "sample-1"
-    folder.mkdir(parents=True)
-    (folder / "reads.fastq").write_bytes(b"ACGT\n" * 100)
-    cli = Cli(config)
-    cli.ok("ingest", "local", folder, "--key", "sample-1")
+    cli, folder = ingested_sample(tmp_path, {"reads.fastq": b"ACGT\n" * 100}, copy={"delay": 0})
     cli.ok("run", "--once")
     (folder / "reads.fastq").write_bytes(b"ACGx\n" * 100)
     (tmp_path / "archive").rename(tmp_path / "archive.unmounted")
