@@ -264,6 +264,23 @@ def confirm_absence(connector: Connector, path: str) -> None:
         confirm(path)
 
 
+def make_root(connector: Connector) -> None:
+    """Make ``connector``'s root where its first write makes it, before a write looks there.
+
+    A local folder never written to is made by its first write (the
+    embedded default's folders); until then every other access raises
+    ``BackendUnavailable`` (``LocalConnector.make_root``): a root that is not
+    there may be a volume not mounted, and "no such object" would be taken
+    as evidence about bytes. A copy looks at what its destination holds
+    (``copy_file``, a listing of files already there) only after this, and
+    so finds a new root made and empty. A store's bucket is not made by
+    us: nothing.
+    """
+    make = getattr(connector, "make_root", None)
+    if make is not None:
+        make()
+
+
 def read_run(connector: Connector) -> AbstractContextManager[None]:
     """A block of several reads from ``connector``, each object read whole before the next.
 

@@ -6,6 +6,10 @@ fsync of the folder), so a reader or a crash never leaves half a file under
 the final name. Temporary files a dead writer left are removed when their
 folder is next written to, emptied or listed, once unchanged for a day.
 
+A root that is not a folder (a volume not mounted) answers nothing about
+bytes: every access raises ``BackendUnavailable`` naming it, never "no such
+object"; only a write makes a root never made (``LocalConnector.make_root``).
+
 Small files cost system calls more than bytes, so they are kept few: objects
 are opened by descriptor without following a final link (only a link is
 resolved in full), a ``landing`` block walks to each folder once, and
@@ -329,6 +333,81 @@ class LocalConnector(Connector):
             self._root_resolved = resolved
         return resolved
 
+    def _root_unavailable(self) -> BackendUnavailable | None:
+        """Why the root is not here to answer (None: it is a folder).
+
+        A missing root is most often a volume not mounted (its mount point's
+        folder gone, or an automounter's): "no such object" there would mark
+        every copy on this connector missing, though its bytes are safe on
+        the volume (SPEC §3). Asked only where an answer would otherwise be
+        "nothing there", so an access that finds its object costs nothing more.
+        """
+        try:
+            mode = os.stat(self._real_root()).st_mode
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                what = "does not exist (not mounted?)"
+            else:
+                what = f"cannot be reached: {exc.strerror or exc}"
+        else:
+            if stat.S_ISDIR(mode):
+                return None
+            what = "is not a folder"
+        return BackendUnavailable(f"{self.name}: local root {self.root} {what}")
+
+    def _check_root(self) -> None:
+        """Raise ``BackendUnavailable`` unless the root is a folder (``_root_unavailable``)."""
+        problem = self._root_unavailable()
+        if problem is not None:
+            raise problem
+
+    def make_root(self) -> None:
+        """Make the root if this connector never saw it: a write's first step
+        (``connectors.base.make_root``).
+
+        Why the write, and only the write, makes it: the embedded default's
+        folders, and a new volume's, are made by their first copy (``make
+        demo``, ``run --once``), so a copy into a root never made must work;
+        but a root that is not there may as well be a volume not mounted, so
+        nothing else may read its absence as "no object" (``_root_unavailable``).
+        A copy calls this before it looks at what the destination holds
+        (``copy_file``, the listing of files already there), which then finds
+        the root made and empty: true. A root this connector has seen (made or
+        found) and that is gone since is not made again, here or by a write
+        (``_destination``): the volume went away under a running worker, and
+        a copy written into the bare mount point would be hidden the moment
+        it is mounted again. (A process started while the volume is away
+        cannot tell: its first write makes the root, and the copies it writes
+        there are proven and real until the volume hides them, when a
+        verification finds them missing and they are repaired.)
+        """
+        if self._root_resolved is not None:
+            return  # seen: if gone since, the access that follows says so
+        root = self._real_root()
+        if self._root_resolved is not None:
+            return
+        there = os.path.dirname(root)
+        while there != os.path.dirname(there) and not os.path.isdir(there):
+            there = os.path.dirname(there)
+        try:
+            os.makedirs(root, exist_ok=True)
+            if self.fsync:
+                # The new folders' entries, each in the folder above it.
+                made_in = os.path.dirname(root)
+                while True:
+                    _fsync_folder(made_in)
+                    if made_in == there or made_in == os.path.dirname(made_in):
+                        break
+                    made_in = os.path.dirname(made_in)
+        except OSError as exc:
+            message = f"{self.name}: cannot make the local root {self.root}: {exc.strerror or exc}"
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise AccessDenied(message) from exc
+            if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder goes
+                raise (self._root_unavailable() or BackendUnavailable(message)) from exc
+            raise BackendUnavailable(message) from exc
+        self._real_root()
+
     def _resolve(self, path: str) -> str:
         """The filesystem path of ``path``, refused if it escapes the root (symlinks too)."""
         check_path(path)
@@ -364,7 +443,10 @@ class LocalConnector(Connector):
 
     def _error(self, exc: OSError, path: str) -> ConnectorError:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return ObjectNotFound(f"{self.name}: {path!r} does not exist")
+            # Evidence only where the root is there to give it.
+            return self._root_unavailable() or ObjectNotFound(
+                f"{self.name}: {path!r} does not exist"
+            )
         if exc.errno == errno.EISDIR:
             return ObjectNotFound(f"{self.name}: {path!r} is a folder, not an object")
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -380,14 +462,11 @@ class LocalConnector(Connector):
 
         Only then: a missing root (a volume not mounted, a share gone) makes
         every object beneath it "no such file", which says nothing of the
-        copies there. ``stat`` still answers None, so that a first copy to a
-        new connector makes its root.
+        copies there. The accesses that answer "nothing there" look too
+        (``_root_unavailable``); this is asked again where such an answer is
+        about to be recorded as evidence, in case the root went in between.
         """
-        if not os.path.isdir(self.root):
-            raise BackendUnavailable(
-                f"{self.name}: {path!r}: the root folder {self.root} is not there "
-                "(a volume not mounted?); nothing under it is taken for missing"
-            )
+        self._check_root()
 
     # -- the core ---------------------------------------------------------
 
@@ -408,9 +487,11 @@ class LocalConnector(Connector):
         try:
             result = os.stat(full)
         except FileNotFoundError:
+            self._check_root()
             return None
         except OSError as exc:
             if exc.errno == errno.ENOTDIR:
+                self._check_root()
                 return None
             raise self._error(exc, path) from exc
         if not stat.S_ISREG(result.st_mode):
@@ -514,6 +595,10 @@ class LocalConnector(Connector):
             relative, folder, name = self._folder(path)
             made = False
             if not os.path.isdir(folder):
+                # A root never made is made; one gone since it was seen is
+                # a volume away: not made again (``make_root``).
+                self.make_root()
+                self._check_root()
                 there = os.path.dirname(folder)
                 while there != os.path.dirname(there) and not os.path.isdir(there):
                     there = os.path.dirname(there)
@@ -600,8 +685,10 @@ class LocalConnector(Connector):
         try:
             try:
                 folders.append(os.open(root, _FOLDER))
-            except FileNotFoundError:
-                return
+            except OSError as exc:
+                # No root, no answer: the copy's bytes may be on a volume
+                # not mounted, and "deleted" would drop it from the catalog.
+                raise self._error(exc, "/".join([*parts, names[0]])) from exc
             for index, part in enumerate(parts):
                 try:
                     folders.append(os.open(part, _FOLDER | os.O_NOFOLLOW, dir_fd=folders[-1]))
@@ -680,6 +767,7 @@ class LocalConnector(Connector):
             base = prefix[: prefix.rindex("/") + 1]
             top = self._resolve(base)
         if not os.path.isdir(top):
+            self._check_root()  # nothing under the prefix, or no root to tell
             return
         yield from self._walk(top, base, prefix)
 
@@ -703,6 +791,7 @@ class LocalConnector(Connector):
                         for entry in found
                     ]
             except (FileNotFoundError, NotADirectoryError):
+                self._check_root()  # the root gone meanwhile is no empty folder
                 return  # removed meanwhile
             except OSError as exc:
                 # Typed, as any access's: a disk's or a mount's error may pass.

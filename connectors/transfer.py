@@ -38,6 +38,7 @@ from connectors.base import (
     ServerSideCopy,
     check_path,
     make_durable,
+    make_root,
 )
 from connectors.errors import ChecksumMismatch, ObjectNotFound, Unsupported
 from connectors.hashing import (
@@ -165,6 +166,9 @@ def copy_file(
     request per file. Raises ``ObjectNotFound`` for a missing source and
     ``ChecksumMismatch`` (after removing the bad destination object) when the
     bytes read differ from ``expected`` or the bytes written from those read.
+    A destination root never made is made before it is looked at
+    (``connectors.base.make_root``); a caller that passes ``present`` from a
+    listing has made it before listing.
     """
     check_path(source_path)
     check_path(destination_path)
@@ -172,6 +176,9 @@ def copy_file(
     expected = expected or Expected()
 
     if isinstance(present, _Unknown):
+        # On the write path, and only here, a root never made is made first:
+        # elsewhere its absence is no answer about bytes (``make_root``).
+        make_root(destination)
         present = destination.stat(destination_path)
     if present is not None:
         proof = _matches_expected(destination, destination_path, present, expected)

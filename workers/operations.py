@@ -111,6 +111,7 @@ from connectors.base import (
     copy_run,
     delete_all,
     landing,
+    make_root,
 )
 from connectors.errors import ChecksumMismatch, ConnectorError, InvalidPath, ObjectNotFound
 from connectors.transfer import UNKNOWN, Expected, copy_file
@@ -640,6 +641,8 @@ def _already_there(destination: Connector, paths: Sequence[str]) -> dict[str, Ob
     A copy of several files lists their common prefix once instead of asking
     about each file before writing it (a request per file on a store), which
     is what keeps a retried job from copying again what is there already.
+    A destination root never made is made first (``make_root``): nothing is
+    there yet. Elsewhere a missing root is no answer (``BackendUnavailable``).
     """
     if len(paths) < 2:
         return None
@@ -655,6 +658,8 @@ def _already_there(destination: Connector, paths: Sequence[str]) -> dict[str, Ob
     if name in (".", ".."):
         prefix = f"{folder}/" if folder else ""
     wanted = set(paths)
+    # A copy's look, on the write path: a root never made is made (empty) first.
+    make_root(destination)
     return {info.path: info for info in destination.list(prefix) if info.path in wanted}
 
 

@@ -27,6 +27,7 @@ def connector(fake_gcs_server: str, gcs_bucket: str) -> GCSConnector:
 
 @pytest.fixture
 def local_source(tmp_path: Path) -> LocalConnector:
+    (tmp_path / "source").mkdir()
     return LocalConnector("source", path=tmp_path / "source")
 
 

@@ -88,6 +88,7 @@ def connector(moto_server: str, s3_bucket: S3Connector, s3_credentials: Path) ->
 
 @pytest.fixture
 def local_source(tmp_path: Path) -> LocalConnector:
+    (tmp_path / "source").mkdir()
     return LocalConnector("source", path=tmp_path / "source")
 
 

@@ -35,11 +35,14 @@ BLOCKED_SECONDS = 0.5
 
 @pytest.fixture
 def connector(tmp_path: Path) -> LocalConnector:
+    # A fresh, empty root: there (a root not there answers nothing, as a missing bucket).
+    (tmp_path / "root").mkdir()
     return LocalConnector("local", path=tmp_path / "root", public_url="/local_data/")
 
 
 @pytest.fixture
 def local_source(tmp_path: Path) -> LocalConnector:
+    (tmp_path / "source").mkdir()
     return LocalConnector("source", path=tmp_path / "source")
 
 
@@ -953,13 +956,108 @@ def test_an_object_named_like_a_temporary_file_is_listed_and_never_swept(
 
 def test_a_missing_object_is_an_answer_only_while_the_root_is_there(tmp_path: Path) -> None:
     """A root that is not there (a volume not mounted) makes every object "no such
-    file": ``confirm_absence`` says that is no answer. ``stat`` still says None, so
-    that a first copy makes the root."""
-    from connectors.base import confirm_absence
+    file": ``confirm_absence`` says that is no answer, and ``stat`` raises; a first
+    copy makes the root (``make_root``)."""
+    from connectors.base import confirm_absence, make_root
 
     connector = LocalConnector("local", path=tmp_path / "root")
-    with pytest.raises(BackendUnavailable, match="root folder"):
+    with pytest.raises(BackendUnavailable, match="does not exist"):
         confirm_absence(connector, "item/a")
-    assert connector.stat("item/a") is None
+    with pytest.raises(BackendUnavailable, match="does not exist"):
+        connector.stat("item/a")
+    make_root(connector)
     connector.write("item/b", io.BytesIO(b"b"))
     confirm_absence(connector, "item/a")  # the root is there: "missing" is an answer
+    assert connector.stat("item/a") is None
+
+
+# -- a root that is not there (a volume not mounted) ---------------------------
+
+
+def unmount(connector: LocalConnector) -> Path:
+    """Take the connector's root away, as an unmounted volume does; where it went."""
+    away = connector.root.with_name(connector.root.name + "-unmounted")
+    connector.root.rename(away)
+    return away
+
+
+@pytest.mark.parametrize("when", ["never made", "gone since it was seen"])
+def test_a_missing_root_is_unavailable_never_no_object(tmp_path: Path, when: str) -> None:
+    """An unmounted volume leaves its mount point's folder missing: no answer about bytes.
+
+    "No such object" there would mark every copy on the connector missing
+    (a verification, an audit, the confirmation before a delete), though
+    the bytes are safe on the volume (SPEC §3: a transient failure is never
+    evidence).
+    """
+    connector = LocalConnector("local", path=tmp_path / "root")
+    if when != "never made":
+        connector.write("item/a.txt", io.BytesIO(b"a"))
+        unmount(connector)
+    problem = rf"local: local root {connector.root} does not exist \(not mounted\?\)"
+    with pytest.raises(BackendUnavailable, match=problem) as caught:
+        connector.stat("item/a.txt")
+    assert caught.value.transient
+    with pytest.raises(BackendUnavailable, match=problem):
+        connector.stat("a.txt")
+    with pytest.raises(BackendUnavailable, match=problem):
+        connector.open_read("item/a.txt")
+    with pytest.raises(BackendUnavailable, match=problem):
+        list(connector.list("item/"))
+    with pytest.raises(BackendUnavailable, match=problem):
+        list(connector.list())
+    with pytest.raises(BackendUnavailable, match=problem):
+        connector.delete("item/a.txt", within="item")
+    with pytest.raises(BackendUnavailable, match=problem):
+        delete_all(connector, ["item/a.txt", "item/b.txt"], within="item")
+    with pytest.raises(BackendUnavailable, match=problem):
+        connector.make_durable("item/a.txt")
+    assert not connector.root.exists(), "an access that is no write made the root"
+
+
+def test_a_root_that_is_a_file_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "root").write_bytes(b"not a folder")
+    connector = LocalConnector("local", path=tmp_path / "root")
+    with pytest.raises(BackendUnavailable, match=r"local root .* is not a folder"):
+        connector.stat("item/a.txt")
+    with pytest.raises(BackendUnavailable, match="is not a folder"):
+        list(connector.list("item/"))
+    with pytest.raises(BackendUnavailable, match="is not a folder"):
+        connector.write("item/a.txt", io.BytesIO(b"a"))
+
+
+def test_the_first_copy_into_a_root_never_made_makes_it(
+    tmp_path: Path, local_source: LocalConnector
+) -> None:
+    """The embedded default's folders (``make demo``, ``run --once``): made by their first write."""
+    local_source.write("item/a.txt", io.BytesIO(b"bytes of a"))
+    destination = LocalConnector("archive", path=tmp_path / "new" / "archive")
+    result = copy_file(
+        local_source, "item/a.txt", destination, "item/a.txt", expected=hashes_of(b"bytes of a")
+    )
+    assert result.how in ("server-side", "streamed")
+    assert (tmp_path / "new" / "archive" / "item" / "a.txt").read_bytes() == b"bytes of a"
+    # And a plain write too, into another root never made.
+    other = LocalConnector("other", path=tmp_path / "other")
+    other.write("b.txt", io.BytesIO(b"b"))
+    assert read_all(other, "b.txt") == b"b"
+
+
+def test_a_root_gone_since_it_was_seen_is_not_made_again_by_a_write(
+    connector: LocalConnector, local_source: LocalConnector
+) -> None:
+    """The volume went away under a running worker: its copies do not land on the mount point.
+
+    The bytes would be hidden the moment the volume is mounted again, and a
+    copy recorded good there missing.
+    """
+    connector.write("item/a.txt", io.BytesIO(b"a"))
+    local_source.write("item/b.txt", io.BytesIO(b"bytes of b"))
+    unmount(connector)
+    with pytest.raises(BackendUnavailable, match="does not exist"):
+        connector.write("item/c.txt", io.BytesIO(b"c"))
+    with pytest.raises(BackendUnavailable, match="does not exist"):
+        copy_file(
+            local_source, "item/b.txt", connector, "item/b.txt", expected=hashes_of(b"bytes of b")
+        )
+    assert not connector.root.exists()

@@ -66,7 +66,7 @@ def test_a_connector_whose_root_is_not_mounted_is_out_of_reach_not_lost(tmp_path
 
     outcome = cli("verify", "sample-1", "--connector", "archive")
     assert "could not verify (nothing concluded)" in outcome.error_line
-    assert "root folder" in outcome.error_line
+    assert "local root" in outcome.error_line and "not mounted?" in outcome.error_line
     outcome = cli("audit", "archive")
     assert "the audit stopped, nothing more concluded" in outcome.error_line
     status = json.loads(cli.ok("status", "--json").out)

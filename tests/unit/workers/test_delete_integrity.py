@@ -11,6 +11,7 @@ import pytest
 
 from catalog.integrity import bad_files, lost_files
 from catalog.queries import reserve_location
+from connectors.errors import ConnectorError
 from connectors.local import LocalConnector
 from tests.unit.workers.test_operations import (
     NOW,
@@ -23,7 +24,15 @@ from tests.unit.workers.test_operations import (
     make_item,
 )
 from workers import operations
-from workers.operations import DELETED, FILES_DELETED, REFUSED, repair_location, verify_item_files
+from workers.audit import audit_connector
+from workers.operations import (
+    DELETED,
+    FILES_DELETED,
+    REFUSED,
+    copy_item_files,
+    repair_location,
+    verify_item_files,
+)
 
 
 @pytest.fixture
@@ -192,3 +201,117 @@ def test_a_link_loop_in_the_other_copy_is_no_object_and_no_crash(
     else:
         assert outcome == DELETED
         assert location(item, "local").status == "OK"
+
+
+# -- a root that is not there: a volume not mounted (SPEC §3) ------------------
+
+
+def unmount(connector: LocalConnector) -> Path:
+    """Take the connector's root away, as an unmounted volume does; where it went."""
+    away = connector.root.with_name(connector.root.name + "-unmounted")
+    connector.root.rename(away)
+    return away
+
+
+def outcome_of(job: Any) -> str:
+    """What a job returned, or ``"raised"`` for a transient error (retried later)."""
+    try:
+        return str(job())
+    except ConnectorError as exc:
+        assert exc.transient, exc
+        assert "does not exist (not mounted?)" in str(exc), exc
+        return "raised"
+
+
+def test_a_delete_confirming_a_copy_on_a_missing_root_neither_deletes_nor_damages(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    """local's volume is not mounted while ``backup`` is deleted.
+
+    Its folder was taken for an empty one: the confirmation found every file
+    of local "missing", marked the only other copy damaged, and the item lost.
+    """
+    item = make_item(folders, on=("local", "backup"))
+    away = unmount(folders["local"])
+    assert outcome_of(lambda: delete(item, "backup", folders)) in ("raised", REFUSED)
+    assert bad_files(location(item, "local").id) == []  # type: ignore[union-attr]
+    assert location(item, "local").status == "OK"  # type: ignore[union-attr]
+    assert lost_files() == {}
+    assert (folders["backup"].root / "item-1" / "reads.fastq").exists()
+    assert not folders["local"].root.exists()
+    # Mounted again: the copy is confirmed and the delete goes ahead.
+    away.rename(folders["local"].root)
+    assert delete(item, "backup", folders) == DELETED
+    assert (folders["local"].root / "item-1" / "reads.fastq").exists()
+
+
+def test_a_copy_on_a_missing_root_is_not_forgotten_by_its_delete(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    """Nothing was removed: the copy's bytes are on the volume, and stay in the catalog."""
+    item = make_item(folders, on=("local", "backup"))
+    away = unmount(folders["backup"])
+    assert outcome_of(lambda: delete(item, "backup", folders)) == "raised"
+    assert location(item, "backup") is not None
+    assert (away / "item-1" / "reads.fastq").exists()
+    away.rename(folders["backup"].root)
+    assert delete(item, "backup", folders) == DELETED
+    assert not (folders["backup"].root / "item-1").exists()
+
+
+def test_a_verification_or_audit_of_a_missing_root_concludes_nothing(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    item = make_item(folders, on=("local", "backup"))
+    unmount(folders["backup"])
+    lookup = folders.__getitem__
+    assert (
+        outcome_of(lambda: verify_item_files(item.id, "backup", None, connectors=lookup, now=NOW))
+        == "raised"
+    )
+    assert outcome_of(lambda: audit_connector(folders["backup"], catalog_db, now=NOW)) == "raised"
+    assert bad_files(location(item, "backup").id) == []  # type: ignore[union-attr]
+    assert location(item, "backup").status == "OK"  # type: ignore[union-attr]
+
+
+def test_a_repair_whose_source_s_root_is_missing_does_not_damage_the_source(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    """The repair read local's file: "no such object" made local damaged too, the item lost."""
+    item = make_item(folders, on=("local", "backup"))
+    (folders["backup"].root / "item-1" / "reads.fastq").unlink()
+    damage(item, "backup", "reads.fastq")
+    away = unmount(folders["local"])
+    lookup = folders.__getitem__
+    assert (
+        outcome_of(
+            lambda: repair_location(item.id, "backup", connectors=lookup, preference=PREFERENCE)
+        )
+        == "raised"
+    )
+    assert bad_files(location(item, "local").id) == []  # type: ignore[union-attr]
+    assert lost_files() == {}
+    away.rename(folders["local"].root)
+    repair_location(item.id, "backup", connectors=lookup, preference=PREFERENCE)
+    assert location(item, "backup").status == "OK"  # type: ignore[union-attr]
+    assert (folders["backup"].root / "item-1" / "reads.fastq").exists()
+
+
+@pytest.mark.parametrize("look_first", [True, False])
+def test_the_first_copy_into_a_root_never_made_makes_it(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector], look_first: bool
+) -> None:
+    """The embedded default's folders are made by their first copy, which looks there first."""
+    item = make_item(folders, on=("local",))
+    assert not folders["backup"].root.exists()
+    reserve_location(item.id, "backup", url=item.key)
+    report = copy_item_files(
+        item.id,
+        "backup",
+        ["reads.fastq", "sub/log.txt"],
+        connectors=folders.__getitem__,
+        preference=PREFERENCE,
+        look_first=look_first,
+    )
+    assert report.copied == 2 and location(item, "backup").status == "OK"  # type: ignore[union-attr]
+    assert (folders["backup"].root / "item-1" / "sub" / "log.txt").read_bytes() == b"log"
