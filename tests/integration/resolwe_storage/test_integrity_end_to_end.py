@@ -93,6 +93,16 @@ def actions(cli: Cli, *args: str) -> dict[str, dict[str, int]]:
     return dict(json.loads(outcome.out)["actions"])
 
 
+def ingest_content(cli: Cli, tmp_path: Path) -> Path:
+    """``CONTENT`` written as item ``item-1`` on ``local`` and ingested there; its folder."""
+    folder = tmp_path / "local" / "item-1"
+    for path, data in CONTENT.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    cli.ok("ingest", "local", folder, "--key", "item-1")
+    return folder
+
+
 def status_of(cli: Cli) -> dict[str, Any]:
     return dict(json.loads(cli.ok("status", "--json").out))
 
@@ -103,11 +113,7 @@ def test_a_bad_copy_never_counts_and_the_last_good_copy_stays(
 ) -> None:
     settings, target = target_settings(kind, tmp_path, request)
     cli = Cli(write_config(tmp_path, catalog_url, settings, target_rules={"copy": {"delay": 0}}))
-    folder = tmp_path / "local" / "item-1"
-    for path, data in CONTENT.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_bytes(data)
-    cli.ok("ingest", "local", folder, "--key", "item-1")
+    folder = ingest_content(cli, tmp_path)
     assert actions(cli) == {"copy": {"ok": 1}}
 
     # 1. Other bytes on the target: the verification names the file, the copy is damaged.

@@ -15,6 +15,7 @@ from pathlib import Path
 from tests.integration.resolwe_storage.test_integrity_end_to_end import (
     CONTENT,
     LATER,
+    ingest_content,
     status_of,
     write_config,
 )
@@ -25,11 +26,7 @@ def test_a_copy_on_a_missing_root_is_never_judged_missing(catalog_url: str, tmp_
     archive = tmp_path / "archive"
     settings = {"connector": "local", "config": {"path": str(archive)}}
     cli = Cli(write_config(tmp_path, catalog_url, settings, target_rules={"copy": {"delay": 0}}))
-    folder = tmp_path / "local" / "item-1"
-    for path, data in CONTENT.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_bytes(data)
-    cli.ok("ingest", "local", folder, "--key", "item-1")
+    folder = ingest_content(cli, tmp_path)
 
     # The first copy into a root never made makes it.
     assert not archive.exists()
