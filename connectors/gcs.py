@@ -238,6 +238,11 @@ class GCSConnector(LazyClient, Connector):
         if blob is None:
             self._confirm_bucket(path)
             raise ObjectNotFound(f"GCS {self.name!r}: {path!r} does not exist")
+        # The bytes come from the configured endpoint, as every other request,
+        # not from the object's ``mediaLink`` (the host the server names: on
+        # a private endpoint or an emulator, maybe one out of reach); the
+        # generation read above is the one read.
+        blob._properties.pop("mediaLink", None)
         reader = blob.open("rb", chunk_size=self.chunk_size, timeout=self.timeout, retry=self.retry)
         return _Reader(reader, self, path)  # type: ignore[return-value]
 
@@ -289,11 +294,6 @@ class GCSConnector(LazyClient, Connector):
                 total = str(end) if last else "*"
                 answer = self._send_chunk(transport, session, current, offset, total, what)
                 if last:
-                    if answer.status_code not in (200, 201):
-                        raise BackendUnavailable(
-                            f"GCS {self.name!r}: {what}: the upload did not finish "
-                            f"({answer.status_code})"
-                        )
                     finished = True
                     resource = answer.json()
                     break
@@ -315,7 +315,10 @@ class GCSConnector(LazyClient, Connector):
         429, a timeout, a dropped connection) is retried within the session,
         a few times with backoff, from what the server last said it held;
         only the current chunk is in memory, so the transfer engine's
-        validation remains the judge of the whole.
+        validation remains the judge of the whole. A refusal (4xx) ends the
+        upload with its own error, permanent but for a session gone (404,
+        410: the retried job opens a new one); a chunk is sent only when
+        the one before it is held whole.
         """
         from google.api_core.exceptions import from_http_response
 
@@ -338,14 +341,28 @@ class GCSConnector(LazyClient, Connector):
                     raise
                 failure: ConnectorError = exc
             else:
-                if answer.status_code != 308:
-                    if answer.status_code < 500 and answer.status_code != 429:
-                        return answer
+                code = answer.status_code
+                if code in (200, 201) and total != "*":
+                    return answer  # the last chunk: the object is stored
+                if code in (404, 410):
+                    # The session expired or was cancelled: the retried job opens a new one.
+                    raise BackendUnavailable(
+                        f"GCS {self.name!r}: {what}: the upload session is gone ({code})"
+                    )
+                if code != 308 and code < 500 and code != 429:
+                    # Refused (access, a bad request), or finished before its
+                    # last chunk: never taken as sent.
+                    if code < 400:
+                        raise BackendUnavailable(
+                            f"GCS {self.name!r}: {what}: unexpected answer {code} to a chunk"
+                        )
+                    raise self._translate(from_http_response(answer), what)
+                if code != 308:
                     failure = self._translate(from_http_response(answer), what)
                 else:
                     stated = answer.headers.get("Range")  # "bytes=0-N"; none: nothing held
                     now = int(stated.rsplit("-", 1)[1]) + 1 if stated else 0
-                    if now == end:
+                    if now == end and total == "*":
                         return answer
                     if not held <= now < end:
                         raise BackendUnavailable(

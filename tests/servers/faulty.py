@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +32,11 @@ class Fault:
     (then answers as the server does); ``drop`` closes the connection unanswered;
     ``truncate`` forwards only that many bytes of the body (its Content-Range
     shortened to match), as a server that kept less than it was sent; ``flip``
-    inverts the body's byte at that offset on the way, as damage in transit.
+    inverts the body's byte at that offset on the way, as damage in transit;
+    ``cut`` answers as the server does but closes the connection after that
+    many bytes of the answer's body (its Content-Length stated whole), as a
+    connection broken in the middle of a download.
+    ``after`` lets that many matching requests through first.
     ``times=None`` fails every matching request.
     """
 
@@ -42,11 +47,17 @@ class Fault:
     drop: bool = False
     truncate: int | None = None
     flip: int | None = None
+    cut: int | None = None
+    after: int = 0
     times: int | None = 1
     hits: int = 0
+    passed: int = 0
 
     def matches(self, method: str, target: str) -> bool:
         if method != self.method or re.search(self.pattern, target) is None:
+            return False
+        if self.passed < self.after:
+            self.passed += 1
             return False
         return self.times is None or self.hits < self.times
 
@@ -152,6 +163,12 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.send_header("Content-Length", length)
             self.end_headers()
+            if fault is not None and fault.cut is not None:
+                self.wfile.write(data[: fault.cut])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             if self.command != "HEAD":
                 self.wfile.write(data)
 

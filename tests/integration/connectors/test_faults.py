@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from connectors.errors import (
+    AccessDenied,
     BackendUnavailable,
     ChecksumMismatch,
     ConnectorError,
+    PermanentError,
     TransientError,
 )
 from connectors.gcs import GCSConnector
@@ -390,3 +392,77 @@ def test_gcs_refused_service_account_credentials_are_access_denied_without_secre
     assert "check the credentials" in message and "\n" not in message
     assert "PRIVATE KEY" not in message and "0123456789abcdef" not in message
     assert gcs_proxy.requests("POST", r"^/token")
+
+
+# -- a download broken in the middle, on either store --------------------------
+
+
+@pytest.mark.parametrize("store", ["s3", "gcs"])
+def test_a_download_broken_in_the_middle_is_transient_and_no_evidence(
+    store: str, request: pytest.FixtureRequest
+) -> None:
+    """The connection closes after part of the body (its length stated whole): a read
+    fails with a transient error, and a verification of the copy concludes nothing
+    about its bytes (it raises; no size or checksum problem is reported)."""
+    from catalog.models import ReferencedPath
+    from workers.verify import read_and_compare
+
+    if store == "s3":
+        through: S3Connector | GCSConnector = request.getfixturevalue("s3")
+        direct: S3Connector | GCSConnector = request.getfixturevalue("s3_bucket")
+        proxy: FaultyProxy = request.getfixturevalue("s3_proxy")
+        pattern = r"/item/f$"
+    else:
+        through = request.getfixturevalue("gcs")
+        direct = request.getfixturevalue("gcs_direct")
+        proxy = request.getfixturevalue("gcs_proxy")
+        pattern = r"item%2Ff.*alt=media"
+    data = os.urandom(3 * MIB)
+    direct.write("item/f", io.BytesIO(data))
+    expected = hashes_of(data)
+    entry = ReferencedPath(path="f", size=len(data), crc32c=expected.crc32c, md5=expected.md5)
+
+    proxy.fail(Fault("GET", pattern, cut=1000, times=None))
+    with pytest.raises(ConnectorError) as caught, through.open_read("item/f") as stream:
+        stream.read()
+    assert caught.value.transient, caught.value
+    with pytest.raises(ConnectorError) as caught:
+        read_and_compare(through, "item/f", entry)
+    assert caught.value.transient, caught.value
+    assert proxy.requests("GET", pattern)  # the fault was met, not passed by
+
+    proxy.heal()
+    assert read_and_compare(through, "item/f", entry) == (None, "crc32c")
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "after"),
+    [
+        (403, AccessDenied, 10),
+        (400, PermanentError, 10),
+        (403, AccessDenied, 4),
+        (404, BackendUnavailable, 10),
+        (410, BackendUnavailable, 4),
+    ],
+    ids=["403 last", "400 last", "403 middle", "404 last", "410 middle"],
+)
+def test_gcs_a_refused_chunk_of_a_resumable_upload_ends_it_with_its_own_error(
+    gcs: GCSConnector,
+    gcs_direct: GCSConnector,
+    gcs_proxy: FaultyProxy,
+    source: LocalConnector,
+    status: int,
+    kind: type[ConnectorError],
+    after: int,
+) -> None:
+    """A chunk the server refuses (the last one, or one in the middle) ends the upload
+    at once with what the answer means (a refusal is permanent; a session gone, 404 or
+    410, is worth a new one), nothing stored; a refused chunk is never taken as sent."""
+    data = put(source, "big", 10 * MIB + 7)  # 11 chunks of 1 MiB
+    gcs_proxy.fail(Fault("PUT", r"upload_id=", status=status, after=after, times=None))
+    with pytest.raises(ConnectorError) as caught:
+        copy_file(source, "big", gcs, "big", expected=hashes_of(data))
+    assert type(caught.value) is kind, caught.value
+    assert len(gcs_proxy.requests("PUT", r"upload_id=")) == after + 1  # not sent again
+    gcs_proxy.heal()
+    assert gcs_direct.stat("big") is None
