@@ -250,10 +250,43 @@ def reserve_locations(wanted: Sequence[tuple[int, str, str]]) -> list[str]:
     ]
 
 
+#: The reason of the hold a presigned URL puts on its copy (``hold_for_url``).
+URL_HOLD_REASON = "presigned URL"
+
+
+def hold_for_url(location_id: int, *, now: datetime, until: datetime) -> None:
+    """Keep the copy ``location_id`` from every delete until ``until``, when a presigned
+    URL of it ends: the URL keeps working for its life, whatever the delete delay.
+
+    One open access log of ``URL_HOLD_REASON`` a copy, its ``expires`` moved
+    on by a URL that outlives it by more than ``DEFAULT_ACCESS_RESOLUTION``
+    (a burst of URLs writes once); the scan closes it once past
+    (``close_expired_locks``). Call it under the item's lock.
+    """
+    held = (
+        AccessLog.select(AccessLog.id, AccessLog.expires)
+        .where(
+            (AccessLog.storage_location == location_id)
+            & (AccessLog.reason == URL_HOLD_REASON)
+            & AccessLog.finished.is_null()
+            & AccessLog.expires.is_null(False)
+        )
+        .order_by(AccessLog.expires.desc())
+        .first()
+    )
+    if held is None:
+        AccessLog.create(
+            storage_location=location_id, started=now, reason=URL_HOLD_REASON, expires=until
+        )
+    elif held.expires < until - DEFAULT_ACCESS_RESOLUTION:
+        AccessLog.update(expires=until).where(AccessLog.id == held.id).execute()
+
+
 def close_expired_locks(now: datetime) -> list[AccessLog]:
     """Close the open access logs whose ``expires`` is before ``now``; the ones closed.
 
-    Those are locks of workers that ended without closing them (killed mid-job).
+    Those are locks of workers that ended without closing them (killed mid-job),
+    and the holds of presigned URLs that have ended (``hold_for_url``).
     """
     expired = list(
         AccessLog.select(AccessLog, StorageLocation)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from catalog.models import (
     STATUS_DAMAGED,
     STATUS_DONE,
@@ -11,7 +13,7 @@ from catalog.models import (
     utcnow,
 )
 from catalog.paths import check_relative_path
-from catalog.queries import item_by_key, locked_item, record_access
+from catalog.queries import hold_for_url, item_by_key, locked_item, record_access
 from connectors.base import PresignedUrls, PublicUrls
 from resolwe_storage.config import Config
 from resolwe_storage.errors import InputError
@@ -102,10 +104,12 @@ def file_url(
     for location in locations:
         backend = connector_named(config, location.connector_name)
         target = object_path(location, path)
+        lasts = False  # whether the URL ends (a presigned one), and holds the copy till then
         if isinstance(backend, PublicUrls) and getattr(backend, "base_url", None):
             url = backend.public_url(target)
         elif isinstance(backend, PresignedUrls):
             url = backend.presigned_url(target, expires=expires)
+            lasts = True
         else:
             continue
         # A URL handed out is a read of that copy: its last access, recorded
@@ -120,7 +124,12 @@ def file_url(
             if still is None or still.status != STATUS_DONE:
                 gone += 1
                 continue
-            record_access([location.id], now=utcnow())
+            now = utcnow()
+            record_access([location.id], now=now)
+            if lasts:
+                # A delete delay shorter than the URL's life would break it:
+                # the copy is held until the URL ends.
+                hold_for_url(location.id, now=now, until=now + timedelta(seconds=expires))
         return url
     if gone == len(locations):
         where = f" on {connector!r}" if connector else ""

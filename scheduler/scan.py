@@ -45,6 +45,7 @@ from catalog.models import (
 )
 from catalog.queries import (
     LOCATION_EXISTS,
+    URL_HOLD_REASON,
     URL_TAKEN,
     close_expired_locks,
     item_files,
@@ -454,8 +455,10 @@ def _unreserve(database: pw.Database, reserved: Sequence[tuple[int, str]]) -> No
 
 
 def _close_expired_locks() -> int:
-    """Close the locks of workers that died mid-job, once past their expiry; how many."""
+    """Close the locks of workers that died mid-job, once past their expiry, and the
+    holds of presigned URLs that ended (quietly: that is how they end); how many."""
     closed = close_expired_locks(utcnow())
+    closed = [log for log in closed if log.reason != URL_HOLD_REASON]
     for start in range(0, len(closed), DEFAULT_SCAN_BATCH):  # four values a row
         Action.insert_many(
             [

@@ -310,6 +310,50 @@ def test_a_url_for_a_lifetime_no_store_signs_is_refused_in_one_line(
     assert "\n" not in str(refused.value)
 
 
+@pytest.mark.parametrize("connector", ["S3", "GCS"])
+def test_a_presigned_url_holds_its_copy_from_deletes_until_it_ends(
+    tmp_path: Path, connector: str
+) -> None:
+    """A URL handed out keeps working for its life, whatever the delete delay: its copy
+    is held (an open access log that ends with the URL), one hold a copy, moved on by a
+    URL that outlives it; the scan closes it once past, quietly."""
+    from catalog.queries import URL_HOLD_REASON, close_expired_locks, open_lock_count
+
+    service = signing_service(tmp_path)
+    began = utcnow()
+    service.url("data-1", "a.txt", connector=connector, expires=600)
+    location = StorageLocation.get(StorageLocation.connector_name == connector)
+    other = StorageLocation.get(StorageLocation.connector_name != connector)
+
+    def holds(loc: StorageLocation) -> list[AccessLog]:
+        return list(
+            AccessLog.select().where(
+                (AccessLog.storage_location == loc) & AccessLog.finished.is_null()
+            )
+        )
+
+    [hold] = holds(location)
+    assert hold.reason == URL_HOLD_REASON and not holds(other)
+    assert began + timedelta(seconds=600) <= hold.expires <= utcnow() + timedelta(seconds=600)
+    assert open_lock_count(location.id) == 1  # what a delete's re-check counts
+
+    service.url("data-1", "b/c.txt", connector=connector, expires=60)  # ends sooner: no change
+    assert [(h.id, h.expires) for h in holds(location)] == [(hold.id, hold.expires)]
+    service.url("data-1", "a.txt", connector=connector, expires=7200)  # outlives it: moved on
+    [longer] = holds(location)
+    assert longer.id == hold.id and longer.expires >= began + timedelta(seconds=7200)
+
+    assert close_expired_locks(utcnow() + timedelta(seconds=3600)) == []  # still running
+    [closed] = close_expired_locks(utcnow() + timedelta(seconds=7201))
+    assert closed.id == hold.id and not holds(location)
+
+
+def test_a_public_url_puts_no_hold(service: StorageService) -> None:
+    """A public URL has no end: it holds nothing (its read is the last access)."""
+    service.url("data-1", "a.txt")
+    assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
+
+
 def test_a_url_of_a_folder_entry_is_refused(service: StorageService) -> None:
     """A folder entry (``b/``) is no object on any backend: a URL of it serves nothing."""
     with pytest.raises(

@@ -165,6 +165,30 @@ def test_seventy_thousand_expired_locks_are_closed_and_told_in_one_scan(
     assert Action.select().where(Action.action == "unlock").count() == count
 
 
+def test_a_presigned_urls_hold_that_ended_is_closed_quietly(
+    catalog_db: pw.Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's lock past its expiry tells of a worker gone (a warning, the history);
+    a URL's hold past its end is how it ends: closed, and nothing said."""
+    from catalog.queries import URL_HOLD_REASON
+
+    old = datetime(2025, 1, 1)
+    item = FileStorage.create(key="k", created=old)
+    url_held = StorageLocation.create(file_storage=item, connector_name="local", url="k")
+    worker_held = StorageLocation.create(file_storage=item, connector_name="S3", url="k")
+    AccessLog.create(storage_location=url_held, started=old, reason=URL_HOLD_REASON, expires=old)
+    AccessLog.create(storage_location=worker_held, started=old, reason="copy", expires=old)
+    with caplog.at_level("WARNING"):
+        report = scan(POLICIES, catalog_db, StubBroker(), now=NOW)
+    assert AccessLog.select().where(AccessLog.finished.is_null()).count() == 0
+    assert report.unlocked == 1
+    [unlock] = Action.select().where(Action.action == "unlock")
+    assert unlock.target == "S3"
+    assert [r.getMessage() for r in caplog.records if "expired" in r.getMessage()] == [
+        "closed 1 expired access log(s) of workers gone"
+    ]
+
+
 def test_a_copy_whose_job_still_runs_is_not_resumed_as_stalled(catalog_db: pw.Database) -> None:
     # A large file's job outlives the hour (its time limit grows a second per
     # 2 MiB: 10 GiB is 95 minutes) and records nothing until it ends; its
