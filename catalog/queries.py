@@ -192,6 +192,12 @@ def reserve_location(item_id: int, connector_name: str, *, url: str) -> StorageL
         raise LocationConflictError(
             f"{connector_name}: url {url!r} is another item's location already"
         )
+    if outcome == URL_OVERLAPS:
+        (theirs, key) = overlaps_at(connector_name, [url]).get(url, ("?", None))
+        how = "inside" if url.startswith(f"{theirs}/") else "around"
+        raise LocationConflictError(
+            f"{connector_name}: url {url!r} lies {how} item {key!r}'s location {theirs!r}"
+        )
     if outcome == LOCATION_EXISTS:
         return None
     return StorageLocation.get(
@@ -204,6 +210,7 @@ def reserve_location(item_id: int, connector_name: str, *, url: str) -> StorageL
 RESERVED = "reserved"
 LOCATION_EXISTS = "location exists"
 URL_TAKEN = "url taken"
+URL_OVERLAPS = "url overlaps"
 #: Locations inserted per statement (five parameters each).
 DEFAULT_RESERVE_BATCH = 500
 
@@ -212,10 +219,13 @@ def reserve_locations(wanted: Sequence[tuple[int, str, str]]) -> list[str]:
     """``reserve_location`` for many (item id, connector, url) at once, in a few statements.
 
     Returns, in order, ``reserved`` (a new ``PR`` location), ``location exists``
-    (the item has a location on the connector) or ``url taken`` (another
-    item's location holds the url there). Rows that another session inserts
-    meanwhile count as not ours: two scans at once never both reserve one
-    location. Run it inside a transaction that the caller commits.
+    (the item has a location on the connector), ``url taken`` (another
+    item's location holds the url there) or ``url overlaps`` (another item's
+    location there lies inside or around the url, ``locations_at``: a copy
+    would write over its files, and a delete of one would remove the
+    other's). Rows that another session inserts meanwhile count as not
+    ours: two scans at once never both reserve one location. Run it inside
+    a transaction that the caller commits.
     """
     ours: set[tuple[int, str]] = set()
     now = utcnow()
@@ -228,6 +238,19 @@ def reserve_locations(wanted: Sequence[tuple[int, str, str]]) -> list[str]:
             returning="file_storage_id, connector_name",
         )
         ours.update((item_id, name) for item_id, name in inserted)
+    # Looked for once reserved: the locations reserved here are in the table,
+    # so two of them that overlap each other are both found.
+    overlapping = _overlapping([entry for entry in wanted if entry[:2] in ours])
+    if overlapping:
+        for start in range(0, len(overlapping), DEFAULT_RESERVE_BATCH):
+            chunk = overlapping[start : start + DEFAULT_RESERVE_BATCH]
+            for name in {name for _, name in chunk}:
+                StorageLocation.delete().where(
+                    StorageLocation.file_storage.in_([i for i, n in chunk if n == name])
+                    & (StorageLocation.connector_name == name)
+                    & (StorageLocation.status == STATUS_PREPARING)
+                ).execute()
+        ours.difference_update(overlapping)
     refused = [(item_id, name) for item_id, name, _ in wanted if (item_id, name) not in ours]
     present: set[tuple[int, str]] = set()
     for start in range(0, len(refused), DEFAULT_RESERVE_BATCH):
@@ -240,14 +263,42 @@ def reserve_locations(wanted: Sequence[tuple[int, str, str]]) -> list[str]:
             )
             .tuples()
         )
+    overlaps = set(overlapping)
     return [
         RESERVED
         if (item_id, name) in ours
+        else URL_OVERLAPS
+        if (item_id, name) in overlaps
         else LOCATION_EXISTS
         if (item_id, name) in present
         else URL_TAKEN
         for item_id, name, _ in wanted
     ]
+
+
+def _overlapping(reserved: Sequence[tuple[int, str, str]]) -> list[tuple[int, str]]:
+    """The (item id, connector) of the ``reserved`` (item id, connector, url) whose url
+    has another location of the connector inside or around it."""
+    by_connector: dict[str, list[tuple[int, str]]] = {}
+    for item_id, name, url in reserved:
+        by_connector.setdefault(name, []).append((item_id, url))
+    found: list[tuple[int, str]] = []
+    for name, entries in by_connector.items():
+        for start in range(0, len(entries), DEFAULT_RESERVE_BATCH):
+            chunk = entries[start : start + DEFAULT_RESERVE_BATCH]
+            hit = overlaps_at(name, [url for _, url in chunk])
+            found += [(item_id, name) for item_id, url in chunk if url in hit]
+    return found
+
+
+def overlaps_at(connector: str, urls: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """Of ``urls``, those with another location of ``connector`` inside or around them:
+    url -> (that location's url, its item's key) (``locations_at``)."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for url, theirs, key in locations_at(connector, urls):
+        if theirs != url:
+            found.setdefault(url, (theirs, key))
+    return found
 
 
 #: The reason of the hold a presigned URL puts on its copy (``hold_for_url``).

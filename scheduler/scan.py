@@ -46,6 +46,7 @@ from catalog.models import (
 from catalog.queries import (
     LOCATION_EXISTS,
     URL_HOLD_REASON,
+    URL_OVERLAPS,
     URL_TAKEN,
     close_expired_locks,
     item_files,
@@ -105,7 +106,8 @@ class ScanReport:
     jobs: int = 0
     #: Work already queued or running (not queued again).
     pending: int = 0
-    #: Copies refused because the target url is another item's location.
+    #: Copies refused because the target url is another item's location, or
+    #: lies inside or around one.
     conflicts: int = 0
     #: Copies and deletes under way without progress whose files left were queued again.
     resumed: int = 0
@@ -665,12 +667,15 @@ def _reserve_copies(
         ]
         reserved: dict[str, list[tuple[int, list[tuple[str, int | None]]]]] = {}
         for (item_id, target, url), outcome in zip(asked, reserve_locations(asked), strict=True):
-            if outcome == URL_TAKEN:
+            if outcome in (URL_TAKEN, URL_OVERLAPS):
                 logger.warning(
-                    "not copying item %s: %s: url %r is another item's location already",
+                    "not copying item %s: %s: url %r %s",
                     item_id,
                     target,
                     url,
+                    "is another item's location already"
+                    if outcome == URL_TAKEN
+                    else "lies inside or around another item's location there",
                 )
                 report.conflicts += 1
                 continue

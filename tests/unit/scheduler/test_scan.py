@@ -165,6 +165,29 @@ def test_seventy_thousand_expired_locks_are_closed_and_told_in_one_scan(
     assert Action.select().where(Action.action == "unlock").count() == count
 
 
+def test_a_copy_that_would_overlap_another_item_on_the_target_is_not_queued(
+    catalog_db: pw.Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item ``a`` is at url ``a`` on local; on backup another item lies at ``a/b``, so a
+    copy of ``a`` there would write over its files: refused, told, nothing reserved."""
+    old = NOW - timedelta(days=10)
+    item = FileStorage.create(key="a", status="OK", created=old)
+    ReferencedPath.create(file_storage=item, path="b/x.txt", size=3)
+    StorageLocation.create(file_storage=item, connector_name="local", url="a", status="OK")
+    other = FileStorage.create(key="other", status="OK", created=old)
+    ReferencedPath.create(file_storage=other, path="x.txt", size=3)
+    StorageLocation.create(file_storage=other, connector_name="backup", url="a/b", status="OK")
+    StorageLocation.create(file_storage=other, connector_name="local", url="o", status="OK")
+    broker = StubBroker()
+    broker.declare_queue(QUEUE_COPY)
+    with caplog.at_level("WARNING"):
+        report = scan(POLICIES, catalog_db, broker, now=NOW)
+    assert (report.copies, report.conflicts) == (0, 1)
+    assert broker.queues[QUEUE_COPY].qsize() == 0
+    assert not StorageLocation.select().where(StorageLocation.status == "PR").exists()
+    assert "lies inside or around another item's location there" in caplog.text
+
+
 def test_a_presigned_urls_hold_that_ended_is_closed_quietly(
     catalog_db: pw.Database, caplog: pytest.LogCaptureFixture
 ) -> None:

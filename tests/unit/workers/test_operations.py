@@ -318,6 +318,36 @@ def test_the_scan_reserves_a_location_once(
         reserve_location(other.id, "backup", url="item-1")
 
 
+def test_a_copy_is_not_reserved_inside_or_around_another_items_location(
+    catalog_db: pw.Database, folders: dict[str, LocalConnector]
+) -> None:
+    """A copy goes to the source's url on the target; where another item lies inside
+    or around that url there, the two would share files (a copy of one would write
+    over the other's), so none is reserved: ``url overlaps``."""
+    from catalog.queries import URL_OVERLAPS
+
+    inner = make_item(folders, key="inner", on=())
+    StorageLocation.create(file_storage=inner, connector_name="backup", url="a/b", status="OK")
+    outer = make_item(folders, key="outer", on=())
+    StorageLocation.create(file_storage=outer, connector_name="backup", url="c", status="OK")
+    around, inside, beside = (make_item(folders, key=k, on=()) for k in ("x", "y", "z"))
+    with catalog_db.atomic():
+        outcomes = reserve_locations(
+            [
+                (around.id, "backup", "a"),  # around inner's a/b
+                (inside.id, "backup", "c/d"),  # inside outer's c
+                (beside.id, "backup", "a-b"),  # beside: shares nothing
+            ]
+        )
+    assert outcomes == [URL_OVERLAPS, URL_OVERLAPS, RESERVED]
+    assert [
+        loc.file_storage_id
+        for loc in StorageLocation.select().where(StorageLocation.status == "PR")
+    ] == [beside.id]
+    with pytest.raises(LocationConflictError, match="backup: url 'a' lies around item 'inner'"):
+        reserve_location(around.id, "backup", url="a")
+
+
 def test_the_scan_reserves_many_locations_in_one_go(
     catalog_db: pw.Database, folders: dict[str, LocalConnector]
 ) -> None:
