@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,9 @@ import dramatiq
 import peewee as pw
 
 from catalog.importing import IMPORT_LOCK_REASON
-from catalog.models import STATUS_PREPARING, AccessLog, StorageLocation, utcnow
+from catalog.models import STATUS_PREPARING, AccessLog, FileStorage, StorageLocation, utcnow
 from catalog.queries import item_files, record_access, reserve_location
-from catalog.removal import Removal, remove_items, restore_item
+from catalog.removal import REMOVED_STATUS, Removal, remove_items, restore_item
 from catalog.streaming import ImportResult, import_document
 from resolwe_storage.config import Config, load_config
 from resolwe_storage.errors import InputError
@@ -75,7 +75,14 @@ class StorageService:
         return cls(config, open_catalog(config.database), make_broker(config.broker))
 
     def register(self, *items: dict[str, Any]) -> ImportResult:
-        """Register (or update) items, each in the import document's item shape."""
+        """Register (or update) items, each in the import document's item shape.
+
+        Refused (``InputError``, nothing stored) for a removed item's key,
+        unless the item says it is removed too: its copies go after the grace
+        whatever is registered, so new bytes registered under it would go
+        with them. ``restore`` it first, or register under another key.
+        """
+        _refuse_removed(items)
         return import_document(
             {"items": list(items)},
             connectors=self.config.connectors.keys(),
@@ -227,3 +234,28 @@ class StorageService:
         if connector is not None:
             configured(self.config, connector)
         return file_url(self.config, key, path, expires=expires, connector=connector)
+
+
+def _refuse_removed(items: Sequence[dict[str, Any]]) -> None:
+    """Refuse the first of ``items`` whose key is a removed item's, unless it says removed."""
+    keys = [
+        raw["key"]
+        for raw in items
+        if isinstance(raw, dict)
+        and isinstance(raw.get("key"), str)
+        and raw.get("status") != REMOVED_STATUS
+        and raw.get("removed") is None
+    ]
+    if not keys:
+        return
+    removed = dict(
+        FileStorage.select(FileStorage.key, FileStorage.removed)
+        .where(FileStorage.key.in_(keys) & FileStorage.removed.is_null(False))
+        .tuples()
+    )
+    for key in keys:
+        if key in removed:
+            raise InputError(
+                f"item {key!r} was removed {removed[key]:%Y-%m-%dT%H:%M:%SZ}: its copies go "
+                "after the grace; restore it first, or register under another key"
+            )

@@ -212,6 +212,22 @@ def test_a_removed_item_is_refused_and_restored_within_the_grace(service: Storag
         service.restore("data-1")  # the default grace: none
 
 
+def test_registering_under_a_removed_items_key_is_refused(service: StorageService) -> None:
+    """A removed item's copies all go after its grace, whatever is registered since:
+    new bytes registered under its key would go with them. So, as ``ingest``, the
+    registration is refused, nothing stored, until the item is restored; saying
+    again that it is removed is fine."""
+    service.remove("data-1")
+    again = {**ITEM, "locations": [*ITEM["locations"], {"connector": "cold", "url": "1"}]}
+    with pytest.raises(InputError, match=r"^item 'data-1' was removed .*restore it first"):
+        service.register(again)
+    assert not StorageLocation.select().where(StorageLocation.connector_name == "cold").exists()
+    with pytest.raises(InputError, match="was removed"):
+        service.register({"key": "new", "created": "2026-01-01T00:00:00Z"}, again)
+    assert not service.register({**ITEM, "status": "removed"}).created
+    assert service.register({"key": "new", "created": "2026-01-01T00:00:00Z"}).created == 1
+
+
 def test_a_read_lock_whose_last_access_cannot_be_written_is_not_left_open(
     service: StorageService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
