@@ -45,6 +45,7 @@ import base64
 import contextlib
 import io
 import json
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -120,6 +121,8 @@ _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExce
 #: Codes botocore's standard retry mode takes for transient, whatever their status (400).
 _TRANSIENT = {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"}
 _MISSING_BUCKET = {"NoSuchBucket"}
+#: A string XML 1.0 can carry (its ``Char``); botocore escapes a carriage return.
+_XML_CHARS = re.compile("[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
 
 
 class _StoredPart(NamedTuple):
@@ -658,12 +661,19 @@ class S3Connector(LazyClient, Connector):
         """Remove ``paths`` with DeleteObjects, up to 1,000 keys a request (no folders to prune).
 
         Missing objects are fine; a key the store refuses raises the error of
-        the first such key (access denied, or a transient one to retry).
+        the first such key (access denied, or a transient one to retry). A
+        key with a character XML 1.0 has no form for (a control character)
+        cannot be named in DeleteObjects' XML body, and S3 refuses the whole
+        request for it: such keys go one DeleteObject each, the key in the URL.
         """
         for path in paths:
             check_path(path)
-        for start in range(0, len(paths), S3_DELETE_BATCH):
-            chunk = list(paths[start : start + S3_DELETE_BATCH])
+        bulk = [path for path in paths if _XML_CHARS.fullmatch(path)]
+        for path in paths:
+            if not _XML_CHARS.fullmatch(path):
+                self.delete(path, within=within)
+        for start in range(0, len(bulk), S3_DELETE_BATCH):
+            chunk = bulk[start : start + S3_DELETE_BATCH]
             answer = self._call(
                 f"deleting {len(chunk)} object(s) under {chunk[0]!r}",
                 "delete_objects",

@@ -159,6 +159,26 @@ def test_many_objects_are_deleted_a_thousand_a_request(connector: S3Connector) -
     assert list(connector.list("gone/")) == []
 
 
+def test_keys_that_xml_cannot_carry_are_deleted_one_by_one(connector: S3Connector) -> None:
+    """A control character has no form in XML 1.0: DeleteObjects cannot name such a key.
+
+    S3 refuses the whole request (MalformedXML), so a copy with one such
+    file could never be deleted; those keys go in a DeleteObject each (whose
+    key is in the URL), the rest in bulk. A carriage return botocore escapes.
+    """
+    odd = ["ctl/a\x01b", "ctl/esc\x1b[0m", "ctl/bell\x07"]
+    plain = ["ctl/cr\rlf", "ctl/plain", "ctl/\u00e9 t"]
+    for path in odd + plain:
+        connector.write(path, io.BytesIO(path.encode()))
+    assert [info.path for info in connector.list("ctl/")] == sorted(odd + plain)
+    requests = count_calls(connector, "DeleteObjects", "DeleteObject")
+    delete_all(connector, [*odd, *plain, "ctl/never-there\x02"])
+    assert list(connector.list("ctl/")) == []
+    bulk = [[o["Key"] for o in r["Delete"]["Objects"]] for r in requests if "Delete" in r]
+    assert bulk == [plain]
+    assert sorted(r["Key"] for r in requests if "Key" in r) == sorted([*odd, "ctl/never-there\x02"])
+
+
 def test_small_objects_after_the_first_go_up_as_direct_puts(connector: S3Connector) -> None:
     puts = count_calls(connector, "PutObject")
     bodies = {f"direct/{index} é": os.urandom(1000 + index) for index in range(4)}
