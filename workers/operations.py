@@ -492,6 +492,7 @@ def _copy_side_by_side(
         if isinstance(outcome, Exception):
             _note_failure(plan, entry, outcome, seconds, target, actor)
             _judge_source(plan, entry, sources[plan.item.id], outcome)
+            _judge_destination(plan.item.id, plan.location.id, entry, outcome)
             problem = problem or outcome
         elif outcome is not None:
             proven[plan.item.id].append(outcome)
@@ -544,6 +545,7 @@ def _copy_one(
     except Exception as exc:
         _note_failure(plan, entry, exc, time.monotonic() - began, target, actor)
         _judge_source(plan, entry, source, exc)
+        _judge_destination(plan.item.id, plan.location.id, entry, exc)
         raise
 
 
@@ -604,6 +606,52 @@ def _judge_source(plan: _Plan, entry: Entry, source: Connector, exc: Exception) 
         plan.location.connector_name,
         plan.source.connector_name,
         problem,
+    )
+
+
+#: The problem of a file whose object a failed write replaced, then removed.
+OVERWRITTEN = "missing: replaced by another job's write of it, which failed validation"
+
+
+def _judge_destination(item_id: int, location_id: int, entry: Any, exc: Exception) -> None:
+    """After a write that failed validation, its object removed: the file is not there now.
+
+    Delivery is at least once: a duplicate or redelivered job of the same
+    file may have run beside this one, and copied the file there and
+    recorded it good meanwhile. This job's write replaced those bytes and
+    its ``ChecksumMismatch`` removed them (``copy_file``), so a good row of
+    the file there is no longer true. Under the item's lock it is undone:
+    on a copy under way the row goes (the file is copied again), on a copy
+    that counts or a damaged one it becomes bad (the copy is repaired). No
+    row, or a bad one: nothing to undo. Any other error wrote nothing that
+    replaced the object, or concludes nothing.
+    """
+    if not isinstance(exc, ChecksumMismatch):
+        return
+    now = utcnow()
+    with locked_item(item_id):
+        here = StorageLocation.get_or_none(StorageLocation.id == location_id)
+        if here is None:
+            return
+        good = LocationFile.get_or_none(
+            (LocationFile.storage_location == location_id)
+            & (LocationFile.referenced_path == entry.id)
+            & LocationFile.problem.is_null()
+        )
+        if good is None:
+            return
+        if here.status in (STATUS_PREPARING, STATUS_UPLOADING):
+            LocationFile.delete().where(LocationFile.id == good.id).execute()
+        elif here.status in READABLE_OR_DAMAGED:
+            record_bad(location_id, [(entry.id, OVERWRITTEN)], now=now)
+            settle(location_id, now=now)
+        else:
+            return  # being deleted: its delete removes it anyway
+    logger.warning(
+        "%s on %s was recorded good by another job; a duplicate's failed write removed it: %s",
+        entry.path,
+        here.connector_name,
+        exc,
     )
 
 
@@ -1302,6 +1350,8 @@ def _repair_one(
                 expected=expected,
             )
         except SOURCE_EVIDENCE as exc:
+            # A concurrent repair of this file may have recorded it good meanwhile.
+            _judge_destination(target.file_storage_id, target.id, entry, exc)
             # The source's bytes, read again on their own: the backend's answer decides.
             problem, _ = read_and_compare(source, object_path(holder, entry.path), entry)
             if problem is None:
