@@ -9,6 +9,7 @@ the same document twice leaves the catalog as the first import did.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ from pydantic import (
 
 from catalog.errors import ImportDocumentError, InvalidPathError
 from catalog.integrity import (
+    ASSERTED,
     NOT_COPIED,
     STALE,
     content_changed,
@@ -346,11 +348,24 @@ def _record_integrity(
                 if place
                 else f"item {storage.key!r}: damaged file {unknown[0]!r} is not a file of the item"
             )
-        record_bad(
-            location_id,
-            [(paths_of[path], problem) for path, problem in sorted(doc.damaged.items())],
-            now=now,
-        )
+        bad = [(paths_of[path], problem) for path, problem in sorted(doc.damaged.items())]
+        unlinked = [path_id for path_id, problem in bad if problem == UNLINKED]
+        if unlinked:
+            # A file the source never had on this copy, written here since
+            # (a repair): the source's old word does not undo it.
+            written = set(
+                LocationFile.select(LocationFile.referenced_path)
+                .where(
+                    (LocationFile.storage_location == location_id)
+                    & LocationFile.referenced_path.in_(unlinked)
+                    & LocationFile.problem.is_null()
+                    & LocationFile.validated_by.not_in(["", ASSERTED])
+                )
+                .tuples()
+                .iterator()
+            )
+            bad = [(path_id, problem) for path_id, problem in bad if (path_id,) not in written]
+        record_bad(location_id, bad, now=now)
         if settle(location_id, now=now) != before.get(location_id):
             touched = True
     return touched
@@ -478,6 +493,72 @@ def _import_location(
     return location, _reconcile_locks(location, doc.open_access_logs) or changed
 
 
+#: Why a file of a copy Resolwe holds as done is not counted on it: Resolwe links
+#: each file to the copies that hold it, and does not link it to this one.
+UNLINKED = "missing: the source does not link this file to this copy"
+#: Why a copy only the source vouched for no longer counts once the source drops it.
+UNLISTED = "missing: the source no longer lists this copy (deleted there)"
+
+
+def withdraw_unlisted(listed: Mapping[int, Collection[str]], *, now: datetime) -> set[int]:
+    """Of the items ``listed`` (item id -> the connectors of the copies its source lists),
+    the copies the source vouched for and no longer lists: not counted; the items with one.
+
+    For a source that lists every copy it has (``import --from-resolwe``):
+    a copy (``OK`` or damaged) on a connector not listed of which no file was
+    proven here (by a transfer, a repair, a verification, or an ingest's
+    hashing: ``verified`` or a ``validated_by`` of its own) counted on the
+    source's word alone, which it has taken back (Resolwe deleted its files,
+    then the row): each file is ``UNLISTED`` (damaged, counted again once a
+    verification or repair proves it) and the source's locks on it are
+    closed with it. A copy made or proven here stands, and so does one being
+    written or deleted (ours to finish). A few statements for a batch of
+    items, not a few an item.
+    """
+    proven = LocationFile.select().where(
+        (LocationFile.storage_location == StorageLocation.id)
+        & (LocationFile.verified.is_null(False) | LocationFile.validated_by.not_in(["", ASSERTED]))
+    )
+    ids = list(listed)
+    withdrawn: list[StorageLocation] = []
+    for start in range(0, len(ids), _BATCH):
+        withdrawn += [
+            location
+            for location in StorageLocation.select()
+            .where(
+                StorageLocation.file_storage.in_(ids[start : start + _BATCH])
+                & StorageLocation.status.in_([STATUS_DONE, STATUS_DAMAGED])
+                & ~pw.fn.EXISTS(proven)
+            )
+            .order_by(StorageLocation.id)
+            if location.connector_name not in listed[location.file_storage_id]
+        ]
+    if not withdrawn:
+        return set()
+    items = sorted({location.file_storage_id for location in withdrawn})
+    files: dict[int, list[tuple[int, str]]] = {}
+    for start in range(0, len(items), _BATCH):
+        for entry in ReferencedPath.select(ReferencedPath.id, ReferencedPath.file_storage).where(
+            ReferencedPath.file_storage.in_(items[start : start + _BATCH])
+            & ~ReferencedPath.path.endswith("/")
+        ):
+            files.setdefault(entry.file_storage_id, []).append((entry.id, UNLISTED))
+    touched: set[int] = set()
+    for location in withdrawn:
+        bad = files.get(location.file_storage_id)
+        if not bad:
+            continue  # a copy of no file holds nothing to count
+        record_bad(location.id, bad, now=now)
+        settle(location.id, now=now)
+        _reconcile_locks(location, 0)
+        touched.add(location.file_storage_id)
+    return touched
+
+
+#: Items looked at per statement by ``withdraw_unlisted``.
+_BATCH = 500
+
+
 def _reconcile_locks(location: StorageLocation, wanted: int) -> bool:
     """Make the location hold exactly ``wanted`` open import locks."""
     open_logs = list(
@@ -558,4 +639,5 @@ __all__ = [
     "InvalidPathError",
     "import_one",
     "parse_time",
+    "withdraw_unlisted",
 ]

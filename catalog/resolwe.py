@@ -17,9 +17,12 @@ one item of the import document (SPEC §6):
 - a location per ``storage_storagelocation`` row on a connector configured
   here (Resolwe's names mapped by ``resolwe: {connectors}``), with its
   status, url, last update and open locks; one on any other connector is
-  left out and reported;
+  left out and reported; an ``OK`` one not linked to some file of the item
+  (Resolwe links a file to the copies that hold it) is damaged (``DM``),
+  naming those files;
 - its files: the distinct paths linked to any of its locations, directory
-  entries included; size ``-1`` and empty hashes (unknown) as unknown.
+  entries included; size ``-1`` and empty hashes (unknown) left out, so
+  that an import keeps what the catalog knows of them.
 
 The source is only read: one ``REPEATABLE READ READ ONLY`` transaction,
 pages of FileStorages by id.
@@ -36,6 +39,8 @@ from typing import Any
 
 from catalog.database import hide_dsn, redact_dsn
 from catalog.errors import ImportDocumentError
+from catalog.importing import UNLINKED
+from catalog.models import STATUS_DAMAGED, STATUS_DONE
 
 #: FileStorages read per round trip.
 DEFAULT_PAGE = 2_000
@@ -156,9 +161,12 @@ def _page(
     )
     data = {row[0]: row[1:] for row in cursor.fetchall()}
     cursor.execute(
-        "SELECT sl.file_storage_id, sl.connector_name, sl.url, sl.status, sl.last_update,"
+        "SELECT sl.file_storage_id, sl.id, sl.connector_name, sl.url, sl.status, sl.last_update,"
         " (SELECT count(*) FROM storage_accesslog al"
-        "  WHERE al.storage_location_id = sl.id AND al.finished IS NULL)"
+        "  WHERE al.storage_location_id = sl.id AND al.finished IS NULL),"
+        " (SELECT count(DISTINCT rp.path) FROM storage_referencedpath_storage_locations m"
+        "  JOIN storage_referencedpath rp ON rp.id = m.referencedpath_id"
+        "  WHERE m.storagelocation_id = sl.id AND rp.path NOT LIKE '%%/')"
         " FROM storage_storagelocation sl WHERE sl.file_storage_id = ANY(%s) ORDER BY sl.id",
         (ids,),
     )
@@ -177,35 +185,43 @@ def _page(
     )
     files: dict[int, list[dict[str, Any]]] = {}
     for item_id, path, size, md5, crc32c, etag, chunk_size in cursor.fetchall():
-        files.setdefault(item_id, []).append(
-            {
-                "path": path,
-                "size": size if size is not None and size >= 0 else None,
-                "md5": md5 or None,
-                "crc32c": crc32c or None,
-                "awss3etag": etag or None,
-                "chunk_size": chunk_size,
-            }
-        )
+        # Unknown (size -1, a hash ''): left out, not null. The import keeps
+        # what is left out, so a size or hash known here (an ingest hashed
+        # it) is not forgotten on the source's "unknown": verifying would
+        # then find any bytes good.
+        entry: dict[str, Any] = {"path": path}
+        if size is not None and size >= 0:
+            entry["size"] = size
+        if md5:
+            entry["md5"] = md5
+        if crc32c:
+            entry["crc32c"] = crc32c
+        if etag:
+            entry["awss3etag"] = etag
+        entry["chunk_size"] = chunk_size
+        files.setdefault(item_id, []).append(entry)
+    unlinked = _unlinked(cursor, locations, files)
     for item_id, created in rows:
         key = f"{KEY_PREFIX}{item_id}"
         found = data.get(item_id)
         slug, process_type, status = found if found is not None else ("", "", "removed")
         item_locations = []
-        for connector, url, state, last_update, locks in locations.get(item_id, []):
+        for location_id, connector, url, state, last_update, locks, _ in locations.get(item_id, []):
             ours = connectors.get(connector)
             if ours is None:
                 skipped.add(key, connector, url, state)
                 continue
-            item_locations.append(
-                {
-                    "connector": ours,
-                    "url": url,
-                    "status": state,
-                    "last_update": _time(last_update),
-                    "open_access_logs": locks,
-                }
-            )
+            location = {
+                "connector": ours,
+                "url": url,
+                "status": state,
+                "last_update": _time(last_update),
+                "open_access_logs": locks,
+            }
+            if location_id in unlinked:
+                location["status"] = STATUS_DAMAGED
+                location["damaged"] = dict.fromkeys(unlinked[location_id], UNLINKED)
+            item_locations.append(location)
         yield (
             f"FileStorage {item_id}",
             {
@@ -218,6 +234,48 @@ def _page(
                 "files": files.get(item_id, []),
             },
         )
+
+
+def _unlinked(
+    cursor: Any,
+    locations: Mapping[int, list[tuple[Any, ...]]],
+    files: Mapping[int, list[dict[str, Any]]],
+) -> dict[int, list[str]]:
+    """The files (not folders) of its item each ``OK`` location is not linked to, by its id.
+
+    Resolwe links a path to the copies that hold it: a copy ``OK`` there
+    that lacks a link does not hold that file, and is not taken to (an
+    ``OK`` location of a document asserts every file of its item). Rare:
+    only the locations with fewer links than their item has files are
+    listed.
+    """
+    short = [
+        location[0]
+        for item_id, found in locations.items()
+        for location in found
+        if location[3] == STATUS_DONE
+        and location[6] < sum(not f["path"].endswith("/") for f in files.get(item_id, ()))
+    ]
+    if not short:
+        return {}
+    cursor.execute(
+        "SELECT m.storagelocation_id, rp.path FROM storage_referencedpath_storage_locations m"
+        " JOIN storage_referencedpath rp ON rp.id = m.referencedpath_id"
+        " WHERE m.storagelocation_id = ANY(%s)",
+        (short,),
+    )
+    linked: dict[int, set[str]] = {location_id: set() for location_id in short}
+    for location_id, path in cursor.fetchall():
+        linked[location_id].add(path)
+    of = {location[0]: item_id for item_id, found in locations.items() for location in found}
+    return {
+        location_id: [
+            f["path"]
+            for f in files.get(of[location_id], ())
+            if not f["path"].endswith("/") and f["path"] not in paths
+        ]
+        for location_id, paths in linked.items()
+    }
 
 
 def _time(value: datetime) -> str:

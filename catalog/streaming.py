@@ -56,6 +56,7 @@ from catalog.importing import (
     describe_error,
     import_one,
     parse_time,
+    withdraw_unlisted,
 )
 from catalog.models import (
     DEFAULT_CHUNK_SIZE,
@@ -611,6 +612,7 @@ def import_items(
     check_apart: bool = False,
     read_state: Any = None,
     created_identifies: bool = False,
+    lists_every_copy: bool = False,
 ) -> ImportCounts:
     """Check and register ``items`` (``(where, item)`` pairs) in one transaction.
 
@@ -634,6 +636,10 @@ def import_items(
     stored): a Resolwe FileStorage's ``created`` never changes, so another
     one under the same id is another database's (``import --from-resolwe``
     given the wrong DSN), not news of ours.
+
+    ``lists_every_copy``: the source lists every copy it has (Resolwe): a
+    copy of a changed item that it no longer lists, and that counted on its
+    word alone, no longer counts (``catalog.importing.withdraw_unlisted``).
 
     On SQLite read, checked and written on this thread: checking on a thread
     of its own while this one wrote made it slower (16.4 s against 12.7 s
@@ -683,6 +689,7 @@ def import_items(
                         actor=actor,
                         verified_at=verified_at,
                         created_identifies=created_identifies,
+                        lists_every_copy=lists_every_copy,
                     )
                     del pending  # free before the next batch is read, not after
                     statistics.written(counts.created + counts.updated, files)
@@ -1308,6 +1315,7 @@ def _write(
     actor: str,
     verified_at: datetime | None,
     created_identifies: bool = False,
+    lists_every_copy: bool = False,
 ) -> int:
     """Register one batch: new items in bulk, unchanged ones counted, the rest item by item.
 
@@ -1340,6 +1348,7 @@ def _write(
     counts.unchanged += len(same)
     inserted = {item.key for item in new}
     written = inserted | same
+    kept = set(same)  # the items found as described
     for item in todo:
         if item.key in written:
             continue
@@ -1352,8 +1361,21 @@ def _write(
             counts.updated += 1
         else:
             counts.unchanged += 1
+            kept.add(item.key)
             continue
         files += len(item.files)
+    if lists_every_copy:
+        # A changed item (not passed over) whose source dropped a copy: even
+        # one the catalog holds as described, the dropped copy aside.
+        known = {stored[item.key][0]: item for item in todo if item.key in stored}
+        withdrawn = withdraw_unlisted(
+            {item_id: {loc.connector for loc in item.locations} for item_id, item in known.items()},
+            now=utcnow(),
+        )
+        for item_id in withdrawn:
+            if known[item_id].key in kept:
+                counts.unchanged -= 1
+                counts.updated += 1
     _stamp(
         [
             (item.key, digests[item.key])

@@ -440,8 +440,8 @@ document (SPEC §6) it is equivalent to, with connectors ``local`` and ``S3`` co
 5. ``files``: the distinct ReferencedPaths linked to any location of the
    FileStorage (rows are shared between its locations), sorted by path;
    directory entries (path ending ``/``, size 0) are kept as they are; size
-   ``-1`` and the empty-string hashes mean unknown: ``None``, never ``-1`` or
-   ``''``; ``chunk_size`` as is.
+   ``-1`` and the empty-string hashes mean unknown: left out (an import keeps
+   what the catalog knows), never ``-1``, ``''`` or ``None``; ``chunk_size`` as is.
 6. Times are ISO-8601 UTC with a ``Z`` (microseconds only when there are some).
 """
 
@@ -468,13 +468,11 @@ def _file(
     crc32c: str | None = None,
     awss3etag: str | None = None,
 ) -> dict[str, Any]:
-    """An expected file entry; None = unknown."""
+    """An expected file entry; None = unknown, left out."""
+    known = {"size": size, "md5": md5, "crc32c": crc32c, "awss3etag": awss3etag}
     return {
         "path": path,
-        "size": size,
-        "md5": md5,
-        "crc32c": crc32c,
-        "awss3etag": awss3etag,
+        **{name: value for name, value in known.items() if value is not None},
         "chunk_size": DEFAULT_CHUNK_SIZE,
     }
 
@@ -483,10 +481,10 @@ def _stored(entry: dict[str, Any]) -> dict[str, Any]:
     """The ReferencedPath row of an expected file entry: None stored as -1 / ''."""
     return {
         "path": entry["path"],
-        "size": -1 if entry["size"] is None else entry["size"],
-        "md5": entry["md5"] or "",
-        "crc32c": entry["crc32c"] or "",
-        "awss3etag": entry["awss3etag"] or "",
+        "size": entry.get("size", -1),
+        "md5": entry.get("md5", ""),
+        "crc32c": entry.get("crc32c", ""),
+        "awss3etag": entry.get("awss3etag", ""),
         "chunk_size": entry["chunk_size"],
     }
 

@@ -95,6 +95,9 @@ def import_command(
             # A FileStorage is known by its id and its creation: another
             # database's (a wrong DSN) is refused, not taken as news.
             created_identifies=resolwe_dsn is not None,
+            # Resolwe lists every copy it has: one it dropped (deleted
+            # there) no longer counts here on its word.
+            lists_every_copy=resolwe_dsn is not None,
         )
         if progress is not None:
             progress.finish()

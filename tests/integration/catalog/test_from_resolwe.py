@@ -324,3 +324,179 @@ def test_an_empty_resolwe_database_changes_nothing(
         outcome = json.loads(cli.ok("import", "--from-resolwe", empty, "--json").out)
     assert (outcome["created"], outcome["updated"], outcome["unchanged"]) == (0, 0, 0)
     assert cli.ok("export", "--format", "jsonl").out == before
+
+
+def test_a_copy_resolwe_deleted_is_no_longer_claimed_after_a_catch_up(
+    tmp_path: Path, source: str, catalog: str
+) -> None:
+    cli = two_copies(tmp_path, source, database=catalog)
+    assert copies(cli, "resolwe:1")["archive"]["status"] == "OK"
+    # Resolwe's own delete: the files go, then the location row and its links.
+    (tmp_path / "archive" / "1" / "reads.fastq.gz").unlink()
+    resolwe_sql(
+        source,
+        "DELETE FROM storage_referencedpath_storage_locations WHERE storagelocation_id IN"
+        " (SELECT id FROM storage_storagelocation WHERE connector_name = 'archive');"
+        " DELETE FROM storage_storagelocation WHERE connector_name = 'archive'",
+    )
+    assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
+    assert copies(cli, "resolwe:1")["archive"]["status"] == "DM"  # named, not counted
+    counted = json.loads(cli.ok("status", "--json").out)["locations"].get("archive", {})
+    assert counted.get("OK", 0) == 0
+
+
+def test_a_dropped_copy_proven_here_since_stays_counted_through_catch_ups(
+    tmp_path: Path, source: str
+) -> None:
+    cli = two_copies(tmp_path, source)
+    # The source drops its archive copy, whose bytes are still there ...
+    resolwe_sql(
+        source,
+        "DELETE FROM storage_referencedpath_storage_locations WHERE storagelocation_id IN"
+        " (SELECT id FROM storage_storagelocation WHERE connector_name = 'archive');"
+        " DELETE FROM storage_storagelocation WHERE connector_name = 'archive'",
+    )
+    cli.ok("import", "--from-resolwe", source)
+    assert copies(cli, "resolwe:1")["archive"]["status"] == "DM"
+    cli.ok("verify", "resolwe:1", "--connector", "archive")  # its bytes are there: proven
+    assert copies(cli, "resolwe:1")["archive"]["status"] == "OK"
+    # ... and the next catch-up, with news of the item, leaves it counted.
+    resolwe_sql(
+        source,
+        "INSERT INTO storage_accesslog (storage_location_id, started, reason)"
+        " SELECT id, now(), 'Manager data transfer' FROM storage_storagelocation",
+    )
+    assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
+    found = copies(cli, "resolwe:1")
+    assert found["local"]["locks"] and found["archive"]["status"] == "OK"
+
+
+def test_a_copy_this_catalog_made_survives_a_catch_up(tmp_path: Path, source: str) -> None:
+    with ResolweDb(source) as db:
+        process = db.process("upload-fastq-single", "data:reads:fastq:single:")
+        fs = db.file_storage(datetime(2025, 1, 1, tzinfo=UTC))
+        db.data("reads-1", process, fs)
+        local = db.location(fs, "local")
+        db.files([local], {"path": "reads.fastq.gz", "size": len(_BYTES), "md5": _MD5})
+    (tmp_path / "local" / "1").mkdir(parents=True)
+    (tmp_path / "local" / "1" / "reads.fastq.gz").write_bytes(_BYTES)
+    connectors = {
+        "local": {"connector": "local", "config": {"priority": 0, "path": str(tmp_path / "local")}},
+        "archive": {
+            "connector": "local",
+            "config": {"priority": 10, "path": str(tmp_path / "archive"), "copy": {"delay": 0}},
+        },
+    }
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {"database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}", "connectors": connectors}
+        )
+    )
+    cli = Cli(config)
+    cli.ok("import", "--from-resolwe", source)
+    cli.ok("run", "--once")  # this catalog's workers copy it to the archive
+    assert copies(cli, "resolwe:1")["archive"]["status"] == "OK"
+    resolwe_sql(
+        source,
+        "INSERT INTO storage_accesslog (storage_location_id, started, reason)"
+        " SELECT id, now(), 'Manager data transfer' FROM storage_storagelocation",
+    )
+    assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
+    found = copies(cli, "resolwe:1")
+    assert found["local"]["locks"] and found["archive"]["status"] == "OK"
+
+
+def test_a_catch_up_keeps_hashes_known_here_where_the_source_says_unknown(
+    tmp_path: Path, source: str
+) -> None:
+    with ResolweDb(source) as db:
+        process = db.process("upload-fastq-single", "data:reads:fastq:single:")
+        fs = db.file_storage(datetime(2025, 1, 1, tzinfo=UTC))
+        db.data("reads-1", process, fs)
+        db.files([db.location(fs, "local")], {"path": "reads.fastq.gz"})  # size -1, no hash
+    folder = tmp_path / "local" / "1"
+    folder.mkdir(parents=True)
+    (folder / "reads.fastq.gz").write_bytes(_BYTES)
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "database": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+                "connectors": {
+                    "local": {"connector": "local", "config": {"path": str(tmp_path / "local")}}
+                },
+            }
+        )
+    )
+    cli = Cli(config)
+    cli.ok("import", "--from-resolwe", source)
+    cli.ok("ingest", "local", str(folder), "--key", "resolwe:1")  # hashed here
+    # At the source, news of the item (a lock); its file is still "unknown" there.
+    resolwe_sql(
+        source,
+        "INSERT INTO storage_accesslog (storage_location_id, started, reason)"
+        " SELECT id, now(), 'Manager data transfer' FROM storage_storagelocation",
+    )
+    assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
+    [entry] = json.loads(cli.ok("show", "resolwe:1", "--json").out)["files"]
+    assert (entry["size"], entry["md5"]) == (len(_BYTES), _MD5)  # not forgotten
+    (folder / "reads.fastq.gz").write_bytes(b"other bytes\n")
+    assert cli("verify", "resolwe:1").code == 1  # so other bytes are found out
+
+
+def test_a_copy_is_not_taken_to_hold_a_file_the_source_does_not_link_to_it(
+    tmp_path: Path, source: str, catalog: str
+) -> None:
+    cli = two_copies(tmp_path, source, database=catalog)
+    # At the source, a file added to the item, on its local copy only.
+    (tmp_path / "local" / "1" / "notes.txt").write_bytes(_BYTES)
+    with ResolweDb(source) as db:
+        db.files([1], {"path": "notes.txt", "size": len(_BYTES), "md5": _MD5})  # local is 1
+    cli.ok("import", "--from-resolwe", source)
+    found = copies(cli, "resolwe:1")
+    assert found["local"]["status"] == "OK"
+    assert found["archive"]["status"] == "DM"  # it lacks notes.txt: not a copy of the item
+    assert found["archive"]["files"]["notes.txt"]["state"] == "bad"
+    cli.ok("run", "--once")  # repaired here from the local copy
+    assert (tmp_path / "archive" / "1" / "notes.txt").read_bytes() == _BYTES
+    assert copies(cli, "resolwe:1")["archive"]["status"] == "OK"
+    # A catch-up with news of the item does not undo the repair.
+    resolwe_sql(
+        source,
+        "INSERT INTO storage_accesslog (storage_location_id, started, reason)"
+        " SELECT id, now(), 'Manager data transfer' FROM storage_storagelocation",
+    )
+    assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
+    assert copies(cli, "resolwe:1")["archive"]["status"] == "OK"
+
+
+def test_a_bad_source_row_is_one_line_naming_it(tmp_path: Path, source: str) -> None:
+    with ResolweDb(source) as db:
+        process = db.process("upload-fastq-single", "data:reads:fastq:single:")
+        fs = db.file_storage(datetime(2025, 1, 1, tzinfo=UTC))
+        db.data("reads-1", process, fs)
+        local = db.location(fs, "local")
+        db.files([local], {"path": "a/../reads.fastq.gz", "size": 3})
+    cli = Cli(write_config(tmp_path))
+    line = cli("import", "--from-resolwe", source).error_line
+    assert (
+        line == "error: FileStorage 1.files.0.path: path 'a/../reads.fastq.gz' has a '..' segment"
+    )
+
+
+def test_overlapping_process_type_overrides_are_named_when_the_import_starts(
+    tmp_path: Path, source: str, awkward: dict[str, Any]
+) -> None:
+    overrides = {"data:reads:": {"delay": 2}, "data:reads:fastq:": {"delay": 3}}
+    config = write_config(tmp_path)
+    settings = json.loads(config.read_text())
+    settings["connectors"]["S3"]["config"]["copy"] = {"delay": 1, "process_type": overrides}
+    config.write_text(json.dumps(settings))
+    outcome = Cli(config).ok("import", "--from-resolwe", source, "--json")
+    warnings = [line for line in outcome.err.splitlines() if "overlap" in line]
+    assert warnings == [
+        "warning: connectors.S3.config.copy.process_type: 'data:reads:' and 'data:reads:fastq:'"
+        " overlap: the longest matching key applies here (the original took the first in order)"
+    ]
+    assert json.loads(outcome.out)["created"] == len(awkward["document"]["items"])

@@ -559,12 +559,16 @@ def derive(url: str, connectors: tuple[str, ...]) -> tuple[list[Any], list[Any]]
         kept = []
         for location in locations:
             for entry in location["files"]:
-                files[entry["path"]] = {
-                    "path": entry["path"],
+                known = {
                     "size": None if entry["size"] == -1 else entry["size"],
                     "md5": entry["md5"] or None,
                     "crc32c": entry["crc32c"] or None,
                     "awss3etag": entry["awss3etag"] or None,
+                }
+                files[entry["path"]] = {
+                    "path": entry["path"],
+                    # Unknown: left out.
+                    **{name: value for name, value in known.items() if value is not None},
                     "chunk_size": entry["chunk_size"],
                 }
             if location["connector_name"] not in connectors:
