@@ -213,6 +213,28 @@ def test_the_image_owns_the_data_directory_as_the_user_it_runs_as() -> None:
     assert "mkdir -p /data" in lines[chown] and chown < lines.index(f"USER {user}")
 
 
+def test_the_image_builds_with_the_setuptools_the_project_asks_for() -> None:
+    """The Dockerfile's ``pip install .`` builds with the build system's setuptools: a
+    license given as an SPDX expression (a string) is read from setuptools 77 on, and
+    an older one refuses the file (65.5: "`project.license` must be valid exactly by
+    one definition"), so a build that took one the bound allows would fail."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    if not isinstance(project["project"].get("license"), str):
+        return
+    (setuptools,) = [
+        Requirement(text)
+        for text in project["build-system"]["requires"]
+        if Requirement(text).name == "setuptools"
+    ]
+    lowest = [Version(spec.version) for spec in setuptools.specifier if spec.operator == ">="]
+    assert lowest and max(lowest) >= Version("77"), str(setuptools)
+
+
 # --- deploy/kubernetes.yaml and deploy/hpa.yaml ------------------------------------------
 
 
