@@ -83,6 +83,11 @@ DEFAULT_STALE_PARTIAL = 24 * 3600
 DEFAULT_SWEEP_INTERVAL = 3600
 #: Folders whose sweep time a connector keeps before forgetting old ones.
 DEFAULT_SWEPT_FOLDERS = 10_000
+#: A ``landing`` block's files wait, unchanged, until it ends: a job that
+#: lasts a day (a large item, a slow disk) would have them look stale to
+#: another process's sweep. Their times are renewed at a write this long
+#: (seconds) after they were last.
+DEFAULT_PENDING_TOUCH = 3600
 
 
 class _Block:
@@ -93,7 +98,8 @@ class _Block:
     once in this block, so its other files are not walked to again.
     ``made``: those of them this block made, which held nothing then.
     ``kept``: objects found whole at their paths and kept (``make_durable``),
-    flushed with the block's files: final path -> folder.
+    flushed with the block's files: final path -> folder. ``touched``: when
+    the times of ``files`` were last renewed (monotonic: ``keep_fresh``).
     """
 
     def __init__(self) -> None:
@@ -101,6 +107,24 @@ class _Block:
         self.folders: dict[str, str] = {}
         self.made: set[str] = set()
         self.kept: dict[str, str] = {}
+        self.touched = time.monotonic()
+
+    def keep_fresh(self) -> None:
+        """Renew the times of the files waiting to land, if not done for ``DEFAULT_PENDING_TOUCH``.
+
+        A sweep takes a temporary file unchanged for ``DEFAULT_STALE_PARTIAL``
+        for a dead writer's; these are a live one's. Renewed at each write of
+        the block and at each object it keeps (``make_durable``), so only one
+        such step that lasts longer than that (days) could still have them
+        swept: the landing then fails, and says so.
+        """
+        now = time.monotonic()
+        if now - self.touched < DEFAULT_PENDING_TOUCH:
+            return
+        self.touched = now
+        for temporary, _ in self.files.values():
+            with contextlib.suppress(OSError):  # gone: the landing says so
+                os.utime(temporary)
 
 
 class _TemporaryNames:
@@ -553,7 +577,17 @@ class LocalConnector(Connector):
         full, folder = self._destination(path, block)
         temporary = ""
         try:
-            descriptor, temporary = _create_temporary(folder, os.path.basename(full))
+            try:
+                descriptor, temporary = _create_temporary(folder, os.path.basename(full))
+            except FileNotFoundError:
+                # The folder went since it was found: another process's delete
+                # removed it, left empty. Found (made) again, once.
+                if block is not None:
+                    relative = path.rpartition("/")[0]
+                    block.folders.pop(relative, None)
+                    block.made.discard(relative)
+                full, folder = self._destination(path, block)
+                descriptor, temporary = _create_temporary(folder, os.path.basename(full))
             try:
                 written, crc = fill(descriptor)
                 if self.fsync and block is None:
@@ -567,6 +601,7 @@ class LocalConnector(Connector):
                 if replaced is not None:
                     with contextlib.suppress(OSError):
                         os.unlink(replaced[0])
+                block.keep_fresh()
                 return ObjectInfo(path, written, {CRC32C: crc})
             os.replace(temporary, full)
             if self.fsync:
@@ -577,11 +612,27 @@ class LocalConnector(Connector):
             raise failed.error from None
         except OSError as exc:
             _remove(temporary)
-            raise self._error(exc, path) from exc
+            raise self._write_error(exc, path) from exc
         except BaseException:
             _remove(temporary)
             raise
         return ObjectInfo(path, written, {CRC32C: crc})
+
+    def _write_error(self, exc: OSError, path: str) -> ConnectorError:
+        """``_error`` for a write: "no such file" there is a folder removed under it, not an answer.
+
+        Another process's delete removes the folders it leaves empty: one that
+        a write found, and was about to write in, is gone (or its temporary
+        file, swept as a dead writer's). The write is retried (a transient
+        error): ``ObjectNotFound`` would be taken as an answer about bytes,
+        and the job not tried again.
+        """
+        if exc.errno != errno.ENOENT:
+            return self._error(exc, path)
+        return self._root_unavailable() or BackendUnavailable(
+            f"{self.name}: {path!r}: its folder or temporary file was removed meanwhile: "
+            f"{exc.strerror or exc}"
+        )
 
     def _destination(self, path: str, block: _Block | None) -> tuple[str, str]:
         """Where a write of ``path`` lands, and its folder (made if missing), both resolved.
@@ -613,7 +664,7 @@ class LocalConnector(Connector):
                             if made_in == there:
                                 break
                 except OSError as exc:
-                    raise self._error(exc, path) from exc
+                    raise self._write_error(exc, path) from exc
                 made = True
                 # The folders just made may not be symlinks someone slipped in.
                 relative, folder, name = self._folder(path)
@@ -848,7 +899,9 @@ class LocalConnector(Connector):
         At most once per ``DEFAULT_SWEEP_INTERVAL`` per folder, so a folder
         of many files is not listed for every file written to it. A file
         counts as stale when unchanged for ``DEFAULT_STALE_PARTIAL``: a live
-        writer (even one hashing a huge file back) is never that slow.
+        writer (even one hashing a huge file back) is never that slow, and a
+        ``landing`` block renews the times of its files waiting to land
+        (``_Block.keep_fresh``).
         """
         now = time.monotonic()
         with self._sweep_lock:
@@ -955,6 +1008,7 @@ class LocalConnector(Connector):
         block: _Block | None = getattr(self._batches, "block", None)
         if block is not None:
             block.kept[full] = folder
+            block.keep_fresh()  # a job that finds its files there goes on as long
             return
         try:
             descriptor, _ = self._open_object(path)
