@@ -57,6 +57,28 @@ def test_insert_returning_and_conflicts(catalog_db: pw.Database) -> None:
     assert returned == [("three",)]
 
 
+#: Text ``COPY``'s format must escape: tabs, line ends, backslashes, and what looks like NULL.
+COPY_AWKWARD = [*AWKWARD, "tab\there", "line\nend", "cr\rlf", "\\N", "\\", "end\\"]
+
+
+@pytest.mark.parametrize("texts", [COPY_AWKWARD, NOTHING_TO_ESCAPE], ids=["escaped", "as-is"])
+def test_copy_into_keeps_every_value(catalog_db: pw.Database, texts: list[str]) -> None:
+    item = FileStorage.create(key="k")
+    rows = [
+        history(text, item.id if number % 2 else None, datetime(2026, 5, 6) if number else None)
+        for number, text in enumerate(texts)
+    ]
+    sql.copy_into(HISTORY, rows)
+    got = sorted(
+        (a.item_key, a.path, a.file_storage_id, a.finished, a.started, a.bytes, a.source)
+        for a in Action.select()
+    )
+    assert got == sorted(
+        (text, text, item, finished, started, size, None)
+        for started, finished, _, _, text, item, _, _, _, _, size, _ in rows
+    )
+
+
 def test_insert_of_many_rows_in_one_call(catalog_db: pw.Database) -> None:
     rows = [
         history(f"file {number}", None, None) for number in range(sql.DEFAULT_INSERT_ROWS * 2 + 3)
