@@ -14,10 +14,11 @@ from resolwe_storage.cli.base import Context, cli, now_option, pass_context
 
 #: Defaults of the processes, here so that ``--help`` does not import the
 #: workers' stack to show them; a test keeps them equal to
-#: ``scheduler.loop.DEFAULT_SCAN_INTERVAL``, ``workers.process.DEFAULT_THREADS``
-#: and ``resolwe_storage.telemetry``'s binds.
+#: ``scheduler.loop.DEFAULT_SCAN_INTERVAL``, ``workers.process.DEFAULT_THREADS``,
+#: ``workers.process.DEFAULT_STOP_SECONDS`` and ``resolwe_storage.telemetry``'s binds.
 DEFAULT_SCAN_INTERVAL = 60
 DEFAULT_THREADS = 8
+DEFAULT_STOP_SECONDS = 30
 DEFAULT_WORKER_METRICS = "127.0.0.1:9191"
 DEFAULT_SCHEDULER_METRICS = "127.0.0.1:9192"
 
@@ -83,14 +84,29 @@ def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) 
 @_threads_option
 @click.option("--queues", metavar="Q[,Q...]", help="Only these queues (copy, delete, verify).")
 @_metrics_option(DEFAULT_WORKER_METRICS)
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_STOP_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM, how long running jobs may take to finish before the worker exits "
+    "(a job cut off is redelivered and starts again); keep it under the orchestrator's "
+    "grace period.",
+)
 @pass_context
 def worker(
-    context: Context, processes: int, threads: int, queues: str | None, metrics_bind: str
+    context: Context,
+    processes: int,
+    threads: int,
+    queues: str | None,
+    metrics_bind: str,
+    stop_timeout: float,
 ) -> None:
     """Run jobs from the broker until stopped (SIGTERM lets running jobs finish)."""
     from resolwe_storage.cli.running import worker as run_worker
 
-    run_worker(context, processes, threads, queues, metrics_bind)
+    run_worker(context, processes, threads, queues, metrics_bind, stop_timeout=stop_timeout)
 
 
 @cli.command()

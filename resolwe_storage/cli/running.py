@@ -199,14 +199,21 @@ def scheduler(context: Context, interval: float, once: bool, metrics_bind: str) 
 
 
 def worker(
-    context: Context, processes: int, threads: int, queues: str | None, metrics_bind: str
+    context: Context,
+    processes: int,
+    threads: int,
+    queues: str | None,
+    metrics_bind: str,
+    *,
+    stop_timeout: float = process.DEFAULT_STOP_SECONDS,
 ) -> None:
-    """Run jobs from the broker until stopped (SIGTERM lets running jobs finish)."""
+    """Run jobs from the broker until stopped (SIGTERM lets running jobs finish, for up
+    to ``stop_timeout`` seconds)."""
     chosen = _queues(queues)
     bind = _bind(metrics_bind)
     url = broker_url(context, "worker")
     if processes > 1:
-        _fork_workers(context, processes, threads, chosen, bind)
+        _fork_workers(context, processes, threads, chosen, bind, stop_timeout=stop_timeout)
         return
     context.warn_ineffective_rules()
     broker = make_broker(url)
@@ -233,7 +240,7 @@ def worker(
     finally:
         if server is not None:
             server.stop()
-        process.stop(running)
+        process.stop(running, timeout_s=stop_timeout)
 
 
 #: Where the processes of a pool keep their metrics (prometheus-client's variable).
@@ -261,6 +268,8 @@ def _fork_workers(
     threads: int,
     queues: Sequence[str],
     bind: tuple[str, int] | None,
+    *,
+    stop_timeout: float = process.DEFAULT_STOP_SECONDS,
 ) -> None:
     """Run ``processes`` single-process workers; pass SIGTERM and SIGINT on to them.
 
@@ -271,7 +280,7 @@ def _fork_workers(
     if context.config_path:
         command += ["--config", context.config_path]
     command += ["worker", "--threads", str(threads), "--queues", ",".join(queues)]
-    command += ["--metrics-bind", "off"]
+    command += ["--metrics-bind", "off", "--stop-timeout", str(stop_timeout)]
     # They log as this one does (``--log-level``, ``--log-format``).
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
     env = {

@@ -76,6 +76,33 @@ def test_a_worker_stopped_mid_copy_ends_the_copy_before_it_exits(
         assert client.llen("dramatiq:copy") == 0
 
 
+def test_a_worker_whose_stop_timeout_runs_out_exits_and_its_job_waits_for_another(
+    tmp_path: Path, redis_url: str, moto_server: str, s3_bucket: S3Connector
+) -> None:
+    """``--stop-timeout``: a copy longer than it is cut off when it runs out, the process
+    exits (within an orchestrator's grace), and the job is left for another worker: not
+    acknowledged, the copy not recorded."""
+    hold = 8.0
+    with copying_through_proxy(
+        tmp_path, redis_url, moto_server, s3_bucket, {"f.bin": DATA}, hold=False
+    ) as (_, _, _, proxy):
+        proxy.fail(Fault("PUT", UPLOAD, hang=hold))
+        cli = Cli(tmp_path / "config.json")
+        worker = cli.start(
+            "worker", "--threads", "1", "--stop-timeout", "1", log=tmp_path / "worker.log"
+        )
+        wait_for(lambda: proxy.requests("PUT", UPLOAD), "the upload to begin")
+        began = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        assert time.monotonic() - began < hold - 2, (tmp_path / "worker.log").read_text()
+        shown = json.loads(cli.ok("show", "k", "--json").out)
+        [s3] = [loc for loc in shown["locations"] if loc["connector"] == "S3"]
+        assert s3["status"] != "OK"
+        client = redis.Redis.from_url(redis_url)
+        assert client.keys("dramatiq:__acks__.*"), "the job was acknowledged, as if done"
+
+
 def test_a_stopped_scheduler_frees_its_lease_at_once(tmp_path: Path, redis_url: str) -> None:
     """SIGTERM to the scheduler holding the lease: the lease is gone when it has exited,
     so a standby replica takes over at its next look, not when the lease lapses."""

@@ -115,9 +115,10 @@ def test_the_command_lines_defaults_are_the_processes_own() -> None:
     from resolwe_storage import telemetry
     from resolwe_storage.cli import jobs
     from scheduler.loop import DEFAULT_SCAN_INTERVAL
-    from workers.process import DEFAULT_THREADS
+    from workers.process import DEFAULT_STOP_SECONDS, DEFAULT_THREADS
 
     assert jobs.DEFAULT_SCAN_INTERVAL == DEFAULT_SCAN_INTERVAL
     assert jobs.DEFAULT_THREADS == DEFAULT_THREADS
+    assert jobs.DEFAULT_STOP_SECONDS == DEFAULT_STOP_SECONDS
     assert jobs.DEFAULT_WORKER_METRICS == telemetry.DEFAULT_WORKER_METRICS
     assert jobs.DEFAULT_SCHEDULER_METRICS == telemetry.DEFAULT_SCHEDULER_METRICS
