@@ -22,7 +22,7 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, Retries
 
 from workers.outage import BROKER_OUTAGE
 
@@ -33,6 +33,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_WAKE_TOKENS = 64
 #: Seconds an unclaimed wake-up token lives (no consumer was idle for it).
 DEFAULT_WAKE_TTL = 5
+#: Seconds between tries to queue a job's retry while Redis does not take it
+#: (Dramatiq waits as long between tries of an acknowledgement).
+DEFAULT_RETRY_ENQUEUE_WAIT = 5
+#: Redis's errors of a server out of reach or taking no writes now.
+_OUTAGES = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+)
 
 
 def wake_key(namespace: str, queue: str) -> str:
@@ -134,6 +144,10 @@ class WakingRedisBroker(RedisBroker):
     ``enqueue_many`` in batches).
     """
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.middleware = [_PatientRetries(m) if type(m) is Retries else m for m in self.middleware]
+
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakingConsumer
@@ -143,6 +157,55 @@ class WakingRedisBroker(RedisBroker):
         if not delay:
             wake(self, {enqueued.queue_name: 1})
         return enqueued
+
+
+class _PatientRetries(Retries):
+    """Dramatiq's retries, but a retry that Redis does not take is tried until it does.
+
+    Dramatiq's own logs the failed enqueue and goes on: the job is then
+    acknowledged without its retry, and the work is lost (a copy until the
+    scan resumes it an hour later, a delete, verification or repair until
+    its pending marker expires a day later). Here the worker thread waits
+    for Redis, as Dramatiq waits to hand in an acknowledgement.
+    """
+
+    def __init__(self, retries: Retries) -> None:
+        super().__init__(
+            max_retries=retries.max_retries,
+            min_backoff=retries.min_backoff,
+            max_backoff=retries.max_backoff,
+            retry_when=retries.retry_when,
+        )
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.Message,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        super().after_process_message(
+            _EnqueueUntilTaken(broker), message, result=result, exception=exception
+        )
+
+
+class _EnqueueUntilTaken:
+    """``broker``, whose ``enqueue`` waits out an outage of Redis rather than raise."""
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self._broker = broker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._broker, name)
+
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+        while True:
+            try:
+                return self._broker.enqueue(message, delay=delay)
+            except _OUTAGES as exc:
+                BROKER_OUTAGE.failed(exc)
+                time.sleep(DEFAULT_RETRY_ENQUEUE_WAIT)
 
 
 def wake(broker: RedisBroker, counts: dict[str, int], pipe: Any = None) -> None:

@@ -519,3 +519,56 @@ def test_a_byte_damaged_on_the_way_is_caught_removed_and_copied_again(
         assert len(proxy.requests("PUT", r"/files/part-2\.txt")) >= 2
         [failed] = Action.select().where(Action.result == "failed")
         assert failed.path == "part-2.txt" and "removed it" in failed.error
+
+
+def test_a_retry_due_while_redis_is_away_is_queued_once_it_is_back(
+    tmp_path: Path, private_redis: Any, moto_server: str, s3_bucket: S3Connector
+) -> None:
+    """A job that fails for a moment while Redis is out of reach is still retried.
+
+    Its retry is queued on Redis; a worker whose network drops both (or a
+    Redis that restarts with what it held) must not lose it: else the job
+    is acknowledged without a retry, and its pending marker holds that
+    work back for a day (``DEFAULT_PENDING_TTL``).
+    """
+    import redis
+
+    with (
+        faulty_proxy(moto_server) as proxy,
+        copying_through(tmp_path, private_redis.url, s3_bucket, proxy) as (
+            config,
+            database,
+            broker,
+        ),
+    ):
+        running = process.start(worker_runtime(config, database, broker), threads=2)
+        try:
+            wait_for(lambda: statuses().get("S3") == "OK", what="the copy")
+            config_path = str(tmp_path / "config.json")
+            # The verification's first read of S3 hangs, then its connection drops.
+            held = proxy.fail(Fault("GET", r"/files/", hang=3.0, times=1))
+            proxy.fail(Fault("GET", r"/files/", drop=True, times=None))
+            proxy.fail(Fault("HEAD", r"/files/", drop=True, times=None))
+            args = ["--config", config_path, "request", "verify", "k", "--connector", "S3"]
+            assert main(args) == 0
+            wait_for(lambda: held.hits == 1, what="the verification's read")
+            # Redis goes away meanwhile, and comes back with what it held
+            # (a network that dropped it for a while: its marker is kept).
+            client = redis.Redis.from_url(private_redis.url)
+            client.save()
+            client.close()
+            private_redis.stop()
+            time.sleep(4)  # the read fails; the job's retry is due while Redis is away
+            private_redis.start()
+            proxy.heal()
+            wait_for(
+                lambda: (
+                    Action.select()
+                    .where((Action.action == "verify") & (Action.target == "S3"))
+                    .exists()
+                ),
+                seconds=30,
+                what="the verification retried once Redis was back",
+            )
+        finally:
+            process.stop(running)
