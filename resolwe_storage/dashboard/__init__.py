@@ -36,6 +36,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ DEAD_SHOWN = 100
 #: History rows on a page, at most.
 HISTORY_LIMIT = 200
 TEMPLATES = Path(__file__).parent / "templates"
+#: What a catalog that does not answer (down, locked, not a database) raises.
+CATALOG_ERRORS = (pw.OperationalError, pw.InterfaceError, pw.DatabaseError)
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +104,16 @@ class Dashboard:
             {
                 "refresh": self.refresh,
                 "actions": self.token is not None,
-                "message": request.query_params.get("done"),
+                "message": done_message(request.query_params),
                 **context,
             },
             status_code=status_code,
         )
+
+    def _catalog_unavailable(self, request: Request, exc: Exception) -> Response:
+        """A page that needs the catalog, which did not answer: said so (503), why in the log."""
+        logger.warning("dashboard: the catalog did not answer: %s", telemetry.first_line(exc))
+        return self._page(request, "unavailable.html", status_code=503)
 
     def overview(self, request: Request) -> Response:
         from workers.monitor import heartbeats
@@ -118,7 +126,7 @@ class Dashboard:
                 done = facts.throughput(now)
                 if read.facts is not None:
                     stored = facts.storage(self.config, read.facts)
-        except (pw.OperationalError, pw.InterfaceError, pw.DatabaseError) as exc:
+        except CATALOG_ERRORS as exc:
             # The queues are Redis's: shown still, and the catalog's part said missing.
             logger.warning("dashboard: the catalog did not answer: %s", telemetry.first_line(exc))
             stored = None
@@ -153,7 +161,7 @@ class Dashboard:
         )
 
     def dead(self, request: Request) -> Response:
-        from workers.monitor import dead_letters
+        from workers.monitor import dead_letters, queue_stats
 
         try:
             with answering(self.broker):
@@ -162,6 +170,13 @@ class Dashboard:
                     for queue in facts._queues()
                     for letter in dead_letters(self.broker, queue, limit=DEAD_SHOWN)
                 ]
+                # A queue with more than a page lists: the page says so, and
+                # that "all" acts on every one of them, listed or not.
+                more = {
+                    stats.queue: stats.dead
+                    for stats in queue_stats(self.broker, facts._queues())
+                    if stats.dead > DEAD_SHOWN
+                }
         except BrokerUnavailable as exc:
             logger.warning("dashboard: %s", exc)
             return self._page(request, "dead.html", letters=None, queues=facts._queues())
@@ -178,7 +193,14 @@ class Dashboard:
             }
             for letter in found
         ]
-        return self._page(request, "dead.html", letters=letters, queues=facts._queues())
+        return self._page(
+            request,
+            "dead.html",
+            letters=letters,
+            queues=facts._queues(),
+            more=more,
+            shown=DEAD_SHOWN,
+        )
 
     def history(self, request: Request) -> Response:
         from catalog.story import action_names, history
@@ -189,9 +211,12 @@ class Dashboard:
             "connector": query.get("connector") or None,
             "failed": query.get("failed") == "1",
         }
-        with self.database.connection_context():
-            rows = history(**chosen, limit=HISTORY_LIMIT)
-            actions = action_names()
+        try:
+            with self.database.connection_context():
+                rows = history(**chosen, limit=HISTORY_LIMIT)
+                actions = action_names()
+        except CATALOG_ERRORS as exc:
+            return self._catalog_unavailable(request, exc)
         return self._page(
             request,
             "history.html",
@@ -208,11 +233,13 @@ class Dashboard:
         from catalog.story import item_story
 
         key = request.path_params.get("key") or request.query_params.get("key", "")
-        with self.database.connection_context():
-            try:
+        try:
+            with self.database.connection_context():
                 story = item_story(key)
-            except ItemNotFoundError:
-                return self._page(request, "missing.html", key=key, status_code=404)
+        except ItemNotFoundError:
+            return self._page(request, "missing.html", key=key, status_code=404)
+        except CATALOG_ERRORS as exc:
+            return self._catalog_unavailable(request, exc)
         story["history"] = [facts.redacted(row, self.redact) for row in story["history"]]
         for location in story["locations"]:
             # A file's problem is a backend's answer, which may say where it keeps the file.
@@ -240,23 +267,25 @@ class Dashboard:
         if queue not in facts._queues():
             return PlainTextResponse(f"no such queue: {queue!r}\n", 400)
         try:
-            done = await run_in_threadpool(self._act, what, queue, form.get("id") or None)
+            count = await run_in_threadpool(self._act, what, queue, form.get("id") or None)
         except BrokerUnavailable as exc:
             logger.warning("dashboard: %s", exc)
             return PlainTextResponse(
                 f"failed: {exc} (a dead letter is requeued or discarded whole, or not at all)\n",
                 503,
             )
-        return RedirectResponse("/dead?" + urlencode({"done": done}), status_code=303)
+        # What was done, not a text: the page says it in its own words
+        # (``done_message``), so that a link cannot have it announce anything.
+        done = {"done": what, "count": count, "queue": queue}
+        return RedirectResponse("/dead?" + urlencode(done), status_code=303)
 
-    def _act(self, what: str, queue: str, redis_id: str | None) -> str:
+    def _act(self, what: str, queue: str, redis_id: str | None) -> int:
         from workers.monitor import discard_dead, requeue_dead
 
         with answering(self.broker):
             if what == "retry":
-                return f"requeued {requeue_dead(self.broker, queue, redis_id)} job(s) on {queue}"
-            gone = discard_dead(self.broker, queue, redis_id)
-            return f"discarded {gone} dead letter(s) of {queue}"
+                return requeue_dead(self.broker, queue, redis_id)
+            return discard_dead(self.broker, queue, redis_id)
 
     # -- machines -----------------------------------------------------------
 
@@ -330,6 +359,23 @@ def make_app(dashboard: Dashboard, *, hosts: frozenset[str] | None = None) -> St
             Route("/readyz", dashboard.readyz),
         ],
     )
+
+
+def done_message(query: Mapping[str, str]) -> str | None:
+    """The note of a retry or discard that ``act`` redirected with; None for anything else.
+
+    Made of the action, a count and a queue, each checked: a page opened from
+    a link someone else made says nothing they wrote ("done=the token expired,
+    renew it at ...").
+    """
+    what, count, queue = query.get("done"), query.get("count", ""), query.get("queue")
+    if not (count.isascii() and count.isdigit()) or queue not in facts._queues():
+        return None
+    if what == "retry":
+        return f"requeued {int(count)} job(s) on {queue}"
+    if what == "discard":
+        return f"discarded {int(count)} dead letter(s) of {queue}"
+    return None
 
 
 def _item_url(key: str) -> str:

@@ -625,3 +625,86 @@ def test_on_a_loopback_address_it_answers_only_this_machines_names(
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=30)
+
+
+def test_when_the_catalog_stops_answering_the_history_and_an_items_page_say_so(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Not a bare "Internal Server Error" and a traceback: the page says what is missing."""
+    cli = Cli(copying_pair(tmp_path, broker=redis_url))
+    damage(cli, tmp_path, "broken")
+    dashboard, base = start_dashboard(cli, tmp_path, "--refresh", "0")
+    try:
+        assert fetch(base + "/history")[0] == 200
+        assert fetch(base + "/items?key=broken")[0] == 200
+        catalog = tmp_path / "catalog.sqlite3"
+        for suffix in ("-wal", "-shm"):
+            Path(f"{catalog}{suffix}").unlink(missing_ok=True)
+        catalog.write_bytes(b"not a database " * 1000)
+        for page in ("/history", "/history?action=verify", "/items?key=broken", "/items/broken"):
+            status, text = fetch(base + page)
+            assert status == 503, (page, status, text)
+            assert 'id="catalog-unavailable"' in text and "The catalog did not answer" in text
+            assert "not a database" not in text  # the log says why, not the page
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+    log = (tmp_path / "dashboard.log").read_text()
+    assert "Traceback" not in log, log
+    assert "dashboard: the catalog did not answer: file is not a database" in log
+
+
+def test_the_dead_letters_page_says_when_it_lists_only_the_latest_of_them(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """More dead letters than a page lists: it says how many there are, which "all" acts on."""
+    from resolwe_storage.dashboard import DEAD_SHOWN
+
+    cli = Cli(
+        copying_pair(tmp_path, broker=redis_url), env={"RESOLWE_STORAGE_DASHBOARD_TOKEN": TOKEN}
+    )
+    cli.ok("migrate")
+    client = redis.Redis.from_url(redis_url)
+    for n in range(DEAD_SHOWN + 3):
+        dead_letter(client, "copy", n + 1, f"a{n}", "failed")
+    dead_letter(client, "delete", 1, "a0", "failed")
+    dashboard, base = start_dashboard(cli, tmp_path, "--allow-actions", "--refresh", "0")
+    try:
+        status, text = fetch(base + "/dead")
+        assert status == 200
+        assert text.count("<tr data-id=") == DEAD_SHOWN + 1
+        total = client.zcard("dramatiq:copy.XQ")
+        assert f"the latest {DEAD_SHOWN} of the {total} dead letters of copy" in text
+        assert "dead letters of delete" not in text  # every one of them is listed
+    finally:
+        client.close()
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+
+def test_a_link_cannot_make_a_page_announce_what_was_not_done(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The note after a retry or discard is the dashboard's own, not a text a link brings."""
+    cli = Cli(
+        copying_pair(tmp_path, broker=redis_url), env={"RESOLWE_STORAGE_DASHBOARD_TOKEN": TOKEN}
+    )
+    cli.ok("migrate")
+    client = redis.Redis.from_url(redis_url)
+    dead_letter(client, "copy", 1, "a1", "failed")
+    dashboard, base = start_dashboard(cli, tmp_path, "--allow-actions", "--refresh", "0")
+    try:
+        forged = "The token expired: renew it at evil.example"
+        for page in ("/dead", "/", "/history"):
+            status, text = fetch(f"{base}{page}?done={forged.replace(' ', '+')}")
+            assert status == 200 and forged not in text and 'id="message"' not in text, page
+        # Nor one whose count is not a number (a superscript two is a digit to Python).
+        status, text = fetch(base + "/dead?done=discard&count=%C2%B2&queue=copy")
+        assert status == 200 and 'id="message"' not in text
+        status, text = fetch(base + "/dead/discard", data=f"queue=copy&token={TOKEN}".encode())
+        assert status == 200 and "discarded 1 dead letter(s) of copy" in text
+        assert client.zcard("dramatiq:copy.XQ") == 0
+    finally:
+        client.close()
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
