@@ -230,6 +230,25 @@ def resolwe_sql(source: str, query: str) -> None:
     connection.close()
 
 
+def drop_archive_copy(source: str) -> None:
+    """At the source, the archive copies go as Resolwe removes one: links, then the row."""
+    resolwe_sql(
+        source,
+        "DELETE FROM storage_referencedpath_storage_locations WHERE storagelocation_id IN"
+        " (SELECT id FROM storage_storagelocation WHERE connector_name = 'archive');"
+        " DELETE FROM storage_storagelocation WHERE connector_name = 'archive'",
+    )
+
+
+def lock_every_copy(source: str) -> None:
+    """News of every item at the source: a lock on each of its copies."""
+    resolwe_sql(
+        source,
+        "INSERT INTO storage_accesslog (storage_location_id, started, reason)"
+        " SELECT id, now(), 'Manager data transfer' FROM storage_storagelocation",
+    )
+
+
 def copies(cli: Cli, key: str) -> dict[str, dict[str, Any]]:
     shown = json.loads(cli.ok("show", key, "--json").out)
     return {location["connector"]: location for location in shown["locations"]}
@@ -333,12 +352,7 @@ def test_a_copy_resolwe_deleted_is_no_longer_claimed_after_a_catch_up(
     assert copies(cli, "resolwe:1")["archive"]["status"] == "OK"
     # Resolwe's own delete: the files go, then the location row and its links.
     (tmp_path / "archive" / "1" / "reads.fastq.gz").unlink()
-    resolwe_sql(
-        source,
-        "DELETE FROM storage_referencedpath_storage_locations WHERE storagelocation_id IN"
-        " (SELECT id FROM storage_storagelocation WHERE connector_name = 'archive');"
-        " DELETE FROM storage_storagelocation WHERE connector_name = 'archive'",
-    )
+    drop_archive_copy(source)
     assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
     assert copies(cli, "resolwe:1")["archive"]["status"] == "DM"  # named, not counted
     counted = json.loads(cli.ok("status", "--json").out)["locations"].get("archive", {})
@@ -350,22 +364,13 @@ def test_a_dropped_copy_proven_here_since_stays_counted_through_catch_ups(
 ) -> None:
     cli = two_copies(tmp_path, source)
     # The source drops its archive copy, whose bytes are still there ...
-    resolwe_sql(
-        source,
-        "DELETE FROM storage_referencedpath_storage_locations WHERE storagelocation_id IN"
-        " (SELECT id FROM storage_storagelocation WHERE connector_name = 'archive');"
-        " DELETE FROM storage_storagelocation WHERE connector_name = 'archive'",
-    )
+    drop_archive_copy(source)
     cli.ok("import", "--from-resolwe", source)
     assert copies(cli, "resolwe:1")["archive"]["status"] == "DM"
     cli.ok("verify", "resolwe:1", "--connector", "archive")  # its bytes are there: proven
     assert copies(cli, "resolwe:1")["archive"]["status"] == "OK"
     # ... and the next catch-up, with news of the item, leaves it counted.
-    resolwe_sql(
-        source,
-        "INSERT INTO storage_accesslog (storage_location_id, started, reason)"
-        " SELECT id, now(), 'Manager data transfer' FROM storage_storagelocation",
-    )
+    lock_every_copy(source)
     assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
     found = copies(cli, "resolwe:1")
     assert found["local"]["locks"] and found["archive"]["status"] == "OK"
@@ -397,11 +402,7 @@ def test_a_copy_this_catalog_made_survives_a_catch_up(tmp_path: Path, source: st
     cli.ok("import", "--from-resolwe", source)
     cli.ok("run", "--once")  # this catalog's workers copy it to the archive
     assert copies(cli, "resolwe:1")["archive"]["status"] == "OK"
-    resolwe_sql(
-        source,
-        "INSERT INTO storage_accesslog (storage_location_id, started, reason)"
-        " SELECT id, now(), 'Manager data transfer' FROM storage_storagelocation",
-    )
+    lock_every_copy(source)
     assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
     found = copies(cli, "resolwe:1")
     assert found["local"]["locks"] and found["archive"]["status"] == "OK"
@@ -433,11 +434,7 @@ def test_a_catch_up_keeps_hashes_known_here_where_the_source_says_unknown(
     cli.ok("import", "--from-resolwe", source)
     cli.ok("ingest", "local", str(folder), "--key", "resolwe:1")  # hashed here
     # At the source, news of the item (a lock); its file is still "unknown" there.
-    resolwe_sql(
-        source,
-        "INSERT INTO storage_accesslog (storage_location_id, started, reason)"
-        " SELECT id, now(), 'Manager data transfer' FROM storage_storagelocation",
-    )
+    lock_every_copy(source)
     assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
     [entry] = json.loads(cli.ok("show", "resolwe:1", "--json").out)["files"]
     assert (entry["size"], entry["md5"]) == (len(_BYTES), _MD5)  # not forgotten
@@ -462,11 +459,7 @@ def test_a_copy_is_not_taken_to_hold_a_file_the_source_does_not_link_to_it(
     assert (tmp_path / "archive" / "1" / "notes.txt").read_bytes() == _BYTES
     assert copies(cli, "resolwe:1")["archive"]["status"] == "OK"
     # A catch-up with news of the item does not undo the repair.
-    resolwe_sql(
-        source,
-        "INSERT INTO storage_accesslog (storage_location_id, started, reason)"
-        " SELECT id, now(), 'Manager data transfer' FROM storage_storagelocation",
-    )
+    lock_every_copy(source)
     assert json.loads(cli.ok("import", "--from-resolwe", source, "--json").out)["updated"] == 1
     assert copies(cli, "resolwe:1")["archive"]["status"] == "OK"
 
